@@ -1,0 +1,105 @@
+import { readFileSync } from 'node:fs';
+import { extname } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { endpointSchema, fieldErrors } from './params.js';
+
+/**
+ * The engine's config file (JSON or YAML): the admin key, the provider, timings and the
+ * endpoints to create at start. Parsed once by zod; a bad file stops start-up with every
+ * problem listed.
+ */
+
+/** Engine timings, in seconds. Defaults are the live values; tests shrink them. */
+export const engineTimingSchema = z.strictObject({
+  /** How often the policy runs and queued requests are checked. */
+  tick_seconds: z.number().gt(0).default(1),
+  /** A worker whose reports stop this long is probed on GET /healthz (PROTOCOL: 30 s). */
+  stale_after_seconds: z.number().gt(0).default(30),
+  /** How long the /healthz probe may take before the worker counts as dead. */
+  probe_timeout_seconds: z.number().gt(0).default(5),
+  /** A worker still created/loading after this long is errored (model never loaded). */
+  load_timeout_seconds: z.number().gt(0).default(1800),
+  /** A routed request not yet seen in its worker's reports stops counting as that worker's load after this. */
+  unreported_ttl_seconds: z.number().gt(0).default(60),
+  /** A request_idx never named by /delete_requests/ is forgotten after this. */
+  request_ttl_seconds: z.number().gt(0).default(3600),
+});
+export type EngineTiming = z.output<typeof engineTimingSchema>;
+
+export const providerConfigSchema = z.looseObject({
+  /** `simulated` is built in; others are registered with `registerProvider`. */
+  kind: z.string().min(1).default('simulated'),
+});
+export type ProviderConfig = z.output<typeof providerConfigSchema>;
+
+export const autoscalerConfigSchema = z.strictObject({
+  /** Key for /admin/ (header `Authorization: Bearer <key>`). Env AUTOSCALER_ADMIN_KEY wins; generated when neither is set. */
+  admin_key: z.string().min(8, 'at least 8 characters').optional(),
+  /** PEM file of the RSA private key that signs routes; default: `<data dir>/engine_key.pem`, created at first start. */
+  private_key_path: z.string().optional(),
+  /** Directory for the key and generated admin key (default `./autoscaler-data`). */
+  data_dir: z.string().optional(),
+  /** The address workers report to (their REPORT_ADDR); default the server's own URL. */
+  public_url: z.string().url().optional(),
+  provider: providerConfigSchema.default({ kind: 'simulated' }),
+  engine: engineTimingSchema.default(engineTimingSchema.parse({})),
+  endpoints: z.array(endpointSchema).default([]),
+});
+export type AutoscalerConfig = z.output<typeof autoscalerConfigSchema>;
+export type AutoscalerConfigInput = z.input<typeof autoscalerConfigSchema>;
+
+/** A config that did not parse: `fields` names every bad field. */
+export class ConfigError extends Error {
+  constructor(
+    message: string,
+    readonly fields: Record<string, string> = {},
+  ) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Validate a config object (from a file or from code); throws ConfigError listing every problem. */
+export function parseAutoscalerConfig(input: unknown, source = 'config'): AutoscalerConfig {
+  const parsed = autoscalerConfigSchema.safeParse(input ?? {});
+  if (!parsed.success) {
+    const fields = fieldErrors(parsed.error);
+    const lines = Object.entries(fields).map(([k, v]) => `  ${k}: ${v}`);
+    throw new ConfigError(`${source} is invalid:\n${lines.join('\n')}`, fields);
+  }
+  const names = new Set<string>();
+  for (const [i, ep] of parsed.data.endpoints.entries()) {
+    if (names.has(ep.name)) throw new ConfigError(`${source} is invalid:\n  endpoints.${i}.name: duplicate endpoint "${ep.name}"`, { [`endpoints.${i}.name`]: 'duplicate' });
+    names.add(ep.name);
+    const wgs = new Set<string>();
+    for (const [j, wg] of ep.workergroups.entries()) {
+      if (wgs.has(wg.name)) {
+        const key = `endpoints.${i}.workergroups.${j}.name`;
+        throw new ConfigError(`${source} is invalid:\n  ${key}: duplicate workergroup "${wg.name}"`, { [key]: 'duplicate' });
+      }
+      wgs.add(wg.name);
+    }
+  }
+  return parsed.data;
+}
+
+/** Read a JSON (`.json`) or YAML (anything else) file into a plain value. */
+export function readConfigFile(path: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`cannot read ${path}: ${(err as Error).message}`);
+  }
+  try {
+    return extname(path).toLowerCase() === '.json' ? JSON.parse(text) : parseYaml(text);
+  } catch (err) {
+    throw new ConfigError(`${path} is not valid ${extname(path) === '.json' ? 'JSON' : 'YAML'}: ${(err as Error).message}`);
+  }
+}
+
+/** Read and validate the engine config file. */
+export function loadAutoscalerConfig(path: string): AutoscalerConfig {
+  return parseAutoscalerConfig(readConfigFile(path), path);
+}

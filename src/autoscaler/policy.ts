@@ -1,0 +1,403 @@
+import { windowRate, type LoadHistoryView } from './load-history.js';
+import type { EndpointParams } from './params.js';
+import type { EndpointState, WorkerState } from './states.js';
+
+/**
+ * The scaling policy: a pure function from an endpoint's parameters, its workers, its load
+ * history and the time to decisions. No I/O, no clock, no randomness: the live engine, the
+ * tests and the trace simulation all run this same function.
+ *
+ * Capacity is perf (load/s). Each tick:
+ *  1. errored workers are destroyed (their replacement falls out of the targets below);
+ *  2. loads: stable (`stable_window`), panic (`panic_window`) and long (`cold_window`) averages of
+ *     the load arriving at /route/;
+ *  3. panic (Knative's KPA): entered when panic-window demand (load / target_util) ≥
+ *     `panic_threshold` × the ready capacity, or when the observed queue time exceeds
+ *     `target_queue_time`; while panicking the active target never goes down and nothing is
+ *     stopped or released; left once `stable_window` passes without a trigger;
+ *  4. active target A = max((anticipated load + backlog drain rate) / target_util, min_load), where
+ *     anticipated = stable load (max with the panic load while panicking); recruitment target
+ *     R = max(stable load / target_util, min_load); with the scale-to-zero gate (min_load 0 and
+ *     inactivity_timeout) deciding whether either may be 0 or keeps one worker;
+ *  5. inactive target I = max(cold_mult × long load, min_cold_load), and at least `cold_workers`
+ *     workers with the model loaded: the largest wins;
+ *  6. moves: the active set is the prefix, by perf per dollar, of ready/starting/inactive workers
+ *     that covers A: its inactive members are started (seconds); ready non-members are stopped
+ *     (drained first when busy) when the target was low for `scale_down_delay`; new workers are
+ *     recruited for what R + I still lack (a variety of machine types first, then the best learned
+ *     perf per dollar); inactive workers above I are released after `release_delay`, as are those
+ *     of a type REPLACE_RATIO worse per dollar than the best learned one; never above `max_workers`.
+ */
+
+/** A worker as the policy sees it. */
+export interface PolicyWorker {
+  id: number;
+  state: WorkerState;
+  /** `workergroup/machine_type`. */
+  typeKey: string;
+  /** Perf to plan with: its own benchmark when reported, else its type's estimate. */
+  perf: number;
+  /** Its machine's price while running, $/h. */
+  dollarsPerHour: number;
+  /** True while requests routed to it are not finished: stopped last, and only after the engine drains it. */
+  busy: boolean;
+  /** When it entered its current state, ms. */
+  stateSince: number;
+}
+
+/** A machine type the endpoint may recruit. */
+export interface MachineChoice {
+  /** `workergroup/machine_type`. */
+  key: string;
+  workergroup: string;
+  machineType: string;
+  dollarsPerHour: number;
+  /** Learned perf (or the config's `expected_perf` hint); null when nothing is known. */
+  perf: number | null;
+  /** Benchmarks received for this type. */
+  samples: number;
+}
+
+/** The global queue of the endpoint, as seen by the router. */
+export interface QueueSignal {
+  waiting: number;
+  /** Sum of the cost of waiting requests. */
+  waitingLoad: number;
+  /** Observed queue time, s: the oldest wait in the global queue or the recent expected wait at a worker, whichever is larger. */
+  queueTime: number;
+  /** Load queued at ready workers (reported plus routed-not-yet-reported). */
+  workerBacklog: number;
+}
+
+/** What the policy remembers between ticks (returned, never mutated in place). */
+export interface PolicyMemory {
+  panicking: boolean;
+  panicSince: number | null;
+  lastTriggerAt: number | null;
+  /** Highest active target reached while panicking. */
+  panicTarget: number;
+  /** Active targets of the last `scale_down_delay` seconds. */
+  recentTargets: ReadonlyArray<{ at: number; target: number }>;
+}
+
+export const INITIAL_MEMORY: PolicyMemory = { panicking: false, panicSince: null, lastTriggerAt: null, panicTarget: 0, recentTargets: [] };
+
+export interface PolicyInput {
+  now: number;
+  state: EndpointState;
+  params: EndpointParams;
+  workers: readonly PolicyWorker[];
+  machines: readonly MachineChoice[];
+  history: LoadHistoryView;
+  /** Last time a request arrived (ms), null if none ever did. */
+  lastActivityAt: number | null;
+  queue: QueueSignal;
+  memory: PolicyMemory;
+}
+
+/** One thing to do; `reason` is logged with the transition it causes. */
+export type Decision =
+  | { kind: 'recruit'; typeKey: string; count: number; reason: string }
+  | { kind: 'activate'; id: number; reason: string }
+  | { kind: 'stop'; id: number; reason: string }
+  | { kind: 'destroy'; id: number; reason: string };
+
+/** The numbers behind the decisions, for logs, the admin API and the simulation report. */
+export interface Plan {
+  stableLoad: number;
+  panicLoad: number;
+  coldLoad: number;
+  anticipatedLoad: number;
+  activeTarget: number;
+  /** The stable target recruitment works toward (active target without panic and backlog terms). */
+  recruitTarget: number;
+  inactiveTarget: number;
+  panicking: boolean;
+  zeroAllowed: boolean;
+  readyCapacity: number;
+  activeCapacity: number;
+  inactiveCapacity: number;
+  loadingCapacity: number;
+}
+
+export interface PolicyOutput {
+  decisions: Decision[];
+  memory: PolicyMemory;
+  plan: Plan;
+}
+
+/** Perf assumed for a type nothing is known about, when no other type is known either. */
+export const DEFAULT_PERF_GUESS = 100;
+const EPS = 1e-9;
+/** A serving worker's perf per dollar counts this much more than an inactive one's: trading places must pay for a start. */
+export const SWAP_BIAS = 1.2;
+/** An inactive worker is replaced when the best learned type gives this much more perf per dollar. */
+export const REPLACE_RATIO = 1.25;
+
+/** Perf per dollar-hour; free machines rank first. */
+function valueOf(perf: number, dollarsPerHour: number): number {
+  return dollarsPerHour > 0 ? perf / dollarsPerHour : Number.POSITIVE_INFINITY;
+}
+
+/** The perf to plan with for every machine type (unknown types: the mean of the known ones, else the default guess). */
+export function typeEstimates(machines: readonly MachineChoice[]): Map<string, number> {
+  const known = machines.filter((m) => m.perf !== null && m.perf > 0).map((m) => m.perf!);
+  const guess = known.length > 0 ? known.reduce((a, b) => a + b, 0) / known.length : DEFAULT_PERF_GUESS;
+  return new Map(machines.map((m) => [m.key, m.perf !== null && m.perf > 0 ? m.perf : guess]));
+}
+
+/** Run the policy for one endpoint at `input.now`. */
+export function decide(input: PolicyInput): PolicyOutput {
+  const { now, params: P } = input;
+  const memory: PolicyMemory = { ...input.memory, recentTargets: [...input.memory.recentTargets] };
+  const decisions: Decision[] = [];
+  const estimates = typeEstimates(input.machines);
+  const workerValue = (w: PolicyWorker) => valueOf(w.perf, w.dollarsPerHour);
+
+  const live = input.workers.filter((w) => w.state !== 'destroyed');
+  const by = (...states: WorkerState[]) => live.filter((w) => states.includes(w.state));
+  const cap = (ws: readonly PolicyWorker[]) => ws.reduce((s, w) => s + w.perf, 0);
+  const ready = by('ready');
+  const starting = by('starting');
+  const loading = by('created', 'loading');
+  const inactive = by('inactive');
+  const errored = by('errored');
+
+  const stableLoad = windowRate(input.history, now, P.stable_window);
+  const panicLoad = P.panic_window > 0 ? windowRate(input.history, now, P.panic_window) : 0;
+  const coldLoad = windowRate(input.history, now, P.cold_window);
+  const plan: Plan = {
+    stableLoad,
+    panicLoad,
+    coldLoad,
+    anticipatedLoad: stableLoad,
+    activeTarget: 0,
+    recruitTarget: 0,
+    inactiveTarget: 0,
+    panicking: memory.panicking,
+    zeroAllowed: false,
+    readyCapacity: cap(ready),
+    activeCapacity: cap(ready) + cap(starting),
+    inactiveCapacity: cap(inactive),
+    loadingCapacity: cap(loading),
+  };
+
+  if (input.state === 'suspended') return { decisions, memory, plan };
+  for (const w of errored) decisions.push({ kind: 'destroy', id: w.id, reason: 'errored: released so a replacement can be recruited' });
+  if (input.state === 'stopped') {
+    for (const w of [...ready, ...starting]) decisions.push({ kind: 'stop', id: w.id, reason: 'endpoint stopped' });
+    return { decisions, memory, plan };
+  }
+
+  // 3. Panic mode.
+  const readyCap = cap(ready);
+  const panicDemand = panicLoad / P.target_util;
+  const queueTrigger = P.target_queue_time > 0 && input.queue.queueTime > P.target_queue_time;
+  const loadTrigger = panicLoad > 0 && panicDemand >= P.panic_threshold * readyCap;
+  if (P.panic_window > 0 && (loadTrigger || queueTrigger)) {
+    memory.lastTriggerAt = now;
+    if (!memory.panicking) {
+      memory.panicking = true;
+      memory.panicSince = now;
+      memory.panicTarget = 0;
+    }
+  } else if (memory.panicking && (P.panic_window <= 0 || now - (memory.lastTriggerAt ?? now) >= P.stable_window * 1000)) {
+    memory.panicking = false;
+    memory.panicSince = null;
+    memory.panicTarget = 0;
+  }
+
+  // 4. Active target (what serves now: panic load, backlog) and recruitment target (what lasts:
+  // the stable load). Recruits take minutes to load, so seconds-long demand is met only by
+  // starting inactive workers; recruiting for it would buy machines that arrive after it is gone.
+  const anticipated = memory.panicking ? Math.max(stableLoad, panicLoad) : stableLoad;
+  const drainHorizon = P.target_queue_time > 0 ? P.target_queue_time : P.max_queue_time;
+  // Queues above target: add the capacity that drains every queued load (global and at workers) within target_queue_time.
+  const backlog = input.queue.waitingLoad + (queueTrigger ? input.queue.workerBacklog : 0);
+  const backlogRate = backlog / Math.max(drainHorizon, 1);
+  let A = Math.max((anticipated + backlogRate) / P.target_util, P.min_load);
+  let R = Math.max((stableLoad + input.queue.waitingLoad / Math.max(P.stable_window, 1)) / P.target_util, P.min_load);
+  if (memory.panicking) {
+    A = Math.max(A, memory.panicTarget);
+    memory.panicTarget = A;
+  }
+  const idleFor = input.lastActivityAt === null ? Number.POSITIVE_INFINITY : (now - input.lastActivityAt) / 1000;
+  const zeroAllowed =
+    P.min_load === 0 && (P.inactivity_timeout === 0 || (P.inactivity_timeout > 0 && idleFor >= P.inactivity_timeout));
+  if (!zeroAllowed) {
+    // Keeps one worker active.
+    A = Math.max(A, EPS);
+    R = Math.max(R, EPS);
+  }
+  memory.recentTargets = [...memory.recentTargets.filter((t) => now - t.at < P.scale_down_delay * 1000), { at: now, target: A }];
+  const downTarget = Math.max(...memory.recentTargets.map((t) => t.target));
+  plan.anticipatedLoad = anticipated;
+  plan.activeTarget = A;
+  plan.recruitTarget = R;
+  plan.panicking = memory.panicking;
+  plan.zeroAllowed = zeroAllowed;
+
+  // 6a. Active side. The active set is a prefix of the workers ranked by perf per dollar
+  // (serving ones favoured by SWAP_BIAS, so equal machines never trade places): the prefix
+  // that covers the target. Inactive members are started (seconds); serving non-members are
+  // stopped once idle and not needed; what is still missing is recruited (minutes).
+  const activated = new Set<number>();
+  const serving = readyCap + cap(starting);
+  const activeCount = ready.length + starting.length + loading.length;
+  const pool = [...ready, ...starting, ...inactive];
+  const rank = (w: PolicyWorker) => workerValue(w) * (w.state === 'inactive' ? 1 : SWAP_BIAS);
+  // Ties go to busy workers (stopping them means draining first), then to bigger ones.
+  const ranked = [...pool].sort((a, b) => rank(b) - rank(a) || Number(b.busy) - Number(a.busy) || b.perf - a.perf || a.id - b.id);
+  const cover = (target: number): Set<number> => {
+    const chosen = new Set<number>();
+    let sum = 0;
+    if (!(target > 0)) return chosen;
+    for (const w of ranked) {
+      if (chosen.size > 0 && sum >= target * (1 - 1e-12)) break;
+      chosen.add(w.id);
+      sum += w.perf;
+    }
+    return chosen;
+  };
+  const fastDeficit = A - serving;
+  // Short now: start inactive members of the cover. Not short (and calm): start them only to
+  // trade a serving worker for a better-value one, which the stop rule below then releases.
+  if (fastDeficit > EPS || (activeCount === 0 && A > 0) || !memory.panicking) {
+    const want = cover(A);
+    for (const w of ranked) {
+      if (!want.has(w.id) || w.state !== 'inactive') continue;
+      const why = fastDeficit > EPS ? `active capacity ${fmt(serving)} < target ${fmt(A)}${memory.panicking ? ' (panic)' : ''}` : `better perf per dollar than a serving worker (target ${fmt(A)})`;
+      decisions.push({ kind: 'activate', id: w.id, reason: why });
+      activated.add(w.id);
+    }
+  }
+  const activatedCap = cap(inactive.filter((w) => activated.has(w.id)));
+  let activeShort = R - (serving + activatedCap + cap(loading));
+  if (R > 0 && activeCount + activated.size === 0) activeShort = Math.max(activeShort, EPS);
+
+  if (!memory.panicking) {
+    // Only ready capacity counts here: starting and loading workers may still fail.
+    const keep = cover(downTarget);
+    let readyLeft = readyCap;
+    let remaining = ready.length + starting.length;
+    const minActive = downTarget > 0 || !zeroAllowed ? 1 : 0;
+    // Idle ones first: a busy worker told to stop is drained by the engine (no new requests) before it stops.
+    const worstFirst = (a: PolicyWorker, b: PolicyWorker) => Number(a.busy) - Number(b.busy) || rank(a) - rank(b) || a.perf - b.perf || b.id - a.id;
+    for (const w of ready.filter((r) => !keep.has(r.id)).sort(worstFirst)) {
+      if (remaining - 1 < minActive) break;
+      if (readyLeft - w.perf < downTarget - EPS) continue;
+      decisions.push({ kind: 'stop', id: w.id, reason: `not needed for target ${fmt(downTarget)} (max over ${P.scale_down_delay}s); ready capacity ${fmt(readyCap)}` });
+      readyLeft -= w.perf;
+      remaining--;
+    }
+  }
+
+  // 5. Inactive target: the largest of cold_mult × load, min_cold_load and cold_workers.
+  const I = Math.max(P.cold_mult * coldLoad, P.min_cold_load);
+  plan.inactiveTarget = I;
+  const loadedOrComing = live.length - errored.length; // errored ones are being destroyed
+  const haveCap = serving + cap(loading) + cap(inactive);
+  const capShort = Math.max(activeShort, R + I - haveCap);
+  const countShort = Math.max(0, P.cold_workers - loadedOrComing);
+
+  // 6b. Recruit, within max_workers.
+  const room = Math.max(0, P.max_workers - loadedOrComing);
+  const picks = pickTypes(input, estimates, capShort, countShort, room);
+  const pickedCap = picks.reduce((s, k) => s + (estimates.get(k) ?? DEFAULT_PERF_GUESS), 0);
+  const counts = new Map<string, number>();
+  for (const k of picks) counts.set(k, (counts.get(k) ?? 0) + 1);
+  for (const [typeKey, count] of counts) {
+    const why: string[] = [];
+    if (activeShort > EPS) why.push(`stable target ${fmt(R)} > ${fmt(serving + activatedCap + cap(loading))}`);
+    if (R + I - haveCap > EPS) why.push(`active+inactive target ${fmt(R + I)} > ${fmt(haveCap)}`);
+    if (countShort > 0) why.push(`${loadedOrComing} loaded workers < cold_workers ${P.cold_workers}`);
+    decisions.push({ kind: 'recruit', typeKey, count, reason: why.join('; ') || 'capacity short' });
+  }
+
+  // 6c. Release surplus inactive workers (never while panicking), worst value first; and
+  // replace inactive workers of a type whose learned perf per dollar is REPLACE_RATIO worse than
+  // the best learned type (the shortfall recruits the better type next tick).
+  let countAfter = loadedOrComing + picks.length;
+  if (!memory.panicking) {
+    let surplus = haveCap + pickedCap - (Math.max(A, R) + I);
+    const learned = input.machines.filter((m) => m.samples > 0 && m.perf !== null && m.perf > 0);
+    const bestValue = Math.max(0, ...learned.map((m) => valueOf(m.perf!, m.dollarsPerHour)));
+    const worstFirst = (a: PolicyWorker, b: PolicyWorker) => workerValue(a) - workerValue(b) || a.perf - b.perf || b.id - a.id;
+    for (const w of inactive.filter((x) => !activated.has(x.id)).sort(worstFirst)) {
+      if (now - w.stateSince < P.release_delay * 1000) continue;
+      if (countAfter - 1 >= P.cold_workers && w.perf <= surplus + EPS) {
+        decisions.push({ kind: 'destroy', id: w.id, reason: `inactive capacity above target ${fmt(I)} for ${P.release_delay}s` });
+        surplus -= w.perf;
+        countAfter--;
+      } else if (learned.length > 1 && workerValue(w) * REPLACE_RATIO < bestValue) {
+        decisions.push({ kind: 'destroy', id: w.id, reason: `replaced: perf per dollar ${fmt(workerValue(w))} vs ${fmt(bestValue)} for the best type` });
+        surplus -= w.perf;
+        countAfter--;
+      }
+    }
+  }
+
+  // max_workers is a hard cap: when it was lowered, shed workers, least useful first.
+  const destroyed = new Set(decisions.filter((d) => d.kind === 'destroy').map((d) => (d as { id: number }).id));
+  let excess = countAfter - P.max_workers;
+  if (excess > 0) {
+    const byValue = (a: PolicyWorker, b: PolicyWorker) => workerValue(a) - workerValue(b);
+    const order = [
+      ...inactive.filter((w) => !activated.has(w.id)).sort(byValue),
+      ...inactive.filter((w) => activated.has(w.id)).sort(byValue),
+      ...[...loading].sort((a, b) => b.stateSince - a.stateSince),
+      ...[...starting].sort(byValue),
+      ...ready.filter((w) => !w.busy).sort(byValue),
+      ...ready.filter((w) => w.busy).sort(byValue),
+    ].filter((w) => !destroyed.has(w.id));
+    const shed = new Set<number>();
+    for (const w of order) {
+      if (excess <= 0) break;
+      shed.add(w.id);
+      excess--;
+    }
+    // A shed worker gets no other move this tick.
+    const kept = decisions.filter((d) => d.kind === 'recruit' || !shed.has(d.id));
+    decisions.length = 0;
+    decisions.push(...kept, ...[...shed].map((id): Decision => ({ kind: 'destroy', id, reason: `above max_workers ${P.max_workers}` })));
+  }
+  return { decisions, memory, plan };
+}
+
+/**
+ * Machine types for new workers: each type with no benchmark and no live worker once (a variety
+ * at first, so perf per dollar can be learned), then the best perf per dollar.
+ */
+function pickTypes(
+  input: PolicyInput,
+  estimates: Map<string, number>,
+  capShort: number,
+  countShort: number,
+  room: number,
+): string[] {
+  const picks: string[] = [];
+  if (input.machines.length === 0 || room <= 0) return picks;
+  let short = capShort;
+  const want = () => picks.length < room && (short > EPS || picks.length < countShort);
+  const liveTypes = new Set(input.workers.filter((w) => w.state !== 'destroyed' && w.state !== 'errored').map((w) => w.typeKey));
+  for (const m of input.machines) {
+    if (!want()) return picks;
+    if (m.samples === 0 && !liveTypes.has(m.key)) {
+      picks.push(m.key);
+      short -= estimates.get(m.key)!;
+    }
+  }
+  const best = [...input.machines].sort(
+    (a, b) => valueOf(estimates.get(b.key)!, b.dollarsPerHour) - valueOf(estimates.get(a.key)!, a.dollarsPerHour),
+  )[0]!;
+  const perf = Math.max(estimates.get(best.key)!, EPS);
+  while (want()) {
+    picks.push(best.key);
+    short -= perf;
+  }
+  return picks;
+}
+
+function fmt(n: number): string {
+  return Number.isFinite(n) ? String(Math.round(n * 10) / 10) : String(n);
+}

@@ -1,0 +1,450 @@
+import type { Clock, TimerId } from '../clock.js';
+import type { EngineLink, Provider, ProviderEvent, WorkerHandle, WorkerSpec } from './types.js';
+
+/**
+ * Simulated workers, in process: each behaves like an instance running the worker beside a
+ * model: it boots, loads for `load_time`, benchmarks (its true perf, with noise), serves
+ * requests one at a time in FIFO order at its true perf, and reports to the engine with the
+ * PyWorker cadence (every second when something changed, else every 10 s; `/delete_requests/`
+ * every second). It runs on the engine's clock, so it works in real time and on a FakeClock.
+ *
+ * Faults: a load fails with probability `failure_rate` (the worker reports `error_msg`); a
+ * running worker dies silently at rate `crash_rate_per_hour` (reports stop, `probe` says dead).
+ * Billing follows the instance: GPU price from creation to stop/destroy (dead instances too,
+ * until destroyed), storage price while stopped.
+ */
+
+/** How one machine type behaves in the simulation. */
+export interface SimMachine {
+  /** True perf, load/s. */
+  perf: number;
+  /** Seconds from creation to the instance running. */
+  boot_time: number;
+  /** Seconds from running to the model loaded and benchmarked. */
+  load_time: number;
+  /** Seconds from `start` of a stopped worker to ready again. */
+  start_time: number;
+  /** Probability a load fails. */
+  failure_rate: number;
+  /** Silent deaths per hour of running. */
+  crash_rate_per_hour: number;
+  /** Benchmark error: max_perf = perf × (1 ± perf_noise). */
+  perf_noise: number;
+}
+
+export const DEFAULT_SIM_MACHINE: SimMachine = {
+  perf: 100,
+  boot_time: 5,
+  load_time: 60,
+  start_time: 10,
+  failure_rate: 0,
+  crash_rate_per_hour: 0,
+  perf_noise: 0.05,
+};
+
+export interface SimulatedProviderOptions {
+  clock: Clock;
+  /** Behaviour per machine type name; unknown names use `defaults`. */
+  machines?: Record<string, Partial<SimMachine>>;
+  defaults?: Partial<SimMachine>;
+  /** Seed of the deterministic random source. */
+  seed?: number;
+  /** The worker's own max_queue_time (s) above which it answers 429 (PyWorker default 30). */
+  workerMaxQueueTime?: number;
+  /** Base of the fake worker URLs (never contacted: the probe is in process). */
+  urlBase?: string;
+}
+
+type InstanceState = 'booting' | 'loading' | 'serving' | 'failed' | 'stopped' | 'dead' | 'destroyed';
+
+/** A request given to a simulated worker. */
+export interface SimJob {
+  idx: number;
+  workload: number;
+  /** Called when the model starts on it. */
+  onStart?: (at: number) => void;
+  /** Called once: served, or lost (worker stopped, destroyed or dead). */
+  onDone?: (at: number, outcome: 'served' | 'lost') => void;
+}
+
+interface Instance {
+  id: number;
+  spec: WorkerSpec;
+  m: SimMachine;
+  state: InstanceState;
+  /** Bumped on every stop/start/destroy: timers of an older epoch do nothing. */
+  epoch: number;
+  bootedAt: number;
+  loadtime: number;
+  benchPerf: number;
+  errorMsg: string;
+  queue: SimJob[];
+  queuedLoad: number;
+  busy: SimJob | null;
+  received: number;
+  served: number;
+  rejected: number;
+  receivedIdxs: number;
+  deletingOk: number[];
+  deletingFail: number[];
+  changed: boolean;
+  lastReportAt: number;
+  reportTimer: TimerId | null;
+  gpuSince: number | null;
+  storageSince: number | null;
+  gpuMs: number;
+  storageMs: number;
+}
+
+/** Billing of the simulated fleet. */
+export interface SimBilling {
+  gpuHours: number;
+  gpuDollars: number;
+  storageHours: number;
+  storageDollars: number;
+  dollars: number;
+}
+
+/** A small deterministic PRNG (mulberry32). */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export class SimulatedProvider implements Provider {
+  readonly kind = 'simulated';
+  private instances = new Map<number, Instance>();
+  private listeners = new Set<(e: ProviderEvent) => void>();
+  private link: EngineLink | null = null;
+  private random: () => number;
+  private clock: Clock;
+  private nextId = 1;
+
+  constructor(private opts: SimulatedProviderOptions) {
+    this.clock = opts.clock;
+    this.random = seededRandom(opts.seed ?? 1);
+  }
+
+  attach(link: EngineLink): void {
+    this.link = link;
+  }
+
+  subscribe(listener: (e: ProviderEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private emit(e: ProviderEvent): void {
+    for (const l of this.listeners) l(e);
+  }
+
+  /** The behaviour of a machine type. */
+  machine(name: string): SimMachine {
+    return { ...DEFAULT_SIM_MACHINE, ...this.opts.defaults, ...this.opts.machines?.[name] };
+  }
+
+  async create(spec: WorkerSpec): Promise<WorkerHandle> {
+    const id = this.instances.has(spec.workerId) ? Math.max(this.nextId, ...this.instances.keys()) + 1 : spec.workerId;
+    this.nextId = Math.max(this.nextId, id + 1);
+    const now = this.clock.now();
+    const inst: Instance = {
+      id,
+      spec,
+      m: this.machine(spec.machineType),
+      state: 'booting',
+      epoch: 0,
+      bootedAt: now,
+      loadtime: 0,
+      benchPerf: 0,
+      errorMsg: '',
+      queue: [],
+      queuedLoad: 0,
+      busy: null,
+      received: 0,
+      served: 0,
+      rejected: 0,
+      receivedIdxs: 0,
+      deletingOk: [],
+      deletingFail: [],
+      changed: false,
+      lastReportAt: now,
+      reportTimer: null,
+      gpuSince: now,
+      storageSince: null,
+      gpuMs: 0,
+      storageMs: 0,
+    };
+    this.instances.set(id, inst);
+    this.boot(inst, inst.m.boot_time, inst.m.load_time, true);
+    if (inst.m.crash_rate_per_hour > 0) {
+      const hours = -Math.log(1 - this.random()) / inst.m.crash_rate_per_hour;
+      const epoch = inst.epoch;
+      this.clock.setTimeout(() => {
+        if (inst.state === 'destroyed' || inst.state === 'stopped' || inst.epoch !== epoch) return;
+        this.die(inst);
+      }, hours * 3_600_000);
+    }
+    return { id, url: this.url(id) };
+  }
+
+  private url(id: number): string {
+    return `${this.opts.urlBase ?? 'http://sim-worker.invalid'}/${id}`;
+  }
+
+  /** Boot (after `bootS`) then load (after `loadS` more): shared by create and start. */
+  private boot(inst: Instance, bootS: number, loadS: number, fresh: boolean): void {
+    const epoch = inst.epoch;
+    const started = this.clock.now();
+    this.clock.setTimeout(() => {
+      if (inst.epoch !== epoch || inst.state !== 'booting') return;
+      inst.state = 'loading';
+      this.emit({ workerId: inst.id, kind: 'running', url: this.url(inst.id), reason: fresh ? 'instance booted' : 'instance restarted' });
+      this.startReporting(inst);
+      this.clock.setTimeout(() => {
+        if (inst.epoch !== epoch || inst.state !== 'loading') return;
+        if (fresh && this.random() < inst.m.failure_rate) {
+          inst.state = 'failed';
+          inst.errorMsg = 'simulated: model failed to load';
+          this.report(inst);
+          return;
+        }
+        if (fresh) inst.benchPerf = inst.m.perf * (1 + inst.m.perf_noise * (2 * this.random() - 1));
+        inst.loadtime = (this.clock.now() - started) / 1000;
+        inst.state = 'serving';
+        this.report(inst);
+      }, loadS * 1000);
+    }, bootS * 1000);
+  }
+
+  async start(id: number): Promise<void> {
+    const inst = this.mustGet(id);
+    if (inst.state !== 'stopped') throw new Error(`simulated worker ${id} is ${inst.state}, not stopped`);
+    this.settleBilling(inst);
+    inst.epoch++;
+    inst.gpuSince = this.clock.now();
+    inst.storageSince = null;
+    inst.state = 'booting';
+    inst.loadtime = 0;
+    // A restart reloads the model from the kept disk: no boot wait beyond start_time.
+    this.boot(inst, 0, inst.m.start_time, false);
+  }
+
+  async stop(id: number): Promise<void> {
+    const inst = this.mustGet(id);
+    if (inst.state === 'stopped' || inst.state === 'destroyed') return;
+    this.halt(inst);
+    inst.state = 'stopped';
+    inst.storageSince = this.clock.now();
+    this.emit({ workerId: id, kind: 'stopped' });
+  }
+
+  async destroy(id: number): Promise<void> {
+    const inst = this.instances.get(id);
+    if (!inst || inst.state === 'destroyed') return;
+    this.halt(inst);
+    inst.state = 'destroyed';
+    this.emit({ workerId: id, kind: 'destroyed' });
+  }
+
+  async probe(id: number): Promise<boolean> {
+    const inst = this.instances.get(id);
+    return !!inst && inst.state !== 'dead' && inst.state !== 'destroyed' && inst.state !== 'stopped';
+  }
+
+  async close(): Promise<void> {
+    for (const inst of this.instances.values()) if (inst.state !== 'destroyed') this.halt(inst);
+  }
+
+  private mustGet(id: number): Instance {
+    const inst = this.instances.get(id);
+    if (!inst || inst.state === 'destroyed') throw new Error(`no simulated worker ${id}`);
+    return inst;
+  }
+
+  /** End billing periods, timers and jobs: before stop, destroy and close. */
+  private halt(inst: Instance): void {
+    this.settleBilling(inst);
+    inst.gpuSince = null;
+    inst.storageSince = null;
+    inst.epoch++;
+    if (inst.reportTimer !== null) this.clock.clearTimer(inst.reportTimer);
+    inst.reportTimer = null;
+    this.loseJobs(inst);
+  }
+
+  private die(inst: Instance): void {
+    inst.state = 'dead';
+    inst.epoch++;
+    if (inst.reportTimer !== null) this.clock.clearTimer(inst.reportTimer);
+    inst.reportTimer = null;
+    // Its jobs never finish; they are lost when the engine destroys it.
+  }
+
+  private loseJobs(inst: Instance): void {
+    const now = this.clock.now();
+    const jobs = [...(inst.busy ? [inst.busy] : []), ...inst.queue];
+    inst.busy = null;
+    inst.queue = [];
+    inst.queuedLoad = 0;
+    for (const j of jobs) j.onDone?.(now, 'lost');
+  }
+
+  private settleBilling(inst: Instance): void {
+    const now = this.clock.now();
+    if (inst.gpuSince !== null) inst.gpuMs += now - inst.gpuSince;
+    if (inst.storageSince !== null) inst.storageMs += now - inst.storageSince;
+    inst.gpuSince = inst.gpuSince !== null ? now : null;
+    inst.storageSince = inst.storageSince !== null ? now : null;
+  }
+
+  /**
+   * A client forwards a routed request to worker `id`. Returns `rejected` when the worker's
+   * expected queue time is above its max_queue_time (the 429 of PROTOCOL §2), `unavailable`
+   * when it does not serve (stopped, destroyed, loading).
+   */
+  submit(id: number, job: SimJob): 'accepted' | 'rejected' | 'unavailable' {
+    const inst = this.instances.get(id);
+    if (!inst) return 'unavailable';
+    if (inst.state === 'dead') {
+      // A dead machine swallows the request; the client only finds out by its own timeout.
+      inst.queue.push(job);
+      return 'accepted';
+    }
+    if (inst.state !== 'serving') return 'unavailable';
+    const limit = this.opts.workerMaxQueueTime ?? 30;
+    const wait = inst.queuedLoad / Math.max(inst.benchPerf, 1e-5);
+    inst.receivedIdxs++;
+    if (wait > limit) {
+      inst.rejected += job.workload;
+      inst.deletingFail.push(job.idx);
+      inst.changed = true;
+      return 'rejected';
+    }
+    inst.received += job.workload;
+    inst.queue.push(job);
+    inst.queuedLoad += job.workload;
+    inst.changed = true;
+    if (!inst.busy) this.serveNext(inst);
+    return 'accepted';
+  }
+
+  private serveNext(inst: Instance): void {
+    const job = inst.queue.shift();
+    if (!job) {
+      inst.busy = null;
+      return;
+    }
+    inst.busy = job;
+    const now = this.clock.now();
+    job.onStart?.(now);
+    const epoch = inst.epoch;
+    this.clock.setTimeout(() => {
+      if (inst.epoch !== epoch || inst.busy !== job) return;
+      inst.served += job.workload;
+      inst.queuedLoad = Math.max(0, inst.queuedLoad - job.workload);
+      inst.deletingOk.push(job.idx);
+      inst.changed = true;
+      job.onDone?.(this.clock.now(), 'served');
+      this.serveNext(inst);
+    }, (job.workload / inst.m.perf) * 1000);
+  }
+
+  private startReporting(inst: Instance): void {
+    if (inst.reportTimer !== null) this.clock.clearTimer(inst.reportTimer);
+    inst.lastReportAt = this.clock.now();
+    this.report(inst);
+    inst.reportTimer = this.clock.setInterval(() => this.everySecond(inst), 1000);
+  }
+
+  /** PyWorker's cadence: reports when changed (or every 10 s; every 10 s while loading), deletes every second. */
+  private everySecond(inst: Instance): void {
+    const now = this.clock.now();
+    const since = now - inst.lastReportAt;
+    if (inst.state === 'serving' ? inst.changed || since >= 10_000 : since >= 10_000) this.report(inst);
+    if (!this.link) return;
+    for (const success of [true, false]) {
+      const list = success ? inst.deletingOk : inst.deletingFail;
+      if (list.length === 0) continue;
+      const res = this.link.deleteRequests({ worker_id: inst.id, mtoken: inst.spec.masterToken, request_idxs: [...list], success });
+      if (res.status < 300) list.length = 0;
+    }
+  }
+
+  private report(inst: Instance): void {
+    if (!this.link) return;
+    const working = [...(inst.busy ? [inst.busy] : []), ...inst.queue];
+    const res = this.link.workerStatus({
+      id: inst.id,
+      mtoken: inst.spec.masterToken,
+      version: 'simulated',
+      loadtime: inst.state === 'serving' ? inst.loadtime : 0,
+      cur_load: inst.queuedLoad,
+      rej_load: inst.rejected,
+      new_load: inst.received,
+      error_msg: inst.errorMsg,
+      max_perf: inst.benchPerf,
+      cur_perf: inst.served,
+      cur_capacity: 0,
+      max_capacity: 0,
+      num_requests_working: working.length,
+      num_requests_recieved: inst.receivedIdxs,
+      additional_disk_usage: 0,
+      working_request_idxs: working.map((j) => j.idx),
+      url: this.url(inst.id),
+    });
+    inst.lastReportAt = this.clock.now();
+    if (res.status < 300) {
+      inst.received = 0;
+      inst.served = 0;
+      inst.rejected = 0;
+      inst.receivedIdxs = 0;
+      inst.changed = false;
+    }
+  }
+
+  /** GPU and storage time and dollars of every instance so far. */
+  billing(): SimBilling {
+    const now = this.clock.now();
+    let gpuMs = 0;
+    let storageMs = 0;
+    let gpuDollars = 0;
+    let storageDollars = 0;
+    for (const inst of this.instances.values()) {
+      const g = inst.gpuMs + (inst.gpuSince !== null ? now - inst.gpuSince : 0);
+      const s = inst.storageMs + (inst.storageSince !== null ? now - inst.storageSince : 0);
+      gpuMs += g;
+      storageMs += s;
+      gpuDollars += (g / 3_600_000) * inst.spec.dollarsPerHour;
+      storageDollars += (s / 3_600_000) * inst.spec.storageDollarsPerHour;
+    }
+    return {
+      gpuHours: gpuMs / 3_600_000,
+      gpuDollars,
+      storageHours: storageMs / 3_600_000,
+      storageDollars,
+      dollars: gpuDollars + storageDollars,
+    };
+  }
+
+  /** Reset billing so it counts from now (the simulation's warm-up ends). */
+  resetBilling(): void {
+    const now = this.clock.now();
+    for (const inst of this.instances.values()) {
+      inst.gpuMs = 0;
+      inst.storageMs = 0;
+      if (inst.gpuSince !== null) inst.gpuSince = now;
+      if (inst.storageSince !== null) inst.storageSince = now;
+    }
+  }
+
+  /** The true perf of a worker (for tests and the simulation report). */
+  truePerf(id: number): number | undefined {
+    return this.instances.get(id)?.m.perf;
+  }
+}

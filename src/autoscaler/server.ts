@@ -1,0 +1,109 @@
+import type { AddressInfo } from 'node:net';
+import { serve, type ServerType } from '@hono/node-server';
+import { createLogger, type Logger } from '../common/log.js';
+import { createRealClock, type Clock } from './clock.js';
+import { loadAutoscalerConfig, parseAutoscalerConfig, type AutoscalerConfig, type AutoscalerConfigInput } from './config.js';
+import { Engine } from './engine.js';
+import { createApp } from './http.js';
+import { loadOrCreateAdminKey, loadOrCreateKeys } from './keys.js';
+import { createProvider } from './providers/index.js';
+import type { Provider } from './providers/types.js';
+
+/** Options of `startAutoscaler`. */
+export interface StartAutoscalerOptions {
+  /** A config object (validated here) or the path of a JSON/YAML config file. */
+  config: AutoscalerConfigInput | AutoscalerConfig | string;
+  /** Port to listen on; 0 = ephemeral (default 0). */
+  port?: number;
+  /** Interface to listen on (default 127.0.0.1). */
+  host?: string;
+  /** Where the key and the generated admin key live (default: config `data_dir`, else ./autoscaler-data). */
+  dataDir?: string;
+  /** A ready provider; default: built from the config's `provider` section. */
+  provider?: Provider;
+  /** Default: the real clock. */
+  clock?: Clock;
+  logger?: Logger;
+  /** Overrides env AUTOSCALER_ADMIN_KEY and the config's `admin_key`. */
+  adminKey?: string;
+  /** Liveness probe of a worker URL (default GET {url}/healthz). */
+  probe?: (url: string, timeoutMs: number) => Promise<boolean>;
+}
+
+/** A running autoscaler. */
+export interface RunningAutoscaler {
+  /** `http://host:port`, also the REPORT_ADDR given to workers unless `public_url` is set. */
+  url: string;
+  port: number;
+  engine: Engine;
+  provider: Provider;
+  adminKey: string;
+  publicKeyPem: string;
+  /** api_key of every endpoint, by name (including generated ones). */
+  apiKeys: Record<string, string>;
+  /** Stop ticking, close the provider (ending its workers' processes) and the HTTP server. Idempotent. */
+  close(): Promise<void>;
+}
+
+/**
+ * Start the engine and its HTTP API. Resolves once listening; the key is generated on first
+ * start in the data dir. Throws (ConfigError listing every problem) on a bad config.
+ */
+export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<RunningAutoscaler> {
+  const cfg = typeof opts.config === 'string' ? loadAutoscalerConfig(opts.config) : parseAutoscalerConfig(opts.config);
+  const dataDir = opts.dataDir ?? cfg.data_dir ?? './autoscaler-data';
+  const keys = loadOrCreateKeys(dataDir, cfg.private_key_path);
+  const admin = loadOrCreateAdminKey(dataDir, opts.adminKey ?? process.env.AUTOSCALER_ADMIN_KEY ?? cfg.admin_key);
+  const clock = opts.clock ?? createRealClock();
+  const logger = opts.logger ?? createLogger('autoscaler');
+  if (keys.created) logger.info({ event: 'key_created', path: keys.keyPath }, 'generated the route-signing key');
+  if (admin.created) logger.info({ event: 'admin_key_created', path: admin.path }, 'generated an admin key (read it from this file)');
+  const provider = opts.provider ?? (await createProvider({ config: cfg.provider as Record<string, unknown>, clock, logger, dataDir }));
+
+  const host = opts.host ?? '127.0.0.1';
+  let selfUrl = '';
+  const engine = new Engine({
+    clock,
+    provider,
+    privateKey: keys.privateKeyPem,
+    logger,
+    timing: cfg.engine,
+    reportAddrs: () => [cfg.public_url ?? selfUrl],
+    probe: opts.probe,
+  });
+  for (const ep of cfg.endpoints) engine.addEndpoint(ep);
+
+  const app = createApp(engine, { adminKey: admin.key, publicKeyPem: keys.publicKeyPem, logger });
+  const server: ServerType = await new Promise((resolve, reject) => {
+    const s = serve({ fetch: app.fetch, port: opts.port ?? 0, hostname: host }, () => resolve(s));
+    s.once('error', reject);
+  });
+  const port = (server.address() as AddressInfo).port;
+  const urlHost = host.includes(':') ? `[${host}]` : host === '0.0.0.0' ? '127.0.0.1' : host;
+  selfUrl = `http://${urlHost}:${port}`;
+  engine.start();
+  logger.info({ event: 'listening', url: selfUrl, endpoints: cfg.endpoints.map((e) => e.name), provider: provider.kind }, 'autoscaler listening');
+
+  let closing: Promise<void> | null = null;
+  return {
+    url: selfUrl,
+    port,
+    engine,
+    provider,
+    adminKey: admin.key,
+    publicKeyPem: keys.publicKeyPem,
+    apiKeys: Object.fromEntries([...engine.endpoints.values()].map((ep) => [ep.name, ep.apiKey])),
+    close() {
+      closing ??= (async () => {
+        engine.close();
+        await provider.close();
+        await new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          (server as { closeAllConnections?: () => void }).closeAllConnections?.();
+        });
+        logger.info({ event: 'closed' }, 'autoscaler closed');
+      })();
+      return closing;
+    },
+  };
+}

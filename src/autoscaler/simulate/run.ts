@@ -1,0 +1,310 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import pino from 'pino';
+import { generateRsaKeyPair } from '../../common/signature.js';
+import { createLogger, type Logger } from '../../common/log.js';
+import { percentile } from '../../common/util.js';
+import { FakeClock } from '../clock.js';
+import { Engine } from '../engine.js';
+import { SimulatedProvider, type SimBilling } from '../providers/simulated.js';
+import { WORKER_STATES, type WorkerState } from '../states.js';
+import type { SimulationConfig } from './config.js';
+import { oracleCost, type OracleResult } from './oracle.js';
+import { TRACE_ATTRIBUTION, type TraceRequest } from './trace.js';
+
+/**
+ * The trace simulation: the real engine (policy, router, state machine) on a FakeClock, fed
+ * by a client that replays the trace through `engine.route()` and forwards each routed request
+ * to the simulated worker it names. Discrete-event: time jumps between events, so an hour of
+ * trace takes seconds. Billing covers the trace's minutes only (not the warm-up or the drain).
+ */
+
+export interface SimulationOptions {
+  config: SimulationConfig;
+  requests: readonly TraceRequest[];
+  /** false turns the panic window off (panic_window 0). Default true. */
+  panic?: boolean;
+  /** Write the engine's JSON log here, stamped with simulated time (`sim_s`, seconds since the trace start). */
+  logFile?: string;
+  logger?: Logger;
+  /** For the report. */
+  traceFile?: string;
+  speed?: number;
+}
+
+/** One timeline row, every `sample_seconds`. */
+export interface TimelineRow {
+  /** Seconds since the first request. */
+  t: number;
+  /** Load arrived per second over the sample. */
+  load: number;
+  /** Sum of the benchmarked perf of ready workers. */
+  readyCapacity: number;
+  /** Requests waiting in the global queue. */
+  queued: number;
+  panicking: boolean;
+  /** Workers per state; `destroyed` is cumulative since the first request. */
+  states: Record<WorkerState, number>;
+}
+
+export interface SimulationReport {
+  trace: { file: string | null; requests: number; spanSeconds: number; billedMinutes: number; totalWorkload: number; promptShare: number; speed: number; attribution: string };
+  panic: boolean;
+  params: Record<string, unknown>;
+  machines: Array<{ name: string; dollarsPerHour: number; truePerf: number }>;
+  cost: SimBilling;
+  oracle: Omit<OracleResult, 'loadPerMinute'>;
+  /** cost.dollars / oracle.fluid.dollars, and against whole workers. */
+  costRatio: { vsFluid: number; vsWholeWorkers: number };
+  gpuHoursRatio: number;
+  queueTime: { p50: number; p90: number; p99: number; max: number; mean: number };
+  latency: { p50: number; p99: number };
+  requests: { total: number; served: number; rejected: number; timedOut: number; lost: number; unfinished: number };
+  workers: { recruited: number; errored: number; destroyed: number; activations: number; stops: number; maxLive: number };
+  panicEpisodes: number;
+  perfLearned: Record<string, unknown>;
+  simulatedSeconds: number;
+  wallSeconds: number;
+}
+
+export interface SimulationResult {
+  report: SimulationReport;
+  timeline: TimelineRow[];
+}
+
+type Outcome = 'pending' | 'served' | 'rejected' | 'timed_out' | 'lost';
+interface ClientRecord {
+  arrival: number;
+  workload: number;
+  status: Outcome;
+  start: number | null;
+  end: number | null;
+}
+
+const flush = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/** Run the simulation to the end of the trace (plus the drain) and build its report. */
+export async function runSimulation(opts: SimulationOptions): Promise<SimulationResult> {
+  const wallStart = performance.now();
+  const cfg = opts.config;
+  const panic = opts.panic ?? true;
+  const clock = new FakeClock(0);
+  let t0 = cfg.warmup_seconds * 1000;
+  const logger =
+    opts.logger ??
+    (opts.logFile ? simLogger(opts.logFile, () => (clock.now() - t0) / 1000) : createLogger('simulate', { level: 'silent' }));
+  const provider = new SimulatedProvider({
+    clock,
+    seed: cfg.provider.seed,
+    workerMaxQueueTime: cfg.provider.worker_max_queue_time,
+    defaults: cfg.provider.defaults,
+    machines: cfg.provider.machines,
+  });
+  const engine = new Engine({
+    clock,
+    provider,
+    privateKey: generateRsaKeyPair(1024).privateKeyPem, // signatures are never verified here
+    logger,
+    timing: cfg.engine,
+    reportAddrs: () => ['sim://engine'],
+  });
+  const endpointCfg = { ...cfg.endpoint, ...(panic ? {} : { panic_window: 0 }) };
+  const ep = engine.addEndpoint(endpointCfg);
+
+  // Client side.
+  const records: ClientRecord[] = [];
+  const waiting = new Map<number, ClientRecord>();
+  let pending = 0;
+  const finish = (rec: ClientRecord, status: Outcome, at = clock.now()) => {
+    if (rec.status !== 'pending') return;
+    rec.status = status;
+    rec.end = at;
+    pending--;
+  };
+  const dispatch = (rec: ClientRecord, workerId: number, idx: number) => {
+    const r = provider.submit(workerId, {
+      idx,
+      workload: rec.workload,
+      onStart: (t) => {
+        rec.start = t;
+      },
+      onDone: (t, o) => finish(rec, o === 'served' ? 'served' : 'lost', t),
+    });
+    if (r === 'rejected') finish(rec, 'rejected');
+    else if (r === 'unavailable') finish(rec, 'lost');
+  };
+  engine.on('routed', (e) => {
+    const rec = waiting.get(e.idx);
+    if (!rec || e.workerId === null) return;
+    waiting.delete(e.idx);
+    dispatch(rec, e.workerId, e.idx);
+  });
+  engine.on('timedOut', (e) => {
+    const rec = waiting.get(e.idx);
+    if (!rec) return;
+    waiting.delete(e.idx);
+    finish(rec, 'timed_out');
+  });
+  const arrive = (req: TraceRequest) => {
+    const rec: ClientRecord = { arrival: clock.now(), workload: req.workload, status: 'pending', start: null, end: null };
+    records.push(rec);
+    pending++;
+    const out = engine.route({ endpoint: ep.name, api_key: ep.apiKey, cost: req.workload, request_idx: 0, replay_timeout: cfg.client.replay_timeout });
+    const body = out.body as Record<string, unknown>;
+    if (out.status === 200 && typeof body.url === 'string') dispatch(rec, Number(body.worker_id), Number(body.request_idx));
+    else if (out.status === 200) waiting.set(Number(body.request_idx), rec);
+    else finish(rec, 'rejected');
+  };
+
+  // Engine-side counters.
+  let counting = false;
+  const counts = { recruited: 0, errored: 0, destroyed: 0, activations: 0, stops: 0 };
+  engine.on('transition', (e) => {
+    if (!counting) return;
+    if (e.to === 'created') counts.recruited++;
+    if (e.to === 'errored') counts.errored++;
+    if (e.to === 'destroyed') counts.destroyed++;
+    if (e.to === 'starting') counts.activations++;
+    if (e.to === 'inactive') counts.stops++;
+  });
+  let panicEpisodes = 0;
+  let wasPanicking = false;
+  engine.on('plan', (p) => {
+    if (counting && p.plan.panicking && !wasPanicking) panicEpisodes++;
+    wasPanicking = p.plan.panicking;
+  });
+
+  engine.start();
+  const warmupMs = cfg.warmup_seconds * 1000;
+  for (let t = 1000; t <= warmupMs; t += 1000) {
+    clock.advanceTo(t);
+    await flush();
+  }
+  clock.advanceTo(warmupMs);
+  t0 = warmupMs;
+  provider.resetBilling();
+  counting = true;
+
+  const requests = opts.requests;
+  const span = requests.length > 0 ? requests[requests.length - 1]!.at : 0;
+  const billedMinutes = Math.max(1, Math.ceil(span / 60));
+  const billEnd = t0 + billedMinutes * 60_000;
+  const lastArrival = t0 + span * 1000;
+  const sampleMs = cfg.sample_seconds * 1000;
+  const timeline: TimelineRow[] = [];
+  let arrivedSinceSample = 0;
+  let maxLive = 0;
+  let billing: SimBilling | null = null;
+  let i = 0;
+
+  const sample = () => {
+    const states = Object.fromEntries(WORKER_STATES.map((s) => [s, 0])) as Record<WorkerState, number>;
+    let readyCapacity = 0;
+    for (const w of engine.workers.values()) {
+      if (w.state === 'destroyed') continue;
+      states[w.state]++;
+      if (w.state === 'ready') readyCapacity += w.maxPerf;
+    }
+    states.destroyed = counts.destroyed;
+    maxLive = Math.max(maxLive, WORKER_STATES.filter((s) => s !== 'destroyed').reduce((n, s) => n + states[s], 0));
+    timeline.push({
+      t: (clock.now() - t0) / 1000,
+      load: arrivedSinceSample / cfg.sample_seconds,
+      readyCapacity,
+      queued: ep.router.waiting(),
+      panicking: ep.memory.panicking,
+      states,
+    });
+    arrivedSinceSample = 0;
+  };
+  sample();
+  for (let t = t0; ; t += 1000) {
+    const stepEnd = t + 1000;
+    while (i < requests.length && t0 + requests[i]!.at * 1000 < stepEnd) {
+      const req = requests[i]!;
+      clock.advanceTo(t0 + req.at * 1000);
+      arrive(req);
+      arrivedSinceSample += req.workload;
+      i++;
+    }
+    clock.advanceTo(stepEnd);
+    if ((stepEnd - t0) % sampleMs === 0) sample();
+    if (billing === null && stepEnd >= billEnd) billing = provider.billing();
+    await flush();
+    const arrivalsDone = i >= requests.length;
+    if (arrivalsDone && billing !== null && (pending === 0 || stepEnd >= lastArrival + cfg.drain_seconds * 1000)) break;
+  }
+  const simulatedSeconds = (clock.now() - t0) / 1000;
+  engine.close();
+  await provider.close();
+  logger.flush();
+
+  // Report.
+  const served = records.filter((r) => r.status === 'served');
+  const queueTimes = records.filter((r) => r.start !== null).map((r) => (r.start! - r.arrival) / 1000);
+  const latencies = served.map((r) => (r.end! - r.arrival) / 1000);
+  const machines = cfg.endpoint.workergroups.flatMap((wg) =>
+    wg.machine_types.map((m) => ({ name: m.name, dollarsPerHour: m.dollars_per_hour, truePerf: provider.machine(m.name).perf })),
+  );
+  const oracle = oracleCost(requests, machines.map((m) => ({ name: m.name, perf: m.truePerf, dollarsPerHour: m.dollarsPerHour })), billedMinutes);
+  const cost = billing ?? provider.billing();
+  const { loadPerMinute: _perMinute, ...oracleSummary } = oracle;
+  const round = (n: number, d = 4) => (Number.isFinite(n) ? Math.round(n * 10 ** d) / 10 ** d : n);
+  const report: SimulationReport = {
+    trace: {
+      file: opts.traceFile ?? null,
+      requests: requests.length,
+      spanSeconds: round(span, 1),
+      billedMinutes,
+      totalWorkload: round(requests.reduce((s, r) => s + r.workload, 0), 1),
+      promptShare: cfg.workload.prompt_share,
+      speed: opts.speed ?? 1,
+      attribution: TRACE_ATTRIBUTION,
+    },
+    panic,
+    params: { ...ep.params },
+    machines,
+    cost: { gpuHours: round(cost.gpuHours), gpuDollars: round(cost.gpuDollars), storageHours: round(cost.storageHours), storageDollars: round(cost.storageDollars), dollars: round(cost.dollars) },
+    oracle: oracleSummary,
+    costRatio: { vsFluid: round(cost.dollars / oracle.fluid.dollars, 2), vsWholeWorkers: round(cost.dollars / oracle.wholeWorkers.dollars, 2) },
+    gpuHoursRatio: round(cost.gpuHours / oracle.fluid.gpuHours, 2),
+    queueTime: {
+      p50: round(percentile(queueTimes, 50), 3),
+      p90: round(percentile(queueTimes, 90), 3),
+      p99: round(percentile(queueTimes, 99), 3),
+      max: round(queueTimes.reduce((a, b) => Math.max(a, b), 0), 3),
+      mean: round(queueTimes.reduce((a, b) => a + b, 0) / Math.max(1, queueTimes.length), 3),
+    },
+    latency: { p50: round(percentile(latencies, 50), 3), p99: round(percentile(latencies, 99), 3) },
+    requests: {
+      total: records.length,
+      served: served.length,
+      rejected: records.filter((r) => r.status === 'rejected').length,
+      timedOut: records.filter((r) => r.status === 'timed_out').length,
+      lost: records.filter((r) => r.status === 'lost').length,
+      unfinished: records.filter((r) => r.status === 'pending').length,
+    },
+    workers: { ...counts, maxLive },
+    panicEpisodes,
+    perfLearned: engine.perf.snapshot(),
+    simulatedSeconds,
+    wallSeconds: round((performance.now() - wallStart) / 1000, 3),
+  };
+  return { report, timeline };
+}
+
+/** A JSON logger stamped with simulated seconds (negative during the warm-up) instead of wall time. */
+function simLogger(file: string, simSeconds: () => number): Logger {
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(file, ''); // one run per file
+  return pino(
+    {
+      name: 'simulate',
+      level: process.env.LOG_LEVEL ?? 'info',
+      base: null,
+      timestamp: () => `,"sim_s":${simSeconds().toFixed(3)}`,
+      formatters: { level: (label) => ({ level: label }) },
+    },
+    pino.destination({ dest: file, sync: true }),
+  );
+}

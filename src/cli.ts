@@ -1,0 +1,58 @@
+/**
+ * `nodeworker <command>`: each command lives in its own module and is loaded
+ * only when asked for, so `nodeworker model-sim` does not pay for the autoscaler.
+ */
+type Command = { summary: string; load: () => Promise<(argv: string[]) => Promise<number | void>> };
+
+const commands: Record<string, Command> = {
+  worker: {
+    summary: 'run a worker beside a model server (--handler NAME|PATH)',
+    load: async () => (await import('./worker/cli.js')).runWorkerCli,
+  },
+  'model-sim': {
+    summary: 'run the model simulator (--flavor openai|tgi|comfyui --port N ...)',
+    load: async () => (await import('./model-sim/cli.js')).runModelSimCli,
+  },
+  benchmark: {
+    summary: 'measure a model server\'s perf with a handler\'s benchmark (--handler NAME)',
+    load: async () => (await import('./worker/benchmark-cli.js')).runBenchmarkCli,
+  },
+  autoscaler: {
+    summary: 'run the reference autoscaler (--config FILE --port N)',
+    load: async () => (await import('./autoscaler/cli.js')).runAutoscalerCli,
+  },
+  simulate: {
+    summary: 'replay a request trace against the autoscaler policy (--trace FILE)',
+    load: async () => (await import('./autoscaler/simulate-cli.js')).runSimulateCli,
+  },
+  demo: {
+    summary: 'run a local demo: model-sim and a worker (what `npm start` runs)',
+    load: async () => (await import('./demo/cli.js')).runDemoCli,
+  },
+};
+
+function usage(): string {
+  const width = Math.max(...Object.keys(commands).map((c) => c.length));
+  return [
+    'usage: nodeworker <command> [options]',
+    '',
+    ...Object.entries(commands).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`),
+    '',
+    'Run `nodeworker <command> --help` for a command\'s options.',
+  ].join('\n');
+}
+
+export async function main(argv: string[]): Promise<number | void> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(usage() + '\n');
+    return name ? 0 : 2;
+  }
+  const command = commands[name];
+  if (!command) {
+    process.stderr.write(`nodeworker: unknown command "${name}"\n\n${usage()}\n`);
+    return 2;
+  }
+  const run = await command.load();
+  return run(rest);
+}

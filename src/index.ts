@@ -1,0 +1,13 @@
+/**
+ * nodeworker's public API for template authors: define a worker and its handlers, start it, or
+ * talk to an endpoint with the client.
+ */
+export { defineWorker, defineHandler, ConfigError } from './worker/config.js';
+export type { WorkerSpec, HandlerSpec, BenchmarkSpec, LogActions, LifecycleHook, WorkerDefinition, ResolvedHandler } from './worker/config.js';
+export { parseWorkerEnv } from './worker/env.js';
+export type { WorkerEnv } from './worker/env.js';
+export { startWorker } from './worker/worker.js';
+export type { RunningWorker, WorkerOptions, WorkerExtension } from './worker/worker.js';
+export { defaultExtensions } from './worker/extensions.js';
+export { runBenchmark } from './worker/benchmark.js';
+export { signedUrlMessage, signUrl, verifyUrl, generateRsaKeyPair } from './common/signature.js';

@@ -1,0 +1,194 @@
+import type { z } from 'zod';
+
+/**
+ * The client's request envelope (PROTOCOL §2): `{auth_data, payload, session_id?}`.
+ * Parsing never throws: it returns either the envelope or the exact 422 body the PyWorker gives.
+ */
+export interface AuthData {
+  cost: number;
+  endpoint: string;
+  reqnum: number;
+  request_idx: number;
+  signature: string;
+  url: string;
+  /** Strict mode only: when the signature stops being valid (unix seconds). */
+  expires_at?: number;
+  [extra: string]: unknown;
+}
+
+export interface Envelope {
+  auth_data: AuthData;
+  payload: unknown;
+  session_id: string | null;
+}
+
+export type EnvelopeResult = { ok: true; envelope: Envelope } | { ok: false; status: number; body: Record<string, unknown> };
+
+const AUTH_FIELDS = ['cost', 'endpoint', 'reqnum', 'request_idx', 'signature', 'url'] as const;
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Numbers may arrive as numeric strings (the engine's cost is a string in some versions). */
+function toNumber(v: unknown): number | undefined {
+  if (typeof v === 'number' && Number.isFinite(v)) return v;
+  if (typeof v === 'string' && v.trim() !== '' && Number.isFinite(Number(v))) return Number(v);
+  return undefined;
+}
+
+/** Validate `auth_data`; returns per-field problems (empty when fine). */
+export function checkAuthData(raw: unknown): { auth?: AuthData; problems: Record<string, string> | string } {
+  if (raw === undefined) return { problems: 'field missing' };
+  if (!isObject(raw)) return { problems: 'must be an object' };
+  const problems: Record<string, string> = {};
+  for (const f of AUTH_FIELDS) if (raw[f] === undefined || raw[f] === null) problems[f] = 'missing parameter';
+  const cost = toNumber(raw.cost);
+  const reqnum = toNumber(raw.reqnum);
+  const requestIdx = toNumber(raw.request_idx);
+  if (!problems.cost && (cost === undefined || cost < 0)) problems.cost = 'must be a non-negative number';
+  if (!problems.reqnum && (reqnum === undefined || !Number.isInteger(reqnum))) problems.reqnum = 'must be an integer';
+  if (!problems.request_idx && (requestIdx === undefined || !Number.isInteger(requestIdx))) problems.request_idx = 'must be an integer';
+  for (const f of ['endpoint', 'signature', 'url'] as const) {
+    if (!problems[f] && typeof raw[f] !== 'string') problems[f] = 'must be a string';
+  }
+  if (raw.expires_at !== undefined && toNumber(raw.expires_at) === undefined) problems.expires_at = 'must be a number (unix seconds)';
+  if (Object.keys(problems).length > 0) return { problems };
+  return {
+    auth: { ...raw, cost: cost!, reqnum: reqnum!, request_idx: requestIdx!, endpoint: raw.endpoint as string, signature: raw.signature as string, url: raw.url as string },
+    problems: {},
+  };
+}
+
+/** Zod issues as `{field.path: message}`. */
+export function fieldErrors(error: z.ZodError): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const issue of error.issues) {
+    const key = issue.path.length ? issue.path.map(String).join('.') : '(payload)';
+    if (!(key in out)) out[key] = issue.message;
+  }
+  return out;
+}
+
+/** Parse the body text of a handler request. */
+export function parseEnvelope(text: string): EnvelopeResult {
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    return { ok: false, status: 422, body: { error: 'invalid JSON' } };
+  }
+  return checkEnvelope(body);
+}
+
+export function checkEnvelope(body: unknown): EnvelopeResult {
+  if (!isObject(body)) return { ok: false, status: 422, body: { error: 'invalid JSON: the body must be an object with auth_data and payload' } };
+  const errors: Record<string, unknown> = {};
+  const { auth, problems } = checkAuthData(body.auth_data);
+  if (typeof problems === 'string' || Object.keys(problems).length > 0) errors.auth_data = problems;
+  if (body.payload === undefined) errors.payload = 'field missing';
+  const sid = body.session_id;
+  if (sid !== undefined && sid !== null && typeof sid !== 'string' && typeof sid !== 'number') errors.session_id = 'must be a string or null';
+  if (Object.keys(errors).length > 0) return { ok: false, status: 422, body: errors };
+  return {
+    ok: true,
+    envelope: { auth_data: auth!, payload: body.payload, session_id: sid === undefined || sid === null ? null : String(sid) },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The payload's own bytes, so the model gets exactly what the client wrote without a re-serialization.
+
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const PAYLOAD_KEY = Buffer.from('"payload"', 'latin1');
+
+function isJsonSpace(c: number | undefined): boolean {
+  return c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
+}
+
+function skipSpace(b: Buffer, i: number): number {
+  while (isJsonSpace(b[i])) i++;
+  return i;
+}
+
+/** Index just past the string that opens at `i` (a quote), or -1. */
+function stringEnd(b: Buffer, i: number): number {
+  let from = i + 1;
+  for (;;) {
+    const q = b.indexOf(QUOTE, from);
+    if (q < 0) return -1;
+    let slashes = 0;
+    for (let k = q - 1; k > i && b[k] === BACKSLASH; k--) slashes++;
+    if ((slashes & 1) === 0) return q + 1; // an even run of backslashes does not escape the quote
+    from = q + 1;
+  }
+}
+
+/** Index just past the JSON value that starts at `i`, or -1. */
+function valueEnd(b: Buffer, i: number): number {
+  const c = b[i];
+  if (c === QUOTE) return stringEnd(b, i);
+  if (c === 0x7b || c === 0x5b) {
+    let depth = 0;
+    while (i < b.length) {
+      const d = b[i]!;
+      if (d === QUOTE) {
+        i = stringEnd(b, i);
+        if (i < 0) return -1;
+        continue;
+      }
+      if (d === 0x7b || d === 0x5b) depth++;
+      else if ((d === 0x7d || d === 0x5d) && --depth === 0) return i + 1;
+      i++;
+    }
+    return -1;
+  }
+  while (i < b.length) {
+    const d = b[i]!;
+    if (d === 0x2c || d === 0x7d || d === 0x5d || isJsonSpace(d)) break;
+    i++;
+  }
+  return i;
+}
+
+/** True when the key string at [start, end) (quotes included) is "payload", however it is escaped. */
+function isPayloadKey(b: Buffer, start: number, end: number): boolean {
+  if (end - start === PAYLOAD_KEY.length && b.compare(PAYLOAD_KEY, 0, PAYLOAD_KEY.length, start, end) === 0) return true;
+  const slash = b.indexOf(BACKSLASH, start);
+  if (slash < 0 || slash >= end) return false; // no escape: the bytes above were the only spelling
+  try {
+    return JSON.parse(b.toString('utf8', start, end)) === 'payload';
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The byte range `[start, end)` of the top-level `payload` value in `body`, a JSON object that
+ * JSON.parse has already accepted; the last `payload` key wins, as in JSON.parse. Null when the
+ * body is not an object or has no payload. Strings are skipped with a native search for the quote,
+ * so a long prompt costs little.
+ */
+export function payloadSpan(body: Buffer): [number, number] | null {
+  let i = skipSpace(body, 0);
+  if (body[i] !== 0x7b) return null;
+  i = skipSpace(body, i + 1);
+  let found: [number, number] | null = null;
+  while (i < body.length && body[i] !== 0x7d) {
+    if (body[i] !== QUOTE) return null;
+    const keyEnd = stringEnd(body, i);
+    if (keyEnd < 0) return null;
+    const wanted = isPayloadKey(body, i, keyEnd);
+    i = skipSpace(body, keyEnd);
+    if (body[i] !== 0x3a) return null;
+    const start = skipSpace(body, i + 1);
+    const end = valueEnd(body, start);
+    if (end < 0) return null;
+    if (wanted) found = [start, end];
+    i = skipSpace(body, end);
+    if (body[i] === 0x2c) i = skipSpace(body, i + 1);
+    else if (body[i] !== 0x7d) return null;
+  }
+  return found;
+}

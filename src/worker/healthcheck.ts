@@ -1,0 +1,195 @@
+/**
+ * The model's health check (PROTOCOL §5): `GET {model}{health path}` every 10 s once the benchmark
+ * is done. After the first success, a non-200 answer or a connection error is a failure the worker
+ * reports (error_msg); before it, failures are expected (the model may still be starting).
+ *
+ * Beyond PyWorker: the first probe runs at once, and until the first success probes run every
+ * `startupIntervalMs` (1 s) so readiness is not held back by up to a whole interval. Each probe
+ * uses a fresh connection (like PyWorker's force_close), so a dead model shows up as "connection
+ * refused", not as a stale keep-alive socket.
+ */
+import { Agent, request } from 'undici';
+
+export interface HealthcheckOptions {
+  /** Full URL of the health path, e.g. http://127.0.0.1:8000/health. */
+  url: string;
+  /** Between probes once the model has answered 200 once; default 10 000. */
+  intervalMs?: number;
+  /** Per probe, for the whole answer; default 10 000. */
+  timeoutMs?: number;
+  /** Between probes until the first success; default 1 000 (never more than intervalMs). */
+  startupIntervalMs?: number;
+  /** After the first success: the check went from ok to failing, or its failure message changed. */
+  onFailure: (message: string) => void;
+  /** A 200 after onFailure was called. */
+  onRecovery?: () => void;
+  /** Every 200. */
+  onSuccess?: () => void;
+}
+
+/** A running health check loop; probes never overlap and never outlive `stop()`. */
+export interface Healthcheck {
+  /** Stop probing: cancels the probe in flight, closes its connections, resolves waiters with false. */
+  stop(): void;
+  /**
+   * True once a probe has answered 200 (at once if one already has); false when `deadlineMs`
+   * passes first, `signal` aborts, or `stop()` is called.
+   */
+  waitForFirstSuccess(deadlineMs: number, signal?: AbortSignal): Promise<boolean>;
+  /** The last probe's outcome; null before the first probe completes. */
+  lastOk(): boolean | null;
+}
+
+type ProbeResult = { ok: true } | { ok: false; message: string };
+
+/** Start probing `opts.url` now. Never throws; a throwing callback is ignored by the loop. */
+export function startHealthcheck(opts: HealthcheckOptions): Healthcheck {
+  const intervalMs = positive(opts.intervalMs, 10_000);
+  const timeoutMs = positive(opts.timeoutMs, 10_000);
+  const startupIntervalMs = Math.min(positive(opts.startupIntervalMs, 1_000), intervalMs);
+  const shownUrl = redactUrl(opts.url);
+  const prefix = `model health check failed: GET ${shownUrl}`;
+  const agent = new Agent({ connect: { timeout: timeoutMs } });
+  const stopController = new AbortController();
+
+  let stopped = false;
+  let everOk = false;
+  let last: boolean | null = null;
+  let reportedFailure: string | null = null;
+  let timer: NodeJS.Timeout | null = null;
+  const waiters = new Set<(ok: boolean) => void>();
+
+  const probe = async (): Promise<ProbeResult> => {
+    // Our own timer (not AbortSignal.timeout) so that nothing is left pending after a probe.
+    const deadline = new AbortController();
+    const timer = setTimeout(() => deadline.abort(), timeoutMs);
+    const signal = AbortSignal.any([stopController.signal, deadline.signal]);
+    try {
+      const res = await request(opts.url, { method: 'GET', dispatcher: agent, signal, reset: true, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
+      await res.body.dump();
+      return res.statusCode === 200 ? { ok: true } : { ok: false, message: `${prefix} answered ${res.statusCode}` };
+    } catch (err) {
+      const why = deadline.signal.aborted ? `no answer within ${timeoutMs} ms` : describeError(err, timeoutMs);
+      return { ok: false, message: `${prefix}: ${why}` };
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+
+  const safely = (fn: (() => void) | undefined) => {
+    try {
+      fn?.();
+    } catch {
+      // a callback's failure is the caller's; the loop goes on
+    }
+  };
+
+  const record = (result: ProbeResult) => {
+    last = result.ok;
+    if (result.ok) {
+      if (!everOk) {
+        everOk = true;
+        for (const w of [...waiters]) w(true);
+      }
+      if (reportedFailure !== null) {
+        reportedFailure = null;
+        safely(opts.onRecovery);
+      }
+      safely(opts.onSuccess);
+      return;
+    }
+    // Before the first success the model may still be starting: not an error.
+    if (!everOk || result.message === reportedFailure) return;
+    reportedFailure = result.message;
+    safely(() => opts.onFailure(result.message));
+  };
+
+  const tick = async () => {
+    timer = null;
+    const started = performance.now();
+    const result = await probe();
+    if (stopped) return;
+    record(result);
+    if (stopped) return; // a callback may have stopped us
+    const period = everOk ? intervalMs : startupIntervalMs;
+    timer = setTimeout(() => void tick(), Math.max(0, period - (performance.now() - started)));
+  };
+
+  timer = setTimeout(() => void tick(), 0);
+
+  return {
+    stop() {
+      if (stopped) return;
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      timer = null;
+      stopController.abort();
+      for (const w of [...waiters]) w(false);
+      agent.destroy().catch(() => {});
+    },
+    waitForFirstSuccess(deadlineMs: number, signal?: AbortSignal): Promise<boolean> {
+      if (everOk) return Promise.resolve(true);
+      if (stopped || signal?.aborted) return Promise.resolve(false);
+      return new Promise<boolean>((resolve) => {
+        const done = (ok: boolean) => {
+          clearTimeout(deadline);
+          signal?.removeEventListener('abort', onAbort);
+          waiters.delete(done);
+          resolve(ok);
+        };
+        const onAbort = () => done(false);
+        const deadline = setTimeout(() => done(false), Math.max(0, deadlineMs));
+        signal?.addEventListener('abort', onAbort, { once: true });
+        waiters.add(done);
+      });
+    },
+    lastOk: () => last,
+  };
+}
+
+function positive(value: number | undefined, fallback: number): number {
+  return value !== undefined && Number.isFinite(value) && value > 0 ? value : fallback;
+}
+
+/** What went wrong, in words a user can act on. */
+function describeError(err: unknown, timeoutMs: number): string {
+  const e = err as { code?: string; name?: string; message?: string; errors?: Array<{ code?: string }> };
+  const code = e.code ?? e.errors?.[0]?.code;
+  switch (code) {
+    case 'ECONNREFUSED':
+      return 'connection refused (is the model server listening?)';
+    case 'ECONNRESET':
+      return 'connection reset by the model server';
+    case 'UND_ERR_SOCKET':
+      return 'the model server closed the connection without answering';
+    case 'UND_ERR_HEADERS_TIMEOUT':
+    case 'UND_ERR_BODY_TIMEOUT':
+    case 'UND_ERR_CONNECT_TIMEOUT':
+      return `no answer within ${timeoutMs} ms`;
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return 'host not found';
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+      return 'host unreachable';
+    case 'ERR_INVALID_URL':
+    case 'UND_ERR_INVALID_ARG':
+      return `invalid health check URL (${e.message ?? code})`;
+  }
+  if (e.name === 'AbortError') return 'stopped';
+  return code ? `${e.message ?? 'error'} (${code})` : (e.message ?? String(err));
+}
+
+/** The URL without any user:password part, for messages. */
+function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.username || u.password) {
+      u.username = '';
+      u.password = '';
+    }
+    return u.toString();
+  } catch {
+    return url;
+  }
+}

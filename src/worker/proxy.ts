@@ -1,0 +1,436 @@
+import { isUtf8 } from 'node:buffer';
+import type { IncomingMessage, ServerResponse, IncomingHttpHeaders } from 'node:http';
+import { errors as undiciErrors, type Dispatcher, type Pool } from 'undici';
+import type { Logger } from '../common/log.js';
+import type { AuthChecker } from './auth.js';
+import type { FifoGate } from './admission.js';
+import type { ResolvedHandler } from './config.js';
+import { fieldErrors, parseEnvelope, payloadSpan } from './envelope.js';
+import type { Ledger, RequestEntry } from './ledger.js';
+import type { Lifecycle } from './lifecycle.js';
+
+/**
+ * The request path of a handler route (PROTOCOL §2):
+ *   body (size limit) → envelope → session → payload schema → workload → ledger entry
+ *   → signature (401) → queue time (429) → started → FIFO gate (non-parallel) → model → answer.
+ * Written on plain node:http objects because it is the hot path; everything else is a hono route.
+ * Every admitted request ends exactly once in the ledger (see ledger.ts); `ModelCall.settle`
+ * below is the only place that ends it.
+ */
+export interface SessionAccess {
+  /** Open and not expired. */
+  isOpen(id: string): boolean;
+  /** A request arrived in the session: push its expiry out. */
+  touch(id: string): void;
+  /** Abort `abort` when the session closes; returns the function that stops tracking. */
+  track(id: string, abort: () => void): () => void;
+}
+
+export interface RequestObserver {
+  onAdmitted?(entry: RequestEntry): void;
+  onFirstByte?(entry: RequestEntry, ms: number): void;
+  onFinished?(entry: RequestEntry, status: number, ms: number): void;
+  onRefused?(route: string, status: number): void;
+}
+
+export interface ProxyDeps {
+  ledger: Ledger;
+  auth: AuthChecker;
+  lifecycle: Lifecycle;
+  pool: Pool;
+  gate: FifoGate;
+  logger: Logger;
+  sessions?: SessionAccess;
+  observer?: RequestObserver;
+  maxBodyBytes: number;
+  modelTimeoutMs: number;
+  /** Seconds a draining worker tells clients to wait before retrying elsewhere. */
+  retryAfterSeconds?: number;
+}
+
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'trailers']);
+const JSON_HEADERS = { 'content-type': 'application/json' };
+
+export function sendJson(res: ServerResponse, status: number, body: unknown, headers?: Record<string, string>): void {
+  if (res.headersSent || res.destroyed) return;
+  const text = JSON.stringify(body);
+  res.writeHead(status, { ...JSON_HEADERS, 'content-length': Buffer.byteLength(text), ...headers });
+  res.end(text);
+}
+
+function sendEmpty(res: ServerResponse, status: number): void {
+  if (res.headersSent || res.destroyed) return;
+  res.writeHead(status, { 'content-length': 0 });
+  res.end();
+}
+
+function copyHeaders(from: IncomingHttpHeaders | Record<string, string | string[] | undefined>): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  for (const k in from) {
+    const v = from[k];
+    if (v !== undefined && !HOP_BY_HOP.has(k)) out[k] = v;
+  }
+  return out;
+}
+
+/**
+ * Read a body up to `limit` bytes. Calls back with the body, or with null and `tooLarge` true after
+ * answering 413 itself, or with null and false when the client went away mid-body.
+ */
+function readBody(req: IncomingMessage, res: ServerResponse, limit: number, cb: (body: Buffer | null, tooLarge: boolean) => void): void {
+  const declared = Number(req.headers['content-length']);
+  if (declared > limit) {
+    tooLarge(req, res, limit);
+    return cb(null, true);
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  let done = false;
+  req.on('data', (c: Buffer) => {
+    if (done) return;
+    size += c.length;
+    if (size > limit) {
+      done = true;
+      tooLarge(req, res, limit);
+      cb(null, true);
+      return;
+    }
+    chunks.push(c);
+  });
+  req.on('end', () => {
+    if (done) return;
+    done = true;
+    cb(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size), false);
+  });
+  req.on('error', () => {
+    if (done) return;
+    done = true;
+    cb(null, false);
+  });
+}
+
+function tooLarge(req: IncomingMessage, res: ServerResponse, limit: number): void {
+  sendJson(res, 413, { error: `request body too large: the limit is ${limit} bytes`, field: 'body' }, { connection: 'close' });
+  req.resume();
+}
+
+export function createHandlerRoute(deps: ProxyDeps, handler: ResolvedHandler): (req: IncomingMessage, res: ServerResponse) => void {
+  const { ledger, auth, lifecycle, gate, logger, observer } = deps;
+  const route = handler.route;
+  const retryAfter = String(deps.retryAfterSeconds ?? 5);
+
+  return function handle(req, res) {
+    if (!lifecycle.admitting) {
+      observer?.onRefused?.(route, 503);
+      sendJson(res, 503, { error: 'worker is draining: retry on another worker' }, { 'retry-after': retryAfter, connection: 'close' });
+      req.resume();
+      return;
+    }
+    readBody(req, res, deps.maxBodyBytes, (body, tooBig) => {
+      if (body === null) {
+        if (tooBig) observer?.onRefused?.(route, 413);
+        return;
+      }
+      // Last line of defence: a throw here (a handler's or an extension's bug) would otherwise kill
+      // the process from inside an event handler, and leave a started request without an end.
+      const made: { entry: RequestEntry | null; call: ModelCall | null } = { entry: null, call: null };
+      try {
+        admit(body);
+      } catch (err) {
+        const message = (err as Error)?.message ?? String(err);
+        const { entry, call } = made;
+        logger.error({ route, rid: entry?.id, err: message }, 'request path failed');
+        if (call) return call.fail(`request path failed: ${message}`);
+        if (entry?.state === 'created') ledger.start(entry);
+        if (entry?.state === 'started') ledger.end(entry, 'error');
+        sendJson(res, 500, { error: 'internal error in the worker', field: 'worker' });
+      }
+
+      function admit(body: Buffer): void {
+        const parsed = parseEnvelope(body.toString('utf8'));
+        if (!parsed.ok) {
+          observer?.onRefused?.(route, parsed.status);
+          return sendJson(res, parsed.status, parsed.body);
+        }
+        const env = parsed.envelope;
+        const sessionId = env.session_id;
+        if (sessionId !== null && !deps.sessions?.isOpen(sessionId)) {
+          observer?.onRefused?.(route, 410);
+          return sendJson(res, 410, { error: 'invalid session', field: 'session_id' });
+        }
+        let check: ReturnType<typeof handler.payload.safeParse>;
+        try {
+          check = handler.payload.safeParse(env.payload);
+        } catch (err) {
+          // A refinement in the handler's schema threw instead of reporting an issue.
+          observer?.onRefused?.(route, 422);
+          return sendJson(res, 422, { payload: { '(payload)': (err as Error)?.message ?? String(err) } });
+        }
+        if (!check.success) {
+          observer?.onRefused?.(route, 422);
+          return sendJson(res, 422, { payload: fieldErrors(check.error) });
+        }
+        // The handler's own code runs before the request enters the ledger: its errors are the client's 422.
+        let workload: number;
+        let modelBody: string | Buffer;
+        try {
+          workload = handler.workload(check.data);
+          if (!Number.isFinite(workload) || workload < 0) throw new Error(`workload must be a non-negative number, got ${workload}`);
+        } catch (err) {
+          observer?.onRefused?.(route, 422);
+          return sendJson(res, 422, { payload: { '(workload)': (err as Error)?.message ?? String(err) } });
+        }
+        try {
+          modelBody = handler.toModelRequest ? modelRequestBody(handler.toModelRequest(check.data)) : extractPayload(body, env.payload);
+        } catch (err) {
+          observer?.onRefused?.(route, 422);
+          return sendJson(res, 422, { payload: { '(toModelRequest)': (err as Error)?.message ?? String(err) } });
+        }
+        const entry = (made.entry = ledger.create({
+          requestIdx: env.auth_data.request_idx,
+          reqnum: env.auth_data.reqnum,
+          workload,
+          route,
+          sessionBound: sessionId !== null,
+        }));
+        if (!auth.check(env.auth_data)) {
+          ledger.reject(entry);
+          logger.info({ rid: entry.id, request_idx: entry.requestIdx, route }, 'rejected: signature does not verify');
+          return sendEmpty(res, 401);
+        }
+        if (handler.maxQueueTime !== null && sessionId === null && ledger.expectedQueueTime() > handler.maxQueueTime) {
+          ledger.reject(entry);
+          logger.debug({ rid: entry.id, request_idx: entry.requestIdx, route }, 'rejected: queue time over max_queue_time');
+          return sendEmpty(res, 429);
+        }
+        ledger.start(entry);
+        const call = (made.call = new ModelCall(deps, handler, res, entry));
+        if (sessionId !== null) deps.sessions!.touch(sessionId);
+        observer?.onAdmitted?.(entry);
+        forward(call, modelBody, sessionId);
+      }
+    });
+
+    function forward(call: ModelCall, modelBody: string | Buffer, sessionId: string | null): void {
+      if (sessionId !== null) {
+        call.untrack = deps.sessions!.track(sessionId, () => {
+          res.destroy();
+          call.cancel('session closed');
+        });
+      }
+      if (handler.allowParallelRequests) return call.send(modelBody);
+      // Only a non-parallel request can wait, so only it pays for an AbortController.
+      const ac = new AbortController();
+      call.gateAbort = ac;
+      gate.acquire(ac.signal).then(
+        () => {
+          if (call.ended) return gate.release();
+          call.holdsGate = true;
+          call.send(modelBody);
+        },
+        () => {
+          /* aborted while queued: already settled as cancelled */
+        },
+      );
+    }
+  };
+}
+
+/** Non-streamed answers up to this size are sent to the client in one write, headers included. */
+const SMALL_ANSWER_BYTES = 64 * 1024;
+
+type AnswerMode = 'stream' | 'small' | 'transform';
+
+/**
+ * One admitted request's trip to the model and back, on undici's dispatch API: no response stream
+ * objects on the hot path, each model chunk written to the client as it arrives, and the model
+ * paused while the client's socket is full (back-pressure). `settle` is the only place that ends
+ * the request in the ledger, and it runs exactly once.
+ */
+class ModelCall implements Dispatcher.DispatchHandler {
+  ended = false;
+  holdsGate = false;
+  untrack: (() => void) | undefined;
+  gateAbort: AbortController | undefined;
+  private controller: Dispatcher.DispatchController | null = null;
+  private readonly t0 = performance.now();
+  private status = 0;
+  private mode: AnswerMode = 'stream';
+  private chunks: Buffer[] | null = null;
+  private headers: Record<string, string | string[]> | null = null;
+  private firstByte = true;
+  private waitingDrain = false;
+  private readonly onDrain = (): void => {
+    this.waitingDrain = false;
+    this.controller?.resume();
+  };
+
+  constructor(
+    private readonly deps: ProxyDeps,
+    private readonly handler: ResolvedHandler,
+    private readonly res: ServerResponse,
+    private readonly entry: RequestEntry,
+  ) {
+    deps.lifecycle.requestStarted();
+    // The client going away aborts the model request: undici destroys its socket, so the model sees it close.
+    res.on('close', () => {
+      if (!this.ended) this.cancel('client disconnected');
+    });
+  }
+
+  send(body: string | Buffer): void {
+    if (this.ended) return;
+    const d = this.deps;
+    d.pool.dispatch(
+      { path: this.handler.upstreamPath, method: 'POST', headers: JSON_HEADERS, body, headersTimeout: d.modelTimeoutMs, bodyTimeout: d.modelTimeoutMs },
+      this,
+    );
+  }
+
+  /** The worker itself failed before or while calling the model: an empty 500, counted errored. */
+  fail(why: string): void {
+    if (this.ended) return;
+    this.settle('error', 500, why);
+    this.controller?.abort(new Error(why));
+    this.gateAbort?.abort();
+    if (this.res.headersSent) this.res.destroy();
+    else sendEmpty(this.res, 500);
+  }
+
+  /** The client or the session went away: abort the model call and count the request cancelled. */
+  cancel(why: string): void {
+    if (this.ended) return;
+    this.settle('cancelled', 499, why);
+    this.controller?.abort(new Error(why));
+    this.gateAbort?.abort();
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller;
+    // The client left while the request waited for a model connection.
+    if (this.ended) controller.abort(new Error('client disconnected'));
+  }
+
+  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
+    if (this.ended || statusCode < 200) return;
+    this.status = statusCode;
+    const stream = isStreamType(headers['content-type']);
+    const length = Number(headers['content-length']);
+    if (this.handler.toClientResponse && !stream) {
+      this.mode = 'transform';
+      this.chunks = [];
+    } else if (!stream && length <= SMALL_ANSWER_BYTES) {
+      // Small, complete answers: one write with the headers instead of one per piece.
+      this.mode = 'small';
+      this.chunks = [];
+      this.headers = copyHeaders(headers);
+    } else {
+      this.mode = 'stream';
+      this.res.writeHead(statusCode, copyHeaders(headers));
+      // Streamed answers show their headers at once, before the first token.
+      if (stream) this.res.flushHeaders();
+    }
+    this.controller = controller;
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.ended) return;
+    if (this.firstByte) {
+      this.firstByte = false;
+      this.deps.observer?.onFirstByte?.(this.entry, performance.now() - this.t0);
+    }
+    if (this.chunks !== null) {
+      this.chunks.push(chunk);
+      return;
+    }
+    if (!this.res.write(chunk) && !this.waitingDrain) {
+      this.waitingDrain = true;
+      controller.pause();
+      this.res.once('drain', this.onDrain);
+    }
+  }
+
+  onResponseEnd(): void {
+    if (this.ended) return;
+    const status = this.status;
+    const outcome = status >= 500 ? 'error' : 'success';
+    const done = (): void => this.settle(outcome, status);
+    if (this.mode === 'stream') {
+      this.res.end(done);
+      return;
+    }
+    const body = this.chunks!.length === 1 ? this.chunks![0]! : Buffer.concat(this.chunks!);
+    this.chunks = null;
+    if (this.mode === 'small') {
+      this.res.writeHead(status, this.headers!);
+      this.res.end(body, done);
+      return;
+    }
+    let out: string;
+    try {
+      const text = body.toString('utf8');
+      out = JSON.stringify(this.handler.toClientResponse!(text ? JSON.parse(text) : null, status));
+    } catch (err) {
+      sendEmpty(this.res, 500);
+      return this.settle('error', 500, `toClientResponse failed: ${(err as Error).message}`);
+    }
+    if (this.res.headersSent || this.res.destroyed) return this.settle('cancelled', 499, 'client disconnected');
+    this.res.writeHead(status, { ...JSON_HEADERS, 'content-length': Buffer.byteLength(out) });
+    this.res.end(out, done);
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
+    if (this.ended) return;
+    const res = this.res;
+    if (res.headersSent) {
+      // Part of the answer is out: all we can do is cut the client off.
+      res.destroy();
+      return this.settle('error', this.status, `model stream failed: ${err.message}`);
+    }
+    if (err instanceof undiciErrors.HeadersTimeoutError || err instanceof undiciErrors.BodyTimeoutError) {
+      sendJson(res, 504, { error: `the model did not answer within ${this.deps.modelTimeoutMs} ms` });
+      return this.settle('error', 504, err.message);
+    }
+    sendEmpty(res, 500);
+    this.settle('error', 500, `model call failed: ${err.message}`);
+  }
+
+  private settle(outcome: 'success' | 'error' | 'cancelled', status: number, why?: string): void {
+    if (this.ended) return;
+    this.ended = true;
+    const { deps, entry } = this;
+    if (this.holdsGate) deps.gate.release();
+    this.untrack?.();
+    deps.lifecycle.requestEnded();
+    deps.ledger.end(entry, outcome);
+    const ms = performance.now() - this.t0;
+    deps.observer?.onFinished?.(entry, status, ms);
+    if (outcome === 'success') deps.logger.debug({ rid: entry.id, request_idx: entry.requestIdx, route: entry.route, status, ms }, 'request done');
+    else deps.logger.info({ rid: entry.id, request_idx: entry.requestIdx, route: entry.route, status, outcome, ms, why }, `request ${outcome}`);
+  }
+}
+
+function isStreamType(ct: string | string[] | undefined): boolean {
+  const s = Array.isArray(ct) ? ct[0] : ct;
+  return !!s && (s.includes('event-stream') || s.includes('ndjson') || s.includes('jsonl'));
+}
+
+/** The body of a handler's `toModelRequest` result; throws when there is none. */
+function modelRequestBody(request: unknown): string {
+  const text = JSON.stringify(request);
+  if (text === undefined) throw new Error('toModelRequest returned nothing to send');
+  return text;
+}
+
+/**
+ * The payload's own bytes, cut out of the envelope (no re-serialization: the model gets exactly
+ * what the client wrote); JSON.stringify of the parsed payload when the bytes are not valid UTF-8.
+ */
+function extractPayload(body: Buffer, payload: unknown): string | Buffer {
+  const span = payloadSpan(body);
+  if (span !== null) {
+    const bytes = body.subarray(span[0], span[1]);
+    if (isUtf8(bytes)) return bytes;
+  }
+  return JSON.stringify(payload);
+}

@@ -1,0 +1,190 @@
+/**
+ * The benchmark (PROTOCOL §5) against a real model-sim over loopback, and `nodeworker benchmark`
+ * as a real process: warm-up + rounds, perf = best round, only 200 answers count, the cache file,
+ * the no-success error, and the CLI's table, progress lines, bar (on a pseudo-terminal) and exit codes.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { Pool } from 'undici';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { generate } from '../handlers/tgi.js';
+import { startModelSim, type ModelSim, type ModelSimOptions } from '../src/model-sim/index.js';
+import { BENCHMARK_CACHE_FILE, NO_SUCCESS_ERROR, progressLine, readCachedPerf, resolveBenchmarkSettings, runBenchmark } from '../src/worker/benchmark.js';
+import { defineWorker, type BenchmarkSpec } from '../src/worker/config.js';
+
+const CLI = resolve('dist/cli.js');
+let dir: string;
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'benchmark-'));
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+let cleanups: Array<() => Promise<void> | void> = [];
+afterEach(async () => {
+  for (const fn of cleanups.reverse()) await Promise.resolve().then(fn).catch(() => undefined);
+  cleanups = [];
+});
+
+let sims = 0;
+async function sim(opts: Partial<ModelSimOptions> = {}): Promise<ModelSim> {
+  const logFile = join(dir, `model-sim-${++sims}.log`);
+  const m = await startModelSim({ flavor: 'tgi', port: 0, loadSeconds: 0, tokenRate: 5000, capacity: 100_000, ttftMs: 1, logFile, ...opts });
+  cleanups.push(() => m.close());
+  await m.ready;
+  return m;
+}
+
+function pool(url: string): Pool {
+  const p = new Pool(url, { connections: 256 });
+  cleanups.push(() => p.destroy());
+  return p;
+}
+
+/** The built-in TGI /generate handler with its benchmark replaced. */
+function tgiHandler(tokens: number, bench: Partial<BenchmarkSpec> = {}, parallel = true) {
+  return defineWorker({
+    handlers: [{ ...generate, allowParallelRequests: parallel, benchmark: { generator: (i: number) => ({ inputs: `bench ${i}`, parameters: { max_new_tokens: tokens } }), ...bench } }],
+  }).benchmarkHandler;
+}
+
+function workspace(): string {
+  return mkdtempSync(join(dir, 'ws-'));
+}
+
+describe('runBenchmark', () => {
+  it('fires a warm-up, then `runs` rounds of `concurrency` requests; perf is the best round; the cache file is written and then reused', async () => {
+    const m = await sim();
+    const ws = workspace();
+    const rounds: number[] = [];
+    const r = await runBenchmark({ handler: tgiHandler(10, { runs: 3, concurrency: 5 }), model: pool(m.url), workspaceDir: ws, onRound: (x, total) => rounds.push(x.round * 10 + total) });
+    expect(r.error).toBeUndefined();
+    expect(r.cached).toBe(false);
+    expect(m.stats().started).toBe(1 + 3 * 5);
+    expect(rounds).toEqual([13, 23, 33]);
+    expect(r.rounds.map((x) => [x.requests, x.ok, x.workload])).toEqual([[5, 5, 50], [5, 5, 50], [5, 5, 50]]);
+    for (const x of r.rounds) expect(x.throughput).toBeCloseTo(x.workload / x.seconds, 6);
+    expect(r.perf).toBe(Math.max(...r.rounds.map((x) => x.throughput)));
+    expect(Number(readFileSync(join(ws, BENCHMARK_CACHE_FILE), 'utf8'))).toBe(r.perf);
+
+    const again = await runBenchmark({ handler: tgiHandler(10, { runs: 3, concurrency: 5 }), model: pool(m.url), workspaceDir: ws });
+    expect(again).toEqual({ perf: r.perf, rounds: [], cached: true });
+    expect(m.stats().started).toBe(16);
+  });
+
+  it('counts only 200 answers, and with none at all errors with perf 0 and writes no cache', async () => {
+    const m = await sim({ errorRate: 0.5, seed: 7 });
+    const r = await runBenchmark({ handler: tgiHandler(10, { runs: 2, concurrency: 10, warmup: false }), model: pool(m.url), workspaceDir: workspace() });
+    const ok = r.rounds.reduce((a, x) => a + x.ok, 0);
+    expect(ok).toBe(20 - m.stats().errored);
+    for (const x of r.rounds) expect(x.workload).toBe(x.ok * 10);
+
+    const broken = await sim({ errorRate: 1 });
+    const ws = workspace();
+    const none = await runBenchmark({ handler: tgiHandler(10, { runs: 2, concurrency: 3 }), model: pool(broken.url), workspaceDir: ws });
+    expect(none.error).toBe(NO_SUCCESS_ERROR);
+    expect(none.perf).toBe(0);
+    expect(none.rounds).toHaveLength(2);
+    expect(existsSync(join(ws, BENCHMARK_CACHE_FILE))).toBe(false);
+  });
+
+  it('ignores a cache file that holds no positive number; a model that is down is "no success", not a crash', async () => {
+    const ws = workspace();
+    for (const text of ['', 'abc', '0', '-5', 'NaN']) {
+      writeFileSync(join(ws, BENCHMARK_CACHE_FILE), text);
+      expect(await readCachedPerf(ws)).toBeNull();
+    }
+    writeFileSync(join(ws, BENCHMARK_CACHE_FILE), ' 1234.5\n');
+    expect(await readCachedPerf(ws)).toBe(1234.5);
+    const down = await runBenchmark({ handler: tgiHandler(10, { runs: 1, concurrency: 2 }), model: pool('http://127.0.0.1:9'), workspaceDir: workspace() });
+    expect(down.error).toBe(NO_SUCCESS_ERROR);
+  });
+
+  it('defaults: 8 runs of 10, and 1 at a time for a handler that is not parallel', () => {
+    expect(resolveBenchmarkSettings(tgiHandler(1))).toEqual({ runs: 8, concurrency: 10 });
+    expect(resolveBenchmarkSettings(tgiHandler(1, {}, false))).toEqual({ runs: 8, concurrency: 1 });
+    expect(resolveBenchmarkSettings(tgiHandler(1, { runs: 3, concurrency: 7 }), 2)).toEqual({ runs: 2, concurrency: 7 });
+    expect(progressLine(5, 8, 1234.56)).toBe('[#############.......] 5/8 rounds  best 1234.6 load/s');
+  });
+
+  it('measures the model\'s capacity when the concurrency saturates it, and less when it does not', async () => {
+    // capacity 2000 tok/s, one request alone 200 tok/s: 10 requests or more saturate it.
+    const m = await sim({ capacity: 2000, tokenRate: 200, ttftMs: 5 });
+    const saturated = await runBenchmark({ handler: tgiHandler(100, { runs: 2, concurrency: 20, warmup: false }), model: pool(m.url) });
+    // Loose band: the exact accuracy (±5%) is measured by benchmarks/readiness-bench.ts.
+    expect(saturated.perf / 2000).toBeGreaterThan(0.85);
+    expect(saturated.perf / 2000).toBeLessThan(1.05);
+    const starved = await runBenchmark({ handler: tgiHandler(100, { runs: 1, concurrency: 4, warmup: false }), model: pool(m.url) });
+    // 4 requests × 200 tok/s = 800 tok/s at most.
+    expect(starved.perf).toBeLessThan(810);
+  });
+});
+
+function runCli(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolveRun) => {
+    const child = spawn(process.execPath, [CLI, 'benchmark', ...args], { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.once('exit', (code) => resolveRun({ code, stdout, stderr }));
+    cleanups.push(() => void child.kill('SIGKILL'));
+  });
+}
+
+describe('nodeworker benchmark', () => {
+  it('prints a per-round table and the perf, one progress line per round when not on a terminal, exit 0', async () => {
+    const m = await sim();
+    const r = await runCli(['--handler', 'tgi', '--model-url', m.url, '--runs', '2', '--concurrency', '4', '--max-tokens', '12']);
+    expect(r.code).toBe(0);
+    const lines = r.stdout.trim().split('\n');
+    expect(lines[0]).toBe(`model ${m.url}, handler /generate`);
+    expect(lines[1]).toMatch(/^round\s+ok\s+workload\s+seconds\s+load\/s$/);
+    expect(lines[2]).toMatch(/^\s+1\s+4\/4\s+48\s+[\d.]+\s+[\d.]+$/);
+    expect(lines[3]).toMatch(/^\s+2\s+4\/4\s+48\s+[\d.]+\s+[\d.]+$/);
+    expect(lines[4]).toMatch(/^perf [\d.]+ load\/s$/);
+    expect(Number(lines[4]!.split(' ')[1])).toBeGreaterThan(0);
+    expect(r.stderr).toMatch(/^benchmark round 1\/2: 4\/4 ok, [\d.]+ load\/s in [\d.]+ s\nbenchmark round 2\/2: 4\/4 ok/);
+    expect(m.stats().started).toBe(1 + 2 * 4);
+  });
+
+  it('exits 1 when no request succeeded, 2 on bad arguments; --json prints the result', async () => {
+    const broken = await sim({ errorRate: 1 });
+    const bad = await runCli(['--handler', 'tgi', '--model-url', broken.url, '--runs', '1', '--concurrency', '2', '--max-tokens', '4']);
+    expect(bad.code).toBe(1);
+    expect(bad.stdout).toContain(`perf 0.0 load/s  (${NO_SUCCESS_ERROR})`);
+
+    const args = await runCli(['--handler', 'tgi', '--runs', '0']);
+    expect(args.code).toBe(2);
+    expect(args.stderr).toContain('--runs must be a positive integer');
+    expect((await runCli(['--handler', 'no-such-handler'])).code).toBe(2);
+
+    const m = await sim();
+    const ws = workspace();
+    const json = await runCli(['--handler', 'tgi', '--model-url', m.url, '--runs', '2', '--concurrency', '3', '--max-tokens', '5', '--json', '--use-cache', '--workspace', ws]);
+    expect(json.code).toBe(0);
+    const result = JSON.parse(json.stdout) as { perf: number; rounds: unknown[]; cached: boolean };
+    expect(result.rounds).toHaveLength(2);
+    expect(result.cached).toBe(false);
+    expect(Number(readFileSync(join(ws, BENCHMARK_CACHE_FILE), 'utf8'))).toBe(result.perf);
+    const cached = await runCli(['--handler', 'tgi', '--model-url', m.url, '--json', '--use-cache', '--workspace', ws]);
+    expect(JSON.parse(cached.stdout)).toEqual({ perf: result.perf, rounds: [], cached: true });
+  });
+
+  it.skipIf(spawnSync('script', ['--version']).error !== undefined)('draws a progress bar on a terminal', async () => {
+    const m = await sim();
+    // `script` gives the CLI a pseudo-terminal, as a user's shell would.
+    const cmd = `${process.execPath} ${CLI} benchmark --handler tgi --model-url ${m.url} --runs 2 --concurrency 2 --max-tokens 4`;
+    const out = await new Promise<string>((resolveOut) => {
+      const child = spawn('script', ['-qec', cmd, '/dev/null'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let text = '';
+      child.stdout.on('data', (d: Buffer) => (text += d.toString()));
+      child.once('exit', () => resolveOut(text));
+      cleanups.push(() => void child.kill('SIGKILL'));
+    });
+    expect(out).toMatch(/\r\[#{10}\.{10}\] 1\/2 rounds {2}best [\d.]+ load\/s/);
+    expect(out).toMatch(/\r\[#{20}\] 2\/2 rounds/);
+    expect(out).not.toContain('benchmark round 1/2:');
+  });
+});

@@ -1,0 +1,250 @@
+/**
+ * Readiness at the worker level (issue 3, PROTOCOL §5): a real worker in this process tails a real
+ * log file written by model-sim (or by the test), benchmarks a real model-sim over loopback, checks
+ * its health, and reports to a recording engine that serves the public key.
+ */
+import { appendFileSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import tgi, { generate, generateStream } from '../handlers/tgi.js';
+import { startModelSim, type ModelSim, type ModelSimOptions } from '../src/model-sim/index.js';
+import { BENCHMARK_CACHE_FILE, NO_SUCCESS_ERROR } from '../src/worker/benchmark.js';
+import { defineWorker, type WorkerSpec } from '../src/worker/config.js';
+import { parseWorkerEnv } from '../src/worker/env.js';
+import { startWorker, type RunningWorker, type WorkerTimings } from '../src/worker/worker.js';
+import { startEngine, type TestEngine } from './helpers/engine.js';
+import { silentLogger, waitFor } from './helpers/worker.js';
+
+const FAST: Partial<WorkerTimings> = {
+  noHealthWaitMs: 0,
+  healthIntervalMs: 100,
+  reportTickMs: 50,
+  reportIdleMs: 300,
+  reportRetryDelayMs: 50,
+  pubkeyBaseDelayMs: 50,
+  progressLogMs: 100,
+};
+
+/** Benchmark shape of these tests: a warm-up, then 2 rounds of 4 requests of 20 tokens each. */
+const RUNS = 2;
+const CONCURRENCY = 4;
+const TOKENS = 20;
+
+/** The built-in TGI worker (its real log patterns and health path) with a short benchmark. */
+function tgiDefinition(over: Partial<WorkerSpec> = {}) {
+  return defineWorker({
+    ...tgi,
+    handlers: [
+      { ...generate, benchmark: { generator: (i: number) => ({ inputs: `benchmark ${i}`, parameters: { max_new_tokens: TOKENS } }), runs: RUNS, concurrency: CONCURRENCY } },
+      generateStream,
+    ],
+    ...over,
+  });
+}
+
+async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  const port = (srv.address() as { port: number }).port;
+  await new Promise<void>((resolve) => srv.close(() => resolve()));
+  return port;
+}
+
+let cleanups: Array<() => Promise<void> | void> = [];
+afterEach(async () => {
+  const fns = cleanups.reverse();
+  cleanups = [];
+  for (const fn of fns) await Promise.resolve().then(fn).catch(() => undefined);
+});
+
+interface Setup {
+  dir: string;
+  log: string;
+  engine: TestEngine;
+  modelUrl: string;
+  modelPort: number;
+}
+
+async function setup(): Promise<Setup> {
+  const dir = mkdtempSync(join(tmpdir(), 'readiness-'));
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  const engine = await startEngine();
+  cleanups.push(() => engine.close());
+  const modelPort = await freePort();
+  // The log lives in a directory that does not exist yet: the watch must wait for both.
+  return { dir, log: join(dir, 'logs', 'model.log'), engine, modelUrl: `http://127.0.0.1:${modelPort}`, modelPort };
+}
+
+async function sim(s: Setup, opts: Partial<ModelSimOptions> = {}): Promise<ModelSim> {
+  const m = await startModelSim({ flavor: 'tgi', port: s.modelPort, logFile: s.log, loadSeconds: 0.3, tokenRate: 2000, capacity: 20_000, ttftMs: 2, ...opts });
+  cleanups.push(() => m.close());
+  return m;
+}
+
+async function worker(s: Setup, over: Partial<WorkerSpec> = {}, workspace = s.dir): Promise<RunningWorker> {
+  const env = parseWorkerEnv({
+    WORKER_PORT: '0',
+    WORKER_HOST: '127.0.0.1',
+    CONTAINER_ID: '7',
+    MASTER_TOKEN: 'secret-token',
+    REPORT_ADDR: s.engine.url,
+    WORKSPACE_DIR: workspace,
+    MODEL_LOG: s.log,
+  });
+  const w = await startWorker({ definition: tgiDefinition({ modelServerUrl: s.modelUrl, ...over }), env, logger: silentLogger(), timings: FAST });
+  cleanups.push(() => w.close());
+  return w;
+}
+
+const statusWith = (engine: TestEngine, pred: (b: Record<string, any>) => boolean) => engine.statuses.find((s) => pred(s.body))?.body;
+
+async function waitState(w: RunningWorker, state: string, ms = 10_000): Promise<void> {
+  await waitFor(() => w.lifecycle.state === state, ms, () => `state ${state}; now ${w.lifecycle.state} (${w.lifecycle.reason})`);
+}
+
+describe('readiness from the model log', () => {
+  it('waits for a log created late, benchmarks on the ready line, reports loadtime and max_perf; a restart reuses the cached perf', async () => {
+    const s = await setup();
+    const w1 = await worker(s);
+    expect(existsSync(s.log)).toBe(false);
+    // Nothing in the log yet: the worker waits (and reports "not loaded" on its slow cadence).
+    await new Promise((r) => setTimeout(r, 200));
+    expect(w1.lifecycle.state).toBe('loading');
+
+    const m = await sim(s);
+    await waitState(w1, 'ready');
+    // PROTOCOL §5: one warm-up request, then RUNS rounds of CONCURRENCY requests.
+    expect(m.stats().started).toBe(1 + RUNS * CONCURRENCY);
+    const perf = w1.ledger.maxPerf;
+    expect(perf).toBeGreaterThan(0);
+    expect(Number(readFileSync(join(s.dir, BENCHMARK_CACHE_FILE), 'utf8'))).toBe(perf);
+
+    await s.engine.waitFor(() => !!statusWith(s.engine, (b) => b.loadtime > 0), 5000, () => 'a ready report');
+    const ready = statusWith(s.engine, (b) => b.loadtime > 0)!;
+    expect(ready.max_perf).toBe(perf);
+    expect(ready.error_msg).toBe('');
+    expect(ready.id).toBe(7);
+    expect(ready.mtoken).toBe('secret-token');
+    // Reports before the model was loaded said so: loadtime 0.
+    expect(s.engine.statuses[0]!.body.loadtime).toBe(0);
+    await w1.close();
+
+    // Same workspace, same log (still holding the ready line): the cache file is the perf.
+    const before = m.stats().started;
+    const reportsBefore = s.engine.statuses.length;
+    const w2 = await worker(s);
+    await waitState(w2, 'ready');
+    expect(w2.ledger.maxPerf).toBe(perf);
+    await s.engine.waitFor(() => s.engine.statuses.slice(reportsBefore).some((r) => r.body.loadtime > 0), 5000, () => 'the restarted worker\'s ready report');
+    expect(s.engine.statuses.slice(reportsBefore).find((r) => r.body.loadtime > 0)!.body.max_perf).toBe(perf);
+    expect(m.stats().started).toBe(before);
+  });
+
+  it('an error line in the model log errors the worker and the engine receives error_msg', async () => {
+    const s = await setup();
+    const m = await sim(s);
+    const w = await worker(s);
+    await waitState(w, 'ready');
+    // A simulated CUDA crash: TGI's crash lines (with "Error: ShardCannotStart") go to the log.
+    m.control({ crash: true });
+    await waitState(w, 'errored');
+    expect(w.ledger.errorMsg).toContain('Error: ShardCannotStart');
+    await s.engine.waitFor(() => !!statusWith(s.engine, (b) => b.error_msg.includes('ShardCannotStart')), 5000, () => 'an error report');
+  });
+
+  it('an error line before the ready line: no benchmark, the error is kept', async () => {
+    const s = await setup();
+    const w = await worker(s);
+    const m = await sim(s, { loadSeconds: 1 });
+    await waitFor(() => existsSync(s.log), 5000);
+    appendFileSync(s.log, 'Error: DownloadError\n');
+    await waitState(w, 'errored');
+    await m.ready;
+    // The ready line arrives after the error: the failed model is not benchmarked nor made ready.
+    await new Promise((r) => setTimeout(r, 300));
+    expect(m.stats().started).toBe(0);
+    expect(w.lifecycle.state).toBe('errored');
+    await s.engine.waitFor(() => !!statusWith(s.engine, (b) => b.error_msg.includes('DownloadError')), 5000);
+  });
+
+  it('rename rotation during a run: the error line in the new file errors the worker', async () => {
+    const s = await setup();
+    // The model serves but logs elsewhere: this test writes the watched log itself.
+    await sim(s, { logFile: join(s.dir, 'sim.log'), loadSeconds: 0 });
+    const w = await worker(s);
+    await new Promise((r) => setTimeout(r, 100));
+    mkdirSync(dirname(s.log), { recursive: true });
+    writeFileSync(s.log, 'starting\n');
+    appendFileSync(s.log, '2024-01-01T00:00:00Z INFO text_generation_router: "message":"Connected","target":"text_generation_router"\n');
+    await waitState(w, 'ready');
+
+    renameSync(s.log, `${s.log}.1`);
+    // The old writer may still append to the renamed file: that must not matter.
+    appendFileSync(`${s.log}.1`, 'late line in the old file\n');
+    writeFileSync(s.log, 'new boot line\n');
+    appendFileSync(s.log, 'Error: WebserverFailed after rotation\n');
+    await waitState(w, 'errored');
+    expect(w.ledger.errorMsg).toContain('WebserverFailed after rotation');
+    await s.engine.waitFor(() => !!statusWith(s.engine, (b) => b.error_msg.includes('WebserverFailed after rotation')), 5000);
+  });
+
+  it('copy-truncate rotation during a run: the error line written after the truncation errors the worker', async () => {
+    const s = await setup();
+    await sim(s, { logFile: join(s.dir, 'sim.log'), loadSeconds: 0 });
+    const w = await worker(s);
+    await new Promise((r) => setTimeout(r, 100));
+    mkdirSync(dirname(s.log), { recursive: true });
+    writeFileSync(s.log, `${'padding line before the ready line\n'.repeat(50)}"message":"Connected","target":"text_generation_router"\n`, { flag: 'a' });
+    await waitState(w, 'ready');
+
+    copyFileSync(s.log, `${s.log}.1`);
+    truncateSync(s.log, 0);
+    // Let the watch see the shrink before the file grows again (a tailer cannot see a truncation
+    // that is overtaken by growth past its old position: the known limit of copytruncate).
+    await new Promise((r) => setTimeout(r, 250));
+    appendFileSync(s.log, 'Error: ShardCannotStart after copytruncate\n');
+    await waitState(w, 'errored');
+    expect(w.ledger.errorMsg).toContain('ShardCannotStart after copytruncate');
+  });
+});
+
+describe('benchmark and health in the readiness sequence', () => {
+  it('health failure after a good first check errors the worker', async () => {
+    const s = await setup();
+    const m = await sim(s);
+    const w = await worker(s);
+    await waitState(w, 'ready');
+    m.control({ health: false });
+    await waitState(w, 'errored');
+    expect(w.ledger.errorMsg).toMatch(/health check failed: GET http:\/\/127\.0\.0\.1:\d+\/health answered 503/);
+    await s.engine.waitFor(() => !!statusWith(s.engine, (b) => b.error_msg.includes('health check failed')), 5000);
+  });
+
+  it('no successful benchmark response: error "No successful responses from benchmark", perf 0, nothing cached', async () => {
+    const s = await setup();
+    await sim(s, { errorRate: 1 });
+    const w = await worker(s);
+    await waitState(w, 'errored');
+    expect(w.ledger.errorMsg).toBe(NO_SUCCESS_ERROR);
+    expect(w.ledger.maxPerf).toBe(0);
+    expect(existsSync(join(s.dir, BENCHMARK_CACHE_FILE))).toBe(false);
+    await s.engine.waitFor(() => !!statusWith(s.engine, (b) => b.error_msg === NO_SUCCESS_ERROR && b.max_perf === 0), 5000);
+  });
+
+  it('without a health path the worker holds the no-health wait after the benchmark, and closes cleanly during it', async () => {
+    const s = await setup();
+    const m = await sim(s, { loadSeconds: 0 });
+    const env = parseWorkerEnv({ WORKER_PORT: '0', WORKER_HOST: '127.0.0.1', CONTAINER_ID: '7', UNSECURED: 'true', WORKSPACE_DIR: s.dir, MODEL_LOG: s.log });
+    const definition = tgiDefinition({ modelServerUrl: s.modelUrl, healthPath: undefined });
+    const w = await startWorker({ definition, env, logger: silentLogger(), timings: { ...FAST, noHealthWaitMs: 60_000 } });
+    // The benchmark is done (perf known) but the 60 s wait holds the worker out of ready.
+    await waitFor(() => w.ledger.maxPerf > 0, 10_000, () => `benchmark; state ${w.lifecycle.state}`);
+    expect(m.stats().started).toBe(1 + RUNS * CONCURRENCY);
+    expect(w.lifecycle.state).toBe('benchmarking');
+    await w.close();
+    expect(w.lifecycle.state).toBe('draining');
+    expect(w.ledger.errorMsg).toBe('');
+  });
+});
