@@ -117,6 +117,13 @@ describe('ContinuousBatch (fake clock)', () => {
     expect(a.completedAt).toBeUndefined();
     at(550, b);
     expect(a.completedAt).toBe(550);
+
+    // A job that finished before a rate change is delivered by it.
+    const c = job(10);
+    b.add(c);
+    clock = 600;
+    b.setRates({ tokenRate: 1, capacity: 1 });
+    expect(c.completedAt).toBe(600);
   });
 
   it('property: a saturated batch finishes all work at total / capacity', () => {

@@ -82,8 +82,9 @@ export class ContinuousBatch {
 
   /** Change the GPU's speed from this instant on; work already done is kept. */
   setRates(rates: BatchRates): void {
-    this.advance();
+    const done = this.advance();
     this.rates = rates;
+    this.deliver(done);
     this.schedule();
   }
 
