@@ -3,7 +3,9 @@
  * the reporter, sessions, management and /metrics on (scraped every second, reports to a loopback
  * engine) against the same worker with all of them off (no REPORT_ADDR, no extensions).
  *
- * Everything runs in this one process (model stub, engine stub, worker, undici load loop at a fixed
+ * First, the hooks alone: CPU ns per request of the ledger's bookkeeping with and without the
+ * metrics hooks (ledger.onEnd listener, first-byte and duration observations), no I/O.
+ * Then end to end. Everything runs in this one process (model stub, engine stub, worker, undici load loop at a fixed
  * concurrency), so the absolute numbers are modest; the comparison is what matters. Rounds alternate
  * off/on to spread drift over both.
  *
@@ -21,6 +23,10 @@ import { parseArgs, sleep } from '../src/common/util.js';
 import { defineWorker } from '../src/worker/config.js';
 import { parseWorkerEnv } from '../src/worker/env.js';
 import { defaultExtensions } from '../src/worker/extensions.js';
+import { FifoGate } from '../src/worker/admission.js';
+import { Ledger } from '../src/worker/ledger.js';
+import { Lifecycle } from '../src/worker/lifecycle.js';
+import { WorkerMetrics } from '../src/worker/metrics.js';
 import { startWorker, type RunningWorker } from '../src/worker/worker.js';
 
 async function listen(server: Server): Promise<string> {
@@ -132,11 +138,39 @@ async function load(url: string, concurrency: number, seconds: number, scrapeMet
   return { rps: ok / elapsed, cpuUs: (cpu.user + cpu.system) / Math.max(ok, 1), errors };
 }
 
+/** CPU ns per request of ledger create/start/end, with or without the metrics hooks. */
+function hooksCost(n: number): { ledgerNs: number; withMetricsNs: number } {
+  const run = (withMetrics: boolean): number => {
+    const ledger = new Ledger();
+    const m = withMetrics ? new WorkerMetrics({ ledger, lifecycle: new Lifecycle(), gate: new FifoGate() }, { defaultMetrics: false }) : null;
+    if (m) ledger.onEnd(m.onLedgerEnd);
+    const t0 = process.cpuUsage();
+    for (let i = 0; i < n; i++) {
+      const e = ledger.create({ requestIdx: i, reqnum: i, workload: 10, route: '/v1/completions' });
+      ledger.start(e);
+      m?.observer.onFirstByte!(e, 3.2);
+      ledger.end(e, 'success');
+      m?.observer.onFinished!(e, 200, 5.1);
+    }
+    const c = process.cpuUsage(t0);
+    return ((c.user + c.system) * 1000) / n;
+  };
+  const a: number[] = [];
+  const b: number[] = [];
+  for (let r = 0; r < 3; r++) {
+    a.push(run(false));
+    b.push(run(true));
+  }
+  return { ledgerNs: Math.min(...a), withMetricsNs: Math.min(...b) };
+}
+
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const seconds = Number(args.seconds ?? 4);
   const rounds = Number(args.rounds ?? 2);
   const concurrency = Number(args.concurrency ?? 32);
+  const hooks = hooksCost(500_000);
+  process.stderr.write(`hooks: ledger ${hooks.ledgerNs.toFixed(0)} ns/request, ledger + metrics hooks ${hooks.withMetricsNs.toFixed(0)} ns/request\n`);
   const workspace = mkdtempSync(join(tmpdir(), 'reporting-cost-'));
   writeFileSync(join(workspace, '.has_benchmark'), '1000');
   const model = modelStub();
@@ -174,12 +208,14 @@ async function main(): Promise<void> {
   const cpuOn = median(cpuUs.on);
   const summary = {
     concurrency, seconds, rounds,
+    hooksLedgerNs: Math.round(hooks.ledgerNs), hooksWithMetricsNs: Math.round(hooks.withMetricsNs),
     offRps: Math.round(off), onRps: Math.round(on), rpsCostPercent: +(((off - on) / off) * 100).toFixed(1),
     offCpuUsPerRequest: +cpuOff.toFixed(1), onCpuUsPerRequest: +cpuOn.toFixed(1), cpuCostPercent: +(((cpuOn - cpuOff) / cpuOff) * 100).toFixed(1),
     reports: counts,
   };
   process.stdout.write(
     [
+      `metrics hooks on the hot path: ${summary.hooksWithMetricsNs - summary.hooksLedgerNs} ns CPU/request (ledger alone ${summary.hooksLedgerNs} ns)`,
       `through the worker, concurrency ${concurrency}, ${seconds} s × ${rounds} rounds each (medians):`,
       `  reporter + metrics + sessions + management off: ${summary.offRps} req/s, ${summary.offCpuUsPerRequest} µs CPU/request`,
       `  reporter + metrics + sessions + management on:  ${summary.onRps} req/s, ${summary.onCpuUsPerRequest} µs CPU/request (/metrics scraped every 1 s)`,
