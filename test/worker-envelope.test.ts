@@ -225,7 +225,7 @@ describe('bad input over HTTP', () => {
     expect(r.json.field).toBe('path');
     const g = await fetch(worker.url + '/echo');
     expect(g.status).toBe(404);
-    expect((await g.json()).field).toBe('path');
+    expect(((await g.json()) as { field: string }).field).toBe('path');
   });
 
   it('answers a malformed HTTP request with a JSON 400 and keeps serving', async () => {

@@ -81,6 +81,7 @@ export function parseEnvelope(text: string): EnvelopeResult {
   return checkEnvelope(body);
 }
 
+/** Check an already parsed body; the 422 body names every wrong field at once. */
 export function checkEnvelope(body: unknown): EnvelopeResult {
   if (!isObject(body)) return { ok: false, status: 422, body: { error: 'invalid JSON: the body must be an object with auth_data and payload' } };
   const errors: Record<string, unknown> = {};

@@ -9,7 +9,7 @@ import { fieldErrors, parseEnvelope, payloadSpan } from './envelope.js';
 import type { Ledger, RequestEntry } from './ledger.js';
 import type { Lifecycle } from './lifecycle.js';
 
-/**
+/*
  * The request path of a handler route (PROTOCOL §2):
  *   body (size limit) → envelope → session → payload schema → workload → ledger entry
  *   → signature (401) → queue time (429) → started → FIFO gate (non-parallel) → model → answer.
@@ -17,6 +17,8 @@ import type { Lifecycle } from './lifecycle.js';
  * Every admitted request ends exactly once in the ledger (see ledger.ts); `ModelCall.settle`
  * below is the only place that ends it.
  */
+
+/** What the request path needs from the sessions part (PROTOCOL §6). */
 export interface SessionAccess {
   /** Open and not expired. */
   isOpen(id: string): boolean;
@@ -26,6 +28,12 @@ export interface SessionAccess {
   track(id: string, abort: () => void): () => void;
 }
 
+/**
+ * Hooks for metrics and request logs, called on the hot path (keep them cheap): admitted once per
+ * admitted request, first byte at most once, finished exactly once per admitted request (status 499
+ * when the client left), refused for each answer given before a ledger entry exists (410, 413, 422,
+ * 503); 401 and 429 are ledger rejections, seen through `Ledger.onEnd`.
+ */
 export interface RequestObserver {
   onAdmitted?(entry: RequestEntry): void;
   onFirstByte?(entry: RequestEntry, ms: number): void;
@@ -33,6 +41,7 @@ export interface RequestObserver {
   onRefused?(route: string, status: number): void;
 }
 
+/** Everything a handler route uses; built once by the composition root (worker.ts). */
 export interface ProxyDeps {
   ledger: Ledger;
   auth: AuthChecker;
@@ -51,6 +60,7 @@ export interface ProxyDeps {
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'trailers']);
 const JSON_HEADERS = { 'content-type': 'application/json' };
 
+/** Answer with a JSON body (no-op when an answer has already started or the client is gone). */
 export function sendJson(res: ServerResponse, status: number, body: unknown, headers?: Record<string, string>): void {
   if (res.headersSent || res.destroyed) return;
   const text = JSON.stringify(body);
@@ -114,6 +124,11 @@ function tooLarge(req: IncomingMessage, res: ServerResponse, limit: number): voi
   req.resume();
 }
 
+/**
+ * The node:http function serving one handler route. It never throws and never lets a request
+ * escape the ledger: every request it admits ends exactly once (success, error or cancelled), and
+ * every 4xx it gives is JSON naming the field, except the bodiless 401 and 429 of the protocol.
+ */
 export function createHandlerRoute(deps: ProxyDeps, handler: ResolvedHandler): (req: IncomingMessage, res: ServerResponse) => void {
   const { ledger, auth, lifecycle, gate, logger, observer } = deps;
   const route = handler.route;
@@ -260,10 +275,6 @@ class ModelCall implements Dispatcher.DispatchHandler {
   private headers: Record<string, string | string[]> | null = null;
   private firstByte = true;
   private waitingDrain = false;
-  private readonly onDrain = (): void => {
-    this.waitingDrain = false;
-    this.controller?.resume();
-  };
 
   constructor(
     private readonly deps: ProxyDeps,
@@ -344,9 +355,13 @@ class ModelCall implements Dispatcher.DispatchHandler {
       return;
     }
     if (!this.res.write(chunk) && !this.waitingDrain) {
+      // The client's socket is full: pause the model until it drains.
       this.waitingDrain = true;
       controller.pause();
-      this.res.once('drain', this.onDrain);
+      this.res.once('drain', () => {
+        this.waitingDrain = false;
+        controller.resume();
+      });
     }
   }
 

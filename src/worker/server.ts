@@ -19,8 +19,10 @@ export interface ListenOptions {
   requestTimeoutMs?: number;
 }
 
+/** A hot-path route: plain node:http, no framework. */
 export type RouteFn = (req: IncomingMessage, res: ServerResponse) => void;
 
+/** One request listener: POSTs to a handler route go to its RouteFn, everything else to hono. */
 export function createListener(routes: Map<string, RouteFn>, app: Hono): (req: IncomingMessage, res: ServerResponse) => void {
   const honoListener = getRequestListener(app.fetch);
   return (req, res) => {
@@ -34,6 +36,10 @@ export function createListener(routes: Map<string, RouteFn>, app: Hono): (req: I
   };
 }
 
+/**
+ * Listen on `opts.host:opts.port` (0 = ephemeral). Resolves once listening; later server errors and
+ * malformed requests never crash the process (a malformed request gets a JSON 400/408/431).
+ */
 export async function listen(listener: (req: IncomingMessage, res: ServerResponse) => void, opts: ListenOptions): Promise<{ server: Server; port: number }> {
   const serverOpts = {
     headersTimeout: opts.headersTimeoutMs ?? 10_000,
@@ -70,6 +76,7 @@ function clientErrorAnswer(code: string | undefined): [string, { error: string; 
   return ['400 Bad Request', { error: `malformed HTTP request${code ? ` (${code})` : ''}`, field: 'request' }];
 }
 
+/** Stop accepting, close idle connections now and every connection after `forceAfterMs`. */
 export function closeServer(server: Server, forceAfterMs = 1000): Promise<void> {
   return new Promise((resolve) => {
     server.close(() => resolve());

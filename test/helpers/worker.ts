@@ -238,7 +238,8 @@ export interface TestWorkerOptions {
   waitReady?: boolean;
 }
 
-export interface TestWorker extends Closable, RunningWorker {
+export interface TestWorker extends RunningWorker {
+  /** The worker's WORKSPACE_DIR (holds `.has_benchmark`); removed by close(). */
   workspaceDir: string;
 }
 
