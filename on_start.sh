@@ -55,14 +55,21 @@ json_escape() {
   printf '%s' "$s" | tr -d '\000-\010\013\014\016-\037'
 }
 
-# POST a JSON body to one URL (curl, or node when there is no curl); never fails.
+# POST a JSON body to one URL (curl, or node when there is no curl): up to 3 tries, 2 s apart, 10 s
+# each, until a 2xx (as the worker's own reports, PROTOCOL §4). Never fails.
 post_json() {
-  local url="$1" body="$2"
-  if command -v curl > /dev/null 2>&1; then
-    curl -sS -m 10 -o /dev/null -X POST -H 'content-type: application/json' --data "$body" "$url" 2> /dev/null || true
-  elif command -v node > /dev/null 2>&1; then
-    node -e 'fetch(process.argv[1], {method: "POST", headers: {"content-type": "application/json"}, body: process.argv[2], signal: AbortSignal.timeout(10000)}).catch(() => {})' "$url" "$body" 2> /dev/null || true
-  fi
+  local url="$1" body="$2" try
+  for try in 1 2 3; do
+    if command -v curl > /dev/null 2>&1; then
+      curl -sSf -m 10 -o /dev/null -X POST -H 'content-type: application/json' --data "$body" "$url" 2> /dev/null && return 0
+    elif command -v node > /dev/null 2>&1; then
+      node -e 'fetch(process.argv[1], {method: "POST", headers: {"content-type": "application/json"}, body: process.argv[2], signal: AbortSignal.timeout(10000)}).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))' "$url" "$body" 2> /dev/null && return 0
+    else
+      return 0
+    fi
+    [ "$try" = 3 ] || sleep 2
+  done
+  return 0
 }
 
 # Tell every engine address about a failure: {id, mtoken, version, error_msg, url}. Never fails.

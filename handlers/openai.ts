@@ -15,7 +15,10 @@ const sampling = {
 };
 
 export const completionPayload = z.looseObject({
-  prompt: z.union([z.string(), z.array(z.string())], { message: 'prompt must be a string or a list of strings' }),
+  // vLLM also takes token ids: one list, or a list of lists.
+  prompt: z.union([z.string(), z.array(z.string()), z.array(z.number().int()), z.array(z.array(z.number().int()))], {
+    message: 'prompt must be a string, a list of strings, or token ids (a list of integers)',
+  }),
   ...sampling,
 });
 
@@ -24,10 +27,13 @@ export const chatPayload = z.looseObject({
     .array(z.looseObject({ role: z.string({ message: 'each message needs a role' }), content: z.union([z.string(), z.array(z.unknown()), z.null()]) }))
     .min(1, 'messages must hold at least one message'),
   ...sampling,
+  /** The newer spelling of max_tokens for chat; when given it is the limit vLLM applies. */
+  max_completion_tokens: z.number().int().positive().max(1_000_000).optional(),
 });
 
-/** Rough token count of a prompt: 4 characters a token, as OpenAI's rule of thumb. */
-export function promptTokens(text: string | string[]): number {
+/** Rough token count of a prompt: 4 characters a token, as OpenAI's rule of thumb; token ids count one each. */
+export function promptTokens(text: string | string[] | number[] | number[][]): number {
+  if (Array.isArray(text) && text.length > 0 && typeof text[0] !== 'string') return (text as Array<number | number[]>).flat().length;
   const s = Array.isArray(text) ? text.join('') : text;
   return Math.ceil(s.length / 4);
 }
@@ -50,7 +56,7 @@ export const chatCompletions = defineHandler({
   allowParallelRequests: true,
   maxQueueTime: 30,
   payload: chatPayload,
-  workload: (p) => promptTokens(chatText(p.messages)) + p.max_tokens,
+  workload: (p) => promptTokens(chatText(p.messages)) + (p.max_completion_tokens ?? p.max_tokens),
 });
 
 const worker: WorkerSpec = {

@@ -4,7 +4,7 @@
  * by SIGTERM with a stream in flight, and a start-up failure reported while the process lives on.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -236,7 +236,7 @@ describe('lifecycle hook', () => {
     const stats = await getJson(`http://127.0.0.1:${port}/sim/stats`);
     // Warm-up + 2 rounds of 4: the benchmark ran against the hook's model.
     expect(stats.json.started).toBe(9);
-    await e.waitFor(() => e.statuses.some((s) => s.body.loadtime > 0 && s.body.max_perf > 0), 5000);
+    await e.waitFor(() => e.statuses.some((s) => Number(s.body.loadtime) > 0 && Number(s.body.max_perf) > 0), 5000);
     const pid = hook.pid()!;
     await w.close();
     // stop() ended the model process.
@@ -278,14 +278,17 @@ describe('loading progress', () => {
       logger,
     );
     await sim({ port, logFile: join(ws, 'model.log'), loadSeconds: 2, downloadDir: join(ws, 'models'), downloadBytes });
+    // Read /healthz while the model "downloads" until it shows progress.
     let seen = 0;
-    for (const until = Date.now() + 10_000; seen === 0 && Date.now() < until; await new Promise((r) => setTimeout(r, 50))) {
+    const until = Date.now() + 10_000;
+    while (seen === 0 && Date.now() < until) {
       const h = await getJson(`${w.url}/healthz`);
       if (h.json.state === 'loading' && h.json.loading_progress > 0) seen = h.json.loading_progress;
+      else await new Promise((r) => setTimeout(r, 50));
     }
     expect(seen).toBeGreaterThan(0);
     expect(seen).toBeLessThanOrEqual(1);
-    await e.waitFor(() => e.statuses.some((s) => s.body.additional_disk_usage > 0), 10_000, () => 'additional_disk_usage > 0');
+    await e.waitFor(() => e.statuses.some((s) => Number(s.body.additional_disk_usage) > 0), 10_000, () => 'additional_disk_usage > 0');
     await waitFor(() => w.lifecycle.state === 'ready', 10_000);
     logger.flush();
     await new Promise((r) => setTimeout(r, 100));
@@ -313,7 +316,7 @@ describe('a worker process', () => {
       DRAIN_TIMEOUT: '20',
     });
     const url = `http://127.0.0.1:${port}`;
-    await e.waitFor(() => e.statuses.some((s) => s.body.id === 21 && s.body.loadtime > 0), 20_000, () => `a ready report; worker output:\n${proc.output().slice(-3000)}`);
+    await e.waitFor(() => e.statuses.some((s) => s.body.id === 21 && Number(s.body.loadtime) > 0), 20_000, () => `a ready report; worker output:\n${proc.output().slice(-3000)}`);
 
     // Slow the model down so the stream lasts about 2 s: 100 tokens at 50 tokens/s.
     m.control({ tokenRate: 50 });

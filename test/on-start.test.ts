@@ -171,7 +171,7 @@ describe('on_start.sh', () => {
   it('a broken MODEL_CMD is reported by the script, and the worker reports it too', async () => {
     const e = await engine();
     const ws = workspace();
-    const env = { ...(await baseEnv(e, ws, 42)), MODEL_CMD: '/nonexistent/model-server --port 1' };
+    const env: Record<string, string> = { ...(await baseEnv(e, ws, 42)), MODEL_CMD: '/nonexistent/model-server --port 1' };
     const run = runOnStart(env);
     await until(() => e.statuses.some((s) => s.body.id === 42 && /model server exited with code 127/.test(s.body.error_msg as string)), 20_000, () => run.output().slice(-3000));
     const direct = e.statuses.find((s) => /model server exited/.test(s.body.error_msg as string))!.body;
@@ -187,7 +187,7 @@ describe('on_start.sh', () => {
     const ws = workspace();
     const dir = join(ws, 'empty-install-dir');
     mkdirSync(dir);
-    const env = { ...(await baseEnv(e, ws, 43)), NODEWORKER_DIR: dir, NODEWORKER_REPO: join(ws, 'no-such-repo'), NODEWORKER_REF: 'main' };
+    const env: Record<string, string> = { ...(await baseEnv(e, ws, 43)), NODEWORKER_DIR: dir, NODEWORKER_REPO: join(ws, 'no-such-repo'), NODEWORKER_REF: 'main' };
     const run = runOnStart(env);
     expect(await run.exited).not.toBe(0);
     const report = e.statuses.find((s) => s.body.id === 43)?.body;

@@ -15,7 +15,7 @@ import { defineWorker, type WorkerSpec } from '../src/worker/config.js';
 import { parseWorkerEnv } from '../src/worker/env.js';
 import { startWorker, type RunningWorker, type WorkerTimings } from '../src/worker/worker.js';
 import { startEngine, type TestEngine } from './helpers/engine.js';
-import { silentLogger, waitFor } from './helpers/worker.js';
+import { silentLogger, startTestEngine, waitFor } from './helpers/worker.js';
 
 const FAST: Partial<WorkerTimings> = {
   noHealthWaitMs: 0,
@@ -137,8 +137,8 @@ describe('readiness from the model log', () => {
     const w2 = await worker(s);
     await waitState(w2, 'ready');
     expect(w2.ledger.maxPerf).toBe(perf);
-    await s.engine.waitFor(() => s.engine.statuses.slice(reportsBefore).some((r) => r.body.loadtime > 0), 5000, () => 'the restarted worker\'s ready report');
-    expect(s.engine.statuses.slice(reportsBefore).find((r) => r.body.loadtime > 0)!.body.max_perf).toBe(perf);
+    await s.engine.waitFor(() => s.engine.statuses.slice(reportsBefore).some((r) => Number(r.body.loadtime) > 0), 5000, () => 'the restarted worker\'s ready report');
+    expect(s.engine.statuses.slice(reportsBefore).find((r) => Number(r.body.loadtime) > 0)!.body.max_perf).toBe(perf);
     expect(m.stats().started).toBe(before);
   });
 
@@ -207,6 +207,42 @@ describe('readiness from the model log', () => {
     appendFileSync(s.log, 'Error: ShardCannotStart after copytruncate\n');
     await waitState(w, 'errored');
     expect(w.ledger.errorMsg).toContain('ShardCannotStart after copytruncate');
+  });
+  it('partial lines, a very long line and invalid UTF-8 before the ready line do not stop readiness', async () => {
+    const s = await setup();
+    await sim(s, { logFile: join(s.dir, 'sim.log'), loadSeconds: 0 });
+    mkdirSync(dirname(s.log), { recursive: true });
+    writeFileSync(s.log, '');
+    const w = await worker(s);
+    appendFileSync(s.log, Buffer.from([0x62, 0x61, 0x64, 0xff, 0xfe, 0xc3, 0x0a])); // "bad" + invalid bytes + newline
+    appendFileSync(s.log, `${'x'.repeat(3 * 1024 * 1024)}\n`);
+    // The ready line in three writes, the split falling inside the pattern.
+    appendFileSync(s.log, '2024 INFO "message":"Conn');
+    await new Promise((r) => setTimeout(r, 50));
+    expect(w.lifecycle.state).toBe('loading');
+    appendFileSync(s.log, 'ected","target":"text_generation_');
+    appendFileSync(s.log, 'router"\n');
+    await waitState(w, 'ready');
+  });
+});
+
+describe('the engine public key', () => {
+  it('a key that cannot be fetched errors the worker; when it arrives the error clears and the worker becomes ready', async () => {
+    const s = await setup();
+    // Serves the key only from the 11th call: the worker's first two rounds of 5 attempts fail.
+    const keyed = await startTestEngine(s.engine.keys.publicKeyPem, { pubkeyFailures: 10 });
+    cleanups.push(() => keyed.close());
+    await sim(s, { loadSeconds: 0 });
+    const env = parseWorkerEnv({ WORKER_PORT: '0', WORKER_HOST: '127.0.0.1', CONTAINER_ID: '8', REPORT_ADDR: keyed.url, WORKSPACE_DIR: s.dir, MODEL_LOG: s.log });
+    const w = await startWorker({ definition: tgiDefinition({ modelServerUrl: s.modelUrl }), env, logger: silentLogger(), timings: { ...FAST, pubkeyBaseDelayMs: 20 } });
+    cleanups.push(() => w.close());
+    const states: string[] = [];
+    w.lifecycle.on('transition', (t) => states.push(t.to));
+    await waitState(w, 'ready');
+    expect(states).toContain('errored');
+    expect(w.ledger.errorMsg).toBe('');
+    await waitFor(() => keyed.statusReports.some((r) => String(r.error_msg).includes('public key')), 5000, () => 'an error report about the key');
+    await waitFor(() => keyed.statusReports.some((r) => (r.loadtime as number) > 0 && r.error_msg === ''), 5000, () => 'a clean ready report');
   });
 });
 

@@ -42,7 +42,15 @@ export async function runWorkerCli(argv: string[]): Promise<number | void> {
     if (stopping) return;
     stopping = true;
     logger.info({ signal, inflight: worker.lifecycle.inflight }, 'draining before exit');
-    void worker.drain().then(() => process.exit(0));
+    // Exit only once the last log lines are written (the logger writes asynchronously).
+    const flushed = () => new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, 1000);
+      logger.flush(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+    void worker.drain().then(flushed, flushed).then(() => process.exit(0));
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
