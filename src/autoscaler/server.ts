@@ -5,6 +5,7 @@ import { createRealClock, type Clock } from './clock.js';
 import { loadAutoscalerConfig, parseAutoscalerConfig, type AutoscalerConfig, type AutoscalerConfigInput } from './config.js';
 import { Engine } from './engine.js';
 import { createApp } from './http.js';
+import { mountDashboard, type DashboardOptions } from './dashboard/routes.js';
 import { loadOrCreateAdminKey, loadOrCreateKeys } from './keys.js';
 import { createProvider } from './providers/index.js';
 import type { Provider } from './providers/types.js';
@@ -28,6 +29,8 @@ export interface StartAutoscalerOptions {
   adminKey?: string;
   /** Liveness probe of a worker URL (default GET {url}/healthz). */
   probe?: (url: string, timeoutMs: number) => Promise<boolean>;
+  /** The dashboard at `/` and `/dashboard` (docs/dashboard.md); false leaves it out. */
+  dashboard?: DashboardOptions | false;
 }
 
 /** A running autoscaler. */
@@ -74,6 +77,7 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
   for (const ep of cfg.endpoints) engine.addEndpoint(ep);
 
   const app = createApp(engine, { adminKey: admin.key, publicKeyPem: keys.publicKeyPem, logger });
+  const dashboard = opts.dashboard === false ? null : mountDashboard(app, { engine, clock, providerKind: provider.kind }, opts.dashboard);
   const server: ServerType = await new Promise((resolve, reject) => {
     const s = serve({ fetch: app.fetch, port: opts.port ?? 0, hostname: host }, () => resolve(s));
     s.once('error', reject);
@@ -95,6 +99,7 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
     apiKeys: Object.fromEntries([...engine.endpoints.values()].map((ep) => [ep.name, ep.apiKey])),
     close() {
       closing ??= (async () => {
+        dashboard?.close();
         engine.close();
         await provider.close();
         await new Promise<void>((resolve) => {
