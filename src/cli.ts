@@ -25,8 +25,12 @@ const commands: Record<string, Command> = {
     summary: 'replay a request trace against the autoscaler policy (--trace FILE)',
     load: async () => (await import('./autoscaler/simulate-cli.js')).runSimulateCli,
   },
+  init: {
+    summary: 'create a custom worker project (worker.ts, a test against model-sim, README)',
+    load: async () => (await import('./init/cli.js')).runInitCli,
+  },
   demo: {
-    summary: 'run a local demo: model-sim and a worker (what `npm start` runs)',
+    summary: 'the local demo: autoscaler, real workers, load and a live status table (what `npm start` runs)',
     load: async () => (await import('./demo/cli.js')).runDemoCli,
   },
 };

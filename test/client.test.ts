@@ -1,12 +1,16 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startAutoscaler, type RunningAutoscaler } from '../src/autoscaler/server.js';
 import type { Provider, ProviderEvent, WorkerHandle, WorkerSpec } from '../src/autoscaler/providers/types.js';
 import {
+  QueueTimeoutError,
+  RequestAbortedError,
+  RequestTimeoutError,
   RetriesExhaustedError,
   RouteError,
   Serverless,
@@ -26,6 +30,8 @@ import { silentLogger } from './helpers/worker.js';
  * killed with SIGKILL mid-request exactly as an instance dies.
  */
 const CLI = resolve(__dirname, '..', 'dist', 'cli.js');
+const LOAD = resolve(__dirname, '..', 'dist', 'scripts', 'load.js');
+const run = promisify(execFile);
 
 function freePort(): Promise<number> {
   return new Promise((resolvePort, reject) => {
@@ -40,6 +46,7 @@ function freePort(): Promise<number> {
 
 interface FleetWorker {
   id: number;
+  endpoint: string;
   url: string;
   sim: ModelSim;
   child: ChildProcess;
@@ -89,6 +96,7 @@ class LoopbackFleet implements Provider {
     child.stderr!.pipe(out);
     const w: FleetWorker = {
       id,
+      endpoint: spec.endpoint,
       url: `http://127.0.0.1:${port}`,
       sim,
       child,
@@ -180,6 +188,14 @@ beforeAll(async () => {
           scale_down_delay: 3600,
           release_delay: 3600,
           workergroups: [{ name: 'fast', launch: { perf: 2000, tokenRate: 50 }, machine_types: [{ name: 'sim', dollars_per_hour: 1, expected_perf: 2000 }] }],
+        },
+        {
+          // No workers at all: every request waits in the engine's queue.
+          name: 'empty',
+          api_key: API_KEY,
+          cold_workers: 0,
+          max_workers: 0,
+          min_load: 0,
         },
         {
           // One slow worker whose own queue limit (30 s, the handler's) is far below the engine's.
@@ -286,11 +302,34 @@ describe('client → autoscaler → worker', () => {
     }
   });
 
+  it('polls while the request waits in the engine\'s queue, then says no worker took it', async () => {
+    const ep = client.endpoint('empty');
+    const t0 = Date.now();
+    const err = await ep.request('/v1/completions', { prompt: 'x' }, { timeout: 800 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(QueueTimeoutError);
+    expect((err as Error).message).toMatch(/no worker of endpoint "empty" could take the request/);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(700);
+    // One request, polled with its request_idx: not a new request per poll.
+    expect(autoscaler.engine.endpoints.get('empty')!.router.stats.queued).toBe(1);
+  });
+
+  it('stops at its timeout, or when its signal aborts, with a typed error', async () => {
+    const ep = client.endpoint('llm');
+    const slow = { prompt: 'slow', max_tokens: 100 };
+    const timedOut = await ep.request('/v1/completions', slow, { cost: 100, timeout: 300 }).catch((e: unknown) => e);
+    expect(timedOut).toBeInstanceOf(RequestTimeoutError);
+    expect((timedOut as Error).message).toMatch(/longer than its timeout \(300 ms\) while waiting for the worker/);
+    const ac = new AbortController();
+    setTimeout(() => ac.abort(), 200);
+    const aborted = await ep.request('/v1/completions', slow, { cost: 100, signal: ac.signal }).catch((e: unknown) => e);
+    expect(aborted).toBeInstanceOf(RequestAbortedError);
+  });
+
   it('retries a 429 from a full worker with back-off until it has room', async () => {
     const ep = client.endpoint('tight');
     // ~100 load at perf 2: 50 s of expected queue, over the handler's 30 s, for about 2.5 s.
     const long = ep.request('/v1/completions', { prompt: 'a long one', max_tokens: 100 }, { cost: 100 });
-    await waitUntil(() => [...fleet.workers.values()].some((w) => w.sim.stats().inFlight === 1), 5000);
+    await waitUntil(() => [...fleet.workers.values()].some((w) => w.endpoint === 'tight' && w.sim.stats().inFlight === 1), 5000);
     const retries: RetryInfo[] = [];
     const second = await ep.request('/v1/completions', { prompt: 'short', max_tokens: 2 }, { cost: 5, onRetry: (r) => retries.push(r) });
     expect(second.status).toBe(200);
@@ -305,12 +344,24 @@ describe('client → autoscaler → worker', () => {
   it('gives up with RetriesExhaustedError listing the tries when the worker stays full', async () => {
     const ep = client.endpoint('tight');
     const long = ep.request('/v1/completions', { prompt: 'another long one', max_tokens: 100 }, { cost: 100 });
-    await waitUntil(() => [...fleet.workers.values()].some((w) => w.sim.stats().inFlight === 1), 5000);
+    await waitUntil(() => [...fleet.workers.values()].some((w) => w.endpoint === 'tight' && w.sim.stats().inFlight === 1), 5000);
     const err = await ep.request('/v1/completions', { prompt: 'x', max_tokens: 1 }, { retry: { maxAttempts: 2, baseDelayMs: 10 } }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(RetriesExhaustedError);
     expect((err as RetriesExhaustedError).attempts.map((a) => a.status)).toEqual([429, 429]);
     expect((err as Error).message).toMatch(/gave up after 2 tries.*HTTP 429/);
     await long;
+  });
+
+  it('drives the endpoint from scripts/load.js (the client inside a load generator)', async () => {
+    const out = join(root, 'load');
+    const r = await run(process.execPath, [LOAD, '--autoscaler', autoscaler.url, '--endpoint', 'llm', '--rate', '6', '--duration', '1.5', '--arrivals', 'uniform', '--max-tokens', '3', '--prompt-tokens', '4', '--out', out], {
+      env: { ...process.env, API_KEY },
+    });
+    expect(r.stdout).toMatch(/sent 9, ok 9, errors 0/);
+    const rows = readFileSync(join(out, 'requests.csv'), 'utf8').trim().split('\n').slice(1);
+    expect(rows).toHaveLength(9);
+    // cost column: the openai handler's workload of each payload (4 prompt tokens + 3).
+    expect(rows.every((row) => row.split(',')[9] === '7')).toBe(true);
   });
 
   it('a stream whose model dies mid-way delivers what arrived, then throws StreamInterruptedError', async () => {
@@ -338,7 +389,7 @@ describe('client → autoscaler → worker', () => {
     const pending = ep.request<{ usage: { completion_tokens: number } }>('/v1/completions', { prompt: 'survive this', max_tokens: 150 }, { cost: 150, onRetry: (r) => retries.push(r) });
     let victim: FleetWorker | undefined;
     await waitUntil(() => {
-      victim = [...fleet.workers.values()].find((w) => w.sim.stats().inFlight === 1 && w.child.exitCode === null);
+      victim = [...fleet.workers.values()].find((w) => w.endpoint === 'llm' && w.sim.stats().inFlight === 1 && w.child.exitCode === null);
       return victim !== undefined;
     }, 5000);
     fleet.kill(victim!.id);

@@ -88,6 +88,17 @@ describe('openai (vLLM)', () => {
     expect(sim.stats().finished).toBeGreaterThanOrEqual(4);
   });
 
+  it('takes token-id prompts and chat\'s max_completion_tokens, and counts them in the workload', async () => {
+    const { worker } = await rig('openai', 'openai');
+    const ids = await postJson(worker.url + '/v1/completions', envelope({ prompt: [101, 102, 103, 104, 105], max_tokens: 2 }), { dispatcher: agent });
+    expect(ids.status).toBe(200);
+    const chat = await postJson(worker.url + '/v1/chat/completions', envelope({ messages: [{ role: 'user', content: 'hi' }], max_completion_tokens: 6 }), { dispatcher: agent });
+    expect(chat.status).toBe(200);
+    expect(chat.json.usage.completion_tokens).toBe(6);
+    await waitFor(() => worker.ledger.totals.ended === 2);
+    expect(worker.ledger.totals.served).toBe(5 + 2 + promptTokens('hi') + 6);
+  });
+
   it('a payload that breaks the schema gets a 422 naming the field, and never reaches the model', async () => {
     const { sim, worker } = await rig('openai', 'openai');
     const before = sim.stats().started;

@@ -10,7 +10,7 @@ import {
   type AttemptFailure,
 } from './errors.js';
 import { discard, postJson, readBody, type RawAnswer } from './http.js';
-import { backoffDelay, DEFAULT_RETRY, describeConnectionError, isConnectionError, isRetryableStatus, retryAfterMs, type RetryOptions } from './retry.js';
+import { backoffDelay, describeConnectionError, isConnectionError, isRetryableStatus, retryAfterMs, type RetryOptions } from './retry.js';
 import { ServerlessStream } from './stream.js';
 
 /**
@@ -159,7 +159,8 @@ export async function routeRequest(s: TransportSettings, endpoint: string, cost:
     };
     let answer: RawAnswer;
     try {
-      answer = await postJson(s.dispatcher, `${s.autoscalerUrl}/route/`, body, { signal: d.signal, headersTimeout: Math.max(1, d.remaining()) });
+      // undici's own timeout is a backstop a second after ours, so the deadline decides the error.
+      answer = await postJson(s.dispatcher, `${s.autoscalerUrl}/route/`, body, { signal: d.signal, headersTimeout: d.remaining() + 1000 });
     } catch (err) {
       if (d.signal.aborted) throw d.abortError(requestIdx ? 'queued' : 'routing', endpoint, startedAt);
       if (isConnectionError(err)) throw new RetryableFailure({ stage: 'route', status: null, reason: `autoscaler: ${describeConnectionError(err)}` });
@@ -249,7 +250,7 @@ export async function call(s: TransportSettings, spec: CallSpec): Promise<CallRe
         try {
           answer = await postJson(s.dispatcher, url + spec.route, { auth_data: auth, payload: spec.payload, ...spec.extra }, {
             signal: d.signal,
-            headersTimeout: Math.max(1, d.remaining()),
+            headersTimeout: d.remaining() + 1000,
           });
         } catch (err) {
           if (d.signal.aborted) throw d.abortError('waiting for the worker', spec.endpoint, startedAt);
