@@ -11,3 +11,6 @@ export type { RunningWorker, WorkerOptions, WorkerExtension } from './worker/wor
 export { defaultExtensions } from './worker/extensions.js';
 export { runBenchmark } from './worker/benchmark.js';
 export { signedUrlMessage, signUrl, verifyUrl, generateRsaKeyPair } from './common/signature.js';
+export { startModelSim } from './model-sim/index.js';
+export type { ModelSimOptions, ModelSim } from './model-sim/index.js';
+export { Serverless } from './client/index.js';

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Dispatcher } from 'undici';
@@ -110,6 +111,8 @@ export async function runBenchmark(opts: BenchmarkOptions): Promise<BenchmarkRes
     }
   }
   const { runs, concurrency } = resolveBenchmarkSettings(handler, opts.runs, opts.concurrency);
+  // Every request of a round listens on the one shutdown signal: that many listeners is expected.
+  if (opts.signal) setMaxListeners(Math.max(concurrency * 2, 10), opts.signal);
   let n = 0;
   const warmup = handler.benchmark.warmup ?? true;
   if (warmup !== false) {
