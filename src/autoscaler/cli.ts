@@ -15,7 +15,7 @@ Runs the reference autoscaler (the serverless engine): /route/, /worker_status/,
 The admin key comes from env AUTOSCALER_ADMIN_KEY, else the config's admin_key, else it is
 generated into DIR/admin_key.`;
 
-/** `nodeworker autoscaler`: runs until SIGINT/SIGTERM; returns the exit code. */
+/** `nodeworker autoscaler`: runs until SIGINT/SIGTERM/SIGHUP; returns the exit code. */
 export async function runAutoscalerCli(argv: string[]): Promise<number> {
   const args = parseArgs(argv);
   if (args.help || args.h) {
@@ -49,6 +49,8 @@ export async function runAutoscalerCli(argv: string[]): Promise<number> {
     const stop = () => resolve();
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
+    // A closed terminal too: the local provider's workers are ended, not orphaned.
+    process.once('SIGHUP', stop);
   });
   await running.close();
   return 0;

@@ -42,6 +42,12 @@ export const autoscalerConfigSchema = z.strictObject({
   data_dir: z.string().optional(),
   /** The address workers report to (their REPORT_ADDR); default the server's own URL. */
   public_url: z.string().url().optional(),
+  /**
+   * Opt-in strict signing (docs/security.md): /route/ answers are signed whole with an expiry
+   * `ttl_seconds` ahead, so captured auth_data cannot be replayed later or have its cost changed.
+   * Workers must run with STRICT_AUTH=true (e.g. in the provider's `env`).
+   */
+  strict_auth: z.strictObject({ ttl_seconds: z.number().gt(0).default(300) }).optional(),
   provider: providerConfigSchema.default({ kind: 'simulated' }),
   engine: engineTimingSchema.default(engineTimingSchema.parse({})),
   endpoints: z.array(endpointSchema).default([]),

@@ -1,6 +1,6 @@
 import { createHash, createPrivateKey, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
 import type { Logger } from '../common/log.js';
-import { signUrl } from '../common/signature.js';
+import { pythonJsonDumps, signMessage, signUrl } from '../common/signature.js';
 import type { Clock } from './clock.js';
 import type { EngineTiming } from './config.js';
 import { LoadHistory } from './load-history.js';
@@ -131,6 +131,8 @@ export interface EngineOptions {
   reportAddrs: () => string[];
   /** Liveness probe of a worker URL; default `GET {url}/healthz` (any HTTP answer counts as alive). */
   probe?: (url: string, timeoutMs: number) => Promise<boolean>;
+  /** Opt-in strict signing of /route/ answers (see RouterOptions.strictAuth); default: the url only. */
+  strictAuth?: { ttlSeconds: number };
 }
 
 /** An admin operation refused: status and the field at fault. */
@@ -247,6 +249,8 @@ export class Engine implements EngineLink {
       endpoint: ep.name,
       now: () => this.clock.now(),
       sign: (url) => signUrl(this.key, url),
+      // The message is the one the worker's strictSignedMessage rebuilds: json.dumps(indent=4, sort_keys=True).
+      strictAuth: this.opts.strictAuth ? { sign: (fields) => signMessage(this.key, pythonJsonDumps(fields)), ttlSeconds: this.opts.strictAuth.ttlSeconds } : undefined,
       readyWorkers: () => this.routable(ep.name),
       maxQueueTime: () => ep.params.max_queue_time,
       unreportedTtlMs: this.timing.unreported_ttl_seconds * 1000,

@@ -12,6 +12,7 @@ export { DEFAULT_PARAMS, endpointSchema, workergroupSchema, type EndpointParams,
 export { WORKER_STATES, ENDPOINT_STATES, type WorkerState, type EndpointState } from './states.js';
 export { registerProvider, createProvider, providerKinds } from './providers/index.js';
 export type { Provider, ProviderContext, ProviderFactory, ProviderEvent, WorkerSpec, WorkerHandle, EngineLink } from './providers/types.js';
+export { LocalProvider, localConfigSchema, localLaunchSchema, localProviderFactory, type LocalConfig } from './providers/local.js';
 export { SimulatedProvider, type SimMachine, type SimJob, type SimBilling } from './providers/simulated.js';
 export { runSimulation, type SimulationReport, type SimulationResult, type TimelineRow } from './simulate/run.js';
 export { loadSimulationConfig, type SimulationConfig } from './simulate/config.js';

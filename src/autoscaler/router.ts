@@ -36,6 +36,8 @@ export interface RouteAnswer {
   signature: string;
   worker_id: number;
   status: 'routed';
+  /** Strict mode only: unix seconds after which the worker refuses this auth_data. */
+  expires_at?: number;
 }
 
 export type RequestState = 'queued' | 'routed' | 'timed_out';
@@ -62,6 +64,12 @@ export interface RouterOptions {
   now: () => number;
   /** Signature of a worker URL (PROTOCOL §2). Called once per URL; cached. */
   sign: (url: string) => string;
+  /**
+   * Strict mode (opt-in, docs/security.md): instead of the url alone, sign every field of the
+   * answer but `signature`, `expires_at` included, so a captured auth_data can neither be replayed
+   * after `ttlSeconds` nor have its cost changed. Workers must run with STRICT_AUTH=true.
+   */
+  strictAuth?: { sign: (fields: Record<string, unknown>) => string; ttlSeconds: number; wallClock?: () => number };
   /** The endpoint's ready workers, read at each choice. */
   readyWorkers: () => readonly RoutableWorker[];
   /** The endpoint's current `max_queue_time`, s. */
@@ -198,11 +206,6 @@ export class EndpointRouter {
 
   private assign(entry: RequestEntry, w: RoutableWorker, wait: number): void {
     const now = this.opts.now();
-    let signature = this.signatures.get(w.url);
-    if (signature === undefined) {
-      signature = this.opts.sign(w.url);
-      this.signatures.set(w.url, signature);
-    }
     entry.state = 'routed';
     entry.workerId = w.id;
     entry.routedAt = now;
@@ -213,10 +216,24 @@ export class EndpointRouter {
       reqnum: ++this.reqnum,
       cost: entry.cost,
       endpoint: this.opts.endpoint,
-      signature,
+      signature: '',
       worker_id: w.id,
       status: 'routed',
     };
+    const strict = this.opts.strictAuth;
+    if (strict) {
+      // Wall time, whatever clock drives the engine: the worker checks the expiry against its own.
+      entry.answer.expires_at = Math.floor((strict.wallClock ?? Date.now)() / 1000 + strict.ttlSeconds);
+      const { signature: _unsigned, ...fields } = entry.answer;
+      entry.answer.signature = strict.sign(fields);
+    } else {
+      let signature = this.signatures.get(w.url);
+      if (signature === undefined) {
+        signature = this.opts.sign(w.url);
+        this.signatures.set(w.url, signature);
+      }
+      entry.answer.signature = signature;
+    }
     const book = this.book(w.id);
     book.outstanding.set(entry.idx, entry);
     book.unreportedLoad += entry.cost;

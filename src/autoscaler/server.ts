@@ -73,6 +73,7 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
     timing: cfg.engine,
     reportAddrs: () => [cfg.public_url ?? selfUrl],
     probe: opts.probe,
+    strictAuth: cfg.strict_auth ? { ttlSeconds: cfg.strict_auth.ttl_seconds } : undefined,
   });
   for (const ep of cfg.endpoints) engine.addEndpoint(ep);
 

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { fieldErrors } from '../params.js';
 import { SimulatedProvider } from './simulated.js';
+import { localProviderFactory } from './local.js';
 import type { Provider, ProviderContext, ProviderFactory } from './types.js';
 
 export type { Provider, ProviderContext, ProviderFactory, ProviderEvent, WorkerHandle, WorkerSpec, EngineLink } from './types.js';
@@ -58,6 +59,9 @@ registerProvider('simulated', (ctx) => {
     machines: c.machines,
   });
 });
+
+// `local`: on_start.sh processes on this machine (providers/local.ts).
+registerProvider('local', localProviderFactory);
 
 /** Build the provider a config names; throws naming the known kinds when it is unknown. */
 export async function createProvider(ctx: ProviderContext): Promise<Provider> {
