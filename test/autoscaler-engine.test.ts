@@ -84,6 +84,17 @@ function setup(endpoint: Partial<EndpointInput> = {}) {
   return { clock, provider, engine, advance, report, route, spec };
 }
 
+describe('reports', () => {
+  it('sums the load each worker refused (rej_load) across reports, for the dashboard', async () => {
+    const t = setup({ cold_workers: 1, max_workers: 1 });
+    await t.advance(1000);
+    t.report(1, { rej_load: 300 });
+    t.report(1, { rej_load: 0 });
+    t.report(1, { rej_load: 150 });
+    expect(t.engine.workers.get(1)!.rejLoad).toBe(450);
+  });
+});
+
 describe('router', () => {
   it('sends each request to the worker with the lowest expected queue time, counting routed-but-unreported load', async () => {
     const t = setup({ cold_workers: 3, max_workers: 3, min_load: 1 });

@@ -76,6 +76,8 @@ export interface WorkerRecord {
   curLoadAvg: number;
   reqsWorking: number;
   diskUsage: number;
+  /** Running sum of the load this worker refused (reports' `rej_load`): the dashboard's rejected load. */
+  rejLoad: number;
   errorMsg: string;
   loadtime: number;
   benchmarked: boolean;
@@ -425,6 +427,7 @@ export class Engine implements EngineLink {
     rec.curLoadAvg = rec.reports === 1 ? rec.curLoad : rec.curLoadAvg + LOAD_AVG_ALPHA * (rec.curLoad - rec.curLoadAvg);
     rec.reqsWorking = Math.max(0, r.num_requests_working);
     rec.diskUsage += Math.max(0, r.additional_disk_usage);
+    rec.rejLoad += Math.max(0, r.rej_load);
     rec.errorMsg = r.error_msg;
     rec.loadtime = r.loadtime;
     if (r.max_perf > 0) rec.maxPerf = r.max_perf;
@@ -653,6 +656,7 @@ export class Engine implements EngineLink {
       curLoadAvg: 0,
       reqsWorking: 0,
       diskUsage: 0,
+      rejLoad: 0,
       errorMsg: '',
       loadtime: 0,
       benchmarked: false,

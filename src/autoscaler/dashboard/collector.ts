@@ -258,13 +258,11 @@ export class DashboardCollector {
   }
 
   /**
-   * Load the worker refused (429) since the last sample. The engine keeps it as `rejLoad`
-   * (running sum of the reports' `rej_load`) when it does; until then this is 0 and the
-   * rejected series holds only what timed out in the engine's queue.
+   * Load the worker refused (401/429) since the last sample, from the engine's running sum of
+   * the reports' `rej_load`.
    */
   private refusedSince(w: WorkerRecord): number {
-    const total = (w as WorkerRecord & { rejLoad?: unknown }).rejLoad;
-    if (typeof total !== 'number') return 0;
+    const total = w.rejLoad;
     const prev = this.prevRejected.get(w.id) ?? total;
     this.prevRejected.set(w.id, total);
     return Math.max(0, total - prev);
