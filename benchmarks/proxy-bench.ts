@@ -1,258 +1,265 @@
 /**
- * Proxy benchmark: what the worker adds on the request path, measured side by side in one run.
+ * Proxy benchmark: what a proxy in front of the model adds, measured side by side in one run.
  *
  *   direct:  load generator → model-sim
- *   worker:  load generator → worker → model-sim
+ *   nginx:   load generator → nginx (reverse proxy, upstream keep-alive; lib/nginx.ts) → model-sim
+ *   worker:  load generator → worker CLI (openai handler) → model-sim
  *   bare:    load generator → a bare node:http + undici proxy → model-sim (the floor for a Node
- *            proxy on this machine: benchmarks/lib/bare-proxy.ts)
+ *            proxy of this protocol on this machine: lib/bare-proxy.ts)
  *
- * model-sim and the worker run as separate processes (`node dist/cli.js ...`), so the worker's CPU
- * per proxied request comes from /proc/PID/stat (utime + stime) of the worker process alone,
- * divided by the requests it served. The load comes from `wrk` when installed (one thread), else
- * from an undici generator in its own process. Time to first byte of a streamed answer is measured
- * from this process, one request at a time.
+ * Every server is its own process, so a proxy's CPU per request comes from /proc/PID/stat (utime +
+ * stime; nginx: master + worker) divided by the requests it served. The load comes from `wrk` (one
+ * thread) when installed, else from an undici generator in its own process.
  *
- * Run: `npm run build && node dist/benchmarks/proxy-bench.js [--duration S] [--generator wrk|undici]`.
+ * Streamed answers: the same model-sim is slowed down (/sim/control) and requests to direct, nginx
+ * and the worker take turns, one at a time, each event's arrival time recorded from a raw socket;
+ * "added per chunk" is, per event index, the median arrival time through the proxy minus the
+ * median arrival time direct, averaged over the events (the request's own trip included).
+ *
+ * Run: `npm run build && node dist/benchmarks/proxy-bench.js [--duration S] [--warmup S] [--concurrency 1,64,256]
+ *      [--generator wrk|undici] [--no-nginx] [--no-bare] [--worker-node-args '--cpu-prof ...']`.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Pool } from 'undici';
-import { parseArgs, percentile, sleep } from '../src/common/util.js';
+import { connect } from 'node:net';
+import { parseArgs, percentile } from '../src/common/util.js';
 import { hasWrk, runLoad, type LoadResult } from './lib/loadgen.js';
+import { startNginx, type NginxProxy } from './lib/nginx.js';
 import { cpuSeconds, startProcess, type BenchProcess } from './lib/procs.js';
+import { LIB_DIR, startCliWorker, startModelSim } from './lib/stack.js';
+
+export type BenchTarget = 'direct' | 'nginx' | 'worker' | 'bare';
 
 export interface ProxyBenchOptions {
-  /** Seconds of each measured load (default 8). */
+  /** Seconds of each measured load (default 5). */
   durationS?: number;
-  /** Seconds of warm-up load before each measured one (default 2). */
+  /** Seconds of warm-up load before each measured one (default 1). */
   warmupS?: number;
-  /** Concurrency levels (default [1, 64]). */
+  /** Concurrency levels (default [1, 64, 256]). */
   concurrencies?: number[];
-  /** Streamed requests for the time-to-first-byte figure (default 300 per target). */
-  ttfbRequests?: number;
   generator?: 'auto' | 'wrk' | 'undici';
+  /** The nginx binary (from lib/tools.ts); null leaves nginx out. */
+  nginx?: string | null;
   /** Also measure the bare Node proxy (default true). */
   floor?: boolean;
-  /** The compiled CLI (default: dist/cli.js next to this file's dist/benchmarks/). */
-  cliPath?: string;
+  /** Streamed requests per target (default 60). */
+  streamRequests?: number;
+  /** Events per streamed answer (default 10) and the model's token rate for them (default 200/s). */
+  streamTokens?: number;
+  streamTokenRate?: number;
+  /** Extra node flags for the worker process (e.g. ['--cpu-prof', '--cpu-prof-dir=DIR']). */
+  workerNodeArgs?: string[];
   /** Progress lines (default: stderr). */
   log?: (line: string) => void;
 }
-
-export type BenchTarget = 'direct' | 'worker' | 'bare';
 
 export interface LoadRow {
   target: BenchTarget;
   concurrency: number;
   load: LoadResult;
-  /** The proxy's CPU µs per request (worker and bare rows). */
-  workerCpuUs: number | null;
+  /** The proxy's CPU µs per request (null for direct). */
+  proxyCpuUs: number | null;
   /** model-sim CPU µs per request (for scale). */
   modelCpuUs: number;
 }
 
-export interface TtfbRow {
+export interface StreamRow {
   target: BenchTarget;
   requests: number;
-  p50: number;
-  p99: number;
+  events: number;
+  /** Time to the first event, ms. */
+  ttfbP50: number;
+  ttfbP99: number;
+  /** Mean over event indexes of (median arrival through this target − median arrival direct), ms. */
+  addedPerChunkMs: number;
+  /** The largest of those per-event differences, ms. */
+  addedPerChunkMaxMs: number;
 }
 
 export interface ProxyBenchReport {
   generator: 'wrk' | 'undici';
   cores: number;
+  targets: BenchTarget[];
   loads: LoadRow[];
-  ttfb: TtfbRow[];
+  streams: StreamRow[];
+  streamTokenRate: number;
 }
 
-/** Targets the worker is compared against (issue 2); shown with the table, never asserted. */
-export const PROXY_TARGETS = { cpuUsPerRequest: 50, throughputRatioC64: 0.5, addedP50MsC1: 0.3 } as const;
-
 const COMPLETION = { model: 'bench', prompt: 'Say hello.', max_tokens: 1 };
-const STREAMED = { model: 'bench', prompt: 'Say hello.', max_tokens: 16, stream: true };
 const AUTH = { cost: 100, endpoint: 'bench', reqnum: 1, request_idx: 1, signature: 'unsigned', url: 'http://127.0.0.1' };
 
-/** Run the whole benchmark: starts and stops its own model-sim and worker processes. */
+/** The body each target gets: the worker wants the envelope, the others the bare payload. */
+export function bodyFor(target: BenchTarget, payload: unknown): string {
+  return JSON.stringify(target === 'worker' || target === 'bare' ? { auth_data: AUTH, payload } : payload);
+}
+
+/** Run the whole benchmark: starts and stops its own model-sim, nginx, worker and bare proxy. */
 export async function runProxyBench(opts: ProxyBenchOptions = {}): Promise<ProxyBenchReport> {
   const log = opts.log ?? ((l: string) => process.stderr.write(l + '\n'));
-  const durationS = opts.durationS ?? 8;
-  const warmupS = opts.warmupS ?? 2;
-  const concurrencies = opts.concurrencies ?? [1, 64];
-  const cli = opts.cliPath ?? join(dirname(fileURLToPath(import.meta.url)), '..', 'cli.js');
+  const durationS = opts.durationS ?? 5;
+  const warmupS = opts.warmupS ?? 1;
+  const concurrencies = opts.concurrencies ?? [1, 64, 256];
   const generator: 'wrk' | 'undici' = opts.generator === 'undici' || (opts.generator !== 'wrk' && !hasWrk()) ? 'undici' : 'wrk';
   const dir = mkdtempSync(join(tmpdir(), 'proxy-bench-'));
-  const procs: BenchProcess[] = [];
+  const procs: Array<{ stop(): Promise<void> }> = [];
   try {
-    log(`proxy-bench: load generator ${generator}; starting model-sim and worker from ${cli}`);
-    const sim = await startProcess(
-      process.execPath,
-      [cli, 'model-sim', '--flavor', 'openai', '--port', '0', '--host', '127.0.0.1', '--load-seconds', '0', '--token-rate', '1000000',
-        '--capacity', '1000000000', '--ttft-ms', '0', '--log-file', join(dir, 'model.log')],
-      { readyLine: /model-sim listening on (http:\/\/[\d.:]+)\s/ },
-    );
+    const sim = await startModelSim({ dir });
     procs.push(sim);
-    const modelUrl = sim.ready;
-    await waitHttp(`${modelUrl}/health`, 200, 20_000);
-
-    writeFileSync(join(dir, '.has_benchmark'), '1000000000');
-    const worker = await startProcess(process.execPath, [cli, 'worker', '--handler', 'openai', '--model-url', modelUrl], {
-      env: {
-        ...process.env, WORKER_PORT: '0', WORKER_HOST: '127.0.0.1', CONTAINER_ID: '1', UNSECURED: 'true', WORKSPACE_DIR: dir,
-        REPORT_ADDR: '', MODEL_LOG: '', LOG_LEVEL: 'info', LOG_FILE: join(dir, 'worker.log'),
-      },
-      // The worker logs to a file here; its URL is read from that file below.
-    });
+    const worker = await startCliWorker({ dir, modelUrl: sim.ready, nodeArgs: opts.workerNodeArgs });
     procs.push(worker);
-    const workerUrl = await waitLogUrl(join(dir, 'worker.log'), 20_000);
-    await waitReady(workerUrl, 30_000);
-    log(`proxy-bench: model-sim ${modelUrl} (pid ${sim.pid}), worker ${workerUrl} (pid ${worker.pid})`);
+    let nginx: NginxProxy | null = null;
+    if (opts.nginx) {
+      nginx = await startNginx(opts.nginx, sim.ready, join(dir, 'nginx'));
+      procs.push(nginx);
+    }
     let bare: BenchProcess | null = null;
     if (opts.floor !== false) {
-      bare = await startProcess(process.execPath, [join(dirname(fileURLToPath(import.meta.url)), 'lib', 'bare-proxy.js'), modelUrl], {
-        readyLine: /bare-proxy listening on (http:\/\/[\d.:]+)\s/,
-      });
+      bare = await startProcess(process.execPath, [join(LIB_DIR, 'bare-proxy.js'), sim.ready], { readyLine: /bare-proxy listening on (http:\/\/[\d.:]+)\s/ });
       procs.push(bare);
     }
-    const targets: BenchTarget[] = bare ? ['direct', 'worker', 'bare'] : ['direct', 'worker'];
-    const origin = (t: BenchTarget) => (t === 'direct' ? modelUrl : t === 'worker' ? workerUrl : bare!.ready);
-    const proxyPid = (t: BenchTarget) => (t === 'worker' ? worker.pid : t === 'bare' ? bare!.pid : null);
+    const targets: BenchTarget[] = ['direct', ...(nginx ? (['nginx'] as const) : []), 'worker', ...(bare ? (['bare'] as const) : [])];
+    const origin = (t: BenchTarget) => (t === 'direct' ? sim.ready : t === 'nginx' ? nginx!.url : t === 'worker' ? worker.ready : bare!.ready);
+    const proxyCpu = (t: BenchTarget): (() => number) | null =>
+      t === 'worker' ? () => cpuSeconds(worker.pid) : t === 'bare' ? () => cpuSeconds(bare!.pid) : t === 'nginx' ? () => nginx!.cpuSeconds() : null;
+    log(`proxy-bench: ${generator}; model-sim ${sim.ready}, worker ${worker.ready}${nginx ? `, nginx ${nginx.url}` : ''}${bare ? `, bare ${bare.ready}` : ''}`);
 
-    const directBody = JSON.stringify(COMPLETION);
-    const workerBody = JSON.stringify({ auth_data: AUTH, payload: COMPLETION });
     const loads: LoadRow[] = [];
     for (const c of concurrencies) {
       for (const target of targets) {
         const url = `${origin(target)}/v1/completions`;
-        const body = target === 'direct' ? directBody : workerBody;
-        const pid = proxyPid(target);
+        const body = bodyFor(target, COMPLETION);
+        const cpu = proxyCpu(target);
         if (warmupS > 0) await runLoad({ url, body, concurrency: c, durationS: warmupS }, generator);
-        const w0 = pid === null ? 0 : cpuSeconds(pid);
+        const p0 = cpu ? cpu() : 0;
         const m0 = cpuSeconds(sim.pid);
         const load = await runLoad({ url, body, concurrency: c, durationS }, generator);
-        const w1 = pid === null ? 0 : cpuSeconds(pid);
+        const p1 = cpu ? cpu() : 0;
         const m1 = cpuSeconds(sim.pid);
         const served = Math.max(1, load.requests - load.errors);
-        const row: LoadRow = {
-          target,
-          concurrency: c,
-          load,
-          workerCpuUs: pid === null ? null : ((w1 - w0) * 1e6) / served,
-          modelCpuUs: ((m1 - m0) * 1e6) / served,
-        };
+        const row: LoadRow = { target, concurrency: c, load, proxyCpuUs: cpu ? ((p1 - p0) * 1e6) / served : null, modelCpuUs: ((m1 - m0) * 1e6) / served };
         loads.push(row);
-        log(`proxy-bench: ${target} c=${c}: ${load.rps.toFixed(0)} req/s, p50 ${load.p50.toFixed(3)} ms, p99 ${load.p99.toFixed(3)} ms, errors ${load.errors}` +
-          (row.workerCpuUs !== null ? `, proxy CPU ${row.workerCpuUs.toFixed(1)} µs/req` : ''));
+        log(`proxy-bench: ${target.padEnd(6)} c=${String(c).padEnd(3)} ${load.rps.toFixed(0).padStart(6)} req/s, p50 ${load.p50.toFixed(3)} ms, p99 ${load.p99.toFixed(3)} ms, errors ${load.errors}` +
+          (row.proxyCpuUs !== null ? `, proxy CPU ${row.proxyCpuUs.toFixed(1)} µs/req` : ''));
       }
     }
 
-    const ttfb: TtfbRow[] = [];
-    // The bare proxy buffers answers, so only direct and worker stream.
-    for (const target of ['direct', 'worker'] as const) {
-      const body = JSON.stringify(target === 'direct' ? STREAMED : { auth_data: AUTH, payload: STREAMED });
-      const times = await measureTtfb(origin(target), '/v1/completions', body, opts.ttfbRequests ?? 300);
-      ttfb.push({ target, requests: times.length, p50: percentile(times, 50), p99: percentile(times, 99) });
-      log(`proxy-bench: streamed TTFB ${target}: p50 ${percentile(times, 50).toFixed(3)} ms`);
-    }
-    return { generator, cores: (await import('node:os')).availableParallelism(), loads, ttfb };
+    // Streamed answers need a model that takes its time: the same model-sim, slowed down, behind
+    // the same (warm) proxies.
+    const tokenRate = opts.streamTokenRate ?? 200;
+    const control = await fetch(`${sim.ready}/sim/control`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ tokenRate }) });
+    if (!control.ok) throw new Error(`model-sim refused /sim/control: ${control.status}`);
+    const streamTargets = targets.filter((t) => t !== 'bare'); // the bare proxy buffers answers
+    const streams = await measureStreams(streamTargets, origin, opts.streamRequests ?? 60, opts.streamTokens ?? 10);
+    for (const s of streams) log(`proxy-bench: streamed ${s.target}: TTFB p50 ${s.ttfbP50.toFixed(3)} ms, added per chunk ${s.addedPerChunkMs.toFixed(3)} ms (max ${s.addedPerChunkMaxMs.toFixed(3)})`);
+    return { generator, cores: availableParallelism(), targets, loads, streams, streamTokenRate: tokenRate };
   } finally {
     for (const p of procs.reverse()) await p.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
-/** Time from sending a streamed request to its first body chunk, one request at a time. */
-async function measureTtfb(origin: string, path: string, body: string, n: number): Promise<number[]> {
-  const pool = new Pool(origin, { connections: 1, pipelining: 1 });
-  const times: number[] = [];
+/**
+ * Streamed completions, the targets taking turns one request at a time (so drift on the machine
+ * hits them alike); per request, the arrival time of every SSE event from the moment of sending.
+ * The client is a raw keep-alive socket per target (an HTTP client library would add its own
+ * delays between the socket and the timestamps); every target answers SSE with chunked encoding.
+ */
+async function measureStreams(targets: BenchTarget[], origin: (t: BenchTarget) => string, n: number, tokens: number): Promise<StreamRow[]> {
+  const payload = { model: 'bench', prompt: 'Say hello.', max_tokens: tokens, stream: true };
+  const clients = new Map(await Promise.all(targets.map(async (t) => [t, await openStreamClient(origin(t), '/v1/completions', bodyFor(t, payload))] as const)));
+  const arrivals = new Map<BenchTarget, number[][]>(targets.map((t) => [t, []]));
   try {
-    for (let i = 0; i < n + 20; i++) {
-      const t0 = performance.now();
-      const r = await pool.request({ path, method: 'POST', headers: { 'content-type': 'application/json' }, body });
-      let first = -1;
-      for await (const _chunk of r.body) {
-        if (first < 0) first = performance.now() - t0;
+    const warmup = 10;
+    for (let i = 0; i < n + warmup; i++) {
+      for (const t of targets) {
+        const times = await clients.get(t)!.next();
+        if (i >= warmup) arrivals.get(t)!.push(times);
       }
-      if (r.statusCode !== 200) throw new Error(`streamed request to ${origin}${path} answered ${r.statusCode}`);
-      if (i >= 20) times.push(first); // the first 20 warm up the connection and the JIT
     }
   } finally {
-    await pool.close();
+    for (const c of clients.values()) c.close();
   }
-  return times;
+  const medianAt = (runs: number[][], k: number) => percentile(runs.map((r) => r[k] ?? Number.NaN).filter(Number.isFinite), 50);
+  const direct = arrivals.get('direct')!;
+  const events = Math.min(...[...arrivals.values()].flatMap((runs) => runs.map((r) => r.length)));
+  return targets.map((t) => {
+    const runs = arrivals.get(t)!;
+    const diffs: number[] = [];
+    for (let k = 0; k < events; k++) diffs.push(medianAt(runs, k) - medianAt(direct, k));
+    const first = runs.map((r) => r[0] ?? Number.NaN).filter(Number.isFinite);
+    return {
+      target: t,
+      requests: runs.length,
+      events,
+      ttfbP50: percentile(first, 50),
+      ttfbP99: percentile(first, 99),
+      addedPerChunkMs: diffs.length ? diffs.reduce((a, b) => a + b, 0) / diffs.length : Number.NaN,
+      addedPerChunkMaxMs: diffs.length ? Math.max(...diffs) : Number.NaN,
+    };
+  });
 }
 
-async function waitHttp(url: string, status: number, timeoutMs: number): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      const r = await fetch(url);
-      await r.arrayBuffer();
-      if (r.status === status) return;
-    } catch {
-      /* not up yet */
-    }
-    if (Date.now() > until) throw new Error(`${url} did not answer ${status} within ${timeoutMs} ms`);
-    await sleep(50);
-  }
+/** One keep-alive connection sending the same streamed POST again and again; `next()` gives the event arrival times (ms). */
+async function openStreamClient(url: string, path: string, body: string): Promise<{ next(): Promise<number[]>; close(): void }> {
+  const u = new URL(url);
+  const socket = connect({ host: u.hostname, port: Number(u.port), noDelay: true });
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', resolve);
+    socket.once('error', reject);
+  });
+  socket.on('error', () => undefined);
+  const request = Buffer.from(`POST ${path} HTTP/1.1\r\nhost: ${u.host}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+  return {
+    next: () =>
+      new Promise<number[]>((resolve, reject) => {
+        const times: number[] = [];
+        let tail = '';
+        let status = '';
+        const t0 = performance.now();
+        const onData = (chunk: Buffer) => {
+          const at = performance.now() - t0;
+          const text = chunk.toString('latin1');
+          if (!status) status = text.slice(0, 12);
+          for (let k = text.indexOf('data:'); k >= 0; k = text.indexOf('data:', k + 5)) times.push(at);
+          tail = (tail + text).slice(-7);
+          if (tail.endsWith('\r\n0\r\n\r\n') || tail === '0\r\n\r\n') done(null);
+        };
+        const onClose = () => done(new Error(`${url} closed the stream`));
+        const done = (err: Error | null) => {
+          socket.off('data', onData);
+          socket.off('close', onClose);
+          if (err) return reject(err);
+          if (status !== 'HTTP/1.1 200') return reject(new Error(`streamed request to ${url} answered ${status}`));
+          resolve(times);
+        };
+        socket.on('data', onData);
+        socket.once('close', onClose);
+        socket.write(request);
+      }),
+    close: () => socket.destroy(),
+  };
 }
 
-async function waitLogUrl(file: string, timeoutMs: number): Promise<string> {
-  const { readFile } = await import('node:fs/promises');
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const text = await readFile(file, 'utf8').catch(() => '');
-    const m = /"url":"(http:\/\/[\d.:]+)"[^\n]*"msg":"worker listening"/.exec(text);
-    if (m) return m[1]!;
-    if (Date.now() > until) throw new Error(`the worker did not log its URL within ${timeoutMs} ms; log:\n${text.slice(-2000)}`);
-    await sleep(50);
-  }
-}
+const f = (n: number | null | undefined, digits = 1) => (n === null || n === undefined || !Number.isFinite(n) ? '–' : n.toFixed(digits));
 
-async function waitReady(workerUrl: string, timeoutMs: number): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const state = await fetch(`${workerUrl}/healthz`).then((r) => r.json() as Promise<{ state: string }>, () => null);
-    if (state?.state === 'ready') return;
-    if (Date.now() > until) throw new Error(`the worker was not ready within ${timeoutMs} ms (state ${state?.state ?? 'unreachable'})`);
-    await sleep(100);
-  }
-}
-
-const f = (n: number | null, digits = 1) => (n === null || !Number.isFinite(n) ? '–' : n.toFixed(digits));
-
-/** The report as a markdown table, with the targets and how the worker compares. */
+/** The benchmark's two tables (small JSON loads; streamed answers) in markdown. */
 export function formatProxyBench(r: ProxyBenchReport): string {
   const lines: string[] = [];
-  lines.push(`Load generator: **${r.generator === 'wrk' ? 'wrk (1 thread)' : 'undici (separate process)'}**, ${r.cores} cores, small non-streaming completion (max_tokens 1).`);
-  lines.push('');
-  lines.push('| target | concurrency | req/s | p50 ms | p99 ms | errors | proxy CPU µs/req | model-sim CPU µs/req |');
-  lines.push('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+  lines.push(`Small JSON completion (max_tokens 1), closed loop, ${r.generator === 'wrk' ? 'wrk (1 thread)' : 'undici generator (own process)'}, ${r.cores} cores.`, '');
+  lines.push('| target | concurrency | req/s | p50 ms | p99 ms | errors | proxy CPU µs/req | model-sim CPU µs/req | load generator CPU µs/req |');
+  lines.push('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
   for (const row of r.loads) {
-    lines.push(`| ${row.target} | ${row.concurrency} | ${f(row.load.rps, 0)} | ${f(row.load.p50, 3)} | ${f(row.load.p99, 3)} | ${row.load.errors} | ${f(row.workerCpuUs)} | ${f(row.modelCpuUs)} |`);
+    lines.push(`| ${row.target} | ${row.concurrency} | ${f(row.load.rps, 0)} | ${f(row.load.p50, 3)} | ${f(row.load.p99, 3)} | ${row.load.errors} | ${f(row.proxyCpuUs)} | ${f(row.modelCpuUs)} | ${f(row.load.generatorCpuUs)} |`);
   }
-  lines.push('');
-  lines.push('| streamed time to first byte | requests | p50 ms | p99 ms |');
-  lines.push('| --- | ---: | ---: | ---: |');
-  for (const t of r.ttfb) lines.push(`| ${t.target} | ${t.requests} | ${f(t.p50, 3)} | ${f(t.p99, 3)} |`);
-  lines.push('');
-  const at = (target: BenchTarget, c: number) => r.loads.find((l) => l.target === target && l.concurrency === c);
-  const d64 = at('direct', 64);
-  const w64 = at('worker', 64);
-  const b64 = at('bare', 64);
-  const cpu = w64?.workerCpuUs ?? Number.NaN;
-  const d1 = at('direct', 1);
-  const w1 = at('worker', 1);
-  const ratio = d64 && w64 ? w64.load.rps / d64.load.rps : Number.NaN;
-  const added = d1 && w1 ? w1.load.p50 - d1.load.p50 : Number.NaN;
-  const mark = (ok: boolean) => (ok ? 'met' : 'MISSED');
-  lines.push('| target (issue 2) | goal | measured | |');
-  lines.push('| --- | --- | --- | --- |');
-  lines.push(`| worker CPU per proxied request, c=64 | ≤ ${PROXY_TARGETS.cpuUsPerRequest} µs | ${f(cpu)} µs (c=1: ${f(w1?.workerCpuUs ?? null)} µs; bare Node proxy c=64: ${f(b64?.workerCpuUs ?? null)} µs) | ${mark(cpu <= PROXY_TARGETS.cpuUsPerRequest)} |`);
-  const bareRatio = d64 && b64 ? b64.load.rps / d64.load.rps : Number.NaN;
-  lines.push(`| throughput through the worker vs direct, c=64 | ≥ ${PROXY_TARGETS.throughputRatioC64}x | ${f(ratio, 2)}x (bare Node proxy: ${f(bareRatio, 2)}x) | ${mark(ratio >= PROXY_TARGETS.throughputRatioC64)} |`);
-  lines.push(`| added p50 latency, c=1 | ≤ ${PROXY_TARGETS.addedP50MsC1} ms | ${f(added, 3)} ms | ${mark(added <= PROXY_TARGETS.addedP50MsC1)} |`);
+  if (r.streams.length) {
+    const s0 = r.streams[0]!;
+    lines.push('', `Streamed completion: ${s0.events} events at ${r.streamTokenRate} tokens/s, ${s0.requests} requests per target taking turns.`, '');
+    lines.push('| target | TTFB p50 ms | TTFB p99 ms | added per chunk over direct, mean ms | max ms |');
+    lines.push('| --- | ---: | ---: | ---: | ---: |');
+    for (const s of r.streams) lines.push(`| ${s.target} | ${f(s.ttfbP50, 3)} | ${f(s.ttfbP99, 3)} | ${s.target === 'direct' ? '–' : f(s.addedPerChunkMs, 3)} | ${s.target === 'direct' ? '–' : f(s.addedPerChunkMaxMs, 3)} |`);
+  }
   return lines.join('\n');
 }
 
@@ -260,10 +267,15 @@ export function formatProxyBench(r: ProxyBenchReport): string {
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const args = parseArgs(process.argv.slice(2));
   const gen = args.generator;
+  const { findCommand } = await import('./lib/tools.js');
   runProxyBench({
     durationS: typeof args.duration === 'string' ? Number(args.duration) : undefined,
     warmupS: typeof args.warmup === 'string' ? Number(args.warmup) : undefined,
+    concurrencies: typeof args.concurrency === 'string' ? args.concurrency.split(',').map(Number) : undefined,
     generator: gen === 'wrk' || gen === 'undici' ? gen : 'auto',
+    nginx: args['no-nginx'] ? null : findCommand('nginx'),
+    floor: !args['no-bare'],
+    workerNodeArgs: typeof args['worker-node-args'] === 'string' ? args['worker-node-args'].split(' ') : undefined,
   }).then(
     (report) => process.stdout.write(formatProxyBench(report) + '\n'),
     (err: Error) => {

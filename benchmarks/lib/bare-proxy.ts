@@ -8,10 +8,10 @@ import { Pool, type Dispatcher } from 'undici';
  * envelope, parse it, forward the payload with undici, answer in one write) and nothing else: no
  * validation, no ledger, no admission, no metrics. The worker's figures are read against it.
  *
- * Run: `node dist/benchmarks/lib/bare-proxy.js http://127.0.0.1:8000` → prints its URL.
+ * Run: `node dist/benchmarks/lib/bare-proxy.js http://127.0.0.1:8000 [connections] [pipelining]` → prints its URL.
  */
-export async function startBareProxy(modelUrl: string, port = 0): Promise<{ url: string; close(): Promise<void> }> {
-  const pool = new Pool(modelUrl, { connections: 512, pipelining: 1, keepAliveTimeout: 60_000 });
+export async function startBareProxy(modelUrl: string, port = 0, poolOpts: { connections?: number; pipelining?: number } = {}): Promise<{ url: string; close(): Promise<void> }> {
+  const pool = new Pool(modelUrl, { connections: poolOpts.connections ?? 512, pipelining: poolOpts.pipelining ?? 1, keepAliveTimeout: 60_000 });
   const headers = { 'content-type': 'application/json' };
   const server = createServer({ noDelay: true, keepAliveTimeout: 65_000 }, (req, res) => {
     const chunks: Buffer[] = [];
@@ -67,7 +67,8 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
     process.stderr.write('usage: bare-proxy.js MODEL_URL\n');
     process.exit(2);
   }
-  startBareProxy(modelUrl).then(
+  const [connections, pipelining] = process.argv.slice(3).map(Number);
+  startBareProxy(modelUrl, 0, { connections: connections || undefined, pipelining: pipelining || undefined }).then(
     (p) => {
       process.stdout.write(`bare-proxy listening on ${p.url}\n`);
       const stop = () => void p.close().then(() => process.exit(0));

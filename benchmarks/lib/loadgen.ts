@@ -14,6 +14,8 @@ import { Pool } from 'undici';
 export interface LoadSpec {
   url: string;
   body: string;
+  /** Bodies sent in turn instead of `body` (e.g. one request_idx each); each without newlines. */
+  bodies?: string[];
   concurrency: number;
   durationS: number;
 }
@@ -28,6 +30,8 @@ export interface LoadResult {
   /** Latency percentiles in milliseconds. */
   p50: number;
   p99: number;
+  /** CPU the load generator itself used per request, µs (wrk only: its user + system time). */
+  generatorCpuUs?: number;
 }
 
 /** True when `wrk` can be run. */
@@ -43,6 +47,21 @@ wrk.headers["Content-Type"] = "application/json"
 local f = io.open(os.getenv("BENCH_BODY_FILE"), "rb")
 wrk.body = f:read("*a")
 f:close()
+local many = os.getenv("BENCH_BODIES_FILE")
+if many then
+  local reqs, n = {}, 0
+  init = function(args)
+    for line in io.lines(many) do
+      n = n + 1
+      reqs[n] = wrk.format(nil, nil, nil, line)
+    end
+  end
+  local i = 0
+  request = function()
+    i = i % n + 1
+    return reqs[i]
+  end
+end
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format('\\nWRK_JSON {"requests":%d,"duration_us":%d,"errors":%d,"p50":%d,"p99":%d}\\n',
@@ -56,11 +75,15 @@ export function runWrk(spec: LoadSpec): Promise<LoadResult> {
   const dir = mkdtempSync(join(tmpdir(), 'proxy-bench-wrk-'));
   const script = join(dir, 'post.lua');
   const bodyFile = join(dir, 'body.json');
+  const bodiesFile = join(dir, 'bodies.jsonl');
   writeFileSync(script, WRK_SCRIPT);
   writeFileSync(bodyFile, spec.body);
+  if (spec.bodies) writeFileSync(bodiesFile, spec.bodies.join('\n') + '\n');
   return new Promise((resolve, reject) => {
-    const child = spawn('wrk', ['-t1', `-c${spec.concurrency}`, `-d${spec.durationS}s`, '--timeout', '10s', '-s', script, spec.url], {
-      env: { ...process.env, BENCH_BODY_FILE: bodyFile },
+    // Through bash, whose `times` then prints wrk's CPU time (children: user, system).
+    const wrkArgs = ['-t1', `-c${spec.concurrency}`, `-d${spec.durationS}s`, '--timeout', '10s', '-s', script, spec.url];
+    const child = spawn('bash', ['-c', 'wrk "$@"; code=$?; times; exit $code', 'bash', ...wrkArgs], {
+      env: { ...process.env, BENCH_BODY_FILE: bodyFile, ...(spec.bodies ? { BENCH_BODIES_FILE: bodiesFile } : {}) },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
@@ -76,7 +99,10 @@ export function runWrk(spec: LoadSpec): Promise<LoadResult> {
       if (!m) return reject(new Error(`wrk gave no result:\n${out}`));
       const j = JSON.parse(m[1]!) as { requests: number; duration_us: number; errors: number; p50: number; p99: number };
       const seconds = j.duration_us / 1e6;
-      resolve({ generator: 'wrk', requests: j.requests, errors: j.errors, seconds, rps: j.requests / seconds, p50: j.p50 / 1000, p99: j.p99 / 1000 });
+      // `times`: the shell's line, then the children's "XmY.YYYs XmY.YYYs".
+      const t = /(\d+)m([\d.]+)s (\d+)m([\d.]+)s\s*$/.exec(out.trim());
+      const cpu = t ? Number(t[1]) * 60 + Number(t[2]) + Number(t[3]) * 60 + Number(t[4]) : Number.NaN;
+      resolve({ generator: 'wrk', requests: j.requests, errors: j.errors, seconds, rps: j.requests / seconds, p50: j.p50 / 1000, p99: j.p99 / 1000, generatorCpuUs: (cpu * 1e6) / Math.max(1, j.requests) });
     });
   });
 }
@@ -111,13 +137,14 @@ export async function undiciLoad(spec: LoadSpec): Promise<LoadResult> {
   const latencies = new Float64Array(2 * 1024 * 1024);
   let n = 0;
   let errors = 0;
+  const bodies = spec.bodies ?? [spec.body];
   const t0 = performance.now();
   const until = t0 + spec.durationS * 1000;
   const loop = async () => {
     while (performance.now() < until) {
       const s = performance.now();
       try {
-        const r = await pool.request({ path, method: 'POST', headers, body: spec.body });
+        const r = await pool.request({ path, method: 'POST', headers, body: bodies[n % bodies.length] });
         await r.body.dump();
         if (r.statusCode < 200 || r.statusCode >= 300) errors++;
       } catch {

@@ -17,13 +17,28 @@ export interface BenchProcess {
   stop(graceMs?: number): Promise<void>;
 }
 
+export interface StartOptions {
+  env?: NodeJS.ProcessEnv;
+  /** A line of output that says the process is up; its first capture group becomes `ready`. */
+  readyLine?: RegExp;
+  timeoutMs?: number;
+  cwd?: string;
+  /** Raise the open-file limit to this before the command starts (for thousands of sockets). */
+  fdLimit?: number;
+  /** Keep a pipe to the process's stdin (`child.stdin`). */
+  stdin?: boolean;
+}
+
 /**
  * Spawn `cmd args` and resolve once its output matches `readyLine` (within `timeoutMs`), or as soon
  * as it has spawned when no `readyLine` is given.
  */
-export function startProcess(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; readyLine?: RegExp; timeoutMs?: number; cwd?: string }): Promise<BenchProcess> {
+export function startProcess(cmd: string, args: string[], opts: StartOptions): Promise<BenchProcess> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { env: opts.env ?? process.env, cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    // Node cannot raise its own fd limit (no setrlimit): a shell raises it (to the hard limit when it
+    // may not go higher), then becomes the command (same pid).
+    const [file, argv]: [string, string[]] = opts.fdLimit ? ['bash', ['-c', `ulimit -n ${opts.fdLimit} 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$@"`, 'bash', cmd, ...args]] : [cmd, args];
+    const child = spawn(file, argv, { env: opts.env ?? process.env, cwd: opts.cwd, stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
     let out = '';
     let settled = false;
     const exited = new Promise<void>((r) => child.once('exit', () => r()));
@@ -94,6 +109,45 @@ export function cpuSeconds(pid: number): number {
     return (utime + stime) / ticksPerSecond();
   } catch {
     return Number.NaN;
+  }
+}
+
+/** CPU seconds of a process and of its direct children (nginx: master + workers). */
+export function treeCpuSeconds(pid: number): number {
+  let total = cpuSeconds(pid);
+  for (const child of childPids(pid)) total += cpuSeconds(child);
+  return total;
+}
+
+/** Direct children of a process, from /proc (empty off Linux). */
+export function childPids(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+/** Resident memory of a process in bytes (VmRSS from /proc/PID/status); NaN off Linux. */
+export function rssBytes(pid: number): number {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : Number.NaN;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/**
+ * Time a process spent running and waiting for a CPU (on a run queue), in seconds, summed over its
+ * threads' main one (/proc/PID/schedstat). The wait tells machine contention apart from a slow process.
+ */
+export function schedSeconds(pid: number): { run: number; wait: number } {
+  try {
+    const [run, wait] = readFileSync(`/proc/${pid}/schedstat`, 'utf8').trim().split(/\s+/).map(Number);
+    return { run: (run ?? Number.NaN) / 1e9, wait: (wait ?? Number.NaN) / 1e9 };
+  } catch {
+    return { run: Number.NaN, wait: Number.NaN };
   }
 }
 

@@ -37,12 +37,34 @@ function toNumber(v: unknown): number | undefined {
   return undefined;
 }
 
+/** How deep auth_data (and session_auth) may nest: they are hashed and signed by recursive code. */
+export const MAX_AUTH_DEPTH = 32;
+
+/** True when `value` nests arrays/objects deeper than `max` levels; iterative, so any depth is safe to ask about. */
+export function nestedDeeperThan(value: unknown, max: number): boolean {
+  const stack: Array<[unknown, number]> = [[value, 0]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (typeof v !== 'object' || v === null) continue;
+    if (depth >= max) return true;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) {
+      if (typeof child === 'object' && child !== null) stack.push([child, depth + 1]);
+    }
+  }
+  return false;
+}
+
 /** Validate `auth_data`; returns per-field problems (empty when fine). */
 export function checkAuthData(raw: unknown): { auth?: AuthData; problems: Record<string, string> | string } {
   if (raw === undefined) return { problems: 'field missing' };
   if (!isObject(raw)) return { problems: 'must be an object' };
   const problems: Record<string, string> = {};
   for (const f of AUTH_FIELDS) if (raw[f] === undefined || raw[f] === null) problems[f] = 'missing parameter';
+  // Extra keys are ignored, but they are hashed (sessions) and signed (strict mode) by recursive code.
+  for (const [k, v] of Object.entries(raw)) {
+    // Primitives (all the protocol's own fields) cannot nest: skip the walk and its allocations.
+    if (typeof v === 'object' && v !== null && nestedDeeperThan(v, MAX_AUTH_DEPTH - 1)) problems[k] = `nested deeper than ${MAX_AUTH_DEPTH} levels`;
+  }
   const cost = toNumber(raw.cost);
   const reqnum = toNumber(raw.reqnum);
   const requestIdx = toNumber(raw.request_idx);

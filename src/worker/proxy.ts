@@ -8,12 +8,16 @@ import type { ResolvedHandler } from './config.js';
 import { fieldErrors, parseEnvelope, payloadSpan } from './envelope.js';
 import type { Ledger, RequestEntry } from './ledger.js';
 import type { Lifecycle } from './lifecycle.js';
+import type { ModelClient } from './model-client.js';
+import { httpReply, type ClientReply, type OutgoingHeaders, type RouteFn } from './server.js';
 
 /*
  * The request path of a handler route (PROTOCOL §2):
  *   body (size limit) → envelope → session → payload schema → workload → ledger entry
  *   → signature (401) → queue time (429) → started → FIFO gate (non-parallel) → model → answer.
- * Written on plain node:http objects because it is the hot path; everything else is a hono route.
+ * Written without a framework because it is the hot path; everything else is a hono route. A
+ * request arrives either through node:http (IncomingMessage/ServerResponse) or through the
+ * listener's fast lane (server.ts: the whole body and a `ClientReply`); both meet in `serve`.
  * Every admitted request ends exactly once in the ledger (see ledger.ts); `ModelCall.settle`
  * below is the only place that ends it.
  */
@@ -47,6 +51,8 @@ export interface ProxyDeps {
   auth: AuthChecker;
   lifecycle: Lifecycle;
   pool: Pool;
+  /** The lean client the request path sends model calls with (model-client.ts); the pool without one. */
+  model?: ModelClient;
   gate: FifoGate;
   logger: Logger;
   sessions?: SessionAccess;
@@ -68,10 +74,17 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
   res.end(text);
 }
 
-function sendEmpty(res: ServerResponse, status: number): void {
-  if (res.headersSent || res.destroyed) return;
-  res.writeHead(status, { 'content-length': 0 });
-  res.end();
+/** `sendJson` for either listener. */
+function replyJson(reply: ClientReply, status: number, body: unknown, headers?: Record<string, string>): void {
+  if (reply.headersSent || reply.destroyed) return;
+  reply.send(status, headers ? { ...JSON_HEADERS, ...headers } : JSON_HEADERS, JSON.stringify(body));
+}
+
+const NO_HEADERS: OutgoingHeaders = {};
+
+function replyEmpty(reply: ClientReply, status: number): void {
+  if (reply.headersSent || reply.destroyed) return;
+  reply.send(status, NO_HEADERS);
 }
 
 function copyHeaders(from: IncomingHttpHeaders | Record<string, string | string[] | undefined>): Record<string, string | string[]> {
@@ -125,19 +138,132 @@ function tooLarge(req: IncomingMessage, res: ServerResponse, limit: number): voi
 }
 
 /**
- * The node:http function serving one handler route. It never throws and never lets a request
- * escape the ledger: every request it admits ends exactly once (success, error or cancelled), and
- * every 4xx it gives is JSON naming the field, except the bodiless 401 and 429 of the protocol.
+ * The function serving one handler route (node:http), with its fast-lane entry (`.fast`). It never
+ * throws and never lets a request escape the ledger: every request it admits ends exactly once
+ * (success, error or cancelled), and every 4xx it gives is JSON naming the field, except the
+ * bodiless 401 and 429 of the protocol.
  */
-export function createHandlerRoute(deps: ProxyDeps, handler: ResolvedHandler): (req: IncomingMessage, res: ServerResponse) => void {
+export function createHandlerRoute(deps: ProxyDeps, handler: ResolvedHandler): RouteFn {
   const { ledger, auth, lifecycle, gate, logger, observer } = deps;
   const route = handler.route;
   const retryAfter = String(deps.retryAfterSeconds ?? 5);
+  const drainingHeaders = { 'retry-after': retryAfter, connection: 'close' };
+  // What the request being admitted has made so far, for the error path of `serve`. Admission is
+  // synchronous, so one pair per route is enough (no per-request object).
+  let madeEntry: RequestEntry | null = null;
+  let madeCall: ModelCall | null = null;
 
-  return function handle(req, res) {
+  /** Admit one request whose whole body is in; answers it on every path. */
+  function serve(body: Buffer, reply: ClientReply): void {
+    madeEntry = null;
+    madeCall = null;
+    // Last line of defence: a throw here (a handler's or an extension's bug) would otherwise kill
+    // the process from inside an event handler, and leave a started request without an end.
+    try {
+      admit(body, reply);
+    } catch (err) {
+      const message = (err as Error)?.message ?? String(err);
+      const entry = madeEntry as RequestEntry | null;
+      const call = madeCall as ModelCall | null;
+      logger.error({ route, rid: entry?.id, err: message }, 'request path failed');
+      if (call) return call.fail(`request path failed: ${message}`);
+      if (entry?.state === 'created') ledger.start(entry);
+      if (entry?.state === 'started') ledger.end(entry, 'error');
+      replyJson(reply, 500, { error: 'internal error in the worker', field: 'worker' });
+    }
+  }
+
+  function admit(body: Buffer, reply: ClientReply): void {
+    const parsed = parseEnvelope(body.toString('utf8'));
+    if (!parsed.ok) {
+      observer?.onRefused?.(route, parsed.status);
+      return replyJson(reply, parsed.status, parsed.body);
+    }
+    const env = parsed.envelope;
+    const sessionId = env.session_id;
+    if (sessionId !== null && !deps.sessions?.isOpen(sessionId)) {
+      observer?.onRefused?.(route, 410);
+      return replyJson(reply, 410, { error: 'invalid session', field: 'session_id' });
+    }
+    let check: ReturnType<typeof handler.payload.safeParse>;
+    try {
+      check = handler.payload.safeParse(env.payload);
+    } catch (err) {
+      // A refinement in the handler's schema threw instead of reporting an issue.
+      observer?.onRefused?.(route, 422);
+      return replyJson(reply, 422, { payload: { '(payload)': (err as Error)?.message ?? String(err) } });
+    }
+    if (!check.success) {
+      observer?.onRefused?.(route, 422);
+      return replyJson(reply, 422, { payload: fieldErrors(check.error) });
+    }
+    // The handler's own code runs before the request enters the ledger: its errors are the client's 422.
+    let workload: number;
+    let modelBody: string | Buffer;
+    try {
+      workload = handler.workload(check.data);
+      if (!Number.isFinite(workload) || workload < 0) throw new Error(`workload must be a non-negative number, got ${workload}`);
+    } catch (err) {
+      observer?.onRefused?.(route, 422);
+      return replyJson(reply, 422, { payload: { '(workload)': (err as Error)?.message ?? String(err) } });
+    }
+    try {
+      modelBody = handler.toModelRequest ? modelRequestBody(handler.toModelRequest(check.data)) : extractPayload(body, env.payload);
+    } catch (err) {
+      observer?.onRefused?.(route, 422);
+      return replyJson(reply, 422, { payload: { '(toModelRequest)': (err as Error)?.message ?? String(err) } });
+    }
+    const entry = (madeEntry = ledger.create({
+      requestIdx: env.auth_data.request_idx,
+      reqnum: env.auth_data.reqnum,
+      workload,
+      route,
+      sessionBound: sessionId !== null,
+    }));
+    if (!auth.check(env.auth_data)) {
+      ledger.reject(entry);
+      logger.info({ rid: entry.id, request_idx: entry.requestIdx, route }, 'rejected: signature does not verify');
+      return replyEmpty(reply, 401);
+    }
+    if (handler.maxQueueTime !== null && sessionId === null && ledger.expectedQueueTime() > handler.maxQueueTime) {
+      ledger.reject(entry);
+      if (logger.isLevelEnabled('debug')) logger.debug({ rid: entry.id, request_idx: entry.requestIdx, route }, 'rejected: queue time over max_queue_time');
+      return replyEmpty(reply, 429);
+    }
+    ledger.start(entry);
+    const call = (madeCall = new ModelCall(deps, handler, reply, entry));
+    if (sessionId !== null) deps.sessions!.touch(sessionId);
+    observer?.onAdmitted?.(entry);
+    forward(call, modelBody, sessionId);
+  }
+
+  function forward(call: ModelCall, modelBody: string | Buffer, sessionId: string | null): void {
+    if (sessionId !== null) {
+      call.untrack = deps.sessions!.track(sessionId, () => {
+        call.reply.destroy();
+        call.cancel('session closed');
+      });
+    }
+    if (handler.allowParallelRequests) return call.send(modelBody);
+    // Only a non-parallel request can wait, so only it pays for an AbortController.
+    const ac = new AbortController();
+    call.gateAbort = ac;
+    gate.acquire(ac.signal).then(
+      () => {
+        if (call.ended) return gate.release();
+        call.holdsGate = true;
+        call.send(modelBody);
+      },
+      () => {
+        /* aborted while queued: already settled as cancelled */
+      },
+    );
+  }
+
+  const fn: RouteFn = (req, res) => {
     if (!lifecycle.admitting) {
       observer?.onRefused?.(route, 503);
-      sendJson(res, 503, { error: 'worker is draining: retry on another worker' }, { 'retry-after': retryAfter, connection: 'close' });
+      sendJson(res, 503, { error: 'worker is draining: retry on another worker' }, drainingHeaders);
       req.resume();
       return;
     }
@@ -146,109 +272,18 @@ export function createHandlerRoute(deps: ProxyDeps, handler: ResolvedHandler): (
         if (tooBig) observer?.onRefused?.(route, 413);
         return;
       }
-      // Last line of defence: a throw here (a handler's or an extension's bug) would otherwise kill
-      // the process from inside an event handler, and leave a started request without an end.
-      const made: { entry: RequestEntry | null; call: ModelCall | null } = { entry: null, call: null };
-      try {
-        admit(body);
-      } catch (err) {
-        const message = (err as Error)?.message ?? String(err);
-        const { entry, call } = made;
-        logger.error({ route, rid: entry?.id, err: message }, 'request path failed');
-        if (call) return call.fail(`request path failed: ${message}`);
-        if (entry?.state === 'created') ledger.start(entry);
-        if (entry?.state === 'started') ledger.end(entry, 'error');
-        sendJson(res, 500, { error: 'internal error in the worker', field: 'worker' });
-      }
-
-      function admit(body: Buffer): void {
-        const parsed = parseEnvelope(body.toString('utf8'));
-        if (!parsed.ok) {
-          observer?.onRefused?.(route, parsed.status);
-          return sendJson(res, parsed.status, parsed.body);
-        }
-        const env = parsed.envelope;
-        const sessionId = env.session_id;
-        if (sessionId !== null && !deps.sessions?.isOpen(sessionId)) {
-          observer?.onRefused?.(route, 410);
-          return sendJson(res, 410, { error: 'invalid session', field: 'session_id' });
-        }
-        let check: ReturnType<typeof handler.payload.safeParse>;
-        try {
-          check = handler.payload.safeParse(env.payload);
-        } catch (err) {
-          // A refinement in the handler's schema threw instead of reporting an issue.
-          observer?.onRefused?.(route, 422);
-          return sendJson(res, 422, { payload: { '(payload)': (err as Error)?.message ?? String(err) } });
-        }
-        if (!check.success) {
-          observer?.onRefused?.(route, 422);
-          return sendJson(res, 422, { payload: fieldErrors(check.error) });
-        }
-        // The handler's own code runs before the request enters the ledger: its errors are the client's 422.
-        let workload: number;
-        let modelBody: string | Buffer;
-        try {
-          workload = handler.workload(check.data);
-          if (!Number.isFinite(workload) || workload < 0) throw new Error(`workload must be a non-negative number, got ${workload}`);
-        } catch (err) {
-          observer?.onRefused?.(route, 422);
-          return sendJson(res, 422, { payload: { '(workload)': (err as Error)?.message ?? String(err) } });
-        }
-        try {
-          modelBody = handler.toModelRequest ? modelRequestBody(handler.toModelRequest(check.data)) : extractPayload(body, env.payload);
-        } catch (err) {
-          observer?.onRefused?.(route, 422);
-          return sendJson(res, 422, { payload: { '(toModelRequest)': (err as Error)?.message ?? String(err) } });
-        }
-        const entry = (made.entry = ledger.create({
-          requestIdx: env.auth_data.request_idx,
-          reqnum: env.auth_data.reqnum,
-          workload,
-          route,
-          sessionBound: sessionId !== null,
-        }));
-        if (!auth.check(env.auth_data)) {
-          ledger.reject(entry);
-          logger.info({ rid: entry.id, request_idx: entry.requestIdx, route }, 'rejected: signature does not verify');
-          return sendEmpty(res, 401);
-        }
-        if (handler.maxQueueTime !== null && sessionId === null && ledger.expectedQueueTime() > handler.maxQueueTime) {
-          ledger.reject(entry);
-          logger.debug({ rid: entry.id, request_idx: entry.requestIdx, route }, 'rejected: queue time over max_queue_time');
-          return sendEmpty(res, 429);
-        }
-        ledger.start(entry);
-        const call = (made.call = new ModelCall(deps, handler, res, entry));
-        if (sessionId !== null) deps.sessions!.touch(sessionId);
-        observer?.onAdmitted?.(entry);
-        forward(call, modelBody, sessionId);
-      }
+      serve(body, httpReply(res));
     });
-
-    function forward(call: ModelCall, modelBody: string | Buffer, sessionId: string | null): void {
-      if (sessionId !== null) {
-        call.untrack = deps.sessions!.track(sessionId, () => {
-          res.destroy();
-          call.cancel('session closed');
-        });
-      }
-      if (handler.allowParallelRequests) return call.send(modelBody);
-      // Only a non-parallel request can wait, so only it pays for an AbortController.
-      const ac = new AbortController();
-      call.gateAbort = ac;
-      gate.acquire(ac.signal).then(
-        () => {
-          if (call.ended) return gate.release();
-          call.holdsGate = true;
-          call.send(modelBody);
-        },
-        () => {
-          /* aborted while queued: already settled as cancelled */
-        },
-      );
-    }
   };
+  fn.fast = (body, reply) => {
+    if (!lifecycle.admitting) {
+      observer?.onRefused?.(route, 503);
+      return replyJson(reply, 503, { error: 'worker is draining: retry on another worker' }, drainingHeaders);
+    }
+    serve(body, reply);
+  };
+  fn.maxBodyBytes = deps.maxBodyBytes;
+  return fn;
 }
 
 /** Non-streamed answers up to this size are sent to the client in one write, headers included. */
@@ -257,7 +292,8 @@ const SMALL_ANSWER_BYTES = 64 * 1024;
 type AnswerMode = 'stream' | 'small' | 'transform';
 
 /**
- * One admitted request's trip to the model and back, on undici's dispatch API: no response stream
+ * One admitted request's trip to the model and back, on undici's dispatch API (served by the
+ * ModelClient, or by the undici pool without one): no response stream
  * objects on the hot path, each model chunk written to the client as it arrives, and the model
  * paused while the client's socket is full (back-pressure). `settle` is the only place that ends
  * the request in the ledger, and it runs exactly once.
@@ -279,12 +315,12 @@ class ModelCall implements Dispatcher.DispatchHandler {
   constructor(
     private readonly deps: ProxyDeps,
     private readonly handler: ResolvedHandler,
-    private readonly res: ServerResponse,
+    readonly reply: ClientReply,
     private readonly entry: RequestEntry,
   ) {
     deps.lifecycle.requestStarted();
-    // The client going away aborts the model request: undici destroys its socket, so the model sees it close.
-    res.on('close', () => {
+    // The client going away aborts the model request: its model connection is closed, so the model sees it end.
+    reply.onClose(() => {
       if (!this.ended) this.cancel('client disconnected');
     });
   }
@@ -292,7 +328,7 @@ class ModelCall implements Dispatcher.DispatchHandler {
   send(body: string | Buffer): void {
     if (this.ended) return;
     const d = this.deps;
-    d.pool.dispatch(
+    (d.model ?? d.pool).dispatch(
       { path: this.handler.upstreamPath, method: 'POST', headers: JSON_HEADERS, body, headersTimeout: d.modelTimeoutMs, bodyTimeout: d.modelTimeoutMs },
       this,
     );
@@ -304,8 +340,8 @@ class ModelCall implements Dispatcher.DispatchHandler {
     this.settle('error', 500, why);
     this.controller?.abort(new Error(why));
     this.gateAbort?.abort();
-    if (this.res.headersSent) this.res.destroy();
-    else sendEmpty(this.res, 500);
+    if (this.reply.headersSent) this.reply.destroy();
+    else replyEmpty(this.reply, 500);
   }
 
   /** The client or the session went away: abort the model call and count the request cancelled. */
@@ -337,9 +373,8 @@ class ModelCall implements Dispatcher.DispatchHandler {
       this.headers = copyHeaders(headers);
     } else {
       this.mode = 'stream';
-      this.res.writeHead(statusCode, copyHeaders(headers));
       // Streamed answers show their headers at once, before the first token.
-      if (stream) this.res.flushHeaders();
+      this.reply.start(statusCode, copyHeaders(headers), stream);
     }
     this.controller = controller;
   }
@@ -354,11 +389,11 @@ class ModelCall implements Dispatcher.DispatchHandler {
       this.chunks.push(chunk);
       return;
     }
-    if (!this.res.write(chunk) && !this.waitingDrain) {
+    if (!this.reply.write(chunk) && !this.waitingDrain) {
       // The client's socket is full: pause the model until it drains.
       this.waitingDrain = true;
       controller.pause();
-      this.res.once('drain', () => {
+      this.reply.onDrain(() => {
         this.waitingDrain = false;
         controller.resume();
       });
@@ -371,14 +406,13 @@ class ModelCall implements Dispatcher.DispatchHandler {
     const outcome = status >= 500 ? 'error' : 'success';
     const done = (): void => this.settle(outcome, status);
     if (this.mode === 'stream') {
-      this.res.end(done);
+      this.reply.end(done);
       return;
     }
     const body = this.chunks!.length === 1 ? this.chunks![0]! : Buffer.concat(this.chunks!);
     this.chunks = null;
     if (this.mode === 'small') {
-      this.res.writeHead(status, this.headers!);
-      this.res.end(body, done);
+      this.reply.send(status, this.headers!, body, done);
       return;
     }
     let out: string;
@@ -386,27 +420,26 @@ class ModelCall implements Dispatcher.DispatchHandler {
       const text = body.toString('utf8');
       out = JSON.stringify(this.handler.toClientResponse!(text ? JSON.parse(text) : null, status));
     } catch (err) {
-      sendEmpty(this.res, 500);
+      replyEmpty(this.reply, 500);
       return this.settle('error', 500, `toClientResponse failed: ${(err as Error).message}`);
     }
-    if (this.res.headersSent || this.res.destroyed) return this.settle('cancelled', 499, 'client disconnected');
-    this.res.writeHead(status, { ...JSON_HEADERS, 'content-length': Buffer.byteLength(out) });
-    this.res.end(out, done);
+    if (this.reply.headersSent || this.reply.destroyed) return this.settle('cancelled', 499, 'client disconnected');
+    this.reply.send(status, JSON_HEADERS, out, done);
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
     if (this.ended) return;
-    const res = this.res;
-    if (res.headersSent) {
+    const reply = this.reply;
+    if (reply.headersSent) {
       // Part of the answer is out: all we can do is cut the client off.
-      res.destroy();
+      reply.destroy();
       return this.settle('error', this.status, `model stream failed: ${err.message}`);
     }
     if (err instanceof undiciErrors.HeadersTimeoutError || err instanceof undiciErrors.BodyTimeoutError) {
-      sendJson(res, 504, { error: `the model did not answer within ${this.deps.modelTimeoutMs} ms` });
+      replyJson(reply, 504, { error: `the model did not answer within ${this.deps.modelTimeoutMs} ms` });
       return this.settle('error', 504, err.message);
     }
-    sendEmpty(res, 500);
+    replyEmpty(reply, 500);
     this.settle('error', 500, `model call failed: ${err.message}`);
   }
 
@@ -420,7 +453,10 @@ class ModelCall implements Dispatcher.DispatchHandler {
     deps.ledger.end(entry, outcome);
     const ms = performance.now() - this.t0;
     deps.observer?.onFinished?.(entry, status, ms);
-    if (outcome === 'success') deps.logger.debug({ rid: entry.id, request_idx: entry.requestIdx, route: entry.route, status, ms }, 'request done');
+    if (outcome === 'success') {
+      // The object costs an allocation a request: build it only when debug lines are wanted.
+      if (deps.logger.isLevelEnabled('debug')) deps.logger.debug({ rid: entry.id, request_idx: entry.requestIdx, route: entry.route, status, ms }, 'request done');
+    }
     else deps.logger.info({ rid: entry.id, request_idx: entry.requestIdx, route: entry.route, status, outcome, ms, why }, `request ${outcome}`);
   }
 }

@@ -5,7 +5,7 @@ import { request } from 'undici';
 import type { Logger } from '../common/log.js';
 import { pythonJsonDumps } from '../common/signature.js';
 import type { AuthChecker } from './auth.js';
-import { checkAuthData, type AuthData } from './envelope.js';
+import { checkAuthData, MAX_AUTH_DEPTH, nestedDeeperThan, type AuthData } from './envelope.js';
 import type { Ledger, RequestEntry } from './ledger.js';
 import type { Lifecycle } from './lifecycle.js';
 import type { SessionAccess } from './proxy.js';
@@ -330,6 +330,8 @@ function parseSessionRef(body: Json): { ok: true; id: string; auth: unknown } | 
   else if (typeof sid !== 'string' && typeof sid !== 'number') problems.session_id = 'must be a string';
   if (body.session_auth === undefined || body.session_auth === null) problems.session_auth = 'field missing';
   else if (!isObject(body.session_auth)) problems.session_auth = 'must be the auth_data object the session was created with';
+  // Hashed by recursive code (canonicalJson): a deeply nested value must be a 422, not a stack overflow.
+  else if (nestedDeeperThan(body.session_auth, MAX_AUTH_DEPTH)) problems.session_auth = `nested deeper than ${MAX_AUTH_DEPTH} levels`;
   if (Object.keys(problems).length > 0) return { ok: false, problems };
   return { ok: true, id: String(sid), auth: body.session_auth };
 }

@@ -11,6 +11,7 @@ import type { WorkerEnv } from './env.js';
 import { startHealthcheck, type Healthcheck } from './healthcheck.js';
 import { Ledger } from './ledger.js';
 import { Lifecycle } from './lifecycle.js';
+import { ModelClient } from './model-client.js';
 import { watchLog, type LogWatch } from './logwatch.js';
 import { createHandlerRoute, type RequestObserver, type SessionAccess } from './proxy.js';
 import { Reporter } from './reporter.js';
@@ -29,6 +30,12 @@ export interface WorkerOptions {
   timings?: Partial<WorkerTimings>;
   /** Extra routes/observers contributed by optional parts (sessions, metrics, management). */
   extensions?: WorkerExtension[];
+  /**
+   * Benchmark and diagnosis knobs of the request path, both on by default: the listener's fast
+   * lane (server.ts) and the lean model client (model-client.ts); off, node:http and the undici pool
+   * serve instead (benchmarks/ablation-bench.ts measures what each buys).
+   */
+  requestPath?: { fastLane?: boolean; modelClient?: boolean };
 }
 
 export interface WorkerTimings {
@@ -46,6 +53,9 @@ export interface WorkerTimings {
   pubkeyBaseDelayMs: number;
   /** How often loading progress is logged (5 s). */
   progressLogMs: number;
+  /** Clients must send all request headers within this (10 s), the whole request within requestTimeoutMs (60 s). */
+  headersTimeoutMs: number;
+  requestTimeoutMs: number;
 }
 
 const DEFAULT_TIMINGS: WorkerTimings = {
@@ -57,6 +67,8 @@ const DEFAULT_TIMINGS: WorkerTimings = {
   reportRetryDelayMs: 2000,
   pubkeyBaseDelayMs: 1000,
   progressLogMs: 5000,
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 60_000,
 };
 
 /**
@@ -119,6 +131,9 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const modelUrl = spec.modelServerUrl ?? env.MODEL_SERVER_URL ?? 'http://127.0.0.1:8000';
   const modelTimeoutMs = spec.modelTimeoutMs ?? 300_000;
   const pool = new Pool(modelUrl, { connections: 512, pipelining: 1, keepAliveTimeout: 60_000, headersTimeout: modelTimeoutMs, bodyTimeout: modelTimeoutMs });
+  // The request path's own client (plain http; cheaper per request than undici, docs/performance.md);
+  // the pool stays for the benchmark, and serves the request path for an https model.
+  const model = modelUrl.startsWith('http:') && opts.requestPath?.modelClient !== false ? new ModelClient(modelUrl, { headersTimeoutMs: modelTimeoutMs, bodyTimeoutMs: modelTimeoutMs }) : undefined;
   const ac = new AbortController();
   const closers: Array<() => Promise<void> | void> = [];
 
@@ -181,7 +196,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
 
   const routes = new Map<string, RouteFn>();
   for (const h of definition.handlers) {
-    routes.set(h.route, createHandlerRoute({ ledger, auth, lifecycle, pool, gate, logger, sessions, observer, maxBodyBytes: spec.maxBodyBytes ?? 10 * 1024 * 1024, modelTimeoutMs }, h));
+    routes.set(h.route, createHandlerRoute({ ledger, auth, lifecycle, pool, model, gate, logger, sessions, observer, maxBodyBytes: spec.maxBodyBytes ?? 10 * 1024 * 1024, modelTimeoutMs }, h));
   }
   app.notFound((c) => c.json({ error: `no route ${c.req.method} ${c.req.path}`, field: 'path' }, 404));
   app.onError((err, c) => {
@@ -196,11 +211,12 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     await Promise.all(servers.map((srv) => closeServer(srv, 0)));
     for (const c of closers) await Promise.resolve().then(c).catch(() => undefined);
     await pool.destroy().catch(() => undefined);
+    await model?.close();
     throw err;
   };
   let main: { server: Server; port: number };
   try {
-    main = await listen(createListener(routes, app), { host: env.WORKER_HOST, port: env.WORKER_PORT, tls });
+    main = await listen(createListener(routes, app), { host: env.WORKER_HOST, port: env.WORKER_PORT, tls, headersTimeoutMs: t.headersTimeoutMs, requestTimeoutMs: t.requestTimeoutMs, fastLane: opts.requestPath?.fastLane });
   } catch (err) {
     return abandon(err, []);
   }
@@ -209,7 +225,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     const iapp = internalApp ?? new Hono();
     iapp.notFound((c) => c.json({ error: `the internal listener serves only /session/end, not ${c.req.path}`, field: 'path' }, 404));
     try {
-      internal = await listen(createListener(internalRoutes, iapp), { host: env.WORKER_HOST, port: env.workerHttpPort });
+      internal = await listen(createListener(internalRoutes, iapp), { host: env.WORKER_HOST, port: env.workerHttpPort, headersTimeoutMs: t.headersTimeoutMs, requestTimeoutMs: t.requestTimeoutMs });
     } catch (err) {
       return abandon(err, [main.server]);
     }
@@ -389,6 +405,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     for (const c of closers) await c();
     await Promise.all([closeServer(main.server, drainMs === null ? 0 : 1000), internal ? closeServer(internal.server, 0) : undefined]);
     await pool.destroy();
+    await model?.close();
     logger.info('worker stopped');
     logger.flush();
   };

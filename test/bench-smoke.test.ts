@@ -1,0 +1,62 @@
+/**
+ * The performance suite must not rot (issue 7): `node dist/benchmarks/run.js --quick` runs every
+ * section end to end on tiny loads (undici generator, nothing installed) and its formatter prints
+ * the one table and every target. No figure is judged here (timings belong to the benchmark, not
+ * to tests); what is checked is that every section measured something real and without errors.
+ * Needs the compiled tree (`npm run build`, as `npm test` does).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { SuiteReport } from '../benchmarks/run.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'bench-smoke-'));
+let child: ChildProcess | null = null;
+
+afterAll(() => {
+  if (child && child.exitCode === null) child.kill('SIGKILL');
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('npm run bench (quick mode)', () => {
+  it('runs every section and prints the table with every target', async () => {
+    const jsonFile = join(dir, 'report.json');
+    const run = spawn(process.execPath, ['dist/benchmarks/run.js', '--quick', '--json', jsonFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    child = run;
+    let out = '';
+    let err = '';
+    run.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    run.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-4000)));
+    const code = await new Promise<number | null>((resolve) => run.once('exit', (c) => resolve(c)));
+    expect(code, `stderr:\n${err}`).toBe(0);
+
+    // The one table, side by side, and the targets.
+    expect(out).toMatch(/^\| measure \| direct \|( nginx \|)? worker \|/m);
+    for (const row of ['small JSON c=1: req/s', 'small JSON c=8: proxy CPU µs/request', 'streamed: time to first byte', 'open SSE streams: RSS MB', 'model ready line → ready', 'reporter + metrics + signatures off → on']) {
+      expect(out).toContain(row);
+    }
+    const targets = out.split('\n').filter((l) => /^\| .* \| (PASS|MISS|n\/a) \|$/.test(l));
+    expect(targets).toHaveLength(8);
+    expect(out).toContain('| stock (node:http + undici) |');
+
+    const report = JSON.parse(readFileSync(jsonFile, 'utf8')) as SuiteReport;
+    expect(report.failures).toEqual([]);
+    const loads = report.proxy!.loads;
+    expect(loads.length).toBeGreaterThanOrEqual(4);
+    for (const l of loads) {
+      expect(l.load.requests, `${l.target} c=${l.concurrency}`).toBeGreaterThan(0);
+      expect(l.load.errors, `${l.target} c=${l.concurrency}`).toBe(0);
+    }
+    expect(loads.find((l) => l.target === 'worker')!.proxyCpuUs).toBeGreaterThan(0);
+    expect(report.proxy!.streams.find((s) => s.target === 'worker')!.events).toBeGreaterThan(0);
+    expect(report.streams!.streaming).toBe(report.streams!.streams);
+    expect(report.streams!.rssMb).toBeGreaterThan(0);
+    expect(report.ready!.samples).toBe(2);
+    expect(report.overhead!.errors).toBe(0);
+    expect(report.overhead!.onRps).toBeGreaterThan(0);
+    expect(report.ablation!.rows.map((r) => r.errors)).toEqual([0, 0, 0, 0]);
+    expect(report.extras!.logwatch!.p50Ms).toBeGreaterThan(0);
+  }, 55_000);
+});
