@@ -1,6 +1,6 @@
 import { createSign, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AuthChecker, extractPem, fetchPublicKey } from '../src/worker/auth.js';
+import { AuthChecker, extractPem, fetchPublicKey, strictSignedMessage } from '../src/worker/auth.js';
 import {
   authData, clientAgent, echoModel, envelope, postJson, startTestEngine, startTestModel, startTestWorker, useResources, waitFor,
   type TestEngine, type TestModel, type TestWorker,
@@ -154,6 +154,21 @@ describe('the public key', () => {
     expect(extractPem(JSON.stringify({ public_key: publicKeyPem }))).toBe(publicKeyPem);
     expect(extractPem('{"nope": 1}')).toBeNull();
     expect(extractPem('hello')).toBeNull();
+  });
+
+  it('strict mode: an expired auth_data is refused, unless it belongs to an open session; a tampered one never passes', () => {
+    let nowMs = 1_000_000_000_000;
+    const checker = new AuthChecker({ unsecured: false, strict: true, now: () => nowMs });
+    checker.setPublicKey(publicKeyPem);
+    const fields = { cost: 100, endpoint: 'ep', reqnum: 3, request_idx: 42, url: PLAIN_URL, expires_at: nowMs / 1000 + 60 };
+    const auth = { ...fields, signature: signText(privateKey, strictSignedMessage(fields)) };
+    expect(checker.check(auth as never)).toBe(true);
+    nowMs += 120_000; // past expires_at
+    expect(checker.check(auth as never)).toBe(false);
+    expect(checker.check(auth as never, { withinOpenSession: true })).toBe(true);
+    const repriced = { ...auth, cost: 1 };
+    expect(checker.check(repriced as never, { withinOpenSession: true })).toBe(false);
+    expect(checker.check({ ...auth, expires_at: undefined } as never, { withinOpenSession: true })).toBe(false);
   });
 
   it('AuthChecker caches verdicts per (url, signature) and forgets them when the key changes', () => {

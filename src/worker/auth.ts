@@ -43,14 +43,19 @@ export class AuthChecker {
     this.cache.clear();
   }
 
-  /** True when the request may proceed. Without a key (and not unsecured) nothing verifies. */
-  check(auth: AuthData): boolean {
+  /**
+   * True when the request may proceed. Without a key (and not unsecured) nothing verifies.
+   * `withinOpenSession`: the request belongs to a session that is open now; in strict mode its
+   * auth_data (the session's, checked with its expiry at create) must still carry a valid signature,
+   * but its `expires_at` is not enforced again: the session's own lifetime bounds it.
+   */
+  check(auth: AuthData, opts?: { withinOpenSession?: boolean }): boolean {
     if (this.opts.unsecured) {
       if (auth.reqnum > this.reqnum) this.reqnum = auth.reqnum;
       return true;
     }
     if (!this.key) return false;
-    const ok = this.opts.strict ? this.checkStrict(auth) : this.checkUrl(auth.url, auth.signature);
+    const ok = this.opts.strict ? this.checkStrict(auth, opts?.withinOpenSession === true) : this.checkUrl(auth.url, auth.signature);
     if (ok && auth.reqnum > this.reqnum) this.reqnum = auth.reqnum;
     return ok;
   }
@@ -65,9 +70,9 @@ export class AuthChecker {
     return ok;
   }
 
-  private checkStrict(auth: AuthData): boolean {
+  private checkStrict(auth: AuthData, skipExpiry: boolean): boolean {
     const now = (this.opts.now ?? Date.now)() / 1000;
-    if (typeof auth.expires_at !== 'number' || !(auth.expires_at > now)) return false;
+    if (typeof auth.expires_at !== 'number' || (!skipExpiry && !(auth.expires_at > now))) return false;
     return verifyMessage(this.key!, strictSignedMessage(auth), auth.signature);
   }
 }

@@ -11,6 +11,9 @@ import type { Lifecycle } from './lifecycle.js';
 import type { ModelClient } from './model-client.js';
 import { httpReply, type ClientReply, type OutgoingHeaders, type RouteFn } from './server.js';
 
+/** Requests bound to an open session: strict mode checks their signature, not their expiry again. */
+const IN_SESSION = { withinOpenSession: true } as const;
+
 /*
  * The request path of a handler route (PROTOCOL §2):
  *   body (size limit) → envelope → session → payload schema → workload → ledger entry
@@ -220,7 +223,7 @@ export function createHandlerRoute(deps: ProxyDeps, handler: ResolvedHandler): R
       route,
       sessionBound: sessionId !== null,
     }));
-    if (!auth.check(env.auth_data)) {
+    if (!auth.check(env.auth_data, sessionId !== null ? IN_SESSION : undefined)) {
       ledger.reject(entry);
       logger.info({ rid: entry.id, request_idx: entry.requestIdx, route }, 'rejected: signature does not verify');
       return replyEmpty(reply, 401);
