@@ -8,12 +8,14 @@
  *        /delete_requests/ every second), sessions + management + /metrics + request log, and
  *        /metrics scraped every second during the load
  *
- * Both run at once on one model-sim and take turns under load (off, on, off, on, ...), so drift
- * on the machine hits both; the figure is the median over rounds. Bodies differ by request_idx and
+ * Both run at once on one model-sim and take turns under load, in pairs whose order alternates
+ * (off→on, on→off, ...), so drift on the machine hits both alike; each pair gives one cost, and
+ * the figure is the median of those paired costs (on this shared VM a 3 s load moves ±20% from one
+ * run to the next, far more than the parts cost). Bodies differ by request_idx and
  * reqnum (1,000 in turn), as an engine's would; the compatible signature covers only the worker's
  * url, so it is the same for all of them (PROTOCOL §2).
  *
- * Run: `npm run build && node dist/benchmarks/overhead-bench.js [--duration 4] [--rounds 3] [--concurrency 64]`
+ * Run: `npm run build && node dist/benchmarks/overhead-bench.js [--duration 3] [--rounds 6] [--concurrency 64]`
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -43,10 +45,12 @@ export interface OverheadReport {
   onRps: number;
   offCpuUs: number;
   onCpuUs: number;
-  /** (off − on) / off, as a fraction: the share of throughput the parts cost. */
+  /** Median over rounds of (off − on) / off in each pair: the share of throughput the parts cost. */
   rpsCost: number;
-  /** (on − off) / off CPU per request, as a fraction. */
+  /** Median over rounds of (on − off) / off CPU per request in each pair. */
   cpuCost: number;
+  /** The paired throughput costs of every round (their spread shows the noise). */
+  rpsCosts: number[];
   errors: number;
   /** What the engine received during the run. */
   engine: { status: number; deletes: number; ids: number };
@@ -55,12 +59,18 @@ export interface OverheadReport {
 }
 
 const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor((a.length - 1) / 2)]!;
+/** The true median (mean of the middle two for an even count): costs can be negative either side. */
+function medianOf(a: number[]): number {
+  const s = [...a].sort((x, y) => x - y);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
 
 export async function runOverheadBench(opts: OverheadOptions = {}): Promise<OverheadReport> {
   const log = opts.log ?? ((l: string) => process.stderr.write(l + '\n'));
-  const durationS = opts.durationS ?? 4;
+  const durationS = opts.durationS ?? 3;
   const warmupS = opts.warmupS ?? 1;
-  const rounds = opts.rounds ?? 3;
+  const rounds = opts.rounds ?? 6;
   const concurrency = opts.concurrency ?? 64;
   const generator: 'wrk' | 'undici' = opts.generator === 'undici' || (opts.generator !== 'wrk' && !hasWrk()) ? 'undici' : 'wrk';
   const dir = mkdtempSync(join(tmpdir(), 'overhead-bench-'));
@@ -80,10 +90,10 @@ export async function runOverheadBench(opts: OverheadOptions = {}): Promise<Over
     let errors = 0;
     let scrapes = 0;
     for (let r = 0; r < rounds; r++) {
-      for (const mode of ['off', 'on'] as const) {
+      for (const mode of r % 2 === 0 ? (['off', 'on'] as const) : (['on', 'off'] as const)) {
         const w = mode === 'off' ? off : on;
         const spec = { url: `${w.ready}/v1/completions`, body: bodies[0]!, bodies, concurrency, durationS };
-        if (warmupS > 0) await runLoad({ ...spec, durationS: warmupS }, generator);
+        if (warmupS > 0 && r === 0) await runLoad({ ...spec, durationS: warmupS }, generator); // later rounds are warm
         let loading = true;
         const scraper = mode === 'on'
           ? (async () => {
@@ -112,10 +122,13 @@ export async function runOverheadBench(opts: OverheadOptions = {}): Promise<Over
     const onRps = median(result.on.rps);
     const offCpuUs = median(result.off.cpu);
     const onCpuUs = median(result.on.cpu);
+    const rpsCosts = result.off.rps.map((o, i) => (o - result.on.rps[i]!) / o);
+    const cpuCosts = result.off.cpu.map((o, i) => (result.on.cpu[i]! - o) / o);
     return {
       concurrency, rounds, generator, offRps, onRps, offCpuUs, onCpuUs,
-      rpsCost: (offRps - onRps) / offRps,
-      cpuCost: (onCpuUs - offCpuUs) / offCpuUs,
+      rpsCost: medianOf(rpsCosts),
+      cpuCost: medianOf(cpuCosts),
+      rpsCosts,
       errors,
       engine: { ...engine.counts },
       scrapes,

@@ -81,7 +81,7 @@ export function runWrk(spec: LoadSpec): Promise<LoadResult> {
   if (spec.bodies) writeFileSync(bodiesFile, spec.bodies.join('\n') + '\n');
   return new Promise((resolve, reject) => {
     // Through bash, whose `times` then prints wrk's CPU time (children: user, system).
-    const wrkArgs = ['-t1', `-c${spec.concurrency}`, `-d${spec.durationS}s`, '--timeout', '10s', '-s', script, spec.url];
+    const wrkArgs = ['-t1', `-c${spec.concurrency}`, `-d${Math.max(1, Math.round(spec.durationS))}s`, '--timeout', '10s', '-s', script, spec.url];
     const child = spawn('bash', ['-c', 'wrk "$@"; code=$?; times; exit $code', 'bash', ...wrkArgs], {
       env: { ...process.env, BENCH_BODY_FILE: bodyFile, ...(spec.bodies ? { BENCH_BODIES_FILE: bodiesFile } : {}) },
       stdio: ['ignore', 'pipe', 'pipe'],
