@@ -4,10 +4,9 @@
  * SVG of latency and throughput over time.
  */
 import { parseArgs } from '../src/common/util.js';
-import { badUsage, COMMON_HELP, commonOptions, isMain, numberFlag, OptionProblems, stopOnSignal, stringFlag } from './lib/cli-common.js';
+import { badUsage, COMMON_HELP, commonOptions, runIfMain, summaryText, numberFlag, OptionProblems, stopOnSignal, stringFlag } from './lib/cli-common.js';
 import { arrivals, PATTERNS, type PatternName, type PatternOptions } from './lib/patterns.js';
 import { buildRequest } from './lib/payloads.js';
-import { ms } from './lib/progress.js';
 import { runPlan, type Planned } from './lib/run.js';
 
 export const LOAD_HELP = `usage: node dist/scripts/load.js (--worker URL | --autoscaler URL --endpoint NAME --api-key KEY)
@@ -91,14 +90,7 @@ export async function runLoadCli(argv: string[]): Promise<number> {
       progressIntervalS: common.progressIntervalS,
       stop: stop.signal,
     });
-    process.stdout.write(
-      [
-        `requests   sent ${r.sent}, ok ${r.ok}, errors ${r.errors}, shed ${r.shed} in ${r.elapsedS.toFixed(1)} s`,
-        `latency    p50 ${ms(r.p50)}, p95 ${ms(r.p95)}, p99 ${ms(r.p99)}`,
-        `throughput ${r.throughput.toFixed(1)} load/s`,
-        `wrote      ${r.files.requests}, ${r.files.timeline}, ${r.files.plot}`,
-      ].join('\n') + '\n',
-    );
+    process.stdout.write(summaryText(r));
     return 0;
   } finally {
     stop.dispose();
@@ -106,14 +98,4 @@ export async function runLoadCli(argv: string[]): Promise<number> {
   }
 }
 
-if (isMain(import.meta.url)) {
-  runLoadCli(process.argv.slice(2)).then(
-    (code) => {
-      process.exitCode = code;
-    },
-    (err: unknown) => {
-      process.stderr.write(`load: ${err instanceof Error ? err.message : String(err)}\n`);
-      process.exitCode = 1;
-    },
-  );
-}
+runIfMain(import.meta.url, 'load', runLoadCli);

@@ -6,9 +6,8 @@
 import { existsSync } from 'node:fs';
 import { TRACE_ATTRIBUTION, loadTrace, type TraceRequest } from '../src/autoscaler/simulate/trace.js';
 import { parseArgs } from '../src/common/util.js';
-import { badUsage, COMMON_HELP, commonOptions, isMain, numberFlag, OptionProblems, stopOnSignal, stringFlag } from './lib/cli-common.js';
+import { badUsage, COMMON_HELP, commonOptions, runIfMain, summaryText, numberFlag, OptionProblems, stopOnSignal, stringFlag } from './lib/cli-common.js';
 import { buildRequest, type Backend } from './lib/payloads.js';
-import { ms } from './lib/progress.js';
 import { runPlan, type Planned } from './lib/run.js';
 
 export const REPLAY_HELP = `usage: node dist/scripts/replay.js --trace FILE (--worker URL | --autoscaler URL --endpoint NAME --api-key KEY)
@@ -113,15 +112,7 @@ export async function runReplayCli(argv: string[]): Promise<number> {
       progressIntervalS: common.progressIntervalS,
       stop: stop.signal,
     });
-    process.stdout.write(
-      [
-        `requests   sent ${r.sent}, ok ${r.ok}, errors ${r.errors}, shed ${r.shed} in ${r.elapsedS.toFixed(1)} s`,
-        `latency    p50 ${ms(r.p50)}, p95 ${ms(r.p95)}, p99 ${ms(r.p99)}`,
-        `throughput ${r.throughput.toFixed(1)} load/s`,
-        `wrote      ${r.files.requests}, ${r.files.timeline}, ${r.files.plot}`,
-        `trace      ${TRACE_ATTRIBUTION}`,
-      ].join('\n') + '\n',
-    );
+    process.stdout.write(summaryText(r, [`trace      ${TRACE_ATTRIBUTION}`]));
     return 0;
   } finally {
     stop.dispose();
@@ -129,14 +120,4 @@ export async function runReplayCli(argv: string[]): Promise<number> {
   }
 }
 
-if (isMain(import.meta.url)) {
-  runReplayCli(process.argv.slice(2)).then(
-    (code) => {
-      process.exitCode = code;
-    },
-    (err: unknown) => {
-      process.stderr.write(`replay: ${err instanceof Error ? err.message : String(err)}\n`);
-      process.exitCode = 1;
-    },
-  );
-}
+runIfMain(import.meta.url, 'replay', runReplayCli);

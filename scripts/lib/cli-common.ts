@@ -2,6 +2,8 @@ import { realpathSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BACKENDS, type Backend } from './payloads.js';
+import { ms } from './progress.js';
+import type { RunResult } from './run.js';
 import { autoscalerTarget, workerTarget, type Target } from './target.js';
 
 /** Options both scripts share: where the load goes, what it looks like, where results go. */
@@ -140,4 +142,31 @@ export function isMain(metaUrl: string): boolean {
   } catch {
     return false;
   }
+}
+
+/** The closing summary both scripts print, plus any extra lines. */
+export function summaryText(r: RunResult, extra: string[] = []): string {
+  return (
+    [
+      `requests   sent ${r.sent}, ok ${r.ok}, errors ${r.errors}, shed ${r.shed} in ${r.elapsedS.toFixed(1)} s`,
+      `latency    p50 ${ms(r.p50)}, p95 ${ms(r.p95)}, p99 ${ms(r.p99)}`,
+      `throughput ${r.throughput.toFixed(1)} load/s`,
+      `wrote      ${r.files.requests}, ${r.files.timeline}, ${r.files.plot}`,
+      ...extra,
+    ].join('\n') + '\n'
+  );
+}
+
+/** Run a script's CLI when it is the process's entry point; a thrown error becomes exit code 1. */
+export function runIfMain(metaUrl: string, name: string, cli: (argv: string[]) => Promise<number>): void {
+  if (!isMain(metaUrl)) return;
+  cli(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err: unknown) => {
+      process.stderr.write(`${name}: ${err instanceof Error ? err.message : String(err)}\n`);
+      process.exitCode = 1;
+    },
+  );
 }
