@@ -46,17 +46,9 @@ export function rateAt(o: PatternOptions, t: number): number {
   }
 }
 
-/** A small deterministic PRNG (mulberry32), so a seed replays the same arrivals. */
-export function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** A small deterministic PRNG (mulberry32), shared with model-sim: a seed replays the same sequence. */
+import { seededRandom as seeded } from '../../src/common/random.js';
+export { seeded };
 
 /**
  * Arrival times (s) over [0, durationS): `uniform` spaces them evenly along the integrated rate

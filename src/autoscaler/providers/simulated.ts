@@ -105,17 +105,9 @@ export interface SimBilling {
   dollars: number;
 }
 
-/** A small deterministic PRNG (mulberry32). */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** A small deterministic PRNG (mulberry32), shared with model-sim. */
+import { seededRandom } from '../../common/random.js';
+export { seededRandom };
 
 export class SimulatedProvider implements Provider {
   readonly kind = 'simulated';
