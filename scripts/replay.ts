@@ -23,7 +23,7 @@ requests, 8,818 rows), is from the ${TRACE_ATTRIBUTION}.
 Keep this attribution wherever the data or results derived from it are shared.
 
 Trace:
-  --trace FILE         the CSV (e.g. ../shared/data/azure-llm-2023-code.csv)
+  --trace FILE         the CSV (e.g. data/azure-llm-2023-code.csv)
   --speed X            compress time X-fold: 60 replays an hour in a minute (default 1)
   --start S            skip the first S seconds of the trace (trace time; default 0)
   --duration S         stop after S seconds of replay (wall time; default: the whole trace)

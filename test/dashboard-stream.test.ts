@@ -20,7 +20,7 @@ import { demoEndpoint, startDashboardDemo, type DashboardDemo } from '../src/aut
 import { SampleRing } from '../src/autoscaler/dashboard/ring.js';
 import { startAutoscaler, type RunningAutoscaler } from '../src/autoscaler/server.js';
 import { runSimulateCli } from '../src/autoscaler/simulate-cli.js';
-import { SHARED_TRACE } from './helpers/trace.js';
+import { CODE_TRACE } from './helpers/trace.js';
 
 /**
  * The dashboard's server side over real HTTP on loopback: the page and its assets, the
@@ -30,7 +30,7 @@ import { SHARED_TRACE } from './helpers/trace.js';
  */
 
 const ADMIN = 'dashboard-admin-key-1';
-const TRACE = SHARED_TRACE;
+const TRACE = CODE_TRACE;
 
 const dirs: string[] = [];
 const closers: Array<() => Promise<void>> = [];

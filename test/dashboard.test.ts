@@ -8,7 +8,7 @@ import { CAP } from '../src/autoscaler/dashboard/client/workers-view.js';
 import { demoEndpoint, startDashboardDemo, type DashboardDemo } from '../src/autoscaler/dashboard/demo.js';
 import { clientDir } from '../src/autoscaler/dashboard/routes.js';
 import { runSimulateCli } from '../src/autoscaler/simulate-cli.js';
-import { SHARED_TRACE } from './helpers/trace.js';
+import { CODE_TRACE } from './helpers/trace.js';
 
 /**
  * The dashboard in a real browser: Debian's Chromium driven by playwright-core, against an
@@ -24,7 +24,7 @@ import { SHARED_TRACE } from './helpers/trace.js';
 const CHROMIUM = '/usr/bin/chromium';
 const ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-quic', '--no-first-run'];
 const ADMIN = 'dashboard-browser-admin-key';
-const TRACE = SHARED_TRACE;
+const TRACE = CODE_TRACE;
 const ARTIFACTS = join(process.cwd(), '.artifacts');
 
 const dirs: string[] = [];

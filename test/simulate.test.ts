@@ -7,9 +7,9 @@ import { loadSimulationConfig } from '../src/autoscaler/simulate/config.js';
 import { oracleCost } from '../src/autoscaler/simulate/oracle.js';
 import { parseTimestamp, parseTrace } from '../src/autoscaler/simulate/trace.js';
 import { runSimulateCli } from '../src/autoscaler/simulate-cli.js';
-import { SHARED_TRACE } from './helpers/trace.js';
+import { CODE_TRACE } from './helpers/trace.js';
 
-const TRACE = SHARED_TRACE;
+const TRACE = CODE_TRACE;
 const dirs: string[] = [];
 afterAll(() => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });

@@ -11,7 +11,7 @@ Replays a request trace (CSV: TIMESTAMP,ContextTokens,GeneratedTokens) against t
 own policy and router with a simulated fleet on a fake clock, and reports cost (GPU-hours, $)
 against an oracle that knows the future, queue time p50/p99, and workers by state over time.
 
-  --trace FILE    the trace, e.g. ../shared/data/azure-llm-2023-code.csv
+  --trace FILE    the trace, e.g. data/azure-llm-2023-code.csv
   --speed X       compress time X-fold (X=2: the same requests in half the time); default 1
   --config FILE   JSON/YAML merged over the default config (src/autoscaler/simulate.default.yaml)
   --out DIR       where report.json, timeline.csv, timeline.svg go (default .artifacts/simulate)

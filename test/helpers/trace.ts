@@ -1,4 +1,4 @@
 import { fileURLToPath } from 'node:url';
 
-/** The shared one-hour trace: CI clones the repo with `shared/` beside it, as in the workspace. */
-export const SHARED_TRACE = fileURLToPath(new URL('../../../shared/data/azure-llm-2023-code.csv', import.meta.url));
+/** The one-hour Azure LLM code trace shipped in `data/` (CC-BY 4.0; attribution in data/README.md). */
+export const CODE_TRACE = fileURLToPath(new URL('../../data/azure-llm-2023-code.csv', import.meta.url));

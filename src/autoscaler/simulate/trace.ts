@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 
 /**
  * Request traces in the Azure LLM inference trace format (`TIMESTAMP,ContextTokens,GeneratedTokens`,
- * e.g. ../shared/data/azure-llm-2023-code.csv: Azure Public Dataset, CC-BY 4.0, Patel et al.,
+ * e.g. data/azure-llm-2023-code.csv: Azure Public Dataset, CC-BY 4.0, Patel et al.,
  * "Splitwise", ISCA 2024).
  *
  * Workload of a request = GeneratedTokens + prompt_share × ContextTokens. Decoding costs one
