@@ -236,6 +236,8 @@ export interface TestWorkerOptions {
   logger?: Logger;
   /** Wait until the worker is ready (default true); needs the key when secured. */
   waitReady?: boolean;
+  /** The request path's fast lane and own model client (both on by default). */
+  requestPath?: { fastLane?: boolean; modelClient?: boolean };
 }
 
 export interface TestWorker extends RunningWorker {
@@ -266,6 +268,7 @@ export async function startTestWorker(opts: TestWorkerOptions): Promise<TestWork
       logger: opts.logger ?? silentLogger(),
       timings: { noHealthWaitMs: 0, pubkeyBaseDelayMs: 50, reportTickMs: 100, reportRetryDelayMs: 50, ...opts.timings },
       extensions: opts.extensions,
+      requestPath: opts.requestPath,
     });
   } catch (err) {
     rmSync(workspaceDir, { recursive: true, force: true });
