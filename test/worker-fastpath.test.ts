@@ -304,7 +304,7 @@ describe('model client', () => {
     ledgerAudit(w);
   });
 
-  it('a malformed answer head, or one over 16 KiB, is an empty 500; a malformed body cuts the client off; both count errored', async () => {
+  it('a malformed answer head, or one over 16 KiB, a malformed chunked JSON body: a 502 JSON naming the model (issue 14), counted errored', async () => {
     const model = await res.add(
       rawModel((n, s) => {
         if (n === 1) s.write('HTTP/1.1 2OO OK\r\n\r\n');
@@ -313,12 +313,11 @@ describe('model client', () => {
       }),
     );
     const w = await res.add(startTestWorker({ modelUrl: model.url }));
-    for (let i = 0; i < 2; i++) {
+    for (let i = 0; i < 3; i++) {
       const r = await postJson(w.url + '/echo', envelope({ workload: 2 }), { dispatcher: agent });
-      expect([r.status, r.text], `answer ${i + 1}`).toEqual([500, '']);
+      expect([r.status, r.json?.field], `answer ${i + 1}`).toEqual([502, 'model']);
+      expect(r.json.error).toMatch(/^the model sent a bad answer: /);
     }
-    // The head was fine, so the answer had started: all the worker can do is cut the client off.
-    await expect(postJson(w.url + '/echo', envelope({ workload: 2 }), { dispatcher: agent })).rejects.toThrow();
     await waitFor(() => w.ledger.totals.errored === 6);
     ledgerAudit(w);
   });

@@ -8,8 +8,10 @@ import type { ResolvedHandler } from './config.js';
 import { fieldErrors, parseEnvelope, payloadSpan } from './envelope.js';
 import type { Ledger, RequestEntry } from './ledger.js';
 import type { Lifecycle } from './lifecycle.js';
-import type { ModelClient } from './model-client.js';
-import { httpReply, type ClientReply, type OutgoingHeaders, type RouteFn } from './server.js';
+import { FRAMING_HEADERS, type OutgoingHeaders } from './http1/head.js';
+import { BadAnswerError, type ModelClient } from './http1/model-client.js';
+import { httpReply, type ClientReply } from './http1/reply.js';
+import type { RouteFn } from './http1/fast-lane.js';
 
 /** Requests bound to an open session: strict mode checks their signature, not their expiry again. */
 const IN_SESSION = { withinOpenSession: true } as const;
@@ -66,7 +68,8 @@ export interface ProxyDeps {
   retryAfterSeconds?: number;
 }
 
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'trailers']);
+/** Headers of the model's answer that stay between the model and the worker (framing is the worker's own). */
+const HOP_BY_HOP = new Set([...FRAMING_HEADERS, 'proxy-authenticate', 'proxy-authorization']);
 const JSON_HEADERS = { 'content-type': 'application/json' };
 
 /** Answer with a JSON body (no-op when an answer has already started or the client is gone). */
@@ -90,13 +93,39 @@ function replyEmpty(reply: ClientReply, status: number): void {
   reply.send(status, NO_HEADERS);
 }
 
+/** The model's end-to-end headers: no framing, no hop-by-hop, nothing its Connection header names. */
 function copyHeaders(from: IncomingHttpHeaders | Record<string, string | string[] | undefined>): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
+  const connection = from.connection;
+  const named = connection === undefined ? null : new Set(String(connection).toLowerCase().split(/\s*,\s*/));
   for (const k in from) {
     const v = from[k];
-    if (v !== undefined && !HOP_BY_HOP.has(k)) out[k] = v;
+    if (v !== undefined && !HOP_BY_HOP.has(k) && !named?.has(k)) out[k] = v;
   }
   return out;
+}
+
+/**
+ * The body length the model's answer was framed by (its Content-Length, without Transfer-Encoding;
+ * equal repeats count once), else undefined: the client then gets a chunked answer.
+ */
+function framedLength(headers: IncomingHttpHeaders): number | undefined {
+  if (headers['transfer-encoding'] !== undefined) return undefined;
+  const cl = headers['content-length'] as string | string[] | undefined;
+  const first = Array.isArray(cl) ? cl[0] : cl;
+  if (first === undefined || !/^\d{1,15}$/.test(first)) return undefined;
+  if (Array.isArray(cl) && cl.some((v) => v !== first)) return undefined;
+  return Number(first);
+}
+
+/** A model call failure that is the model breaking HTTP (the worker's 502), not a connection failing. */
+function isBadAnswer(err: Error): boolean {
+  const code = (err as { code?: unknown }).code;
+  if (err instanceof BadAnswerError || err instanceof undiciErrors.HTTPParserError || err instanceof undiciErrors.ResponseContentLengthMismatchError) return true;
+  if (typeof code !== 'string') return false;
+  // undici's words for an answer it cannot frame (an unasked 1xx or 101, a head over its limit).
+  if (code === 'UND_ERR_SOCKET') return err.message === 'bad response' || err.message === 'bad upgrade';
+  return code.startsWith('HPE_') || code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' || code === 'UND_ERR_HEADERS_OVERFLOW';
 }
 
 /**
@@ -311,6 +340,7 @@ class ModelCall implements Dispatcher.DispatchHandler {
   private status = 0;
   private mode: AnswerMode = 'stream';
   private chunks: Buffer[] | null = null;
+  private gathered = 0;
   private headers: Record<string, string | string[]> | null = null;
   private firstByte = true;
   private waitingDrain = false;
@@ -361,36 +391,91 @@ class ModelCall implements Dispatcher.DispatchHandler {
     if (this.ended) controller.abort(new Error('client disconnected'));
   }
 
+  /** The model broke HTTP: a 502 JSON naming the model when nothing is out yet, else the client is cut off. */
+  badAnswer(why: string): void {
+    if (this.ended) return;
+    this.settle('error', 502, `bad answer from the model: ${why}`);
+    this.controller?.abort(new Error(why));
+    if (this.reply.headersSent) return this.reply.destroy();
+    try {
+      replyJson(this.reply, 502, { error: `the model sent a bad answer: ${why}`, field: 'model' });
+    } catch {
+      this.reply.destroy();
+    }
+  }
+
+  /** Every callback of the call runs through here: a throw goes to the call's failure path, never up the socket's stack. */
+  private guard(err: unknown): void {
+    const message = (err as Error)?.message ?? String(err);
+    const code = (err as { code?: unknown })?.code;
+    // A header node:http or the fast lane refused to write came from the model.
+    if (code === 'ERR_INVALID_CHAR' || code === 'ERR_INVALID_HTTP_TOKEN' || err instanceof BadAnswerError) return this.badAnswer(message);
+    this.deps.logger.error({ rid: this.entry.id, err: message }, 'request path failed while answering');
+    this.fail(`request path failed: ${message}`);
+  }
+
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
-    if (this.ended || statusCode < 200) return;
+    if (this.ended) return;
+    this.controller = controller;
+    try {
+      this.responseStart(statusCode, headers);
+    } catch (err) {
+      this.guard(err);
+    }
+  }
+
+  private responseStart(statusCode: number, headers: IncomingHttpHeaders): void {
+    if (statusCode < 200) {
+      // 100 Continue and 103 Early Hints come before the answer; any other status under 200 is no answer.
+      if (statusCode === 100 || statusCode === 103) return;
+      return this.badAnswer(`status ${statusCode} is not an answer`);
+    }
     this.status = statusCode;
     const stream = isStreamType(headers['content-type']);
-    const length = Number(headers['content-length']);
+    const length = framedLength(headers);
     if (this.handler.toClientResponse && !stream) {
       this.mode = 'transform';
       this.chunks = [];
-    } else if (!stream && length <= SMALL_ANSWER_BYTES) {
-      // Small, complete answers: one write with the headers instead of one per piece.
+    } else if (!stream && (length === undefined || length <= SMALL_ANSWER_BYTES)) {
+      // Small, complete answers: one write with the headers instead of one per piece (an answer
+      // of unknown length is gathered too, and streamed once it passes the small size).
       this.mode = 'small';
+      this.gathered = 0;
       this.chunks = [];
       this.headers = copyHeaders(headers);
     } else {
       this.mode = 'stream';
-      // Streamed answers show their headers at once, before the first token.
-      this.reply.start(statusCode, copyHeaders(headers), stream);
+      // Streamed answers show their headers at once, before the first token. The length goes on
+      // only when the model framed the answer by it (the model client checked the body keeps to it).
+      this.reply.start(statusCode, copyHeaders(headers), stream, length);
     }
-    this.controller = controller;
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
     if (this.ended) return;
+    try {
+      this.responseData(controller, chunk);
+    } catch (err) {
+      this.guard(err);
+    }
+  }
+
+  private responseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.status === 0) return; // the body of an interim answer (undici hands none; be sure)
     if (this.firstByte) {
       this.firstByte = false;
       this.deps.observer?.onFirstByte?.(this.entry, performance.now() - this.t0);
     }
     if (this.chunks !== null) {
       this.chunks.push(chunk);
-      return;
+      this.gathered += chunk.length;
+      if (this.mode !== 'small' || this.gathered <= SMALL_ANSWER_BYTES) return;
+      // Not small after all: stream it (chunked to the client) from here on.
+      this.mode = 'stream';
+      const gathered = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
+      this.chunks = null;
+      this.reply.start(this.status, this.headers!, false);
+      chunk = gathered;
     }
     if (!this.reply.write(chunk) && !this.waitingDrain) {
       // The client's socket is full: pause the model until it drains.
@@ -405,7 +490,16 @@ class ModelCall implements Dispatcher.DispatchHandler {
 
   onResponseEnd(): void {
     if (this.ended) return;
+    try {
+      this.responseEnd();
+    } catch (err) {
+      this.guard(err);
+    }
+  }
+
+  private responseEnd(): void {
     const status = this.status;
+    if (status === 0) return this.badAnswer('the answer ended without a final status');
     const outcome = status >= 500 ? 'error' : 'success';
     const done = (): void => this.settle(outcome, status);
     if (this.mode === 'stream') {
@@ -432,7 +526,16 @@ class ModelCall implements Dispatcher.DispatchHandler {
 
   onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
     if (this.ended) return;
+    try {
+      this.responseError(err);
+    } catch (e) {
+      this.guard(e);
+    }
+  }
+
+  private responseError(err: Error): void {
     const reply = this.reply;
+    if (isBadAnswer(err)) return this.badAnswer(err.message);
     if (reply.headersSent) {
       // Part of the answer is out: all we can do is cut the client off.
       reply.destroy();
@@ -455,7 +558,12 @@ class ModelCall implements Dispatcher.DispatchHandler {
     deps.lifecycle.requestEnded();
     deps.ledger.end(entry, outcome);
     const ms = performance.now() - this.t0;
-    deps.observer?.onFinished?.(entry, status, ms);
+    try {
+      deps.observer?.onFinished?.(entry, status, ms);
+    } catch (err) {
+      // The request has ended in the ledger; an observer's bug must not escape a socket callback.
+      deps.logger.error({ rid: entry.id, err: (err as Error)?.message }, 'request observer failed');
+    }
     if (outcome === 'success') {
       // The object costs an allocation a request: build it only when debug lines are wanted.
       if (deps.logger.isLevelEnabled('debug')) deps.logger.debug({ rid: entry.id, request_idx: entry.requestIdx, route: entry.route, status, ms }, 'request done');
