@@ -15,6 +15,7 @@ const envSchema = z.object({
   WORKER_PORT: port.default(3000),
   WORKER_HTTP_PORT: port.optional(),
   WORKER_HOST: z.string().default('0.0.0.0'),
+  WORKER_MAX_CONNECTIONS: z.coerce.number().int().min(1).default(10_000),
   REPORT_ADDR: z
     .string()
     .default('')

@@ -216,7 +216,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   };
   let main: { server: Server; port: number };
   try {
-    main = await listen(createListener(routes, app), { host: env.WORKER_HOST, port: env.WORKER_PORT, tls, headersTimeoutMs: t.headersTimeoutMs, requestTimeoutMs: t.requestTimeoutMs, fastLane: opts.requestPath?.fastLane });
+    main = await listen(createListener(routes, app), { host: env.WORKER_HOST, port: env.WORKER_PORT, tls, headersTimeoutMs: t.headersTimeoutMs, requestTimeoutMs: t.requestTimeoutMs, fastLane: opts.requestPath?.fastLane, maxConnections: env.WORKER_MAX_CONNECTIONS });
   } catch (err) {
     return abandon(err, []);
   }
