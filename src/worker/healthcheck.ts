@@ -7,6 +7,11 @@
  * `startupIntervalMs` (1 s) so readiness is not held back by up to a whole interval. Each probe
  * uses a fresh connection (like PyWorker's force_close), so a dead model shows up as "connection
  * refused", not as a stale keep-alive socket.
+ *
+ * A transient failure (this process out of file descriptors or buffers: EMFILE, ENFILE, ENOBUFS,
+ * EADDRNOTAVAIL; or a connection reset) says little about the model: it is probed again every
+ * `startupIntervalMs` and reported only if it lasts `transientGraceMs`, so a client flood that
+ * briefly exhausts descriptors does not mark a healthy model (and the worker) errored.
  */
 import { Agent, request } from 'undici';
 
@@ -19,6 +24,8 @@ export interface HealthcheckOptions {
   timeoutMs?: number;
   /** Between probes until the first success; default 1 000 (never more than intervalMs). */
   startupIntervalMs?: number;
+  /** How long a transient failure may last before it is reported; default 3 × intervalMs. */
+  transientGraceMs?: number;
   /** After the first success: the check went from ok to failing, or its failure message changed. */
   onFailure: (message: string) => void;
   /** A 200 after onFailure was called. */
@@ -40,13 +47,17 @@ export interface Healthcheck {
   lastOk(): boolean | null;
 }
 
-type ProbeResult = { ok: true } | { ok: false; message: string };
+type ProbeResult = { ok: true } | { ok: false; message: string; transient: boolean };
+
+/** Error codes of a probe that failed for a reason of this process or the path, not of the model. */
+const TRANSIENT = new Set(['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM', 'EADDRNOTAVAIL', 'EAGAIN', 'ECONNRESET', 'EPIPE']);
 
 /** Start probing `opts.url` now. Never throws; a throwing callback is ignored by the loop. */
 export function startHealthcheck(opts: HealthcheckOptions): Healthcheck {
   const intervalMs = positive(opts.intervalMs, 10_000);
   const timeoutMs = positive(opts.timeoutMs, 10_000);
   const startupIntervalMs = Math.min(positive(opts.startupIntervalMs, 1_000), intervalMs);
+  const transientGraceMs = opts.transientGraceMs !== undefined && opts.transientGraceMs >= 0 ? opts.transientGraceMs : 3 * intervalMs;
   const shownUrl = redactUrl(opts.url);
   const prefix = `model health check failed: GET ${shownUrl}`;
   const agent = new Agent({ connect: { timeout: timeoutMs } });
@@ -56,6 +67,8 @@ export function startHealthcheck(opts: HealthcheckOptions): Healthcheck {
   let everOk = false;
   let last: boolean | null = null;
   let reportedFailure: string | null = null;
+  /** When the current run of transient failures began (null: none). */
+  let transientSince: number | null = null;
   let timer: NodeJS.Timeout | null = null;
   const waiters = new Set<(ok: boolean) => void>();
 
@@ -67,10 +80,10 @@ export function startHealthcheck(opts: HealthcheckOptions): Healthcheck {
     try {
       const res = await request(opts.url, { method: 'GET', dispatcher: agent, signal, reset: true, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
       await res.body.dump();
-      return res.statusCode === 200 ? { ok: true } : { ok: false, message: `${prefix} answered ${res.statusCode}` };
+      return res.statusCode === 200 ? { ok: true } : { ok: false, message: `${prefix} answered ${res.statusCode}`, transient: false };
     } catch (err) {
       const why = deadline.signal.aborted ? `no answer within ${timeoutMs} ms` : describeError(err, timeoutMs);
-      return { ok: false, message: `${prefix}: ${why}` };
+      return { ok: false, message: `${prefix}: ${why}`, transient: !deadline.signal.aborted && TRANSIENT.has(errorCode(err) ?? '') };
     } finally {
       clearTimeout(timer);
     }
@@ -86,6 +99,7 @@ export function startHealthcheck(opts: HealthcheckOptions): Healthcheck {
 
   const record = (result: ProbeResult) => {
     last = result.ok;
+    if (result.ok || !result.transient) transientSince = null;
     if (result.ok) {
       if (!everOk) {
         everOk = true;
@@ -100,6 +114,10 @@ export function startHealthcheck(opts: HealthcheckOptions): Healthcheck {
     }
     // Before the first success the model may still be starting: not an error.
     if (!everOk || result.message === reportedFailure) return;
+    if (result.transient) {
+      transientSince ??= performance.now();
+      if (performance.now() - transientSince < transientGraceMs) return;
+    }
     reportedFailure = result.message;
     safely(() => opts.onFailure(result.message));
   };
@@ -111,7 +129,8 @@ export function startHealthcheck(opts: HealthcheckOptions): Healthcheck {
     if (stopped) return;
     record(result);
     if (stopped) return; // a callback may have stopped us
-    const period = everOk ? intervalMs : startupIntervalMs;
+    // Until the first success, and while a transient failure is being waited out: probe often.
+    const period = everOk && transientSince === null ? intervalMs : startupIntervalMs;
     timer = setTimeout(() => void tick(), Math.max(0, period - (performance.now() - started)));
   };
 
@@ -151,10 +170,17 @@ function positive(value: number | undefined, fallback: number): number {
   return value !== undefined && Number.isFinite(value) && value > 0 ? value : fallback;
 }
 
+/** The error's code (undici wraps the socket's error in `cause`). */
+function errorCode(err: unknown): string | undefined {
+  const e = err as { code?: string; errors?: Array<{ code?: string }>; cause?: { code?: string } };
+  const code = e?.cause?.code ?? e?.code ?? e?.errors?.[0]?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
 /** What went wrong, in words a user can act on. */
 function describeError(err: unknown, timeoutMs: number): string {
   const e = err as { code?: string; name?: string; message?: string; errors?: Array<{ code?: string }> };
-  const code = e.code ?? e.errors?.[0]?.code;
+  const code = errorCode(err);
   switch (code) {
     case 'ECONNREFUSED':
       return 'connection refused (is the model server listening?)';
@@ -175,6 +201,9 @@ function describeError(err: unknown, timeoutMs: number): string {
     case 'ERR_INVALID_URL':
     case 'UND_ERR_INVALID_ARG':
       return `invalid health check URL (${e.message ?? code})`;
+    case 'EMFILE':
+    case 'ENFILE':
+      return `the worker is out of file descriptors (${code})`;
   }
   if (e.name === 'AbortError') return 'stopped';
   return code ? `${e.message ?? 'error'} (${code})` : (e.message ?? String(err));
