@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { clientErrorText, FastLane, KEEP_ALIVE_MS, type RouteFn } from './http1/fast-lane.js';
 import { getRequestListener } from '@hono/node-server';
 import type { Hono } from 'hono';
@@ -47,6 +48,7 @@ const FAST_ROUTES = new WeakMap<RequestListener, Map<string, RouteFn>>();
 export function createListener(routes: Map<string, RouteFn>, app: Hono): RequestListener {
   const honoListener = getRequestListener(app.fetch);
   const listener: RequestListener = (req, res) => {
+    if (req.headers.host === undefined && req.httpVersionMajor === 1 && req.httpVersionMinor === 1) return missingHost(req, res);
     if (req.method === 'POST') {
       const url = req.url ?? '/';
       const q = url.indexOf('?');
@@ -61,6 +63,14 @@ export function createListener(routes: Map<string, RouteFn>, app: Hono): Request
   });
   if (fast.size > 0) FAST_ROUTES.set(listener, fast);
   return listener;
+}
+
+/** node:http's own answer to this is an empty 400 (requireHostHeader): this one says what is wrong. */
+function missingHost(req: IncomingMessage, res: ServerResponse): void {
+  const text = JSON.stringify({ error: 'malformed HTTP request: an HTTP/1.1 request needs a Host header', field: 'request' });
+  res.writeHead(400, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), connection: 'close' });
+  res.end(text);
+  req.resume();
 }
 
 /** The fast lane of each listening server (closed by `closeServer`). */
@@ -82,6 +92,8 @@ export async function listen(listener: RequestListener, opts: ListenOptions): Pr
     connectionsCheckingInterval: checkEveryMs,
     keepAliveTimeout: KEEP_ALIVE_MS,
     noDelay: true,
+    // The listener answers a missing Host itself, with a JSON 400 (see missingHost).
+    requireHostHeader: false,
   };
   const server: Server = opts.tls
     ? (createHttpsServer({ ...serverOpts, cert: readFileSync(opts.tls.certPath), key: readFileSync(opts.tls.keyPath) }, listener) as unknown as Server)
@@ -102,9 +114,23 @@ export async function listen(listener: RequestListener, opts: ListenOptions): Pr
   });
   // Errors after start (EMFILE, a client's bad TLS hello) must not crash the process.
   server.on('error', () => undefined);
-  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
-    if (!socket.writable) return socket.destroy();
-    socket.end(clientErrorText(err.code));
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex & { _httpMessage?: ServerResponse | null }) => {
+    const answer = () => {
+      if (!socket.writable) return void socket.destroy();
+      socket.end(clientErrorText(err.code));
+    };
+    // Garbage pipelined behind a request: its answer goes out first, then the 400 (in order, as
+    // the fast lane does), instead of the 400 overtaking it and the close losing it.
+    const inFlight = socket._httpMessage;
+    // An answer that closes the connection is the last one on it: nothing may follow it.
+    const next = () => (inFlight && (!inFlight.shouldKeepAlive || (inFlight as { _last?: boolean })._last) ? void socket.end() : answer());
+    if (inFlight && !inFlight.writableFinished && !socket.destroyed) {
+      const after = () => setImmediate(next);
+      inFlight.once('finish', after);
+      inFlight.once('close', after);
+      return;
+    }
+    next();
   });
   return { server, port: (server.address() as AddressInfo).port };
 }

@@ -46,9 +46,10 @@ export function contentLengthOf(s: string, vs: number, ve: number): number {
 
 /**
  * Called for each header line of a head: name is [start, colon), the value [vs, ve) with the
- * optional whitespace around it cut off. Returns false to stop (the head is refused).
+ * optional whitespace around it cut off, the line ends at `end`. Returns false to stop (the head
+ * is refused).
  */
-export type HeaderVisitor = (text: string, start: number, colon: number, vs: number, ve: number) => boolean;
+export type HeaderVisitor = (text: string, start: number, colon: number, vs: number, ve: number, end: number) => boolean;
 
 /**
  * Walk the header lines of `text` (the head without its blank line) from `pos` (just after the
@@ -65,7 +66,7 @@ export function forEachHeader(text: string, pos: number, visit: HeaderVisitor): 
     while (vs < ve && (text.charCodeAt(vs) === 0x20 || text.charCodeAt(vs) === 0x09)) vs++;
     while (ve > vs && (text.charCodeAt(ve - 1) === 0x20 || text.charCodeAt(ve - 1) === 0x09)) ve--;
     if (!isFieldValue(text, vs, ve)) return false;
-    if (!visit(text, pos, colon, vs, ve)) return false;
+    if (!visit(text, pos, colon, vs, ve, end)) return false;
     pos = end + 2;
   }
   return true;
