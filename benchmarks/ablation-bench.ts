@@ -5,8 +5,8 @@
  * the same small JSON requests.
  *
  *   stock:        node:http listener + undici Pool
- *   fast lane:    the listener's fast lane (server.ts) + undici
- *   model client: node:http listener + the lean ModelClient (model-client.ts)
+ *   fast lane:    the listener's fast lane (http1/fast-lane.ts) + undici
+ *   model client: node:http listener + the lean ModelClient (http1/model-client.ts)
  *   both:         the default
  *
  * Figures are medians over rounds (a disturbed round on a shared machine moves them less).

@@ -54,6 +54,11 @@ export async function runWorkerCli(argv: string[]): Promise<number | void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  // Last resort. The request path catches its own errors in every socket callback (proxy.ts,
+  // http1/), so the ledger stays whole; anything that still escapes is logged rather than allowed
+  // to end the process and every request in flight with it.
+  process.on('uncaughtException', (err) => logger.error({ err: err?.message ?? String(err), stack: err?.stack }, 'uncaught exception: kept running'));
+  process.on('unhandledRejection', (why) => logger.error({ err: (why as Error)?.message ?? String(why) }, 'unhandled rejection: kept running'));
 }
 
 /**

@@ -22,7 +22,7 @@ const IN_SESSION = { withinOpenSession: true } as const;
  *   → signature (401) → queue time (429) → started → FIFO gate (non-parallel) → model → answer.
  * Written without a framework because it is the hot path; everything else is a hono route. A
  * request arrives either through node:http (IncomingMessage/ServerResponse) or through the
- * listener's fast lane (server.ts: the whole body and a `ClientReply`); both meet in `serve`.
+ * listener's fast lane (http1/fast-lane.ts: the whole body and a `ClientReply`); both meet in `serve`.
  * Every admitted request ends exactly once in the ledger (see ledger.ts); `ModelCall.settle`
  * below is the only place that ends it.
  */
@@ -56,7 +56,7 @@ export interface ProxyDeps {
   auth: AuthChecker;
   lifecycle: Lifecycle;
   pool: Pool;
-  /** The lean client the request path sends model calls with (model-client.ts); the pool without one. */
+  /** The lean client the request path sends model calls with (http1/model-client.ts); the pool without one. */
   model?: ModelClient;
   gate: FifoGate;
   logger: Logger;
