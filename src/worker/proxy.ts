@@ -97,7 +97,8 @@ function replyEmpty(reply: ClientReply, status: number): void {
 function copyHeaders(from: IncomingHttpHeaders | Record<string, string | string[] | undefined>): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
   const connection = from.connection;
-  const named = connection === undefined ? null : new Set(String(connection).toLowerCase().split(/\s*,\s*/));
+  // The usual `keep-alive` / `close` name no header: only other values cost a set.
+  const named = connection === undefined || connection === 'keep-alive' || connection === 'close' ? null : new Set(String(connection).toLowerCase().split(/\s*,\s*/));
   for (const k in from) {
     const v = from[k];
     if (v !== undefined && !HOP_BY_HOP.has(k) && !named?.has(k)) out[k] = v;
