@@ -169,15 +169,22 @@ type Issues = z.ZodError | readonly z.core.$ZodIssue[];
  * and of every refused config.
  */
 export function fieldErrors(error: Issues, prefix = '', root = '(body)'): Record<string, string> {
-  const issues = error instanceof z.ZodError ? error.issues : error;
   const out: Record<string, string> = {};
+  for (const [key, message] of issueEntries(error, prefix, root)) out[key] ??= message;
+  return out;
+}
+
+/** Every issue as [field path, message], in order; a field may come more than once. */
+function issueEntries(error: Issues, prefix: string, root: string): Array<[string, string]> {
+  const issues = error instanceof z.ZodError ? error.issues : error;
+  const out: Array<[string, string]> = [];
   for (const issue of issues) {
     const base = [prefix, ...issue.path.map(String)].filter((p) => p !== '').join('.');
     if (issue.code === 'unrecognized_keys') {
-      for (const key of issue.keys) out[base ? `${base}.${key}` : key] = 'unknown field';
+      for (const key of issue.keys) out.push([base ? `${base}.${key}` : key, 'unknown field']);
       continue;
     }
-    out[base || root] ??= issue.message;
+    out.push([base || root, issue.message]);
   }
   return out;
 }
@@ -205,7 +212,8 @@ export class ConfigError extends Error {
 
   /** A refused zod parse, every issue listed. */
   static fromZod(title: string, error: Issues, prefix = ''): ConfigError {
-    return ConfigError.listing(title, fieldErrors(error, prefix, '(config)'));
+    const entries = issueEntries(error, prefix, '(config)');
+    return new ConfigError(listed(title, entries.map(([k, v]) => `${k}: ${v}`)), fieldErrors(error, prefix, '(config)'));
   }
 
   /** The problem lines (the message without its title). */
