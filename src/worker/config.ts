@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { ConfigError } from '../common/protocol.js';
-import { httpUrl } from './env.js';
+import { DEFAULT_MODEL_URL, httpUrl } from './env.js';
 
 export { ConfigError };
 
@@ -55,7 +55,7 @@ export interface LifecycleHook {
 }
 
 export interface WorkerSpec {
-  /** Base URL of the model server (default env MODEL_SERVER_URL, else DEFAULT_MODEL_URL, http://127.0.0.1:8000). */
+  /** Base URL of the model server (default env MODEL_SERVER_URL, else DEFAULT_MODEL_URL). */
   modelServerUrl?: string;
   /** The model's log file (default env MODEL_LOG). */
   modelLogFile?: string;
@@ -105,7 +105,7 @@ const handlerSchema = z.object({
 
 const workerSchema = z
   .object({
-    modelServerUrl: httpUrl('http://127.0.0.1:8000').optional(),
+    modelServerUrl: httpUrl(DEFAULT_MODEL_URL).optional(),
     modelLogFile: z.string().min(1).optional(),
     healthPath: routePath.optional(),
     logActions: z

@@ -12,6 +12,9 @@ const bool = z
   .transform((v) => v !== undefined && /^(1|true|yes|on)$/i.test(v.trim()));
 const port = z.coerce.number({ error: 'must be a port number (0-65535)' }).int('must be a port number (0-65535)').min(0, 'must be a port number (0-65535)').max(65535, 'must be a port number (0-65535)');
 
+/** Where the model server is when nothing says otherwise (vLLM's and TGI's usual port); written here only. */
+export const DEFAULT_MODEL_URL = 'http://127.0.0.1:8000';
+
 /** The log levels LOG_LEVEL accepts (pino's). */
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
@@ -58,7 +61,7 @@ const envSchema = z.object({
   SSL_KEY_PATH: z.string().default('/etc/instance.key'),
   UNSECURED: bool,
   STRICT_AUTH: bool,
-  MODEL_SERVER_URL: httpUrl('http://127.0.0.1:8000').optional(),
+  MODEL_SERVER_URL: httpUrl(DEFAULT_MODEL_URL).optional(),
   MODEL_LOG: z.string().optional(),
   MODEL_HEALTH_ENDPOINT: z.string().optional(),
   MODEL_SIZE_GB: z.coerce.number({ error: 'must be a number of GB' }).positive('must be a number of GB above 0').optional(),

@@ -1,6 +1,6 @@
 import { ConfigError } from '../common/protocol.js';
 import type { LogActions, WorkerDefinition } from './config.js';
-import { checkWorkerEnv, isHttpUrl, type EnvSource, type WorkerEnv } from './env.js';
+import { checkWorkerEnv, DEFAULT_MODEL_URL, isHttpUrl, type EnvSource, type WorkerEnv } from './env.js';
 import { WORKER_VERSION } from './version.js';
 
 /**
@@ -12,8 +12,7 @@ import { WORKER_VERSION } from './version.js';
  * > the default.
  */
 
-/** Where the model server is when nothing says otherwise (vLLM's and TGI's usual port). */
-export const DEFAULT_MODEL_URL = 'http://127.0.0.1:8000';
+export { DEFAULT_MODEL_URL };
 export const DEFAULT_MODEL_TIMEOUT_MS = 300_000;
 export const DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024;
 export const DEFAULT_MAX_SESSIONS = 10;
