@@ -74,18 +74,14 @@ const authDataFields = {
   expires_at: (field(toNumber, 'must be a number (unix seconds)', true) as z.ZodType<number, unknown>).optional(),
 };
 
-/** Extra keys are ignored, but they are hashed (sessions) and signed (strict mode) by recursive code. */
-function refuseDeepExtras(raw: Record<string, unknown>, ctx: z.RefinementCtx): void {
-  for (const [k, v] of Object.entries(raw)) {
-    // Primitives (all the protocol's own fields) cannot nest: skip the walk and its allocations.
-    if (typeof v === 'object' && v !== null && nestedDeeperThan(v, MAX_AUTH_DEPTH - 1)) {
-      ctx.addIssue({ code: 'custom', path: [k], message: `nested deeper than ${MAX_AUTH_DEPTH} levels` });
-    }
-  }
-}
+/**
+ * Extra keys are ignored, but they are hashed (sessions) and signed (strict mode) by recursive code.
+ * Primitives cannot nest: the walk and its allocations are skipped for them.
+ */
+const shallowExtra = z.unknown().refine((v) => typeof v !== 'object' || v === null || !nestedDeeperThan(v, MAX_AUTH_DEPTH - 1), `nested deeper than ${MAX_AUTH_DEPTH} levels`);
 
 /** `auth_data` as a worker accepts it: the six required keys (numbers may be numeric strings), extra keys kept. */
-export const authDataSchema = z.looseObject(authDataFields).superRefine(refuseDeepExtras);
+export const authDataSchema = z.object(authDataFields).catchall(shallowExtra);
 export type AuthData = z.output<typeof authDataSchema>;
 
 /**
