@@ -7,7 +7,7 @@ import { FifoGate } from './admission.js';
 import { AuthChecker } from './auth.js';
 import { NO_SUCCESS_ERROR } from './benchmark.js';
 import type { WorkerDefinition } from './config.js';
-import { createDiskProgress, formatProgressBar, type DiskProgress } from './disk-progress.js';
+import { createDiskProgress, type DiskProgress } from './disk-progress.js';
 import type { WorkerEnv } from './env.js';
 import { Ledger } from './ledger.js';
 import { Lifecycle } from './lifecycle.js';
@@ -15,6 +15,7 @@ import { ModelClient } from './model-client.js';
 import { createHandlerRoute, type RequestObserver, type SessionAccess } from './proxy.js';
 import { startReadiness, SUPERVISOR_ERROR_MARKER } from './readiness.js';
 import { Reporter } from './reporter.js';
+import { addStatusRoute, startLoadingProgress } from './status-route.js';
 import { closeServer, createListener, listen, type RouteFn } from './server.js';
 import { resolveWorkerConfig, type WorkerConfig } from './worker-config.js';
 
@@ -143,12 +144,12 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   lifecycle.on('transition', (tr) => logger.info({ from: tr.from, to: tr.to, reason: tr.reason }, `state ${tr.from} → ${tr.to}`));
 
   let disk: DiskProgress | null = null;
-  let lastProgress: number | null = null;
   try {
     disk = await createDiskProgress({ path: config.workspaceDir, modelSizeGb: config.model.sizeGb ?? undefined });
   } catch (err) {
     logger.warn({ err: (err as Error).message }, 'disk usage cannot be measured; loading progress and additional_disk_usage stay 0');
   }
+  const progress = startLoadingProgress({ disk, lifecycle, logger, everyMs: t.progressLogMs });
 
   const reporter = new Reporter({
     ...config.report,
@@ -162,21 +163,9 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   });
 
   const app = new Hono();
-  const ctx: WorkerContext = { definition, config, env, ledger, lifecycle, auth, gate, logger, app, reporter, loadingProgress: () => lastProgress };
+  const ctx: WorkerContext = { definition, config, env, ledger, lifecycle, auth, gate, logger, app, reporter, loadingProgress: () => progress.last() };
 
-  app.get('/healthz', (c) =>
-    c.json({
-      state: lifecycle.state,
-      reason: lifecycle.reason,
-      perf: ledger.maxPerf,
-      loadtime: lifecycle.loadtime,
-      error_msg: ledger.errorMsg,
-      load: { cur_load: ledger.curLoad, working: ledger.workingCount, inflight: ledger.inflight, expected_queue_time: ledger.expectedQueueTime() },
-      loading_progress: lastProgress,
-      auth: config.auth.unsecured ? 'unsecured' : auth.hasKey ? 'key loaded' : 'waiting for the engine key',
-      version: config.report.version,
-    }, lifecycle.state === 'errored' ? 503 : 200),
-  );
+  addStatusRoute(app, { lifecycle, ledger, auth, config, progress: () => progress.last() });
 
   let sessions: SessionAccess | undefined;
   const observers: RequestObserver[] = [];
@@ -207,6 +196,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   // A failed listen (port taken, unreadable cert) must leave nothing running: the CLI then reports
   // the failure, and an in-process caller gets a clean rejection.
   const abandon = async (err: unknown, servers: Server[]): Promise<never> => {
+    progress.stop();
     await Promise.all(servers.map((srv) => closeServer(srv, 0)));
     for (const c of closers) await Promise.resolve().then(c).catch(() => undefined);
     await pool.destroy().catch(() => undefined);
@@ -237,22 +227,6 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   }
   reporter.start();
 
-  // Loading progress: disk used since start / model size, logged until the model is loaded.
-  let progressTimer: NodeJS.Timeout | null = null;
-  if (disk) {
-    const sampleProgress = async () => {
-      const s = await disk!.sample().catch(() => null);
-      if (!s) return;
-      lastProgress = s.progress;
-      if (s.progress !== null && (lifecycle.state === 'starting' || lifecycle.state === 'loading')) {
-        logger.info({ progress: s.progress, used_gb: s.usedSinceStartGb }, `model loading ${formatProgressBar(s.progress)}`);
-      }
-    };
-    progressTimer = setInterval(() => void sampleProgress(), t.progressLogMs);
-    progressTimer.unref();
-    void sampleProgress();
-  }
-
   const readiness = startReadiness({
     definition,
     config,
@@ -277,7 +251,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       if (!drained) logger.warn({ inflight: ledger.inflight }, 'drain timeout: closing with requests in flight');
     }
     ac.abort();
-    if (progressTimer) clearInterval(progressTimer);
+    progress.stop();
     await readiness.close();
     if (drainMs !== null) await reporter.flush();
     reporter.stop();
