@@ -9,6 +9,8 @@ import { z } from 'zod';
 import { authDataSchema, ConfigError, errorBody, fieldErrors, routeAnswerSchema, workerStatusSchema } from '../src/common/protocol.js';
 import { RouteError, Serverless } from '../src/client/index.js';
 import { checkEnvelope } from '../src/worker/envelope.js';
+import { Ledger } from '../src/worker/ledger.js';
+import { buildReport } from '../src/worker/reporter.js';
 
 let servers: Server[] = [];
 afterEach(async () => {
@@ -66,7 +68,17 @@ describe('auth_data and the route answer', () => {
     }
   });
 
-  it('a worker\'s report parses leniently as the engine reads it', () => {
+  it('the report a worker builds is read by the engine\'s schema as it is written', () => {
+    const ledger = new Ledger();
+    const e = ledger.create({ requestIdx: 9, reqnum: 1, workload: 50, route: '/x' });
+    ledger.start(e);
+    ledger.setErrorMsg('boom');
+    const report = buildReport({ containerId: 4, masterToken: 't', version: '1.2.3', publicUrl: 'http://w:1' }, ledger.snapshot(), 12.5, 0.25);
+    expect(workerStatusSchema.parse(report)).toEqual(report);
+    expect(report).toMatchObject({ id: 4, cur_load: 50, working_request_idxs: [9], error_msg: 'boom', additional_disk_usage: 0.25 });
+  });
+
+  it('a Python worker\'s report parses leniently as the engine reads it', () => {
     const r = workerStatusSchema.parse({ id: '12', mtoken: 't', cur_load: null, working_request_idxs: ['3'] });
     expect(r).toMatchObject({ id: 12, cur_load: 0, error_msg: '', working_request_idxs: [3] });
   });
