@@ -11,7 +11,7 @@ import { Pool } from 'undici';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { generate } from '../handlers/tgi.js';
 import { startModelSim, type ModelSim, type ModelSimOptions } from '../src/model-sim/index.js';
-import { BENCHMARK_CACHE_FILE, NO_SUCCESS_ERROR, progressLine, readCachedPerf, resolveBenchmarkSettings, runBenchmark } from '../src/worker/benchmark.js';
+import { BENCHMARK_CACHE_FILE, benchmarkProgressPrinter, NO_SUCCESS_ERROR, progressLine, readCachedPerf, resolveBenchmarkSettings, runBenchmark } from '../src/worker/benchmark.js';
 import { defineWorker, type BenchmarkSpec } from '../src/worker/config.js';
 
 const CLI = resolve('dist/cli.js');
@@ -138,6 +138,20 @@ function runCli(args: string[], env: Record<string, string> = {}): Promise<{ cod
     cleanups.push(() => void child.kill('SIGKILL'));
   });
 }
+
+describe('benchmarkProgressPrinter', () => {
+  it('off a terminal, says every few seconds that a phase is still waiting, with the answers so far', async () => {
+    let out = '';
+    const p = benchmarkProgressPrinter({ write: (s: string) => (out += s) }, { tty: false, tickMs: 10, waitingEveryMs: 40 });
+    cleanups.push(() => p.stop());
+    p.onProgress({ kind: 'round-start', round: 1, total: 2, requests: 4, route: '/generate' });
+    p.onProgress({ kind: 'request-done', round: 1, total: 2, done: 1, ok: 0, requests: 4, failure: { at: 1, status: 503, detail: 'loading' } });
+    const until = Date.now() + 10_000;
+    while (!out.includes('still waiting') && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    expect(out).toContain('benchmark round 1: POST /generate answered 503: loading\n');
+    expect(out).toMatch(/benchmark round 1\/2: still waiting after \d+ s \(1\/4 answered, 0 ok\)\n/);
+  });
+});
 
 describe('nodeworker benchmark', () => {
   it('prints a per-round table and the perf, one progress line per round when not on a terminal, exit 0', async () => {
