@@ -168,7 +168,7 @@ export async function routeRequest(s: TransportSettings, endpoint: string, cost:
     }
     const b = (typeof parsed === 'object' && parsed !== null ? parsed : {}) as Record<string, unknown>;
     const ok = answer.status >= 200 && answer.status < 300;
-    if (ok && b.url !== undefined && b.url !== null) {
+    if (ok && b.url !== undefined && b.url !== null && b.url !== '') {
       // Forwarded verbatim (a strict signature covers its exact values): checked, not rewritten.
       const chosen = routeAnswerSchema.safeParse(b);
       if (chosen.success) return b as RouteAnswer;
