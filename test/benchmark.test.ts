@@ -11,7 +11,7 @@ import { Pool } from 'undici';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { generate } from '../handlers/tgi.js';
 import { startModelSim, type ModelSim, type ModelSimOptions } from '../src/model-sim/index.js';
-import { BENCHMARK_CACHE_FILE, NO_SUCCESS_ERROR, progressLine, readCachedPerf, resolveBenchmarkSettings, runBenchmark } from '../src/worker/benchmark.js';
+import { BENCHMARK_CACHE_FILE, benchmarkProgressPrinter, NO_SUCCESS_ERROR, progressLine, readCachedPerf, resolveBenchmarkSettings, runBenchmark } from '../src/worker/benchmark.js';
 import { defineWorker, type BenchmarkSpec } from '../src/worker/config.js';
 
 const CLI = resolve('dist/cli.js');
@@ -83,7 +83,11 @@ describe('runBenchmark', () => {
     const broken = await sim({ errorRate: 1 });
     const ws = workspace();
     const none = await runBenchmark({ handler: tgiHandler(10, { runs: 2, concurrency: 3 }), model: pool(broken.url), workspaceDir: ws });
-    expect(none.error).toBe(NO_SUCCESS_ERROR);
+    // Why, from the model's own answers: 7 of 7 failed (warm-up included), each a 500 with its body.
+    expect(none.error).toMatch(/^No successful responses from benchmark: 7 of 7 requests failed; first: POST \/generate answered 500: \{.*simulated error/);
+    expect(none.failures).toHaveLength(5);
+    expect(none.failures![0]).toMatchObject({ at: 'warmup', status: 500 });
+    expect(none.failures![1]).toMatchObject({ at: 1, status: 500 });
     expect(none.perf).toBe(0);
     expect(none.rounds).toHaveLength(2);
     expect(existsSync(join(ws, BENCHMARK_CACHE_FILE))).toBe(false);
@@ -98,7 +102,9 @@ describe('runBenchmark', () => {
     writeFileSync(join(ws, BENCHMARK_CACHE_FILE), ' 1234.5\n');
     expect(await readCachedPerf(ws)).toBe(1234.5);
     const down = await runBenchmark({ handler: tgiHandler(10, { runs: 1, concurrency: 2 }), model: pool('http://127.0.0.1:9'), workspaceDir: workspace() });
-    expect(down.error).toBe(NO_SUCCESS_ERROR);
+    // Nobody listens on port 9: the connection error's code says so.
+    expect(down.error).toMatch(/^No successful responses from benchmark: 3 of 3 requests failed; first: POST \/generate failed: connect ECONNREFUSED 127\.0\.0\.1:9/);
+    expect(down.failures!.every((f) => f.status === null)).toBe(true);
   });
 
   it('defaults: 8 runs of 10, and 1 at a time for a handler that is not parallel', () => {
@@ -133,6 +139,20 @@ function runCli(args: string[], env: Record<string, string> = {}): Promise<{ cod
   });
 }
 
+describe('benchmarkProgressPrinter', () => {
+  it('off a terminal, says every few seconds that a phase is still waiting, with the answers so far', async () => {
+    let out = '';
+    const p = benchmarkProgressPrinter({ write: (s: string) => (out += s) }, { tty: false, tickMs: 10, waitingEveryMs: 40 });
+    cleanups.push(() => p.stop());
+    p.onProgress({ kind: 'round-start', round: 1, total: 2, requests: 4, route: '/generate' });
+    p.onProgress({ kind: 'request-done', round: 1, total: 2, done: 1, ok: 0, requests: 4, failure: { at: 1, status: 503, detail: 'loading' } });
+    const until = Date.now() + 10_000;
+    while (!out.includes('still waiting') && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    expect(out).toContain('benchmark round 1: POST /generate answered 503: loading\n');
+    expect(out).toMatch(/benchmark round 1\/2: still waiting after \d+ s \(1\/4 answered, 0 ok\)\n/);
+  });
+});
+
 describe('nodeworker benchmark', () => {
   it('prints a per-round table and the perf, one progress line per round when not on a terminal, exit 0', async () => {
     const m = await sim();
@@ -145,7 +165,9 @@ describe('nodeworker benchmark', () => {
     expect(lines[3]).toMatch(/^\s+2\s+4\/4\s+48\s+[\d.]+\s+[\d.]+$/);
     expect(lines[4]).toMatch(/^perf [\d.]+ load\/s$/);
     expect(Number(lines[4]!.split(' ')[1])).toBeGreaterThan(0);
-    expect(r.stderr).toMatch(/^benchmark round 1\/2: 4\/4 ok, [\d.]+ load\/s in [\d.]+ s\nbenchmark round 2\/2: 4\/4 ok/);
+    // Progress from the first second: the warm-up is announced before anything is answered.
+    expect(r.stderr).toMatch(/^benchmark warm-up: one request to POST \/generate\nbenchmark warm-up: answered in [\d.]+ s\n/);
+    expect(r.stderr).toMatch(/\nbenchmark round 1\/2: 4\/4 ok, [\d.]+ load\/s in [\d.]+ s\nbenchmark round 2\/2: 4\/4 ok/);
     expect(m.stats().started).toBe(1 + 2 * 4);
   });
 
@@ -153,7 +175,10 @@ describe('nodeworker benchmark', () => {
     const broken = await sim({ errorRate: 1 });
     const bad = await runCli(['--handler', 'tgi', '--model-url', broken.url, '--runs', '1', '--concurrency', '2', '--max-tokens', '4']);
     expect(bad.code).toBe(1);
-    expect(bad.stdout).toContain(`perf 0.0 load/s  (${NO_SUCCESS_ERROR})`);
+    expect(bad.stdout).toContain(`perf 0.0 load/s  (${NO_SUCCESS_ERROR}: 3 of 3 requests failed; first: POST /generate answered 500: `);
+    // The first failures are listed under the table, and printed as they happen.
+    expect(bad.stdout).toMatch(/first failures:\n {2}warm-up: POST \/generate answered 500: .*simulated error/);
+    expect(bad.stderr).toMatch(/benchmark round 1: POST \/generate answered 500: /);
 
     const args = await runCli(['--handler', 'tgi', '--runs', '0']);
     expect(args.code).toBe(2);
@@ -183,6 +208,9 @@ describe('nodeworker benchmark', () => {
       child.once('exit', () => resolveOut(text));
       cleanups.push(() => void child.kill('SIGKILL'));
     });
+    // Drawn from the first second: the warm-up, then each round's answers as they come.
+    expect(out).toMatch(/\r\[\.{20}\] {2}warm-up request, 0 s/);
+    expect(out).toMatch(/\r\[\.{20}\] 0\/2 rounds {2}best 0\.0 load\/s {2}round 1\/2(: \d\/2 answered, \d ok)?, \d+ s/);
     expect(out).toMatch(/\r\[#{10}\.{10}\] 1\/2 rounds {2}best [\d.]+ load\/s/);
     expect(out).toMatch(/\r\[#{20}\] 2\/2 rounds/);
     expect(out).not.toContain('benchmark round 1/2:');

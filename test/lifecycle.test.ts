@@ -17,6 +17,7 @@ import { createLogger } from '../src/common/log.js';
 import { startModelSim, type ModelSim, type ModelSimOptions } from '../src/model-sim/index.js';
 import { defineWorker, type LifecycleHook, type WorkerSpec } from '../src/worker/config.js';
 import { parseWorkerEnv } from '../src/worker/env.js';
+import { Ledger } from '../src/worker/ledger.js';
 import { Lifecycle, type Transition } from '../src/worker/lifecycle.js';
 import { startWorker, type RunningWorker, type WorkerTimings } from '../src/worker/worker.js';
 import { startEngine, type TestEngine } from './helpers/engine.js';
@@ -147,17 +148,27 @@ describe('the state machine', () => {
     }
   });
 
-  it('waitIdle resolves true when the last request ends, false at the timeout', async () => {
-    const l = new Lifecycle();
-    expect(await l.waitIdle(10)).toBe(true);
-    l.requestStarted();
-    l.requestStarted();
-    expect(await l.waitIdle(20)).toBe(false);
-    const idle = l.waitIdle(5000);
-    l.requestEnded();
-    setTimeout(() => l.requestEnded(), 20);
+  it('drains by the ledger: waitIdle resolves true when the last request ends (sessions themselves do not hold it), false at the timeout', async () => {
+    const ledger = new Ledger();
+    expect(await ledger.waitIdle(10)).toBe(true);
+    const entry = (isSession = false) => {
+      const e = ledger.create({ requestIdx: 1, reqnum: 1, workload: 10, route: '/x', isSession });
+      ledger.start(e);
+      return e;
+    };
+    const session = entry(true);
+    const [a, b] = [entry(), entry()];
+    expect(ledger.inflight).toBe(2);
+    expect(await ledger.waitIdle(20)).toBe(false);
+    const idle = ledger.waitIdle(5000);
+    ledger.end(a, 'success');
+    setTimeout(() => ledger.end(b, 'cancelled'), 20);
     expect(await idle).toBe(true);
-    expect(l.inflight).toBe(0);
+    expect(ledger.inflight).toBe(0);
+    expect(ledger.workingCount).toBe(1);
+    ledger.end(session, 'success');
+    expect(ledger.inflight).toBe(0);
+    expect('inflight' in new Lifecycle()).toBe(false);
   });
 });
 

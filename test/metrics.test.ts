@@ -167,7 +167,7 @@ describe('GET /metrics', () => {
     );
     await down.refuse();
     const pending = [0, 1, 2].map(() => postJson(w.url + '/echo', { auth_data: engine.authData({ url: w.url }), payload: {} }, { dispatcher: agent }));
-    await waitFor(() => w.lifecycle.inflight === 3 && m.bodies.length === 1);
+    await waitFor(() => w.ledger.inflight === 3 && m.bodies.length === 1);
     const during = (await scrape(w)).values;
     expect(during.get('nodeworker_requests_in_flight')).toBe(3);
     expect(during.get('nodeworker_requests_working')).toBe(3);

@@ -263,10 +263,12 @@ describe('benchmark and health in the readiness sequence', () => {
     await sim(s, { errorRate: 1 });
     const w = await worker(s);
     await waitState(w, 'errored');
-    expect(w.ledger.errorMsg).toBe(NO_SUCCESS_ERROR);
+    // The error says why: the model's status and the start of its answer.
+    expect(w.ledger.errorMsg.startsWith(`${NO_SUCCESS_ERROR}: `)).toBe(true);
+    expect(w.ledger.errorMsg).toMatch(/first: POST \/generate answered 500: .*simulated error/);
     expect(w.ledger.maxPerf).toBe(0);
     expect(existsSync(join(s.dir, BENCHMARK_CACHE_FILE))).toBe(false);
-    await s.engine.waitFor(() => !!statusWith(s.engine, (b) => b.error_msg === NO_SUCCESS_ERROR && b.max_perf === 0), 5000);
+    await s.engine.waitFor(() => !!statusWith(s.engine, (b) => b.error_msg === w.ledger.errorMsg && b.max_perf === 0), 5000);
   });
 
   it('without a health path the worker holds the no-health wait after the benchmark, and closes cleanly during it', async () => {

@@ -379,7 +379,7 @@ describe('/delete_requests/ delivery', () => {
     expect(engine.delivered().length).toBe(deliveredAtOutage);
     engine.answer(200);
     await batch(100);
-    await waitFor(() => w.lifecycle.inflight === 0 && queued() === 0 && engine.delivered().length >= expected.size, 10_000, () => `delivered ${engine.delivered().length}/${expected.size}, queued ${queued()}`);
+    await waitFor(() => w.ledger.inflight === 0 && queued() === 0 && engine.delivered().length >= expected.size, 10_000, () => `delivered ${engine.delivered().length}/${expected.size}, queued ${queued()}`);
 
     expect(expected.size).toBe(500);
     const seen = new Map<number, boolean>();

@@ -76,8 +76,8 @@ describe('/session/create', () => {
     const url = w.url + '/session/create';
     const good = engine.authData({ url: w.url });
     const cases: Array<[unknown, unknown]> = [
-      ['{not json', { error: 'invalid JSON', field: 'body' }],
-      [[1, 2], { error: expect.stringContaining('object'), field: 'body' }],
+      ['{not json', { error: 'invalid JSON', field: 'body', fields: { body: 'invalid JSON' } }],
+      [[1, 2], { error: expect.stringContaining('object'), field: 'body', fields: { body: expect.stringContaining('object') } }],
       [{ payload: {} }, { auth_data: 'field missing' }],
       [{ auth_data: { ...good, signature: undefined }, payload: {} }, { auth_data: { signature: 'missing parameter' } }],
       [{ auth_data: good, payload: { lifetime: -1 } }, { payload: { lifetime: expect.any(String) } }],
@@ -103,7 +103,7 @@ describe('/session/create', () => {
     const auth = { ...engine.authData({ url: w.url, cost: 25 }), signature: engine.sign('http://127.0.0.1:9/elsewhere') };
     const r = await post(w.url + '/session/create', { auth_data: auth, payload: {} });
     expect(r.status).toBe(401);
-    expect(r.json).toEqual({ error: expect.any(String), field: 'auth_data.signature' });
+    expect(r.json).toEqual({ error: expect.any(String), field: 'auth_data.signature', fields: { 'auth_data.signature': expect.any(String) } });
     expect(w.ledger.totals.rejected).toBe(25);
     expect(w.ledger.workingCount).toBe(0);
     await engine.waitFor(() => engine.delivered().some((d) => d.idx === auth.request_idx));
@@ -117,7 +117,7 @@ describe('/session/create', () => {
     expect([a.r.status, b.r.status]).toEqual([201, 201]);
     const c = await create(w);
     expect(c.r.status).toBe(429);
-    expect(c.r.json).toEqual({ error: expect.stringContaining('2'), field: 'max_sessions' });
+    expect(c.r.json).toEqual({ error: expect.stringContaining('2'), field: 'max_sessions', fields: { max_sessions: expect.stringContaining('2') } });
     expect(w.ledger.workingCount).toBe(2);
     const end = await post(w.url + '/session/end', { session_id: a.id, session_auth: a.auth });
     expect(end.status).toBe(200);
@@ -256,7 +256,7 @@ describe('lifetime and expiry', () => {
     await modelConn.closed;
     expect(w.ledger.totals.cancelled).toBe(100);
     expect(w.ledger.workingCount).toBe(0);
-    expect(w.lifecycle.inflight).toBe(0);
+    expect(w.ledger.inflight).toBe(0);
     expect(await post(w.url + '/session/get', { session_id: id, session_auth: auth })).toMatchObject({ status: 400 });
     expect(await post(w.url + '/session/end', { session_id: id, session_auth: auth })).toMatchObject({ status: 410 });
     await engine.waitFor(() => engine.delivered().some((d) => d.idx === auth.request_idx));

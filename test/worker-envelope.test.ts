@@ -362,7 +362,7 @@ describe('handler and extension code that throws', () => {
     try {
       const r = await post('/echo', envelope({ workload: 13 }, authData({ request_idx: 313 })));
       expect(r.status).toBe(500);
-      await waitFor(() => worker.lifecycle.inflight === 0);
+      await waitFor(() => worker.ledger.inflight === 0);
       expect(worker.ledger.deleteFailed.peek(Infinity)).toContain(313);
       ledgerAudit(worker);
     } finally {

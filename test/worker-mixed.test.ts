@@ -116,7 +116,7 @@ it('keeps the ledger invariant and sums over 2,000 mixed requests', async () => 
   const sorted = (a: number[]) => [...a].sort((x, y) => x - y);
   expect(sorted(succeeded)).toEqual(sorted([...byOutcome.served, ...byOutcome.cancelled]));
   expect(sorted(failed)).toEqual(sorted([...byOutcome.errored, ...byOutcome.rejected]));
-  expect(w.lifecycle.inflight).toBe(0);
+  expect(w.ledger.inflight).toBe(0);
 
   // Nothing leaked toward the model: aborted requests' connections are closed.
   await waitFor(() => model.openConnections() <= IN_FLIGHT, 2000, () => `model connections to drop to the pool's live ones (open: ${model.openConnections()})`);

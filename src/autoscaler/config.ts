@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { extname } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { ConfigError } from '../common/protocol.js';
 import { endpointSchema, fieldErrors } from './params.js';
 
 /**
@@ -55,16 +56,8 @@ export const autoscalerConfigSchema = z.strictObject({
 export type AutoscalerConfig = z.output<typeof autoscalerConfigSchema>;
 export type AutoscalerConfigInput = z.input<typeof autoscalerConfigSchema>;
 
-/** A config that did not parse: `fields` names every bad field. */
-export class ConfigError extends Error {
-  constructor(
-    message: string,
-    readonly fields: Record<string, string> = {},
-  ) {
-    super(message);
-    this.name = 'ConfigError';
-  }
-}
+/** A config that did not parse: `fields` names every bad field (shared with the worker). */
+export { ConfigError };
 
 /** Validate a config object (from a file or from code); throws ConfigError listing every problem. */
 export function parseAutoscalerConfig(input: unknown, source = 'config'): AutoscalerConfig {

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { fieldErrors } from '../common/protocol.js';
 
 /**
  * Endpoint parameters, their defaults and the shapes of endpoints and workergroups, as the
@@ -127,20 +128,5 @@ export function paramsOf(ep: EndpointConfig | (EndpointPatch & Record<string, un
   return out as Partial<EndpointParams>;
 }
 
-/**
- * A zod error as `{ "path.to.field": "message" }`, every problem listed, unknown keys named
- * one by one: the `fields` object of every 4xx answer and of a refused config.
- */
-export function fieldErrors(error: z.ZodError, prefix = ''): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const issue of error.issues) {
-    const base = [prefix, ...issue.path.map(String)].filter((p) => p !== '').join('.');
-    if (issue.code === 'unrecognized_keys') {
-      for (const key of issue.keys) out[base ? `${base}.${key}` : key] = 'unknown field';
-      continue;
-    }
-    const key = base || '(body)';
-    out[key] ??= issue.message;
-  }
-  return out;
-}
+/** Zod issues as `{ "path.to.field": "message" }` (shared with the worker). */
+export { fieldErrors };

@@ -1,3 +1,4 @@
+import type { RouteAnswer as ProtocolRouteAnswer } from '../common/protocol.js';
 import type { QueueSignal } from './policy.js';
 
 /**
@@ -26,18 +27,10 @@ export interface RoutableWorker {
   lastReportAt: number | null;
 }
 
-/** What `/route/` returns once a worker is chosen; the client forwards it verbatim as `auth_data`. */
-export interface RouteAnswer {
-  url: string;
-  request_idx: number;
-  reqnum: number;
-  cost: number;
-  endpoint: string;
-  signature: string;
+/** What `/route/` returns once a worker is chosen (the protocol's route answer, as this engine fills it). */
+export interface RouteAnswer extends ProtocolRouteAnswer {
   worker_id: number;
   status: 'routed';
-  /** Strict mode only: unix seconds after which the worker refuses this auth_data. */
-  expires_at?: number;
 }
 
 export type RequestState = 'queued' | 'routed' | 'timed_out';

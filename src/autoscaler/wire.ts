@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { errorBody, wireInt, wireNumber, workerStatusSchema, type ErrorBody, type WorkerStatusInput, type WorkerStatusReport } from '../common/protocol.js';
 
 /**
  * Bodies of the engine's protocol routes (PROTOCOL §4 and §9), validated by zod. Reports are
@@ -6,12 +7,8 @@ import { z } from 'zod';
  * ids may come as numeric strings, extra keys are kept and ignored.
  */
 
-const int = z.union([z.number().int(), z.string().regex(/^-?\d+$/, 'expected an integer').transform(Number)]);
-const num = (fallback = 0) =>
-  z
-    .union([z.number(), z.string().regex(/^-?\d+(\.\d+)?([eE][-+]?\d+)?$/, 'expected a number').transform(Number)])
-    .nullish()
-    .transform((v) => v ?? fallback);
+const int = wireInt;
+const num = wireNumber;
 
 /** `POST /route/` — a client asks for a worker. `request_idx` 0 (or absent) starts a new request. */
 export const routeBodySchema = z.looseObject({
@@ -23,29 +20,8 @@ export const routeBodySchema = z.looseObject({
 });
 export type RouteBody = z.output<typeof routeBodySchema>;
 
-/** `POST /worker_status/` — PROTOCOL §4. */
-export const workerStatusSchema = z.looseObject({
-  id: int,
-  mtoken: z.string({ error: 'mtoken required' }),
-  version: z.string().nullish(),
-  loadtime: num(),
-  cur_load: num(),
-  rej_load: num(),
-  new_load: num(),
-  error_msg: z.string().nullish().transform((v) => v ?? ''),
-  max_perf: num(),
-  cur_perf: num(),
-  cur_capacity: num(),
-  max_capacity: num(),
-  num_requests_working: num(),
-  num_requests_recieved: num(),
-  additional_disk_usage: num(),
-  working_request_idxs: z.array(int).nullish().transform((v) => v ?? []),
-  url: z.string().nullish(),
-});
-export type WorkerStatusReport = z.output<typeof workerStatusSchema>;
-/** A report as a worker writes it (what in-process workers hand to the engine). */
-export type WorkerStatusInput = z.input<typeof workerStatusSchema>;
+/** `POST /worker_status/` — PROTOCOL §4; the schema is shared with the worker. */
+export { workerStatusSchema, type WorkerStatusReport, type WorkerStatusInput };
 
 /** `POST /delete_requests/` — PROTOCOL §4. */
 export const deleteRequestsSchema = z.looseObject({
@@ -63,12 +39,7 @@ export const endpointWorkersSchema = z.looseObject({
 });
 export type EndpointWorkersBody = z.output<typeof endpointWorkersSchema>;
 
-/** A 4xx/5xx answer of the engine: a message and the fields at fault. */
-export interface ErrorBody {
-  error: string;
-  fields: Record<string, string>;
-  [extra: string]: unknown;
-}
+export type { ErrorBody };
 
 /** The outcome of an engine operation: an HTTP status and a JSON body. */
 export interface Outcome<T = unknown> {
@@ -78,5 +49,5 @@ export interface Outcome<T = unknown> {
 
 /** Build an error outcome naming one field. */
 export function fail(status: number, field: string, message: string, extra: Record<string, unknown> = {}): Outcome<never> {
-  return { status, body: { error: message, fields: { [field]: message }, ...extra } };
+  return { status, body: errorBody(message, field, extra) };
 }

@@ -1,4 +1,5 @@
 import type { Dispatcher } from 'undici';
+import { errorBody, fieldErrors, routeAnswerSchema, type RouteAnswer } from '../common/protocol.js';
 import {
   QueueTimeoutError,
   RequestAbortedError,
@@ -23,15 +24,7 @@ import { ServerlessStream } from './stream.js';
  */
 
 /** What `/route/` returns when a worker is chosen; sent back verbatim as `auth_data`. */
-export interface RouteAnswer {
-  url: string;
-  request_idx: number;
-  reqnum: number;
-  cost: number;
-  endpoint: string;
-  signature: string;
-  [extra: string]: unknown;
-}
+export type { RouteAnswer };
 
 /** Reported to `onRetry` before each back-off. */
 export interface RetryInfo extends AttemptFailure {
@@ -175,7 +168,12 @@ export async function routeRequest(s: TransportSettings, endpoint: string, cost:
     }
     const b = (typeof parsed === 'object' && parsed !== null ? parsed : {}) as Record<string, unknown>;
     const ok = answer.status >= 200 && answer.status < 300;
-    if (ok && typeof b.url === 'string' && b.url !== '') return b as RouteAnswer;
+    if (ok && b.url !== undefined && b.url !== null && b.url !== '') {
+      // Forwarded verbatim (a strict signature covers its exact values): checked, not rewritten.
+      const chosen = routeAnswerSchema.safeParse(b);
+      if (chosen.success) return b as RouteAnswer;
+      throw new RouteError(answer.status, errorBody("the autoscaler's route answer is not valid auth_data", fieldErrors(chosen.error)), endpoint);
+    }
     if (ok) {
       // Queued: poll with the request_idx the engine gave us.
       const idx = Number(b.request_idx);

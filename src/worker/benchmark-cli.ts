@@ -1,6 +1,8 @@
 import { Pool } from 'undici';
 import { parseArgs } from '../common/util.js';
-import { progressLine, runBenchmark, type RoundResult } from './benchmark.js';
+import { benchmarkProgressPrinter, describeFailure, runBenchmark, type BenchmarkResult } from './benchmark.js';
+import { checkWorkerEnv } from './env.js';
+import { resolveModelUrl } from './worker-config.js';
 import { ConfigError } from './config.js';
 import { loadWorkerDefinition } from './load-definition.js';
 
@@ -50,15 +52,9 @@ export async function runBenchmarkCli(argv: string[]): Promise<number> {
     process.stderr.write(`nodeworker benchmark: ${(err as Error).message}\n`);
     return 2;
   }
-  const modelUrl = (typeof args['model-url'] === 'string' && args['model-url']) || definition.spec.modelServerUrl || process.env.MODEL_SERVER_URL || 'http://127.0.0.1:8000';
+  const modelUrl = resolveModelUrl(definition, checkWorkerEnv(process.env, { containerIdRequired: false }).env ?? null, { modelUrl: (typeof args['model-url'] === 'string' && args['model-url']) || undefined });
   const pool = new Pool(modelUrl, { connections: 1024 });
-  const tty = process.stderr.isTTY;
-  let best = 0;
-  const onRound = (r: RoundResult, total: number) => {
-    best = Math.max(best, r.throughput);
-    if (tty) process.stderr.write(`\r${progressLine(r.round, total, best)}`);
-    else process.stderr.write(`benchmark round ${r.round}/${total}: ${r.ok}/${r.requests} ok, ${r.throughput.toFixed(1)} load/s in ${r.seconds.toFixed(3)} s\n`);
-  };
+  const progress = benchmarkProgressPrinter(process.stderr, { tty: process.stderr.isTTY === true });
   try {
     const useCache = args['use-cache'] === true;
     const result = await runBenchmark({
@@ -69,9 +65,8 @@ export async function runBenchmarkCli(argv: string[]): Promise<number> {
       workspaceDir: useCache ? (typeof args.workspace === 'string' ? args.workspace : process.env.WORKSPACE_DIR ?? process.cwd()) : undefined,
       useCache,
       writeCache: useCache,
-      onRound,
+      onProgress: progress.onProgress,
     });
-    if (tty) process.stderr.write('\n');
     if (args.json) {
       process.stdout.write(JSON.stringify(result) + '\n');
     } else {
@@ -82,6 +77,7 @@ export async function runBenchmarkCli(argv: string[]): Promise<number> {
           result.rounds.length ? `round        ok    workload   seconds   load/s` : '',
           ...rows,
           `perf ${result.perf.toFixed(1)} load/s${result.error ? `  (${result.error})` : ''}`,
+          ...failureLines(result, definition.benchmarkHandler.upstreamPath),
         ].filter(Boolean).join('\n') + '\n',
       );
     }
@@ -90,6 +86,14 @@ export async function runBenchmarkCli(argv: string[]): Promise<number> {
     process.stderr.write(`nodeworker benchmark: ${(err as Error).message}\n`);
     return 1;
   } finally {
+    progress.stop();
     await pool.destroy();
   }
+}
+
+/** Under the table, when requests failed: the first ones and why (status and body, or the error). */
+function failureLines(result: BenchmarkResult, route: string): string[] {
+  const failures = result.failures ?? [];
+  if (failures.length === 0) return [];
+  return ['first failures:', ...failures.map((f) => `  ${f.at === 'warmup' ? 'warm-up' : `round ${f.at}`}: ${describeFailure(route, f)}`)];
 }

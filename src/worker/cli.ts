@@ -1,10 +1,10 @@
-import { createLogger } from '../common/log.js';
+import { createLogger, type Logger } from '../common/log.js';
+import { ConfigError } from '../common/protocol.js';
 import { parseArgs } from '../common/util.js';
-import { ConfigError } from './config.js';
-import { parseWorkerEnv, type WorkerEnv } from './env.js';
+import { LOG_LEVELS, type EnvSource } from './env.js';
 import { loadWorkerDefinition } from './load-definition.js';
 import { startFailureReporter } from './reporter.js';
-import { WORKER_VERSION } from './version.js';
+import { DEFAULT_MODEL_URL, loadWorkerConfig, salvageReportTarget, type ReportTarget, type WorkerConfig } from './worker-config.js';
 import { startWorker, type RunningWorker } from './worker.js';
 import { defaultExtensions } from './extensions.js';
 
@@ -16,7 +16,7 @@ MASTER_TOKEN, CONTAINER_ID, MODEL_LOG, MODEL_SERVER_URL, UNSECURED, BACKEND, ...
 
   --handler NAME|PATH  a built-in handler (openai, tgi, ...) or a compiled module whose
                        default export is defineWorker({...}); default: $BACKEND
-  --model-url URL      the model server (default: $MODEL_SERVER_URL or http://127.0.0.1:8000)
+  --model-url URL      the model server (default: the handler's, else $MODEL_SERVER_URL, else ${DEFAULT_MODEL_URL})
 `;
 
 export async function runWorkerCli(argv: string[]): Promise<number | void> {
@@ -25,23 +25,27 @@ export async function runWorkerCli(argv: string[]): Promise<number | void> {
     process.stdout.write(HELP);
     return 0;
   }
-  const logger = createLogger('nodeworker');
-  let env: WorkerEnv | null = null;
+  let config: WorkerConfig | null = null;
+  let logger: Logger | null = null;
   let worker: RunningWorker;
   try {
-    env = parseWorkerEnv(process.env);
-    const handler = typeof args.handler === 'string' ? args.handler : env.BACKEND;
-    const definition = await loadWorkerDefinition(handler, { modelServerUrl: typeof args['model-url'] === 'string' ? args['model-url'] : undefined });
-    worker = await startWorker({ definition, env, logger, extensions: defaultExtensions() });
+    // The environment is read here, once; everything after reads the resolved config.
+    const loaded = await loadWorkerConfig(process.env, (backend) => loadWorkerDefinition(backend), {
+      handler: typeof args.handler === 'string' ? args.handler : undefined,
+      modelUrl: typeof args['model-url'] === 'string' ? args['model-url'] : undefined,
+    });
+    config = loaded.config;
+    logger = createLogger('nodeworker', { level: config.log.level, destination: config.log.file ?? undefined });
+    worker = await startWorker({ definition: loaded.definition, config, logger, extensions: defaultExtensions() });
   } catch (err) {
-    return startupFailed(err as Error, env, logger);
+    return startupFailed(err as Error, config?.report ?? salvageReportTarget(process.env), logger ?? fallbackLogger(process.env));
   }
 
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    logger.info({ signal, inflight: worker.lifecycle.inflight }, 'draining before exit');
+    logger.info({ signal, inflight: worker.ledger.inflight }, 'draining before exit');
     // Exit only once the last log lines are written (the logger writes asynchronously).
     const flushed = () => new Promise<void>((resolve) => {
       const t = setTimeout(resolve, 1000);
@@ -61,26 +65,22 @@ export async function runWorkerCli(argv: string[]): Promise<number | void> {
   process.on('unhandledRejection', (why) => logger.error({ err: (why as Error)?.message ?? String(why) }, 'unhandled rejection: kept running'));
 }
 
+/** A logger for a start that failed before the config was read: LOG_LEVEL when it is valid, else info. */
+function fallbackLogger(raw: EnvSource): Logger {
+  const level = (LOG_LEVELS as readonly string[]).includes(raw.LOG_LEVEL ?? '') ? raw.LOG_LEVEL : 'info';
+  return createLogger('nodeworker', { level, destination: raw.LOG_FILE || undefined });
+}
+
 /**
  * The worker could not start (port taken, bad config, missing key): say it on stderr and, when an
  * engine address is known, keep telling the engine every 10 s until stopped (PROTOCOL §7).
  */
-function startupFailed(err: Error, env: WorkerEnv | null, logger: ReturnType<typeof createLogger>): Promise<number> | number {
+function startupFailed(err: Error, target: ReportTarget | null, logger: Logger): Promise<number> | number {
   const message = err instanceof ConfigError ? err.message : `worker failed to start: ${err.message}`;
   process.stderr.write(`nodeworker: ${message}\n`);
   logger.error({ err: message }, 'start-up failed');
-  const addrs = env?.REPORT_ADDR ?? (process.env.REPORT_ADDR ?? '').split(',').map((s) => s.trim().replace(/\/+$/, '')).filter(Boolean);
-  if (addrs.length === 0) return 1;
-  const port = process.env.WORKER_PORT ?? '3000';
-  const reporter = startFailureReporter({
-    addrs,
-    containerId: env?.CONTAINER_ID ?? (Number.parseInt(process.env.CONTAINER_ID ?? '0', 10) || 0),
-    masterToken: env?.MASTER_TOKEN ?? process.env.MASTER_TOKEN ?? '',
-    version: WORKER_VERSION,
-    publicUrl: env?.publicUrl ?? `http://${process.env.PUBLIC_IPADDR ?? '127.0.0.1'}:${process.env[`VAST_TCP_PORT_${port}`] ?? port}`,
-    errorMsg: message.slice(0, 2000),
-    logger,
-  });
+  if (!target) return 1;
+  const reporter = startFailureReporter({ ...target, errorMsg: message.slice(0, 2000), logger });
   return new Promise<number>((resolve) => {
     const end = () => {
       reporter.stop();

@@ -1,4 +1,8 @@
 import { z } from 'zod';
+import { ConfigError } from '../common/protocol.js';
+import { DEFAULT_MODEL_URL, httpUrl } from './env.js';
+
+export { ConfigError };
 
 /**
  * What a template author writes: one handler per model route. Types first; `defineHandler`
@@ -51,7 +55,7 @@ export interface LifecycleHook {
 }
 
 export interface WorkerSpec {
-  /** Base URL of the model server (default env MODEL_SERVER_URL, else http://127.0.0.1:8000). */
+  /** Base URL of the model server (default env MODEL_SERVER_URL, else DEFAULT_MODEL_URL). */
   modelServerUrl?: string;
   /** The model's log file (default env MODEL_LOG). */
   modelLogFile?: string;
@@ -101,7 +105,7 @@ const handlerSchema = z.object({
 
 const workerSchema = z
   .object({
-    modelServerUrl: z.url().optional(),
+    modelServerUrl: httpUrl(DEFAULT_MODEL_URL).optional(),
     modelLogFile: z.string().min(1).optional(),
     healthPath: routePath.optional(),
     logActions: z
@@ -141,27 +145,12 @@ export interface WorkerDefinition {
   benchmarkHandler: ResolvedHandler;
 }
 
-/** A config error that lists every problem found, one per line. */
-export class ConfigError extends Error {
-  constructor(public readonly problems: string[]) {
-    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
-    this.name = 'ConfigError';
-  }
-}
-
-export function formatIssues(issues: readonly z.core.$ZodIssue[], prefix = ''): string[] {
-  return issues.map((i) => {
-    const path = [prefix, ...i.path.map(String)].filter(Boolean).join('.');
-    return path ? `${path}: ${i.message}` : i.message;
-  });
-}
-
 const defaultWorkload = () => 100;
 
 /** Validate a worker once; throws ConfigError listing every problem. */
 export function defineWorker(spec: WorkerSpec): WorkerDefinition {
   const parsed = workerSchema.safeParse(spec);
-  if (!parsed.success) throw new ConfigError(formatIssues(parsed.error.issues));
+  if (!parsed.success) throw ConfigError.fromZod('invalid worker definition', parsed.error);
   const handlers: ResolvedHandler[] = spec.handlers.map((h) => ({
     ...h,
     upstreamPath: h.upstreamPath ?? h.route,

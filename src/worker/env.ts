@@ -1,43 +1,78 @@
 import { z } from 'zod';
-import { ConfigError, formatIssues } from './config.js';
+import { ConfigError, fieldErrors } from '../common/protocol.js';
 
 /**
  * The worker's environment (PROTOCOL §8), parsed once at start. Every variable, its default
- * and its meaning is listed in the README's configuration reference.
+ * and its meaning is listed in docs/configuration.md. Each message names what is wrong and what
+ * would be right; `parseWorkerEnv` lists every bad variable at once.
  */
 const bool = z
   .string()
   .optional()
   .transform((v) => v !== undefined && /^(1|true|yes|on)$/i.test(v.trim()));
-const port = z.coerce.number().int().min(0).max(65535);
+const port = z.coerce.number({ error: 'must be a port number (0-65535)' }).int('must be a port number (0-65535)').min(0, 'must be a port number (0-65535)').max(65535, 'must be a port number (0-65535)');
+
+/** Where the model server is when nothing says otherwise (vLLM's and TGI's usual port); written here only. */
+export const DEFAULT_MODEL_URL = 'http://127.0.0.1:8000';
+
+/** The log levels LOG_LEVEL accepts (pino's). */
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+/** True for an absolute http(s) URL with a host: what a model server or an engine address must be. */
+export function isHttpUrl(s: string): boolean {
+  try {
+    const u = new URL(s);
+    return (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '';
+  } catch {
+    return false;
+  }
+}
+
+/** An http(s) URL; `localhost:8000` (a valid URL of scheme "localhost:") is refused with the fix. */
+export function httpUrl(example: string) {
+  return z.string().refine(isHttpUrl, { error: (iss) => `must be an http(s) URL like ${example}, got ${JSON.stringify(iss.input)}` });
+}
+
+const reportAddrs = z
+  .string()
+  .default('')
+  .transform((s) => s.split(',').map((a) => a.trim().replace(/\/+$/, '')).filter(Boolean))
+  .superRefine((addrs, ctx) => {
+    const bad = addrs.filter((a) => !isHttpUrl(a));
+    if (bad.length) ctx.addIssue({ code: 'custom', message: `every address must be an http(s) URL like https://run.vast.ai, got ${bad.map((b) => JSON.stringify(b)).join(', ')}` });
+  });
+
+const containerId = z
+  .string({ error: 'not set: the instance id (an integer), sent as `id` in every report' })
+  .trim()
+  .regex(/^-?\d+$/, 'must be an integer (the instance id)')
+  .transform(Number);
 
 const envSchema = z.object({
   WORKER_PORT: port.default(3000),
   WORKER_HTTP_PORT: port.optional(),
   WORKER_HOST: z.string().default('0.0.0.0'),
   WORKER_MAX_CONNECTIONS: z.coerce.number().int().min(1).default(10_000),
-  REPORT_ADDR: z
-    .string()
-    .default('')
-    .transform((s) => s.split(',').map((a) => a.trim().replace(/\/+$/, '')).filter(Boolean))
-    .pipe(z.array(z.url('REPORT_ADDR entries must be URLs like https://run.vast.ai'))),
+  REPORT_ADDR: reportAddrs,
   MASTER_TOKEN: z.string().default(''),
-  CONTAINER_ID: z.coerce.number({ message: 'CONTAINER_ID must be an integer' }).int('CONTAINER_ID must be an integer'),
+  CONTAINER_ID: containerId,
   PUBLIC_IPADDR: z.string().default('127.0.0.1'),
   USE_SSL: bool,
   SSL_CERT_PATH: z.string().default('/etc/instance.crt'),
   SSL_KEY_PATH: z.string().default('/etc/instance.key'),
   UNSECURED: bool,
   STRICT_AUTH: bool,
-  MODEL_SERVER_URL: z.url().optional(),
+  MODEL_SERVER_URL: httpUrl(DEFAULT_MODEL_URL).optional(),
   MODEL_LOG: z.string().optional(),
   MODEL_HEALTH_ENDPOINT: z.string().optional(),
-  MODEL_SIZE_GB: z.coerce.number().positive().optional(),
+  MODEL_SIZE_GB: z.coerce.number({ error: 'must be a number of GB' }).positive('must be a number of GB above 0').optional(),
   BACKEND: z.string().optional(),
   WORKSPACE_DIR: z.string().default(process.cwd()),
   FORCE_UPDATE_FILE: z.string().default('/.force_update'),
-  DRAIN_TIMEOUT: z.coerce.number().min(0).default(30),
+  DRAIN_TIMEOUT: z.coerce.number({ error: 'must be a number of seconds' }).min(0, 'must be a number of seconds ≥ 0').default(30),
   WORKER_VERSION: z.string().optional(),
+  LOG_LEVEL: z.enum(LOG_LEVELS, { error: (iss) => `must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(iss.input)}` }).default('info'),
+  LOG_FILE: z.string().optional(),
 });
 
 export type WorkerEnv = z.output<typeof envSchema> & {
@@ -47,15 +82,40 @@ export type WorkerEnv = z.output<typeof envSchema> & {
   publicUrl: string;
 };
 
-export function parseWorkerEnv(env: NodeJS.ProcessEnv = process.env): WorkerEnv {
-  const parsed = envSchema.safeParse(env);
-  if (!parsed.success) throw new ConfigError(formatIssues(parsed.error.issues));
-  const e = parsed.data;
-  const publicPort = env[`VAST_TCP_PORT_${e.WORKER_PORT}`] ?? String(e.WORKER_PORT);
+/** The variables a command reads, as an object (process.env, or a test's literal). */
+export type EnvSource = Record<string, string | undefined>;
+
+/** Empty strings count as unset, as a shell's `VAR=` means. */
+function withoutEmpty(env: EnvSource): EnvSource {
+  const out: EnvSource = {};
+  for (const [k, v] of Object.entries(env)) if (v !== undefined && (v !== '' || k === 'REPORT_ADDR' || k === 'MASTER_TOKEN')) out[k] = v;
+  return out;
+}
+
+/**
+ * Every problem of the environment, by variable (empty when it is fine). `containerIdRequired`
+ * false: for commands that do not report (the benchmark).
+ */
+export function checkWorkerEnv(env: EnvSource, opts: { containerIdRequired?: boolean } = {}): { env?: WorkerEnv; problems: Record<string, string> } {
+  const schema = opts.containerIdRequired === false ? envSchema.extend({ CONTAINER_ID: containerId.optional() }) : envSchema;
+  const parsed = schema.safeParse(withoutEmpty(env));
+  if (!parsed.success) return { problems: fieldErrors(parsed.error, '', '(environment)') };
+  const e = parsed.data as z.output<typeof envSchema>;
+  const publicPort = env[`VAST_TCP_PORT_${e.WORKER_PORT}`] || String(e.WORKER_PORT);
   const scheme = e.USE_SSL ? 'https' : 'http';
   return {
-    ...e,
-    workerHttpPort: e.WORKER_HTTP_PORT ?? (e.WORKER_PORT === 0 ? 0 : e.WORKER_PORT + 1),
-    publicUrl: `${scheme}://${e.PUBLIC_IPADDR}:${publicPort}`,
+    env: {
+      ...e,
+      workerHttpPort: e.WORKER_HTTP_PORT ?? (e.WORKER_PORT === 0 ? 0 : e.WORKER_PORT + 1),
+      publicUrl: `${scheme}://${e.PUBLIC_IPADDR}:${publicPort}`,
+    },
+    problems: {},
   };
+}
+
+/** Parse the environment once; throws ConfigError naming every bad variable. */
+export function parseWorkerEnv(env: EnvSource = process.env): WorkerEnv {
+  const { env: parsed, problems } = checkWorkerEnv(env);
+  if (!parsed) throw ConfigError.listing('invalid environment', problems);
+  return parsed;
 }

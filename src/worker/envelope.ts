@@ -1,21 +1,12 @@
 import type { z } from 'zod';
+import { authDataSchema, fieldErrors as issueFields, type AuthData } from '../common/protocol.js';
+
+export { MAX_AUTH_DEPTH, nestedDeeperThan, type AuthData } from '../common/protocol.js';
 
 /**
  * The client's request envelope (PROTOCOL §2): `{auth_data, payload, session_id?}`.
  * Parsing never throws: it returns either the envelope or the exact 422 body the PyWorker gives.
  */
-export interface AuthData {
-  cost: number;
-  endpoint: string;
-  reqnum: number;
-  request_idx: number;
-  signature: string;
-  url: string;
-  /** Strict mode only: when the signature stops being valid (unix seconds). */
-  expires_at?: number;
-  [extra: string]: unknown;
-}
-
 export interface Envelope {
   auth_data: AuthData;
   payload: unknown;
@@ -24,72 +15,21 @@ export interface Envelope {
 
 export type EnvelopeResult = { ok: true; envelope: Envelope } | { ok: false; status: number; body: Record<string, unknown> };
 
-const AUTH_FIELDS = ['cost', 'endpoint', 'reqnum', 'request_idx', 'signature', 'url'] as const;
-
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-/** Numbers may arrive as numeric strings (the engine's cost is a string in some versions). */
-function toNumber(v: unknown): number | undefined {
-  if (typeof v === 'number' && Number.isFinite(v)) return v;
-  if (typeof v === 'string' && v.trim() !== '' && Number.isFinite(Number(v))) return Number(v);
-  return undefined;
-}
-
-/** How deep auth_data (and session_auth) may nest: they are hashed and signed by recursive code. */
-export const MAX_AUTH_DEPTH = 32;
-
-/** True when `value` nests arrays/objects deeper than `max` levels; iterative, so any depth is safe to ask about. */
-export function nestedDeeperThan(value: unknown, max: number): boolean {
-  const stack: Array<[unknown, number]> = [[value, 0]];
-  while (stack.length > 0) {
-    const [v, depth] = stack.pop()!;
-    if (typeof v !== 'object' || v === null) continue;
-    if (depth >= max) return true;
-    for (const child of Array.isArray(v) ? v : Object.values(v)) {
-      if (typeof child === 'object' && child !== null) stack.push([child, depth + 1]);
-    }
-  }
-  return false;
-}
-
-/** Validate `auth_data`; returns per-field problems (empty when fine). */
+/** Validate `auth_data` with the protocol's schema; returns per-field problems (empty when fine). */
 export function checkAuthData(raw: unknown): { auth?: AuthData; problems: Record<string, string> | string } {
   if (raw === undefined) return { problems: 'field missing' };
   if (!isObject(raw)) return { problems: 'must be an object' };
-  const problems: Record<string, string> = {};
-  for (const f of AUTH_FIELDS) if (raw[f] === undefined || raw[f] === null) problems[f] = 'missing parameter';
-  // Extra keys are ignored, but they are hashed (sessions) and signed (strict mode) by recursive code.
-  for (const [k, v] of Object.entries(raw)) {
-    // Primitives (all the protocol's own fields) cannot nest: skip the walk and its allocations.
-    if (typeof v === 'object' && v !== null && nestedDeeperThan(v, MAX_AUTH_DEPTH - 1)) problems[k] = `nested deeper than ${MAX_AUTH_DEPTH} levels`;
-  }
-  const cost = toNumber(raw.cost);
-  const reqnum = toNumber(raw.reqnum);
-  const requestIdx = toNumber(raw.request_idx);
-  if (!problems.cost && (cost === undefined || cost < 0)) problems.cost = 'must be a non-negative number';
-  if (!problems.reqnum && (reqnum === undefined || !Number.isInteger(reqnum))) problems.reqnum = 'must be an integer';
-  if (!problems.request_idx && (requestIdx === undefined || !Number.isInteger(requestIdx))) problems.request_idx = 'must be an integer';
-  for (const f of ['endpoint', 'signature', 'url'] as const) {
-    if (!problems[f] && typeof raw[f] !== 'string') problems[f] = 'must be a string';
-  }
-  if (raw.expires_at !== undefined && toNumber(raw.expires_at) === undefined) problems.expires_at = 'must be a number (unix seconds)';
-  if (Object.keys(problems).length > 0) return { problems };
-  return {
-    auth: { ...raw, cost: cost!, reqnum: reqnum!, request_idx: requestIdx!, endpoint: raw.endpoint as string, signature: raw.signature as string, url: raw.url as string },
-    problems: {},
-  };
+  const parsed = authDataSchema.safeParse(raw);
+  return parsed.success ? { auth: parsed.data, problems: {} } : { problems: issueFields(parsed.error) };
 }
 
-/** Zod issues as `{field.path: message}`. */
+/** A payload's zod issues as the 422 body's `{field.path: message}`. */
 export function fieldErrors(error: z.ZodError): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const issue of error.issues) {
-    const key = issue.path.length ? issue.path.map(String).join('.') : '(payload)';
-    if (!(key in out)) out[key] = issue.message;
-  }
-  return out;
+  return issueFields(error, '', '(payload)');
 }
 
 /** Parse the body text of a handler request. */

@@ -60,6 +60,8 @@ export class Ledger {
   private readonly working = new Map<number, RequestEntry>();
   private counters: WorkloadCounters = { received: 0, served: 0, errored: 0, cancelled: 0, rejected: 0 };
   private pending = 0;
+  /** Started requests not ended yet, sessions themselves excluded (they end when they close). */
+  private active = 0;
   private workingLoad = 0;
   /** Workload of working requests that are not sessions: what the queue-time check divides by perf. */
   private queuedLoad = 0;
@@ -102,6 +104,7 @@ export class Ledger {
     this.totals.received += e.workload;
     this.pending += e.workload;
     this.receivedSinceReport++;
+    if (!e.isSession) this.active++;
     if (!e.sessionBound) {
       this.working.set(e.id, e);
       this.workingLoad += e.workload;
@@ -125,6 +128,7 @@ export class Ledger {
     if (e.state !== 'started') return false;
     e.state = outcome;
     this.pending -= e.workload;
+    if (!e.isSession) this.active--;
     if (!e.sessionBound && this.working.delete(e.id)) {
       this.workingLoad -= e.workload;
       if (!e.isSession) this.queuedLoad -= e.workload;
@@ -159,6 +163,28 @@ export class Ledger {
 
   get curLoad(): number {
     return this.workingLoad;
+  }
+
+  /** Requests being served right now (sessions themselves not counted): what a drain waits for. */
+  get inflight(): number {
+    return this.active;
+  }
+
+  /** Resolves true when nothing is in flight, false after `timeoutMs` with requests still in flight. */
+  waitIdle(timeoutMs: number): Promise<boolean> {
+    if (this.active === 0) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const stop = this.onEnd(() => {
+        if (this.active !== 0) return;
+        clearTimeout(timer);
+        stop();
+        resolve(true);
+      });
+      const timer = setTimeout(() => {
+        stop();
+        resolve(false);
+      }, timeoutMs);
+    });
   }
 
   get workingCount(): number {

@@ -37,10 +37,6 @@ export class Lifecycle extends EventEmitter<{ transition: [Transition] }> {
   /** When the worker first became ready (ms since epoch), or null. */
   readyAt: number | null = null;
   reason = 'started';
-  /** Requests being served by the HTTP layer right now (all routes that reach the model). */
-  inflight = 0;
-  private drainWaiters: Array<() => void> = [];
-
   get state(): WorkerState {
     return this.current;
   }
@@ -64,32 +60,11 @@ export class Lifecycle extends EventEmitter<{ transition: [Transition] }> {
     return true;
   }
 
-  requestStarted(): void {
-    this.inflight++;
-  }
-
-  requestEnded(): void {
-    this.inflight--;
-    if (this.inflight === 0 && this.drainWaiters.length) {
-      const waiters = this.drainWaiters;
-      this.drainWaiters = [];
-      for (const w of waiters) w();
-    }
-  }
-
-  /** Resolves when nothing is in flight, or after `timeoutMs`; true when it drained fully. */
-  waitIdle(timeoutMs: number): Promise<boolean> {
-    if (this.inflight === 0) return Promise.resolve(true);
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.drainWaiters = this.drainWaiters.filter((w) => w !== done);
-        resolve(false);
-      }, timeoutMs);
-      const done = () => {
-        clearTimeout(timer);
-        resolve(true);
-      };
-      this.drainWaiters.push(done);
-    });
-  }
+  /**
+   * @deprecated No-ops kept only while the request path (proxy.ts) still calls them: in-flight
+   * requests are counted by the ledger (`Ledger.inflight`, `Ledger.waitIdle`). Remove with those calls.
+   */
+  requestStarted(): void {}
+  /** @deprecated See requestStarted. */
+  requestEnded(): void {}
 }

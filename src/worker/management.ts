@@ -62,7 +62,7 @@ export function managementExtension(): WorkerExtension {
   return {
     name: 'management',
     setup(ctx) {
-      addManagementRoutes(ctx.app, { masterToken: ctx.env.MASTER_TOKEN, forceUpdateFile: ctx.env.FORCE_UPDATE_FILE, logger: ctx.logger });
+      addManagementRoutes(ctx.app, { masterToken: ctx.config.report.masterToken, forceUpdateFile: ctx.config.forceUpdateFile, logger: ctx.logger });
       return {};
     },
   };

@@ -152,7 +152,7 @@ export class WorkerMetrics {
       help: 'Requests being served right now (admitted, not yet answered).',
       registers: register,
       collect() {
-        this.set(lifecycle.inflight);
+        this.set(ledger.inflight);
       },
     });
     new Gauge({
@@ -383,7 +383,7 @@ export function metricsExtension(opts: MetricsExtensionOptions = {}): WorkerExte
     metrics: () => metrics,
     setup(ctx) {
       const m = new WorkerMetrics(
-        { ledger: ctx.ledger, lifecycle: ctx.lifecycle, gate: ctx.gate, reporter: ctx.reporter, sessions: opts.sessions, version: ctx.env.WORKER_VERSION ?? WORKER_VERSION },
+        { ledger: ctx.ledger, lifecycle: ctx.lifecycle, gate: ctx.gate, reporter: ctx.reporter, sessions: opts.sessions, version: ctx.config.report.version },
         opts,
       );
       metrics = m;

@@ -1,6 +1,7 @@
 import { request } from 'undici';
 import type { Logger } from '../common/log.js';
 import { maskSecret } from '../common/log.js';
+import type { WorkerStatusReport } from '../common/protocol.js';
 import { sleep } from '../common/util.js';
 import type { Ledger, LedgerSnapshot } from './ledger.js';
 import type { Lifecycle } from './lifecycle.js';
@@ -11,25 +12,8 @@ import type { Lifecycle } from './lifecycle.js';
  * through. `/delete_requests/` ids leave the ledger's queues only once their post was acknowledged,
  * so while the engine is down or answering errors nothing is dropped and nothing is sent twice.
  */
-export interface WorkerStatusReport {
-  id: number;
-  mtoken: string;
-  version: string;
-  loadtime: number;
-  cur_load: number;
-  rej_load: number;
-  new_load: number;
-  error_msg: string;
-  max_perf: number;
-  cur_perf: number;
-  cur_capacity: number;
-  max_capacity: number;
-  num_requests_working: number;
-  num_requests_recieved: number;
-  additional_disk_usage: number;
-  working_request_idxs: number[];
-  url: string;
-}
+/** The body of `POST /worker_status/`: the shape the engine's schema reads (src/common/protocol.ts). */
+export type { WorkerStatusReport };
 
 export interface ReporterOptions {
   addrs: string[];
@@ -300,7 +284,7 @@ export function startFailureReporter(o: {
 }): { stop(): void; sent(): number } {
   let sent = 0;
   const ac = new AbortController();
-  const body = { id: o.containerId, mtoken: o.masterToken, version: o.version, error_msg: o.errorMsg, url: o.publicUrl, loadtime: 0, cur_load: 0, rej_load: 0, new_load: 0, max_perf: 0, cur_perf: 0, cur_capacity: 0, max_capacity: 0, num_requests_working: 0, num_requests_recieved: 0, additional_disk_usage: 0, working_request_idxs: [] };
+  const body: WorkerStatusReport = { id: o.containerId, mtoken: o.masterToken, version: o.version, error_msg: o.errorMsg, url: o.publicUrl, loadtime: 0, cur_load: 0, rej_load: 0, new_load: 0, max_perf: 0, cur_perf: 0, cur_capacity: 0, max_capacity: 0, num_requests_working: 0, num_requests_recieved: 0, additional_disk_usage: 0, working_request_idxs: [] };
   const once = async () => {
     const ok = await postWithFailover(o.addrs, '/worker_status/', body, { tries: 1, retryDelayMs: 0, timeoutMs: 10_000, logger: o.logger, signal: ac.signal });
     if (ok) sent++;

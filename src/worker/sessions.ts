@@ -3,6 +3,7 @@ import { Hono, type Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { request } from 'undici';
 import type { Logger } from '../common/log.js';
+import { errorBody } from '../common/protocol.js';
 import { pythonJsonDumps } from '../common/signature.js';
 import type { AuthChecker } from './auth.js';
 import { checkAuthData, MAX_AUTH_DEPTH, nestedDeeperThan, type AuthData } from './envelope.js';
@@ -276,7 +277,7 @@ function isObject(v: unknown): v is Json {
 /** Bodies of session routes are small JSON: stop reading past MAX_BODY, declared or streamed. */
 const limitBody = bodyLimit({
   maxSize: MAX_BODY,
-  onError: (c) => c.json({ error: `request body too large: the limit is ${MAX_BODY} bytes`, field: 'body' }, 413),
+  onError: (c) => c.json(errorBody(`request body too large: the limit is ${MAX_BODY} bytes`, 'body'), 413),
 });
 
 /** Read a JSON object body, or the 4xx answer to give. */
@@ -285,15 +286,15 @@ async function readJson(c: Context): Promise<{ body: Json } | { error: Response 
   try {
     text = await c.req.text();
   } catch {
-    return { error: c.json({ error: 'could not read the request body', field: 'body' }, 400) };
+    return { error: c.json(errorBody('could not read the request body', 'body'), 400) };
   }
   let body: unknown;
   try {
     body = JSON.parse(text);
   } catch {
-    return { error: c.json({ error: 'invalid JSON', field: 'body' }, 422) };
+    return { error: c.json(errorBody('invalid JSON', 'body'), 422) };
   }
-  if (!isObject(body)) return { error: c.json({ error: 'invalid JSON: the body must be an object', field: 'body' }, 422) };
+  if (!isObject(body)) return { error: c.json(errorBody('invalid JSON: the body must be an object', 'body'), 422) };
   return { body };
 }
 
@@ -357,8 +358,8 @@ export interface SessionRouteDeps {
   logger: Logger;
 }
 
-const unknownSession = (c: Context) => c.json({ error: 'unknown session', field: 'session_id' }, 400);
-const authDiffers = (c: Context) => c.json({ error: 'session_auth does not match the session', field: 'session_auth' }, 401);
+const unknownSession = (c: Context) => c.json(errorBody('unknown session', 'session_id'), 400);
+const authDiffers = (c: Context) => c.json(errorBody('session_auth does not match the session', 'session_auth'), 401);
 
 /** POST /session/end on any app (the main one and the plain-HTTP internal one). */
 export function addSessionEndRoute(app: Hono, d: SessionRouteDeps): void {
@@ -391,7 +392,7 @@ export function addSessionEndRoute(app: Hono, d: SessionRouteDeps): void {
  */
 export function addSessionRoutes(app: Hono, d: SessionRouteDeps): void {
   app.post('/session/create', limitBody, async (c) => {
-    if (!d.lifecycle.admitting) return c.json({ error: 'worker is draining: create the session on another worker', field: 'worker' }, 503, { 'retry-after': '5' });
+    if (!d.lifecycle.admitting) return c.json(errorBody('worker is draining: create the session on another worker', 'worker'), 503, { 'retry-after': '5' });
     const r = await readJson(c);
     if ('error' in r) return r.error;
     const problems: Json = {};
@@ -405,14 +406,14 @@ export function addSessionRoutes(app: Hono, d: SessionRouteDeps): void {
       const entry = d.ledger.create({ requestIdx: auth.request_idx, reqnum: auth.reqnum, workload: auth.cost, route: '/session/create', isSession: true });
       d.ledger.reject(entry);
       d.logger.info({ rid: entry.id, request_idx: auth.request_idx }, 'session refused: signature does not verify');
-      return c.json({ error: 'signature does not verify', field: 'auth_data.signature' }, 401);
+      return c.json(errorBody('signature does not verify', 'auth_data.signature'), 401);
     }
     const s = d.store.create(rawAuth, auth, payload.value);
     if (!s) {
       const entry = d.ledger.create({ requestIdx: auth.request_idx, reqnum: auth.reqnum, workload: auth.cost, route: '/session/create', isSession: true });
       d.ledger.reject(entry);
       d.logger.info({ rid: entry.id, request_idx: auth.request_idx, max_sessions: d.store.maxSessions }, 'session refused: max_sessions open');
-      return c.json({ error: `max_sessions (${d.store.maxSessions}) sessions are open`, field: 'max_sessions' }, 429);
+      return c.json(errorBody(`max_sessions (${d.store.maxSessions}) sessions are open`, 'max_sessions'), 429);
     }
     d.logger.info({ rid: s.entry.id, session_id: s.id, request_idx: auth.request_idx, lifetime: s.lifetime, workload: auth.cost }, 'session created');
     return c.json({ session_id: s.id, expiration: s.expiration }, 201);
@@ -427,7 +428,7 @@ export function addSessionRoutes(app: Hono, d: SessionRouteDeps): void {
     if (!s) {
       const closed = d.store.closedDigest(ref.id);
       if (closed && !sameAuth(closed, ref.auth)) return authDiffers(c);
-      return closed ? c.json({ error: 'session closed', field: 'session_id' }, 400) : unknownSession(c);
+      return closed ? c.json(errorBody('session closed', 'session_id'), 400) : unknownSession(c);
     }
     if (!sameAuth(s.authDigest, ref.auth)) return authDiffers(c);
     return c.json(describeSession(s), 200);
@@ -456,11 +457,6 @@ export interface SessionsExtension extends WorkerExtension {
   store(): SessionStore | null;
 }
 
-/** Model server base URL, resolved the way the worker's proxy resolves it. */
-function modelUrlOf(ctx: WorkerContext): string {
-  return ctx.definition.spec.modelServerUrl ?? ctx.env.MODEL_SERVER_URL ?? 'http://127.0.0.1:8000';
-}
-
 /**
  * Sessions as a worker extension: the four routes on the main app, /session/end alone on the
  * internal plain-HTTP listener (WORKER_HTTP_PORT), the store as the request path's SessionAccess.
@@ -474,8 +470,8 @@ export function sessionsExtension(opts: SessionOptions = {}): SessionsExtension 
       store = new SessionStore({
         ledger: ctx.ledger,
         logger: ctx.logger,
-        modelUrl: modelUrlOf(ctx),
-        maxSessions: opts.maxSessions ?? ctx.definition.spec.maxSessions ?? 10,
+        modelUrl: ctx.config.model.url,
+        maxSessions: opts.maxSessions ?? ctx.config.maxSessions,
         gcIntervalMs: opts.gcIntervalMs,
         closeTimeoutMs: opts.closeTimeoutMs,
         rememberClosed: opts.rememberClosed,

@@ -2,21 +2,22 @@ import type { Server } from 'node:http';
 import { Hono } from 'hono';
 import { Pool } from 'undici';
 import { createLogger, type Logger } from '../common/log.js';
+import { errorBody } from '../common/protocol.js';
 import { FifoGate } from './admission.js';
-import { AuthChecker, fetchPublicKey } from './auth.js';
-import { runBenchmark, progressLine, NO_SUCCESS_ERROR } from './benchmark.js';
+import { AuthChecker } from './auth.js';
+import { NO_SUCCESS_ERROR } from './benchmark.js';
 import type { WorkerDefinition } from './config.js';
-import { createDiskProgress, formatProgressBar, type DiskProgress } from './disk-progress.js';
+import { createDiskProgress, type DiskProgress } from './disk-progress.js';
 import type { WorkerEnv } from './env.js';
-import { startHealthcheck, type Healthcheck } from './healthcheck.js';
 import { Ledger } from './ledger.js';
 import { Lifecycle } from './lifecycle.js';
 import { ModelClient } from './model-client.js';
-import { watchLog, type LogWatch } from './logwatch.js';
 import { createHandlerRoute, type RequestObserver, type SessionAccess } from './proxy.js';
+import { startReadiness, SUPERVISOR_ERROR_MARKER } from './readiness.js';
 import { Reporter } from './reporter.js';
+import { addStatusRoute, startLoadingProgress } from './status-route.js';
 import { closeServer, createListener, listen, type RouteFn } from './server.js';
-import { WORKER_VERSION } from './version.js';
+import { resolveWorkerConfig, type WorkerConfig } from './worker-config.js';
 
 /**
  * The composition root: builds every part of a worker and wires them together. Logic lives in the
@@ -24,7 +25,10 @@ import { WORKER_VERSION } from './version.js';
  */
 export interface WorkerOptions {
   definition: WorkerDefinition;
-  env: WorkerEnv;
+  /** The resolved configuration (resolveWorkerConfig); built from `env` when not given. */
+  config?: WorkerConfig;
+  /** The parsed environment; needed only without `config`. */
+  env?: WorkerEnv;
   logger?: Logger;
   /** Test knobs: delays of the readiness sequence (PROTOCOL defaults otherwise). */
   timings?: Partial<WorkerTimings>;
@@ -71,16 +75,13 @@ const DEFAULT_TIMINGS: WorkerTimings = {
   requestTimeoutMs: 60_000,
 };
 
-/**
- * A model log line containing this is an error whatever the handler's patterns say: on_start.sh
- * appends it to MODEL_LOG when the model server process exits, so the worker reports the failure
- * on its own cadence instead of reporting "loading" forever.
- */
-export const SUPERVISOR_ERROR_MARKER = '[nodeworker on_start] ERROR:';
+export { SUPERVISOR_ERROR_MARKER };
 
 /** What an optional part receives and may contribute. */
 export interface WorkerContext {
   definition: WorkerDefinition;
+  config: WorkerConfig;
+  /** The parsed variables (the same as `config.env`), for a part that reads one of its own. */
   env: WorkerEnv;
   ledger: Ledger;
   lifecycle: Lifecycle;
@@ -108,6 +109,7 @@ export interface RunningWorker {
   url: string;
   port: number;
   internalPort: number | null;
+  config: WorkerConfig;
   ledger: Ledger;
   lifecycle: Lifecycle;
   auth: AuthChecker;
@@ -120,16 +122,18 @@ export interface RunningWorker {
 }
 
 export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
-  const { definition, env } = opts;
-  const spec = definition.spec;
+  const { definition } = opts;
+  if (!opts.config && !opts.env) throw new TypeError('startWorker needs `config` (resolveWorkerConfig) or `env` (parseWorkerEnv)');
+  const config = opts.config ?? resolveWorkerConfig(definition, opts.env!);
+  const env = config.env;
   const t: WorkerTimings = { ...DEFAULT_TIMINGS, ...opts.timings };
-  const logger = opts.logger ?? createLogger('nodeworker');
+  const logger = opts.logger ?? createLogger('nodeworker', { level: config.log.level, destination: config.log.file ?? undefined });
   const ledger = new Ledger();
   const lifecycle = new Lifecycle();
-  const auth = new AuthChecker({ unsecured: env.UNSECURED, strict: env.STRICT_AUTH });
+  const auth = new AuthChecker(config.auth);
   const gate = new FifoGate();
-  const modelUrl = spec.modelServerUrl ?? env.MODEL_SERVER_URL ?? 'http://127.0.0.1:8000';
-  const modelTimeoutMs = spec.modelTimeoutMs ?? 300_000;
+  const modelUrl = config.model.url;
+  const modelTimeoutMs = config.model.timeoutMs;
   const pool = new Pool(modelUrl, { connections: 512, pipelining: 1, keepAliveTimeout: 60_000, headersTimeout: modelTimeoutMs, bodyTimeout: modelTimeoutMs });
   // The request path's own client (plain http; cheaper per request than undici, docs/performance.md);
   // the pool stays for the benchmark, and serves the request path for an https model.
@@ -140,20 +144,15 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   lifecycle.on('transition', (tr) => logger.info({ from: tr.from, to: tr.to, reason: tr.reason }, `state ${tr.from} → ${tr.to}`));
 
   let disk: DiskProgress | null = null;
-  const modelSizeGb = spec.modelSizeGb ?? env.MODEL_SIZE_GB;
-  let lastProgress: number | null = null;
   try {
-    disk = await createDiskProgress({ path: env.WORKSPACE_DIR, modelSizeGb });
+    disk = await createDiskProgress({ path: config.workspaceDir, modelSizeGb: config.model.sizeGb ?? undefined });
   } catch (err) {
     logger.warn({ err: (err as Error).message }, 'disk usage cannot be measured; loading progress and additional_disk_usage stay 0');
   }
+  const progress = startLoadingProgress({ disk, lifecycle, logger, everyMs: t.progressLogMs });
 
   const reporter = new Reporter({
-    addrs: env.REPORT_ADDR,
-    containerId: env.CONTAINER_ID,
-    masterToken: env.MASTER_TOKEN,
-    version: env.WORKER_VERSION ?? WORKER_VERSION,
-    publicUrl: env.publicUrl,
+    ...config.report,
     ledger,
     lifecycle,
     logger,
@@ -164,21 +163,9 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   });
 
   const app = new Hono();
-  const ctx: WorkerContext = { definition, env, ledger, lifecycle, auth, gate, logger, app, reporter, loadingProgress: () => lastProgress };
+  const ctx: WorkerContext = { definition, config, env, ledger, lifecycle, auth, gate, logger, app, reporter, loadingProgress: () => progress.last() };
 
-  app.get('/healthz', (c) =>
-    c.json({
-      state: lifecycle.state,
-      reason: lifecycle.reason,
-      perf: ledger.maxPerf,
-      loadtime: lifecycle.loadtime,
-      error_msg: ledger.errorMsg,
-      load: { cur_load: ledger.curLoad, working: ledger.workingCount, inflight: lifecycle.inflight, expected_queue_time: ledger.expectedQueueTime() },
-      loading_progress: lastProgress,
-      auth: env.UNSECURED ? 'unsecured' : auth.hasKey ? 'key loaded' : 'waiting for the engine key',
-      version: env.WORKER_VERSION ?? WORKER_VERSION,
-    }, lifecycle.state === 'errored' ? 503 : 200),
-  );
+  addStatusRoute(app, { lifecycle, ledger, auth, config, progress: () => progress.last() });
 
   let sessions: SessionAccess | undefined;
   const observers: RequestObserver[] = [];
@@ -196,18 +183,20 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
 
   const routes = new Map<string, RouteFn>();
   for (const h of definition.handlers) {
-    routes.set(h.route, createHandlerRoute({ ledger, auth, lifecycle, pool, model, gate, logger, sessions, observer, maxBodyBytes: spec.maxBodyBytes ?? 10 * 1024 * 1024, modelTimeoutMs }, h));
+    routes.set(h.route, createHandlerRoute({ ledger, auth, lifecycle, pool, model, gate, logger, sessions, observer, maxBodyBytes: config.listen.maxBodyBytes, modelTimeoutMs }, h));
   }
-  app.notFound((c) => c.json({ error: `no route ${c.req.method} ${c.req.path}`, field: 'path' }, 404));
+  app.notFound((c) => c.json(errorBody(`no route ${c.req.method} ${c.req.path}`, 'path'), 404));
   app.onError((err, c) => {
     logger.error({ err: err.message, path: c.req.path }, 'unhandled error in a route');
-    return c.json({ error: 'internal error' }, 500);
+    return c.json(errorBody('internal error'), 500);
   });
 
-  const tls = env.USE_SSL ? { certPath: env.SSL_CERT_PATH, keyPath: env.SSL_KEY_PATH } : undefined;
+  const { host } = config.listen;
+  const tls = config.listen.tls ?? undefined;
   // A failed listen (port taken, unreadable cert) must leave nothing running: the CLI then reports
   // the failure, and an in-process caller gets a clean rejection.
   const abandon = async (err: unknown, servers: Server[]): Promise<never> => {
+    progress.stop();
     await Promise.all(servers.map((srv) => closeServer(srv, 0)));
     for (const c of closers) await Promise.resolve().then(c).catch(() => undefined);
     await pool.destroy().catch(() => undefined);
@@ -216,176 +205,41 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   };
   let main: { server: Server; port: number };
   try {
-    main = await listen(createListener(routes, app), { host: env.WORKER_HOST, port: env.WORKER_PORT, tls, headersTimeoutMs: t.headersTimeoutMs, requestTimeoutMs: t.requestTimeoutMs, fastLane: opts.requestPath?.fastLane, maxConnections: env.WORKER_MAX_CONNECTIONS });
+    main = await listen(createListener(routes, app), { host, port: config.listen.port, tls, headersTimeoutMs: t.headersTimeoutMs, requestTimeoutMs: t.requestTimeoutMs, fastLane: opts.requestPath?.fastLane, maxConnections: config.listen.maxConnections });
   } catch (err) {
     return abandon(err, []);
   }
   let internal: { server: Server; port: number } | null = null;
   if (internalApp || internalRoutes.size > 0) {
     const iapp = internalApp ?? new Hono();
-    iapp.notFound((c) => c.json({ error: `the internal listener serves only /session/end, not ${c.req.path}`, field: 'path' }, 404));
+    iapp.notFound((c) => c.json(errorBody(`the internal listener serves only /session/end, not ${c.req.path}`, 'path'), 404));
     try {
-      internal = await listen(createListener(internalRoutes, iapp), { host: env.WORKER_HOST, port: env.workerHttpPort, headersTimeoutMs: t.headersTimeoutMs, requestTimeoutMs: t.requestTimeoutMs });
+      internal = await listen(createListener(internalRoutes, iapp), { host, port: config.listen.internalPort, headersTimeoutMs: t.headersTimeoutMs, requestTimeoutMs: t.requestTimeoutMs });
     } catch (err) {
       return abandon(err, [main.server]);
     }
   }
   const scheme = tls ? 'https' : 'http';
-  const url = `${scheme}://${env.WORKER_HOST === '0.0.0.0' ? '127.0.0.1' : env.WORKER_HOST}:${main.port}`;
+  const url = `${scheme}://${host === '0.0.0.0' ? '127.0.0.1' : host}:${main.port}`;
   logger.info({ url, internal_port: internal?.port ?? null, model: modelUrl, handlers: definition.handlers.map((h) => h.route) }, 'worker listening');
+  if (config.report.addrs.length === 0 && config.auth.unsecured) {
+    logger.warn('REPORT_ADDR is not set: nothing will be reported to an engine (no worker_status, no delete_requests); fine for a local run');
+  }
   reporter.start();
 
-  // Loading progress: disk used since start / model size, logged until the model is loaded.
-  let progressTimer: NodeJS.Timeout | null = null;
-  if (disk) {
-    const sampleProgress = async () => {
-      const s = await disk!.sample().catch(() => null);
-      if (!s) return;
-      lastProgress = s.progress;
-      if (s.progress !== null && (lifecycle.state === 'starting' || lifecycle.state === 'loading')) {
-        logger.info({ progress: s.progress, used_gb: s.usedSinceStartGb }, `model loading ${formatProgressBar(s.progress)}`);
-      }
-    };
-    progressTimer = setInterval(() => void sampleProgress(), t.progressLogMs);
-    progressTimer.unref();
-    void sampleProgress();
-  }
-
-  let health: Healthcheck | null = null;
-  let benchmarkStarted = false;
-  /**
-   * The first model-side failure (error line, hook, benchmark, health). Sticky: error_msg is kept
-   * across reports (PROTOCOL §3), so the engine sees this worker errored until it is replaced.
-   */
-  let modelError: string | null = null;
-  const fail = (message: string) => {
-    // A worker on its way out reports no new error: the model may complain about being stopped.
-    if (lifecycle.state === 'draining') return void logger.warn({ err: message }, 'model error while draining (not reported)');
-    // The first failure is the root cause (a crash line, then failing health checks): keep it.
-    if (modelError !== null) return void logger.warn({ err: message, first: modelError }, 'model error (the first one stays reported)');
-    modelError = message;
-    ledger.setErrorMsg(message);
-    lifecycle.to('errored', message);
-  };
-
-  // The engine's public key, in the background: without it nothing verifies and the worker is not
-  // ready. Unlike a model failure, a key failure clears when the key arrives.
-  let keyError: string | null = null;
-  const keyReady: Promise<boolean> = env.UNSECURED
-    ? Promise.resolve(true)
-    : (async () => {
-        if (env.REPORT_ADDR.length === 0) {
-          keyError = 'REPORT_ADDR is empty: no engine to get the public key from (set UNSECURED=true for local runs)';
-          ledger.setErrorMsg(keyError);
-          lifecycle.to('errored', keyError);
-          return false;
-        }
-        for (;;) {
-          try {
-            const pem = await fetchPublicKey(env.REPORT_ADDR[0]!, { logger, signal: ac.signal, baseDelayMs: t.pubkeyBaseDelayMs });
-            auth.setPublicKey(pem);
-            logger.info({ addr: env.REPORT_ADDR[0] }, 'engine public key loaded');
-            if (keyError !== null && modelError === null) {
-              if (ledger.errorMsg === keyError) ledger.setErrorMsg('');
-              // Back to the phase the worker is really in; onModelLoaded moves on to ready.
-              if (lifecycle.state === 'errored') lifecycle.to(benchmarkStarted ? 'benchmarking' : 'loading', 'engine public key loaded');
-            }
-            keyError = null;
-            return true;
-          } catch (err) {
-            if (ac.signal.aborted) return false;
-            keyError = (err as Error).message;
-            if (modelError === null) {
-              ledger.setErrorMsg(keyError);
-              lifecycle.to('errored', keyError);
-            }
-            // Keep trying (slowly): the worker recovers when the engine's key endpoint comes back.
-          }
-        }
-      })();
-
-  const onModelLoaded = async (why: string) => {
-    // A model that already failed is not benchmarked: its error stands (see modelError).
-    if (benchmarkStarted || modelError !== null || ac.signal.aborted) return;
-    benchmarkStarted = true;
-    lifecycle.to('benchmarking', why);
-    let perf = 0;
-    const bar = process.stderr.isTTY === true;
-    let best = 0;
-    try {
-      const result = await runBenchmark({
-        handler: definition.benchmarkHandler,
-        model: pool,
-        workspaceDir: env.WORKSPACE_DIR,
-        logger,
-        signal: ac.signal,
-        onRound: (r, total) => {
-          best = Math.max(best, r.throughput);
-          logger.info({ round: r.round, total, ok: r.ok, requests: r.requests, throughput: r.throughput, seconds: r.seconds }, `benchmark round ${r.round}/${total}: ${r.throughput.toFixed(1)} load/s`);
-          // On a terminal, a bar as well (the log line stays the record).
-          if (bar) process.stderr.write(`\r${progressLine(r.round, total, best)}${r.round === total ? '\n' : ''}`);
-        },
-      });
-      if (result.error) return fail(result.error);
-      perf = result.perf;
-    } catch (err) {
-      if (ac.signal.aborted) return;
-      return fail(`benchmark failed: ${(err as Error).message}`);
-    }
-    ledger.setMaxPerf(perf);
-    const healthPath = spec.healthPath ?? env.MODEL_HEALTH_ENDPOINT;
-    if (healthPath) {
-      health = startHealthcheck({
-        url: modelUrl + healthPath,
-        intervalMs: t.healthIntervalMs,
-        onFailure: (message) => fail(message),
-      });
-      const ok = await health.waitForFirstSuccess(t.healthDeadlineMs, ac.signal).catch(() => false);
-      if (!ok && ac.signal.aborted) return;
-      if (!ok) return fail(`model health check did not succeed within ${Math.round(t.healthDeadlineMs / 1000)} s: GET ${modelUrl}${healthPath}`);
-    } else {
-      try {
-        await new Promise<void>((resolve, reject) => {
-          const timer = setTimeout(resolve, t.noHealthWaitMs);
-          ac.signal.addEventListener('abort', () => { clearTimeout(timer); reject(new Error('closed')); }, { once: true });
-        });
-      } catch {
-        return;
-      }
-    }
-    if (!(await keyReady)) return;
-    if (modelError !== null || ac.signal.aborted) return;
-    lifecycle.to('ready', `model loaded, perf ${perf.toFixed(1)} load/s`);
-  };
-
-  // Readiness source: a lifecycle hook, the model's log, or (neither) the health path / nothing.
-  let logWatch: LogWatch | null = null;
-  const logFile = spec.modelLogFile ?? env.MODEL_LOG;
-  const actions = { onLoad: spec.logActions?.onLoad ?? [], onError: [...(spec.logActions?.onError ?? []), SUPERVISOR_ERROR_MARKER], onInfo: spec.logActions?.onInfo ?? [] };
-  lifecycle.to('loading', spec.lifecycle ? 'starting the model through the lifecycle hook' : logFile ? `watching ${logFile}` : 'no model log configured');
-  if (spec.lifecycle) {
-    const hook = spec.lifecycle;
-    closers.push(async () => {
-      await hook.stop?.();
-    });
-    Promise.resolve()
-      .then(() => hook.start({ ready: () => void onModelLoaded('lifecycle hook: model ready'), fail, info: (m) => logger.info({ source: 'model' }, m), signal: ac.signal }))
-      .catch((err: Error) => fail(`lifecycle hook failed: ${err.message}`));
-  } else if (logFile) {
-    logWatch = watchLog({
-      path: logFile,
-      actions,
-      logger,
-      onEvent: (e) => {
-        if (e.kind === 'load') void onModelLoaded(`model log: ${e.pattern}`);
-        else if (e.kind === 'error') fail(`model error: ${e.line.slice(0, 500)}`);
-        else logger.info({ source: 'model' }, e.line.slice(0, 2000));
-      },
-    });
-  } else {
-    logger.warn('no MODEL_LOG and no lifecycle hook: assuming the model is loaded now');
-    void onModelLoaded('no model log configured');
-  }
+  const readiness = startReadiness({
+    definition,
+    config,
+    ledger,
+    lifecycle,
+    auth,
+    benchmarkModel: pool,
+    logger,
+    timings: t,
+    signal: ac.signal,
+    // On a terminal, the benchmark draws its progress as well (the log lines stay the record).
+    terminal: process.stderr.isTTY === true ? process.stderr : null,
+  });
 
   let closed = false;
   const shutdown = async (drainMs: number | null) => {
@@ -393,13 +247,12 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     closed = true;
     lifecycle.to('draining', drainMs === null ? 'closing' : 'signal received');
     if (drainMs !== null) {
-      const drained = await lifecycle.waitIdle(drainMs);
-      if (!drained) logger.warn({ inflight: lifecycle.inflight }, 'drain timeout: closing with requests in flight');
+      const drained = await ledger.waitIdle(drainMs);
+      if (!drained) logger.warn({ inflight: ledger.inflight }, 'drain timeout: closing with requests in flight');
     }
     ac.abort();
-    if (progressTimer) clearInterval(progressTimer);
-    health?.stop();
-    await logWatch?.close();
+    progress.stop();
+    await readiness.close();
     if (drainMs !== null) await reporter.flush();
     reporter.stop();
     for (const c of closers) await c();
@@ -414,12 +267,13 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     url,
     port: main.port,
     internalPort: internal?.port ?? null,
+    config,
     ledger,
     lifecycle,
     auth,
     reporter,
     logger,
-    drain: (timeoutMs = env.DRAIN_TIMEOUT * 1000) => shutdown(timeoutMs),
+    drain: (timeoutMs = config.drainTimeoutMs) => shutdown(timeoutMs),
     close: () => shutdown(null),
   };
 }
