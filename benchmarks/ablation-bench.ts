@@ -11,13 +11,13 @@
  *
  * Figures are medians over rounds (a disturbed round on a shared machine moves them less).
  *
- * Run: `npm run build && node dist/benchmarks/ablation-bench.js [--duration 3] [--rounds 3] [--concurrency 64]`
+ * Run: `npm run build && node build/benchmarks/ablation-bench.js [--duration 3] [--rounds 3] [--concurrency 64]`
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from '../src/common/util.js';
+import { parseArgs } from '#nodeworker/common/util.js';
 import { hasWrk, runLoad } from './lib/loadgen.js';
 import { cpuSeconds, type BenchProcess } from './lib/procs.js';
 import { startModelSim, startPartsWorker } from './lib/stack.js';

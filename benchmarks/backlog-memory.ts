@@ -3,12 +3,12 @@
  * engine take in the worker's `IdQueue` (Float64Array chunks), next to a plain `number[]`, and how
  * long it takes to hand them out in 10 000-id posts (peek + drop, as the reporter does).
  *
- *   npm run build && node dist/benchmarks/backlog-memory.js [--ids 1000000]
+ *   npm run build && node build/benchmarks/backlog-memory.js [--ids 1000000]
  */
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { parseArgs } from '../src/common/util.js';
-import { IdQueue } from '../src/worker/id-queue.js';
+import { parseArgs } from '#nodeworker/common/util.js';
+import { IdQueue } from '#nodeworker/worker/id-queue.js';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;

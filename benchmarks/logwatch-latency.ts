@@ -2,14 +2,14 @@
  * Log watch latency: time from writing a ready line to the model log until `watchLog` delivers
  * its 'load' event. PyWorker polls its log every 100 ms; the target here is well under 50 ms.
  *
- * Run: `npm run build && node dist/benchmarks/logwatch-latency.js [--samples 50]`
+ * Run: `npm run build && node build/benchmarks/logwatch-latency.js [--samples 50]`
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { parseArgs, percentile, sleep } from '../src/common/util.js';
-import { watchLog, type LogEvent } from '../src/worker/logwatch.js';
+import { parseArgs, percentile, sleep } from '#nodeworker/common/util.js';
+import { watchLog, type LogEvent } from '#nodeworker/worker/logwatch.js';
 
 export interface LogwatchLatency { p50Ms: number; p99Ms: number; maxMs: number }
 

@@ -15,13 +15,13 @@
  * reqnum (1,000 in turn), as an engine's would; the compatible signature covers only the worker's
  * url, so it is the same for all of them (PROTOCOL §2).
  *
- * Run: `npm run build && node dist/benchmarks/overhead-bench.js [--duration 3] [--rounds 6] [--concurrency 64]`
+ * Run: `npm run build && node build/benchmarks/overhead-bench.js [--duration 3] [--rounds 6] [--concurrency 64]`
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs, sleep } from '../src/common/util.js';
+import { parseArgs, sleep } from '#nodeworker/common/util.js';
 import { startBenchEngine } from './lib/engine-stub.js';
 import { hasWrk, runLoad } from './lib/loadgen.js';
 import { cpuSeconds, type BenchProcess } from './lib/procs.js';

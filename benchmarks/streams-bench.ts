@@ -11,14 +11,14 @@
  * monitorEventLoopDelay, reset by the scrape before the hold, so it covers the hold alone; its
  * 10 ms sampling interval is subtracted: what is left is lag).
  *
- * Run: `npm run build && node dist/benchmarks/streams-bench.js [--streams 5000] [--hold 10]`
+ * Run: `npm run build && node build/benchmarks/streams-bench.js [--streams 5000] [--hold 10]`
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { parseArgs, percentile, sleep } from '../src/common/util.js';
+import { parseArgs, percentile, sleep } from '#nodeworker/common/util.js';
 import { cpuSeconds, rssBytes, schedSeconds, startProcess, type BenchProcess } from './lib/procs.js';
 import type { SseClientsStats } from './lib/sse-clients.js';
 import { LIB_DIR, startCliWorker, startModelSim } from './lib/stack.js';

@@ -1,15 +1,15 @@
 /**
- * Load generator: `node dist/scripts/load.js --worker URL --pattern constant --rate 5 --duration 60`.
+ * Load generator: `node build/scripts/load.js --worker URL --pattern constant --rate 5 --duration 60`.
  * Open-loop arrivals following a pattern (constant, ramp, first-day), live progress, and a CSV +
  * SVG of latency and throughput over time.
  */
-import { parseArgs } from '../src/common/util.js';
+import { parseArgs } from '#nodeworker/common/util.js';
 import { badUsage, COMMON_HELP, commonOptions, runIfMain, summaryText, numberFlag, OptionProblems, stopOnSignal, stringFlag } from './lib/cli-common.js';
 import { arrivals, PATTERNS, type PatternName, type PatternOptions } from './lib/patterns.js';
 import { buildRequest } from './lib/payloads.js';
 import { runPlan, type Planned } from './lib/run.js';
 
-export const LOAD_HELP = `usage: node dist/scripts/load.js (--worker URL | --autoscaler URL --endpoint NAME --api-key KEY)
+export const LOAD_HELP = `usage: node build/scripts/load.js (--worker URL | --autoscaler URL --endpoint NAME --api-key KEY)
                                 [--pattern constant|ramp|first-day] [options]
 
 Sends requests open-loop (at their planned times, whether or not earlier ones answered) and

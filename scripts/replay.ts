@@ -1,16 +1,16 @@
 /**
- * Trace replay: `node dist/scripts/replay.js --trace azure-llm-2023-code.csv --speed 60 --worker URL`.
+ * Trace replay: `node build/scripts/replay.js --trace azure-llm-2023-code.csv --speed 60 --worker URL`.
  * Sends the trace's requests at their (compressed) arrival times, with GeneratedTokens as
  * max_tokens and ContextTokens as the prompt size; live progress, CSV and SVG as load.js.
  */
 import { existsSync } from 'node:fs';
-import { TRACE_ATTRIBUTION, loadTrace, type TraceRequest } from '../src/autoscaler/simulate/trace.js';
-import { parseArgs } from '../src/common/util.js';
+import { TRACE_ATTRIBUTION, loadTrace, type TraceRequest } from '#nodeworker/autoscaler/simulate/trace.js';
+import { parseArgs } from '#nodeworker/common/util.js';
 import { badUsage, COMMON_HELP, commonOptions, runIfMain, summaryText, numberFlag, OptionProblems, stopOnSignal, stringFlag } from './lib/cli-common.js';
 import { buildRequest, type Backend } from './lib/payloads.js';
 import { runPlan, type Planned } from './lib/run.js';
 
-export const REPLAY_HELP = `usage: node dist/scripts/replay.js --trace FILE (--worker URL | --autoscaler URL --endpoint NAME --api-key KEY)
+export const REPLAY_HELP = `usage: node build/scripts/replay.js --trace FILE (--worker URL | --autoscaler URL --endpoint NAME --api-key KEY)
                                   [--speed X] [--start S] [--duration S] [options]
 
 Replays a request trace in the Azure LLM inference trace format (CSV: TIMESTAMP,ContextTokens,

@@ -12,11 +12,11 @@ import { startProgress } from '../scripts/lib/progress.js';
 import { startTestWorker, type TestWorker } from './helpers/worker.js';
 
 /**
- * The load generator and the trace replay, compiled (dist/scripts), run as processes for a few
+ * The load generator and the trace replay, compiled (build/scripts), run as processes for a few
  * seconds against a real worker in front of model-sim; and the pattern maths on their own.
  */
-const LOAD = resolve(__dirname, '..', 'dist', 'scripts', 'load.js');
-const REPLAY = resolve(__dirname, '..', 'dist', 'scripts', 'replay.js');
+const LOAD = resolve(__dirname, '..', 'build', 'scripts', 'load.js');
+const REPLAY = resolve(__dirname, '..', 'build', 'scripts', 'replay.js');
 const run = promisify(execFile);
 
 let dir: string;

@@ -110,7 +110,7 @@ export function commonOptions(args: Record<string, unknown>, script: string, p: 
 /** Print problems and the usage line, return exit code 2. */
 export function badUsage(script: string, problems: string[]): number {
   for (const p of problems) process.stderr.write(`${script}: ${p}\n`);
-  process.stderr.write(`Run \`node dist/scripts/${script}.js --help\` for the options.\n`);
+  process.stderr.write(`Run \`node build/scripts/${script}.js --help\` for the options.\n`);
   return 2;
 }
 

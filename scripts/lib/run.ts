@@ -1,4 +1,4 @@
-import { sleep } from '../../src/common/util.js';
+import { sleep } from '#nodeworker/common/util.js';
 import type { BuiltRequest } from './payloads.js';
 import { ms, startProgress } from './progress.js';
 import { Recorder } from './recorder.js';

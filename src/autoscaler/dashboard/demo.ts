@@ -15,7 +15,7 @@ import { startAutoscaler, type RunningAutoscaler } from '../server.js';
  * to the simulated worker named in the answer, so workers report real load. Used by the
  * browser test and runnable by hand:
  *
- *   npm run build && AUTOSCALER_ADMIN_KEY=change-me node dist/src/autoscaler/dashboard/demo.js --workers 20
+ *   npm run build && AUTOSCALER_ADMIN_KEY=change-me node dist/autoscaler/dashboard/demo.js --workers 20
  */
 
 /** The demo endpoint's machine types: price and true perf (load/s). */
@@ -199,7 +199,7 @@ export class LoadGenerator {
   }
 }
 
-/** `node dist/src/autoscaler/dashboard/demo.js [--port N] [--workers N] [--rps N]`: runs until Ctrl-C. */
+/** `node dist/autoscaler/dashboard/demo.js [--port N] [--workers N] [--rps N]`: runs until Ctrl-C. */
 async function main(argv: string[]): Promise<number> {
   const args = parseArgs(argv);
   const num = (v: unknown, d: number) => (typeof v === 'string' && Number.isFinite(Number(v)) ? Number(v) : d);
