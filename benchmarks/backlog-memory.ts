@@ -7,7 +7,7 @@
  */
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { parseArgs } from '#nodeworker/common/util.js';
+import { benchArgs } from './lib/args.js';
 import { IdQueue } from '#nodeworker/worker/id-queue.js';
 
 setFlagsFromString('--expose-gc');
@@ -24,7 +24,7 @@ function used(): number {
 const mib = (b: number) => `${(b / 1024 / 1024).toFixed(2)} MiB`;
 
 function main(): void {
-  const args = parseArgs(process.argv.slice(2));
+  const args = benchArgs('backlog-memory', '[--ids N]', { ids: 'string' });
   const n = Number(args.ids ?? 1_000_000);
   // Realistic ids: large integers as the engine hands them out.
   const base = 9_000_000_000;

@@ -8,7 +8,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { parseArgs, percentile, sleep } from '#nodeworker/common/util.js';
+import { percentile, sleep } from '#nodeworker/common/util.js';
+import { benchArgs } from './lib/args.js';
 import { watchLog, type LogEvent } from '#nodeworker/worker/logwatch.js';
 
 export interface LogwatchLatency { p50Ms: number; p99Ms: number; maxMs: number }
@@ -57,7 +58,7 @@ export async function measureLogwatchLatency(samples: number): Promise<LogwatchL
 
 const isMain = process.argv[1] !== undefined && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href;
 if (isMain) {
-  const args = parseArgs(process.argv.slice(2));
+  const args = benchArgs('logwatch-latency', '[--samples N]', { samples: 'string' });
   const samples = Number(args.samples ?? 50);
   measureLogwatchLatency(Number.isFinite(samples) && samples > 0 ? samples : 50)
     .then((r) => {

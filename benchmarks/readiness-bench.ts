@@ -20,7 +20,8 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Pool } from 'undici';
 import { generate } from 'nodeworker/handlers/tgi';
 import { createLogger } from '#nodeworker/common/log.js';
-import { parseArgs, percentile, sleep } from '#nodeworker/common/util.js';
+import { percentile, sleep } from '#nodeworker/common/util.js';
+import { benchArgs } from './lib/args.js';
 import { BENCHMARK_CACHE_FILE, runBenchmark } from '#nodeworker/worker/benchmark.js';
 import { defineWorker } from '#nodeworker/worker/config.js';
 import { parseWorkerEnv } from '#nodeworker/worker/env.js';
@@ -189,7 +190,7 @@ export function formatReadiness(latency: ReadyLatency | null, rows: AccuracyRow[
 
 const isMain = process.argv[1] !== undefined && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href;
 if (isMain) {
-  const args = parseArgs(process.argv.slice(2));
+  const args = benchArgs('readiness-bench', '[--samples N] [--capacities 500,5000,50000] [--skip-latency] [--skip-accuracy]', { samples: 'string', capacities: 'string', 'skip-latency': 'boolean', 'skip-accuracy': 'boolean' });
   const samples = Number(args.samples ?? 20);
   const capacities = typeof args.capacities === 'string' ? args.capacities.split(',').map(Number).filter((n) => n > 0) : undefined;
   (async () => {

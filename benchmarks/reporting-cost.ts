@@ -19,7 +19,8 @@ import { join } from 'node:path';
 import { Pool } from 'undici';
 import { z } from 'zod';
 import { createLogger } from '#nodeworker/common/log.js';
-import { parseArgs, sleep } from '#nodeworker/common/util.js';
+import { sleep } from '#nodeworker/common/util.js';
+import { benchArgs } from './lib/args.js';
 import { defineWorker } from '#nodeworker/worker/config.js';
 import { parseWorkerEnv } from '#nodeworker/worker/env.js';
 import { defaultExtensions } from '#nodeworker/worker/extensions.js';
@@ -165,7 +166,7 @@ function hooksCost(n: number): { ledgerNs: number; withMetricsNs: number } {
 }
 
 async function main(): Promise<void> {
-  const args = parseArgs(process.argv.slice(2));
+  const args = benchArgs('reporting-cost', '[--seconds S] [--rounds N] [--concurrency N]', { seconds: 'string', rounds: 'string', concurrency: 'string' });
   const seconds = Number(args.seconds ?? 4);
   const rounds = Number(args.rounds ?? 2);
   const concurrency = Number(args.concurrency ?? 32);

@@ -26,7 +26,8 @@ import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Agent, request } from 'undici';
 import { generateRsaKeyPair, signUrl } from '#nodeworker/common/signature.js';
-import { parseArgs, percentile, sleep } from '#nodeworker/common/util.js';
+import { percentile, sleep } from '#nodeworker/common/util.js';
+import { benchArgs } from './lib/args.js';
 import { checkDeliveries, checkReports, checkWorkload, totalsFromMetrics, type ClientOutcome, type ClientRecord, type Delivery, type StatusReport } from './lib/invariants.js';
 import { startProcess, type BenchProcess } from './lib/procs.js';
 import { CLI_PATH, startModelSim, waitLogUrl, waitReady } from './lib/stack.js';
@@ -339,7 +340,7 @@ export function formatSoak(r: SoakResult): string {
 }
 
 async function main(): Promise<void> {
-  const a = parseArgs(process.argv.slice(2));
+  const a = benchArgs('soak', '[--minutes N] [--load F] [--abort-rate F] [--capacity N] [--max-tokens N] [--token-rate N] [--warmup-minutes N] [--out FILE]', { minutes: 'string', load: 'string', 'abort-rate': 'string', capacity: 'string', 'max-tokens': 'string', 'token-rate': 'string', 'warmup-minutes': 'string', out: 'string' });
   const num = (k: string, d: number) => (typeof a[k] === 'string' ? Number(a[k]) : d);
   const opts: SoakOptions = {
     minutes: num('minutes', 20),

@@ -206,10 +206,10 @@ export function resolveOptions(opts: ModelSimOptions): ResolvedOptions {
 }
 
 /**
- * Turn CLI flags (from parseArgs) into options. Numbers are parsed strictly
+ * Turn CLI flags (from parseFlags) into options. Numbers are parsed strictly
  * ("12abc" is an error); every problem is listed, nothing is thrown.
  */
-export function optionsFromFlags(flags: Record<string, string | boolean> & { _: string[] }): {
+export function optionsFromFlags(flags: Record<string, string | boolean | undefined> & { _: string[] }): {
   options: Record<string, unknown>;
   problems: OptionProblem[];
 } {
@@ -220,7 +220,7 @@ export function optionsFromFlags(flags: Record<string, string | boolean> & { _: 
     problems.push({ key: '_', flag: arg, message: 'unexpected argument (options are --flag value)' });
   }
   for (const [flag, raw] of Object.entries(flags)) {
-    if (flag === '_' || flag === 'help') continue;
+    if (flag === '_' || flag === 'help' || raw === undefined) continue;
     const spec = byFlag.get(flag);
     if (!spec) {
       problems.push({ key: flag, flag, message: 'is not an option (see --help)' });

@@ -1,5 +1,5 @@
 import { createLogger } from '../common/log.js';
-import { parseArgs } from '../common/util.js';
+import { parseFlags, usageFailed, type Flags } from '../common/args.js';
 import { ConfigError } from './config.js';
 import { parseWorkerEnv, type WorkerEnv } from './env.js';
 import { loadWorkerDefinition } from './load-definition.js';
@@ -20,7 +20,12 @@ MASTER_TOKEN, CONTAINER_ID, MODEL_LOG, MODEL_SERVER_URL, UNSECURED, BACKEND, ...
 `;
 
 export async function runWorkerCli(argv: string[]): Promise<number | void> {
-  const args = parseArgs(argv);
+  let args: Flags;
+  try {
+    args = parseFlags(argv, { handler: 'string', 'model-url': 'string' });
+  } catch (err) {
+    return usageFailed('nodeworker worker', err, 'nodeworker worker --help');
+  }
   if (args.help) {
     process.stdout.write(HELP);
     return 0;
