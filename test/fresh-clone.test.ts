@@ -29,12 +29,12 @@ afterAll(() => {
   rmSync(root, { recursive: true, force: true });
 });
 
-/** Run a command; on failure the error carries its output. */
+/** Run a command; resolves with its stdout; on failure the error carries both outputs. */
 function sh(cmd: string, args: string[], cwd: string): Promise<string> {
   return new Promise((ok, fail) => {
     execFile(cmd, args, { cwd, env, maxBuffer: 32 << 20, timeout: 180_000 }, (err, stdout, stderr) => {
       if (err) fail(new Error(`${cmd} ${args.join(' ')} (in ${cwd}) failed: ${err.message}\n${stdout}\n${stderr}`));
-      else ok(stdout + stderr);
+      else ok(stdout);
     });
   });
 }
