@@ -47,7 +47,8 @@ describe('parseFlags', () => {
 
   it('names a flag missing its value, a value given to a switch, and a stray argument', () => {
     expect(() => parseFlags(['--port'], types)).toThrow(new UsageError('--port needs a value'));
-    expect(() => parseFlags(['--port', '--json'], types)).toThrow(/--port needs a value/);
+    expect(() => parseFlags(['--port', '-1'], types)).toThrow(/--port needs a value \(for a value starting with "-", write --port=VALUE\)/);
+    expect(() => parseFlags(['--prot', '1', '--json=x', 'stray'], types)).toThrow(new UsageError('unknown option --prot (did you mean --port?); --json takes no value; unexpected argument "stray"'));
     expect(() => parseFlags(['--json=yes'], types)).toThrow(new UsageError('--json takes no value'));
     expect(() => parseFlags(['8080'], types)).toThrow(new UsageError('unexpected argument "8080"'));
   });

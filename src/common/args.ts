@@ -21,16 +21,42 @@ export interface ParseFlagsOptions {
   positionals?: boolean;
 }
 
-/** Parse `argv` against `types`; throws UsageError on anything else. */
+/**
+ * Parse `argv` against `types`; throws UsageError on anything else. Every unknown flag, missing
+ * value and stray argument is named at once (a first pass over parseArgs' tokens), then
+ * parseArgs in strict mode reads the values.
+ */
 export function parseFlags(argv: string[], types: FlagTypes, opts: ParseFlagsOptions = {}): Flags {
   const options: Record<string, { type: 'string' | 'boolean'; short?: string }> = { help: { type: 'boolean', short: 'h' } };
   for (const [name, type] of Object.entries(types)) options[name] = { type };
+  const allowPositionals = opts.positionals === true;
+  const problems = structuralProblems(argv, options, allowPositionals);
+  if (problems.length > 0) throw new UsageError(problems.join('; '));
   try {
-    const { values, positionals } = parseArgs({ args: argv, options, strict: true, allowPositionals: opts.positionals === true });
+    const { values, positionals } = parseArgs({ args: argv, options, strict: true, allowPositionals });
     return { ...values, _: positionals } as unknown as Flags;
   } catch (err) {
     throw new UsageError(usageMessage(err as Error & { code?: string }, Object.keys(options)));
   }
+}
+
+function structuralProblems(argv: string[], options: Record<string, { type: 'string' | 'boolean'; short?: string }>, allowPositionals: boolean): string[] {
+  const problems: string[] = [];
+  const { tokens } = parseArgs({ args: argv, options, strict: false, allowPositionals: true, tokens: true });
+  // The word right after an unknown flag is taken as its value, not reported as a stray argument.
+  let unknownAt = -2;
+  for (const t of tokens) {
+    if (t.kind === 'option') {
+      const declared = Object.hasOwn(options, t.name) ? options[t.name] : undefined;
+      if (!declared) {
+        const near = closest(t.name, Object.keys(options));
+        problems.push(`unknown option ${t.rawName}${near ? ` (did you mean --${near}?)` : ''}`);
+        if (t.inlineValue !== true) unknownAt = t.index;
+      } else if (declared.type === 'string' && t.value === undefined) problems.push(`${t.rawName} needs a value`);
+      else if (declared.type === 'boolean' && t.value !== undefined) problems.push(`${t.rawName} takes no value`);
+    } else if (t.kind === 'positional' && !allowPositionals && t.index !== unknownAt + 1) problems.push(`unexpected argument ${JSON.stringify(t.value)}`);
+  }
+  return problems;
 }
 
 function usageMessage(err: Error & { code?: string }, known: string[]): string {
