@@ -13,6 +13,8 @@ import { parseFlags, UsageError } from '../src/common/args.js';
 import { createLogger } from '../src/common/log.js';
 import { prettyLine } from '../src/common/log-pretty.js';
 import { defaultNodeworkerSpec } from '../src/init/scaffold.js';
+import { RetriesExhaustedError, Serverless } from '../src/client/index.js';
+import { createServer } from 'node:net';
 
 const REPO = resolve(__dirname, '..');
 const CLI = join(REPO, 'dist', 'cli.js');
@@ -167,5 +169,20 @@ describe('logs', () => {
     const text = readFileSync(file, 'utf8');
     expect(text).toMatch(/INFO {2}t: hello token=\[redacted\]/);
     expect(text).not.toMatch(/sekrit|sig-value/);
+  });
+});
+
+describe('the client', () => {
+  it('says the autoscaler itself cannot be reached, not that the workers may be overloaded', async () => {
+    // A port that was just free: nothing listens there.
+    const server = createServer();
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as { port: number }).port;
+    await new Promise((r) => server.close(r));
+    const client = new Serverless({ autoscalerUrl: `http://127.0.0.1:${port}`, apiKey: 'k', retry: { maxAttempts: 2, baseDelayMs: 10 } });
+    const err = await client.endpoint('e').request('/v1/completions', { prompt: 'x' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RetriesExhaustedError);
+    expect((err as Error).message).toMatch(/autoscaler: connection refused.*The autoscaler itself could not be reached/);
+    expect((err as Error).message).not.toMatch(/overloaded/);
   });
 });
