@@ -1,6 +1,18 @@
+import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
 
+const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
+
 export default defineConfig({
+  resolve: {
+    // Tests run the TypeScript sources: the package's own name (used by the handlers) resolves to
+    // src/ and handlers/ here, as it resolves to dist/ at run time.
+    alias: [
+      { find: /^nodeworker$/, replacement: here('./src/index.ts') },
+      { find: /^nodeworker\/client$/, replacement: here('./src/client/index.ts') },
+      { find: /^nodeworker\/handlers\/([a-z-]+)$/, replacement: here('./handlers/$1.ts') },
+    ],
+  },
   test: {
     include: ['test/**/*.test.ts', 'src/**/*.test.ts'],
     testTimeout: 30_000,

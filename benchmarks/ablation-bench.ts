@@ -11,13 +11,13 @@
  *
  * Figures are medians over rounds (a disturbed round on a shared machine moves them less).
  *
- * Run: `npm run build && node dist/benchmarks/ablation-bench.js [--duration 3] [--rounds 3] [--concurrency 64]`
+ * Run: `npm run build && node build/benchmarks/ablation-bench.js [--duration 3] [--rounds 3] [--concurrency 64]`
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from '../src/common/util.js';
+import { benchArgs } from './lib/args.js';
 import { hasWrk, runLoad } from './lib/loadgen.js';
 import { cpuSeconds, type BenchProcess } from './lib/procs.js';
 import { startModelSim, startPartsWorker } from './lib/stack.js';
@@ -108,7 +108,7 @@ export function formatAblation(r: AblationReport): string {
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  const args = parseArgs(process.argv.slice(2));
+  const args = benchArgs('ablation-bench', '[--duration S] [--rounds N] [--concurrency N]', { duration: 'string', rounds: 'string', concurrency: 'string' });
   const num = (k: string) => (typeof args[k] === 'string' ? Number(args[k]) : undefined);
   runAblationBench({ durationS: num('duration'), rounds: num('rounds'), concurrency: num('concurrency') }).then(
     (r) => process.stdout.write(formatAblation(r) + '\n'),

@@ -3,12 +3,12 @@
  * engine take in the worker's `IdQueue` (Float64Array chunks), next to a plain `number[]`, and how
  * long it takes to hand them out in 10 000-id posts (peek + drop, as the reporter does).
  *
- *   npm run build && node dist/benchmarks/backlog-memory.js [--ids 1000000]
+ *   npm run build && node build/benchmarks/backlog-memory.js [--ids 1000000]
  */
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { parseArgs } from '../src/common/util.js';
-import { IdQueue } from '../src/worker/id-queue.js';
+import { benchArgs } from './lib/args.js';
+import { IdQueue } from '#nodeworker/worker/id-queue.js';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
@@ -24,7 +24,7 @@ function used(): number {
 const mib = (b: number) => `${(b / 1024 / 1024).toFixed(2)} MiB`;
 
 function main(): void {
-  const args = parseArgs(process.argv.slice(2));
+  const args = benchArgs('backlog-memory', '[--ids N]', { ids: 'string' });
   const n = Number(args.ids ?? 1_000_000);
   // Realistic ids: large integers as the engine hands them out.
   const base = 9_000_000_000;

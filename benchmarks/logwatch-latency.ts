@@ -2,14 +2,15 @@
  * Log watch latency: time from writing a ready line to the model log until `watchLog` delivers
  * its 'load' event. PyWorker polls its log every 100 ms; the target here is well under 50 ms.
  *
- * Run: `npm run build && node dist/benchmarks/logwatch-latency.js [--samples 50]`
+ * Run: `npm run build && node build/benchmarks/logwatch-latency.js [--samples 50]`
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { parseArgs, percentile, sleep } from '../src/common/util.js';
-import { watchLog, type LogEvent } from '../src/worker/logwatch.js';
+import { percentile, sleep } from '#nodeworker/common/util.js';
+import { benchArgs } from './lib/args.js';
+import { watchLog, type LogEvent } from '#nodeworker/worker/logwatch.js';
 
 export interface LogwatchLatency { p50Ms: number; p99Ms: number; maxMs: number }
 
@@ -57,7 +58,7 @@ export async function measureLogwatchLatency(samples: number): Promise<LogwatchL
 
 const isMain = process.argv[1] !== undefined && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href;
 if (isMain) {
-  const args = parseArgs(process.argv.slice(2));
+  const args = benchArgs('logwatch-latency', '[--samples N]', { samples: 'string' });
   const samples = Number(args.samples ?? 50);
   measureLogwatchLatency(Number.isFinite(samples) && samples > 0 ? samples : 50)
     .then((r) => {

@@ -15,13 +15,14 @@
  * reqnum (1,000 in turn), as an engine's would; the compatible signature covers only the worker's
  * url, so it is the same for all of them (PROTOCOL §2).
  *
- * Run: `npm run build && node dist/benchmarks/overhead-bench.js [--duration 3] [--rounds 6] [--concurrency 64]`
+ * Run: `npm run build && node build/benchmarks/overhead-bench.js [--duration 3] [--rounds 6] [--concurrency 64]`
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs, sleep } from '../src/common/util.js';
+import { sleep } from '#nodeworker/common/util.js';
+import { benchArgs } from './lib/args.js';
 import { startBenchEngine } from './lib/engine-stub.js';
 import { hasWrk, runLoad } from './lib/loadgen.js';
 import { cpuSeconds, type BenchProcess } from './lib/procs.js';
@@ -141,7 +142,7 @@ export async function runOverheadBench(opts: OverheadOptions = {}): Promise<Over
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  const args = parseArgs(process.argv.slice(2));
+  const args = benchArgs('overhead-bench', '[--duration S] [--rounds N] [--concurrency N]', { duration: 'string', rounds: 'string', concurrency: 'string' });
   const num = (k: string) => (typeof args[k] === 'string' ? Number(args[k]) : undefined);
   runOverheadBench({ durationS: num('duration'), rounds: num('rounds'), concurrency: num('concurrency') }).then(
     (r) => process.stdout.write(JSON.stringify(r, null, 2) + '\n'),

@@ -10,14 +10,15 @@
  * 2. Risk: head-of-line blocking. 64 long generations (2 s each) are sent first, then 20 short
  *    requests; with pipelining a short request may wait behind a long one on the same connection.
  *
- * Run: `npm run build && node dist/benchmarks/pipelining-bench.js [--duration 4]`
+ * Run: `npm run build && node build/benchmarks/pipelining-bench.js [--duration 4]`
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
-import { parseArgs, percentile } from '../src/common/util.js';
+import { percentile } from '#nodeworker/common/util.js';
+import { benchArgs } from './lib/args.js';
 import { runLoad } from './lib/loadgen.js';
 import { cpuSeconds, startProcess, type BenchProcess } from './lib/procs.js';
 import { LIB_DIR, startModelSim } from './lib/stack.js';
@@ -99,7 +100,7 @@ export function formatPipelining(rows: PipeliningRow[]): string {
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  const args = parseArgs(process.argv.slice(2));
+  const args = benchArgs('pipelining-bench', '[--duration S]', { duration: 'string' });
   runPipeliningBench({ durationS: typeof args.duration === 'string' ? Number(args.duration) : undefined }).then(
     (rows) => process.stdout.write(formatPipelining(rows) + '\n'),
     (err: Error) => {

@@ -4,7 +4,7 @@
  * as self time by area (node:http, undici, the worker's own code, native/syscalls, GC) and by
  * function, in µs per request (the tables in docs/performance.md).
  *
- * Run: `npm run build && node dist/benchmarks/profile-worker.js [--concurrency 64] [--duration 8] [--top 20] [--keep DIR]`
+ * Run: `npm run build && node build/benchmarks/profile-worker.js [--concurrency 64] [--duration 8] [--top 20] [--keep DIR]`
  * (`--target stock` profiles the worker with node:http + undici on the request path, as before the
  * fast lane and the model client; `--target bare` the bare Node proxy.)
  */
@@ -12,7 +12,7 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from '../src/common/util.js';
+import { benchArgs } from './lib/args.js';
 import { formatProfileSummary, summarizeProfileFile, type ProfileSummary } from './lib/cpuprofile.js';
 import { runLoad, type LoadResult } from './lib/loadgen.js';
 import { startProcess, type BenchProcess } from './lib/procs.js';
@@ -59,7 +59,7 @@ export async function profileWorker(opts: { concurrency?: number; durationS?: nu
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  const args = parseArgs(process.argv.slice(2));
+  const args = benchArgs('profile-worker', '[--concurrency N] [--duration S] [--top N] [--target worker|bare|stock] [--keep DIR]', { concurrency: 'string', duration: 'string', top: 'string', target: 'string', keep: 'string' });
   const num = (k: string) => (typeof args[k] === 'string' ? Number(args[k]) : undefined);
   profileWorker({ concurrency: num('concurrency'), durationS: num('duration'), top: num('top'), target: args.target === 'bare' || args.target === 'stock' ? args.target : 'worker', keepDir: typeof args.keep === 'string' ? args.keep : undefined }).then(
     (r) => {

@@ -16,7 +16,7 @@
  * "added per chunk" is, per event index, the median arrival time through the proxy minus the
  * median arrival time direct, averaged over the events (the request's own trip included).
  *
- * Run: `npm run build && node dist/benchmarks/proxy-bench.js [--duration S] [--warmup S] [--concurrency 1,64,256]
+ * Run: `npm run build && node build/benchmarks/proxy-bench.js [--duration S] [--warmup S] [--concurrency 1,64,256]
  *      [--generator wrk|undici] [--no-nginx] [--no-bare] [--worker-node-args '--cpu-prof ...']`.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -24,7 +24,8 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { connect } from 'node:net';
-import { parseArgs, percentile } from '../src/common/util.js';
+import { percentile } from '#nodeworker/common/util.js';
+import { benchArgs } from './lib/args.js';
 import { hasWrk, runLoad, type LoadResult } from './lib/loadgen.js';
 import { startNginx, type NginxProxy } from './lib/nginx.js';
 import { cpuSeconds, startProcess, type BenchProcess } from './lib/procs.js';
@@ -263,9 +264,9 @@ export function formatProxyBench(r: ProxyBenchReport): string {
   return lines.join('\n');
 }
 
-// Run directly: `node dist/benchmarks/proxy-bench.js`.
+// Run directly: `node build/benchmarks/proxy-bench.js`.
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  const args = parseArgs(process.argv.slice(2));
+  const args = benchArgs('proxy-bench', '[--duration S] [--warmup S] [--concurrency 1,64,256] [--generator wrk|undici] [--no-nginx] [--no-bare] [--worker-node-args ARGS]', { duration: 'string', warmup: 'string', concurrency: 'string', generator: 'string', 'no-nginx': 'boolean', 'no-bare': 'boolean', 'worker-node-args': 'string' });
   const gen = args.generator;
   const { findCommand } = await import('./lib/tools.js');
   runProxyBench({

@@ -11,20 +11,21 @@
  *    the tokens generated), with concurrency and max tokens chosen by the rule of docs/benchmark.md.
  *    Target: measured perf / C within 1 ± 0.05.
  *
- * Run: `npm run build && node dist/benchmarks/readiness-bench.js [--samples 20] [--capacities 500,5000,50000]`
+ * Run: `npm run build && node build/benchmarks/readiness-bench.js [--samples 20] [--capacities 500,5000,50000]`
  */
 import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Pool } from 'undici';
-import { generate } from '../handlers/tgi.js';
-import { createLogger } from '../src/common/log.js';
-import { parseArgs, percentile, sleep } from '../src/common/util.js';
-import { BENCHMARK_CACHE_FILE, runBenchmark } from '../src/worker/benchmark.js';
-import { defineWorker } from '../src/worker/config.js';
-import { parseWorkerEnv } from '../src/worker/env.js';
-import { startWorker } from '../src/worker/worker.js';
+import { generate } from 'nodeworker/handlers/tgi';
+import { createLogger } from '#nodeworker/common/log.js';
+import { percentile, sleep } from '#nodeworker/common/util.js';
+import { benchArgs } from './lib/args.js';
+import { BENCHMARK_CACHE_FILE, runBenchmark } from '#nodeworker/worker/benchmark.js';
+import { defineWorker } from '#nodeworker/worker/config.js';
+import { parseWorkerEnv } from '#nodeworker/worker/env.js';
+import { startWorker } from '#nodeworker/worker/worker.js';
 import { startProcess } from './lib/procs.js';
 
 export interface ReadyLatency {
@@ -140,7 +141,7 @@ export async function measurePerfAccuracy(opts: AccuracyOptions = {}): Promise<A
   const headroom = opts.headroom ?? 2;
   const dispatchMs = opts.dispatchMs ?? 0.3;
   const runs = opts.runs ?? 3;
-  const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'cli.js');
+  const cli = fileURLToPath(import.meta.resolve('#nodeworker/cli.js'));
   const rows: AccuracyRow[] = [];
   for (const capacity of capacities) {
     const tokenRate = rateOf(capacity);
@@ -189,7 +190,7 @@ export function formatReadiness(latency: ReadyLatency | null, rows: AccuracyRow[
 
 const isMain = process.argv[1] !== undefined && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href;
 if (isMain) {
-  const args = parseArgs(process.argv.slice(2));
+  const args = benchArgs('readiness-bench', '[--samples N] [--capacities 500,5000,50000] [--skip-latency] [--skip-accuracy]', { samples: 'string', capacities: 'string', 'skip-latency': 'boolean', 'skip-accuracy': 'boolean' });
   const samples = Number(args.samples ?? 20);
   const capacities = typeof args.capacities === 'string' ? args.capacities.split(',').map(Number).filter((n) => n > 0) : undefined;
   (async () => {

@@ -9,7 +9,7 @@
  * concurrency), so the absolute numbers are modest; the comparison is what matters. Rounds alternate
  * off/on to spread drift over both.
  *
- *   npm run build && node dist/benchmarks/reporting-cost.js [--seconds 4] [--rounds 2] [--concurrency 32]
+ *   npm run build && node build/benchmarks/reporting-cost.js [--seconds 4] [--rounds 2] [--concurrency 32]
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
@@ -18,16 +18,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Pool } from 'undici';
 import { z } from 'zod';
-import { createLogger } from '../src/common/log.js';
-import { parseArgs, sleep } from '../src/common/util.js';
-import { defineWorker } from '../src/worker/config.js';
-import { parseWorkerEnv } from '../src/worker/env.js';
-import { defaultExtensions } from '../src/worker/extensions.js';
-import { FifoGate } from '../src/worker/admission.js';
-import { Ledger } from '../src/worker/ledger.js';
-import { Lifecycle } from '../src/worker/lifecycle.js';
-import { WorkerMetrics } from '../src/worker/metrics.js';
-import { startWorker, type RunningWorker } from '../src/worker/worker.js';
+import { createLogger } from '#nodeworker/common/log.js';
+import { sleep } from '#nodeworker/common/util.js';
+import { benchArgs } from './lib/args.js';
+import { defineWorker } from '#nodeworker/worker/config.js';
+import { parseWorkerEnv } from '#nodeworker/worker/env.js';
+import { defaultExtensions } from '#nodeworker/worker/extensions.js';
+import { FifoGate } from '#nodeworker/worker/admission.js';
+import { Ledger } from '#nodeworker/worker/ledger.js';
+import { Lifecycle } from '#nodeworker/worker/lifecycle.js';
+import { WorkerMetrics } from '#nodeworker/worker/metrics.js';
+import { startWorker, type RunningWorker } from '#nodeworker/worker/worker.js';
 
 async function listen(server: Server): Promise<string> {
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -165,7 +166,7 @@ function hooksCost(n: number): { ledgerNs: number; withMetricsNs: number } {
 }
 
 async function main(): Promise<void> {
-  const args = parseArgs(process.argv.slice(2));
+  const args = benchArgs('reporting-cost', '[--seconds S] [--rounds N] [--concurrency N]', { seconds: 'string', rounds: 'string', concurrency: 'string' });
   const seconds = Number(args.seconds ?? 4);
   const rounds = Number(args.rounds ?? 2);
   const concurrency = Number(args.concurrency ?? 32);

@@ -4,7 +4,7 @@
  * proxy as the floor), prints one table, then each target with its measured ratio and PASS/MISS.
  *
  *   npm run bench                       # the full suite (~4 minutes)
- *   node dist/benchmarks/run.js --quick # a few seconds: tiny loads, undici generator (the smoke test)
+ *   node build/benchmarks/run.js --quick # a few seconds: tiny loads, undici generator (the smoke test)
  *   options: --generator wrk|undici  --duration S  --json FILE  --skip a,b (proxy, streams, readiness, overhead, ablation, extras)
  *
  * Installs Debian's nginx and wrk with apt-get when missing (not in --quick mode).
@@ -15,7 +15,7 @@ import { readFileSync } from 'node:fs';
 import { availableParallelism, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from '../src/common/util.js';
+import { benchArgs } from './lib/args.js';
 import { measureLogwatchLatency, type LogwatchLatency } from './logwatch-latency.js';
 import { formatAblation, runAblationBench, type AblationReport } from './ablation-bench.js';
 import { runOverheadBench, type OverheadReport } from './overhead-bench.js';
@@ -313,7 +313,7 @@ export function formatSuite(r: SuiteReport): string {
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  const args = parseArgs(process.argv.slice(2));
+  const args = benchArgs('run', '[--quick] [--json FILE] [--generator wrk|undici] [--duration S] [--skip SECTION,...]', { quick: 'boolean', json: 'string', generator: 'string', duration: 'string', skip: 'string' });
   const gen = args.generator;
   const skip = typeof args.skip === 'string' ? (args.skip.split(',').filter((s) => (SECTIONS as string[]).includes(s)) as SuiteSection[]) : [];
   runSuite({

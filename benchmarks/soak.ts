@@ -6,7 +6,7 @@
  * - the worker's resident memory: after warm-up, at the end, and the fitted growth in MB/hour;
  * - latency drift: p50/p99 per minute, first quarter (after warm-up) against the last quarter;
  * - lost requests: every request the worker admitted must be reported to /delete_requests/ exactly
- *   once with the right flag, and the worker's totals and reports must add up (test/invariants.ts).
+ *   once with the right flag, and the worker's totals and reports must add up (benchmarks/lib/invariants.ts).
  *   The lost count must be 0.
  *
  * Capacity: model-sim generates `--capacity` tokens/s over all requests together; each request asks
@@ -15,7 +15,7 @@
  * client at a random moment. Half the requests stream. The worker runs the real CLI
  * (`node dist/cli.js worker --handler openai`) with its production timings and its own benchmark.
  *
- * Run: `npm run build && node dist/benchmarks/soak.js --minutes 20 [--load 0.8] [--abort-rate 0.05]
+ * Run: `npm run build && node build/benchmarks/soak.js --minutes 20 [--load 0.8] [--abort-rate 0.05]
  *       [--capacity 4000] [--max-tokens 40] [--warmup-minutes 1] [--out soak.json]`
  */
 import { readFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -25,9 +25,10 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Agent, request } from 'undici';
-import { generateRsaKeyPair, signUrl } from '../src/common/signature.js';
-import { parseArgs, percentile, sleep } from '../src/common/util.js';
-import { checkDeliveries, checkReports, checkWorkload, totalsFromMetrics, type ClientOutcome, type ClientRecord, type Delivery, type StatusReport } from '../test/invariants.js';
+import { generateRsaKeyPair, signUrl } from '#nodeworker/common/signature.js';
+import { percentile, sleep } from '#nodeworker/common/util.js';
+import { benchArgs } from './lib/args.js';
+import { checkDeliveries, checkReports, checkWorkload, totalsFromMetrics, type ClientOutcome, type ClientRecord, type Delivery, type StatusReport } from './lib/invariants.js';
 import { startProcess, type BenchProcess } from './lib/procs.js';
 import { CLI_PATH, startModelSim, waitLogUrl, waitReady } from './lib/stack.js';
 
@@ -339,7 +340,7 @@ export function formatSoak(r: SoakResult): string {
 }
 
 async function main(): Promise<void> {
-  const a = parseArgs(process.argv.slice(2));
+  const a = benchArgs('soak', '[--minutes N] [--load F] [--abort-rate F] [--capacity N] [--max-tokens N] [--token-rate N] [--warmup-minutes N] [--out FILE]', { minutes: 'string', load: 'string', 'abort-rate': 'string', capacity: 'string', 'max-tokens': 'string', 'token-rate': 'string', 'warmup-minutes': 'string', out: 'string' });
   const num = (k: string, d: number) => (typeof a[k] === 'string' ? Number(a[k]) : d);
   const opts: SoakOptions = {
     minutes: num('minutes', 20),

@@ -11,14 +11,15 @@
  * monitorEventLoopDelay, reset by the scrape before the hold, so it covers the hold alone; its
  * 10 ms sampling interval is subtracted: what is left is lag).
  *
- * Run: `npm run build && node dist/benchmarks/streams-bench.js [--streams 5000] [--hold 10]`
+ * Run: `npm run build && node build/benchmarks/streams-bench.js [--streams 5000] [--hold 10]`
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { parseArgs, percentile, sleep } from '../src/common/util.js';
+import { percentile, sleep } from '#nodeworker/common/util.js';
+import { benchArgs } from './lib/args.js';
 import { cpuSeconds, rssBytes, schedSeconds, startProcess, type BenchProcess } from './lib/procs.js';
 import type { SseClientsStats } from './lib/sse-clients.js';
 import { LIB_DIR, startCliWorker, startModelSim } from './lib/stack.js';
@@ -184,7 +185,7 @@ async function scrapeLag(workerUrl: string): Promise<{ p50: number; p99: number;
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  const args = parseArgs(process.argv.slice(2));
+  const args = benchArgs('streams-bench', '[--streams N] [--hold S] [--token-rate N]', { streams: 'string', hold: 'string', 'token-rate': 'string' });
   runStreamsBench({
     streams: typeof args.streams === 'string' ? Number(args.streams) : undefined,
     holdS: typeof args.hold === 'string' ? Number(args.hold) : undefined,

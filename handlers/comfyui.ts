@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { defineHandler, type WorkerSpec } from '../src/worker/config.js';
-import { comfyuiBenchmarkPayload } from '../benchmarks/comfyui.js';
+import { defineHandler, type WorkerSpec } from 'nodeworker';
+import { comfyuiBenchmarkPayload } from './benchmark-payloads.js';
 
 /**
  * ComfyUI behind its API wrapper (Vast's ComfyUI template): `POST /generate/sync` runs one

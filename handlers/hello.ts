@@ -16,8 +16,8 @@
  *                  "payload":{"name":"Ada"}}'
  */
 import { z } from 'zod';
-import { defineHandler, type WorkerSpec } from '../src/worker/config.js';
-import { helloBenchmarkPayload } from '../benchmarks/hello.js';
+import { defineHandler, type WorkerSpec } from 'nodeworker';
+import { helloBenchmarkPayload } from './benchmark-payloads.js';
 
 // 1. What a client may send. zod checks it; a bad payload gets a 422 naming the field,
 //    e.g. {"payload": {"name": "name must be a string of 1 to 100 characters"}}.

@@ -1,6 +1,9 @@
 import { z } from 'zod';
-import { defineHandler, type WorkerSpec } from '../src/worker/config.js';
-import { benchmarkConcurrency, openaiBenchmarkPayload } from '../benchmarks/openai.js';
+import { defineHandler, promptTokens, type WorkerSpec } from 'nodeworker';
+import { benchmarkConcurrency, openaiBenchmarkPayload } from './benchmark-payloads.js';
+
+/** This handler's prompt-size rule (4 characters a token), also used by the load scripts. */
+export { promptTokens };
 
 /**
  * vLLM's OpenAI-compatible server: /v1/completions and /v1/chat/completions, streamed or not.
@@ -30,13 +33,6 @@ export const chatPayload = z.looseObject({
   /** The newer spelling of max_tokens for chat; when given it is the limit vLLM applies. */
   max_completion_tokens: z.number().int().positive().max(1_000_000).optional(),
 });
-
-/** Rough token count of a prompt: 4 characters a token, as OpenAI's rule of thumb; token ids count one each. */
-export function promptTokens(text: string | string[] | number[] | number[][]): number {
-  if (Array.isArray(text) && text.length > 0 && typeof text[0] !== 'string') return (text as Array<number | number[]>).flat().length;
-  const s = Array.isArray(text) ? text.join('') : text;
-  return Math.ceil(s.length / 4);
-}
 
 function chatText(messages: z.infer<typeof chatPayload>['messages']): string {
   return messages.map((m) => (typeof m.content === 'string' ? m.content : JSON.stringify(m.content ?? ''))).join('\n');

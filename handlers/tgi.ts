@@ -1,7 +1,6 @@
 import { z } from 'zod';
-import { defineHandler, type WorkerSpec } from '../src/worker/config.js';
-import { benchmarkConcurrency } from '../benchmarks/openai.js';
-import { tgiBenchmarkPayload } from '../benchmarks/tgi.js';
+import { defineHandler, type WorkerSpec } from 'nodeworker';
+import { benchmarkConcurrency, tgiBenchmarkPayload } from './benchmark-payloads.js';
 
 /**
  * Hugging Face text-generation-inference: /generate and /generate_stream.

@@ -1,16 +1,17 @@
 /**
- * Load generator: `node dist/scripts/load.js --worker URL --pattern constant --rate 5 --duration 60`.
+ * Load generator: `node build/scripts/load.js --worker URL --pattern constant --rate 5 --duration 60`.
  * Open-loop arrivals following a pattern (constant, ramp, first-day), live progress, and a CSV +
  * SVG of latency and throughput over time.
  */
-import { parseArgs } from '../src/common/util.js';
-import { badUsage, COMMON_HELP, commonOptions, runIfMain, summaryText, numberFlag, OptionProblems, stopOnSignal, stringFlag } from './lib/cli-common.js';
+import { usageFailed, type Flags } from '#nodeworker/common/args.js';
+import { badUsage, COMMON_HELP, parseScriptFlags, commonOptions, runIfMain, summaryText, numberFlag, OptionProblems, stopOnSignal, stringFlag } from './lib/cli-common.js';
 import { arrivals, PATTERNS, type PatternName, type PatternOptions } from './lib/patterns.js';
 import { buildRequest } from './lib/payloads.js';
 import { runPlan, type Planned } from './lib/run.js';
 
-export const LOAD_HELP = `usage: node dist/scripts/load.js (--worker URL | --autoscaler URL --endpoint NAME --api-key KEY)
-                                [--pattern constant|ramp|first-day] [options]
+export const LOAD_HELP = `usage: npm run load -- (--worker URL | --autoscaler URL --endpoint NAME --api-key KEY)
+                           [--pattern constant|ramp|first-day] [options]
+       (npm run load builds first; node build/scripts/load.js runs the last build)
 
 Sends requests open-loop (at their planned times, whether or not earlier ones answered) and
 writes requests.csv (one row per request), timeline.csv (per bucket: offered and completed
@@ -39,8 +40,16 @@ ${COMMON_HELP}`;
 
 /** Run the load generator; returns the exit code. */
 export async function runLoadCli(argv: string[]): Promise<number> {
-  const args = parseArgs(argv);
-  if (args.help || args.h) {
+  let args: Flags;
+  try {
+    args = parseScriptFlags(argv, {
+      pattern: 'string', duration: 'string', rate: 'string', from: 'string', to: 'string', cycles: 'string', floor: 'string',
+      arrivals: 'string', seed: 'string', 'prompt-tokens': 'string', 'max-tokens': 'string',
+    });
+  } catch (err) {
+    return usageFailed('load', err, 'npm run load -- --help');
+  }
+  if (args.help) {
     process.stdout.write(LOAD_HELP + '\n');
     return 0;
   }

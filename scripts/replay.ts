@@ -1,17 +1,18 @@
 /**
- * Trace replay: `node dist/scripts/replay.js --trace azure-llm-2023-code.csv --speed 60 --worker URL`.
+ * Trace replay: `node build/scripts/replay.js --trace azure-llm-2023-code.csv --speed 60 --worker URL`.
  * Sends the trace's requests at their (compressed) arrival times, with GeneratedTokens as
  * max_tokens and ContextTokens as the prompt size; live progress, CSV and SVG as load.js.
  */
 import { existsSync } from 'node:fs';
-import { TRACE_ATTRIBUTION, loadTrace, type TraceRequest } from '../src/autoscaler/simulate/trace.js';
-import { parseArgs } from '../src/common/util.js';
-import { badUsage, COMMON_HELP, commonOptions, runIfMain, summaryText, numberFlag, OptionProblems, stopOnSignal, stringFlag } from './lib/cli-common.js';
+import { TRACE_ATTRIBUTION, loadTrace, type TraceRequest } from '#nodeworker/autoscaler/simulate/trace.js';
+import { usageFailed, type Flags } from '#nodeworker/common/args.js';
+import { badUsage, COMMON_HELP, commonOptions, parseScriptFlags, runIfMain, summaryText, numberFlag, OptionProblems, stopOnSignal, stringFlag } from './lib/cli-common.js';
 import { buildRequest, type Backend } from './lib/payloads.js';
 import { runPlan, type Planned } from './lib/run.js';
 
-export const REPLAY_HELP = `usage: node dist/scripts/replay.js --trace FILE (--worker URL | --autoscaler URL --endpoint NAME --api-key KEY)
-                                  [--speed X] [--start S] [--duration S] [options]
+export const REPLAY_HELP = `usage: npm run replay -- --trace FILE (--worker URL | --autoscaler URL --endpoint NAME --api-key KEY)
+                             [--speed X] [--start S] [--duration S] [options]
+       (npm run replay builds first; node build/scripts/replay.js runs the last build)
 
 Replays a request trace in the Azure LLM inference trace format (CSV: TIMESTAMP,ContextTokens,
 GeneratedTokens) against an endpoint or a worker: each row is sent at its arrival time (divided by
@@ -38,8 +39,15 @@ const TRACE_BACKENDS: readonly Backend[] = ['openai', 'openai-chat', 'tgi'];
 
 /** Run the replay; returns the exit code. */
 export async function runReplayCli(argv: string[]): Promise<number> {
-  const args = parseArgs(argv);
-  if (args.help || args.h) {
+  let args: Flags;
+  try {
+    args = parseScriptFlags(argv, {
+      trace: 'string', speed: 'string', start: 'string', duration: 'string', limit: 'string', 'context-scale': 'string', 'max-tokens-cap': 'string',
+    });
+  } catch (err) {
+    return usageFailed('replay', err, 'npm run replay -- --help');
+  }
+  if (args.help) {
     process.stdout.write(REPLAY_HELP + '\n');
     return 0;
   }

@@ -1,7 +1,10 @@
+#!/usr/bin/env node
 /**
  * `nodeworker <command>`: each command lives in its own module and is loaded
  * only when asked for, so `nodeworker model-sim` does not pay for the autoscaler.
  */
+import { WORKER_VERSION } from './worker/version.js';
+
 type Command = { summary: string; load: () => Promise<(argv: string[]) => Promise<number | void>> };
 
 const commands: Record<string, Command> = {
@@ -42,12 +45,16 @@ function usage(): string {
     '',
     ...Object.entries(commands).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`),
     '',
-    'Run `nodeworker <command> --help` for a command\'s options.',
+    'Run `nodeworker <command> --help` for a command\'s options; `nodeworker --version` prints the version.',
   ].join('\n');
 }
 
 export async function main(argv: string[]): Promise<number | void> {
   const [name, ...rest] = argv;
+  if (name === '--version' || name === '-v' || name === 'version') {
+    process.stdout.write(`${WORKER_VERSION}\n`);
+    return 0;
+  }
   if (!name || name === '--help' || name === '-h' || name === 'help') {
     process.stdout.write(usage() + '\n');
     return name ? 0 : 2;
@@ -60,3 +67,13 @@ export async function main(argv: string[]): Promise<number | void> {
   const run = await command.load();
   return run(rest);
 }
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (typeof code === 'number') process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`nodeworker: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exitCode = 1;
+  },
+);

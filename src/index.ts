@@ -17,3 +17,4 @@ export { signedUrlMessage, signUrl, verifyUrl, generateRsaKeyPair } from './comm
 export { startModelSim } from './model-sim/index.js';
 export type { ModelSimOptions, ModelSim } from './model-sim/index.js';
 export { Serverless } from './client/index.js';
+export { promptTokens, benchmarkPrompt } from './common/tokens.js';

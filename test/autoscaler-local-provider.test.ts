@@ -197,8 +197,8 @@ describe('local provider', () => {
     cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
     // A process that owns a provider with a running worker, then dies of an uncaught exception.
     const code = `
-      const { LocalProvider, localConfigSchema } = await import(${JSON.stringify(resolve('dist/src/autoscaler/providers/local.js'))});
-      const { createLogger } = await import(${JSON.stringify(resolve('dist/src/common/log.js'))});
+      const { LocalProvider, localConfigSchema } = await import(${JSON.stringify(resolve('dist/autoscaler/providers/local.js'))});
+      const { createLogger } = await import(${JSON.stringify(resolve('dist/common/log.js'))});
       const p = new LocalProvider({ config: localConfigSchema.parse({ kind: 'local', env: ${JSON.stringify(FAST_ENV)} }), dataDir: ${JSON.stringify(dataDir)}, logger: createLogger('t', { level: 'silent' }) });
       await p.create({ workerId: 1, masterToken: 'crash-token', reportAddrs: [${JSON.stringify(engine.url)}], endpoint: 'e', workergroup: 'w', machineType: 'm', searchParams: '', launch: {}, dollarsPerHour: 0, storageDollarsPerHour: 0 });
       while (p.pidsOf(1).length < 3) await new Promise((r) => setTimeout(r, 50));

@@ -1,5 +1,5 @@
 /**
- * The performance suite must not rot (issue 7): `node dist/benchmarks/run.js --quick` runs every
+ * The performance suite must not rot (issue 7): `node build/benchmarks/run.js --quick` runs every
  * section end to end on tiny loads (undici generator, nothing installed) and its formatter prints
  * the one table and every target. No figure is judged here (timings belong to the benchmark, not
  * to tests); what is checked is that every section measured something real and without errors.
@@ -23,7 +23,7 @@ afterAll(() => {
 describe('npm run bench (quick mode)', () => {
   it('runs every section and prints the table with every target', async () => {
     const jsonFile = join(dir, 'report.json');
-    const run = spawn(process.execPath, ['dist/benchmarks/run.js', '--quick', '--json', jsonFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const run = spawn(process.execPath, ['build/benchmarks/run.js', '--quick', '--json', jsonFile], { stdio: ['ignore', 'pipe', 'pipe'] });
     child = run;
     let out = '';
     let err = '';

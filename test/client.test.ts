@@ -30,7 +30,7 @@ import { silentLogger } from './helpers/worker.js';
  * killed with SIGKILL mid-request exactly as an instance dies.
  */
 const CLI = resolve(__dirname, '..', 'dist', 'cli.js');
-const LOAD = resolve(__dirname, '..', 'dist', 'scripts', 'load.js');
+const LOAD = resolve(__dirname, '..', 'build', 'scripts', 'load.js');
 const run = promisify(execFile);
 
 function freePort(): Promise<number> {

@@ -19,7 +19,7 @@ import { startModelSim, type ModelSim } from '../src/model-sim/index.js';
 import { defaultExtensions } from '../src/worker/extensions.js';
 import { startEngine, type TestEngine } from './helpers/engine.js';
 import { clientAgent, ledgerAudit, startTestWorker, type TestWorker } from './helpers/worker.js';
-import { totalsFromLedger } from './invariants.js';
+import { totalsFromLedger } from '../benchmarks/lib/invariants.js';
 
 const MAX_BODY = 256 * 1024;
 const AUTH_FIELDS = ['cost', 'endpoint', 'reqnum', 'request_idx', 'signature', 'url'] as const;

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { request } from 'undici';
 import { afterAll, describe, expect, it } from 'vitest';
 import { COMFYUI_WORKLOAD } from '../handlers/comfyui.js';
-import { BUILTIN_HANDLERS } from '../handlers/index.js';
+import { BUILTIN_HANDLERS } from '../src/worker/load-definition.js';
 import { promptTokens } from '../handlers/openai.js';
 import { startModelSim, type Flavor, type ModelSim } from '../src/model-sim/index.js';
 import { parseWorkerEnv } from '../src/worker/env.js';

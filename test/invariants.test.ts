@@ -1,10 +1,10 @@
 /**
- * The invariant checker itself (test/invariants.ts) must fail on every kind of accounting slip the
+ * The invariant checker itself (benchmarks/lib/invariants.ts) must fail on every kind of accounting slip the
  * fault scenarios are meant to catch: a request reported twice, never, with the wrong flag, or one
  * nobody sent; totals that do not add up; reports that lose or double count load.
  */
 import { describe, expect, it } from 'vitest';
-import { checkAccounting, checkDeliveries, checkReports, checkWorkload, parseMetrics, totalsFromMetrics, type ClientRecord, type StatusReport, type WorkerTotals } from './invariants.js';
+import { checkAccounting, checkDeliveries, checkReports, checkWorkload, parseMetrics, totalsFromMetrics, type ClientRecord, type StatusReport, type WorkerTotals } from '../benchmarks/lib/invariants.js';
 
 const records: ClientRecord[] = [
   { requestIdx: 1, workload: 10, outcome: 'success' },

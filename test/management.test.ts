@@ -36,7 +36,7 @@ describe('POST /pyworker/update', () => {
 
   it('answers 401 JSON naming the header for a missing, malformed or wrong token, and writes nothing', async () => {
     const { marker, update } = await setup();
-    for (const headers of [{}, { authorization: TOKEN }, { authorization: `Basic ${TOKEN}` }, { authorization: `Bearer ${TOKEN}x` }, { authorization: `Bearer ${TOKEN.slice(0, -1)}` }, { authorization: 'Bearer ' }]) {
+    for (const headers of <Array<Record<string, string>>>[{}, { authorization: TOKEN }, { authorization: `Basic ${TOKEN}` }, { authorization: `Bearer ${TOKEN}x` }, { authorization: `Bearer ${TOKEN.slice(0, -1)}` }, { authorization: 'Bearer ' }]) {
       const r = await update(headers);
       expect(r.status, JSON.stringify(headers)).toBe(401);
       expect(r.json).toEqual({ error: expect.any(String), field: 'authorization' });

@@ -376,11 +376,14 @@ describe('CLI', () => {
   }
 
   it('rejects bad flags with exit 2 and a message naming the flag', async () => {
-    const bad = runCli(['--token-rate', '-5', '--flavor', 'nope', '--what']);
+    const bad = runCli(['--token-rate=-5', '--flavor', 'nope']);
     expect(await bad.exited).toBe(2);
     expect(bad.err()).toContain('--token-rate');
     expect(bad.err()).toContain('--flavor');
-    expect(bad.err()).toContain('--what');
+    const unknown = runCli(['--what', '--port']);
+    expect(await unknown.exited).toBe(2);
+    expect(unknown.err()).toContain('unknown option --what');
+    expect(unknown.err()).toContain('--port needs a value');
     const missing = runCli(['--download-bytes', '100']);
     expect(await missing.exited).toBe(2);
     expect(missing.err()).toContain('--download-dir');

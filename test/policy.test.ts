@@ -26,7 +26,7 @@ function worker(id: number, state: WorkerState, over: Partial<PolicyWorker> = {}
   return { id, state, typeKey: 'wg/gpu', perf: 100, dollarsPerHour: 1, busy: false, stateSince: NOW - 3_600_000, ...over };
 }
 
-function input(over: Partial<PolicyInput> & { params?: Partial<EndpointParams> } = {}): PolicyInput {
+function input(over: Partial<Omit<PolicyInput, 'params'>> & { params?: Partial<EndpointParams> } = {}): PolicyInput {
   const { params, ...rest } = over;
   return {
     now: NOW,

@@ -32,7 +32,7 @@ import { startWorker, type RunningWorker } from '../src/worker/worker.js';
 import { startEngine, type TestEngine } from './helpers/engine.js';
 import { startTestWorker, waitFor, type TestWorker } from './helpers/worker.js';
 import { authMaker, clientAgent, completion, useStage, waitUntil } from './faults/harness.js';
-import { checkDeliveries } from './invariants.js';
+import { checkDeliveries } from '../benchmarks/lib/invariants.js';
 
 const stage = useStage();
 let engine: TestEngine;

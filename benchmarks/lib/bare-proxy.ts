@@ -8,7 +8,7 @@ import { Pool, type Dispatcher } from 'undici';
  * envelope, parse it, forward the payload with undici, answer in one write) and nothing else: no
  * validation, no ledger, no admission, no metrics. The worker's figures are read against it.
  *
- * Run: `node dist/benchmarks/lib/bare-proxy.js http://127.0.0.1:8000 [connections] [pipelining]` → prints its URL.
+ * Run: `node build/benchmarks/lib/bare-proxy.js http://127.0.0.1:8000 [connections] [pipelining]` → prints its URL.
  */
 export async function startBareProxy(modelUrl: string, port = 0, poolOpts: { connections?: number; pipelining?: number } = {}): Promise<{ url: string; close(): Promise<void> }> {
   const pool = new Pool(modelUrl, { connections: poolOpts.connections ?? 512, pipelining: poolOpts.pipelining ?? 1, keepAliveTimeout: 60_000 });

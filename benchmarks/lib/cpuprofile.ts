@@ -132,7 +132,7 @@ export function formatProfileSummary(s: ProfileSummary, perRequestDivisor?: numb
   return out.join('\n');
 }
 
-// `node dist/benchmarks/lib/cpuprofile.js FILE.cpuprofile [topN] [requests]` prints the tables.
+// `node build/benchmarks/lib/cpuprofile.js FILE.cpuprofile [topN] [requests]` prints the tables.
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const [file, top, requests] = process.argv.slice(2);
   if (!file) {

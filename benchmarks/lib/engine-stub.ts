@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { generateRsaKeyPair, signUrl, type KeyPair } from '../../src/common/signature.js';
+import { generateRsaKeyPair, signUrl, type KeyPair } from '#nodeworker/common/signature.js';
 
 /**
  * The worker-facing half of an engine for the overhead benchmark: `GET /pubkey/` from a real RSA

@@ -1,6 +1,6 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { sleep } from '../../src/common/util.js';
+import { sleep } from '#nodeworker/common/util.js';
 import { childPids, freePort, startProcess, treeCpuSeconds, type BenchProcess } from './procs.js';
 
 /**

@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { sleep } from '../../src/common/util.js';
+import { sleep } from '#nodeworker/common/util.js';
 import { startProcess, type BenchProcess } from './procs.js';
 
 /**
@@ -11,8 +11,8 @@ import { startProcess, type BenchProcess } from './procs.js';
  */
 
 const here = dirname(fileURLToPath(import.meta.url));
-/** dist/cli.js, seen from dist/benchmarks/lib/. */
-export const CLI_PATH = join(here, '..', '..', 'cli.js');
+/** The package's CLI (dist/cli.js), found through the package's import map. */
+export const CLI_PATH = fileURLToPath(import.meta.resolve('#nodeworker/cli.js'));
 /** Compiled benchmark helpers (lib/*.js). */
 export const LIB_DIR = here;
 

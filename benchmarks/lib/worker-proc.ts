@@ -1,10 +1,10 @@
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createLogger } from '../../src/common/log.js';
-import { parseWorkerEnv } from '../../src/worker/env.js';
-import { defaultExtensions } from '../../src/worker/extensions.js';
-import { loadWorkerDefinition } from '../../src/worker/load-definition.js';
-import { startWorker } from '../../src/worker/worker.js';
+import { createLogger } from '#nodeworker/common/log.js';
+import { parseWorkerEnv } from '#nodeworker/worker/env.js';
+import { defaultExtensions } from '#nodeworker/worker/extensions.js';
+import { loadWorkerDefinition } from '#nodeworker/worker/load-definition.js';
+import { startWorker } from '#nodeworker/worker/worker.js';
 
 /**
  * A worker process (openai handler) with exactly the parts a comparison needs, so "on" and "off"

@@ -1,6 +1,7 @@
 import { realpathSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseFlags, type Flags, type FlagTypes } from '#nodeworker/common/args.js';
 import { BACKENDS, type Backend } from './payloads.js';
 import { ms } from './progress.js';
 import type { RunResult } from './run.js';
@@ -37,6 +38,17 @@ Run and output:
   --out DIR            where requests.csv, timeline.csv and plot.svg go
                        (default ./load-results/<script>-<time>)
   --progress-interval S  seconds between progress lines when stderr is not a terminal (default 5)`;
+
+/** The flags both scripts take (all take a value but --stream). */
+export const COMMON_FLAGS: FlagTypes = {
+  worker: 'string', autoscaler: 'string', endpoint: 'string', 'api-key': 'string', backend: 'string', stream: 'boolean',
+  timeout: 'string', 'max-inflight': 'string', drain: 'string', bucket: 'string', out: 'string', 'progress-interval': 'string',
+};
+
+/** Parse a script's command line strictly: its own flags and the common ones; UsageError otherwise. */
+export function parseScriptFlags(argv: string[], own: FlagTypes): Flags {
+  return parseFlags(argv, { ...COMMON_FLAGS, ...own });
+}
 
 export class OptionProblems {
   readonly list: string[] = [];
@@ -97,7 +109,7 @@ export function commonOptions(args: Record<string, unknown>, script: string, p: 
   return {
     target,
     backend: backendRaw as Backend,
-    stream: args.stream === true || args.stream === 'true',
+    stream: args.stream === true,
     timeoutMs: timeoutS * 1000,
     maxInflight,
     drainS,
@@ -110,7 +122,7 @@ export function commonOptions(args: Record<string, unknown>, script: string, p: 
 /** Print problems and the usage line, return exit code 2. */
 export function badUsage(script: string, problems: string[]): number {
   for (const p of problems) process.stderr.write(`${script}: ${p}\n`);
-  process.stderr.write(`Run \`node dist/scripts/${script}.js --help\` for the options.\n`);
+  process.stderr.write(`Run \`npm run ${script} -- --help\` for the options.\n`);
   return 2;
 }
 

@@ -47,7 +47,7 @@ export function rateAt(o: PatternOptions, t: number): number {
 }
 
 /** A small deterministic PRNG (mulberry32), shared with model-sim: a seed replays the same sequence. */
-import { seededRandom as seeded } from '../../src/common/random.js';
+import { seededRandom as seeded } from '#nodeworker/common/random.js';
 export { seeded };
 
 /**

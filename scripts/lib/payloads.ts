@@ -1,5 +1,5 @@
-import { COMFYUI_WORKLOAD } from '../../handlers/comfyui.js';
-import { promptTokens } from '../../handlers/openai.js';
+import { COMFYUI_WORKLOAD } from 'nodeworker/handlers/comfyui';
+import { promptTokens } from 'nodeworker/handlers/openai';
 
 /**
  * Request builders for the built-in handlers: given a prompt size and an output size, the route,

@@ -1,7 +1,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { renderChart } from '../../src/autoscaler/simulate/svg.js';
-import { percentile } from '../../src/common/util.js';
+import { renderChart } from '#nodeworker/autoscaler/simulate/svg.js';
+import { percentile } from '#nodeworker/common/util.js';
 import type { Outcome } from './target.js';
 
 /**

@@ -1,4 +1,4 @@
-import { sleep } from '../../src/common/util.js';
+import { sleep } from '#nodeworker/common/util.js';
 import type { BuiltRequest } from './payloads.js';
 import { ms, startProgress } from './progress.js';
 import { Recorder } from './recorder.js';
@@ -65,7 +65,8 @@ export async function runPlan(o: RunOptions): Promise<RunResult> {
       const s = rec.summary(t, 10);
       const all = rec.summary();
       return (
-        `${t.toFixed(1)}/${o.durationS}s  sent ${sent}  ok ${all.ok}  err ${all.errors}  open ${inflight}` +
+        // Shed arrivals are recorded as failed rows: count them apart, as the summary does.
+        `${t.toFixed(1)}/${o.durationS}s  sent ${sent}  ok ${all.ok}  err ${all.errors - rec.shed.length}  shed ${rec.shed.length}  open ${inflight}` +
         `  | last 10 s: ${(s.ok / Math.min(10, Math.max(t, 0.001))).toFixed(1)} ok/s  p50 ${ms(s.p50)}  p95 ${ms(s.p95)}  ${(s.load / Math.min(10, Math.max(t, 0.001))).toFixed(0)} load/s`
       );
     },

@@ -1,5 +1,5 @@
 import { Agent, request } from 'undici';
-import { Serverless, ServerlessError, type Endpoint } from '../../src/client/index.js';
+import { Serverless, ServerlessError, type Endpoint } from '#nodeworker/client/index.js';
 import type { BuiltRequest } from './payloads.js';
 
 /**

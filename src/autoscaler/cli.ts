@@ -1,4 +1,4 @@
-import { parseArgs } from '../common/util.js';
+import { parseFlags, usageFailed, type Flags } from '../common/args.js';
 import { ConfigError } from './config.js';
 import { startAutoscaler } from './server.js';
 
@@ -10,15 +10,22 @@ Runs the reference autoscaler (the serverless engine): /route/, /worker_status/,
   --config FILE    JSON or YAML engine config (endpoints, workergroups, provider); see docs/autoscaler.md
   --port N         port to listen on (default 8080; 0 = any free port)
   --host H         interface (default 127.0.0.1)
-  --data-dir DIR   where the signing key and a generated admin key are kept (default ./autoscaler-data)
+  --data-dir DIR   where the signing key and a generated admin key are kept (default: env
+                   AUTOSCALER_DATA_DIR, else the config's data_dir, else
+                   $XDG_STATE_HOME/nodeworker/autoscaler or ~/.local/state/nodeworker/autoscaler)
 
 The admin key comes from env AUTOSCALER_ADMIN_KEY, else the config's admin_key, else it is
 generated into DIR/admin_key.`;
 
 /** `nodeworker autoscaler`: runs until SIGINT/SIGTERM/SIGHUP; returns the exit code. */
 export async function runAutoscalerCli(argv: string[]): Promise<number> {
-  const args = parseArgs(argv);
-  if (args.help || args.h) {
+  let args: Flags;
+  try {
+    args = parseFlags(argv, { config: 'string', port: 'string', host: 'string', 'data-dir': 'string' });
+  } catch (err) {
+    return usageFailed('nodeworker autoscaler', err, 'nodeworker autoscaler --help');
+  }
+  if (args.help) {
     process.stdout.write(USAGE + '\n');
     return 0;
   }
@@ -37,14 +44,14 @@ export async function runAutoscalerCli(argv: string[]): Promise<number> {
       config: args.config,
       port,
       host: typeof args.host === 'string' ? args.host : undefined,
-      dataDir: typeof args['data-dir'] === 'string' ? args['data-dir'] : undefined,
+      dataDir: typeof args['data-dir'] === 'string' ? args['data-dir'] : process.env.AUTOSCALER_DATA_DIR || undefined,
     });
   } catch (err) {
     const msg = err instanceof ConfigError || err instanceof Error ? err.message : String(err);
     process.stderr.write(`nodeworker autoscaler: ${msg}\n`);
     return 1;
   }
-  process.stderr.write(`autoscaler listening on ${running.url}\n`);
+  process.stderr.write(`autoscaler listening on ${running.url}\ndashboard: ${running.url}/dashboard (admin key: ${running.adminKeyFile ? `in ${running.adminKeyFile}` : 'from AUTOSCALER_ADMIN_KEY or the config'})\n`);
   await new Promise<void>((resolve) => {
     const stop = () => resolve();
     process.once('SIGINT', stop);

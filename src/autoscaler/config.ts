@@ -39,7 +39,7 @@ export const autoscalerConfigSchema = z.strictObject({
   admin_key: z.string().min(8, 'at least 8 characters').optional(),
   /** PEM file of the RSA private key that signs routes; default: `<data dir>/engine_key.pem`, created at first start. */
   private_key_path: z.string().optional(),
-  /** Directory for the key and generated admin key (default `./autoscaler-data`). */
+  /** Directory for the key and generated admin key (default: the user's state dir, see data-dir.ts). */
   data_dir: z.string().optional(),
   /** The address workers report to (their REPORT_ADDR); default the server's own URL. */
   public_url: z.string().url().optional(),

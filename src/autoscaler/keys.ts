@@ -36,7 +36,7 @@ export function loadOrCreateKeys(dataDir: string, keyPath?: string): EngineKeys 
     return { privateKeyPem, publicKeyPem, keyPath: path, created: false };
   }
   if (keyPath) throw new Error(`private_key_path ${keyPath} does not exist`);
-  mkdirSync(dataDir, { recursive: true });
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const pair = generateRsaKeyPair(2048);
   writeFileSync(path, pair.privateKeyPem, { mode: 0o600 });
   chmodSync(path, 0o600);
@@ -48,7 +48,7 @@ export function loadOrCreateAdminKey(dataDir: string, configured?: string): { ke
   if (configured) return { key: configured, path: null, created: false };
   const path = join(dataDir, 'admin_key');
   if (existsSync(path)) return { key: readFileSync(path, 'utf8').trim(), path, created: false };
-  mkdirSync(dataDir, { recursive: true });
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const key = randomBytes(24).toString('base64url');
   writeFileSync(path, key + '\n', { mode: 0o600 });
   return { key, path, created: true };

@@ -1,3 +1,4 @@
+import { defaultDataDir } from './data-dir.js';
 import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
 import { createLogger, type Logger } from '../common/log.js';
@@ -18,7 +19,7 @@ export interface StartAutoscalerOptions {
   port?: number;
   /** Interface to listen on (default 127.0.0.1). */
   host?: string;
-  /** Where the key and the generated admin key live (default: config `data_dir`, else ./autoscaler-data). */
+  /** Where the key and the generated admin key live (default: config `data_dir`, else the user's state dir: defaultDataDir()). */
   dataDir?: string;
   /** A ready provider; default: built from the config's `provider` section. */
   provider?: Provider;
@@ -41,6 +42,10 @@ export interface RunningAutoscaler {
   engine: Engine;
   provider: Provider;
   adminKey: string;
+  /** The file the admin key was read from or generated into; null when it came from env or config. */
+  adminKeyFile: string | null;
+  /** Where the signing key (and a generated admin key) are kept. */
+  dataDir: string;
   publicKeyPem: string;
   /** api_key of every endpoint, by name (including generated ones). */
   apiKeys: Record<string, string>;
@@ -54,7 +59,7 @@ export interface RunningAutoscaler {
  */
 export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<RunningAutoscaler> {
   const cfg = typeof opts.config === 'string' ? loadAutoscalerConfig(opts.config) : parseAutoscalerConfig(opts.config);
-  const dataDir = opts.dataDir ?? cfg.data_dir ?? './autoscaler-data';
+  const dataDir = opts.dataDir ?? cfg.data_dir ?? defaultDataDir();
   const keys = loadOrCreateKeys(dataDir, cfg.private_key_path);
   const admin = loadOrCreateAdminKey(dataDir, opts.adminKey ?? process.env.AUTOSCALER_ADMIN_KEY ?? cfg.admin_key);
   const clock = opts.clock ?? createRealClock();
@@ -96,6 +101,8 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
     engine,
     provider,
     adminKey: admin.key,
+    adminKeyFile: admin.path,
+    dataDir,
     publicKeyPem: keys.publicKeyPem,
     apiKeys: Object.fromEntries([...engine.endpoints.values()].map((ep) => [ep.name, ep.apiKey])),
     close() {

@@ -139,12 +139,22 @@ export class RetriesExhaustedError extends ServerlessError {
     const last = attempts.at(-1);
     super(
       'RETRIES_EXHAUSTED',
-      `gave up after ${attempts.length} tries; the last failed at the ${last?.stage ?? '?'} stage with ${last?.reason ?? 'no answer'}. ` +
-        'The workers may be overloaded (429) or failing (5xx): check the endpoint\'s workers, or raise retry.maxAttempts',
+      `gave up after ${attempts.length} tries; the last failed at the ${last?.stage ?? '?'} stage with ${last?.reason ?? 'no answer'}. ${exhaustedHint(last)}`,
       options,
     );
     this.name = 'RetriesExhaustedError';
   }
+}
+
+/** What to check after the last failed try: the autoscaler, the worker's host, or the workers' load. */
+function exhaustedHint(last: AttemptFailure | undefined): string {
+  if (last?.stage === 'route' && last.status === null) {
+    return 'The autoscaler itself could not be reached: check that it is running and that the client\'s autoscaler URL points to it';
+  }
+  if (last?.stage === 'worker' && last.status === null) {
+    return 'The worker the autoscaler chose could not be reached (stopped, or its address is not reachable from here): check the endpoint\'s workers';
+  }
+  return 'The workers may be overloaded (429) or failing (5xx): check the endpoint\'s workers, or raise retry.maxAttempts';
 }
 
 /** The request's own `timeout` passed before an answer arrived. */

@@ -6,7 +6,7 @@ import { procStart } from '../autoscaler/providers/local-procs.js';
 import type { LocalProvider } from '../autoscaler/providers/local.js';
 import { startAutoscaler, type RunningAutoscaler } from '../autoscaler/server.js';
 import { createLogger } from '../common/log.js';
-import { parseArgs } from '../common/util.js';
+import { parseFlags, usageFailed, type Flags } from '../common/args.js';
 import { DEFAULT_SIZING, DEMO_ENDPOINT, demoConfig } from './config.js';
 import { LoadGenerator } from './load.js';
 import { collectStatus, renderLine, renderTable, renderTransition, stateSummary } from './status.js';
@@ -30,7 +30,7 @@ and a live status table. Ctrl-C (or SIGTERM) stops every process it started.
                      (automatic when stdout is not a terminal)
 `;
 
-function positive(args: Record<string, string | boolean>, name: string, fallback: number, integer = false): number {
+function positive(args: Flags, name: string, fallback: number, integer = false): number {
   const raw = args[name];
   if (raw === undefined) return fallback;
   const n = Number(raw);
@@ -42,8 +42,16 @@ function positive(args: Record<string, string | boolean>, name: string, fallback
 
 /** `nodeworker demo`: runs until --duration or a signal; exit 0 after a clean stop. */
 export async function runDemoCli(argv: string[]): Promise<number> {
-  const args = parseArgs(argv);
-  if (args.help || args.h) {
+  let args: Flags;
+  try {
+    args = parseFlags(argv, {
+      duration: 'string', rps: 'string', period: 'string', 'max-workers': 'string', 'cold-workers': 'string',
+      port: 'string', 'data-dir': 'string', 'no-tty': 'boolean',
+    });
+  } catch (err) {
+    return usageFailed('nodeworker demo', err, 'nodeworker demo --help');
+  }
+  if (args.help) {
     process.stdout.write(HELP);
     return 0;
   }
@@ -56,7 +64,6 @@ export async function runDemoCli(argv: string[]): Promise<number> {
     coldWorkers = args['cold-workers'] === '0' ? 0 : positive(args, 'cold-workers', DEFAULT_SIZING.coldWorkers, true);
     port = args.port === undefined ? 0 : Number(args.port);
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--port must be an integer 0..65535 (got ${JSON.stringify(args.port)})`);
-    if (args._.length > 0) throw new Error(`unexpected argument ${JSON.stringify(args._[0])}`);
   } catch (err) {
     process.stderr.write(`nodeworker demo: ${(err as Error).message}\n\n${HELP}`);
     return 2;

@@ -1,7 +1,6 @@
 import { setMaxListeners } from 'node:events';
 import { Serverless, type Endpoint } from '../client/index.js';
-import { filler } from '../../benchmarks/openai.js';
-import { promptTokens } from '../../handlers/openai.js';
+import { benchmarkPrompt, promptTokens } from '../common/tokens.js';
 import { percentile } from '../common/util.js';
 
 /**
@@ -63,7 +62,7 @@ export function waveRps(t: number, peak: number, troughFraction: number, period:
 
 /** A demo request: the benchmark's shape, so the benchmarked perf holds for it. Cost = its workload. */
 export function demoPayload(i: number, maxTokens: number): { payload: { model: string; prompt: string; max_tokens: number }; cost: number } {
-  const prompt = `Request ${i}: ${filler(i, 40)}`;
+  const prompt = `Request ${i}: ${benchmarkPrompt(i, 40)}`;
   return { payload: { model: 'demo', prompt, max_tokens: maxTokens }, cost: promptTokens(prompt) + maxTokens };
 }
 

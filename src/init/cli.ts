@@ -1,5 +1,5 @@
 import { relative } from 'node:path';
-import { parseArgs } from '../common/util.js';
+import { parseFlags, UsageError, type Flags } from '../common/args.js';
 import { scaffold, ScaffoldError } from './scaffold.js';
 
 const HELP = `usage: nodeworker init DIR [--name NAME] [--nodeworker-spec SPEC] [--force]
@@ -8,16 +8,24 @@ Creates a custom worker project in DIR: worker.ts (one handler, defineWorker), a
 it against nodeworker's model simulator, package.json, tsconfig.json and a short README.
 
   --name NAME              npm package name (default: DIR's name)
-  --nodeworker-spec SPEC   how the project depends on nodeworker: default file:<this checkout>,
-                           e.g. git+https://github.com/you/nodeworker.git or ^0.1.0
+  --nodeworker-spec SPEC   how the project depends on nodeworker (default: ^<this version> when
+                           nodeworker is installed, file:<this checkout> when run from a git
+                           checkout), e.g. git+https://github.com/you/nodeworker.git or ^0.1.0
   --force                  write into a non-empty DIR (files of the same names are replaced)
 
 Then: cd DIR && npm install && npm run build && npm test`;
 
 /** `nodeworker init`: returns the exit code. */
 export async function runInitCli(argv: string[]): Promise<number> {
-  const args = parseArgs(argv);
-  if (args.help || args.h) {
+  let args: Flags;
+  try {
+    args = parseFlags(argv, { name: 'string', 'nodeworker-spec': 'string', force: 'boolean' }, { positionals: true });
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    process.stderr.write(`nodeworker init: ${err.message}\n\n${HELP}\n`);
+    return 2;
+  }
+  if (args.help) {
     process.stdout.write(HELP + '\n');
     return 0;
   }
@@ -25,11 +33,6 @@ export async function runInitCli(argv: string[]): Promise<number> {
   const dir = args._[0];
   if (!dir) problems.push('DIR is required: the directory to create');
   if (args._.length > 1) problems.push(`only one DIR, got ${args._.length}: ${args._.join(' ')}`);
-  for (const flag of ['name', 'nodeworker-spec'] as const) {
-    if (args[flag] !== undefined && typeof args[flag] !== 'string') problems.push(`--${flag} needs a value`);
-  }
-  const known = new Set(['_', 'name', 'nodeworker-spec', 'force', 'help', 'h']);
-  for (const k of Object.keys(args)) if (!known.has(k)) problems.push(`--${k} is not an option of init`);
   if (problems.length > 0) {
     for (const p of problems) process.stderr.write(`nodeworker init: ${p}\n`);
     process.stderr.write(`\n${HELP}\n`);

@@ -1,18 +1,18 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { basename, dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { basename, dirname, join, resolve, sep } from 'node:path';
+import { PACKAGE_ROOT } from '../common/package-root.js';
 import { gitignore, packageJson, readme, tsconfigJson, workerTestTs, workerTs, type TemplateValues } from './templates.js';
 
 /**
  * `nodeworker init DIR`: write a custom worker project. Guarantees: nothing is written unless every
  * check passed; an existing non-empty directory is left alone unless `force`; the project depends
- * on this checkout of nodeworker (`file:`) unless another spec is given.
+ * on nodeworker as defaultNodeworkerSpec() says unless another spec is given.
  */
 export interface ScaffoldOptions {
   dir: string;
   /** npm package name (default: the directory's name, made valid). */
   name?: string;
-  /** Dependency spec of nodeworker (default `file:<this checkout>`). */
+  /** Dependency spec of nodeworker (default: `^<version>` when installed, `file:<checkout>` from a checkout). */
   nodeworkerSpec?: string;
   /** Write into a non-empty directory, replacing files of the same names. */
   force?: boolean;
@@ -36,19 +36,20 @@ export class ScaffoldError extends Error {
   }
 }
 
-/** The root of the nodeworker package this code runs from (the directory of its package.json). */
-export function nodeworkerRoot(from = dirname(fileURLToPath(import.meta.url))): string {
-  for (let d = from; ; d = dirname(d)) {
-    const pkg = join(d, 'package.json');
-    if (existsSync(pkg)) {
-      try {
-        if ((JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'nodeworker') return d;
-      } catch {
-        /* not ours: keep looking */
-      }
-    }
-    if (dirname(d) === d) throw new Error(`cannot find nodeworker's package.json above ${from}`);
-  }
+/**
+ * How a new project depends on this nodeworker unless told: an installed copy (anywhere under a
+ * node_modules directory, npx's cache included) gives `^<its version>` from the registry; a git
+ * checkout gives `file:<checkout>`, so unreleased changes are used.
+ */
+export function defaultNodeworkerSpec(root: string = PACKAGE_ROOT): string {
+  const installed = root.split(sep).includes('node_modules');
+  return installed ? `^${packageVersion(root)}` : `file:${root.replace(/[\\/]+$/, '')}`;
+}
+
+function packageVersion(root: string): string {
+  const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version?: string };
+  if (!pkg.version) throw new Error(`${join(root, 'package.json')} has no version`);
+  return pkg.version;
 }
 
 /** A valid npm package name from a directory name: lower case, [a-z0-9-._], not starting with . or _. */
@@ -87,8 +88,8 @@ export function scaffold(opts: ScaffoldOptions): ScaffoldResult {
   }
   const name = opts.name ?? packageName(basename(dir));
   if (!/^(@[a-z0-9-~][a-z0-9-._~]*\/)?[a-z0-9-~][a-z0-9-._~]*$/.test(name)) throw new ScaffoldError('--name', `"${name}" is not a valid npm package name (lower case letters, digits, - . _)`);
-  const root = nodeworkerRoot();
-  const nodeworkerSpec = opts.nodeworkerSpec ?? `file:${root}`;
+  const root = PACKAGE_ROOT;
+  const nodeworkerSpec = opts.nodeworkerSpec ?? defaultNodeworkerSpec(root);
   if (nodeworkerSpec.trim() === '') throw new ScaffoldError('--nodeworker-spec', 'must not be empty');
   const values: TemplateValues = { name, nodeworkerSpec, versions: toolVersions(root) };
   const files: Array<[string, string]> = [

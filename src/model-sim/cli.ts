@@ -1,6 +1,6 @@
-import { parseArgs } from '../common/util.js';
+import { parseFlags, usageFailed, type Flags } from '../common/args.js';
 import { startModelSim, type ModelSimOptions } from './index.js';
-import { helpText, optionsFromFlags } from './options.js';
+import { helpText, OPTION_SPECS, optionsFromFlags } from './options.js';
 
 /**
  * `nodeworker model-sim [options]`: run a simulated model server until SIGTERM/SIGINT
@@ -8,11 +8,17 @@ import { helpText, optionsFromFlags } from './options.js';
  * simulated crash exits 1 from inside the simulator.
  */
 export async function runModelSimCli(argv: string[]): Promise<number | void> {
-  if (argv.includes('-h') || argv.includes('--help')) {
+  let flags: Flags;
+  try {
+    flags = parseFlags(argv, Object.fromEntries(OPTION_SPECS.map((s) => [s.flag, 'string' as const])));
+  } catch (err) {
+    return usageFailed('model-sim', err, 'nodeworker model-sim --help');
+  }
+  if (flags.help) {
     process.stdout.write(helpText() + '\n');
     return 0;
   }
-  const { options, problems } = optionsFromFlags(parseArgs(argv));
+  const { options, problems } = optionsFromFlags(flags);
   if (problems.length > 0) {
     for (const p of problems) process.stderr.write(`model-sim: ${p.key === '_' ? p.flag : `--${p.flag}`} ${p.message}\n`);
     process.stderr.write('Run `nodeworker model-sim --help` for the options.\n');

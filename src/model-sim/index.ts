@@ -1,3 +1,4 @@
+import { echoRoute, isEchoPath } from './flavors/echo.js';
 import { mkdirSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -145,7 +146,7 @@ export async function startModelSim(opts: ModelSimOptions): Promise<ModelSim> {
       core.unavailable();
       return sendJson(res, 503, { error: 'model is unhealthy' });
     }
-    const handler = flavor.routes[`${method} ${path}`];
+    const handler = flavor.routes[`${method} ${path}`] ?? (method === 'POST' && isEchoPath(path) ? echoRoute(path, flavor.errorBody) : undefined);
     if (!handler) {
       req.resume();
       core.rejected();

@@ -206,10 +206,10 @@ export function resolveOptions(opts: ModelSimOptions): ResolvedOptions {
 }
 
 /**
- * Turn CLI flags (from parseArgs) into options. Numbers are parsed strictly
+ * Turn CLI flags (from parseFlags) into options. Numbers are parsed strictly
  * ("12abc" is an error); every problem is listed, nothing is thrown.
  */
-export function optionsFromFlags(flags: Record<string, string | boolean> & { _: string[] }): {
+export function optionsFromFlags(flags: Record<string, string | boolean | undefined> & { _: string[] }): {
   options: Record<string, unknown>;
   problems: OptionProblem[];
 } {
@@ -220,7 +220,7 @@ export function optionsFromFlags(flags: Record<string, string | boolean> & { _: 
     problems.push({ key: '_', flag: arg, message: 'unexpected argument (options are --flag value)' });
   }
   for (const [flag, raw] of Object.entries(flags)) {
-    if (flag === '_' || flag === 'help') continue;
+    if (flag === '_' || flag === 'help' || raw === undefined) continue;
     const spec = byFlag.get(flag);
     if (!spec) {
       problems.push({ key: flag, flag, message: 'is not an option (see --help)' });
@@ -265,10 +265,12 @@ export function helpText(): string {
     ...rows.map(([l, r]) => `  ${l.padEnd(width)}  ${r}`),
     `  ${'--help'.padEnd(width)}  show this text`,
     '',
-    'Routes: openai  POST /v1/completions, POST /v1/chat/completions, GET /v1/models, GET /health',
+    'Routes: openai  POST /v1/completions, POST /v1/chat/completions, POST /v1/embeddings, GET /v1/models,',
+    '                GET /health',
     '        tgi     POST /generate, POST /generate_stream, POST /, GET /info, GET /health',
     '        comfyui POST /generate/sync, GET /health',
-    '        all     GET /sim/stats (counters), POST /sim/control {health?, hangRate?, errorRate?,',
+    '        all     POST /echo[/ANY] (answers {path, body}, admitted like a model request),',
+    '                GET /sim/stats (counters), POST /sim/control {health?, hangRate?, errorRate?,',
     '                tokenRate?, capacity?, ttftMs?, crash?}',
     'Prints "model-sim listening on http://HOST:PORT (flavor F)" once listening.',
     'Generated tokens: max_tokens (openai) / parameters.max_new_tokens (tgi), default 16.',

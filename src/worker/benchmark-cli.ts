@@ -1,5 +1,5 @@
 import { Pool } from 'undici';
-import { parseArgs } from '../common/util.js';
+import { parseFlags, usageFailed, type Flags } from '../common/args.js';
 import { benchmarkProgressPrinter, describeFailure, runBenchmark, type BenchmarkResult } from './benchmark.js';
 import { checkWorkerEnv } from './env.js';
 import { resolveModelUrl } from './worker-config.js';
@@ -31,8 +31,30 @@ function int(v: string | boolean | undefined, name: string): number | undefined 
   return n;
 }
 
+/** An http(s) URL, or a ConfigError naming the flag (exit 2, as the help says). */
+function httpUrl(raw: string, flag: string): URL {
+  let url: URL | null = null;
+  try {
+    url = new URL(raw);
+  } catch {
+    /* reported below */
+  }
+  if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
+    throw new ConfigError([`${flag} must be an http(s) URL such as http://127.0.0.1:8000, got ${JSON.stringify(raw)}`]);
+  }
+  return url;
+}
+
 export async function runBenchmarkCli(argv: string[]): Promise<number> {
-  const args = parseArgs(argv);
+  let args: Flags;
+  try {
+    args = parseFlags(argv, {
+      handler: 'string', 'model-url': 'string', runs: 'string', concurrency: 'string', 'max-tokens': 'string',
+      workspace: 'string', 'use-cache': 'boolean', json: 'boolean',
+    });
+  } catch (err) {
+    return usageFailed('nodeworker benchmark', err, 'nodeworker benchmark --help');
+  }
   if (args.help) {
     process.stdout.write(HELP);
     return 0;
@@ -46,6 +68,7 @@ export async function runBenchmarkCli(argv: string[]): Promise<number> {
     // The generators read it per payload, so setting it before the run is enough.
     const maxTokens = int(args['max-tokens'], 'max-tokens');
     if (maxTokens !== undefined) process.env.BENCHMARK_MAX_TOKENS = String(maxTokens);
+    if (typeof args['model-url'] === 'string') httpUrl(args['model-url'], '--model-url');
     const handler = typeof args.handler === 'string' ? args.handler : process.env.BACKEND;
     definition = await loadWorkerDefinition(handler);
   } catch (err) {

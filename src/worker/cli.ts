@@ -1,6 +1,6 @@
 import { createLogger, type Logger } from '../common/log.js';
+import { parseFlags, usageFailed, type Flags } from '../common/args.js';
 import { ConfigError } from '../common/protocol.js';
-import { parseArgs } from '../common/util.js';
 import { LOG_LEVELS, type EnvSource } from './env.js';
 import { loadWorkerDefinition } from './load-definition.js';
 import { startFailureReporter } from './reporter.js';
@@ -20,7 +20,12 @@ MASTER_TOKEN, CONTAINER_ID, MODEL_LOG, MODEL_SERVER_URL, UNSECURED, BACKEND, ...
 `;
 
 export async function runWorkerCli(argv: string[]): Promise<number | void> {
-  const args = parseArgs(argv);
+  let args: Flags;
+  try {
+    args = parseFlags(argv, { handler: 'string', 'model-url': 'string' });
+  } catch (err) {
+    return usageFailed('nodeworker worker', err, 'nodeworker worker --help');
+  }
   if (args.help) {
     process.stdout.write(HELP);
     return 0;

@@ -1,8 +1,22 @@
 import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { extname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { BUILTIN_HANDLERS } from '../../handlers/index.js';
 import { ConfigError, defineWorker, type WorkerDefinition, type WorkerSpec } from './config.js';
+
+/**
+ * Built-in handler names and the module of each. They are compiled into the package's
+ * dist/handlers/ and loaded through the package's own name, so the library never imports them
+ * (handlers import the library, as any custom handler does).
+ */
+export const BUILTIN_HANDLERS: Readonly<Record<string, string>> = {
+  openai: 'openai',
+  vllm: 'openai',
+  tgi: 'tgi',
+  comfyui: 'comfyui',
+  hello: 'hello',
+};
+
+const builtinList = () => Object.keys(BUILTIN_HANDLERS).join(', ');
 
 /**
  * Resolve `--handler NAME|PATH` (or BACKEND) to a validated worker definition. A PATH is a compiled
@@ -10,28 +24,37 @@ import { ConfigError, defineWorker, type WorkerDefinition, type WorkerSpec } fro
  */
 export async function loadWorkerDefinition(nameOrPath: string | undefined, overrides: Partial<WorkerSpec> = {}): Promise<WorkerDefinition> {
   if (!nameOrPath) {
-    throw new ConfigError([`no handler: pass --handler NAME|PATH or set BACKEND (built-in: ${Object.keys(BUILTIN_HANDLERS).join(', ')})`]);
+    throw new ConfigError([`no handler: pass --handler NAME|PATH or set BACKEND (built-in: ${builtinList()})`]);
   }
-  let spec: WorkerSpec;
   const builtin = BUILTIN_HANDLERS[nameOrPath];
-  if (builtin) {
-    spec = await builtin();
-  } else {
-    const file = resolve(nameOrPath);
-    if (!existsSync(file)) {
-      throw new ConfigError([`handler "${nameOrPath}" is neither a built-in (${Object.keys(BUILTIN_HANDLERS).join(', ')}) nor an existing file`]);
-    }
-    let mod: { default?: unknown };
-    try {
-      mod = (await import(pathToFileURL(file).href)) as { default?: unknown };
-    } catch (err) {
-      throw new ConfigError([`handler module ${file} failed to load: ${(err as Error).message}`]);
-    }
-    const exported = mod.default as WorkerSpec | WorkerDefinition | undefined;
-    if (!exported || typeof exported !== 'object') throw new ConfigError([`handler module ${file} has no default export (export default defineWorker({...}))`]);
-    spec = 'spec' in exported && 'handlers' in exported && 'benchmarkHandler' in exported ? (exported as WorkerDefinition).spec : (exported as WorkerSpec);
-  }
+  const spec = builtin ? await loadBuiltin(builtin) : await loadModule(nameOrPath);
   return defineWorker({ ...spec, ...stripUndefined(overrides) });
+}
+
+async function loadBuiltin(module: string): Promise<WorkerSpec> {
+  // A computed specifier: resolved at run time through package.json's "./handlers/*" export.
+  const specifier = `nodeworker/handlers/${module}`;
+  const mod = (await import(specifier)) as { default: WorkerSpec };
+  return mod.default;
+}
+
+async function loadModule(path: string): Promise<WorkerSpec> {
+  const file = resolve(path);
+  if (!existsSync(file)) {
+    throw new ConfigError([`handler "${path}" is neither a built-in (${builtinList()}) nor an existing file`]);
+  }
+  if (['.ts', '.mts', '.cts'].includes(extname(file))) {
+    throw new ConfigError([`handler ${file} is TypeScript: compile it first (e.g. \`npx tsc\`, as \`npm run build\` does in a project made by \`nodeworker init\`) and pass the compiled .js file`]);
+  }
+  let mod: { default?: unknown };
+  try {
+    mod = (await import(pathToFileURL(file).href)) as { default?: unknown };
+  } catch (err) {
+    throw new ConfigError([`handler module ${file} failed to load: ${(err as Error).message}`]);
+  }
+  const exported = mod.default as WorkerSpec | WorkerDefinition | undefined;
+  if (!exported || typeof exported !== 'object') throw new ConfigError([`handler module ${file} has no default export (export default defineWorker({...}))`]);
+  return 'spec' in exported && 'handlers' in exported && 'benchmarkHandler' in exported ? (exported as WorkerDefinition).spec : (exported as WorkerSpec);
 }
 
 function stripUndefined<T extends object>(o: T): Partial<T> {

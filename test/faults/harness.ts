@@ -22,7 +22,7 @@ import { join, resolve } from 'node:path';
 import { Agent, errors as undiciErrors, request } from 'undici';
 import { afterEach, expect } from 'vitest';
 import { startEngine, type TestEngine } from '../helpers/engine.js';
-import { checkAccounting, totalsFromMetrics, type ClientOutcome, type ClientRecord, type DeliveryOptions, type StatusReport } from '../invariants.js';
+import { checkAccounting, totalsFromMetrics, type ClientOutcome, type ClientRecord, type DeliveryOptions, type StatusReport } from '../../benchmarks/lib/invariants.js';
 
 const CLI = resolve('dist/cli.js');
 const WORKER_PROCESS = resolve('test/faults/worker-process.mjs');

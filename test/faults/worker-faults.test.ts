@@ -9,7 +9,7 @@ import { appendFileSync, mkdirSync, readFileSync, renameSync, rmdirSync, chmodSy
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { checkDeliveries, checkReports, type WorkerTotals } from '../invariants.js';
+import { checkDeliveries, checkReports, type WorkerTotals } from '../../benchmarks/lib/invariants.js';
 import { authMaker, clientAgent, completion, finishScenario, reportsOf, runLoad, tally, useStage, waitUntil, type CompletionRecord, type Stage } from './harness.js';
 
 const stage = useStage();

@@ -10,11 +10,11 @@
  * `FAULT_WORKER_DRAINED`, `FAULT_WORKER_LEAK <json>`. Plain ESM over the compiled tree (dist/),
  * because test/ is not compiled.
  */
-import { createLogger } from '../../dist/src/common/log.js';
-import { parseWorkerEnv } from '../../dist/src/worker/env.js';
-import { defaultExtensions } from '../../dist/src/worker/extensions.js';
-import { loadWorkerDefinition } from '../../dist/src/worker/load-definition.js';
-import { startWorker } from '../../dist/src/worker/worker.js';
+import { createLogger } from '../../dist/common/log.js';
+import { parseWorkerEnv } from '../../dist/worker/env.js';
+import { defaultExtensions } from '../../dist/worker/extensions.js';
+import { loadWorkerDefinition } from '../../dist/worker/load-definition.js';
+import { startWorker } from '../../dist/worker/worker.js';
 
 const timings = JSON.parse(process.env.FAULT_TIMINGS ?? '{}');
 const specOverrides = JSON.parse(process.env.FAULT_SPEC ?? '{}');

@@ -1,9 +1,10 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { createLogger, type Logger } from '../../common/log.js';
-import { parseArgs } from '../../common/util.js';
+import { parseFlags, usageFailed, type Flags } from '../../common/args.js';
+import { defaultDataDir } from '../data-dir.js';
 import type { EndpointInput } from '../params.js';
 import { SimulatedProvider } from '../providers/simulated.js';
 import { startAutoscaler, type RunningAutoscaler } from '../server.js';
@@ -15,7 +16,7 @@ import { startAutoscaler, type RunningAutoscaler } from '../server.js';
  * to the simulated worker named in the answer, so workers report real load. Used by the
  * browser test and runnable by hand:
  *
- *   npm run build && AUTOSCALER_ADMIN_KEY=change-me node dist/src/autoscaler/dashboard/demo.js --workers 20
+ *   npm run build && AUTOSCALER_ADMIN_KEY=change-me node dist/autoscaler/dashboard/demo.js --workers 20
  */
 
 /** The demo endpoint's machine types: price and true perf (load/s). */
@@ -199,11 +200,20 @@ export class LoadGenerator {
   }
 }
 
-/** `node dist/src/autoscaler/dashboard/demo.js [--port N] [--workers N] [--rps N]`: runs until Ctrl-C. */
+/** `node dist/autoscaler/dashboard/demo.js [--port N] [--workers N] [--rps N]`: runs until Ctrl-C. */
 async function main(argv: string[]): Promise<number> {
-  const args = parseArgs(argv);
+  let args: Flags;
+  try {
+    args = parseFlags(argv, { port: 'string', workers: 'string', rps: 'string', 'data-dir': 'string' });
+  } catch (err) {
+    return usageFailed('dashboard demo', err, 'node dist/autoscaler/dashboard/demo.js --help');
+  }
+  if (args.help) {
+    process.stdout.write('usage: node dist/autoscaler/dashboard/demo.js [--port N] [--workers N] [--rps N] [--data-dir DIR]\n');
+    return 0;
+  }
   const num = (v: unknown, d: number) => (typeof v === 'string' && Number.isFinite(Number(v)) ? Number(v) : d);
-  const dataDir = resolve(typeof args['data-dir'] === 'string' ? args['data-dir'] : './autoscaler-data');
+  const dataDir = resolve(typeof args['data-dir'] === 'string' ? args['data-dir'] : join(dirname(defaultDataDir()), 'dashboard-demo'));
   const demo = await startDashboardDemo({
     port: num(args.port, 8080),
     workers: num(args.workers, 20),

@@ -1,7 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { Context, Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import type { Clock } from '../clock.js';
@@ -10,6 +9,7 @@ import { DashboardCollector } from './collector.js';
 import { ASSET_BASE, PAGE_HEADERS, dashboardHtml } from './page.js';
 import { readReport, readTimelineSvg } from './report.js';
 import { DASHBOARD_CSS } from './styles.js';
+import { packagePath } from '../../common/package-root.js';
 
 /**
  * The dashboard's routes, mounted on the autoscaler's app:
@@ -51,11 +51,10 @@ export interface MountedDashboard {
 /** A stream whose client lags this many frames behind is closed; the page reconnects and gets a fresh init. */
 const MAX_PENDING_FRAMES = 30;
 
-/** Directory of the compiled client: beside this module when running from dist, else the repo's dist (tests run from src). */
+/** Directory of the compiled client: dist/autoscaler/dashboard/client (tests run from src/ and serve the build). */
 export function clientDir(): string | null {
-  const here = dirname(fileURLToPath(import.meta.url));
-  const candidates = [join(here, 'client'), resolve(here, '../../../dist/src/autoscaler/dashboard/client')];
-  return candidates.find((d) => existsSync(join(d, 'app.js'))) ?? null;
+  const dir = packagePath('dist', 'autoscaler', 'dashboard', 'client');
+  return existsSync(join(dir, 'app.js')) ? dir : null;
 }
 
 function uplotDir(): string {

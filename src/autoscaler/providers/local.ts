@@ -1,9 +1,9 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
 import { execa } from 'execa';
 import { z } from 'zod';
 import type { Logger } from '../../common/log.js';
+import { packagePath } from '../../common/package-root.js';
 import { sleep } from '../../common/util.js';
 import { fieldErrors } from '../params.js';
 import { cmdline, freePort, portFree, procStart, readPidFile, same, signalGroup, type ProcId } from './local-procs.js';
@@ -505,15 +505,9 @@ function lastError(logPath: string): string {
   }
 }
 
-/** This checkout's on_start.sh: the first directory above this module holding it and package.json. */
+/** The package's on_start.sh (at its root, beside package.json). */
 export function defaultScript(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    if (existsSync(join(dir, 'on_start.sh')) && existsSync(join(dir, 'package.json'))) return join(dir, 'on_start.sh');
-    const up = dirname(dir);
-    if (up === dir) throw new Error('provider.script: no on_start.sh found above the autoscaler; set provider.script');
-    dir = up;
-  }
+  return packagePath('on_start.sh');
 }
 
 /** The registry's factory for `kind: local`: validates the section, then builds the provider. */

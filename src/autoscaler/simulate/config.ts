@@ -26,12 +26,9 @@ export const simulationConfigSchema = z.strictObject({
 });
 export type SimulationConfig = z.output<typeof simulationConfigSchema>;
 
-/** Where the default config file is, from the sources (vitest) or from dist/. */
+/** Where the default config file is: beside the autoscaler's modules (the build copies it into dist/). */
 export function defaultSimulationConfigPath(): string {
-  const candidates = [
-    new URL('../simulate.default.yaml', import.meta.url),
-    new URL('../../../../src/autoscaler/simulate.default.yaml', import.meta.url),
-  ].map((u) => fileURLToPath(u));
+  const candidates = [new URL('../simulate.default.yaml', import.meta.url)].map((u) => fileURLToPath(u));
   const found = candidates.find((p) => existsSync(p));
   if (!found) throw new ConfigError(`cannot find simulate.default.yaml (looked in ${candidates.join(', ')})`);
   return found;

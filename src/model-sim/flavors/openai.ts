@@ -4,6 +4,7 @@ import {
   estimateTokens, fillerText, humanBytes, isObject, makeId, MAX_GENERATED_TOKENS, optionalBool, optionalInt,
   tokenText, tqdmClock, type Checked,
 } from './common.js';
+import { embeddingsRoute } from './embeddings.js';
 import type { FlavorDef, LogScript, RouteEnv } from './types.js';
 
 /** vLLM's OpenAI-compatible server: /v1/completions, /v1/chat/completions, /v1/models. */
@@ -74,6 +75,7 @@ const script: LogScript = {
     vllmLine('INFO', 'launcher.py:27', 'Route: /v1/models, Methods: GET'),
     vllmLine('INFO', 'launcher.py:27', 'Route: /v1/chat/completions, Methods: POST'),
     vllmLine('INFO', 'launcher.py:27', 'Route: /v1/completions, Methods: POST'),
+    vllmLine('INFO', 'launcher.py:27', 'Route: /v1/embeddings, Methods: POST'),
   ],
   ready: (ctx) => [
     `INFO:     Started server process [${ctx.pid}]`,
@@ -251,6 +253,7 @@ export const openaiFlavor: FlavorDef = {
   routes: {
     'POST /v1/completions': (res, body, env) => serve(res, env, parseCompletion(body, env.modelName), false),
     'POST /v1/chat/completions': (res, body, env) => serve(res, env, parseChat(body, env.modelName), true),
+    'POST /v1/embeddings': embeddingsRoute(errorBody),
     'GET /v1/models': (res, _body, env) =>
       sendJson(res, 200, {
         object: 'list',
