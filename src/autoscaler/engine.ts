@@ -366,15 +366,37 @@ export class Engine implements EngineLink {
       ep.lastActivityAt = now;
       entry = ep.router.submit(this.nextRequestIdx++, body.cost, body.replay_timeout);
     } else {
+      if (body.request_idx >= this.nextRequestIdx) return fail(404, 'request_idx', `request_idx ${body.request_idx} was never issued by this engine`);
       entry = ep.router.get(body.request_idx);
-      if (!entry) return fail(404, 'request_idx', `unknown request_idx ${body.request_idx} (finished, expired or never issued)`);
-      if (entry.state === 'queued') ep.router.drain();
+      if (entry && (entry.state !== 'routed' || !entry.delivered)) {
+        // A poll: the client is still there, so its replay_timeout starts over.
+        ep.router.touch(entry, body.replay_timeout);
+        if (entry.state === 'queued') ep.router.drain();
+      } else {
+        // Routed before (or finished, or forgotten): the client's failover after its worker failed it.
+        if (!entry && ep.state === 'stopped') return fail(503, 'endpoint', 'endpoint is stopped');
+        const out = ep.router.reroute(body.request_idx, body.cost, body.replay_timeout);
+        entry = out.entry;
+        ep.lastActivityAt = this.clock.now();
+        this.log.info({ event: 'reroute', endpoint: ep.name, request_idx: entry.idx, failed_worker: out.failed, attempts: entry.attempts, to: entry.workerId }, 'request routed again after its worker failed it');
+        if (out.failed !== null) this.checkFailedWorker(out.failed);
+      }
     }
     return this.answer(ep, entry);
   }
 
+  /** A client re-routed away from `id`: probe it now, so a dead worker leaves at once rather than after stale_after_seconds. */
+  private checkFailedWorker(id: number): void {
+    const w = this.workers.get(id);
+    if (!w || w.probing || !w.url || (w.state !== 'ready' && w.state !== 'loading' && w.state !== 'starting')) return;
+    this.probeWorker(w, this.clock.now(), 'a client could not use it');
+  }
+
   private answer(ep: EndpointRuntime, entry: RequestEntry): Outcome {
-    if (entry.state === 'routed' && entry.answer) return { status: 200, body: entry.answer };
+    if (entry.state === 'routed' && entry.answer) {
+      entry.delivered = true;
+      return { status: 200, body: entry.answer };
+    }
     if (entry.state === 'timed_out') {
       return {
         status: 408,
@@ -753,23 +775,25 @@ export class Engine implements EngineLink {
     }
   }
 
-  private probeWorker(w: WorkerRecord, startedAt: number): void {
+  private probeWorker(w: WorkerRecord, startedAt: number, why?: string): void {
     w.probing = true;
     const url = w.url!;
     const timeoutMs = this.timing.probe_timeout_seconds * 1000;
     const silentFor = Math.round((startedAt - (w.lastReportAt ?? w.stateSince)) / 1000);
+    const cause = why ?? `no report for ${silentFor} s`;
     const probe = this.provider.probe ? this.provider.probe(w.id) : (this.opts.probe ?? httpProbe)(url, timeoutMs);
     probe
       .catch(() => false)
       .then((alive) => {
         w.probing = false;
-        if ((w.lastReportAt ?? 0) > startedAt) return; // it reported meanwhile
+        if (!why && (w.lastReportAt ?? 0) > startedAt) return; // it reported meanwhile
         if (w.state !== 'loading' && w.state !== 'ready' && w.state !== 'starting') return;
         if (alive) {
+          if (why) return;
           w.lastProbeOkAt = this.clock.now();
           this.log.warn({ event: 'worker_stale', worker: w.id, endpoint: w.endpoint, silent_s: silentFor }, 'no report, but /healthz answered');
         } else {
-          this.transition(w, 'errored', `no report for ${silentFor} s and GET /healthz did not answer`);
+          this.transition(w, 'errored', `${cause} and GET /healthz did not answer`);
         }
       });
   }
