@@ -87,6 +87,8 @@ export interface WorkerRecord {
   /** Told to stop while requests were in flight: gets no new requests, stops once idle. */
   draining: boolean;
   drainReason: string;
+  /** `/update_workers/` asked for it to be replaced (one worker of its workergroup at a time). */
+  updatePending: boolean;
 }
 
 /** One endpoint at run time. */
@@ -135,6 +137,8 @@ export interface EngineOptions {
   probe?: (url: string, timeoutMs: number) => Promise<boolean>;
   /** Opt-in strict signing of /route/ answers (see RouterOptions.strictAuth); default: the url only. */
   strictAuth?: { ttlSeconds: number };
+  /** The account key: accepted wherever an endpoint's api_key is (the console calls of the SDK send it). */
+  accountKey?: string;
 }
 
 /** An admin operation refused: status and the field at fault. */
@@ -183,6 +187,9 @@ export class Engine implements EngineLink {
   private nextWorkerId = 1;
   private nextEndpointId = 1;
   private nextRequestIdx = 1;
+  private nextWorkergroupId = 1;
+  /** Numeric ids of workergroups (the console API names them by number), by `endpoint/workergroup`. */
+  private readonly wgIds = new Map<string, number>();
   private tickTimer: number | null = null;
   private unsubscribe: (() => void) | null = null;
   private listeners: { [K in keyof EngineEvents]: Set<(e: EngineEvents[K]) => void> } = {
@@ -266,6 +273,7 @@ export class Engine implements EngineLink {
     for (const wg of cfg.workergroups) {
       if (ep.workergroups.has(wg.name)) throw new EngineError(409, { 'workergroups.name': `duplicate workergroup "${wg.name}"` }, 'duplicate workergroup');
       ep.workergroups.set(wg.name, wg);
+      this.wgIds.set(`${ep.name}/${wg.name}`, this.nextWorkergroupId++);
     }
     this.endpoints.set(ep.name, ep);
     this.log.info({ event: 'endpoint_state', endpoint: ep.name, from: null, to: ep.state, reason: 'created' }, 'endpoint created');
@@ -294,6 +302,7 @@ export class Engine implements EngineLink {
     const ep = this.mustEndpoint(name);
     for (const w of this.workersOf(name)) this.destroyWorker(w, 'endpoint deleted');
     this.endpoints.delete(name);
+    for (const wg of ep.workergroups.keys()) this.wgIds.delete(`${name}/${wg}`);
     this.log.info({ event: 'endpoint_state', endpoint: name, from: ep.state, to: null, reason: 'deleted' }, 'endpoint deleted');
   }
 
@@ -301,6 +310,7 @@ export class Engine implements EngineLink {
     const ep = this.mustEndpoint(endpoint);
     if (ep.workergroups.has(wg.name)) throw new EngineError(409, { name: `workergroup "${wg.name}" already exists` }, 'workergroup exists');
     ep.workergroups.set(wg.name, wg);
+    this.wgIds.set(`${endpoint}/${wg.name}`, this.nextWorkergroupId++);
     this.log.info({ event: 'workergroup', endpoint, workergroup: wg.name, change: 'created' }, 'workergroup created');
     return wg;
   }
@@ -326,7 +336,76 @@ export class Engine implements EngineLink {
     if (!ep.workergroups.has(name)) throw new EngineError(404, { workergroup: `no workergroup "${name}"` }, 'no such workergroup');
     for (const w of this.workersOf(endpoint)) if (w.workergroup === name) this.destroyWorker(w, 'workergroup deleted');
     ep.workergroups.delete(name);
+    this.wgIds.delete(`${endpoint}/${name}`);
     this.log.info({ event: 'workergroup', endpoint, workergroup: name, change: 'deleted' }, 'workergroup deleted');
+  }
+
+  /** The numeric id of a workergroup (console API), or null. */
+  workergroupId(endpoint: string, workergroup: string): number | null {
+    return this.wgIds.get(`${endpoint}/${workergroup}`) ?? null;
+  }
+
+  /** The workergroup with numeric id `id`, with its endpoint. */
+  workergroupById(id: number): { endpoint: EndpointRuntime; workergroup: WorkergroupConfig } | null {
+    for (const [key, wid] of this.wgIds) {
+      if (wid !== id) continue;
+      const slash = key.indexOf('/');
+      const ep = this.endpoints.get(key.slice(0, slash));
+      const wg = ep?.workergroups.get(key.slice(slash + 1));
+      if (ep && wg) return { endpoint: ep, workergroup: wg };
+    }
+    return null;
+  }
+
+  /** True when `key` is the endpoint's api_key or the account key. */
+  keyOpens(ep: EndpointRuntime, key: string): boolean {
+    return sameSecret(key, ep.apiKey) || (!!this.opts.accountKey && sameSecret(key, this.opts.accountKey));
+  }
+
+  /**
+   * `POST /update_workers/`: replace every worker of the workergroup, one at a time (a rolling
+   * update): each is drained, destroyed, and recruited again with the workergroup's current
+   * launch settings; the next goes once the replacement is ready. Returns how many were marked.
+   */
+  updateWorkers(workergroupId: number): number {
+    const found = this.workergroupById(workergroupId);
+    if (!found) throw new EngineError(404, { workergroup_id: `no workergroup ${workergroupId}` }, 'no such workergroup');
+    let n = 0;
+    for (const w of this.workersOf(found.endpoint.name)) {
+      if (w.workergroup !== found.workergroup.name || w.state === 'destroyed') continue;
+      w.updatePending = true;
+      n++;
+    }
+    this.log.info({ event: 'update_workers', endpoint: found.endpoint.name, workergroup: found.workergroup.name, workers: n }, 'rolling update of a workergroup');
+    return n;
+  }
+
+  /** One step of each rolling update: workers not serving go at once, a serving one only when nothing of its group is loading. */
+  private rollUpdates(): void {
+    const busyGroups = new Set<string>();
+    for (const w of this.workers.values()) {
+      const g = `${w.endpoint}/${w.workergroup}`;
+      if (w.state === 'created' || w.state === 'loading' || w.state === 'starting' || (w.updatePending && w.draining)) busyGroups.add(g);
+    }
+    for (const w of this.workers.values()) {
+      if (!w.updatePending || w.state === 'destroyed') continue;
+      const g = `${w.endpoint}/${w.workergroup}`;
+      if (w.state !== 'ready') {
+        if (w.state === 'inactive' || w.state === 'errored') this.destroyWorker(w, 'rolling update');
+        continue;
+      }
+      if (w.draining) {
+        if (this.idle(w)) this.destroyWorker(w, 'rolling update (drained)');
+        continue;
+      }
+      if (busyGroups.has(g)) continue;
+      busyGroups.add(g);
+      if (this.idle(w)) this.destroyWorker(w, 'rolling update');
+      else {
+        w.draining = true;
+        w.drainReason = 'rolling update';
+      }
+    }
   }
 
   private mustEndpoint(name: string): EndpointRuntime {
@@ -357,7 +436,7 @@ export class Engine implements EngineLink {
     const body = parsed.data;
     const ep = this.endpoints.get(body.endpoint);
     if (!ep) return fail(404, 'endpoint', `no endpoint "${body.endpoint}"`);
-    if (!sameSecret(body.api_key, ep.apiKey)) return fail(401, 'api_key', 'api_key does not match the endpoint');
+    if (!this.keyOpens(ep, body.api_key)) return fail(401, 'api_key', 'api_key does not match the endpoint');
     let entry: RequestEntry | undefined;
     if (body.request_idx === 0) {
       if (ep.state === 'stopped') return fail(503, 'endpoint', 'endpoint is stopped');
@@ -501,7 +580,7 @@ export class Engine implements EngineLink {
     if (!('typeKey' in found)) return found;
     const ep = this.endpoints.get(found.endpoint);
     const deleted = ep ? ep.router.complete(found.id, b.request_idxs, b.success) : 0;
-    if (found.draining) this.finishDrain(found);
+    if (found.draining && !found.updatePending) this.finishDrain(found);
     ep?.router.drain();
     return { status: 200, body: { ok: true, deleted } };
   }
@@ -513,25 +592,27 @@ export class Engine implements EngineLink {
     const { id, api_key } = parsed.data;
     const ep = [...this.endpoints.values()].find((e) => e.id === id || e.name === id || String(e.id) === id);
     if (!ep) return fail(404, 'id', `no endpoint ${JSON.stringify(id)}`);
-    if (!sameSecret(api_key, ep.apiKey)) return fail(401, 'api_key', 'api_key does not match the endpoint');
-    const secs = (ms: number | null) => (ms === null ? null : ms / 1000);
+    if (!this.keyOpens(ep, api_key)) return fail(401, 'api_key', 'api_key matches neither the endpoint nor the account');
+    // The SDK does float() on every number: unknown times are 0, never null.
+    const secs = (ms: number | null) => (ms === null ? 0 : ms / 1000);
+    const n = (v: number) => (Number.isFinite(v) ? v : 0);
     const list = this.workersOf(ep.name)
       .filter((w) => w.state !== 'destroyed')
       .map((w) => ({
         id: w.id,
         status: w.state,
-        cur_load: w.curLoad,
-        new_load: w.newLoad,
-        cur_load_rolling_avg: round(w.curLoadAvg),
-        cur_perf: round(w.curPerf),
-        perf: w.maxPerf,
-        measured_perf: round(w.measuredPerf),
-        dlperf: w.dlperf,
-        reliability: w.state === 'errored' ? 0 : 1,
-        reqs_working: w.reqsWorking,
-        disk_usage: w.diskUsage,
-        loaded_at: secs(w.loadedAt),
-        started_at: secs(w.startedAt),
+        cur_load: n(w.curLoad),
+        new_load: n(w.newLoad),
+        cur_load_rolling_avg: n(round(w.curLoadAvg)),
+        cur_perf: n(round(w.curPerf)),
+        perf: n(w.maxPerf),
+        measured_perf: n(round(w.measuredPerf)),
+        dlperf: n(w.dlperf),
+        reliability: w.state === 'errored' ? 0 : Math.max(0, 1 - Math.min(1, ep.router.failureScore(w.id) / 4)),
+        reqs_working: Math.round(n(w.reqsWorking)),
+        disk_usage: n(w.diskUsage),
+        loaded_at: n(secs(w.loadedAt)),
+        started_at: n(secs(w.startedAt)),
       }));
     return { status: 200, body: list };
   }
@@ -546,7 +627,8 @@ export class Engine implements EngineLink {
       ep.history.trim(now);
     }
     this.checkWorkers(now);
-    for (const w of this.workers.values()) if (w.draining) this.finishDrain(w);
+    this.rollUpdates();
+    for (const w of this.workers.values()) if (w.draining && !w.updatePending) this.finishDrain(w);
     for (const ep of this.endpoints.values()) this.runPolicy(ep, now);
     for (const ep of this.endpoints.values()) ep.router.drain();
     for (const [id, w] of this.workers) if (w.state === 'destroyed' && now - w.stateSince > DESTROYED_KEEP_MS) this.workers.delete(id);
@@ -612,7 +694,7 @@ export class Engine implements EngineLink {
     this.emit('plan', { at: now, endpoint: ep.name, plan: out.plan, decisions: out.decisions });
     const stopping = new Set(out.decisions.filter((d) => d.kind === 'stop').map((d) => (d as { id: number }).id));
     for (const w of this.workersOf(ep.name)) {
-      if (w.draining && !stopping.has(w.id)) {
+      if (w.draining && !w.updatePending && !stopping.has(w.id)) {
         w.draining = false;
         this.log.info({ event: 'drain_cancelled', worker: w.id, endpoint: ep.name }, 'worker needed again: drain cancelled');
       }
@@ -687,6 +769,7 @@ export class Engine implements EngineLink {
       lastProbeOkAt: null,
       draining: false,
       drainReason: '',
+      updatePending: false,
     };
     this.workers.set(rec.id, rec);
     this.logTransition(rec, null, 'created', reason);

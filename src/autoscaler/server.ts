@@ -6,7 +6,7 @@ import { loadAutoscalerConfig, parseAutoscalerConfig, type AutoscalerConfig, typ
 import { Engine } from './engine.js';
 import { createApp } from './http.js';
 import { mountDashboard, type DashboardOptions } from './dashboard/routes.js';
-import { loadOrCreateAdminKey, loadOrCreateKeys } from './keys.js';
+import { loadOrCreateAccountKey, loadOrCreateAdminKey, loadOrCreateKeys } from './keys.js';
 import { createProvider } from './providers/index.js';
 import type { Provider } from './providers/types.js';
 
@@ -27,6 +27,8 @@ export interface StartAutoscalerOptions {
   logger?: Logger;
   /** Overrides env AUTOSCALER_ADMIN_KEY and the config's `admin_key`. */
   adminKey?: string;
+  /** Overrides env AUTOSCALER_ACCOUNT_KEY and the config's `account_key`. */
+  accountKey?: string;
   /** Liveness probe of a worker URL (default GET {url}/healthz). */
   probe?: (url: string, timeoutMs: number) => Promise<boolean>;
   /** The dashboard at `/` and `/dashboard` (docs/dashboard.md); false leaves it out. */
@@ -41,6 +43,8 @@ export interface RunningAutoscaler {
   engine: Engine;
   provider: Provider;
   adminKey: string;
+  /** The account key the Vast SDK uses (console calls, /get_endpoint_workers/). */
+  accountKey: string;
   publicKeyPem: string;
   /** api_key of every endpoint, by name (including generated ones). */
   apiKeys: Record<string, string>;
@@ -57,10 +61,12 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
   const dataDir = opts.dataDir ?? cfg.data_dir ?? './autoscaler-data';
   const keys = loadOrCreateKeys(dataDir, cfg.private_key_path);
   const admin = loadOrCreateAdminKey(dataDir, opts.adminKey ?? process.env.AUTOSCALER_ADMIN_KEY ?? cfg.admin_key);
+  const account = loadOrCreateAccountKey(dataDir, opts.accountKey ?? process.env.AUTOSCALER_ACCOUNT_KEY ?? cfg.account_key);
   const clock = opts.clock ?? createRealClock();
   const logger = opts.logger ?? createLogger('autoscaler');
   if (keys.created) logger.info({ event: 'key_created', path: keys.keyPath }, 'generated the route-signing key');
   if (admin.created) logger.info({ event: 'admin_key_created', path: admin.path }, 'generated an admin key (read it from this file)');
+  if (account.created) logger.info({ event: 'account_key_created', path: account.path }, 'generated an account key for the Vast SDK (read it from this file)');
   const provider = opts.provider ?? (await createProvider({ config: cfg.provider as Record<string, unknown>, clock, logger, dataDir }));
 
   const host = opts.host ?? '127.0.0.1';
@@ -74,10 +80,11 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
     reportAddrs: () => [cfg.public_url ?? selfUrl],
     probe: opts.probe,
     strictAuth: cfg.strict_auth ? { ttlSeconds: cfg.strict_auth.ttl_seconds } : undefined,
+    accountKey: account.key,
   });
   for (const ep of cfg.endpoints) engine.addEndpoint(ep);
 
-  const app = createApp(engine, { adminKey: admin.key, publicKeyPem: keys.publicKeyPem, logger });
+  const app = createApp(engine, { adminKey: admin.key, accountKey: account.key, publicKeyPem: keys.publicKeyPem, logger });
   const dashboard = opts.dashboard === false ? null : mountDashboard(app, { engine, clock, providerKind: provider.kind }, opts.dashboard);
   const server: ServerType = await new Promise((resolve, reject) => {
     const s = serve({ fetch: app.fetch, port: opts.port ?? 0, hostname: host }, () => resolve(s));
@@ -96,6 +103,7 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
     engine,
     provider,
     adminKey: admin.key,
+    accountKey: account.key,
     publicKeyPem: keys.publicKeyPem,
     apiKeys: Object.fromEntries([...engine.endpoints.values()].map((ep) => [ep.name, ep.apiKey])),
     close() {

@@ -335,6 +335,12 @@ export class LocalProvider implements Provider {
       CONTAINER_ID: String(inst.id),
       MASTER_TOKEN: inst.spec.masterToken,
       REPORT_ADDR: inst.spec.reportAddrs.join(','),
+      // As on a Vast instance (PROTOCOL §8): the public port of each internal port. Locally there
+      // is no port mapping, so each maps to itself; the Python PyWorker needs VAST_TCP_PORT_<WORKER_PORT>.
+      [`VAST_TCP_PORT_${inst.ports.worker}`]: String(inst.ports.worker),
+      [`VAST_TCP_PORT_${inst.ports.http}`]: String(inst.ports.http),
+      VAST_CONTAINERLABEL: `C.${inst.id}`,
+      USE_SSL: env.USE_SSL ?? 'false',
     };
   }
 
