@@ -6,6 +6,7 @@ import type { EngineTiming } from './config.js';
 import { LoadHistory } from './load-history.js';
 import {
   endpointParamsSchema,
+  endpointSchema,
   fieldErrors,
   paramsOf,
   type EndpointConfig,
@@ -18,7 +19,8 @@ import {
 import { PerfBook } from './perf-model.js';
 import { decide, INITIAL_MEMORY, typeEstimates, type Decision, type MachineChoice, type Plan, type PolicyMemory, type PolicyWorker } from './policy.js';
 import type { EngineLink, Provider, ProviderEvent } from './providers/types.js';
-import { EndpointRouter, type RequestEntry, type RoutableWorker } from './router.js';
+import type { Journal } from './journal.js';
+import { EndpointRouter, type PendingRequest, type RequestEntry, type RoutableWorker } from './router.js';
 import { canTransition, type EndpointState, type WorkerState } from './states.js';
 import {
   deleteRequestsSchema,
@@ -139,6 +141,8 @@ export interface EngineOptions {
   strictAuth?: { ttlSeconds: number };
   /** The account key: accepted wherever an endpoint's api_key is (the console calls of the SDK send it). */
   accountKey?: string;
+  /** Where the engine keeps its state (endpoints, workers, learned perf, pending requests) across restarts. */
+  store?: Journal;
 }
 
 /** An admin operation refused: status and the field at fault. */
@@ -155,6 +159,8 @@ export class EngineError extends Error {
 
 /** Keep destroyed workers visible this long (admin API, dashboards). */
 const DESTROYED_KEEP_MS = 10 * 60_000;
+/** request_idx values reserved ahead in the journal, so ids issued just before a crash are never issued again. */
+const IDX_RESERVE = 100_000;
 const LOAD_AVG_ALPHA = 0.2;
 
 /** Constant-time string comparison (through SHA-256, so lengths do not leak either). */
@@ -188,6 +194,9 @@ export class Engine implements EngineLink {
   private nextEndpointId = 1;
   private nextRequestIdx = 1;
   private nextWorkergroupId = 1;
+  /** Last JSON saved per journal key: only what changed is written. */
+  private saved = new Map<string, string>();
+  private closedStore = false;
   /** Numeric ids of workergroups (the console API names them by number), by `endpoint/workergroup`. */
   private readonly wgIds = new Map<string, number>();
   private tickTimer: number | null = null;
@@ -225,10 +234,14 @@ export class Engine implements EngineLink {
     this.tickTimer = this.clock.setInterval(() => this.tick(), this.timing.tick_seconds * 1000);
   }
 
-  /** Stop ticking and detach from the provider (the provider is closed by its owner). */
+  /** Stop ticking and detach from the provider (the provider is closed by its owner); the state is saved a last time. */
   close(): void {
     if (this.tickTimer !== null) this.clock.clearTimer(this.tickTimer);
     this.tickTimer = null;
+    if (this.opts.store && !this.closedStore) {
+      this.save(true);
+      this.closedStore = true;
+    }
     this.unsubscribe?.();
     this.unsubscribe = null;
   }
@@ -632,6 +645,140 @@ export class Engine implements EngineLink {
     for (const ep of this.endpoints.values()) this.runPolicy(ep, now);
     for (const ep of this.endpoints.values()) ep.router.drain();
     for (const [id, w] of this.workers) if (w.state === 'destroyed' && now - w.stateSince > DESTROYED_KEEP_MS) this.workers.delete(id);
+    if (this.opts.store) this.save(false);
+  }
+
+  // ---------------------------------------------------------------- persistence
+
+  /**
+   * Write what changed since the last save to the journal and fsync it (every tick, and at
+   * close). request_idx is saved IDX_RESERVE ahead except at close, so after a crash no id is
+   * issued twice.
+   */
+  save(final = false): void {
+    const store = this.opts.store;
+    if (!store) return;
+    const live = new Set<string>();
+    const put = (kind: string, id: string, value: unknown) => {
+      const key = `${kind}/${id}`;
+      live.add(key);
+      const json = JSON.stringify(value);
+      if (this.saved.get(key) === json) return;
+      this.saved.set(key, json);
+      store.put(kind, id, value);
+    };
+    put('meta', 'counters', {
+      nextWorkerId: this.nextWorkerId,
+      nextEndpointId: this.nextEndpointId,
+      nextWorkergroupId: this.nextWorkergroupId,
+      nextRequestIdx: this.nextRequestIdx + (final ? 0 : IDX_RESERVE - ((this.nextRequestIdx - 1) % IDX_RESERVE)),
+    });
+    put('meta', 'perf', this.perf.snapshot());
+    for (const ep of this.endpoints.values()) {
+      put('endpoint', ep.name, {
+        id: ep.id,
+        createdAt: ep.createdAt,
+        lastActivityAt: ep.lastActivityAt,
+        config: { name: ep.name, api_key: ep.apiKey, state: ep.state, ...ep.params, workergroups: [...ep.workergroups.values()] },
+        wgIds: Object.fromEntries([...ep.workergroups.keys()].map((wg) => [wg, this.wgIds.get(`${ep.name}/${wg}`)])),
+      });
+      put('requests', ep.name, { reqnum: ep.router.lastReqnum(), pending: ep.router.exportPending() });
+    }
+    for (const w of this.workers.values()) put('worker', String(w.id), { ...w, probing: false });
+    for (const key of [...this.saved.keys()]) {
+      if (live.has(key)) continue;
+      const slash = key.indexOf('/');
+      store.delete(key.slice(0, slash), key.slice(slash + 1));
+      this.saved.delete(key);
+    }
+    store.flush();
+  }
+
+  /**
+   * Take back the state of an earlier run from the journal (before the config's endpoints are
+   * added: an endpoint the journal knows keeps its journal state). Returns what was restored.
+   */
+  restore(): { endpoints: number; workers: number; requests: number } {
+    const store = this.opts.store;
+    const out = { endpoints: 0, workers: 0, requests: 0 };
+    if (!store) return out;
+    const counters = store.get('meta', 'counters') as Record<string, number> | undefined;
+    for (const [name, raw] of store.all('endpoint')) {
+      const rec = raw as { id: number; createdAt: number; lastActivityAt: number | null; config: unknown; wgIds: Record<string, number> };
+      const parsed = endpointSchema.safeParse(rec.config);
+      if (!parsed.success) {
+        this.log.warn({ event: 'restore_skipped', endpoint: name, fields: fieldErrors(parsed.error) }, 'a remembered endpoint no longer parses: skipped');
+        continue;
+      }
+      const ep = this.addEndpoint(parsed.data);
+      ep.id = rec.id;
+      ep.createdAt = rec.createdAt;
+      ep.lastActivityAt = rec.lastActivityAt;
+      for (const [wg, id] of Object.entries(rec.wgIds ?? {})) if (typeof id === 'number') this.wgIds.set(`${ep.name}/${wg}`, id);
+      const reqs = store.get('requests', name) as { reqnum: number; pending: PendingRequest[] } | undefined;
+      if (reqs) {
+        ep.router.importPending(reqs.pending, reqs.reqnum);
+        out.requests += reqs.pending.length;
+      }
+      out.endpoints++;
+    }
+    for (const raw of store.all('worker').values()) {
+      const w = raw as WorkerRecord;
+      if (!this.endpoints.has(w.endpoint)) continue;
+      this.workers.set(w.id, { ...w, probing: false, updatePending: w.updatePending ?? false });
+      out.workers++;
+    }
+    const perf = store.get('meta', 'perf') as Record<string, { benchmarks: number; benchmarkMean: number; measured: number; measuredEwma: number }> | undefined;
+    // Replayed through the book's own API: n benchmarks of the mean, n measurements of the average.
+    for (const [key, k] of Object.entries(perf ?? {})) {
+      for (let i = 0; i < k.benchmarks; i++) this.perf.addBenchmark(key, k.benchmarkMean);
+      for (let i = 0; i < k.measured; i++) this.perf.addMeasured(key, k.measuredEwma);
+    }
+    const maxId = (xs: number[]) => xs.reduce((a, b) => Math.max(a, b), 0);
+    this.nextWorkerId = Math.max(counters?.nextWorkerId ?? 1, maxId([...this.workers.keys()]) + 1);
+    this.nextEndpointId = Math.max(counters?.nextEndpointId ?? 1, maxId([...this.endpoints.values()].map((e) => e.id)) + 1);
+    this.nextWorkergroupId = Math.max(counters?.nextWorkergroupId ?? 1, maxId([...this.wgIds.values()]) + 1);
+    this.nextRequestIdx = Math.max(this.nextRequestIdx, counters?.nextRequestIdx ?? 1);
+    if (out.endpoints > 0) this.log.info({ event: 'restored', ...out, next_request_idx: this.nextRequestIdx }, 'engine state restored from the journal');
+    return out;
+  }
+
+  /**
+   * After restore(): hand the remembered workers back to the provider. Those it no longer has,
+   * or that stopped running while the engine was away, are errored (and so replaced).
+   */
+  async adoptWorkers(): Promise<void> {
+    const remembered = [...this.workers.values()].filter((w) => w.state !== 'destroyed');
+    const shouldRun = (w: WorkerRecord) => w.state === 'created' || w.state === 'loading' || w.state === 'starting' || w.state === 'ready';
+    if (!this.provider.adopt) {
+      for (const w of remembered) this.transition(w, 'errored', `the ${this.provider.kind} provider cannot take workers back after a restart`);
+      return;
+    }
+    const specs = remembered.map((w) => ({
+      workerId: w.id,
+      masterToken: w.mtoken,
+      reportAddrs: this.opts.reportAddrs(),
+      endpoint: w.endpoint,
+      workergroup: w.workergroup,
+      machineType: w.machineType,
+      searchParams: this.endpoints.get(w.endpoint)?.workergroups.get(w.workergroup)?.search_params ?? '',
+      launch: this.endpoints.get(w.endpoint)?.workergroups.get(w.workergroup)?.launch ?? {},
+      dollarsPerHour: w.dollarsPerHour,
+      storageDollarsPerHour: w.storageDollarsPerHour,
+      running: shouldRun(w),
+    }));
+    const got = new Map((await this.provider.adopt(specs)).map((r) => [r.id, r]));
+    let adopted = 0;
+    for (const w of remembered) {
+      const r = got.get(w.id);
+      if (!r) this.transition(w, 'errored', 'its instance was gone after the autoscaler restarted');
+      else if (shouldRun(w) && !r.running) this.transition(w, 'errored', 'its instance stopped while the autoscaler was down');
+      else {
+        adopted++;
+        if (r.url && !w.url) w.url = r.url;
+      }
+    }
+    this.log.info({ event: 'workers_adopted', adopted, remembered: remembered.length }, 'remembered workers taken back');
   }
 
   /** Inputs of the policy for one endpoint (exported for tests and the admin API). */

@@ -46,6 +46,9 @@ export interface RouteAnswer {
 
 export type RequestState = 'queued' | 'routed' | 'timed_out';
 
+/** A request as the engine's journal keeps it. */
+export type PendingRequest = Omit<RequestEntry, 'avoid' | 'endpoint'> & { avoid: Array<[number, number]> };
+
 /** How a request that was routed before ended, kept a while so a late re-route still knows it. */
 export interface FinishedRequest {
   idx: number;
@@ -569,5 +572,33 @@ export class EndpointRouter {
   /** The next reqnum to be handed out minus one. */
   lastReqnum(): number {
     return this.reqnum;
+  }
+
+  /** The requests still open (queued in queue order, then routed), as plain data for the engine's journal. */
+  exportPending(): PendingRequest[] {
+    const out: PendingRequest[] = [];
+    const plain = (e: RequestEntry): PendingRequest => {
+      const { avoid, endpoint: _e, ...rest } = e;
+      return { ...rest, avoid: [...avoid] };
+    };
+    for (let i = this.head; i < this.queue.length; i++) if (this.queue[i]!.state === 'queued') out.push(plain(this.queue[i]!));
+    for (const book of this.books.values()) for (const e of book.outstanding.values()) out.push(plain(e));
+    return out;
+  }
+
+  /** Take back requests exported before a restart (routed ones count on their worker again). */
+  importPending(list: readonly PendingRequest[], reqnum: number): void {
+    this.reqnum = Math.max(this.reqnum, reqnum);
+    for (const p of list) {
+      if (this.entries.has(p.idx)) continue;
+      const entry: RequestEntry = { ...p, endpoint: this.opts.endpoint, avoid: new Map(p.avoid) };
+      this.entries.set(entry.idx, entry);
+      if (entry.state === 'queued') this.queue.push(entry);
+      else if (entry.state === 'routed' && entry.workerId !== null) {
+        const book = this.book(entry.workerId);
+        book.outstanding.set(entry.idx, entry);
+        if (!entry.reported) book.unreportedLoad += entry.cost;
+      }
+    }
   }
 }

@@ -4,6 +4,9 @@ import { createLogger, type Logger } from '../common/log.js';
 import { createRealClock, type Clock } from './clock.js';
 import { loadAutoscalerConfig, parseAutoscalerConfig, type AutoscalerConfig, type AutoscalerConfigInput } from './config.js';
 import { Engine } from './engine.js';
+import { Journal } from './journal.js';
+import { join } from 'node:path';
+import { mkdirSync } from 'node:fs';
 import { createApp } from './http.js';
 import { mountDashboard, type DashboardOptions } from './dashboard/routes.js';
 import { loadOrCreateAccountKey, loadOrCreateAdminKey, loadOrCreateKeys } from './keys.js';
@@ -68,6 +71,12 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
   if (admin.created) logger.info({ event: 'admin_key_created', path: admin.path }, 'generated an admin key (read it from this file)');
   if (account.created) logger.info({ event: 'account_key_created', path: account.path }, 'generated an account key for the Vast SDK (read it from this file)');
   const provider = opts.provider ?? (await createProvider({ config: cfg.provider as Record<string, unknown>, clock, logger, dataDir }));
+  let store: Journal | undefined;
+  if (cfg.persist) {
+    mkdirSync(dataDir, { recursive: true });
+    store = new Journal(join(dataDir, 'engine-state.jsonl'));
+    if (store.recovered.droppedBytes > 0) logger.warn({ event: 'journal_torn', path: store.path, dropped_bytes: store.recovered.droppedBytes }, 'the state journal ended in a torn write (a crash): the partial record was dropped');
+  }
 
   const host = opts.host ?? '127.0.0.1';
   let selfUrl = '';
@@ -81,8 +90,12 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
     probe: opts.probe,
     strictAuth: cfg.strict_auth ? { ttlSeconds: cfg.strict_auth.ttl_seconds } : undefined,
     accountKey: account.key,
+    store,
   });
-  for (const ep of cfg.endpoints) engine.addEndpoint(ep);
+  // The journal first: an endpoint it remembers keeps its state (admin changes included); the
+  // config only adds endpoints not seen before.
+  engine.restore();
+  for (const ep of cfg.endpoints) if (!engine.endpoints.has(ep.name)) engine.addEndpoint(ep);
 
   const app = createApp(engine, { adminKey: admin.key, accountKey: account.key, publicKeyPem: keys.publicKeyPem, logger });
   const dashboard = opts.dashboard === false ? null : mountDashboard(app, { engine, clock, providerKind: provider.kind }, opts.dashboard);
@@ -93,6 +106,7 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
   const port = (server.address() as AddressInfo).port;
   const urlHost = host.includes(':') ? `[${host}]` : host === '0.0.0.0' ? '127.0.0.1' : host;
   selfUrl = `http://${urlHost}:${port}`;
+  await engine.adoptWorkers();
   engine.start();
   logger.info({ event: 'listening', url: selfUrl, endpoints: cfg.endpoints.map((e) => e.name), provider: provider.kind }, 'autoscaler listening');
 
@@ -110,6 +124,7 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
       closing ??= (async () => {
         dashboard?.close();
         engine.close();
+        store?.close();
         await provider.close();
         await new Promise<void>((resolve) => {
           server.close(() => resolve());
