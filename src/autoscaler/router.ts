@@ -13,7 +13,8 @@ import type { QueueSignal } from './policy.js';
  * - `reqnum` grows by one for every routed request of the endpoint;
  * - re-routing a routed request_idx (the client's failover) takes its load off the worker that
  *   failed it, counts a failure against that worker, and routes it afresh avoiding that worker
- *   for `AVOID_MS`; a finished or forgotten id is routed afresh the same way;
+ *   (for `AVOID_MS` while another worker can take it, for `AVOID_HARD_MS` in any case); a
+ *   finished or forgotten id is routed afresh the same way;
  * - a request_idx lives until a `/delete_requests/` of its worker names it (or `request_ttl`
  *   passes); a queued one is timed out only when the client stops polling for its `replay_timeout`.
  */
@@ -116,8 +117,10 @@ export const SUSPECT_AFTER_MS = 5_000;
 const RECENT_WAIT_MS = 10_000;
 /** How long a timed-out request_idx still answers polls with its error. */
 const TIMED_OUT_KEEP_MS = 60_000;
-/** A worker that failed a request is not chosen for that request again for this long. */
+/** A worker that failed a request is chosen for it again within this long only when no other worker can take it... */
 export const AVOID_MS = 10_000;
+/** ...and never within this long (about the SDK's back-off; the failed worker is probed meanwhile). */
+export const AVOID_HARD_MS = 3_000;
 /** Failures fade with this time constant (ms): a worker is "failing" while its score is ≥ 0.5. */
 const FAILURE_DECAY_MS = 30_000;
 /** How long the end of a request is remembered (for a late re-route of its id). */
@@ -341,6 +344,11 @@ export class EndpointRouter {
    * Null if none is under max_queue_time.
    */
   choose(entry?: RequestEntry): { worker: RoutableWorker; wait: number } | null {
+    if (!entry || entry.avoid.size === 0) return this.pick(entry, AVOID_MS);
+    return this.pick(entry, AVOID_MS) ?? this.pick(entry, AVOID_HARD_MS);
+  }
+
+  private pick(entry: RequestEntry | undefined, avoidMs: number): { worker: RoutableWorker; wait: number } | null {
     const limit = this.opts.maxQueueTime();
     const now = this.opts.now();
     const cost = entry?.cost ?? 100;
@@ -351,7 +359,7 @@ export class EndpointRouter {
       if (!(w.perf > 0) || !w.url || this.suspect(w, now)) continue;
       if (entry) {
         const at = entry.avoid.get(w.id);
-        if (at !== undefined && now - at < AVOID_MS) continue;
+        if (at !== undefined && now - at < avoidMs) continue;
       }
       const load = this.expectedLoad(w);
       const wait = load / w.perf;
