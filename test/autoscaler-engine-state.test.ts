@@ -192,3 +192,38 @@ describe('rolling update (/update_workers/)', () => {
     expect(p.calls.filter((c) => c.startsWith('destroy'))).toHaveLength(2);
   });
 });
+
+describe('requests whose worker goes away', () => {
+  it('a request routed from the queue to a worker that dies before the client polls goes to another, and its id is never a 404', async () => {
+    const clock = new FakeClock(1_000_000);
+    const p = new Recorder();
+    const e = make(p, clock);
+    e.addEndpoint(endpointSchema.parse({ ...EP, max_queue_time: 5 }));
+    e.start();
+    clock.advanceBy(1000);
+    await settle();
+    const [a, b] = p.specs as [WorkerSpec, WorkerSpec];
+    const report = (s: WorkerSpec, load: number) => e.workerStatus({ id: s.workerId, mtoken: s.masterToken, loadtime: 2, max_perf: 100, cur_load: load, url: `http://127.0.0.1:${20000 + s.workerId}` });
+    report(a, 900);
+    report(b, 900);
+    const q = e.route({ endpoint: 'ep', api_key: 'client-key-1234', cost: 100 }).body as { request_idx: number; status: string };
+    expect(q.status).toBe('queued');
+    report(a, 0); // a takes it from the queue; the client has not polled yet
+    const router = e.endpoints.get('ep')!.router;
+    expect(router.get(q.request_idx)).toMatchObject({ state: 'routed', workerId: a.workerId, delivered: false });
+    // a's instance dies: its requests are orphaned, not forgotten.
+    (p as unknown as { listeners: Set<(ev: ProviderEvent) => void> }).listeners.forEach((l) => l({ workerId: a.workerId, kind: 'exited', reason: 'host lost' }));
+    expect(e.workers.get(a.workerId)!.state).toBe('errored');
+    report(b, 0);
+    const polled = e.route({ endpoint: 'ep', api_key: 'client-key-1234', cost: 100, request_idx: q.request_idx });
+    expect(polled.status).toBe(200);
+    expect(polled.body).toMatchObject({ request_idx: q.request_idx, worker_id: b.workerId });
+    expect(router.failureScore(b.workerId)).toBe(0); // nobody failed it
+    // Finished (b's /delete_requests/), then re-routed late: routed afresh, not a 404.
+    e.deleteRequests({ worker_id: b.workerId, mtoken: b.masterToken, request_idxs: [q.request_idx], success: false });
+    expect(router.failureScore(b.workerId)).toBeGreaterThan(0.5);
+    const late = e.route({ endpoint: 'ep', api_key: 'client-key-1234', cost: 100, request_idx: q.request_idx });
+    expect(late.status).toBe(200);
+    expect((late.body as { request_idx: number }).request_idx).toBe(q.request_idx);
+  });
+});
