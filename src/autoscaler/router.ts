@@ -227,6 +227,7 @@ export class EndpointRouter {
       this.submitting = true;
       entry = this.submit(idx, cost, replayTimeoutS);
       this.submitting = false;
+      this.stats.queued--; // the same request as before, not a new one
     } else {
       // queued or timed out: nothing failed; a poll.
       this.touch(entry, replayTimeoutS);
