@@ -1,3 +1,5 @@
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
 
@@ -15,6 +17,8 @@ export default defineConfig({
   },
   test: {
     include: ['test/**/*.test.ts', 'src/**/*.test.ts'],
+    // A command that falls back to the user's state dir (the autoscaler's data dir) never touches the real one.
+    env: { XDG_STATE_HOME: join(tmpdir(), `nodeworker-test-state-${process.pid}`) },
     testTimeout: 30_000,
     hookTimeout: 30_000,
     // Two cores: run test files two at a time so timing-sensitive servers are not starved.
