@@ -118,6 +118,8 @@ export interface Plan {
   activeCapacity: number;
   inactiveCapacity: number;
   loadingCapacity: number;
+  /** Seconds of expected queue the router lets a worker hold now (≤ max_queue_time); beyond it requests wait in the global queue. */
+  routeQueueLimit: number;
 }
 
 export interface PolicyOutput {
@@ -180,6 +182,7 @@ export function decide(input: PolicyInput): PolicyOutput {
     activeCapacity: cap(ready) + cap(starting),
     inactiveCapacity: cap(inactive),
     loadingCapacity: cap(loading),
+    routeQueueLimit: P.max_queue_time,
   };
 
   if (input.state === 'suspended') return { decisions, memory, plan };
