@@ -78,9 +78,34 @@ export interface PolicyMemory {
   panicTarget: number;
   /** Active targets of the last `scale_down_delay` seconds. */
   recentTargets: ReadonlyArray<{ at: number; target: number }>;
+  /** Workers seen starting, and since when (ms): their start time is learned when they turn ready. */
+  starting?: ReadonlyArray<{ id: number; since: number }>;
+  /** Learned seconds from `activate` to ready (EWMA), null until one was seen. */
+  startSeconds?: number | null;
 }
 
-export const INITIAL_MEMORY: PolicyMemory = { panicking: false, panicSince: null, lastTriggerAt: null, panicTarget: 0, recentTargets: [] };
+export const INITIAL_MEMORY: PolicyMemory = { panicking: false, panicSince: null, lastTriggerAt: null, panicTarget: 0, recentTargets: [], starting: [], startSeconds: null };
+
+/** Start time assumed until one is observed, s (a stopped Vast instance with the model on disk). */
+export const START_PRIOR_S = 15;
+
+/**
+ * Learn how long an inactive worker takes to become ready: workers remembered as starting that
+ * are ready now took `readySince - startedSince`. Updates `memory.starting` in place (a copy).
+ */
+function learnStartSeconds(memory: PolicyMemory, live: readonly PolicyWorker[]): number | null {
+  let learned = memory.startSeconds ?? null;
+  const byId = new Map(live.map((w) => [w.id, w]));
+  for (const s of memory.starting ?? []) {
+    const w = byId.get(s.id);
+    if (w && w.state === 'ready' && w.stateSince >= s.since) {
+      const took = (w.stateSince - s.since) / 1000;
+      learned = learned === null ? took : learned + 0.3 * (took - learned);
+    }
+  }
+  memory.starting = live.filter((w) => w.state === 'starting').map((w) => ({ id: w.id, since: w.stateSince }));
+  return learned;
+}
 
 export interface PolicyInput {
   now: number;
@@ -195,8 +220,14 @@ export function decide(input: PolicyInput): PolicyOutput {
   // 3. Panic mode.
   const readyCap = cap(ready);
   const panicDemand = panicLoad / P.target_util;
+  // All queued work, in the global queue and at workers: what the fleet must drain besides new arrivals.
+  const backlog = input.queue.waitingLoad + input.queue.workerBacklog;
   const queueTrigger = P.target_queue_time > 0 && input.queue.queueTime > P.target_queue_time;
   const loadTrigger = panicLoad > 0 && panicDemand >= P.panic_threshold * readyCap;
+  memory.startSeconds = learnStartSeconds(memory, live);
+  // Ski rental: holding surge capacity idle longer than a restart takes costs more than restarting it.
+  const panicHold = Math.max(P.panic_window, memory.startSeconds ?? START_PRIOR_S);
+  const drained = backlog <= readyCap; // at most a second of queued work
   if (P.panic_window > 0 && (loadTrigger || queueTrigger)) {
     memory.lastTriggerAt = now;
     if (!memory.panicking) {
@@ -204,7 +235,7 @@ export function decide(input: PolicyInput): PolicyOutput {
       memory.panicSince = now;
       memory.panicTarget = 0;
     }
-  } else if (memory.panicking && (P.panic_window <= 0 || now - (memory.lastTriggerAt ?? now) >= P.stable_window * 1000)) {
+  } else if (memory.panicking && (P.panic_window <= 0 || (drained && now - (memory.lastTriggerAt ?? now) >= panicHold * 1000))) {
     memory.panicking = false;
     memory.panicSince = null;
     memory.panicTarget = 0;
@@ -215,8 +246,7 @@ export function decide(input: PolicyInput): PolicyOutput {
   // starting inactive workers; recruiting for it would buy machines that arrive after it is gone.
   const anticipated = memory.panicking ? Math.max(stableLoad, panicLoad) : stableLoad;
   const drainHorizon = P.target_queue_time > 0 ? P.target_queue_time : P.max_queue_time;
-  // Queues above target: add the capacity that drains every queued load (global and at workers) within target_queue_time.
-  const backlog = input.queue.waitingLoad + (queueTrigger ? input.queue.workerBacklog : 0);
+  // Size to queued work as well as arrivals: add the capacity that drains it within target_queue_time.
   const backlogRate = backlog / Math.max(drainHorizon, 1);
   let A = Math.max((anticipated + backlogRate) / P.target_util, P.min_load);
   let R = Math.max((stableLoad + input.queue.waitingLoad / Math.max(P.stable_window, 1)) / P.target_util, P.min_load);
@@ -224,6 +254,9 @@ export function decide(input: PolicyInput): PolicyOutput {
     A = Math.max(A, memory.panicTarget);
     memory.panicTarget = A;
   }
+  // A worker holds at most target_queue_time of queue: the rest waits in the global queue, where the
+  // first worker free (one just started included) takes the oldest request.
+  plan.routeQueueLimit = P.target_queue_time > 0 ? Math.min(P.max_queue_time, P.target_queue_time) : P.max_queue_time;
   const idleFor = input.lastActivityAt === null ? Number.POSITIVE_INFINITY : (now - input.lastActivityAt) / 1000;
   const zeroAllowed =
     P.min_load === 0 && (P.inactivity_timeout === 0 || (P.inactivity_timeout > 0 && idleFor >= P.inactivity_timeout));
