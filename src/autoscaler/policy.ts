@@ -82,10 +82,14 @@ export interface PolicyMemory {
   starting?: ReadonlyArray<{ id: number; since: number }>;
   /** Learned seconds from `activate` to ready (EWMA), null until one was seen. */
   startSeconds?: number | null;
+  /** Loaded capacity needed (active + inactive targets) over the last `release_delay`, as a decreasing run of peaks. */
+  recentNeeds?: ReadonlyArray<{ at: number; need: number }>;
 }
 
-export const INITIAL_MEMORY: PolicyMemory = { panicking: false, panicSince: null, lastTriggerAt: null, panicTarget: 0, recentTargets: [], starting: [], startSeconds: null };
+export const INITIAL_MEMORY: PolicyMemory = { panicking: false, panicSince: null, lastTriggerAt: null, panicTarget: 0, recentTargets: [], starting: [], startSeconds: null, recentNeeds: [] };
 
+/** Seconds of work a busy worker holds in the normal course (being served, reported, deleted): not a backlog. */
+export const PIPELINE_S = 1;
 /** Start time assumed until one is observed, s (a stopped Vast instance with the model on disk). */
 export const START_PRIOR_S = 15;
 
@@ -227,7 +231,7 @@ export function decide(input: PolicyInput): PolicyOutput {
   memory.startSeconds = learnStartSeconds(memory, live);
   // Ski rental: holding surge capacity idle longer than a restart takes costs more than restarting it.
   const panicHold = Math.max(P.panic_window, memory.startSeconds ?? START_PRIOR_S);
-  const drained = backlog <= readyCap; // at most a second of queued work
+  const drained = backlog <= readyCap * PIPELINE_S;
   if (P.panic_window > 0 && (loadTrigger || queueTrigger)) {
     memory.lastTriggerAt = now;
     if (!memory.panicking) {
@@ -247,9 +251,12 @@ export function decide(input: PolicyInput): PolicyOutput {
   const anticipated = memory.panicking ? Math.max(stableLoad, panicLoad) : stableLoad;
   const drainHorizon = P.target_queue_time > 0 ? P.target_queue_time : P.max_queue_time;
   // Size to queued work as well as arrivals: add the capacity that drains it within target_queue_time.
-  const backlogRate = backlog / Math.max(drainHorizon, 1);
+  // A second of work per ready worker is the routing pipeline, not a queue.
+  const backlogRate = Math.max(0, backlog - readyCap * PIPELINE_S) / Math.max(drainHorizon, 1);
   let A = Math.max((anticipated + backlogRate) / P.target_util, P.min_load);
   let R = Math.max((stableLoad + input.queue.waitingLoad / Math.max(P.stable_window, 1)) / P.target_util, P.min_load);
+  // The scale-down delay holds the calm target: surge capacity is held by the panic hold only.
+  const calmTarget = A;
   if (memory.panicking) {
     A = Math.max(A, memory.panicTarget);
     memory.panicTarget = A;
@@ -265,7 +272,7 @@ export function decide(input: PolicyInput): PolicyOutput {
     A = Math.max(A, EPS);
     R = Math.max(R, EPS);
   }
-  memory.recentTargets = [...memory.recentTargets.filter((t) => now - t.at < P.scale_down_delay * 1000), { at: now, target: A }];
+  memory.recentTargets = [...memory.recentTargets.filter((t) => now - t.at < P.scale_down_delay * 1000), { at: now, target: zeroAllowed ? calmTarget : Math.max(calmTarget, EPS) }];
   const downTarget = Math.max(...memory.recentTargets.map((t) => t.target));
   plan.anticipatedLoad = anticipated;
   plan.activeTarget = A;
@@ -354,10 +361,21 @@ export function decide(input: PolicyInput): PolicyOutput {
   // replace inactive workers of a type whose learned perf per dollar is REPLACE_RATIO worse than
   // the best learned type (the shortfall recruits the better type next tick).
   let countAfter = loadedOrComing + picks.length;
-  if (!memory.panicking) {
-    let surplus = haveCap + pickedCap - (Math.max(A, R) + I);
+  // Keep loaded workers rather than release and recruit them again: an inactive worker is released
+  // only when the capacity it holds was not needed at any time in the last release_delay.
+  memory.recentNeeds = pushPeak(memory.recentNeeds ?? [], now, Math.max(A, R) + I, P.release_delay * 1000);
+  const needPeak = memory.recentNeeds[0]!.need;
+  if (!memory.panicking && picks.length === 0) {
+    let surplus = haveCap - needPeak;
     const learned = input.machines.filter((m) => m.samples > 0 && m.perf !== null && m.perf > 0);
-    const bestValue = Math.max(0, ...learned.map((m) => valueOf(m.perf!, m.dollarsPerHour)));
+    const bestType = [...learned].sort((a, b) => valueOf(b.perf!, b.dollarsPerHour) - valueOf(a.perf!, a.dollarsPerHour))[0];
+    const bestValue = bestType ? valueOf(bestType.perf!, bestType.dollarsPerHour) : 0;
+    // A type is judged by its learned estimate, like the best one: a worker's own benchmark against
+    // its type's measured estimate would replace machines by copies of themselves.
+    const typeValue = (w: PolicyWorker) => {
+      const m = learned.find((x) => x.key === w.typeKey);
+      return m ? valueOf(m.perf!, m.dollarsPerHour) : workerValue(w);
+    };
     const worstFirst = (a: PolicyWorker, b: PolicyWorker) => workerValue(a) - workerValue(b) || a.perf - b.perf || b.id - a.id;
     for (const w of inactive.filter((x) => !activated.has(x.id)).sort(worstFirst)) {
       if (now - w.stateSince < P.release_delay * 1000) continue;
@@ -365,8 +383,8 @@ export function decide(input: PolicyInput): PolicyOutput {
         decisions.push({ kind: 'destroy', id: w.id, reason: `inactive capacity above target ${fmt(I)} for ${P.release_delay}s` });
         surplus -= w.perf;
         countAfter--;
-      } else if (learned.length > 1 && workerValue(w) * REPLACE_RATIO < bestValue) {
-        decisions.push({ kind: 'destroy', id: w.id, reason: `replaced: perf per dollar ${fmt(workerValue(w))} vs ${fmt(bestValue)} for the best type` });
+      } else if (learned.length > 1 && bestType && bestType.key !== w.typeKey && typeValue(w) * REPLACE_RATIO < bestValue) {
+        decisions.push({ kind: 'destroy', id: w.id, reason: `replaced: perf per dollar ${fmt(typeValue(w))} vs ${fmt(bestValue)} for ${bestType.key}` });
         surplus -= w.perf;
         countAfter--;
       }
@@ -432,6 +450,13 @@ function pickTypes(
     short -= perf;
   }
   return picks;
+}
+
+/** Add `need` at `now` to a decreasing run of peaks over `windowMs`: its first entry is the window's maximum. */
+export function pushPeak(peaks: ReadonlyArray<{ at: number; need: number }>, now: number, need: number, windowMs: number): Array<{ at: number; need: number }> {
+  const kept = peaks.filter((p) => now - p.at < windowMs && p.need > need);
+  kept.push({ at: now, need });
+  return kept;
 }
 
 function fmt(n: number): string {
