@@ -30,7 +30,9 @@ export function decideKpa(input: PolicyInput): PolicyOutput {
   const loading = by('created', 'loading');
   const inactive = by('inactive');
   const errored = by('errored');
-  const backlog = input.queue.waitingLoad + input.queue.workerBacklog;
+  // Below a millionth of a load unit is float residue of the router's bookkeeping, not work.
+  const queued = input.queue.waitingLoad + input.queue.workerBacklog;
+  const backlog = queued > 1e-6 ? queued : 0;
   const stableLoad = windowRate(input.history, now, P.stable_window) + backlog / P.stable_window;
   const panicLoad = P.panic_window > 0 ? windowRate(input.history, now, P.panic_window) + backlog / P.panic_window : 0;
   const readyCap = cap(ready);
