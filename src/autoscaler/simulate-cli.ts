@@ -131,6 +131,7 @@ export async function runSimulateCli(argv: string[]): Promise<number> {
     `cost         ${r.cost.gpuHours.toFixed(3)} GPU-h, $${r.cost.dollars.toFixed(3)} (GPU $${r.cost.gpuDollars.toFixed(3)} + storage $${r.cost.storageDollars.toFixed(3)})`,
     `oracle       ${r.oracle.fluid.gpuHours.toFixed(3)} GPU-h, $${r.oracle.fluid.dollars.toFixed(3)} (${r.oracle.machine}); whole workers $${r.oracle.wholeWorkers.dollars.toFixed(3)}`,
     `cost ratio   ${r.costRatio.vsFluid}× the oracle (${r.costRatio.vsWholeWorkers}× whole-worker oracle)`,
+    `foresight    meeting queue p99 ≤ ${r.oracle.latency.targetQueueTime} s with foresight and instant starts costs ${r.costRatio.latencyOracleVsWholeWorkers}× the whole-worker oracle ($${r.oracle.latency.dollars.toFixed(3)})`,
     `queue time   p50 ${r.queueTime.p50} s, p99 ${r.queueTime.p99} s, max ${r.queueTime.max} s`,
     `requests     served ${r.requests.served}, rejected ${r.requests.rejected}, timed out ${r.requests.timedOut}, lost ${r.requests.lost}, unfinished ${r.requests.unfinished}; retried after a worker failure ${r.requests.retried}`,
     `workers      recruited ${r.workers.recruited}, errored ${r.workers.errored}, max live ${r.workers.maxLive}, activations ${r.workers.activations}, stops ${r.workers.stops}; panic episodes ${r.panicEpisodes}`,

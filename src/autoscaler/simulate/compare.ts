@@ -19,6 +19,8 @@ export interface CompareRow {
   dollars: number;
   vsFluid: number;
   vsWholeWorkers: number;
+  /** What the clairvoyant plan meeting the queue target costs, × the whole-workers oracle. */
+  foresightVsWholeWorkers: number;
   p50: number;
   p99: number;
   lost: number;
@@ -50,6 +52,7 @@ export function rowOf(workload: Workload, policy: PolicyName, result: Simulation
     dollars: r.cost.dollars,
     vsFluid: r.costRatio.vsFluid,
     vsWholeWorkers: r.costRatio.vsWholeWorkers,
+    foresightVsWholeWorkers: r.costRatio.latencyOracleVsWholeWorkers,
     p50: r.queueTime.p50,
     p99: r.queueTime.p99,
     lost: r.requests.lost,
@@ -79,12 +82,12 @@ export async function runCompare(opts: {
 /** The table as Markdown (also written to DIR/compare.md, with the rows in DIR/compare.json). */
 export function compareTable(rows: readonly CompareRow[], outDir: string): { markdown: string; path: string } {
   const lines = [
-    '| workload | policy | requests | $ | × fluid oracle | × whole-workers oracle | queue p50 s | queue p99 s | lost | retried | activations | note |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    '| workload | policy | requests | $ | × fluid oracle | × whole-workers oracle | foresight at p99 target (× whole) | queue p50 s | queue p99 s | lost | retried | activations | note |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
   ];
   for (const r of rows) {
     const note = r.idle ? `zero active ${r.idle.zeroActiveSeconds} s, wake-up queue ${r.idle.wakeQueueTime ?? '-'} s` : '';
-    lines.push(`| ${r.workload} | ${r.policy} | ${r.requests} | ${r.dollars.toFixed(3)} | ${r.vsFluid} | ${r.vsWholeWorkers} | ${r.p50} | ${r.p99} | ${r.lost} | ${r.retried} | ${r.activations} | ${note} |`);
+    lines.push(`| ${r.workload} | ${r.policy} | ${r.requests} | ${r.dollars.toFixed(3)} | ${r.vsFluid} | ${r.vsWholeWorkers} | ${r.foresightVsWholeWorkers} | ${r.p50} | ${r.p99} | ${r.lost} | ${r.retried} | ${r.activations} | ${note} |`);
   }
   const markdown = lines.join('\n') + '\n';
   mkdirSync(outDir, { recursive: true });

@@ -9,7 +9,7 @@ import { Engine } from '../engine.js';
 import { SimulatedProvider, type SimBilling } from '../providers/simulated.js';
 import { WORKER_STATES, type WorkerState } from '../states.js';
 import type { SimulationConfig } from './config.js';
-import { oracleCost, type OracleResult } from './oracle.js';
+import { latencyOracle, oracleCost, type LatencyOracleResult, type OracleResult } from './oracle.js';
 import { policyByName, type PolicyName } from '../policies.js';
 import { TRACE_ATTRIBUTION, type TraceRequest } from './trace.js';
 
@@ -61,9 +61,9 @@ export interface SimulationReport {
   params: Record<string, unknown>;
   machines: Array<{ name: string; dollarsPerHour: number; truePerf: number }>;
   cost: SimBilling;
-  oracle: Omit<OracleResult, 'loadPerMinute'>;
-  /** cost.dollars / oracle.fluid.dollars, and against whole workers. */
-  costRatio: { vsFluid: number; vsWholeWorkers: number };
+  oracle: Omit<OracleResult, 'loadPerMinute'> & { latency: Omit<LatencyOracleResult, 'workersPerMinute'> };
+  /** cost.dollars / oracle.fluid.dollars, and against whole workers; what the clairvoyant plan meeting the queue target costs against whole workers. */
+  costRatio: { vsFluid: number; vsWholeWorkers: number; latencyOracleVsWholeWorkers: number };
   gpuHoursRatio: number;
   /** Queue time of each request from its first /route/ to the model starting on it (retries included); `last`: of the trace's last request. */
   queueTime: { p50: number; p90: number; p99: number; max: number; mean: number; last: number | null };
@@ -291,7 +291,10 @@ export async function runSimulation(opts: SimulationOptions): Promise<Simulation
   );
   const oracle = oracleCost(requests, machines.map((m) => ({ name: m.name, perf: m.truePerf, dollarsPerHour: m.dollarsPerHour })), billedMinutes);
   const cost = billing ?? provider.billing();
-  const { loadPerMinute: _perMinute, ...oracleSummary } = oracle;
+  const { loadPerMinute: _perMinute, ...oracleBase } = oracle;
+  const targetQueueTime = ep.params.target_queue_time > 0 ? ep.params.target_queue_time : ep.params.max_queue_time;
+  const { workersPerMinute: _plan, ...latency } = latencyOracle(requests, { name: oracle.machine, perf: oracle.perf, dollarsPerHour: oracle.dollarsPerHour }, billedMinutes, targetQueueTime);
+  const oracleSummary = { ...oracleBase, latency };
   const round = (n: number, d = 4) => (Number.isFinite(n) ? Math.round(n * 10 ** d) / 10 ** d : n);
   const report: SimulationReport = {
     trace: {
@@ -310,7 +313,11 @@ export async function runSimulation(opts: SimulationOptions): Promise<Simulation
     machines,
     cost: { gpuHours: round(cost.gpuHours), gpuDollars: round(cost.gpuDollars), storageHours: round(cost.storageHours), storageDollars: round(cost.storageDollars), dollars: round(cost.dollars) },
     oracle: oracleSummary,
-    costRatio: { vsFluid: round(cost.dollars / oracle.fluid.dollars, 2), vsWholeWorkers: round(cost.dollars / oracle.wholeWorkers.dollars, 2) },
+    costRatio: {
+      vsFluid: round(cost.dollars / oracle.fluid.dollars, 2),
+      vsWholeWorkers: round(cost.dollars / oracle.wholeWorkers.dollars, 2),
+      latencyOracleVsWholeWorkers: round(latency.dollars / oracle.wholeWorkers.dollars, 2),
+    },
     gpuHoursRatio: round(cost.gpuHours / oracle.fluid.gpuHours, 2),
     queueTime: {
       p50: round(percentile(queueTimes, 50), 3),
