@@ -80,6 +80,8 @@ export interface SimulationReport {
 export interface SimulationResult {
   report: SimulationReport;
   timeline: TimelineRow[];
+  /** Each request's arrival (s since the first) and queue time (s; null if it never started), in arrival order. */
+  waits: Array<{ at: number; wait: number | null }>;
 }
 
 type Outcome = 'pending' | 'served' | 'rejected' | 'timed_out' | 'lost';
@@ -344,7 +346,8 @@ export async function runSimulation(opts: SimulationOptions): Promise<Simulation
     simulatedSeconds,
     wallSeconds: round((performance.now() - wallStart) / 1000, 3),
   };
-  return { report, timeline };
+  const waits = records.map((r) => ({ at: (r.arrival - t0) / 1000, wait: r.start === null ? null : (r.start - r.arrival) / 1000 }));
+  return { report, timeline, waits };
 }
 
 /** A JSON logger stamped with simulated seconds (negative during the warm-up) instead of wall time. */
