@@ -114,6 +114,10 @@ describe('local provider', () => {
       expect(env.LOG_LEVEL).toBe('debug');
       expect(env).not.toHaveProperty('UNSECURED');
       expect(env).not.toHaveProperty('NODEWORKER_TEST_PARENT_SECRET');
+      // Every variable a Vast instance has (PROTOCOL §8); the Python PyWorker reads VAST_TCP_PORT_<WORKER_PORT>.
+      expect(env[`VAST_TCP_PORT_${ports.worker}`]).toBe(String(ports.worker));
+      expect(env[`VAST_TCP_PORT_${ports.http}`]).toBe(String(ports.http));
+      for (const k of ['WORKER_PORT', 'WORKER_HTTP_PORT', 'MASTER_TOKEN', 'PUBLIC_IPADDR', 'USE_SSL', 'BACKEND', 'VAST_CONTAINERLABEL']) expect(env, k).toHaveProperty(k);
     }
     // The worker really verifies: its /healthz says the engine key is loaded.
     const health = (await (await fetch(`${handle.url}/healthz`)).json()) as { auth: string; state: string };

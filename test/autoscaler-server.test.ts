@@ -259,23 +259,28 @@ describe('autoscaler HTTP API', () => {
     const secondRouted = await post(`${as.url}/route/`, { endpoint: 'ep', api_key: API_KEY, cost: 100, request_idx: second.body.request_idx });
     expect(secondRouted.body.reqnum).toBe(routed.body.reqnum + 1);
 
-    // The request_idx lives until the worker's /delete_requests/ names it.
+    // Asking again for an id whose url was handed out is the client's failover: the only worker
+    // just failed it, so it waits for another (never a 404 for an id the engine issued).
     const again = await post(`${as.url}/route/`, { endpoint: 'ep', api_key: API_KEY, cost: 100, request_idx: idx });
-    expect(again.body.url).toBe(inst.url);
-    const del = await post(`${as.url}/delete_requests/`, { worker_id: inst.spec.workerId, mtoken: inst.spec.masterToken, request_idxs: [idx], success: true });
+    expect(again.status).toBe(200);
+    expect(again.body.url).toBeUndefined();
+    expect(again.body).toMatchObject({ status: 'queued', request_idx: idx });
+    const del = await post(`${as.url}/delete_requests/`, { worker_id: inst.spec.workerId, mtoken: inst.spec.masterToken, request_idxs: [second.body.request_idx], success: true });
     expect(del.status).toBe(200);
     expect(del.body.deleted).toBe(1);
-    const gone = await post(`${as.url}/route/`, { endpoint: 'ep', api_key: API_KEY, cost: 100, request_idx: idx });
-    expect(gone.status).toBe(404);
+    const never = await post(`${as.url}/route/`, { endpoint: 'ep', api_key: API_KEY, cost: 100, request_idx: 10_000_000 });
+    expect(never.status).toBe(404);
+    expect(never.body.fields).toHaveProperty('request_idx');
 
     // Full again, and a short replay_timeout: the poll gets an error naming replay_timeout.
     await report(as, inst, { cur_load: 9000 });
     const late = await post(`${as.url}/route/`, { endpoint: 'ep', api_key: API_KEY, cost: 100, replay_timeout: 0.2 });
     expect(late.body.status).toBe('queued');
-    const timedOut = await waitFor('the request to time out', async () => {
-      const r = await post(`${as.url}/route/`, { endpoint: 'ep', api_key: API_KEY, cost: 100, request_idx: late.body.request_idx });
-      return r.status === 408 ? r : undefined;
-    });
+    // Each poll renews the wait; a client that stops polling for replay_timeout loses its place.
+    const router = as.engine.endpoints.get('ep')!.router;
+    await waitFor('the request to time out', () => router.get(late.body.request_idx)?.state === 'timed_out');
+    const timedOut = await post(`${as.url}/route/`, { endpoint: 'ep', api_key: API_KEY, cost: 100, request_idx: late.body.request_idx });
+    expect(timedOut.status).toBe(408);
     expect(timedOut.body.fields).toHaveProperty('replay_timeout');
     expect(timedOut.body.status).toBe('timed_out');
   });

@@ -373,7 +373,7 @@ describe('sessions refuse other sessions\' auth', () => {
     expect((await send(`${w.url}/session/end`, { session_id: idA, session_auth: authA })).status).toBe(200);
     // Closed: still not for B to probe, and the owner learns it is gone.
     expect((await send(`${w.url}/session/end`, { session_id: idA, session_auth: authB })).status).toBe(401);
-    expect((await send(`${w.url}/session/end`, { session_id: idA, session_auth: authA })).status).toBe(410);
+    expect((await send(`${w.url}/session/end`, { session_id: idA, session_auth: authA })).status).toBe(400);
     expect((await send(`${w.url}/session/end`, { session_id: b.json.session_id, session_auth: authB })).status).toBe(200);
   });
 });

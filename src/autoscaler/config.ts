@@ -36,6 +36,14 @@ export type ProviderConfig = z.output<typeof providerConfigSchema>;
 export const autoscalerConfigSchema = z.strictObject({
   /** Key for /admin/ (header `Authorization: Bearer <key>`). Env AUTOSCALER_ADMIN_KEY wins; generated when neither is set. */
   admin_key: z.string().min(8, 'at least 8 characters').optional(),
+  /**
+   * The account key: what the Vast SDK sends (its VAST_API_KEY) to `GET /api/v0/endptjobs/`,
+   * `POST /update_workers/` and `/get_endpoint_workers/`. Env AUTOSCALER_ACCOUNT_KEY wins;
+   * generated into `<data dir>/account_key` when neither is set.
+   */
+  account_key: z.string().min(8, 'at least 8 characters').optional(),
+  /** Keep the engine's state (endpoints, workers, learned perf, pending requests) in `<data dir>/engine-state.jsonl` and resume it at start. */
+  persist: z.boolean().default(true),
   /** PEM file of the RSA private key that signs routes; default: `<data dir>/engine_key.pem`, created at first start. */
   private_key_path: z.string().optional(),
   /** Directory for the key and generated admin key (default `./autoscaler-data`). */

@@ -6,6 +6,7 @@ import type { EngineTiming } from './config.js';
 import { LoadHistory } from './load-history.js';
 import {
   endpointParamsSchema,
+  endpointSchema,
   fieldErrors,
   paramsOf,
   type EndpointConfig,
@@ -18,7 +19,8 @@ import {
 import { PerfBook } from './perf-model.js';
 import { decide, INITIAL_MEMORY, typeEstimates, type Decision, type MachineChoice, type Plan, type PolicyInput, type PolicyMemory, type PolicyOutput, type PolicyWorker } from './policy.js';
 import type { EngineLink, Provider, ProviderEvent } from './providers/types.js';
-import { EndpointRouter, type RequestEntry, type RoutableWorker } from './router.js';
+import type { Journal } from './journal.js';
+import { EndpointRouter, type PendingRequest, type RequestEntry, type RoutableWorker } from './router.js';
 import { canTransition, type EndpointState, type WorkerState } from './states.js';
 import {
   deleteRequestsSchema,
@@ -87,6 +89,8 @@ export interface WorkerRecord {
   /** Told to stop while requests were in flight: gets no new requests, stops once idle. */
   draining: boolean;
   drainReason: string;
+  /** `/update_workers/` asked for it to be replaced (one worker of its workergroup at a time). */
+  updatePending: boolean;
 }
 
 /** One endpoint at run time. */
@@ -137,6 +141,10 @@ export interface EngineOptions {
   strictAuth?: { ttlSeconds: number };
   /** The scaling policy (default: `decide` of policy.ts; the simulation can run a baseline instead). */
   policy?: (input: PolicyInput) => PolicyOutput;
+  /** The account key: accepted wherever an endpoint's api_key is (the console calls of the SDK send it). */
+  accountKey?: string;
+  /** Where the engine keeps its state (endpoints, workers, learned perf, pending requests) across restarts. */
+  store?: Journal;
 }
 
 /** An admin operation refused: status and the field at fault. */
@@ -153,6 +161,8 @@ export class EngineError extends Error {
 
 /** Keep destroyed workers visible this long (admin API, dashboards). */
 const DESTROYED_KEEP_MS = 10 * 60_000;
+/** request_idx values reserved ahead in the journal, so ids issued just before a crash are never issued again. */
+const IDX_RESERVE = 100_000;
 const LOAD_AVG_ALPHA = 0.2;
 
 /** Constant-time string comparison (through SHA-256, so lengths do not leak either). */
@@ -185,6 +195,12 @@ export class Engine implements EngineLink {
   private nextWorkerId = 1;
   private nextEndpointId = 1;
   private nextRequestIdx = 1;
+  private nextWorkergroupId = 1;
+  /** Last JSON saved per journal key: only what changed is written. */
+  private saved = new Map<string, string>();
+  private closedStore = false;
+  /** Numeric ids of workergroups (the console API names them by number), by `endpoint/workergroup`. */
+  private readonly wgIds = new Map<string, number>();
   private tickTimer: number | null = null;
   private unsubscribe: (() => void) | null = null;
   private listeners: { [K in keyof EngineEvents]: Set<(e: EngineEvents[K]) => void> } = {
@@ -220,10 +236,14 @@ export class Engine implements EngineLink {
     this.tickTimer = this.clock.setInterval(() => this.tick(), this.timing.tick_seconds * 1000);
   }
 
-  /** Stop ticking and detach from the provider (the provider is closed by its owner). */
+  /** Stop ticking and detach from the provider (the provider is closed by its owner); the state is saved a last time. */
   close(): void {
     if (this.tickTimer !== null) this.clock.clearTimer(this.tickTimer);
     this.tickTimer = null;
+    if (this.opts.store && !this.closedStore) {
+      this.save(true);
+      this.closedStore = true;
+    }
     this.unsubscribe?.();
     this.unsubscribe = null;
   }
@@ -269,6 +289,7 @@ export class Engine implements EngineLink {
     for (const wg of cfg.workergroups) {
       if (ep.workergroups.has(wg.name)) throw new EngineError(409, { 'workergroups.name': `duplicate workergroup "${wg.name}"` }, 'duplicate workergroup');
       ep.workergroups.set(wg.name, wg);
+      this.wgIds.set(`${ep.name}/${wg.name}`, this.nextWorkergroupId++);
     }
     this.endpoints.set(ep.name, ep);
     this.log.info({ event: 'endpoint_state', endpoint: ep.name, from: null, to: ep.state, reason: 'created' }, 'endpoint created');
@@ -297,6 +318,7 @@ export class Engine implements EngineLink {
     const ep = this.mustEndpoint(name);
     for (const w of this.workersOf(name)) this.destroyWorker(w, 'endpoint deleted');
     this.endpoints.delete(name);
+    for (const wg of ep.workergroups.keys()) this.wgIds.delete(`${name}/${wg}`);
     this.log.info({ event: 'endpoint_state', endpoint: name, from: ep.state, to: null, reason: 'deleted' }, 'endpoint deleted');
   }
 
@@ -304,6 +326,7 @@ export class Engine implements EngineLink {
     const ep = this.mustEndpoint(endpoint);
     if (ep.workergroups.has(wg.name)) throw new EngineError(409, { name: `workergroup "${wg.name}" already exists` }, 'workergroup exists');
     ep.workergroups.set(wg.name, wg);
+    this.wgIds.set(`${endpoint}/${wg.name}`, this.nextWorkergroupId++);
     this.log.info({ event: 'workergroup', endpoint, workergroup: wg.name, change: 'created' }, 'workergroup created');
     return wg;
   }
@@ -329,7 +352,76 @@ export class Engine implements EngineLink {
     if (!ep.workergroups.has(name)) throw new EngineError(404, { workergroup: `no workergroup "${name}"` }, 'no such workergroup');
     for (const w of this.workersOf(endpoint)) if (w.workergroup === name) this.destroyWorker(w, 'workergroup deleted');
     ep.workergroups.delete(name);
+    this.wgIds.delete(`${endpoint}/${name}`);
     this.log.info({ event: 'workergroup', endpoint, workergroup: name, change: 'deleted' }, 'workergroup deleted');
+  }
+
+  /** The numeric id of a workergroup (console API), or null. */
+  workergroupId(endpoint: string, workergroup: string): number | null {
+    return this.wgIds.get(`${endpoint}/${workergroup}`) ?? null;
+  }
+
+  /** The workergroup with numeric id `id`, with its endpoint. */
+  workergroupById(id: number): { endpoint: EndpointRuntime; workergroup: WorkergroupConfig } | null {
+    for (const [key, wid] of this.wgIds) {
+      if (wid !== id) continue;
+      const slash = key.indexOf('/');
+      const ep = this.endpoints.get(key.slice(0, slash));
+      const wg = ep?.workergroups.get(key.slice(slash + 1));
+      if (ep && wg) return { endpoint: ep, workergroup: wg };
+    }
+    return null;
+  }
+
+  /** True when `key` is the endpoint's api_key or the account key. */
+  keyOpens(ep: EndpointRuntime, key: string): boolean {
+    return sameSecret(key, ep.apiKey) || (!!this.opts.accountKey && sameSecret(key, this.opts.accountKey));
+  }
+
+  /**
+   * `POST /update_workers/`: replace every worker of the workergroup, one at a time (a rolling
+   * update): each is drained, destroyed, and recruited again with the workergroup's current
+   * launch settings; the next goes once the replacement is ready. Returns how many were marked.
+   */
+  updateWorkers(workergroupId: number): number {
+    const found = this.workergroupById(workergroupId);
+    if (!found) throw new EngineError(404, { workergroup_id: `no workergroup ${workergroupId}` }, 'no such workergroup');
+    let n = 0;
+    for (const w of this.workersOf(found.endpoint.name)) {
+      if (w.workergroup !== found.workergroup.name || w.state === 'destroyed') continue;
+      w.updatePending = true;
+      n++;
+    }
+    this.log.info({ event: 'update_workers', endpoint: found.endpoint.name, workergroup: found.workergroup.name, workers: n }, 'rolling update of a workergroup');
+    return n;
+  }
+
+  /** One step of each rolling update: workers not serving go at once, a serving one only when nothing of its group is loading. */
+  private rollUpdates(): void {
+    const busyGroups = new Set<string>();
+    for (const w of this.workers.values()) {
+      const g = `${w.endpoint}/${w.workergroup}`;
+      if (w.state === 'created' || w.state === 'loading' || w.state === 'starting' || (w.updatePending && w.draining)) busyGroups.add(g);
+    }
+    for (const w of this.workers.values()) {
+      if (!w.updatePending || w.state === 'destroyed') continue;
+      const g = `${w.endpoint}/${w.workergroup}`;
+      if (w.state !== 'ready') {
+        if (w.state === 'inactive' || w.state === 'errored') this.destroyWorker(w, 'rolling update');
+        continue;
+      }
+      if (w.draining) {
+        if (this.idle(w)) this.destroyWorker(w, 'rolling update (drained)');
+        continue;
+      }
+      if (busyGroups.has(g)) continue;
+      busyGroups.add(g);
+      if (this.idle(w)) this.destroyWorker(w, 'rolling update');
+      else {
+        w.draining = true;
+        w.drainReason = 'rolling update';
+      }
+    }
   }
 
   private mustEndpoint(name: string): EndpointRuntime {
@@ -360,7 +452,7 @@ export class Engine implements EngineLink {
     const body = parsed.data;
     const ep = this.endpoints.get(body.endpoint);
     if (!ep) return fail(404, 'endpoint', `no endpoint "${body.endpoint}"`);
-    if (!sameSecret(body.api_key, ep.apiKey)) return fail(401, 'api_key', 'api_key does not match the endpoint');
+    if (!this.keyOpens(ep, body.api_key)) return fail(401, 'api_key', 'api_key does not match the endpoint');
     let entry: RequestEntry | undefined;
     if (body.request_idx === 0) {
       if (ep.state === 'stopped') return fail(503, 'endpoint', 'endpoint is stopped');
@@ -369,15 +461,37 @@ export class Engine implements EngineLink {
       ep.lastActivityAt = now;
       entry = ep.router.submit(this.nextRequestIdx++, body.cost, body.replay_timeout);
     } else {
+      if (body.request_idx >= this.nextRequestIdx) return fail(404, 'request_idx', `request_idx ${body.request_idx} was never issued by this engine`);
       entry = ep.router.get(body.request_idx);
-      if (!entry) return fail(404, 'request_idx', `unknown request_idx ${body.request_idx} (finished, expired or never issued)`);
-      if (entry.state === 'queued') ep.router.drain();
+      if (entry && (entry.state !== 'routed' || !entry.delivered)) {
+        // A poll: the client is still there, so its replay_timeout starts over.
+        ep.router.touch(entry, body.replay_timeout);
+        if (entry.state === 'queued') ep.router.drain();
+      } else {
+        // Routed before (or finished, or forgotten): the client's failover after its worker failed it.
+        if (!entry && ep.state === 'stopped') return fail(503, 'endpoint', 'endpoint is stopped');
+        const out = ep.router.reroute(body.request_idx, body.cost, body.replay_timeout);
+        entry = out.entry;
+        ep.lastActivityAt = this.clock.now();
+        this.log.info({ event: 'reroute', endpoint: ep.name, request_idx: entry.idx, failed_worker: out.failed, attempts: entry.attempts, to: entry.workerId }, 'request routed again after its worker failed it');
+        if (out.failed !== null) this.checkFailedWorker(out.failed);
+      }
     }
     return this.answer(ep, entry);
   }
 
+  /** A client re-routed away from `id`: probe it now, so a dead worker leaves at once rather than after stale_after_seconds. */
+  private checkFailedWorker(id: number): void {
+    const w = this.workers.get(id);
+    if (!w || w.probing || !w.url || (w.state !== 'ready' && w.state !== 'loading' && w.state !== 'starting')) return;
+    this.probeWorker(w, this.clock.now(), 'a client could not use it');
+  }
+
   private answer(ep: EndpointRuntime, entry: RequestEntry): Outcome {
-    if (entry.state === 'routed' && entry.answer) return { status: 200, body: entry.answer };
+    if (entry.state === 'routed' && entry.answer) {
+      entry.delivered = true;
+      return { status: 200, body: entry.answer };
+    }
     if (entry.state === 'timed_out') {
       return {
         status: 408,
@@ -482,7 +596,7 @@ export class Engine implements EngineLink {
     if (!('typeKey' in found)) return found;
     const ep = this.endpoints.get(found.endpoint);
     const deleted = ep ? ep.router.complete(found.id, b.request_idxs, b.success) : 0;
-    if (found.draining) this.finishDrain(found);
+    if (found.draining && !found.updatePending) this.finishDrain(found);
     ep?.router.drain();
     return { status: 200, body: { ok: true, deleted } };
   }
@@ -494,25 +608,27 @@ export class Engine implements EngineLink {
     const { id, api_key } = parsed.data;
     const ep = [...this.endpoints.values()].find((e) => e.id === id || e.name === id || String(e.id) === id);
     if (!ep) return fail(404, 'id', `no endpoint ${JSON.stringify(id)}`);
-    if (!sameSecret(api_key, ep.apiKey)) return fail(401, 'api_key', 'api_key does not match the endpoint');
-    const secs = (ms: number | null) => (ms === null ? null : ms / 1000);
+    if (!this.keyOpens(ep, api_key)) return fail(401, 'api_key', 'api_key matches neither the endpoint nor the account');
+    // The SDK does float() on every number: unknown times are 0, never null.
+    const secs = (ms: number | null) => (ms === null ? 0 : ms / 1000);
+    const n = (v: number) => (Number.isFinite(v) ? v : 0);
     const list = this.workersOf(ep.name)
       .filter((w) => w.state !== 'destroyed')
       .map((w) => ({
         id: w.id,
         status: w.state,
-        cur_load: w.curLoad,
-        new_load: w.newLoad,
-        cur_load_rolling_avg: round(w.curLoadAvg),
-        cur_perf: round(w.curPerf),
-        perf: w.maxPerf,
-        measured_perf: round(w.measuredPerf),
-        dlperf: w.dlperf,
-        reliability: w.state === 'errored' ? 0 : 1,
-        reqs_working: w.reqsWorking,
-        disk_usage: w.diskUsage,
-        loaded_at: secs(w.loadedAt),
-        started_at: secs(w.startedAt),
+        cur_load: n(w.curLoad),
+        new_load: n(w.newLoad),
+        cur_load_rolling_avg: n(round(w.curLoadAvg)),
+        cur_perf: n(round(w.curPerf)),
+        perf: n(w.maxPerf),
+        measured_perf: n(round(w.measuredPerf)),
+        dlperf: n(w.dlperf),
+        reliability: w.state === 'errored' ? 0 : Math.max(0, 1 - Math.min(1, ep.router.failureScore(w.id) / 4)),
+        reqs_working: Math.round(n(w.reqsWorking)),
+        disk_usage: n(w.diskUsage),
+        loaded_at: n(secs(w.loadedAt)),
+        started_at: n(secs(w.startedAt)),
       }));
     return { status: 200, body: list };
   }
@@ -527,10 +643,145 @@ export class Engine implements EngineLink {
       ep.history.trim(now);
     }
     this.checkWorkers(now);
-    for (const w of this.workers.values()) if (w.draining) this.finishDrain(w);
+    this.rollUpdates();
+    for (const w of this.workers.values()) if (w.draining && !w.updatePending) this.finishDrain(w);
     for (const ep of this.endpoints.values()) this.runPolicy(ep, now);
     for (const ep of this.endpoints.values()) ep.router.drain();
     for (const [id, w] of this.workers) if (w.state === 'destroyed' && now - w.stateSince > DESTROYED_KEEP_MS) this.workers.delete(id);
+    if (this.opts.store) this.save(false);
+  }
+
+  // ---------------------------------------------------------------- persistence
+
+  /**
+   * Write what changed since the last save to the journal and fsync it (every tick, and at
+   * close). request_idx is saved IDX_RESERVE ahead except at close, so after a crash no id is
+   * issued twice.
+   */
+  save(final = false): void {
+    const store = this.opts.store;
+    if (!store) return;
+    const live = new Set<string>();
+    const put = (kind: string, id: string, value: unknown) => {
+      const key = `${kind}/${id}`;
+      live.add(key);
+      const json = JSON.stringify(value);
+      if (this.saved.get(key) === json) return;
+      this.saved.set(key, json);
+      store.put(kind, id, value);
+    };
+    put('meta', 'counters', {
+      nextWorkerId: this.nextWorkerId,
+      nextEndpointId: this.nextEndpointId,
+      nextWorkergroupId: this.nextWorkergroupId,
+      nextRequestIdx: this.nextRequestIdx + (final ? 0 : IDX_RESERVE - ((this.nextRequestIdx - 1) % IDX_RESERVE)),
+    });
+    put('meta', 'perf', this.perf.snapshot());
+    for (const ep of this.endpoints.values()) {
+      put('endpoint', ep.name, {
+        id: ep.id,
+        createdAt: ep.createdAt,
+        lastActivityAt: ep.lastActivityAt,
+        config: { name: ep.name, api_key: ep.apiKey, state: ep.state, ...ep.params, workergroups: [...ep.workergroups.values()] },
+        wgIds: Object.fromEntries([...ep.workergroups.keys()].map((wg) => [wg, this.wgIds.get(`${ep.name}/${wg}`)])),
+      });
+      put('requests', ep.name, { reqnum: ep.router.lastReqnum(), pending: ep.router.exportPending() });
+    }
+    for (const w of this.workers.values()) put('worker', String(w.id), { ...w, probing: false });
+    for (const key of [...this.saved.keys()]) {
+      if (live.has(key)) continue;
+      const slash = key.indexOf('/');
+      store.delete(key.slice(0, slash), key.slice(slash + 1));
+      this.saved.delete(key);
+    }
+    store.flush();
+  }
+
+  /**
+   * Take back the state of an earlier run from the journal (before the config's endpoints are
+   * added: an endpoint the journal knows keeps its journal state). Returns what was restored.
+   */
+  restore(): { endpoints: number; workers: number; requests: number } {
+    const store = this.opts.store;
+    const out = { endpoints: 0, workers: 0, requests: 0 };
+    if (!store) return out;
+    const counters = store.get('meta', 'counters') as Record<string, number> | undefined;
+    for (const [name, raw] of store.all('endpoint')) {
+      const rec = raw as { id: number; createdAt: number; lastActivityAt: number | null; config: unknown; wgIds: Record<string, number> };
+      const parsed = endpointSchema.safeParse(rec.config);
+      if (!parsed.success) {
+        this.log.warn({ event: 'restore_skipped', endpoint: name, fields: fieldErrors(parsed.error) }, 'a remembered endpoint no longer parses: skipped');
+        continue;
+      }
+      const ep = this.addEndpoint(parsed.data);
+      ep.id = rec.id;
+      ep.createdAt = rec.createdAt;
+      ep.lastActivityAt = rec.lastActivityAt;
+      for (const [wg, id] of Object.entries(rec.wgIds ?? {})) if (typeof id === 'number') this.wgIds.set(`${ep.name}/${wg}`, id);
+      const reqs = store.get('requests', name) as { reqnum: number; pending: PendingRequest[] } | undefined;
+      if (reqs) {
+        ep.router.importPending(reqs.pending, reqs.reqnum);
+        out.requests += reqs.pending.length;
+      }
+      out.endpoints++;
+    }
+    for (const raw of store.all('worker').values()) {
+      const w = raw as WorkerRecord;
+      if (!this.endpoints.has(w.endpoint)) continue;
+      this.workers.set(w.id, { ...w, probing: false, updatePending: w.updatePending ?? false });
+      out.workers++;
+    }
+    const perf = store.get('meta', 'perf') as Record<string, { benchmarks: number; benchmarkMean: number; measured: number; measuredEwma: number }> | undefined;
+    // Replayed through the book's own API: n benchmarks of the mean, n measurements of the average.
+    for (const [key, k] of Object.entries(perf ?? {})) {
+      for (let i = 0; i < k.benchmarks; i++) this.perf.addBenchmark(key, k.benchmarkMean);
+      for (let i = 0; i < k.measured; i++) this.perf.addMeasured(key, k.measuredEwma);
+    }
+    const maxId = (xs: number[]) => xs.reduce((a, b) => Math.max(a, b), 0);
+    this.nextWorkerId = Math.max(counters?.nextWorkerId ?? 1, maxId([...this.workers.keys()]) + 1);
+    this.nextEndpointId = Math.max(counters?.nextEndpointId ?? 1, maxId([...this.endpoints.values()].map((e) => e.id)) + 1);
+    this.nextWorkergroupId = Math.max(counters?.nextWorkergroupId ?? 1, maxId([...this.wgIds.values()]) + 1);
+    this.nextRequestIdx = Math.max(this.nextRequestIdx, counters?.nextRequestIdx ?? 1);
+    if (out.endpoints > 0) this.log.info({ event: 'restored', ...out, next_request_idx: this.nextRequestIdx }, 'engine state restored from the journal');
+    return out;
+  }
+
+  /**
+   * After restore(): hand the remembered workers back to the provider. Those it no longer has,
+   * or that stopped running while the engine was away, are errored (and so replaced).
+   */
+  async adoptWorkers(): Promise<void> {
+    const remembered = [...this.workers.values()].filter((w) => w.state !== 'destroyed');
+    const shouldRun = (w: WorkerRecord) => w.state === 'created' || w.state === 'loading' || w.state === 'starting' || w.state === 'ready';
+    if (!this.provider.adopt) {
+      for (const w of remembered) this.transition(w, 'errored', `the ${this.provider.kind} provider cannot take workers back after a restart`);
+      return;
+    }
+    const specs = remembered.map((w) => ({
+      workerId: w.id,
+      masterToken: w.mtoken,
+      reportAddrs: this.opts.reportAddrs(),
+      endpoint: w.endpoint,
+      workergroup: w.workergroup,
+      machineType: w.machineType,
+      searchParams: this.endpoints.get(w.endpoint)?.workergroups.get(w.workergroup)?.search_params ?? '',
+      launch: this.endpoints.get(w.endpoint)?.workergroups.get(w.workergroup)?.launch ?? {},
+      dollarsPerHour: w.dollarsPerHour,
+      storageDollarsPerHour: w.storageDollarsPerHour,
+      running: shouldRun(w),
+    }));
+    const got = new Map((await this.provider.adopt(specs)).map((r) => [r.id, r]));
+    let adopted = 0;
+    for (const w of remembered) {
+      const r = got.get(w.id);
+      if (!r) this.transition(w, 'errored', 'its instance was gone after the autoscaler restarted');
+      else if (shouldRun(w) && !r.running) this.transition(w, 'errored', 'its instance stopped while the autoscaler was down');
+      else {
+        adopted++;
+        if (r.url && !w.url) w.url = r.url;
+      }
+    }
+    this.log.info({ event: 'workers_adopted', adopted, remembered: remembered.length }, 'remembered workers taken back');
   }
 
   /** Inputs of the policy for one endpoint (exported for tests and the admin API). */
@@ -593,7 +844,7 @@ export class Engine implements EngineLink {
     this.emit('plan', { at: now, endpoint: ep.name, plan: out.plan, decisions: out.decisions });
     const stopping = new Set(out.decisions.filter((d) => d.kind === 'stop').map((d) => (d as { id: number }).id));
     for (const w of this.workersOf(ep.name)) {
-      if (w.draining && !stopping.has(w.id)) {
+      if (w.draining && !w.updatePending && !stopping.has(w.id)) {
         w.draining = false;
         this.log.info({ event: 'drain_cancelled', worker: w.id, endpoint: ep.name }, 'worker needed again: drain cancelled');
       }
@@ -668,6 +919,7 @@ export class Engine implements EngineLink {
       lastProbeOkAt: null,
       draining: false,
       drainReason: '',
+      updatePending: false,
     };
     this.workers.set(rec.id, rec);
     this.logTransition(rec, null, 'created', reason);
@@ -756,23 +1008,25 @@ export class Engine implements EngineLink {
     }
   }
 
-  private probeWorker(w: WorkerRecord, startedAt: number): void {
+  private probeWorker(w: WorkerRecord, startedAt: number, why?: string): void {
     w.probing = true;
     const url = w.url!;
     const timeoutMs = this.timing.probe_timeout_seconds * 1000;
     const silentFor = Math.round((startedAt - (w.lastReportAt ?? w.stateSince)) / 1000);
+    const cause = why ?? `no report for ${silentFor} s`;
     const probe = this.provider.probe ? this.provider.probe(w.id) : (this.opts.probe ?? httpProbe)(url, timeoutMs);
     probe
       .catch(() => false)
       .then((alive) => {
         w.probing = false;
-        if ((w.lastReportAt ?? 0) > startedAt) return; // it reported meanwhile
+        if (!why && (w.lastReportAt ?? 0) > startedAt) return; // it reported meanwhile
         if (w.state !== 'loading' && w.state !== 'ready' && w.state !== 'starting') return;
         if (alive) {
+          if (why) return;
           w.lastProbeOkAt = this.clock.now();
           this.log.warn({ event: 'worker_stale', worker: w.id, endpoint: w.endpoint, silent_s: silentFor }, 'no report, but /healthz answered');
         } else {
-          this.transition(w, 'errored', `no report for ${silentFor} s and GET /healthz did not answer`);
+          this.transition(w, 'errored', `${cause} and GET /healthz did not answer`);
         }
       });
   }

@@ -12,6 +12,7 @@ import {
   type EndpointPatch,
 } from './params.js';
 import type { Outcome } from './wire.js';
+import { mountConsole } from './console.js';
 import type { Logger } from '../common/log.js';
 
 /**
@@ -22,6 +23,8 @@ import type { Logger } from '../common/log.js';
 
 export interface HttpOptions {
   adminKey: string;
+  /** The account key of the console calls (console.ts); without it they are not served. */
+  accountKey?: string;
   publicKeyPem: string;
   logger: Logger;
   /** Largest accepted body (default 1 MiB). */
@@ -79,6 +82,7 @@ export function createApp(engine: Engine, opts: HttpOptions): Hono {
   app.post('/get_endpoint_workers', protocol((b) => engine.endpointWorkers(b)));
   app.get('/pubkey', (c) => c.text(opts.publicKeyPem, 200, { 'content-type': 'text/plain; charset=utf-8' }));
   app.get('/healthz', (c) => c.json({ ok: true }));
+  if (opts.accountKey) mountConsole(app, engine, { accountKey: opts.accountKey, adminKey: opts.adminKey });
 
   // ---- admin
   app.use('/admin/*', async (c, next) => {

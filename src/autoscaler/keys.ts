@@ -6,8 +6,8 @@ import { generateRsaKeyPair } from '../common/signature.js';
 
 /**
  * The engine's secrets on disk: the RSA key that signs routes (generated at first start,
- * kept as `<dataDir>/engine_key.pem`, mode 0600) and, when no admin key is configured, a
- * generated admin key in `<dataDir>/admin_key`. Restarting with the same data dir keeps both,
+ * kept as `<dataDir>/engine_key.pem`, mode 0600) and, when none is configured, a generated
+ * admin key in `<dataDir>/admin_key` and account key in `<dataDir>/account_key`. Restarting with the same data dir keeps both,
  * so workers that already fetched /pubkey/ keep verifying.
  */
 
@@ -45,8 +45,20 @@ export function loadOrCreateKeys(dataDir: string, keyPath?: string): EngineKeys 
 
 /** The admin key: `configured`, else `<dataDir>/admin_key`, generated (0600) when missing. */
 export function loadOrCreateAdminKey(dataDir: string, configured?: string): { key: string; path: string | null; created: boolean } {
+  return loadOrCreateSecret(dataDir, 'admin_key', configured);
+}
+
+/**
+ * The account key (what the Vast SDK sends as VAST_API_KEY to the console calls and to
+ * /get_endpoint_workers/): `configured`, else `<dataDir>/account_key`, generated (0600) when missing.
+ */
+export function loadOrCreateAccountKey(dataDir: string, configured?: string): { key: string; path: string | null; created: boolean } {
+  return loadOrCreateSecret(dataDir, 'account_key', configured);
+}
+
+function loadOrCreateSecret(dataDir: string, file: string, configured?: string): { key: string; path: string | null; created: boolean } {
   if (configured) return { key: configured, path: null, created: false };
-  const path = join(dataDir, 'admin_key');
+  const path = join(dataDir, file);
   if (existsSync(path)) return { key: readFileSync(path, 'utf8').trim(), path, created: false };
   mkdirSync(dataDir, { recursive: true });
   const key = randomBytes(24).toString('base64url');

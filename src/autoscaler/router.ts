@@ -5,13 +5,18 @@ import type { QueueSignal } from './policy.js';
  * as `auth_data`, and holds the endpoint's FIFO queue of requests no worker can take yet.
  *
  * Guarantees:
- * - a request goes to the ready worker with the lowest expected queue time, (reported load +
- *   load routed to it but not yet seen in its reports) / perf, among those whose expected queue
- *   time is within `max_queue_time`; otherwise it waits, and waiting requests leave the queue
- *   strictly in arrival order;
+ * - a request goes to the ready worker that would finish it first, (reported load + load routed
+ *   to it but not yet seen in its reports + its cost) / perf, among those whose expected queue
+ *   time is within `max_queue_time`; workers whose recent answers failed come only after every
+ *   healthy one; ties (idle workers of equal speed) are spread in turn; otherwise it waits, and
+ *   waiting requests leave the queue in arrival order;
  * - `reqnum` grows by one for every routed request of the endpoint;
- * - a request_idx lives until a `/delete_requests/` of its worker names it (or its worker goes
- *   away, or `request_ttl` passes); a queued one that waits past its `replay_timeout` is timed out.
+ * - re-routing a routed request_idx (the client's failover) takes its load off the worker that
+ *   failed it, counts a failure against that worker, and routes it afresh avoiding that worker
+ *   (for `AVOID_MS` while another worker can take it, for `AVOID_HARD_MS` in any case); a
+ *   finished or forgotten id is routed afresh the same way;
+ * - a request_idx lives until a `/delete_requests/` of its worker names it (or `request_ttl`
+ *   passes); a queued one is timed out only when the client stops polling for its `replay_timeout`.
  */
 
 /** A ready worker the router may choose. */
@@ -42,6 +47,18 @@ export interface RouteAnswer {
 
 export type RequestState = 'queued' | 'routed' | 'timed_out';
 
+/** A request as the engine's journal keeps it. */
+export type PendingRequest = Omit<RequestEntry, 'avoid' | 'endpoint'> & { avoid: Array<[number, number]> };
+
+/** How a request that was routed before ended, kept a while so a late re-route still knows it. */
+export interface FinishedRequest {
+  idx: number;
+  workerId: number | null;
+  cost: number;
+  success: boolean;
+  at: number;
+}
+
 /** One request the router knows. */
 export interface RequestEntry {
   idx: number;
@@ -57,6 +74,14 @@ export interface RequestEntry {
   reported: boolean;
   /** Seconds it waited in the global queue plus the expected wait at its worker when routed. */
   expectedQueueTime: number | null;
+  /** Last time the client asked about it (route or poll): the replay_timeout counts from here. */
+  lastSeenAt: number;
+  /** Workers that failed this request, with when: not chosen for it again for AVOID_MS. */
+  avoid: Map<number, number>;
+  /** Times it was routed (1 + failovers). */
+  attempts: number;
+  /** The client has been given this routing's url: asking again means that worker failed it. */
+  delivered: boolean;
 }
 
 export interface RouterOptions {
@@ -92,10 +117,25 @@ export const SUSPECT_AFTER_MS = 5_000;
 const RECENT_WAIT_MS = 10_000;
 /** How long a timed-out request_idx still answers polls with its error. */
 const TIMED_OUT_KEEP_MS = 60_000;
+/** A worker that failed a request is chosen for it again within this long only when no other worker can take it... */
+export const AVOID_MS = 10_000;
+/** ...and never within this long (about the SDK's back-off; the failed worker is probed meanwhile). */
+export const AVOID_HARD_MS = 3_000;
+/** Failures fade with this time constant (ms): a worker is "failing" while its score is ≥ 0.5. */
+const FAILURE_DECAY_MS = 30_000;
+/** How long the end of a request is remembered (for a late re-route of its id). */
+const FINISHED_KEEP_MS = 10 * 60_000;
+/** Finish times within this fraction of the best count as a tie. */
+const TIE_TOLERANCE = 1e-6;
 
 interface WorkerBook {
   outstanding: Map<number, RequestEntry>;
   unreportedLoad: number;
+}
+
+interface FailureScore {
+  score: number;
+  at: number;
 }
 
 export class EndpointRouter {
@@ -106,18 +146,26 @@ export class EndpointRouter {
   private signatures = new Map<string, string>();
   private recentWaits: Array<{ at: number; wait: number }> = [];
   private reqnum = 0;
+  /** Routed requests whose worker went away: kept so the client's re-route finds them. */
+  private orphans = new Map<number, RequestEntry>();
+  /** Ended requests, oldest first. */
+  private finished = new Map<number, FinishedRequest>();
+  private failures = new Map<number, FailureScore>();
+  /** Turn counter that spreads ties. */
+  private turn = 0;
   /** Requests routed, timed out, completed: counters for the admin API and simulation. */
-  readonly stats = { routed: 0, queued: 0, timedOut: 0, succeeded: 0, failed: 0 };
+  readonly stats = { routed: 0, queued: 0, timedOut: 0, succeeded: 0, failed: 0, rerouted: 0 };
 
   constructor(private opts: RouterOptions) {}
 
   /** A new request: routed at once when a worker can take it and nobody waits, else queued. */
   submit(idx: number, cost: number, replayTimeoutS: number): RequestEntry {
+    const now = this.opts.now();
     const entry: RequestEntry = {
       idx,
       endpoint: this.opts.endpoint,
       cost,
-      createdAt: this.opts.now(),
+      createdAt: now,
       replayTimeoutMs: replayTimeoutS * 1000,
       state: 'queued',
       workerId: null,
@@ -125,12 +173,120 @@ export class EndpointRouter {
       answer: null,
       reported: false,
       expectedQueueTime: null,
+      lastSeenAt: now,
+      avoid: new Map(),
+      attempts: 0,
+      delivered: false,
     };
     this.entries.set(idx, entry);
     this.queue.push(entry);
     this.stats.queued++;
     this.drain();
     return entry;
+  }
+
+  /** The client asked about `idx` again: its replay_timeout starts over. */
+  touch(entry: RequestEntry, replayTimeoutS?: number): void {
+    entry.lastSeenAt = this.opts.now();
+    if (replayTimeoutS !== undefined) entry.replayTimeoutMs = replayTimeoutS * 1000;
+  }
+
+  /**
+   * The client routes `idx` again after its worker failed it (PROTOCOL §9 failover): the first
+   * routing's load leaves that worker, the worker gets a failure, and the request is routed
+   * afresh, first in line, avoiding that worker. A finished or forgotten id the engine issued
+   * (`issued`) is submitted again under the same idx. Returns the entry and the worker that
+   * failed it (null when none is known).
+   */
+  reroute(idx: number, cost: number, replayTimeoutS: number): { entry: RequestEntry; failed: number | null } {
+    const now = this.opts.now();
+    let entry = this.entries.get(idx);
+    let failed: number | null = null;
+    if (entry && entry.state === 'routed' && !entry.delivered) {
+      // Routed from the queue since the last poll: the client has not seen it yet.
+      this.touch(entry, replayTimeoutS);
+      return { entry, failed: null };
+    }
+    if (entry && entry.state === 'routed') {
+      failed = entry.workerId;
+      const book = failed === null ? undefined : this.books.get(failed);
+      if (book?.outstanding.has(idx)) {
+        this.settle(entry, book);
+        book.outstanding.delete(idx);
+      }
+      this.orphans.delete(idx);
+    } else if (!entry) {
+      const ended = this.finished.get(idx);
+      failed = ended?.workerId ?? null;
+      this.finished.delete(idx);
+      this.submitting = true;
+      entry = this.submit(idx, cost, replayTimeoutS);
+      this.submitting = false;
+    } else {
+      // queued or timed out: nothing failed; a poll.
+      this.touch(entry, replayTimeoutS);
+      if (entry.state === 'queued') this.drain();
+      return { entry, failed: null };
+    }
+    this.stats.rerouted++;
+    if (failed !== null) {
+      this.noteFailure(failed);
+      entry.avoid.set(failed, now);
+    }
+    if (entry.state === 'routed') {
+      entry.state = 'queued';
+      entry.workerId = null;
+      entry.routedAt = null;
+      entry.answer = null;
+      entry.reported = false;
+      entry.delivered = false;
+      entry.expectedQueueTime = null;
+      // First in line: it has waited longest.
+      if (this.head > 0) this.queue[--this.head] = entry;
+      else this.queue.unshift(entry);
+    } else if (this.queue[this.head] !== entry) {
+      // Resubmitted: submit() put it last; move it first.
+      const at = this.queue.lastIndexOf(entry);
+      if (at >= 0 && entry.state === 'queued') {
+        this.queue.splice(at, 1);
+        if (this.head > 0) this.queue[--this.head] = entry;
+        else this.queue.unshift(entry);
+      }
+    }
+    this.touch(entry, replayTimeoutS);
+    this.drain();
+    return { entry, failed };
+  }
+
+  /** Set while reroute() resubmits, so submit() does not route before the avoid list is set. */
+  private submitting = false;
+
+  /** A worker's answer failed (a re-route, or a failed /delete_requests/): route away from it for a while. */
+  noteFailure(workerId: number): void {
+    const now = this.opts.now();
+    this.failures.set(workerId, { score: this.failureScore(workerId, now) + 1, at: now });
+  }
+
+  /** A worker answered well: half its failure score goes. */
+  noteSuccess(workerId: number): void {
+    const f = this.failures.get(workerId);
+    if (!f) return;
+    const now = this.opts.now();
+    const score = this.failureScore(workerId, now) / 2;
+    if (score < 0.05) this.failures.delete(workerId);
+    else this.failures.set(workerId, { score, at: now });
+  }
+
+  /** Recent failures of a worker, fading with FAILURE_DECAY_MS (0 = none). */
+  failureScore(workerId: number, now = this.opts.now()): number {
+    const f = this.failures.get(workerId);
+    if (!f) return 0;
+    return f.score * Math.exp(-Math.max(0, now - f.at) / FAILURE_DECAY_MS);
+  }
+
+  /** True while a worker's recent answers failed more than they succeeded. */
+  failing(workerId: number, now = this.opts.now()): boolean {
+    return this.failureScore(workerId, now) >= 0.5;
   }
 
   /** The request `idx`, if this router still knows it. */
@@ -149,17 +305,30 @@ export class EndpointRouter {
     return -1;
   }
 
-  /** Give waiting requests to workers, in arrival order, while a worker can take the head. */
+  /**
+   * Give waiting requests to workers, in arrival order, while a worker can take the head. A
+   * request kept back only by the workers it must avoid lets the ones behind it go.
+   */
   drain(): void {
-    while (this.head < this.queue.length) {
-      const entry = this.queue[this.head]!;
+    if (this.submitting) return;
+    let i = this.head;
+    while (i < this.queue.length) {
+      const entry = this.queue[i]!;
       if (entry.state !== 'queued') {
-        this.head++;
+        if (i === this.head) this.head++;
+        i++;
         continue;
       }
-      const choice = this.choose();
-      if (!choice) break;
-      this.head++;
+      const choice = this.choose(entry);
+      if (!choice) {
+        if (entry.avoid.size > 0 && this.choose()) {
+          i++;
+          continue;
+        }
+        break;
+      }
+      if (i === this.head) this.head++;
+      i++;
       this.assign(entry, choice.worker, choice.wait);
     }
     // Compact now and then so the array does not grow forever.
@@ -169,22 +338,46 @@ export class EndpointRouter {
     }
   }
 
-  /** The best worker for the next request now, with its expected queue time; null if none is under max_queue_time. */
-  choose(): { worker: RoutableWorker; wait: number } | null {
+  /**
+   * The best worker for `entry` (or for a request of 100 load) now, with its expected queue
+   * time: healthy workers before failing ones, then the earliest expected finish; ties in turn.
+   * Null if none is under max_queue_time.
+   */
+  choose(entry?: RequestEntry): { worker: RoutableWorker; wait: number } | null {
+    if (!entry || entry.avoid.size === 0) return this.pick(entry, AVOID_MS);
+    return this.pick(entry, AVOID_MS) ?? this.pick(entry, AVOID_HARD_MS);
+  }
+
+  private pick(entry: RequestEntry | undefined, avoidMs: number): { worker: RoutableWorker; wait: number } | null {
     const limit = this.opts.maxQueueTime();
-    let best: RoutableWorker | null = null;
-    let bestWait = Number.POSITIVE_INFINITY;
     const now = this.opts.now();
+    const cost = entry?.cost ?? 100;
+    let bestRank = Number.POSITIVE_INFINITY;
+    let bestFinish = Number.POSITIVE_INFINITY;
+    let tied: Array<{ worker: RoutableWorker; wait: number }> = [];
     for (const w of this.opts.readyWorkers()) {
       if (!(w.perf > 0) || !w.url || this.suspect(w, now)) continue;
-      const wait = this.expectedLoad(w) / w.perf;
+      if (entry) {
+        const at = entry.avoid.get(w.id);
+        if (at !== undefined && now - at < avoidMs) continue;
+      }
+      const load = this.expectedLoad(w);
+      const wait = load / w.perf;
       if (wait > limit) continue;
-      if (wait < bestWait || (wait === bestWait && best !== null && (w.perf > best.perf || (w.perf === best.perf && w.id < best.id)))) {
-        best = w;
-        bestWait = wait;
+      const rank = this.failing(w.id, now) ? 1 : 0;
+      const finish = (load + cost) / w.perf;
+      if (rank < bestRank || (rank === bestRank && finish < bestFinish * (1 - TIE_TOLERANCE))) {
+        bestRank = rank;
+        bestFinish = finish;
+        tied = [{ worker: w, wait }];
+      } else if (rank === bestRank && finish <= bestFinish * (1 + TIE_TOLERANCE)) {
+        tied.push({ worker: w, wait });
       }
     }
-    return best ? { worker: best, wait: bestWait } : null;
+    if (tied.length === 0) return null;
+    if (tied.length === 1) return tied[0]!;
+    tied.sort((a, b) => a.worker.id - b.worker.id);
+    return tied[this.turn++ % tied.length]!;
   }
 
   /** True when requests sent to `w` over SUSPECT_AFTER_MS ago got no report from it since. */
@@ -234,6 +427,7 @@ export class EndpointRouter {
       }
       entry.answer.signature = signature;
     }
+    entry.attempts++;
     const book = this.book(w.id);
     book.outstanding.set(entry.idx, entry);
     book.unreportedLoad += entry.cost;
@@ -278,11 +472,21 @@ export class EndpointRouter {
       this.settle(entry, book);
       book.outstanding.delete(idx);
       this.entries.delete(idx);
+      this.finish(entry, success);
       if (success) this.stats.succeeded++;
       else this.stats.failed++;
       n++;
     }
+    if (n > 0) {
+      if (success) this.noteSuccess(workerId);
+      else this.noteFailure(workerId);
+    }
     return n;
+  }
+
+  private finish(entry: RequestEntry, success: boolean): void {
+    this.finished.delete(entry.idx);
+    this.finished.set(entry.idx, { idx: entry.idx, workerId: entry.workerId, cost: entry.cost, success, at: this.opts.now() });
   }
 
   /** Requests routed to `workerId` and not yet deleted. */
@@ -290,12 +494,16 @@ export class EndpointRouter {
     return this.books.get(workerId)?.outstanding.size ?? 0;
   }
 
-  /** The worker is gone (errored, stopped, destroyed): forget its requests; returns them. */
+  /**
+   * The worker is gone (errored, stopped, destroyed): its requests stop counting as anyone's
+   * load, but stay known, so the client's re-route of one gets a fresh worker. Returns them.
+   */
   dropWorker(workerId: number): RequestEntry[] {
+    this.failures.delete(workerId);
     const book = this.books.get(workerId);
     if (!book) return [];
     this.books.delete(workerId);
-    for (const idx of book.outstanding.keys()) this.entries.delete(idx);
+    for (const e of book.outstanding.values()) this.orphans.set(e.idx, e);
     return [...book.outstanding.values()];
   }
 
@@ -305,7 +513,7 @@ export class EndpointRouter {
     let removed = false;
     for (let i = this.head; i < this.queue.length; i++) {
       const e = this.queue[i]!;
-      if (e.state === 'queued' && now - e.createdAt > e.replayTimeoutMs) {
+      if (e.state === 'queued' && now - e.lastSeenAt > e.replayTimeoutMs) {
         e.state = 'timed_out';
         this.stats.timedOut++;
         removed = true;
@@ -318,7 +526,17 @@ export class EndpointRouter {
       this.head = 0;
     }
     for (const [idx, e] of this.entries) {
-      if (e.state === 'timed_out' && now - e.createdAt > e.replayTimeoutMs + TIMED_OUT_KEEP_MS) this.entries.delete(idx);
+      if (e.state === 'timed_out' && now - e.lastSeenAt > e.replayTimeoutMs + TIMED_OUT_KEEP_MS) this.entries.delete(idx);
+    }
+    for (const [idx, e] of this.orphans) {
+      if (now - (e.routedAt ?? e.createdAt) > this.opts.requestTtlMs || this.entries.get(idx) !== e || e.state !== 'routed') {
+        this.orphans.delete(idx);
+        if (this.entries.get(idx) === e && e.state === 'routed') this.entries.delete(idx);
+      }
+    }
+    for (const [idx, f] of this.finished) {
+      if (now - f.at <= FINISHED_KEEP_MS) break;
+      this.finished.delete(idx);
     }
     for (const [, book] of this.books) {
       for (const [idx, e] of book.outstanding) {
@@ -362,5 +580,33 @@ export class EndpointRouter {
   /** The next reqnum to be handed out minus one. */
   lastReqnum(): number {
     return this.reqnum;
+  }
+
+  /** The requests still open (queued in queue order, then routed), as plain data for the engine's journal. */
+  exportPending(): PendingRequest[] {
+    const out: PendingRequest[] = [];
+    const plain = (e: RequestEntry): PendingRequest => {
+      const { avoid, endpoint: _e, ...rest } = e;
+      return { ...rest, avoid: [...avoid] };
+    };
+    for (let i = this.head; i < this.queue.length; i++) if (this.queue[i]!.state === 'queued') out.push(plain(this.queue[i]!));
+    for (const book of this.books.values()) for (const e of book.outstanding.values()) out.push(plain(e));
+    return out;
+  }
+
+  /** Take back requests exported before a restart (routed ones count on their worker again). */
+  importPending(list: readonly PendingRequest[], reqnum: number): void {
+    this.reqnum = Math.max(this.reqnum, reqnum);
+    for (const p of list) {
+      if (this.entries.has(p.idx)) continue;
+      const entry: RequestEntry = { ...p, endpoint: this.opts.endpoint, avoid: new Map(p.avoid) };
+      this.entries.set(entry.idx, entry);
+      if (entry.state === 'queued') this.queue.push(entry);
+      else if (entry.state === 'routed' && entry.workerId !== null) {
+        const book = this.book(entry.workerId);
+        book.outstanding.set(entry.idx, entry);
+        if (!entry.reported) book.unreportedLoad += entry.cost;
+      }
+    }
   }
 }

@@ -4,9 +4,12 @@ import { createLogger, type Logger } from '../common/log.js';
 import { createRealClock, type Clock } from './clock.js';
 import { loadAutoscalerConfig, parseAutoscalerConfig, type AutoscalerConfig, type AutoscalerConfigInput } from './config.js';
 import { Engine } from './engine.js';
+import { Journal } from './journal.js';
+import { join } from 'node:path';
+import { mkdirSync } from 'node:fs';
 import { createApp } from './http.js';
 import { mountDashboard, type DashboardOptions } from './dashboard/routes.js';
-import { loadOrCreateAdminKey, loadOrCreateKeys } from './keys.js';
+import { loadOrCreateAccountKey, loadOrCreateAdminKey, loadOrCreateKeys } from './keys.js';
 import { createProvider } from './providers/index.js';
 import type { Provider } from './providers/types.js';
 
@@ -27,6 +30,8 @@ export interface StartAutoscalerOptions {
   logger?: Logger;
   /** Overrides env AUTOSCALER_ADMIN_KEY and the config's `admin_key`. */
   adminKey?: string;
+  /** Overrides env AUTOSCALER_ACCOUNT_KEY and the config's `account_key`. */
+  accountKey?: string;
   /** Liveness probe of a worker URL (default GET {url}/healthz). */
   probe?: (url: string, timeoutMs: number) => Promise<boolean>;
   /** The dashboard at `/` and `/dashboard` (docs/dashboard.md); false leaves it out. */
@@ -41,6 +46,8 @@ export interface RunningAutoscaler {
   engine: Engine;
   provider: Provider;
   adminKey: string;
+  /** The account key the Vast SDK uses (console calls, /get_endpoint_workers/). */
+  accountKey: string;
   publicKeyPem: string;
   /** api_key of every endpoint, by name (including generated ones). */
   apiKeys: Record<string, string>;
@@ -57,11 +64,19 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
   const dataDir = opts.dataDir ?? cfg.data_dir ?? './autoscaler-data';
   const keys = loadOrCreateKeys(dataDir, cfg.private_key_path);
   const admin = loadOrCreateAdminKey(dataDir, opts.adminKey ?? process.env.AUTOSCALER_ADMIN_KEY ?? cfg.admin_key);
+  const account = loadOrCreateAccountKey(dataDir, opts.accountKey ?? process.env.AUTOSCALER_ACCOUNT_KEY ?? cfg.account_key);
   const clock = opts.clock ?? createRealClock();
   const logger = opts.logger ?? createLogger('autoscaler');
   if (keys.created) logger.info({ event: 'key_created', path: keys.keyPath }, 'generated the route-signing key');
   if (admin.created) logger.info({ event: 'admin_key_created', path: admin.path }, 'generated an admin key (read it from this file)');
+  if (account.created) logger.info({ event: 'account_key_created', path: account.path }, 'generated an account key for the Vast SDK (read it from this file)');
   const provider = opts.provider ?? (await createProvider({ config: cfg.provider as Record<string, unknown>, clock, logger, dataDir }));
+  let store: Journal | undefined;
+  if (cfg.persist) {
+    mkdirSync(dataDir, { recursive: true });
+    store = new Journal(join(dataDir, 'engine-state.jsonl'));
+    if (store.recovered.droppedBytes > 0) logger.warn({ event: 'journal_torn', path: store.path, dropped_bytes: store.recovered.droppedBytes }, 'the state journal ended in a torn write (a crash): the partial record was dropped');
+  }
 
   const host = opts.host ?? '127.0.0.1';
   let selfUrl = '';
@@ -74,10 +89,15 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
     reportAddrs: () => [cfg.public_url ?? selfUrl],
     probe: opts.probe,
     strictAuth: cfg.strict_auth ? { ttlSeconds: cfg.strict_auth.ttl_seconds } : undefined,
+    accountKey: account.key,
+    store,
   });
-  for (const ep of cfg.endpoints) engine.addEndpoint(ep);
+  // The journal first: an endpoint it remembers keeps its state (admin changes included); the
+  // config only adds endpoints not seen before.
+  engine.restore();
+  for (const ep of cfg.endpoints) if (!engine.endpoints.has(ep.name)) engine.addEndpoint(ep);
 
-  const app = createApp(engine, { adminKey: admin.key, publicKeyPem: keys.publicKeyPem, logger });
+  const app = createApp(engine, { adminKey: admin.key, accountKey: account.key, publicKeyPem: keys.publicKeyPem, logger });
   const dashboard = opts.dashboard === false ? null : mountDashboard(app, { engine, clock, providerKind: provider.kind }, opts.dashboard);
   const server: ServerType = await new Promise((resolve, reject) => {
     const s = serve({ fetch: app.fetch, port: opts.port ?? 0, hostname: host }, () => resolve(s));
@@ -86,6 +106,7 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
   const port = (server.address() as AddressInfo).port;
   const urlHost = host.includes(':') ? `[${host}]` : host === '0.0.0.0' ? '127.0.0.1' : host;
   selfUrl = `http://${urlHost}:${port}`;
+  await engine.adoptWorkers();
   engine.start();
   logger.info({ event: 'listening', url: selfUrl, endpoints: cfg.endpoints.map((e) => e.name), provider: provider.kind }, 'autoscaler listening');
 
@@ -96,12 +117,14 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
     engine,
     provider,
     adminKey: admin.key,
+    accountKey: account.key,
     publicKeyPem: keys.publicKeyPem,
     apiKeys: Object.fromEntries([...engine.endpoints.values()].map((ep) => [ep.name, ep.apiKey])),
     close() {
       closing ??= (async () => {
         dashboard?.close();
         engine.close();
+        store?.close();
         await provider.close();
         await new Promise<void>((resolve) => {
           server.close(() => resolve());

@@ -18,8 +18,9 @@ import { ServerlessStream } from './stream.js';
  *   target (route at the autoscaler, polling while queued; or a session's fixed worker)
  *   → POST {url}{route} {auth_data, payload} → answer, stream, or a retry after back-off.
  * Guarantees: at most `maxAttempts` tries; every wait (back-off, poll) ends when the deadline or
- * the caller's signal does; a retried request is routed anew (request_idx 0), so a worker that
- * vanished or is full is left for another; no secret (api key, auth_data) appears in an error.
+ * the caller's signal does; a retried request routes its same request_idx again (as Vast's SDK
+ * does), and the engine routes it afresh away from the worker that failed it, without counting it
+ * twice; no secret (api key, auth_data) appears in an error.
  */
 
 /** What `/route/` returns when a worker is chosen; sent back verbatim as `auth_data`. */
@@ -144,9 +145,17 @@ export class Deadline {
   }
 }
 
+/**
+ * The request_idx of one call across its tries: a retry routes the same id again, as Vast's SDK
+ * does, so the engine knows the worker that failed it (and avoids it) and never counts it twice.
+ */
+export interface RouteMemo {
+  requestIdx: number;
+}
+
 /** POST /route/ until a worker is chosen: polls while the request waits in the engine's queue. */
-export async function routeRequest(s: TransportSettings, endpoint: string, cost: number, d: Deadline, startedAt: number): Promise<RouteAnswer> {
-  let requestIdx = 0;
+export async function routeRequest(s: TransportSettings, endpoint: string, cost: number, d: Deadline, startedAt: number, memo: RouteMemo = { requestIdx: 0 }): Promise<RouteAnswer> {
+  let requestIdx = memo.requestIdx;
   let pollMs = 100;
   for (;;) {
     const body = {
@@ -175,12 +184,17 @@ export async function routeRequest(s: TransportSettings, endpoint: string, cost:
     }
     const b = (typeof parsed === 'object' && parsed !== null ? parsed : {}) as Record<string, unknown>;
     const ok = answer.status >= 200 && answer.status < 300;
-    if (ok && typeof b.url === 'string' && b.url !== '') return b as RouteAnswer;
+    if (ok && typeof b.url === 'string' && b.url !== '') {
+      const idx = Number(b.request_idx);
+      memo.requestIdx = Number.isInteger(idx) && idx > 0 ? idx : 0;
+      return b as RouteAnswer;
+    }
     if (ok) {
       // Queued: poll with the request_idx the engine gave us.
       const idx = Number(b.request_idx);
       if (!Number.isInteger(idx) || idx <= 0) throw new RouteError(answer.status, { error: 'the autoscaler answered without url and without a request_idx to poll with' }, endpoint);
       requestIdx = idx;
+      memo.requestIdx = idx;
       try {
         await d.sleep(pollMs);
       } catch {
@@ -191,8 +205,9 @@ export async function routeRequest(s: TransportSettings, endpoint: string, cost:
     }
     if (answer.status === 408) throw new QueueTimeoutError(endpoint, Date.now() - startedAt);
     if (answer.status === 404 && requestIdx !== 0 && isRequestIdxProblem(b)) {
-      // The engine forgot our queued request (it expired or its worker left): queue again.
+      // The engine does not know our id (another engine, or it forgot it): queue again.
       requestIdx = 0;
+      memo.requestIdx = 0;
       continue;
     }
     if (isRetryableStatus(answer.status) && answer.status !== 503) {
@@ -215,8 +230,8 @@ export interface CallSpec {
   stream: boolean;
   /** Keys added to the worker body beside auth_data and payload (session_id). */
   extra?: Record<string, unknown>;
-  /** Where each try goes: a fresh route, or a session's worker. */
-  target: (d: Deadline, startedAt: number) => Promise<RouteAnswer>;
+  /** Where each try goes: a route (of the call's request_idx, kept in `memo` across tries), or a session's worker. */
+  target: (d: Deadline, startedAt: number, memo: RouteMemo) => Promise<RouteAnswer>;
   timeoutMs?: number;
   signal?: AbortSignal;
   retry?: RetryOptions | false;
@@ -239,12 +254,13 @@ export async function call(s: TransportSettings, spec: CallSpec): Promise<CallRe
   const startedAt = Date.now();
   const failures: AttemptFailure[] = [];
   let handedOff = false;
+  const memo: RouteMemo = { requestIdx: 0 };
   try {
     for (let attempt = 1; ; attempt++) {
       let failure: RetryableFailure;
       let auth: RouteAnswer | undefined;
       try {
-        auth = await spec.target(d, startedAt);
+        auth = await spec.target(d, startedAt, memo);
         const url = auth.url.replace(/\/+$/, '');
         let answer: RawAnswer;
         try {

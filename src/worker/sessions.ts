@@ -34,7 +34,7 @@ export interface SessionOptions {
   closeTimeoutMs?: number;
   /** Open sessions at most (default `definition.spec.maxSessions`, else 10). */
   maxSessions?: number;
-  /** How many closed session ids are remembered, to answer 410 instead of 400 (default 10 000). */
+  /** How many closed session ids are remembered, so a second end still checks session_auth (default 10 000). */
   rememberClosed?: number;
   /** Clock in ms since the epoch (tests). */
   now?: () => number;
@@ -372,12 +372,13 @@ export function addSessionEndRoute(app: Hono, d: SessionRouteDeps): void {
       const closed = d.store.closedDigest(ref.id);
       if (!closed) return unknownSession(c);
       if (!sameAuth(closed, ref.auth)) return authDiffers(c);
-      return c.json({ error: 'session already closed', field: 'session_id' }, 410);
+      // As the PyWorker: a session ended twice is an unknown session the second time.
+      return c.json({ error: 'session already closed', field: 'session_id' }, 400);
     }
     if (!sameAuth(s.authDigest, ref.auth)) return authDiffers(c);
-    const removed = describeSession(s);
     d.store.close(s, 'ended');
-    return c.json({ ended: true, removed_session: removed }, 200);
+    // The PyWorker answers the id alone (never the auth_data and its signature).
+    return c.json({ ended: true, removed_session: s.id }, 200);
   });
 }
 
@@ -386,8 +387,8 @@ export function addSessionEndRoute(app: Hono, d: SessionRouteDeps): void {
  * Answers (PROTOCOL §6): create 201 `{session_id, expiration}` | 401 signature | 422 body |
  * 429 max_sessions | 503 draining; get 200 | 400 unknown (or already closed) | 401 | 422;
  * health 200 `{ok}` (false when unknown, closed or expired) | 401 | 422; end 200
- * `{ended: true, removed_session}` | 400 unknown | 401 | 410 already closed | 422. Closed ids are
- * remembered (bounded) so end can tell 410 from 400 and still check session_auth first.
+ * `{ended: true, removed_session: <session id>}` | 400 unknown or already closed | 401 | 422. Closed
+ * ids are remembered (bounded) so end still checks session_auth first on a closed one.
  */
 export function addSessionRoutes(app: Hono, d: SessionRouteDeps): void {
   app.post('/session/create', limitBody, async (c) => {

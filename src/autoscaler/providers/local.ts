@@ -7,7 +7,7 @@ import type { Logger } from '../../common/log.js';
 import { sleep } from '../../common/util.js';
 import { fieldErrors } from '../params.js';
 import { cmdline, freePort, portFree, procStart, readPidFile, same, signalGroup, type ProcId } from './local-procs.js';
-import type { Provider, ProviderContext, ProviderEvent, WorkerHandle, WorkerSpec } from './types.js';
+import type { AdoptResult, AdoptSpec, Provider, ProviderContext, ProviderEvent, WorkerHandle, WorkerSpec } from './types.js';
 
 /**
  * The local provider: every worker is the repo's `on_start.sh` run as a process on this machine,
@@ -52,6 +52,12 @@ export const localConfigSchema = z.strictObject({
   kill_timeout_seconds: z.number().gt(0).default(10),
   /** Keep workspaces when the provider closes (they are always removed by destroy). */
   keep_workspaces: z.boolean().default(false),
+  /**
+   * Leave the workers running when the autoscaler stops, and take them back when it starts again
+   * on the same data dir (with `persist: true`, the default, the engine remembers them): a
+   * restart keeps the fleet. Off by default: a stopped autoscaler leaves no process behind.
+   */
+  keep_workers_on_close: z.boolean().default(false),
 });
 export type LocalConfig = z.output<typeof localConfigSchema>;
 
@@ -68,6 +74,8 @@ const INHERITED_ENV = ['PATH', 'HOME', 'USER', 'LOGNAME', 'SHELL', 'LANG', 'LC_A
 /** Pid files on_start.sh writes into the workspace. */
 const PID_FILES = ['.model.pid', '.worker.pid'] as const;
 const SUPERVISOR_PID_FILE = '.on_start.pid';
+/** Ports of the workspace's worker, written at each spawn, read when a restarted autoscaler adopts it. */
+const INSTANCE_FILE = '.instance.json';
 const LOCK_FILE = '.provider.lock';
 /** Workspaces directories locked by a provider of this process. */
 const lockedHere = new Set<string>();
@@ -92,6 +100,8 @@ interface Run {
   /** When SIGKILL follows (ms epoch); the earliest caller's deadline wins. */
   deadline: number;
   pidTimer: NodeJS.Timeout;
+  /** The spawned process, when this provider spawned it (not when adopted). */
+  child?: { unref(): void };
 }
 
 interface Instance {
@@ -124,8 +134,10 @@ export class LocalProvider implements Provider {
   private closed = false;
   private closing: Promise<void> | null = null;
   private warnedUnsecured = false;
-  /** Last resort if this process exits without close() (a crash): no worker is left behind. */
-  private readonly onProcessExit = () => this.killAllNow();
+  /** Last resort if this process exits without close() (a crash): no worker is left behind (unless kept on purpose). */
+  private readonly onProcessExit = () => {
+    if (!this.cfg.keep_workers_on_close) this.killAllNow();
+  };
 
   constructor(opts: LocalProviderOptions) {
     this.cfg = opts.config;
@@ -135,7 +147,8 @@ export class LocalProvider implements Provider {
     this.workspacesDir = resolve(opts.config.workspaces_dir ?? join(opts.dataDir, 'workers'));
     mkdirSync(this.workspacesDir, { recursive: true });
     this.lock();
-    this.reapLeftovers();
+    // Kept workers wait for adopt(), which takes back the remembered ones and reaps the rest.
+    if (!this.cfg.keep_workers_on_close) this.reapLeftovers();
     process.on('exit', this.onProcessExit);
   }
 
@@ -250,6 +263,20 @@ export class LocalProvider implements Provider {
   close(): Promise<void> {
     this.closing ??= (async () => {
       this.closed = true;
+      if (this.cfg.keep_workers_on_close && !this.endingAll) {
+        // Left running for the next autoscaler on this data dir (adopt()).
+        for (const inst of this.instances.values()) {
+          if (!inst.run) continue;
+          clearInterval(inst.run.pidTimer);
+          inst.run.asked = true; // its exit, if any, is the next autoscaler's business
+          inst.run.child?.unref();
+        }
+        this.log.info({ event: 'local_workers_kept', workers: [...this.instances.keys()] }, 'local workers left running for the next start');
+        this.instances.clear();
+        this.unlock();
+        process.off('exit', this.onProcessExit);
+        return;
+      }
       const graceMs = this.cfg.kill_timeout_seconds * 1000;
       await Promise.all(
         [...this.instances.values()].map(async (inst) => {
@@ -265,6 +292,77 @@ export class LocalProvider implements Provider {
       process.off('exit', this.onProcessExit);
     })();
     return this.closing;
+  }
+
+  /** close(), ending every worker even when `keep_workers_on_close` is set. */
+  endAll(): Promise<void> {
+    this.endingAll = true;
+    return this.close();
+  }
+
+  private endingAll = false;
+
+  /**
+   * Take back the workers a restarted engine remembers: their workspaces, ports and (when still
+   * running) their processes, watched from now on as if spawned here. Workspaces nobody
+   * remembers are ended and removed, as at a start without keep_workers_on_close.
+   */
+  async adopt(specs: AdoptSpec[]): Promise<AdoptResult[]> {
+    const wanted = new Map(specs.map((s) => [s.workerId, s]));
+    const out: AdoptResult[] = [];
+    for (const name of readdirSync(this.workspacesDir)) {
+      const m = /^worker-(\d+)$/.exec(name);
+      if (!m) continue;
+      const id = Number(m[1]);
+      const dir = join(this.workspacesDir, name);
+      const spec = wanted.get(id);
+      const ports = spec ? readInstanceFile(dir) : null;
+      if (!spec || !ports || this.instances.has(id)) {
+        const killed = reapWorkspace(dir);
+        if (killed > 0) this.log.warn({ event: 'local_worker', op: 'reaped', workspace: dir, processes: killed }, 'ended processes of a worker nobody remembers');
+        rmSync(dir, { recursive: true, force: true });
+        continue;
+      }
+      const launch = localLaunchSchema.safeParse(spec.launch ?? {});
+      const inst: Instance = { id, spec, launch: launch.success ? launch.data : {}, dir, ports, run: null, stopped: !spec.running, destroyed: false, chain: Promise.resolve() };
+      this.instances.set(id, inst);
+      const run = this.adoptRun(inst);
+      out.push({ id, running: run !== null, url: this.urlOf(inst) });
+    }
+    this.log.info({ event: 'local_workers_adopted', adopted: out.filter((r) => r.running).map((r) => r.id), stopped: out.filter((r) => !r.running).map((r) => r.id) }, 'local workers taken back');
+    return out;
+  }
+
+  /** Watch the on_start.sh of an earlier autoscaler still running in `inst`'s workspace; null when none runs. */
+  private adoptRun(inst: Instance): Run | null {
+    const pid = readPidFile(join(inst.dir, SUPERVISOR_PID_FILE));
+    const start = pid === null ? null : procStart(pid);
+    if (pid === null || start === null || !/on_start/.test(cmdline(pid))) return null;
+    let resolveExit!: () => void;
+    const run: Run = {
+      script: { pid, start },
+      children: new Map(),
+      done: false,
+      exit: null,
+      exited: new Promise<void>((r) => (resolveExit = r)),
+      asked: false,
+      termSent: false,
+      deadline: Number.POSITIVE_INFINITY,
+      // Not our child: its end is seen by polling /proc.
+      pidTimer: setInterval(() => {
+        this.collectChildren(inst, run);
+        if (same(run.script)) return;
+        clearInterval(run.pidTimer);
+        run.done = true;
+        run.exit = { code: null, signal: null };
+        resolveExit();
+        this.onRunExit(inst, run);
+      }, 250),
+    };
+    run.pidTimer.unref();
+    inst.run = run;
+    this.collectChildren(inst, run);
+    return run;
   }
 
   /**
@@ -335,6 +433,12 @@ export class LocalProvider implements Provider {
       CONTAINER_ID: String(inst.id),
       MASTER_TOKEN: inst.spec.masterToken,
       REPORT_ADDR: inst.spec.reportAddrs.join(','),
+      // As on a Vast instance (PROTOCOL §8): the public port of each internal port. Locally there
+      // is no port mapping, so each maps to itself; the Python PyWorker needs VAST_TCP_PORT_<WORKER_PORT>.
+      [`VAST_TCP_PORT_${inst.ports.worker}`]: String(inst.ports.worker),
+      [`VAST_TCP_PORT_${inst.ports.http}`]: String(inst.ports.http),
+      VAST_CONTAINERLABEL: `C.${inst.id}`,
+      USE_SSL: env.USE_SSL ?? 'false',
     };
   }
 
@@ -370,6 +474,7 @@ export class LocalProvider implements Provider {
       termSent: false,
       deadline: Number.POSITIVE_INFINITY,
       pidTimer: setInterval(() => this.collectChildren(inst, run), 100),
+      child: proc,
     };
     run.pidTimer.unref();
     run.exited = proc.then((r) => {
@@ -379,6 +484,7 @@ export class LocalProvider implements Provider {
       this.onRunExit(inst, run);
     });
     inst.run = run;
+    writeFileSync(join(inst.dir, INSTANCE_FILE), JSON.stringify({ id: inst.id, ports: inst.ports }) + '\n', { mode: 0o600 });
     this.log.info({ event: 'local_worker', worker: inst.id, op: 'spawned', pid, ports: inst.ports, workspace: inst.dir }, 'on_start.sh started');
   }
 
@@ -491,6 +597,18 @@ function reapWorkspace(dir: string): number {
     killed++;
   }
   return killed;
+}
+
+/** The ports a workspace's worker was spawned with, or null when the file is missing or bad. */
+function readInstanceFile(dir: string): Ports | null {
+  try {
+    const v = JSON.parse(readFileSync(join(dir, INSTANCE_FILE), 'utf8')) as { ports?: Partial<Ports> };
+    const p = v.ports ?? {};
+    if (![p.worker, p.http, p.model].every((n) => Number.isInteger(n) && (n as number) > 0)) return null;
+    return { worker: p.worker!, http: p.http!, model: p.model! };
+  } catch {
+    return null;
+  }
 }
 
 /** The last `error:` line on_start.sh logged, as a suffix for an exit reason ('' when none). */

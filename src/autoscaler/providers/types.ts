@@ -35,8 +35,28 @@ export interface Provider {
   attach?(link: EngineLink): void;
   /** Liveness without the network (the engine otherwise GETs `{url}/healthz`). */
   probe?(id: number): Promise<boolean>;
+  /**
+   * After a restart of the autoscaler: take back the workers the engine remembers (its journal)
+   * and end whatever else the provider finds of an earlier run. Resolves with the ids it still
+   * has, and whether each runs. A provider without it cannot re-adopt: the engine errors (and
+   * so replaces) every remembered worker.
+   */
+  adopt?(workers: AdoptSpec[]): Promise<AdoptResult[]>;
   /** End everything the provider started (the engine's close calls it). */
   close(): Promise<void>;
+}
+
+/** A remembered worker: its spec again, and the engine's id for it. */
+export interface AdoptSpec extends WorkerSpec {
+  /** The engine's state says it should be running (created, loading, starting, ready). */
+  running: boolean;
+}
+
+export interface AdoptResult {
+  id: number;
+  /** Its processes / instance run now. */
+  running: boolean;
+  url?: string;
 }
 
 /** What the engine asks a provider to create. */

@@ -1,0 +1,130 @@
+/**
+ * Restarting the autoscaler under load: real on_start.sh workers (local provider with
+ * keep_workers_on_close), the engine's journal in the data dir, and our client sending requests
+ * the whole time. The second autoscaler, on the same port and data dir, takes back the same
+ * workers (same ids, same processes, perf already learned) and no request is lost.
+ * Needs `npm run build` (on_start.sh runs dist/cli.js).
+ */
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { Serverless } from '../src/client/index.js';
+import { createLogger } from '../src/common/log.js';
+import type { LocalProvider } from '../src/autoscaler/providers/local.js';
+import { procStart } from '../src/autoscaler/providers/local-procs.js';
+import { startAutoscaler, type RunningAutoscaler, type StartAutoscalerOptions } from '../src/autoscaler/server.js';
+
+const API_KEY = 'restart-client-key';
+const FAST_WORKER_ENV = {
+  MODEL_SIM_ARGS: '--load-seconds 0.2 --token-rate 200 --capacity 1000 --ttft-ms 10',
+  BENCHMARK_MAX_TOKENS: '4',
+  BENCHMARK_CONCURRENCY: '4',
+  DRAIN_TIMEOUT: '5',
+};
+
+const alive = (pid: number) => procStart(pid) !== null;
+
+async function waitFor<T>(what: string, fn: () => T | undefined | null | false, ms = 40_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe('autoscaler restart', () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'as-restart-'));
+  let as: RunningAutoscaler | undefined;
+  const seenPids = new Set<number>();
+
+  afterAll(async () => {
+    if (as) {
+      await (as.provider as LocalProvider).endAll();
+      await as.close();
+    }
+    for (const pid of seenPids) expect(alive(pid), `pid ${pid} still alive`).toBe(false);
+    rmSync(dataDir, { recursive: true, force: true });
+  }, 40_000);
+
+  it('resumes the same fleet from the journal and loses no request of a client sending through the restart', async () => {
+    const options = (port: number): StartAutoscalerOptions => ({
+      dataDir,
+      port,
+      adminKey: 'restart-admin-key',
+      dashboard: false,
+      logger: createLogger('autoscaler', { destination: join(dataDir, `autoscaler-${port}.log`) }),
+      config: {
+        provider: { kind: 'local', env: FAST_WORKER_ENV, kill_timeout_seconds: 5, keep_workers_on_close: true },
+        engine: { tick_seconds: 0.5, stale_after_seconds: 15, probe_timeout_seconds: 2, load_timeout_seconds: 60 },
+        endpoints: [
+          {
+            name: 'restart',
+            api_key: API_KEY,
+            cold_workers: 2,
+            max_workers: 2,
+            min_load: 10_000,
+            cold_mult: 0,
+            workergroups: [{ name: 'sim', machine_types: [{ name: 'cpu', dollars_per_hour: 0.1 }] }],
+          },
+        ],
+      },
+    });
+    as = await startAutoscaler(options(0));
+    const port = as.port;
+    const first = as;
+    const ready = () => [...first.engine.workers.values()].filter((w) => w.state === 'ready');
+    await waitFor('two ready workers', () => ready().length === 2);
+    const ids = ready().map((w) => w.id).sort();
+    const provider1 = as.provider as LocalProvider;
+    const pidsBefore = await waitFor('pids of both workers', () => (provider1.allPids().length === 6 ? provider1.allPids() : null));
+    pidsBefore.forEach((p) => seenPids.add(p));
+    const benchmarks = as.engine.perf.get('sim/cpu')!.benchmarks;
+    expect(benchmarks).toBe(2);
+
+    // A client sending 4 at a time the whole while.
+    const client = new Serverless({ autoscalerUrl: as.url, apiKey: API_KEY, timeout: 60_000, retry: { maxAttempts: 20, baseDelayMs: 100, maxDelayMs: 1000 } });
+    const ep = client.endpoint('restart');
+    const results: Array<{ status: number; idx: number } | { error: string }> = [];
+    let sent = 0;
+    const TOTAL = 60;
+    const one = async () => {
+      while (sent < TOTAL) {
+        sent++;
+        try {
+          const r = await ep.request('/v1/completions', { prompt: 'through the restart', max_tokens: 8 }, { cost: 8 });
+          results.push({ status: r.status, idx: r.requestIdx });
+        } catch (err) {
+          results.push({ error: String(err) });
+        }
+      }
+    };
+    const load = Promise.all([one(), one(), one(), one()]);
+
+    await waitFor('some requests done before the restart', () => results.length >= 15);
+    await first.close();
+    expect(pidsBefore.every(alive)).toBe(true); // the workers outlived the autoscaler
+    as = await startAutoscaler(options(port));
+    const second = as;
+    // Same workers, taken back at once: ready, same ids, same processes, perf already known.
+    expect([...second.engine.workers.values()].filter((w) => w.state === 'ready').map((w) => w.id).sort()).toEqual(ids);
+    expect(second.engine.perf.get('sim/cpu')?.benchmarks).toBe(benchmarks);
+    const provider2 = second.provider as LocalProvider;
+    expect(provider2.allPids().sort()).toEqual([...pidsBefore].sort());
+
+    await load;
+    await client.close();
+    const failed = results.filter((r) => 'error' in r || r.status !== 200);
+    expect(failed).toEqual([]);
+    expect(results).toHaveLength(TOTAL);
+    // No request_idx was issued twice across the restart.
+    const idxs = results.map((r) => ('idx' in r ? r.idx : 0));
+    expect(new Set(idxs).size).toBe(TOTAL);
+    // Nothing new was recruited: the fleet is the same two workers, still serving.
+    expect([...second.engine.workers.keys()].sort()).toEqual(ids);
+    expect(existsSync(join(dataDir, 'engine-state.jsonl'))).toBe(true);
+    provider2.allPids().forEach((p) => seenPids.add(p));
+  }, 120_000);
+});
