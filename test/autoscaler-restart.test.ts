@@ -12,7 +12,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { Serverless } from '../src/client/index.js';
 import { createLogger } from '../src/common/log.js';
 import type { LocalProvider } from '../src/autoscaler/providers/local.js';
-import { procStart } from '../src/autoscaler/providers/local-procs.js';
+import { procStart, readPidFile } from '../src/autoscaler/providers/local-procs.js';
+import { VastSdk } from './helpers/vast-sdk.js';
 import { startAutoscaler, type RunningAutoscaler, type StartAutoscalerOptions } from '../src/autoscaler/server.js';
 
 const API_KEY = 'restart-client-key';
@@ -125,6 +126,25 @@ describe('autoscaler restart', () => {
     // Nothing new was recruited: the fleet is the same two workers, still serving.
     expect([...second.engine.workers.keys()].sort()).toEqual(ids);
     expect(existsSync(join(dataDir, 'engine-state.jsonl'))).toBe(true);
+    provider2.allPids().forEach((p) => seenPids.add(p));
+
+    // The Vast SDK's sequence against these real workers: console lookup with the account key,
+    // get_workers, then requests while one worker's process is SIGKILLed: the one routed to it
+    // re-routes its request_idx at once and is served by the other; nothing raises.
+    const sdk = new VastSdk({ apiKey: second.accountKey, webUrl: second.url, autoscalerUrl: second.url, sleep: (sec) => new Promise((r) => setTimeout(r, sec * 1000)) });
+    const sep = await sdk.getEndpoint('restart');
+    expect((await sdk.getWorkers(sep)).filter((w) => w.status === 'ready')).toHaveLength(2);
+    const victim = ids[0]!;
+    const workerPid = readPidFile(join(provider2.workspaceOf(victim)!, '.worker.pid'))!;
+    process.kill(workerPid, 'SIGKILL');
+    for (let i = 0; i < 2; i++) {
+      const r = await sdk.request(sep, '/v1/completions', { prompt: 'failover', max_tokens: 4 }, 4);
+      expect(r.status).toBe(200);
+      expect(r.trace.routes.every((x) => x.status === 200)).toBe(true);
+      expect(r.trace.calls.filter((c) => c.status !== null && c.status !== 200)).toEqual([]);
+      expect(r.trace.calls.at(-1)!.status).toBe(200);
+    }
+    await waitFor('the killed worker errored', () => ['errored', 'destroyed'].includes(second.engine.workers.get(victim)?.state ?? ''), 20_000);
     provider2.allPids().forEach((p) => seenPids.add(p));
   }, 120_000);
 });

@@ -197,6 +197,14 @@ describe('the Vast SDK against the autoscaler', () => {
     expect(await sdk.updateWorkers(wg.id)).toMatchObject({ success: true, workergroup_id: wg.id, workers: 2 });
     await expect(wrong.updateWorkers(wg.id)).rejects.toThrow(/HTTP 401/);
     await expect(sdk.updateWorkers(9999)).rejects.toThrow(/HTTP 404/);
+    // Garbage is a 400 naming what is wrong; the process carries on.
+    const post = (body: string) => fetch(`${t.as.url}/update_workers/`, { method: 'POST', headers: { authorization: `Bearer ${ACCOUNT}` }, body });
+    const garbage = await post('{"workergroup_id": ');
+    expect(garbage.status).toBe(400);
+    expect(((await garbage.json()) as { fields: object }).fields).toHaveProperty('body');
+    const badId = await post(JSON.stringify({ workergroup_id: 'first' }));
+    expect(badId.status).toBe(400);
+    expect(((await badId.json()) as { fields: object }).fields).toHaveProperty('workergroup_id');
     // The rolling update replaces the workers that serve nothing at once: new ids appear.
     const before = new Set(t.provider.all.slice(0, 2).map((w) => w.spec.workerId));
     for (const w of t.provider.all.slice(0, 2)) await t.report(w, { loadtime: 0, max_perf: 0, error_msg: 'model download failed' });

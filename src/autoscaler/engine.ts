@@ -463,10 +463,13 @@ export class Engine implements EngineLink {
     } else {
       if (body.request_idx >= this.nextRequestIdx) return fail(404, 'request_idx', `request_idx ${body.request_idx} was never issued by this engine`);
       entry = ep.router.get(body.request_idx);
-      if (entry && (entry.state !== 'routed' || !entry.delivered)) {
+      if (entry && entry.state !== 'routed') {
         // A poll: the client is still there, so its replay_timeout starts over.
         ep.router.touch(entry, body.replay_timeout);
         if (entry.state === 'queued') ep.router.drain();
+      } else if (entry && !entry.delivered) {
+        // Routed from the queue since the last poll (back in line if its worker left meanwhile).
+        entry = ep.router.reroute(body.request_idx, body.cost, body.replay_timeout).entry;
       } else {
         // Routed before (or finished, or forgotten): the client's failover after its worker failed it.
         if (!entry && ep.state === 'stopped') return fail(503, 'endpoint', 'endpoint is stopped');

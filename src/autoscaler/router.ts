@@ -123,8 +123,10 @@ export const AVOID_MS = 10_000;
 export const AVOID_HARD_MS = 3_000;
 /** Failures fade with this time constant (ms): a worker is "failing" while its score is ≥ 0.5. */
 const FAILURE_DECAY_MS = 30_000;
-/** How long the end of a request is remembered (for a late re-route of its id). */
+/** How long the end of a request is remembered (for a late re-route of its id)... */
 const FINISHED_KEEP_MS = 10 * 60_000;
+/** ...and how many at most (memory stays bounded at any request rate; older ends are re-routed without it). */
+const FINISHED_MAX = 100_000;
 /** Finish times within this fraction of the best count as a tie. */
 const TIE_TOLERANCE = 1e-6;
 
@@ -203,8 +205,11 @@ export class EndpointRouter {
     let entry = this.entries.get(idx);
     let failed: number | null = null;
     if (entry && entry.state === 'routed' && !entry.delivered) {
-      // Routed from the queue since the last poll: the client has not seen it yet.
+      // Routed from the queue since the last poll: the client has not seen it yet; if its worker
+      // left meanwhile, it goes back first in line (nobody failed it).
+      if (this.orphans.delete(idx)) this.requeueFirst(entry);
       this.touch(entry, replayTimeoutS);
+      this.drain();
       return { entry, failed: null };
     }
     if (entry && entry.state === 'routed') {
@@ -234,16 +239,7 @@ export class EndpointRouter {
       entry.avoid.set(failed, now);
     }
     if (entry.state === 'routed') {
-      entry.state = 'queued';
-      entry.workerId = null;
-      entry.routedAt = null;
-      entry.answer = null;
-      entry.reported = false;
-      entry.delivered = false;
-      entry.expectedQueueTime = null;
-      // First in line: it has waited longest.
-      if (this.head > 0) this.queue[--this.head] = entry;
-      else this.queue.unshift(entry);
+      this.requeueFirst(entry);
     } else if (this.queue[this.head] !== entry) {
       // Resubmitted: submit() put it last; move it first.
       const at = this.queue.lastIndexOf(entry);
@@ -256,6 +252,19 @@ export class EndpointRouter {
     this.touch(entry, replayTimeoutS);
     this.drain();
     return { entry, failed };
+  }
+
+  /** A routed entry back to queued, first in line: it has waited longest. */
+  private requeueFirst(entry: RequestEntry): void {
+    entry.state = 'queued';
+    entry.workerId = null;
+    entry.routedAt = null;
+    entry.answer = null;
+    entry.reported = false;
+    entry.delivered = false;
+    entry.expectedQueueTime = null;
+    if (this.head > 0) this.queue[--this.head] = entry;
+    else this.queue.unshift(entry);
   }
 
   /** Set while reroute() resubmits, so submit() does not route before the avoid list is set. */
@@ -487,6 +496,7 @@ export class EndpointRouter {
   private finish(entry: RequestEntry, success: boolean): void {
     this.finished.delete(entry.idx);
     this.finished.set(entry.idx, { idx: entry.idx, workerId: entry.workerId, cost: entry.cost, success, at: this.opts.now() });
+    if (this.finished.size > FINISHED_MAX) this.finished.delete(this.finished.keys().next().value!);
   }
 
   /** Requests routed to `workerId` and not yet deleted. */
@@ -538,6 +548,7 @@ export class EndpointRouter {
       if (now - f.at <= FINISHED_KEEP_MS) break;
       this.finished.delete(idx);
     }
+    for (const id of [...this.failures.keys()]) if (this.failureScore(id, now) < 0.05) this.failures.delete(id);
     for (const [, book] of this.books) {
       for (const [idx, e] of book.outstanding) {
         const age = now - (e.routedAt ?? e.createdAt);
