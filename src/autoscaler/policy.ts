@@ -14,19 +14,24 @@ import type { EndpointState, WorkerState } from './states.js';
  *  3. panic (Knative's KPA): entered when panic-window demand (load / target_util) ≥
  *     `panic_threshold` × the ready capacity, or when the observed queue time exceeds
  *     `target_queue_time`; while panicking the active target never goes down and nothing is
- *     stopped or released; left once `stable_window` passes without a trigger;
+ *     stopped or released; left once the queued work is drained and a learned start time passed
+ *     without a trigger (ski rental: holding surge capacity longer than a restart takes costs more);
  *  4. active target A = max((anticipated load + backlog drain rate) / target_util, min_load), where
- *     anticipated = stable load (max with the panic load while panicking); recruitment target
+ *     anticipated = stable load (max with the panic load while panicking) and the backlog is all
+ *     queued work (global queue and workers, less a second per ready worker) drained within
+ *     `target_queue_time`, which also caps the queue a worker holds (the plan's routeQueueLimit);
+ *     recruitment target
  *     R = max(stable load / target_util, min_load); with the scale-to-zero gate (min_load 0 and
  *     inactivity_timeout) deciding whether either may be 0 or keeps one worker;
  *  5. inactive target I = max(cold_mult × long load, min_cold_load), and at least `cold_workers`
  *     workers with the model loaded: the largest wins;
  *  6. moves: the active set is the prefix, by perf per dollar, of ready/starting/inactive workers
  *     that covers A: its inactive members are started (seconds); ready non-members are stopped
- *     (drained first when busy) when the target was low for `scale_down_delay`; new workers are
+ *     (drained first when busy) when the calm target was low for `scale_down_delay`; new workers are
  *     recruited for what R + I still lack (a variety of machine types first, then the best learned
- *     perf per dollar); inactive workers above I are released after `release_delay`, as are those
- *     of a type REPLACE_RATIO worse per dollar than the best learned one; never above `max_workers`.
+ *     perf per dollar); inactive workers are released after `release_delay` when the capacity they
+ *     hold was not needed during it, or when another type is REPLACE_RATIO better per dollar;
+ *     never above `max_workers`.
  */
 
 /** A worker as the policy sees it. */
