@@ -56,11 +56,16 @@ const kinds = (ds: Decision[], kind: Decision['kind']) => ds.filter((d) => d.kin
 const ids = (ds: Decision[]) => ds.map((d) => (d as { id: number }).id);
 
 describe('route queue limit', () => {
+  const two = () => [worker(1, 'ready'), worker(2, 'inactive')];
   it('a worker holds at most target_queue_time of queue; the rest waits in the global queue', () => {
-    expect(decide(input({ params: { max_queue_time: 30, target_queue_time: 10 } })).plan.routeQueueLimit).toBe(10);
-    expect(decide(input({ params: { max_queue_time: 5, target_queue_time: 10 } })).plan.routeQueueLimit).toBe(5);
+    expect(decide(input({ workers: two(), params: { max_queue_time: 30, target_queue_time: 10 } })).plan.routeQueueLimit).toBe(10);
+    expect(decide(input({ workers: two(), params: { max_queue_time: 5, target_queue_time: 10 } })).plan.routeQueueLimit).toBe(5);
     // target_queue_time 0 turns the queue target off: max_queue_time alone.
-    expect(decide(input({ params: { max_queue_time: 30, target_queue_time: 0 } })).plan.routeQueueLimit).toBe(30);
+    expect(decide(input({ workers: two(), params: { max_queue_time: 30, target_queue_time: 0 } })).plan.routeQueueLimit).toBe(30);
+  });
+
+  it('with a single loaded worker nothing could take a request sooner: max_queue_time stands', () => {
+    expect(decide(input({ workers: [worker(1, 'ready')], params: { max_queue_time: 10_000, target_queue_time: 10 } })).plan.routeQueueLimit).toBe(10_000);
   });
 });
 

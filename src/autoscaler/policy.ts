@@ -267,8 +267,10 @@ export function decide(input: PolicyInput): PolicyOutput {
     memory.panicTarget = A;
   }
   // A worker holds at most target_queue_time of queue: the rest waits in the global queue, where the
-  // first worker free (one just started included) takes the oldest request.
-  plan.routeQueueLimit = P.target_queue_time > 0 ? Math.min(P.max_queue_time, P.target_queue_time) : P.max_queue_time;
+  // first worker free (one just started included) takes the oldest request. With a single loaded
+  // worker nothing else could take it sooner, so the worker's own limit (max_queue_time) stands.
+  const others = ready.length + starting.length + loading.length + inactive.length > 1;
+  plan.routeQueueLimit = P.target_queue_time > 0 && others ? Math.min(P.max_queue_time, P.target_queue_time) : P.max_queue_time;
   const idleFor = input.lastActivityAt === null ? Number.POSITIVE_INFINITY : (now - input.lastActivityAt) / 1000;
   const zeroAllowed =
     P.min_load === 0 && (P.inactivity_timeout === 0 || (P.inactivity_timeout > 0 && idleFor >= P.inactivity_timeout));
