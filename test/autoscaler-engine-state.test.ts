@@ -93,7 +93,7 @@ describe('engine state across a restart', () => {
     clock.advanceBy(1000);
     await settle();
     for (const s of p1.specs) e1.workerStatus({ id: s.workerId, mtoken: s.masterToken, loadtime: 2, max_perf: 100, url: `http://127.0.0.1:${20000 + s.workerId}` });
-    const routed = e1.route({ endpoint: 'ep', api_key: 'client-key-1234', cost: 50 }).body as { request_idx: number; worker_id: number };
+    const routed = e1.route({ endpoint: 'ep', api_key: 'client-key-1234', cost: 50 }).body as { request_idx: number; worker_id: number; signature: string };
     // Fill both workers past max_queue_time: the next request waits.
     for (const s of p1.specs) e1.workerStatus({ id: s.workerId, mtoken: s.masterToken, loadtime: 2, max_perf: 100, cur_load: 5000 });
     const queued = e1.route({ endpoint: 'ep', api_key: 'client-key-1234', cost: 60 }).body as { request_idx: number; status: string };
@@ -112,6 +112,8 @@ describe('engine state across a restart', () => {
     expect(e2.perf.get('wg/gpu')).toMatchObject({ benchmarks: 2, benchmarkMean: 100 });
     expect(ep.router.get(queued.request_idx)?.state).toBe('queued');
     expect(ep.router.get(routed.request_idx)).toMatchObject({ state: 'routed', workerId: routed.worker_id });
+    // Saved without its signature, signed again at restore: the same (url-only) signature.
+    expect(ep.router.get(routed.request_idx)!.answer!.signature).toBe(routed.signature);
     await e2.adoptWorkers();
     expect(p2.adopted.map((s) => [s.workerId, s.masterToken])).toEqual(p1.specs.map((s) => [s.workerId, s.masterToken]));
     expect(e2.workers.get(p1.specs[0]!.workerId)!.state).toBe('ready');

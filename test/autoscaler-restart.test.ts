@@ -5,7 +5,8 @@
  * workers (same ids, same processes, perf already learned) and no request is lost.
  * Needs `npm run build` (on_start.sh runs dist/cli.js).
  */
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -146,5 +147,99 @@ describe('autoscaler restart', () => {
     }
     await waitFor('the killed worker errored', () => ['errored', 'destroyed'].includes(second.engine.workers.get(victim)?.state ?? ''), 20_000);
     provider2.allPids().forEach((p) => seenPids.add(p));
+  }, 120_000);
+});
+
+/** `nodeworker autoscaler` as a real process; resolves with its URL once it listens. */
+function startCli(config: string, dataDir: string, port: number): Promise<{ proc: ChildProcess; url: string }> {
+  const proc = spawn(process.execPath, ['dist/cli.js', 'autoscaler', '--config', config, '--port', String(port), '--data-dir', dataDir], { stdio: ['ignore', 'ignore', 'pipe'] });
+  return new Promise((resolve, reject) => {
+    let err = '';
+    proc.stderr!.on('data', (c: Buffer) => {
+      err += c.toString();
+      const m = /autoscaler listening on (http:\/\/\S+)/.exec(err);
+      if (m) resolve({ proc, url: m[1]! });
+    });
+    proc.once('exit', (code) => reject(new Error(`autoscaler exited (${code}) before listening: ${err}`)));
+  });
+}
+
+describe('autoscaler crash', () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'as-crash-'));
+  const procs: ChildProcess[] = [];
+  const workerPids = () =>
+    existsSync(join(dataDir, 'workers'))
+      ? readdirSync(join(dataDir, 'workers'))
+          .filter((d) => d.startsWith('worker-'))
+          .flatMap((d) => ['.on_start.pid', '.model.pid', '.worker.pid'].map((f) => readPidFile(join(dataDir, 'workers', d, f))))
+          .filter((p): p is number => p !== null)
+      : [];
+  const seen = new Set<number>();
+
+  afterAll(async () => {
+    for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+    // Whatever the runs left: end it (the test's own cleanup, as an operator would).
+    for (const pid of [...seen, ...workerPids()]) {
+      try {
+        process.kill(-pid, 'SIGKILL');
+      } catch {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
+    }
+    await waitFor('every worker process gone', () => [...seen].every((p) => !alive(p)), 10_000);
+    rmSync(dataDir, { recursive: true, force: true });
+  }, 30_000);
+
+  it('a SIGKILLed autoscaler process, started again on its data dir, takes back the same workers and serves at once', async () => {
+    const config = join(dataDir, 'autoscaler.json');
+    writeFileSync(
+      config,
+      JSON.stringify({
+        admin_key: 'crash-admin-key',
+        provider: { kind: 'local', env: FAST_WORKER_ENV, kill_timeout_seconds: 5, keep_workers_on_close: true },
+        engine: { tick_seconds: 0.5, stale_after_seconds: 15, probe_timeout_seconds: 2, load_timeout_seconds: 60 },
+        endpoints: [{ name: 'crash', api_key: API_KEY, cold_workers: 2, max_workers: 2, min_load: 10_000, cold_mult: 0, workergroups: [{ name: 'sim', machine_types: [{ name: 'cpu', dollars_per_hour: 0.1 }] }] }],
+      }),
+    );
+    const status = async (url: string) =>
+      ((await (await fetch(`${url}/admin/status`, { headers: { authorization: 'Bearer crash-admin-key' } })).json()) as { endpoints: Array<{ workers: Array<{ id: number; state: string }> }> }).endpoints[0]!.workers;
+    const first = await startCli(config, dataDir, 0);
+    procs.push(first.proc);
+    const port = Number(new URL(first.url).port);
+    let ready: Array<{ id: number; state: string }> = [];
+    const until = Date.now() + 40_000;
+    while ((ready = (await status(first.url)).filter((w) => w.state === 'ready')).length < 2) {
+      if (Date.now() > until) throw new Error('two ready workers not reached');
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    await new Promise((r) => setTimeout(r, 1200)); // a tick or two: the journal has them ready
+    const pids = workerPids();
+    pids.forEach((p) => seen.add(p));
+    expect(pids).toHaveLength(6);
+
+    first.proc.kill('SIGKILL');
+    await new Promise((r) => first.proc.once('exit', r));
+    expect(pids.every(alive)).toBe(true);
+
+    const second = await startCli(config, dataDir, port);
+    procs.push(second.proc);
+    expect((await status(second.url)).filter((w) => w.state === 'ready').map((w) => w.id).sort()).toEqual(ready.map((w) => w.id).sort());
+    expect(workerPids().sort()).toEqual([...pids].sort());
+    // It serves through the same workers, and request ids continue past everything issued before.
+    const client = new Serverless({ autoscalerUrl: second.url, apiKey: API_KEY, timeout: 30_000 });
+    const r = await client.endpoint('crash').request('/v1/completions', { prompt: 'after the crash', max_tokens: 4 }, { cost: 4 });
+    await client.close();
+    expect(r.status).toBe(200);
+    expect(r.requestIdx).toBeGreaterThan(100_000);
+    // Cleanup as an operator would: delete the endpoint (its workers are destroyed), then stop.
+    const del = await fetch(`${second.url}/admin/endpoints/crash`, { method: 'DELETE', headers: { authorization: 'Bearer crash-admin-key' } });
+    expect(del.status).toBe(200);
+    await waitFor('the workers ended', () => pids.every((p) => !alive(p)), 30_000);
+    second.proc.kill('SIGTERM');
+    await new Promise((r) => second.proc.once('exit', r));
   }, 120_000);
 });

@@ -1049,7 +1049,7 @@ export class Engine implements EngineLink {
     const ep = this.endpoints.get(w.endpoint);
     if (to === 'errored' || to === 'inactive' || to === 'destroyed') {
       const lost = ep?.router.dropWorker(w.id) ?? [];
-      if (lost.length > 0) this.log.warn({ event: 'requests_lost', worker: w.id, count: lost.length }, 'requests of a departing worker dropped');
+      if (lost.length > 0) this.log.warn({ event: 'requests_orphaned', worker: w.id, count: lost.length }, 'requests of a departing worker: their clients\' re-routes get another worker');
     }
     if (to === 'errored' && w.errorMsg === '') w.errorMsg = reason;
     if (to === 'ready') ep?.router.drain();

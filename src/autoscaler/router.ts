@@ -227,6 +227,7 @@ export class EndpointRouter {
       this.submitting = true;
       entry = this.submit(idx, cost, replayTimeoutS);
       this.submitting = false;
+      this.stats.queued--; // the same request as before, not a new one
     } else {
       // queued or timed out: nothing failed; a poll.
       this.touch(entry, replayTimeoutS);
@@ -422,20 +423,7 @@ export class EndpointRouter {
       worker_id: w.id,
       status: 'routed',
     };
-    const strict = this.opts.strictAuth;
-    if (strict) {
-      // Wall time, whatever clock drives the engine: the worker checks the expiry against its own.
-      entry.answer.expires_at = Math.floor((strict.wallClock ?? Date.now)() / 1000 + strict.ttlSeconds);
-      const { signature: _unsigned, ...fields } = entry.answer;
-      entry.answer.signature = strict.sign(fields);
-    } else {
-      let signature = this.signatures.get(w.url);
-      if (signature === undefined) {
-        signature = this.opts.sign(w.url);
-        this.signatures.set(w.url, signature);
-      }
-      entry.answer.signature = signature;
-    }
+    this.signAnswer(entry.answer);
     entry.attempts++;
     const book = this.book(w.id);
     book.outstanding.set(entry.idx, entry);
@@ -443,6 +431,24 @@ export class EndpointRouter {
     this.recentWaits.push({ at: now, wait: entry.expectedQueueTime });
     this.stats.routed++;
     this.opts.onRouted?.(entry);
+  }
+
+  /** Fill `answer.signature`: the url's (cached), or in strict mode every field with a fresh expiry. */
+  private signAnswer(answer: RouteAnswer): void {
+    const strict = this.opts.strictAuth;
+    if (strict) {
+      // Wall time, whatever clock drives the engine: the worker checks the expiry against its own.
+      answer.expires_at = Math.floor((strict.wallClock ?? Date.now)() / 1000 + strict.ttlSeconds);
+      const { signature: _unsigned, ...fields } = answer;
+      answer.signature = strict.sign(fields);
+      return;
+    }
+    let signature = this.signatures.get(answer.url);
+    if (signature === undefined) {
+      signature = this.opts.sign(answer.url);
+      this.signatures.set(answer.url, signature);
+    }
+    answer.signature = signature;
   }
 
   private book(id: number): WorkerBook {
@@ -597,8 +603,9 @@ export class EndpointRouter {
   exportPending(): PendingRequest[] {
     const out: PendingRequest[] = [];
     const plain = (e: RequestEntry): PendingRequest => {
-      const { avoid, endpoint: _e, ...rest } = e;
-      return { ...rest, avoid: [...avoid] };
+      const { avoid, endpoint: _e, answer, ...rest } = e;
+      // The signature is made again at import: it is most of the bytes.
+      return { ...rest, answer: answer && { ...answer, signature: '' }, avoid: [...avoid] };
     };
     for (let i = this.head; i < this.queue.length; i++) if (this.queue[i]!.state === 'queued') out.push(plain(this.queue[i]!));
     for (const book of this.books.values()) for (const e of book.outstanding.values()) out.push(plain(e));
@@ -610,7 +617,8 @@ export class EndpointRouter {
     this.reqnum = Math.max(this.reqnum, reqnum);
     for (const p of list) {
       if (this.entries.has(p.idx)) continue;
-      const entry: RequestEntry = { ...p, endpoint: this.opts.endpoint, avoid: new Map(p.avoid) };
+      const entry: RequestEntry = { ...p, endpoint: this.opts.endpoint, avoid: new Map(p.avoid), answer: p.answer && { ...p.answer } };
+      if (entry.answer && !entry.answer.signature) this.signAnswer(entry.answer);
       this.entries.set(entry.idx, entry);
       if (entry.state === 'queued') this.queue.push(entry);
       else if (entry.state === 'routed' && entry.workerId !== null) {
