@@ -219,7 +219,7 @@ describe('policy: panic window', () => {
     expect(out.plan.activeTarget).toBeLessThan(200);
   });
 
-  it('never scales down while panicking, and leaves panic after a stable window without trigger', () => {
+  it('never scales down while panicking, and leaves panic once drained and a start time passed without trigger', () => {
     const memory = { ...INITIAL_MEMORY, panicking: true, panicSince: NOW - 10_000, lastTriggerAt: NOW - 10_000, panicTarget: 400 };
     const ready = [1, 2, 3, 4].map((id) => worker(id, 'ready'));
     const calm = decide(input({ history: steadyHistory(10), workers: ready, memory, params: { cold_workers: 0, scale_down_delay: 0 } }));

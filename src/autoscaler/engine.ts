@@ -17,7 +17,7 @@ import {
   type WorkergroupPatch,
 } from './params.js';
 import { PerfBook } from './perf-model.js';
-import { decide, INITIAL_MEMORY, typeEstimates, type Decision, type MachineChoice, type Plan, type PolicyMemory, type PolicyWorker } from './policy.js';
+import { decide, INITIAL_MEMORY, typeEstimates, type Decision, type MachineChoice, type Plan, type PolicyInput, type PolicyMemory, type PolicyOutput, type PolicyWorker } from './policy.js';
 import type { EngineLink, Provider, ProviderEvent } from './providers/types.js';
 import type { Journal } from './journal.js';
 import { EndpointRouter, type PendingRequest, type RequestEntry, type RoutableWorker } from './router.js';
@@ -139,6 +139,8 @@ export interface EngineOptions {
   probe?: (url: string, timeoutMs: number) => Promise<boolean>;
   /** Opt-in strict signing of /route/ answers (see RouterOptions.strictAuth); default: the url only. */
   strictAuth?: { ttlSeconds: number };
+  /** The scaling policy (default: `decide` of policy.ts; the simulation can run a baseline instead). */
+  policy?: (input: PolicyInput) => PolicyOutput;
   /** The account key: accepted wherever an endpoint's api_key is (the console calls of the SDK send it). */
   accountKey?: string;
   /** Where the engine keeps its state (endpoints, workers, learned perf, pending requests) across restarts. */
@@ -274,7 +276,8 @@ export class Engine implements EngineLink {
       // The message is the one the worker's strictSignedMessage rebuilds: json.dumps(indent=4, sort_keys=True).
       strictAuth: this.opts.strictAuth ? { sign: (fields) => signMessage(this.key, pythonJsonDumps(fields)), ttlSeconds: this.opts.strictAuth.ttlSeconds } : undefined,
       readyWorkers: () => this.routable(ep.name),
-      maxQueueTime: () => ep.params.max_queue_time,
+      // The plan may hold requests in the global queue sooner than max_queue_time (capacity is coming).
+      maxQueueTime: () => Math.min(ep.params.max_queue_time, ep.lastPlan?.routeQueueLimit ?? Number.POSITIVE_INFINITY),
       unreportedTtlMs: this.timing.unreported_ttl_seconds * 1000,
       requestTtlMs: this.timing.request_ttl_seconds * 1000,
       onRouted: (e) => this.emit('routed', e),
@@ -819,7 +822,7 @@ export class Engine implements EngineLink {
         busy: ep.router.outstanding(w.id) > 0 || w.reqsWorking > 0,
         stateSince: w.stateSince,
       }));
-    const out = decide({
+    const out = (this.opts.policy ?? decide)({
       now,
       state: ep.state,
       params: ep.params,

@@ -25,9 +25,9 @@ export const endpointParamsSchema = z.strictObject({
   target_util: z.number().gt(0).max(1).default(0.9),
   /** Seconds without activity before scaling to zero active is allowed; 0 = no gate; < 0 = never zero. */
   inactivity_timeout: seconds('inactivity_timeout').default(0),
-  /** Seconds of expected queue a worker may hold before the router stops sending it requests. */
+  /** Seconds of expected queue a worker may hold before the router stops sending it requests (the policy may hold less: target_queue_time). */
   max_queue_time: seconds('max_queue_time').gt(0).default(30),
-  /** Observed queue time (s) above which the engine scales up aggressively; 0 turns it off. */
+  /** Observed queue time (s) above which the engine scales up aggressively; also the queue a worker holds at most and the horizon queued work is sized to drain in; 0 turns it off. */
   target_queue_time: seconds('target_queue_time').min(0).default(10),
   /** Seconds the stable load average looks back. */
   stable_window: seconds('stable_window').gt(0).default(60),

@@ -11,11 +11,19 @@ export interface TypeKnowledge {
   measured: number;
   /** Exponential moving average of saturated throughput, load/s; 0 until measured. */
   measuredEwma: number;
+  /** The last MEASURED_KEEP measurements, oldest first. */
+  recent: number[];
 }
 
 /** Measured samples needed before measured throughput corrects the benchmark. */
 export const MEASURED_SAMPLES_TO_TRUST = 5;
 const EWMA_ALPHA = 0.2;
+/** Measurements kept per type for the sustained-throughput quantile. */
+export const MEASURED_KEEP = 64;
+/** The quantile of recent measurements taken as sustained throughput. */
+export const MEASURED_QUANTILE = 0.9;
+/** Measured throughput raises a type's estimate by at most this factor over its benchmark. */
+export const MAX_UPWARD = 1.1;
 
 /** The perf book: learns per type, answers estimates. */
 export class PerfBook {
@@ -24,7 +32,7 @@ export class PerfBook {
   private entry(key: string): TypeKnowledge {
     let k = this.types.get(key);
     if (!k) {
-      k = { benchmarks: 0, benchmarkMean: 0, measured: 0, measuredEwma: 0 };
+      k = { benchmarks: 0, benchmarkMean: 0, measured: 0, measuredEwma: 0, recent: [] };
       this.types.set(key, k);
     }
     return k;
@@ -44,6 +52,20 @@ export class PerfBook {
     const k = this.entry(key);
     k.measured++;
     k.measuredEwma = k.measured === 1 ? throughput : k.measuredEwma + EWMA_ALPHA * (throughput - k.measuredEwma);
+    k.recent.push(throughput);
+    if (k.recent.length > MEASURED_KEEP) k.recent.shift();
+  }
+
+  /**
+   * Sustained throughput of a type: the MEASURED_QUANTILE of its recent measurements. An interval
+   * that began and ended busy may still have idled in between (low samples) or counted a request
+   * served over two intervals whole (high samples); the upper quantile is what a saturated worker does.
+   */
+  sustained(key: string): number | null {
+    const k = this.types.get(key);
+    if (!k || k.recent.length < MEASURED_SAMPLES_TO_TRUST) return null;
+    const sorted = [...k.recent].sort((a, b) => a - b);
+    return sorted[Math.min(sorted.length - 1, Math.floor(MEASURED_QUANTILE * sorted.length))]!;
   }
 
   /** What is known of `key`, or undefined. */
@@ -52,22 +74,25 @@ export class PerfBook {
   }
 
   /**
-   * The perf to plan with for a type: the benchmark mean, scaled toward measured throughput
-   * once enough saturated samples exist (bounded to ×0.25…×2 so one odd window cannot swing it);
-   * null when nothing is known.
+   * The perf to plan with for a type: the benchmark mean, scaled toward sustained measured
+   * throughput once enough samples exist, null when nothing is known. The correction is bounded to
+   * ×0.25…×MAX_UPWARD: measured throughput below the benchmark is real (throttling, a slower model
+   * path), while above it it is mostly an artefact of completions landing in one report interval
+   * (a request served over two intervals counts whole in the second).
    */
   estimate(key: string): number | null {
     const k = this.types.get(key);
-    if (!k || k.benchmarks === 0) return k && k.measured >= MEASURED_SAMPLES_TO_TRUST ? k.measuredEwma : null;
-    if (k.measured < MEASURED_SAMPLES_TO_TRUST) return k.benchmarkMean;
-    const ratio = Math.min(2, Math.max(0.25, k.measuredEwma / k.benchmarkMean));
+    const sustained = this.sustained(key);
+    if (!k || k.benchmarks === 0) return sustained;
+    if (sustained === null) return k.benchmarkMean;
+    const ratio = Math.min(MAX_UPWARD, Math.max(0.25, sustained / k.benchmarkMean));
     return k.benchmarkMean * ratio;
   }
 
   /** Everything known, for the admin API and the simulation report. */
-  snapshot(): Record<string, TypeKnowledge & { estimate: number | null }> {
-    const out: Record<string, TypeKnowledge & { estimate: number | null }> = {};
-    for (const [key, k] of this.types) out[key] = { ...k, estimate: this.estimate(key) };
+  snapshot(): Record<string, Omit<TypeKnowledge, 'recent'> & { sustained: number | null; estimate: number | null }> {
+    const out: Record<string, Omit<TypeKnowledge, 'recent'> & { sustained: number | null; estimate: number | null }> = {};
+    for (const [key, { recent: _r, ...k }] of this.types) out[key] = { ...k, sustained: this.sustained(key), estimate: this.estimate(key) };
     return out;
   }
 }

@@ -14,19 +14,24 @@ import type { EndpointState, WorkerState } from './states.js';
  *  3. panic (Knative's KPA): entered when panic-window demand (load / target_util) ≥
  *     `panic_threshold` × the ready capacity, or when the observed queue time exceeds
  *     `target_queue_time`; while panicking the active target never goes down and nothing is
- *     stopped or released; left once `stable_window` passes without a trigger;
+ *     stopped or released; left once the queued work is drained and a learned start time passed
+ *     without a trigger (ski rental: holding surge capacity longer than a restart takes costs more);
  *  4. active target A = max((anticipated load + backlog drain rate) / target_util, min_load), where
- *     anticipated = stable load (max with the panic load while panicking); recruitment target
+ *     anticipated = stable load (max with the panic load while panicking) and the backlog is all
+ *     queued work (global queue and workers, less a second per ready worker) drained within
+ *     `target_queue_time`, which also caps the queue a worker holds (the plan's routeQueueLimit);
+ *     recruitment target
  *     R = max(stable load / target_util, min_load); with the scale-to-zero gate (min_load 0 and
  *     inactivity_timeout) deciding whether either may be 0 or keeps one worker;
  *  5. inactive target I = max(cold_mult × long load, min_cold_load), and at least `cold_workers`
  *     workers with the model loaded: the largest wins;
  *  6. moves: the active set is the prefix, by perf per dollar, of ready/starting/inactive workers
  *     that covers A: its inactive members are started (seconds); ready non-members are stopped
- *     (drained first when busy) when the target was low for `scale_down_delay`; new workers are
+ *     (drained first when busy) when the calm target was low for `scale_down_delay`; new workers are
  *     recruited for what R + I still lack (a variety of machine types first, then the best learned
- *     perf per dollar); inactive workers above I are released after `release_delay`, as are those
- *     of a type REPLACE_RATIO worse per dollar than the best learned one; never above `max_workers`.
+ *     perf per dollar); inactive workers are released after `release_delay` when the capacity they
+ *     hold was not needed during it, or when another type is REPLACE_RATIO better per dollar;
+ *     never above `max_workers`.
  */
 
 /** A worker as the policy sees it. */
@@ -78,9 +83,38 @@ export interface PolicyMemory {
   panicTarget: number;
   /** Active targets of the last `scale_down_delay` seconds. */
   recentTargets: ReadonlyArray<{ at: number; target: number }>;
+  /** Workers seen starting, and since when (ms): their start time is learned when they turn ready. */
+  starting?: ReadonlyArray<{ id: number; since: number }>;
+  /** Learned seconds from `activate` to ready (EWMA), null until one was seen. */
+  startSeconds?: number | null;
+  /** Loaded capacity needed (active + inactive targets) over the last `release_delay`, as a decreasing run of peaks. */
+  recentNeeds?: ReadonlyArray<{ at: number; need: number }>;
 }
 
-export const INITIAL_MEMORY: PolicyMemory = { panicking: false, panicSince: null, lastTriggerAt: null, panicTarget: 0, recentTargets: [] };
+export const INITIAL_MEMORY: PolicyMemory = { panicking: false, panicSince: null, lastTriggerAt: null, panicTarget: 0, recentTargets: [], starting: [], startSeconds: null, recentNeeds: [] };
+
+/** Seconds of work a busy worker holds in the normal course (being served, reported, deleted): not a backlog. */
+export const PIPELINE_S = 1;
+/** Start time assumed until one is observed, s (a stopped Vast instance with the model on disk). */
+export const START_PRIOR_S = 15;
+
+/**
+ * Learn how long an inactive worker takes to become ready: workers remembered as starting that
+ * are ready now took `readySince - startedSince`. Updates `memory.starting` in place (a copy).
+ */
+function learnStartSeconds(memory: PolicyMemory, live: readonly PolicyWorker[]): number | null {
+  let learned = memory.startSeconds ?? null;
+  const byId = new Map(live.map((w) => [w.id, w]));
+  for (const s of memory.starting ?? []) {
+    const w = byId.get(s.id);
+    if (w && w.state === 'ready' && w.stateSince >= s.since) {
+      const took = (w.stateSince - s.since) / 1000;
+      learned = learned === null ? took : learned + 0.3 * (took - learned);
+    }
+  }
+  memory.starting = live.filter((w) => w.state === 'starting').map((w) => ({ id: w.id, since: w.stateSince }));
+  return learned;
+}
 
 export interface PolicyInput {
   now: number;
@@ -118,6 +152,8 @@ export interface Plan {
   activeCapacity: number;
   inactiveCapacity: number;
   loadingCapacity: number;
+  /** Seconds of expected queue the router lets a worker hold now (≤ max_queue_time); beyond it requests wait in the global queue. */
+  routeQueueLimit: number;
 }
 
 export interface PolicyOutput {
@@ -180,6 +216,7 @@ export function decide(input: PolicyInput): PolicyOutput {
     activeCapacity: cap(ready) + cap(starting),
     inactiveCapacity: cap(inactive),
     loadingCapacity: cap(loading),
+    routeQueueLimit: P.max_queue_time,
   };
 
   if (input.state === 'suspended') return { decisions, memory, plan };
@@ -192,8 +229,14 @@ export function decide(input: PolicyInput): PolicyOutput {
   // 3. Panic mode.
   const readyCap = cap(ready);
   const panicDemand = panicLoad / P.target_util;
+  // All queued work, in the global queue and at workers: what the fleet must drain besides new arrivals.
+  const backlog = input.queue.waitingLoad + input.queue.workerBacklog;
   const queueTrigger = P.target_queue_time > 0 && input.queue.queueTime > P.target_queue_time;
   const loadTrigger = panicLoad > 0 && panicDemand >= P.panic_threshold * readyCap;
+  memory.startSeconds = learnStartSeconds(memory, live);
+  // Ski rental: holding surge capacity idle longer than a restart takes costs more than restarting it.
+  const panicHold = Math.max(P.panic_window, memory.startSeconds ?? START_PRIOR_S);
+  const drained = backlog <= readyCap * PIPELINE_S;
   if (P.panic_window > 0 && (loadTrigger || queueTrigger)) {
     memory.lastTriggerAt = now;
     if (!memory.panicking) {
@@ -201,7 +244,7 @@ export function decide(input: PolicyInput): PolicyOutput {
       memory.panicSince = now;
       memory.panicTarget = 0;
     }
-  } else if (memory.panicking && (P.panic_window <= 0 || now - (memory.lastTriggerAt ?? now) >= P.stable_window * 1000)) {
+  } else if (memory.panicking && (P.panic_window <= 0 || (drained && now - (memory.lastTriggerAt ?? now) >= panicHold * 1000))) {
     memory.panicking = false;
     memory.panicSince = null;
     memory.panicTarget = 0;
@@ -212,15 +255,22 @@ export function decide(input: PolicyInput): PolicyOutput {
   // starting inactive workers; recruiting for it would buy machines that arrive after it is gone.
   const anticipated = memory.panicking ? Math.max(stableLoad, panicLoad) : stableLoad;
   const drainHorizon = P.target_queue_time > 0 ? P.target_queue_time : P.max_queue_time;
-  // Queues above target: add the capacity that drains every queued load (global and at workers) within target_queue_time.
-  const backlog = input.queue.waitingLoad + (queueTrigger ? input.queue.workerBacklog : 0);
-  const backlogRate = backlog / Math.max(drainHorizon, 1);
+  // Size to queued work as well as arrivals: add the capacity that drains it within target_queue_time.
+  // A second of work per ready worker is the routing pipeline, not a queue.
+  const backlogRate = Math.max(0, backlog - readyCap * PIPELINE_S) / Math.max(drainHorizon, 1);
   let A = Math.max((anticipated + backlogRate) / P.target_util, P.min_load);
   let R = Math.max((stableLoad + input.queue.waitingLoad / Math.max(P.stable_window, 1)) / P.target_util, P.min_load);
+  // The scale-down delay holds the calm target: surge capacity is held by the panic hold only.
+  const calmTarget = A;
   if (memory.panicking) {
     A = Math.max(A, memory.panicTarget);
     memory.panicTarget = A;
   }
+  // A worker holds at most target_queue_time of queue: the rest waits in the global queue, where the
+  // first worker free (one just started included) takes the oldest request. With a single loaded
+  // worker nothing else could take it sooner, so the worker's own limit (max_queue_time) stands.
+  const others = ready.length + starting.length + loading.length + inactive.length > 1;
+  plan.routeQueueLimit = P.target_queue_time > 0 && others ? Math.min(P.max_queue_time, P.target_queue_time) : P.max_queue_time;
   const idleFor = input.lastActivityAt === null ? Number.POSITIVE_INFINITY : (now - input.lastActivityAt) / 1000;
   const zeroAllowed =
     P.min_load === 0 && (P.inactivity_timeout === 0 || (P.inactivity_timeout > 0 && idleFor >= P.inactivity_timeout));
@@ -229,7 +279,7 @@ export function decide(input: PolicyInput): PolicyOutput {
     A = Math.max(A, EPS);
     R = Math.max(R, EPS);
   }
-  memory.recentTargets = [...memory.recentTargets.filter((t) => now - t.at < P.scale_down_delay * 1000), { at: now, target: A }];
+  memory.recentTargets = [...memory.recentTargets.filter((t) => now - t.at < P.scale_down_delay * 1000), { at: now, target: zeroAllowed ? calmTarget : Math.max(calmTarget, EPS) }];
   const downTarget = Math.max(...memory.recentTargets.map((t) => t.target));
   plan.anticipatedLoad = anticipated;
   plan.activeTarget = A;
@@ -318,10 +368,21 @@ export function decide(input: PolicyInput): PolicyOutput {
   // replace inactive workers of a type whose learned perf per dollar is REPLACE_RATIO worse than
   // the best learned type (the shortfall recruits the better type next tick).
   let countAfter = loadedOrComing + picks.length;
-  if (!memory.panicking) {
-    let surplus = haveCap + pickedCap - (Math.max(A, R) + I);
+  // Keep loaded workers rather than release and recruit them again: an inactive worker is released
+  // only when the capacity it holds was not needed at any time in the last release_delay.
+  memory.recentNeeds = pushPeak(memory.recentNeeds ?? [], now, Math.max(A, R) + I, P.release_delay * 1000);
+  const needPeak = memory.recentNeeds[0]!.need;
+  if (!memory.panicking && picks.length === 0) {
+    let surplus = haveCap - needPeak;
     const learned = input.machines.filter((m) => m.samples > 0 && m.perf !== null && m.perf > 0);
-    const bestValue = Math.max(0, ...learned.map((m) => valueOf(m.perf!, m.dollarsPerHour)));
+    const bestType = [...learned].sort((a, b) => valueOf(b.perf!, b.dollarsPerHour) - valueOf(a.perf!, a.dollarsPerHour))[0];
+    const bestValue = bestType ? valueOf(bestType.perf!, bestType.dollarsPerHour) : 0;
+    // A type is judged by its learned estimate, like the best one: a worker's own benchmark against
+    // its type's measured estimate would replace machines by copies of themselves.
+    const typeValue = (w: PolicyWorker) => {
+      const m = learned.find((x) => x.key === w.typeKey);
+      return m ? valueOf(m.perf!, m.dollarsPerHour) : workerValue(w);
+    };
     const worstFirst = (a: PolicyWorker, b: PolicyWorker) => workerValue(a) - workerValue(b) || a.perf - b.perf || b.id - a.id;
     for (const w of inactive.filter((x) => !activated.has(x.id)).sort(worstFirst)) {
       if (now - w.stateSince < P.release_delay * 1000) continue;
@@ -329,8 +390,8 @@ export function decide(input: PolicyInput): PolicyOutput {
         decisions.push({ kind: 'destroy', id: w.id, reason: `inactive capacity above target ${fmt(I)} for ${P.release_delay}s` });
         surplus -= w.perf;
         countAfter--;
-      } else if (learned.length > 1 && workerValue(w) * REPLACE_RATIO < bestValue) {
-        decisions.push({ kind: 'destroy', id: w.id, reason: `replaced: perf per dollar ${fmt(workerValue(w))} vs ${fmt(bestValue)} for the best type` });
+      } else if (learned.length > 1 && bestType && bestType.key !== w.typeKey && typeValue(w) * REPLACE_RATIO < bestValue) {
+        decisions.push({ kind: 'destroy', id: w.id, reason: `replaced: perf per dollar ${fmt(typeValue(w))} vs ${fmt(bestValue)} for ${bestType.key}` });
         surplus -= w.perf;
         countAfter--;
       }
@@ -396,6 +457,13 @@ function pickTypes(
     short -= perf;
   }
   return picks;
+}
+
+/** Add `need` at `now` to a decreasing run of peaks over `windowMs`: its first entry is the window's maximum. */
+export function pushPeak(peaks: ReadonlyArray<{ at: number; need: number }>, now: number, need: number, windowMs: number): Array<{ at: number; need: number }> {
+  const kept = peaks.filter((p) => now - p.at < windowMs && p.need > need);
+  kept.push({ at: now, need });
+  return kept;
 }
 
 function fmt(n: number): string {

@@ -1,72 +1,140 @@
-import { resolve } from 'node:path';
-import { parseArgs } from '../common/util.js';
-import { loadSimulationConfig, defaultSimulationConfigPath } from './simulate/config.js';
+import { basename, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { POLICY_NAMES, type PolicyName } from './policies.js';
+import { compareTable, defaultWorkloads, runCompare } from './simulate/compare.js';
+import { loadSimulationConfig, defaultSimulationConfigPath, type SimulationConfig } from './simulate/config.js';
 import { writeSimulationOutputs } from './simulate/outputs.js';
+import { patternByName, syntheticPatterns } from './simulate/patterns.js';
 import { runSimulation } from './simulate/run.js';
-import { loadTrace } from './simulate/trace.js';
+import { loadTrace, type TraceRequest } from './simulate/trace.js';
 
-const USAGE = `usage: nodeworker simulate --trace FILE [--speed X] [--config FILE] [--out DIR] [--no-panic] [--log]
+const USAGE = `usage: nodeworker simulate (--trace FILE | --pattern NAME) [--policy default|kpa] [--speed X] [--config FILE] [--out DIR] [--no-panic] [--log]
+       nodeworker simulate --compare [--trace FILE]... [--config FILE] [--out DIR]
 
 Replays a request trace (CSV: TIMESTAMP,ContextTokens,GeneratedTokens) against the autoscaler's
 own policy and router with a simulated fleet on a fake clock, and reports cost (GPU-hours, $)
 against an oracle that knows the future, queue time p50/p99, and workers by state over time.
 
-  --trace FILE    the trace, e.g. data/azure-llm-2023-code.csv
+  --trace FILE    the trace, e.g. data/azure-llm-2023-code.csv (with --compare: repeatable)
+  --pattern NAME  a synthetic workload instead: ${syntheticPatterns().map((p) => p.name).join(', ')}
+  --policy NAME   default (this engine's policy) or kpa (the Knative-KPA-style baseline); default: default
+  --compare       both policies on every trace given (default: the shipped one), its variants
+                  (halves, rate ×0.5/×2, shuffled gaps) and the synthetic patterns; prints a table
+                  and writes compare.json and compare.md into --out
   --speed X       compress time X-fold (X=2: the same requests in half the time); default 1
   --config FILE   JSON/YAML merged over the default config (src/autoscaler/simulate.default.yaml)
   --out DIR       where report.json, timeline.csv, timeline.svg go (default .artifacts/simulate)
   --no-panic      turn the panic window off (panic_window 0)
   --log           write the engine's JSON log to DIR/engine.log`;
 
+const OPTIONS = {
+  trace: { type: 'string', multiple: true },
+  pattern: { type: 'string' },
+  policy: { type: 'string' },
+  compare: { type: 'boolean' },
+  speed: { type: 'string' },
+  config: { type: 'string' },
+  out: { type: 'string' },
+  'no-panic': { type: 'boolean' },
+  log: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+function usageError(message: string): number {
+  process.stderr.write(`nodeworker simulate: ${message}\n\n${USAGE}\n`);
+  return 2;
+}
+
 /** `nodeworker simulate`: returns the exit code. */
 export async function runSimulateCli(argv: string[]): Promise<number> {
-  const args = parseArgs(argv);
-  if (args.help || args.h) {
+  let args;
+  try {
+    args = parseArgs({ args: argv, options: OPTIONS, strict: true, allowPositionals: false }).values;
+  } catch (err) {
+    // node:util names the flag: "Unknown option '--foo'", "Option '--trace <value>' argument missing".
+    return usageError((err as Error).message);
+  }
+  if (args.help) {
     process.stdout.write(USAGE + '\n');
     return 0;
   }
-  if (typeof args.trace !== 'string') {
-    process.stderr.write(`nodeworker simulate: --trace FILE is required\n\n${USAGE}\n`);
-    return 2;
-  }
+  const policy = (args.policy ?? 'default') as PolicyName;
+  if (!POLICY_NAMES.includes(policy)) return usageError(`--policy must be one of ${POLICY_NAMES.join(', ')}, got ${JSON.stringify(args.policy)}`);
   const speed = args.speed === undefined ? 1 : Number(args.speed);
-  if (!(speed > 0) || !Number.isFinite(speed)) {
-    process.stderr.write(`nodeworker simulate: --speed must be a number > 0, got ${String(args.speed)}\n`);
-    return 2;
-  }
-  const outDir = resolve(typeof args.out === 'string' ? args.out : '.artifacts/simulate');
-  let config;
-  let trace;
+  if (!(speed > 0) || !Number.isFinite(speed)) return usageError(`--speed must be a number > 0, got ${String(args.speed)}`);
+  const traces = args.trace ?? [];
+  if (args.compare && (args.pattern || args.policy)) return usageError('--compare runs every policy and pattern: drop --pattern and --policy');
+  if (!args.compare && traces.length + (args.pattern ? 1 : 0) !== 1) return usageError('give one of --trace FILE or --pattern NAME (or --compare)');
+  const outDir = resolve(args.out ?? '.artifacts/simulate');
+  let config: SimulationConfig;
   try {
-    config = loadSimulationConfig(typeof args.config === 'string' ? args.config : undefined);
-    trace = loadTrace(args.trace, { promptShare: config.workload.prompt_share, speed });
+    config = loadSimulationConfig(args.config);
   } catch (err) {
     process.stderr.write(`nodeworker simulate: ${(err as Error).message}\n`);
     return 1;
   }
-  if (trace.requests.length === 0) {
-    process.stderr.write(`nodeworker simulate: ${args.trace} holds no requests\n`);
-    return 1;
+  const load = (file: string): TraceRequest[] | null => {
+    try {
+      const trace = loadTrace(file, { promptShare: config.workload.prompt_share, speed });
+      if (trace.requests.length > 0) return trace.requests;
+      process.stderr.write(`nodeworker simulate: ${file} holds no requests\n`);
+    } catch (err) {
+      process.stderr.write(`nodeworker simulate: ${(err as Error).message}\n`);
+    }
+    return null;
+  };
+
+  if (args.compare) {
+    const files = traces.length > 0 ? traces : [resolve('data/azure-llm-2023-code.csv')];
+    const named: Array<{ name: string; requests: TraceRequest[] }> = [];
+    for (const f of files) {
+      const requests = load(f);
+      if (!requests) return 1;
+      named.push({ name: basename(f).replace(/\.csv$/, ''), requests });
+    }
+    const rows = await runCompare({ config, workloads: defaultWorkloads(named), policies: POLICY_NAMES, panic: !args['no-panic'] });
+    const { markdown, path } = compareTable(rows, outDir);
+    process.stdout.write(markdown + `\nwrote ${path}\n`);
+    return 0;
+  }
+
+  let requests: TraceRequest[];
+  let params: Record<string, unknown> | undefined;
+  let label: string;
+  if (args.pattern) {
+    const p = patternByName(args.pattern);
+    if (!p) return usageError(`--pattern must be one of ${syntheticPatterns().map((x) => x.name).join(', ')}, got ${JSON.stringify(args.pattern)}`);
+    requests = speed === 1 ? p.requests : p.requests.map((r) => ({ ...r, at: r.at / speed }));
+    params = p.params;
+    label = `pattern ${p.name}`;
+  } else {
+    const r = load(traces[0]!);
+    if (!r) return 1;
+    requests = r;
+    label = traces[0]!;
   }
   const result = await runSimulation({
     config,
-    requests: trace.requests,
+    requests,
+    params,
+    policy,
     panic: !args['no-panic'],
-    traceFile: resolve(args.trace),
+    traceFile: args.pattern ? undefined : resolve(traces[0]!),
     speed,
     logFile: args.log ? `${outDir}/engine.log` : undefined,
   });
   const files = writeSimulationOutputs(outDir, result);
   const r = result.report;
   const lines = [
-    `trace        ${r.trace.requests} requests over ${Math.round(r.trace.spanSeconds)} s (${trace.skipped} rows skipped), speed ${speed}, panic ${r.panic ? 'on' : 'off'}`,
-    `config       ${typeof args.config === 'string' ? resolve(args.config) + ' over ' : ''}${defaultSimulationConfigPath()}`,
+    `trace        ${label}: ${r.trace.requests} requests over ${Math.round(r.trace.spanSeconds)} s, speed ${speed}, panic ${r.panic ? 'on' : 'off'}, policy ${r.policy}`,
+    `config       ${args.config ? resolve(args.config) + ' over ' : ''}${defaultSimulationConfigPath()}`,
     `cost         ${r.cost.gpuHours.toFixed(3)} GPU-h, $${r.cost.dollars.toFixed(3)} (GPU $${r.cost.gpuDollars.toFixed(3)} + storage $${r.cost.storageDollars.toFixed(3)})`,
     `oracle       ${r.oracle.fluid.gpuHours.toFixed(3)} GPU-h, $${r.oracle.fluid.dollars.toFixed(3)} (${r.oracle.machine}); whole workers $${r.oracle.wholeWorkers.dollars.toFixed(3)}`,
     `cost ratio   ${r.costRatio.vsFluid}× the oracle (${r.costRatio.vsWholeWorkers}× whole-worker oracle)`,
+    `foresight    meeting queue p99 ≤ ${r.oracle.latency.targetQueueTime} s with foresight and instant starts costs ${r.costRatio.latencyOracleVsWholeWorkers}× the whole-worker oracle ($${r.oracle.latency.dollars.toFixed(3)})`,
     `queue time   p50 ${r.queueTime.p50} s, p99 ${r.queueTime.p99} s, max ${r.queueTime.max} s`,
-    `requests     served ${r.requests.served}, rejected ${r.requests.rejected}, timed out ${r.requests.timedOut}, lost ${r.requests.lost}, unfinished ${r.requests.unfinished}`,
-    `workers      recruited ${r.workers.recruited}, errored ${r.workers.errored}, max live ${r.workers.maxLive}; panic episodes ${r.panicEpisodes}`,
+    `requests     served ${r.requests.served}, rejected ${r.requests.rejected}, timed out ${r.requests.timedOut}, lost ${r.requests.lost}, unfinished ${r.requests.unfinished}; retried after a worker failure ${r.requests.retried}`,
+    `workers      recruited ${r.workers.recruited}, errored ${r.workers.errored}, max live ${r.workers.maxLive}, activations ${r.workers.activations}, stops ${r.workers.stops}; panic episodes ${r.panicEpisodes}`,
     `wall time    ${r.wallSeconds} s for ${Math.round(r.simulatedSeconds)} simulated s`,
     `wrote        ${files.report}, ${files.timeline}, ${files.plot}`,
   ];

@@ -330,6 +330,7 @@ export class SimulatedProvider implements Provider {
     const job = inst.queue.shift();
     if (!job) {
       inst.busy = null;
+      inst.queuedLoad = 0; // no float residue of the subtractions: an idle worker reports exactly 0
       return;
     }
     inst.busy = job;

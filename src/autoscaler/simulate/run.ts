@@ -9,7 +9,8 @@ import { Engine } from '../engine.js';
 import { SimulatedProvider, type SimBilling } from '../providers/simulated.js';
 import { WORKER_STATES, type WorkerState } from '../states.js';
 import type { SimulationConfig } from './config.js';
-import { oracleCost, type OracleResult } from './oracle.js';
+import { latencyOracle, oracleCost, type LatencyOracleResult, type OracleResult } from './oracle.js';
+import { policyByName, type PolicyName } from '../policies.js';
 import { TRACE_ATTRIBUTION, type TraceRequest } from './trace.js';
 
 /**
@@ -30,6 +31,12 @@ export interface SimulationOptions {
   /** For the report. */
   traceFile?: string;
   speed?: number;
+  /** The scaling policy: this engine's (`default`) or the Knative-KPA-style baseline (`kpa`). */
+  policy?: PolicyName;
+  /** Parameters merged over the config's endpoint (a pattern's own, e.g. the idle hour's scale-to-zero gate). */
+  params?: Record<string, unknown>;
+  /** Times a client re-routes a request whose worker failed before giving up on it (default 5). */
+  maxRetries?: number;
 }
 
 /** One timeline row, every `sample_seconds`. */
@@ -50,16 +57,19 @@ export interface TimelineRow {
 export interface SimulationReport {
   trace: { file: string | null; requests: number; spanSeconds: number; billedMinutes: number; totalWorkload: number; promptShare: number; speed: number; attribution: string };
   panic: boolean;
+  policy: PolicyName;
   params: Record<string, unknown>;
   machines: Array<{ name: string; dollarsPerHour: number; truePerf: number }>;
   cost: SimBilling;
-  oracle: Omit<OracleResult, 'loadPerMinute'>;
-  /** cost.dollars / oracle.fluid.dollars, and against whole workers. */
-  costRatio: { vsFluid: number; vsWholeWorkers: number };
+  oracle: Omit<OracleResult, 'loadPerMinute'> & { latency: Omit<LatencyOracleResult, 'workersPerMinute'> };
+  /** cost.dollars / oracle.fluid.dollars, and against whole workers; what the clairvoyant plan meeting the queue target costs against whole workers. */
+  costRatio: { vsFluid: number; vsWholeWorkers: number; latencyOracleVsWholeWorkers: number };
   gpuHoursRatio: number;
-  queueTime: { p50: number; p90: number; p99: number; max: number; mean: number };
+  /** Queue time of each request from its first /route/ to the model starting on it (retries included); `last`: of the trace's last request. */
+  queueTime: { p50: number; p90: number; p99: number; max: number; mean: number; last: number | null };
   latency: { p50: number; p99: number };
-  requests: { total: number; served: number; rejected: number; timedOut: number; lost: number; unfinished: number };
+  /** `retried`: requests re-routed after their worker failed (served in the end unless counted as lost). */
+  requests: { total: number; served: number; rejected: number; timedOut: number; lost: number; unfinished: number; retried: number; retries: number };
   workers: { recruited: number; errored: number; destroyed: number; activations: number; stops: number; maxLive: number };
   panicEpisodes: number;
   perfLearned: Record<string, unknown>;
@@ -70,6 +80,8 @@ export interface SimulationReport {
 export interface SimulationResult {
   report: SimulationReport;
   timeline: TimelineRow[];
+  /** Each request's arrival (s since the first) and queue time (s; null if it never started), in arrival order. */
+  waits: Array<{ at: number; wait: number | null }>;
 }
 
 type Outcome = 'pending' | 'served' | 'rejected' | 'timed_out' | 'lost';
@@ -79,6 +91,12 @@ interface ClientRecord {
   status: Outcome;
   start: number | null;
   end: number | null;
+  /** The request_idx the engine gave it (the client polls and re-routes with it). */
+  idx: number;
+  retries: number;
+  /** The worker that last failed it: an answer naming it again is not followed. */
+  failedWorker: number | null;
+  worker: number | null;
 }
 
 const flush = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -107,8 +125,10 @@ export async function runSimulation(opts: SimulationOptions): Promise<Simulation
     logger,
     timing: cfg.engine,
     reportAddrs: () => ['sim://engine'],
+    policy: policyByName(opts.policy ?? 'default'),
   });
-  const endpointCfg = { ...cfg.endpoint, ...(panic ? {} : { panic_window: 0 }) };
+  const endpointCfg = { ...cfg.endpoint, ...(opts.params ?? {}), ...(panic ? {} : { panic_window: 0 }) };
+  const maxRetries = opts.maxRetries ?? 5;
   const ep = engine.addEndpoint(endpointCfg);
 
   // Client side.
@@ -122,16 +142,44 @@ export async function runSimulation(opts: SimulationOptions): Promise<Simulation
     pending--;
   };
   const dispatch = (rec: ClientRecord, workerId: number, idx: number) => {
+    rec.idx = idx;
+    rec.worker = workerId;
     const r = provider.submit(workerId, {
       idx,
       workload: rec.workload,
       onStart: (t) => {
         rec.start = t;
       },
-      onDone: (t, o) => finish(rec, o === 'served' ? 'served' : 'lost', t),
+      onDone: (t, o) => (o === 'served' ? finish(rec, 'served', t) : retry(rec)),
     });
     if (r === 'rejected') finish(rec, 'rejected');
-    else if (r === 'unavailable') finish(rec, 'lost');
+    else if (r === 'unavailable') retry(rec);
+  };
+  /** The answer of /route/ for `rec`: forward it, wait for the queue, or give up. */
+  const follow = (rec: ClientRecord, out: { status: number; body: unknown }) => {
+    const body = out.body as Record<string, unknown>;
+    if (out.status === 200 && typeof body.url === 'string') {
+      // An engine that answers the failed worker again for this request_idx: ask as a new request.
+      if (rec.failedWorker !== null && Number(body.worker_id) === rec.failedWorker && rec.idx === Number(body.request_idx)) return follow(rec, route(rec, 0));
+      dispatch(rec, Number(body.worker_id), Number(body.request_idx));
+    } else if (out.status === 200) {
+      rec.idx = Number(body.request_idx);
+      waiting.set(rec.idx, rec);
+    } else finish(rec, 'rejected');
+  };
+  const route = (rec: ClientRecord, idx: number) =>
+    engine.route({ endpoint: ep.name, api_key: ep.apiKey, cost: rec.workload, request_idx: idx, replay_timeout: cfg.client.replay_timeout });
+  // As the Vast SDK does after a worker failure: re-route with the same request_idx; an engine
+  // that has forgotten it (404) gets the request as a new one. Queue time counts from the first try.
+  const retry = (rec: ClientRecord) => {
+    if (rec.status !== 'pending') return;
+    if (rec.retries >= maxRetries) return finish(rec, 'lost');
+    rec.retries++;
+    rec.start = null;
+    rec.failedWorker = rec.worker;
+    let out = rec.idx > 0 ? route(rec, rec.idx) : null;
+    if (out === null || out.status === 404) out = route(rec, 0);
+    follow(rec, out);
   };
   engine.on('routed', (e) => {
     const rec = waiting.get(e.idx);
@@ -146,14 +194,10 @@ export async function runSimulation(opts: SimulationOptions): Promise<Simulation
     finish(rec, 'timed_out');
   });
   const arrive = (req: TraceRequest) => {
-    const rec: ClientRecord = { arrival: clock.now(), workload: req.workload, status: 'pending', start: null, end: null };
+    const rec: ClientRecord = { arrival: clock.now(), workload: req.workload, status: 'pending', start: null, end: null, idx: 0, retries: 0, failedWorker: null, worker: null };
     records.push(rec);
     pending++;
-    const out = engine.route({ endpoint: ep.name, api_key: ep.apiKey, cost: req.workload, request_idx: 0, replay_timeout: cfg.client.replay_timeout });
-    const body = out.body as Record<string, unknown>;
-    if (out.status === 200 && typeof body.url === 'string') dispatch(rec, Number(body.worker_id), Number(body.request_idx));
-    else if (out.status === 200) waiting.set(Number(body.request_idx), rec);
-    else finish(rec, 'rejected');
+    follow(rec, route(rec, 0));
   };
 
   // Engine-side counters.
@@ -241,6 +285,7 @@ export async function runSimulation(opts: SimulationOptions): Promise<Simulation
 
   // Report.
   const served = records.filter((r) => r.status === 'served');
+  const lastRecord = records[records.length - 1];
   const queueTimes = records.filter((r) => r.start !== null).map((r) => (r.start! - r.arrival) / 1000);
   const latencies = served.map((r) => (r.end! - r.arrival) / 1000);
   const machines = cfg.endpoint.workergroups.flatMap((wg) =>
@@ -248,7 +293,10 @@ export async function runSimulation(opts: SimulationOptions): Promise<Simulation
   );
   const oracle = oracleCost(requests, machines.map((m) => ({ name: m.name, perf: m.truePerf, dollarsPerHour: m.dollarsPerHour })), billedMinutes);
   const cost = billing ?? provider.billing();
-  const { loadPerMinute: _perMinute, ...oracleSummary } = oracle;
+  const { loadPerMinute: _perMinute, ...oracleBase } = oracle;
+  const targetQueueTime = ep.params.target_queue_time > 0 ? ep.params.target_queue_time : ep.params.max_queue_time;
+  const { workersPerMinute: _plan, ...latency } = latencyOracle(requests, { name: oracle.machine, perf: oracle.perf, dollarsPerHour: oracle.dollarsPerHour }, billedMinutes, targetQueueTime);
+  const oracleSummary = { ...oracleBase, latency };
   const round = (n: number, d = 4) => (Number.isFinite(n) ? Math.round(n * 10 ** d) / 10 ** d : n);
   const report: SimulationReport = {
     trace: {
@@ -262,11 +310,16 @@ export async function runSimulation(opts: SimulationOptions): Promise<Simulation
       attribution: TRACE_ATTRIBUTION,
     },
     panic,
+    policy: opts.policy ?? 'default',
     params: { ...ep.params },
     machines,
     cost: { gpuHours: round(cost.gpuHours), gpuDollars: round(cost.gpuDollars), storageHours: round(cost.storageHours), storageDollars: round(cost.storageDollars), dollars: round(cost.dollars) },
     oracle: oracleSummary,
-    costRatio: { vsFluid: round(cost.dollars / oracle.fluid.dollars, 2), vsWholeWorkers: round(cost.dollars / oracle.wholeWorkers.dollars, 2) },
+    costRatio: {
+      vsFluid: round(cost.dollars / oracle.fluid.dollars, 2),
+      vsWholeWorkers: round(cost.dollars / oracle.wholeWorkers.dollars, 2),
+      latencyOracleVsWholeWorkers: round(latency.dollars / oracle.wholeWorkers.dollars, 2),
+    },
     gpuHoursRatio: round(cost.gpuHours / oracle.fluid.gpuHours, 2),
     queueTime: {
       p50: round(percentile(queueTimes, 50), 3),
@@ -274,6 +327,7 @@ export async function runSimulation(opts: SimulationOptions): Promise<Simulation
       p99: round(percentile(queueTimes, 99), 3),
       max: round(queueTimes.reduce((a, b) => Math.max(a, b), 0), 3),
       mean: round(queueTimes.reduce((a, b) => a + b, 0) / Math.max(1, queueTimes.length), 3),
+      last: lastRecord && lastRecord.start !== null ? round((lastRecord.start - lastRecord.arrival) / 1000, 3) : null,
     },
     latency: { p50: round(percentile(latencies, 50), 3), p99: round(percentile(latencies, 99), 3) },
     requests: {
@@ -283,6 +337,8 @@ export async function runSimulation(opts: SimulationOptions): Promise<Simulation
       timedOut: records.filter((r) => r.status === 'timed_out').length,
       lost: records.filter((r) => r.status === 'lost').length,
       unfinished: records.filter((r) => r.status === 'pending').length,
+      retried: records.filter((r) => r.retries > 0).length,
+      retries: records.reduce((n, r) => n + r.retries, 0),
     },
     workers: { ...counts, maxLive },
     panicEpisodes,
@@ -290,7 +346,8 @@ export async function runSimulation(opts: SimulationOptions): Promise<Simulation
     simulatedSeconds,
     wallSeconds: round((performance.now() - wallStart) / 1000, 3),
   };
-  return { report, timeline };
+  const waits = records.map((r) => ({ at: (r.arrival - t0) / 1000, wait: r.start === null ? null : (r.start - r.arrival) / 1000 }));
+  return { report, timeline, waits };
 }
 
 /** A JSON logger stamped with simulated seconds (negative during the warm-up) instead of wall time. */
