@@ -98,6 +98,18 @@ describe('nodeworker worker: a bad configuration', () => {
   });
 });
 
+describe('nodeworker worker: a port taken', () => {
+  it('without REPORT_ADDR says why on stderr and exits 1 (nothing to keep reporting to)', async () => {
+    const holder: Server = createServer();
+    await new Promise<void>((r) => holder.listen(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise<void>((r) => holder.close(() => r())));
+    const port = (holder.address() as { port: number }).port;
+    const p = run(['worker', '--handler', 'tgi'], { CONTAINER_ID: '6', UNSECURED: 'true', WORKER_HOST: '127.0.0.1', WORKER_PORT: String(port), MODEL_SERVER_URL: 'http://127.0.0.1:9' });
+    expect(await p.exited).toBe(1);
+    expect(p.stderr()).toContain(`nodeworker: worker failed to start: listen EADDRINUSE: address already in use 127.0.0.1:${port}`);
+  });
+});
+
 describe('nodeworker worker: a local run', () => {
   it('without REPORT_ADDR (UNSECURED) warns once that nothing will be reported; a benchmark against a model that is down logs why', async () => {
     const p = run(['worker', '--handler', 'tgi'], {

@@ -84,7 +84,7 @@ function startupFailed(err: Error, target: ReportTarget | null, logger: Logger):
   const message = err instanceof ConfigError ? err.message : `worker failed to start: ${err.message}`;
   process.stderr.write(`nodeworker: ${message}\n`);
   logger.error({ err: message }, 'start-up failed');
-  if (!target) return 1;
+  if (!target || target.addrs.length === 0) return 1;
   const reporter = startFailureReporter({ ...target, errorMsg: message.slice(0, 2000), logger });
   return new Promise<number>((resolve) => {
     const end = () => {
