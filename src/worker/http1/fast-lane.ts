@@ -209,7 +209,13 @@ class FastConnection {
   private parsing = false;
   private gone = false;
   // Nothing a client sends may throw out of a socket callback: a throw cuts this connection only.
-  private readonly onData = (chunk: Buffer): void => this.guarded(() => this.received(chunk));
+  private readonly onData = (chunk: Buffer): void => {
+    try {
+      this.received(chunk);
+    } catch {
+      this.socket.destroy();
+    }
+  };
   private readonly onEnd = (): void => this.guarded(() => this.ended());
   private readonly onClose = (): void => this.guarded(() => this.closed());
 

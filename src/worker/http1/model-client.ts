@@ -251,7 +251,13 @@ class ModelConnection {
     readonly socket: Socket,
   ) {
     // Nothing the model sends may throw out of a socket callback: a throw fails the call in flight.
-    socket.on('data', (chunk: Buffer) => this.guarded(() => this.received(chunk)));
+    socket.on('data', (chunk: Buffer) => {
+      try {
+        this.received(chunk);
+      } catch (err) {
+        this.failAfterThrow(err);
+      }
+    });
     socket.on('error', (err) => this.guarded(() => this.lost(err)));
     socket.on('close', () => this.guarded(() => this.lost(null)));
     socket.on('end', () => this.guarded(() => this.ended()));
@@ -261,12 +267,17 @@ class ModelConnection {
     try {
       fn();
     } catch (err) {
-      const call = this.call ?? this.finished;
-      this.call = null;
-      this.finished = null;
-      this.socket.destroy();
-      call?.fail(err instanceof Error ? err : new Error(String(err)));
+      this.failAfterThrow(err);
     }
+  }
+
+  /** Something threw inside a socket callback: the call in flight fails, the connection goes. */
+  private failAfterThrow(err: unknown): void {
+    const call = this.call ?? this.finished;
+    this.call = null;
+    this.finished = null;
+    this.socket.destroy();
+    call?.fail(err instanceof Error ? err : new Error(String(err)));
   }
 
   /** Hold the connection for `call` without writing yet (see ModelClient.assign). */
