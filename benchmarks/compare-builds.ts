@@ -4,14 +4,14 @@
  * as the yardstick, in alternating rounds on one model-sim (medians: a disturbed round on a shared
  * machine moves them less than one long run). How issue 14's before/after figures were taken.
  *
- * Run: `npm run build && node dist/benchmarks/compare-builds.js --other /path/to/other/dist/cli.js
+ * Run: `npm run build && node build/benchmarks/compare-builds.js --other /path/to/other/dist/cli.js
  *       [--rounds 7] [--duration 3] [--concurrency 64]`
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from '../src/common/util.js';
+import { benchArgs } from './lib/args.js';
 import { runLoad } from './lib/loadgen.js';
 import { startNginx } from './lib/nginx.js';
 import { cpuSeconds } from './lib/procs.js';
@@ -73,9 +73,9 @@ export async function compareBuilds(o: { otherCli: string; rounds?: number; dura
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  const args = parseArgs(process.argv.slice(2));
+  const args = benchArgs('compare-builds', '--other /path/to/other/dist/cli.js [--rounds 7] [--duration 3] [--concurrency 64]', { other: 'string', rounds: 'string', duration: 'string', concurrency: 'string' });
   if (typeof args.other !== 'string') {
-    process.stderr.write('usage: compare-builds.js --other /path/to/other/dist/cli.js [--rounds 7] [--duration 3] [--concurrency 64]\n');
+    process.stderr.write('usage: node build/benchmarks/compare-builds.js --other /path/to/other/dist/cli.js [--rounds 7] [--duration 3] [--concurrency 64]\n');
     process.exit(2);
   }
   compareBuilds({

@@ -95,13 +95,13 @@ async function startSoakEngine(): Promise<SoakEngine> {
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       if (req.method === 'GET' && req.url === '/pubkey/') return void res.writeHead(200, { 'content-type': 'text/plain' }).end(keys.publicKeyPem);
-      let body: any;
+      let body: Record<string, unknown>;
       try {
         body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
       } catch {
         return void res.writeHead(422, { 'content-type': 'application/json' }).end('{"error":"invalid JSON"}');
       }
-      if (req.url === '/worker_status/') statuses.push(body as StatusReport);
+      if (req.url === '/worker_status/') statuses.push(body as unknown as StatusReport);
       else if (req.url === '/delete_requests/') for (const idx of body.request_idxs as number[]) delivered.push({ idx, success: body.success === true });
       else return void res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":"no route","field":"path"}');
       res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
@@ -196,7 +196,10 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
       const at = performance.now();
       const ac = new AbortController();
       let aborted = false;
-      const timer = abortAfter === null ? null : setTimeout(() => ((aborted = true), ac.abort()), abortAfter);
+      const timer = abortAfter === null ? null : setTimeout(() => {
+        aborted = true;
+        ac.abort();
+      }, abortAfter);
       const auth = { cost: workload, endpoint: 'soak', reqnum: idx, request_idx: idx, signature, url };
       let outcome: ClientOutcome;
       try {

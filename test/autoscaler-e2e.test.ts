@@ -104,7 +104,9 @@ describe('autoscaling with real workers', () => {
     });
     as.engine.on('transition', (t) => transitions.push(t));
     client = new Serverless({ autoscalerUrl: as.url, apiKey: as.apiKeys.scale!, maxPollInterval: 250 });
-    const remember = setInterval(() => provider().allPids().forEach((p) => seenPids.add(p)), 100);
+    const remember = setInterval(() => {
+      for (const p of provider().allPids()) seenPids.add(p);
+    }, 100);
     remember.unref();
   }, 20_000);
 

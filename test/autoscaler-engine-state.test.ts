@@ -214,7 +214,9 @@ describe('requests whose worker goes away', () => {
     const router = e.endpoints.get('ep')!.router;
     expect(router.get(q.request_idx)).toMatchObject({ state: 'routed', workerId: a.workerId, delivered: false });
     // a's instance dies: its requests are orphaned, not forgotten.
-    (p as unknown as { listeners: Set<(ev: ProviderEvent) => void> }).listeners.forEach((l) => l({ workerId: a.workerId, kind: 'exited', reason: 'host lost' }));
+    (p as unknown as { listeners: Set<(ev: ProviderEvent) => void> }).listeners.forEach((l) => {
+      l({ workerId: a.workerId, kind: 'exited', reason: 'host lost' });
+    });
     expect(e.workers.get(a.workerId)!.state).toBe('errored');
     report(b, 0);
     const polled = e.route({ endpoint: 'ep', api_key: 'client-key-1234', cost: 100, request_idx: q.request_idx });

@@ -55,7 +55,9 @@ async function setup(env: Record<string, string> = FAST_ENV) {
     logger: createLogger('test', { level: 'silent' }),
   });
   const seen = new Set<number>();
-  const remember = setInterval(() => provider.allPids().forEach((p) => seen.add(p)), 50);
+  const remember = setInterval(() => {
+    for (const p of provider.allPids()) seen.add(p);
+  }, 50);
   cleanups.push(async () => {
     clearInterval(remember);
     await provider.close();
@@ -187,7 +189,7 @@ describe('local provider', () => {
     await provider.create(spec(5));
     await provider.create(spec(6));
     await waitFor('six pids', () => provider.allPids().length === 6);
-    provider.allPids().forEach((p) => seen.add(p));
+    for (const p of provider.allPids()) seen.add(p);
     await provider.close();
     for (const pid of seen) expect(alive(pid)).toBe(false);
     expect(existsSync(join(dataDir, 'workers', 'worker-5'))).toBe(false);
@@ -217,7 +219,9 @@ describe('local provider', () => {
     const line = await waitFor('the pids', () => /PIDS ([\d ]+)/.exec(out), 20_000);
     const pids = line[1]!.trim().split(' ').map(Number);
     expect(pids).toHaveLength(3);
-    cleanups.push(() => pids.forEach((pid) => alive(pid) && process.kill(pid, 'SIGKILL')));
+    cleanups.push(() => {
+      for (const pid of pids) if (alive(pid)) process.kill(pid, 'SIGKILL');
+    });
     expect(await exited).not.toBe(0);
     expect(out).toContain('boom');
     await waitFor('every worker process gone', () => pids.every((pid) => !alive(pid)), 5000);

@@ -81,7 +81,9 @@ describe('local provider: real on_start.sh workers behind the autoscaler', () =>
       },
     });
     as.engine.on('transition', (t) => transitions.push(t));
-    const remember = setInterval(() => provider().allPids().forEach((p) => seenPids.add(p)), 100);
+    const remember = setInterval(() => {
+      for (const p of provider().allPids()) seenPids.add(p);
+    }, 100);
     remember.unref();
   }, 20_000);
 

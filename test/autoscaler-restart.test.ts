@@ -82,7 +82,7 @@ describe('autoscaler restart', () => {
     const ids = ready().map((w) => w.id).sort();
     const provider1 = as.provider as LocalProvider;
     const pidsBefore = await waitFor('pids of both workers', () => (provider1.allPids().length === 6 ? provider1.allPids() : null));
-    pidsBefore.forEach((p) => seenPids.add(p));
+    for (const p of pidsBefore) seenPids.add(p);
     const benchmarks = as.engine.perf.get('sim/cpu')!.benchmarks;
     expect(benchmarks).toBe(2);
 
@@ -127,7 +127,7 @@ describe('autoscaler restart', () => {
     // Nothing new was recruited: the fleet is the same two workers, still serving.
     expect([...second.engine.workers.keys()].sort()).toEqual(ids);
     expect(existsSync(join(dataDir, 'engine-state.jsonl'))).toBe(true);
-    provider2.allPids().forEach((p) => seenPids.add(p));
+    for (const p of provider2.allPids()) seenPids.add(p);
 
     // The Vast SDK's sequence against these real workers: console lookup with the account key,
     // get_workers, then requests while one worker's process is SIGKILLed: the one routed to it
@@ -146,7 +146,7 @@ describe('autoscaler restart', () => {
       expect(r.trace.calls.at(-1)!.status).toBe(200);
     }
     await waitFor('the killed worker errored', () => ['errored', 'destroyed'].includes(second.engine.workers.get(victim)?.state ?? ''), 20_000);
-    provider2.allPids().forEach((p) => seenPids.add(p));
+    for (const p of provider2.allPids()) seenPids.add(p);
   }, 120_000);
 });
 
@@ -212,13 +212,15 @@ describe('autoscaler crash', () => {
     const port = Number(new URL(first.url).port);
     let ready: Array<{ id: number; state: string }> = [];
     const until = Date.now() + 40_000;
-    while ((ready = (await status(first.url)).filter((w) => w.state === 'ready')).length < 2) {
+    for (;;) {
+      ready = (await status(first.url)).filter((w) => w.state === 'ready');
+      if (ready.length >= 2) break;
       if (Date.now() > until) throw new Error('two ready workers not reached');
       await new Promise((r) => setTimeout(r, 200));
     }
     await new Promise((r) => setTimeout(r, 1200)); // a tick or two: the journal has them ready
     const pids = workerPids();
-    pids.forEach((p) => seen.add(p));
+    for (const p of pids) seen.add(p);
     expect(pids).toHaveLength(6);
 
     first.proc.kill('SIGKILL');

@@ -133,7 +133,7 @@ async function waitFor<T>(what: string, fn: () => T | undefined | false | Promis
 }
 
 /** Report as the worker: ready with perf 100 and the given load. */
-function report(as: RunningAutoscaler, inst: Instance, over: Record<string, unknown> = {}) {
+function report(_as: RunningAutoscaler, inst: Instance, over: Record<string, unknown> = {}) {
   return post(`${inst.spec.reportAddrs[0]}/worker_status/`, {
     id: inst.spec.workerId,
     mtoken: inst.spec.masterToken,

@@ -150,7 +150,9 @@ class LoopbackFleet implements Provider {
 
   private emit(e: ProviderEvent): void {
     // Asynchronously, as a real provider's events arrive.
-    setImmediate(() => this.listeners.forEach((l) => l(e)));
+    setImmediate(() => {
+      for (const l of this.listeners) l(e);
+    });
   }
 }
 

@@ -18,7 +18,7 @@ import { DashboardModel } from '../src/autoscaler/dashboard/client/model.js';
 import { SseParser } from '../src/autoscaler/dashboard/client/sse.js';
 import { demoEndpoint, startDashboardDemo, type DashboardDemo } from '../src/autoscaler/dashboard/demo.js';
 import { SampleRing } from '../src/autoscaler/dashboard/ring.js';
-import { startAutoscaler, type RunningAutoscaler } from '../src/autoscaler/server.js';
+import { startAutoscaler, } from '../src/autoscaler/server.js';
 import { runSimulateCli } from '../src/autoscaler/simulate-cli.js';
 import { CODE_TRACE } from './helpers/trace.js';
 

@@ -328,7 +328,7 @@ describe('constant-time comparison of secrets', () => {
     for (const f of files) {
       readFileSync(f, 'utf8').split('\n').forEach((line, i) => {
         const code = line.replace(/\/\/.*$/, '').replace(/'[^']*'|"[^"]*"|`[^`]*`/g, "''");
-        for (const m of code.matchAll(/([\w.$?!\]\[]+)\s*(===|!==|==|!=)\s*([\w.$?!\]\[']+)/g)) {
+        for (const m of code.matchAll(/([\w.$?!\][]+)\s*(===|!==|==|!=)\s*([\w.$?!\][']+)/g)) {
           const [, left, , right] = m;
           const sides = [left!, right!];
           if (!sides.some((s) => secret.test(s))) continue;

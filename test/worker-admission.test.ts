@@ -52,7 +52,7 @@ describe('FifoGate', () => {
     await gate.acquire();
     const acs = [new AbortController(), new AbortController()];
     const ps = acs.map((ac) => gate.acquire(ac.signal).catch(() => 'aborted'));
-    acs.forEach((ac) => ac.abort());
+    for (const ac of acs) ac.abort();
     expect(await Promise.all(ps)).toEqual(['aborted', 'aborted']);
     gate.release();
     expect(gate.busy).toBe(false);
@@ -108,7 +108,7 @@ describe('FifoGate', () => {
         ),
       );
     }
-    acs.forEach((ac, i) => i % 3 === 0 && ac.abort());
+    for (const [i, ac] of acs.entries()) if (i % 3 === 0) ac.abort();
     gate.release();
     await Promise.all(all);
     const expected = Array.from({ length: 3000 }, (_, i) => i).filter((i) => i % 3 !== 0);

@@ -247,6 +247,7 @@ describe('bad input over HTTP', () => {
     const bad: unknown[] = [
       '', 'null', '[]', '{"auth_data": null, "payload": {}}', '{"auth_data": [], "payload": {}}',
       { auth_data: { ...authData(), cost: 'lots' }, payload: {} },
+      // biome-ignore lint/correctness/noPrecisionLoss: the case is a number JSON turns into Infinity
       { auth_data: { ...authData(), request_idx: 1e400 }, payload: {} },
       { auth_data: authData(), payload: {}, session_id: [] },
       '\xff\xfe{}', '{"a":' + '['.repeat(5000) + ']'.repeat(5000) + '}',

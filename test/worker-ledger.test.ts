@@ -202,7 +202,10 @@ describe('Ledger: snapshot and commitReport', () => {
     const ledger = new Ledger();
     const live: RequestEntry[] = [];
     let seed = 12345;
-    const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const rand = () => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed / 2 ** 31;
+    };
     for (let i = 0; i < 5000; i++) {
       const r = rand();
       if (r < 0.45 || live.length === 0) {

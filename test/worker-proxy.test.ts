@@ -39,6 +39,7 @@ describe('forwarding', () => {
       }),
     );
     const w = await res.add(startTestWorker({ modelUrl: model.url, handlers: [echoHandler({ upstreamPath: '/v1/echo' })] }));
+    // biome-ignore lint/correctness/noPrecisionLoss: a number past 2^53 must reach the model as the client wrote it
     const payload = { prompt: 'héllo 😀', n: 12345678901234567890, nested: { a: [1, 2.5, null, true] } };
     const r = await postJson(w.url + '/echo', envelope(payload), { dispatcher: agent });
     expect(r.status).toBe(201);

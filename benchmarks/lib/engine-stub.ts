@@ -51,7 +51,10 @@ export async function startBenchEngine(): Promise<BenchEngine> {
     counts,
     authData(workerUrl, i, cost = 100) {
       let signature = signatures.get(workerUrl);
-      if (!signature) signatures.set(workerUrl, (signature = signUrl(keys.privateKeyPem, workerUrl)));
+      if (!signature) {
+        signature = signUrl(keys.privateKeyPem, workerUrl);
+        signatures.set(workerUrl, signature);
+      }
       return { cost, endpoint: 'bench', reqnum: i, request_idx: i, signature, url: workerUrl };
     },
     close: () =>

@@ -38,7 +38,7 @@ export async function runAutoscalerCli(argv: string[]): Promise<number> {
     process.stderr.write(`nodeworker autoscaler: --port must be an integer 0..65535, got ${String(args.port)}\n`);
     return 2;
   }
-  let running;
+  let running: Awaited<ReturnType<typeof startAutoscaler>>;
   try {
     running = await startAutoscaler({
       config: args.config,

@@ -8,6 +8,6 @@ import { join } from 'node:path';
  * working directory, so a private key cannot end up in a checkout, a commit or a package.
  */
 export function defaultDataDir(env: NodeJS.ProcessEnv = process.env, home: string = homedir()): string {
-  const state = env.XDG_STATE_HOME && env.XDG_STATE_HOME.startsWith('/') ? env.XDG_STATE_HOME : join(home, '.local', 'state');
+  const state = env.XDG_STATE_HOME?.startsWith('/') ? env.XDG_STATE_HOME : join(home, '.local', 'state');
   return join(state, 'nodeworker', 'autoscaler');
 }

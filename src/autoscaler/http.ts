@@ -1,8 +1,8 @@
 import { Hono, type Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
-import { z } from 'zod';
-import { Engine, EngineError, sameSecret, workerView } from './engine.js';
+import type { z } from 'zod';
+import { type Engine, EngineError, sameSecret, workerView } from './engine.js';
 import {
   endpointPatchSchema,
   endpointSchema,

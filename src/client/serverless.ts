@@ -195,7 +195,7 @@ export class Endpoint {
   async getSession(sessionId: string, sessionAuth: RouteAnswer, opts: { timeout?: number } = {}): Promise<ServerlessSession> {
     if (typeof sessionAuth?.url !== 'string') throw new ServerlessError('INVALID_ARGUMENT', 'sessionAuth must be the auth_data the session was created with (it carries the worker url)');
     const url = sessionAuth.url.replace(/\/+$/, '');
-    let answer;
+    let answer: Awaited<ReturnType<typeof postJson>>;
     try {
       answer = await postJson(this.s.dispatcher, `${url}/session/get`, { session_id: sessionId, session_auth: sessionAuth }, { signal: AbortSignal.timeout(opts.timeout ?? 10_000) });
     } catch (err) {

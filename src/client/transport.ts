@@ -6,7 +6,7 @@ import {
   RequestTimeoutError,
   RetriesExhaustedError,
   RouteError,
-  ServerlessError,
+  type ServerlessError,
   WorkerError,
   type AttemptFailure,
 } from './errors.js';

@@ -191,7 +191,7 @@ export class ModelCore {
   runJob(res: ServerResponse, cost: number, done: () => void): void {
     const c = this.counters;
     let settled = false;
-    let ticket: SerialTicket | undefined = undefined;
+    let ticket: SerialTicket | undefined ;
     ticket = this.serial.add({
       cost,
       onComplete: () => {

@@ -38,7 +38,7 @@
  * A 100 ms safety tick nudges a read in case a change event is missed (e.g. filesystems without
  * inotify); it is a backstop, not the source of latency.
  */
-import { EventEmitter } from 'node:events';
+import type { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';

@@ -175,7 +175,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     const out = ext.setup(ctx);
     if (out.sessions) sessions = out.sessions;
     if (out.observer) observers.push(out.observer);
-    out.internalRoutes?.forEach((fn, path) => internalRoutes.set(path, fn));
+    for (const [path, fn] of out.internalRoutes ?? []) internalRoutes.set(path, fn);
     if (out.internalApp) internalApp = out.internalApp;
     if (out.close) closers.push(out.close);
   }
@@ -282,9 +282,15 @@ function combineObservers(list: RequestObserver[]): RequestObserver | undefined 
   if (list.length === 0) return undefined;
   if (list.length === 1) return list[0];
   return {
-    onAdmitted: (e) => list.forEach((o) => o.onAdmitted?.(e)),
-    onFirstByte: (e, ms) => list.forEach((o) => o.onFirstByte?.(e, ms)),
-    onFinished: (e, s, ms) => list.forEach((o) => o.onFinished?.(e, s, ms)),
+    onAdmitted: (e) => {
+      for (const o of list) o.onAdmitted?.(e);
+    },
+    onFirstByte: (e, ms) => {
+      for (const o of list) o.onFirstByte?.(e, ms);
+    },
+    onFinished: (e, s, ms) => {
+      for (const o of list) o.onFinished?.(e, s, ms);
+    },
     onRefused: (r, s) => list.forEach((o) => o.onRefused?.(r, s)),
   };
 }

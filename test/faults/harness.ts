@@ -491,7 +491,10 @@ export async function expectAccounting(o: {
   expect(problems).toEqual([]);
   if (o.sim) {
     let inFlight = -1;
-    await waitUntil(async () => (inFlight = Number((await o.sim!.stats()).inFlight)) === 0, 5000, () => `model requests still open: ${inFlight}`);
+    await waitUntil(async () => {
+      inFlight = Number((await o.sim!.stats()).inFlight);
+      return inFlight === 0;
+    }, 5000, () => `model requests still open: ${inFlight}`);
   }
 }
 

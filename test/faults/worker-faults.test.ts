@@ -72,7 +72,7 @@ describe('faults around the worker under load', () => {
     const auth = authMaker(engine, worker.url);
     const agent = clientAgent(stage);
     const random = lcg(2024);
-    const records: CompletionRecord[] = await runLoad(400, 32, async (i) => {
+    const records: CompletionRecord[] = await runLoad(400, 32, async (_i) => {
       const r = random();
       const stream = random() < 0.6;
       const maxTokens = 10 + Math.floor(random() * 60);
@@ -140,7 +140,10 @@ describe('faults around the worker under load', () => {
       return r;
     });
     // Wait until the model is generating for most of them.
-    await waitUntil(async () => (firstBytes = Number((await sim.stats()).active)) >= 50, 5000, () => `streams open at the model: ${firstBytes}`);
+    await waitUntil(async () => {
+      firstBytes = Number((await sim.stats()).active);
+      return firstBytes >= 50;
+    }, 5000, () => `streams open at the model: ${firstBytes}`);
     worker.proc.child.kill('SIGTERM');
     const refused: CompletionRecord[] = [];
     await waitUntil(async () => {

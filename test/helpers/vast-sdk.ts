@@ -87,7 +87,7 @@ export class VastSdk {
   async getEndpoints(): Promise<SdkEndpoint[]> {
     const r = await this.fetchJson('GET', `${this.o.webUrl}/api/v0/endptjobs/`, this.o.apiKey, undefined, { client_id: 'me' });
     if (!r.ok) throw new SdkError(`Failed to get endpoints: HTTP ${r.status} - ${r.text.slice(0, 512)}`);
-    const results = ((r.json as Record<string, unknown>) ?? {}).results;
+    const results = (r.json as Record<string, unknown>)?.results;
     if (!Array.isArray(results)) return [];
     return results.map((e: Record<string, unknown>) => {
       for (const k of ['endpoint_name', 'id', 'api_key', 'user_id', 'created_at']) if (!(k in e)) throw new SdkError(`KeyError: '${k}'`);

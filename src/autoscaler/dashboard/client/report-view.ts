@@ -9,6 +9,7 @@ import { fmt, h } from './dom.js';
 
 export type AuthedFetch = (path: string) => Promise<Response>;
 
+// biome-ignore lint/suspicious/noExplicitAny: the simulate report is read loosely, field by field, for display only
 type Json = Record<string, any>;
 
 function row(label: string, value: string): HTMLTableRowElement {
