@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startHealthcheck, type Healthcheck } from '../src/worker/healthcheck.js';
-import { waitFor } from './helpers/worker.js';
+import { startTestWorker, waitFor } from './helpers/worker.js';
 
 const cleanups: Array<() => unknown> = [];
 afterEach(async () => {
@@ -92,4 +92,19 @@ describe('health check: transient failures', () => {
     expect(out.back).toBe(true);
     expect(out.failures).toEqual([]);
   });
+
+  it('a worker errored by a lasting transient failure is ready again, error_msg cleared, once the check passes', async () => {
+    const model = await flakyModel();
+    const root = model.url.replace(/\/health$/, '');
+    const w = await startTestWorker({ modelUrl: root, spec: { healthPath: '/health' }, timings: { healthIntervalMs: 100 } });
+    cleanups.push(() => w.close());
+    expect(w.lifecycle.state).toBe('ready');
+    model.state.reset = true;
+    await waitFor(() => w.lifecycle.state === 'errored', 10_000, () => `errored by lasting resets (state ${w.lifecycle.state})`);
+    expect(w.ledger.errorMsg).toMatch(/reset/);
+    model.state.reset = false;
+    await waitFor(() => w.lifecycle.state === 'ready', 10_000, () => `ready again (state ${w.lifecycle.state})`);
+    expect(w.ledger.errorMsg).toBe('');
+  });
 });
+

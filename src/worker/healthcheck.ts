@@ -26,8 +26,11 @@ export interface HealthcheckOptions {
   startupIntervalMs?: number;
   /** How long a transient failure may last before it is reported; default 3 × intervalMs. */
   transientGraceMs?: number;
-  /** After the first success: the check went from ok to failing, or its failure message changed. */
-  onFailure: (message: string) => void;
+  /**
+   * After the first success: the check went from ok to failing, or its failure message changed.
+   * `transient`: a resource error of this process (EMFILE, resets, …) outlasted the grace period.
+   */
+  onFailure: (message: string, info: { transient: boolean }) => void;
   /** A 200 after onFailure was called. */
   onRecovery?: () => void;
   /** Every 200. */
@@ -119,7 +122,7 @@ export function startHealthcheck(opts: HealthcheckOptions): Healthcheck {
       if (performance.now() - transientSince < transientGraceMs) return;
     }
     reportedFailure = result.message;
-    safely(() => opts.onFailure(result.message));
+    safely(() => opts.onFailure(result.message, { transient: result.transient }));
   };
 
   const tick = async () => {

@@ -77,6 +77,26 @@ export function startReadiness(d: ReadinessDeps): Readiness {
     lifecycle.to('errored', message);
   };
 
+  /**
+   * A health check failing for a reason of this process (out of file descriptors, resets), not of
+   * the model: reported while it lasts, cleared as soon as the check passes again.
+   */
+  let transientError: string | null = null;
+  let stateBeforeTransient: WorkerState = 'ready';
+  const failTransient = (message: string) => {
+    if (lifecycle.state === 'draining' || modelError !== null) return;
+    if (transientError === null) stateBeforeTransient = lifecycle.state;
+    transientError = message;
+    ledger.setErrorMsg(message);
+    if (lifecycle.state !== 'errored') lifecycle.to('errored', message);
+  };
+  const recoverTransient = () => {
+    if (transientError === null || modelError !== null || lifecycle.state !== 'errored') return;
+    if (ledger.errorMsg === transientError) ledger.setErrorMsg('');
+    transientError = null;
+    lifecycle.to(stateBeforeTransient, 'model health check passes again');
+  };
+
   const keyReady = fetchKeyInBackground();
 
   // The engine's public key: without it nothing verifies and the worker is not ready. Unlike a
@@ -143,7 +163,12 @@ export function startReadiness(d: ReadinessDeps): Readiness {
   const healthy = async (): Promise<boolean> => {
     const path = config.model.healthPath;
     if (path === null) return waitOrAbort(t.noHealthWaitMs, signal);
-    health = startHealthcheck({ url: config.model.url + path, intervalMs: t.healthIntervalMs, onFailure: (message) => fail(message) });
+    health = startHealthcheck({
+      url: config.model.url + path,
+      intervalMs: t.healthIntervalMs,
+      onFailure: (message, { transient }) => (transient ? failTransient(message) : fail(message)),
+      onRecovery: recoverTransient,
+    });
     const ok = await health.waitForFirstSuccess(t.healthDeadlineMs, signal).catch(() => false);
     if (!ok && !signal.aborted) fail(`model health check did not succeed within ${Math.round(t.healthDeadlineMs / 1000)} s: GET ${config.model.url}${path}`);
     return ok;
