@@ -59,12 +59,4 @@ export class Lifecycle extends EventEmitter<{ transition: [Transition] }> {
     this.emit('transition', t);
     return true;
   }
-
-  /**
-   * @deprecated No-ops kept only while the request path (proxy.ts) still calls them: in-flight
-   * requests are counted by the ledger (`Ledger.inflight`, `Ledger.waitIdle`). Remove with those calls.
-   */
-  requestStarted(): void {}
-  /** @deprecated See requestStarted. */
-  requestEnded(): void {}
 }

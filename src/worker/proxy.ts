@@ -2,6 +2,7 @@ import { isUtf8 } from 'node:buffer';
 import type { IncomingMessage, ServerResponse, IncomingHttpHeaders } from 'node:http';
 import { errors as undiciErrors, type Dispatcher, type Pool } from 'undici';
 import type { Logger } from '../common/log.js';
+import { errorBody } from '../common/protocol.js';
 import type { AuthChecker } from './auth.js';
 import type { FifoGate } from './admission.js';
 import type { ResolvedHandler } from './config.js';
@@ -166,7 +167,7 @@ function readBody(req: IncomingMessage, res: ServerResponse, limit: number, cb: 
 }
 
 function tooLarge(req: IncomingMessage, res: ServerResponse, limit: number): void {
-  sendJson(res, 413, { error: `request body too large: the limit is ${limit} bytes`, field: 'body' }, { connection: 'close' });
+  sendJson(res, 413, errorBody(`request body too large: the limit is ${limit} bytes`, 'body'), { connection: 'close' });
   req.resume();
 }
 
@@ -202,7 +203,7 @@ export function createHandlerRoute(deps: ProxyDeps, handler: ResolvedHandler): R
       if (call) return call.fail(`request path failed: ${message}`);
       if (entry?.state === 'created') ledger.start(entry);
       if (entry?.state === 'started') ledger.end(entry, 'error');
-      replyJson(reply, 500, { error: 'internal error in the worker', field: 'worker' });
+      replyJson(reply, 500, errorBody('internal error in the worker', 'worker'));
     }
   }
 
@@ -216,7 +217,7 @@ export function createHandlerRoute(deps: ProxyDeps, handler: ResolvedHandler): R
     const sessionId = env.session_id;
     if (sessionId !== null && !deps.sessions?.isOpen(sessionId)) {
       observer?.onRefused?.(route, 410);
-      return replyJson(reply, 410, { error: 'invalid session', field: 'session_id' });
+      return replyJson(reply, 410, errorBody('invalid session', 'session_id'));
     }
     let check: ReturnType<typeof handler.payload.safeParse>;
     try {
@@ -296,7 +297,7 @@ export function createHandlerRoute(deps: ProxyDeps, handler: ResolvedHandler): R
   const fn: RouteFn = (req, res) => {
     if (!lifecycle.admitting) {
       observer?.onRefused?.(route, 503);
-      sendJson(res, 503, { error: 'worker is draining: retry on another worker' }, drainingHeaders);
+      sendJson(res, 503, errorBody('worker is draining: retry on another worker'), drainingHeaders);
       req.resume();
       return;
     }
@@ -311,7 +312,7 @@ export function createHandlerRoute(deps: ProxyDeps, handler: ResolvedHandler): R
   fn.fast = (body, reply) => {
     if (!lifecycle.admitting) {
       observer?.onRefused?.(route, 503);
-      return replyJson(reply, 503, { error: 'worker is draining: retry on another worker' }, drainingHeaders);
+      return replyJson(reply, 503, errorBody('worker is draining: retry on another worker'), drainingHeaders);
     }
     serve(body, reply);
   };
@@ -352,7 +353,6 @@ class ModelCall implements Dispatcher.DispatchHandler {
     readonly reply: ClientReply,
     private readonly entry: RequestEntry,
   ) {
-    deps.lifecycle.requestStarted();
     // The client going away aborts the model request: its model connection is closed, so the model sees it end.
     reply.onClose(() => {
       if (!this.ended) this.cancel('client disconnected');
@@ -399,7 +399,7 @@ class ModelCall implements Dispatcher.DispatchHandler {
     this.controller?.abort(new Error(why));
     if (this.reply.headersSent) return this.reply.destroy();
     try {
-      replyJson(this.reply, 502, { error: `the model sent a bad answer: ${why}`, field: 'model' });
+      replyJson(this.reply, 502, errorBody(`the model sent a bad answer: ${why}`, 'model'));
     } catch {
       this.reply.destroy();
     }
@@ -543,7 +543,7 @@ class ModelCall implements Dispatcher.DispatchHandler {
       return this.settle('error', this.status, `model stream failed: ${err.message}`);
     }
     if (err instanceof undiciErrors.HeadersTimeoutError || err instanceof undiciErrors.BodyTimeoutError) {
-      replyJson(reply, 504, { error: `the model did not answer within ${this.deps.modelTimeoutMs} ms` });
+      replyJson(reply, 504, errorBody(`the model did not answer within ${this.deps.modelTimeoutMs} ms`, 'model'));
       return this.settle('error', 504, err.message);
     }
     replyEmpty(reply, 500);
@@ -556,7 +556,6 @@ class ModelCall implements Dispatcher.DispatchHandler {
     const { deps, entry } = this;
     if (this.holdsGate) deps.gate.release();
     this.untrack?.();
-    deps.lifecycle.requestEnded();
     deps.ledger.end(entry, outcome);
     const ms = performance.now() - this.t0;
     try {

@@ -5,7 +5,7 @@ import { benchmarkProgressPrinter, runBenchmark } from './benchmark.js';
 import type { WorkerDefinition } from './config.js';
 import { startHealthcheck, type Healthcheck } from './healthcheck.js';
 import type { Ledger } from './ledger.js';
-import type { Lifecycle } from './lifecycle.js';
+import type { Lifecycle, WorkerState } from './lifecycle.js';
 import { watchLog, type LogWatch } from './logwatch.js';
 import type { WorkerConfig } from './worker-config.js';
 

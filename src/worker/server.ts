@@ -3,6 +3,7 @@ import { createServer as createHttpServer, type IncomingMessage, type Server, ty
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { errorBody } from '../common/protocol.js';
 import { clientErrorText, FastLane, KEEP_ALIVE_MS, type RouteFn } from './http1/fast-lane.js';
 import { getRequestListener } from '@hono/node-server';
 import type { Hono } from 'hono';
@@ -67,7 +68,7 @@ export function createListener(routes: Map<string, RouteFn>, app: Hono): Request
 
 /** node:http's own answer to this is an empty 400 (requireHostHeader): this one says what is wrong. */
 function missingHost(req: IncomingMessage, res: ServerResponse): void {
-  const text = JSON.stringify({ error: 'malformed HTTP request: an HTTP/1.1 request needs a Host header', field: 'request' });
+  const text = JSON.stringify(errorBody('malformed HTTP request: an HTTP/1.1 request needs a Host header', 'host'));
   res.writeHead(400, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), connection: 'close' });
   res.end(text);
   req.resume();
