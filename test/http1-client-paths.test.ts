@@ -63,7 +63,9 @@ describe('client connections', () => {
     const w = await res.add(startTestWorker({ modelUrl: model.url, env: { WORKER_MAX_CONNECTIONS: '20' } }));
     const { port } = new URL(w.url);
     const sockets: Socket[] = [];
-    res.defer(() => sockets.forEach((s) => s.destroy()));
+    res.defer(() => {
+      for (const s of sockets) s.destroy();
+    });
     const closedByWorker = new Set<Socket>();
     for (let i = 0; i < 40; i++) {
       const s = connect(Number(port), '127.0.0.1');

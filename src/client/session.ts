@@ -143,7 +143,7 @@ export class ServerlessSession {
    */
   async end(opts: { timeout?: number } = {}): Promise<{ ended: boolean }> {
     if (this.ended) return { ended: false };
-    let a;
+    let a: Awaited<ReturnType<typeof postJson>>;
     try {
       a = await this.post('/session/end', opts.timeout);
     } catch (err) {

@@ -75,7 +75,9 @@ export async function runDemoCli(argv: string[]): Promise<number> {
   // A closed terminal (SIGHUP) makes writes fail: the demo goes on stopping, silently.
   let quiet = false;
   let hungUp = false;
-  const muted = () => void (quiet = true);
+  const muted = () => {
+    quiet = true;
+  };
   process.stdout.on('error', muted);
   process.stderr.on('error', muted);
   const out = (line: string) => void (quiet || process.stdout.write(line + '\n'));
@@ -125,7 +127,7 @@ export async function runDemoCli(argv: string[]): Promise<number> {
     const generator = load;
     let lastLine = 0;
     const draw = () => {
-      provider.allPids().forEach((p) => seenPids.add(p));
+      for (const p of provider.allPids()) seenPids.add(p);
       const status = collectStatus(running.engine, DEMO_ENDPOINT, generator.stats(), startedAt, running.url);
       if (quiet) return;
       if (tty) {
@@ -159,7 +161,7 @@ export async function runDemoCli(argv: string[]): Promise<number> {
     if (tty && !quiet) process.stdout.write('\x1b[?25h');
     await load?.stop().catch(() => undefined);
     if (as) {
-      (as.provider as LocalProvider).allPids().forEach((p) => seenPids.add(p));
+      for (const p of (as.provider as LocalProvider).allPids()) seenPids.add(p);
       await as.close();
     }
     logger.flush();

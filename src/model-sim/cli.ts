@@ -25,7 +25,7 @@ export async function runModelSimCli(argv: string[]): Promise<number | void> {
     return 2;
   }
   const opts = { ...(options as unknown as ModelSimOptions), exitOnCrash: true };
-  let sim;
+  let sim: Awaited<ReturnType<typeof startModelSim>>;
   try {
     sim = await startModelSim(opts);
   } catch (err) {

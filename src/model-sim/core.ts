@@ -191,7 +191,8 @@ export class ModelCore {
   runJob(res: ServerResponse, cost: number, done: () => void): void {
     const c = this.counters;
     let settled = false;
-    let ticket: SerialTicket | undefined ;
+    // biome-ignore lint/style/useConst: the job's callbacks read it, and may run before add() returns
+    let ticket: SerialTicket | undefined;
     ticket = this.serial.add({
       cost,
       onComplete: () => {

@@ -61,7 +61,7 @@ export async function runBenchmarkCli(argv: string[]): Promise<number> {
   }
   let runs: number | undefined;
   let concurrency: number | undefined;
-  let definition;
+  let definition: Awaited<ReturnType<typeof loadWorkerDefinition>>;
   try {
     runs = int(args.runs, 'runs');
     concurrency = int(args.concurrency, 'concurrency');

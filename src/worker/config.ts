@@ -21,6 +21,7 @@ export interface BenchmarkSpec<P = unknown> {
   warmup?: boolean | P;
 }
 
+// biome-ignore lint/suspicious/noExplicitAny: a handler without a payload schema takes any JSON payload
 export interface HandlerSpec<P = any> {
   /** Path clients POST to on the worker, e.g. `/v1/completions`. */
   route: string;
@@ -136,6 +137,7 @@ export interface ResolvedHandler extends HandlerSpec {
   upstreamPath: string;
   allowParallelRequests: boolean;
   maxQueueTime: number | null;
+  // biome-ignore lint/suspicious/noExplicitAny: the resolved handler erases the payload type of its spec
   workload: (payload: any) => number;
 }
 

@@ -5,7 +5,6 @@ import { WORKER_STATES, type Lifecycle } from './lifecycle.js';
 import type { RequestObserver } from './proxy.js';
 import type { Reporter } from './reporter.js';
 import type { SessionStore } from './sessions.js';
-import { WORKER_VERSION } from './version.js';
 import type { WorkerExtension } from './worker.js';
 
 /**
@@ -132,7 +131,7 @@ export class WorkerMetrics {
   private readonly duration: RouteHistogram;
   private readonly firstByte: RouteHistogram;
 
-  constructor(private readonly src: MetricsSources, opts: MetricsOptions = {}) {
+  constructor(src: MetricsSources, opts: MetricsOptions = {}) {
     const register = [this.registry];
     const routes = this.routes;
     const { ledger, lifecycle, gate } = src;

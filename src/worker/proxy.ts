@@ -247,13 +247,14 @@ export function createHandlerRoute(deps: ProxyDeps, handler: ResolvedHandler): R
       observer?.onRefused?.(route, 422);
       return replyJson(reply, 422, { payload: { '(toModelRequest)': (err as Error)?.message ?? String(err) } });
     }
-    const entry = (madeEntry = ledger.create({
+    const entry = ledger.create({
       requestIdx: env.auth_data.request_idx,
       reqnum: env.auth_data.reqnum,
       workload,
       route,
       sessionBound: sessionId !== null,
-    }));
+    });
+    madeEntry = entry;
     if (!auth.check(env.auth_data, sessionId !== null ? IN_SESSION : undefined)) {
       ledger.reject(entry);
       logger.info({ rid: entry.id, request_idx: entry.requestIdx, route }, 'rejected: signature does not verify');
@@ -265,7 +266,8 @@ export function createHandlerRoute(deps: ProxyDeps, handler: ResolvedHandler): R
       return replyEmpty(reply, 429);
     }
     ledger.start(entry);
-    const call = (madeCall = new ModelCall(deps, handler, reply, entry));
+    const call = new ModelCall(deps, handler, reply, entry);
+    madeCall = call;
     if (sessionId !== null) deps.sessions!.touch(sessionId);
     observer?.onAdmitted?.(entry);
     forward(call, modelBody, sessionId);

@@ -149,7 +149,10 @@ export function startReadiness(d: ReadinessDeps): Readiness {
         onProgress: printer?.onProgress,
         onRound: (r, total) => logger.info({ round: r.round, total, ok: r.ok, requests: r.requests, throughput: r.throughput, seconds: r.seconds }, `benchmark round ${r.round}/${total}: ${r.throughput.toFixed(1)} load/s`),
       });
-      if (result.error) return fail(result.error), null;
+      if (result.error) {
+        fail(result.error);
+        return null;
+      }
       return result.perf;
     } catch (err) {
       if (!signal.aborted) fail(`benchmark failed: ${(err as Error).message}`);

@@ -10,7 +10,7 @@ import { checkAuthData, MAX_AUTH_DEPTH, nestedDeeperThan, type AuthData } from '
 import type { Ledger, RequestEntry } from './ledger.js';
 import type { Lifecycle } from './lifecycle.js';
 import type { SessionAccess } from './proxy.js';
-import type { WorkerContext, WorkerExtension } from './worker.js';
+import type { WorkerExtension } from './worker.js';
 
 /**
  * Sessions (PROTOCOL §6): a client holds a slot on this worker for `lifetime` seconds, renewed by

@@ -291,7 +291,9 @@ function combineObservers(list: RequestObserver[]): RequestObserver | undefined 
     onFinished: (e, s, ms) => {
       for (const o of list) o.onFinished?.(e, s, ms);
     },
-    onRefused: (r, s) => list.forEach((o) => o.onRefused?.(r, s)),
+    onRefused: (r, s) => {
+      for (const o of list) o.onRefused?.(r, s);
+    },
   };
 }
 

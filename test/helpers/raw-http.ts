@@ -31,7 +31,8 @@ export function parseRawAnswer(buf: Buffer, ended: boolean): { answer: RawAnswer
     if (i <= 0 || !/^[!#$%&'*+\-.^_`|~0-9a-z]+$/.test(name)) problems.push(`malformed header line ${JSON.stringify(l)}`);
     const value = l.slice(i + 1).trim();
     if (/[^\t\x20-\x7e\x80-\xff]/.test(value)) problems.push(`control character in ${name}`);
-    (headers[name] ??= []).push(value);
+    headers[name] ??= [];
+    headers[name].push(value);
   }
   const cl = headers['content-length'];
   const te = headers['transfer-encoding'];

@@ -99,7 +99,7 @@ export function parseFastHead(text: string, routes: Map<string, RouteFn>): FastH
     return name !== 'transfer-encoding' && name !== 'expect' && name !== 'upgrade';
   });
   if (!ok || !host) return null; // node:http answers 400 to an HTTP/1.1 request without Host
-  return { route, contentLength: contentLength < 0 ? 0 : contentLength, close };
+  return { route, contentLength: Math.max(contentLength , 0), close };
 }
 
 /**
@@ -474,10 +474,11 @@ class FastReply implements ClientReply {
     if (this.corked) return;
     this.corked = true;
     socket.cork();
-    queueMicrotask((this.uncork ??= () => {
+    this.uncork ??= () => {
       this.corked = false;
       socket.uncork();
-    }));
+    };
+    queueMicrotask(this.uncork);
   }
 
   onDrain(cb: () => void): void {

@@ -208,6 +208,7 @@ class ModelCallState implements Dispatcher.DispatchController {
   }
 }
 
+// biome-ignore lint/suspicious/noConstEnum: inlined to numbers in the parser; tsc compiles the whole project
 const enum Body {
   None,
   Length,
@@ -215,6 +216,7 @@ const enum Body {
   UntilClose,
 }
 
+// biome-ignore lint/suspicious/noConstEnum: as Body
 const enum Chunk {
   Size,
   Data,
