@@ -47,7 +47,9 @@ export interface AblationReport {
 
 const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor((a.length - 1) / 2)]!;
 
-export async function runAblationBench(opts: { durationS?: number; warmupS?: number; rounds?: number; concurrency?: number; generator?: 'auto' | 'wrk' | 'undici'; log?: (l: string) => void } = {}): Promise<AblationReport> {
+export async function runAblationBench(
+  opts: { durationS?: number; warmupS?: number; rounds?: number; concurrency?: number; generator?: 'auto' | 'wrk' | 'undici'; log?: (l: string) => void } = {},
+): Promise<AblationReport> {
   const log = opts.log ?? ((l: string) => process.stderr.write(l + '\n'));
   const durationS = opts.durationS ?? 3;
   const warmupS = opts.warmupS ?? 1;
@@ -84,8 +86,16 @@ export async function runAblationBench(opts: { durationS?: number; warmupS?: num
       }
     }
     return {
-      concurrency, rounds, generator,
-      rows: VARIANTS.map((v, i) => ({ name: v.name, rps: median(samples[i]!.rps), cpuUs: median(samples[i]!.cpu), p50: median(samples[i]!.p50), errors: samples[i]!.errors })),
+      concurrency,
+      rounds,
+      generator,
+      rows: VARIANTS.map((v, i) => ({
+        name: v.name,
+        rps: median(samples[i]!.rps),
+        cpuUs: median(samples[i]!.cpu),
+        p50: median(samples[i]!.p50),
+        errors: samples[i]!.errors,
+      })),
     };
   } finally {
     for (const p of procs.reverse()) await p.stop();
@@ -96,13 +106,12 @@ export async function runAblationBench(opts: { durationS?: number; warmupS?: num
 /** The ablation as a markdown table, each variant against the stock one. */
 export function formatAblation(r: AblationReport): string {
   const base = r.rows[0]!;
-  const lines = [
-    `| request path (c=${r.concurrency}, median of ${r.rounds}) | req/s | worker CPU µs/request | vs stock |`,
-    '| --- | ---: | ---: | ---: |',
-  ];
+  const lines = [`| request path (c=${r.concurrency}, median of ${r.rounds}) | req/s | worker CPU µs/request | vs stock |`, '| --- | ---: | ---: | ---: |'];
   for (const row of r.rows) {
     const saved = ((base.cpuUs - row.cpuUs) / base.cpuUs) * 100;
-    lines.push(`| ${row.name} | ${row.rps.toFixed(0)} | ${row.cpuUs.toFixed(1)} | ${row === base ? '–' : `${saved >= 0 ? '−' : '+'}${Math.abs(saved).toFixed(0)}% CPU`} |`);
+    lines.push(
+      `| ${row.name} | ${row.rps.toFixed(0)} | ${row.cpuUs.toFixed(1)} | ${row === base ? '–' : `${saved >= 0 ? '−' : '+'}${Math.abs(saved).toFixed(0)}% CPU`} |`,
+    );
   }
   return lines.join('\n');
 }

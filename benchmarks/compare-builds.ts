@@ -29,7 +29,13 @@ export interface BuildComparison {
 
 const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor((a.length - 1) / 2)]!;
 
-export async function compareBuilds(o: { otherCli: string; rounds?: number; durationS?: number; concurrency?: number; log?: (l: string) => void }): Promise<BuildComparison> {
+export async function compareBuilds(o: {
+  otherCli: string;
+  rounds?: number;
+  durationS?: number;
+  concurrency?: number;
+  log?: (l: string) => void;
+}): Promise<BuildComparison> {
   const log = o.log ?? ((l: string) => process.stderr.write(l + '\n'));
   const rounds = o.rounds ?? 7;
   const durationS = o.durationS ?? 3;
@@ -73,7 +79,12 @@ export async function compareBuilds(o: { otherCli: string; rounds?: number; dura
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  const args = benchArgs('compare-builds', '--other /path/to/other/dist/cli.js [--rounds 7] [--duration 3] [--concurrency 64]', { other: 'string', rounds: 'string', duration: 'string', concurrency: 'string' });
+  const args = benchArgs('compare-builds', '--other /path/to/other/dist/cli.js [--rounds 7] [--duration 3] [--concurrency 64]', {
+    other: 'string',
+    rounds: 'string',
+    duration: 'string',
+    concurrency: 'string',
+  });
   if (typeof args.other !== 'string') {
     process.stderr.write('usage: node build/benchmarks/compare-builds.js --other /path/to/other/dist/cli.js [--rounds 7] [--duration 3] [--concurrency 64]\n');
     process.exit(2);
@@ -86,8 +97,10 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   }).then(
     (r) => {
       const m = r.median;
-      process.stdout.write(`c=${r.concurrency}, median of ${r.rounds} rounds: other build ${m.other.toFixed(1)} µs/req (${(m.other / m.nginx).toFixed(2)}x nginx), ` +
-        `this build ${m.this.toFixed(1)} µs/req (${(m.this / m.nginx).toFixed(2)}x nginx), nginx ${m.nginx.toFixed(1)} µs/req\n`);
+      process.stdout.write(
+        `c=${r.concurrency}, median of ${r.rounds} rounds: other build ${m.other.toFixed(1)} µs/req (${(m.other / m.nginx).toFixed(2)}x nginx), ` +
+          `this build ${m.this.toFixed(1)} µs/req (${(m.this / m.nginx).toFixed(2)}x nginx), nginx ${m.nginx.toFixed(1)} µs/req\n`,
+      );
       process.stdout.write(JSON.stringify(r) + '\n');
     },
     (err: Error) => {

@@ -12,7 +12,11 @@ import { percentile, sleep } from '#nodeworker/common/util.js';
 import { benchArgs } from './lib/args.js';
 import { watchLog, type LogEvent } from '#nodeworker/worker/logwatch.js';
 
-export interface LogwatchLatency { p50Ms: number; p99Ms: number; maxMs: number }
+export interface LogwatchLatency {
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+}
 
 /**
  * Write `samples` ready lines (one at a time, 10 ms apart) to a fresh log in a temp dir and
@@ -39,7 +43,9 @@ export async function measureLogwatchLatency(samples: number): Promise<LogwatchL
     await sleep(100); // the watch is running on the existing file
     for (let i = 0; i < samples; i++) {
       const line = `INFO: Application startup complete (sample ${i})`;
-      const seen = new Promise<LogEvent>((resolve) => { waiting = { line, resolve }; });
+      const seen = new Promise<LogEvent>((resolve) => {
+        waiting = { line, resolve };
+      });
       const t0 = performance.now();
       fs.appendFileSync(file, `${line}\n`);
       const timeout = sleep(5000).then(() => null);

@@ -96,16 +96,20 @@ export async function runOverheadBench(opts: OverheadOptions = {}): Promise<Over
         const spec = { url: `${w.ready}/v1/completions`, body: bodies[0]!, bodies, concurrency, durationS };
         if (warmupS > 0 && r === 0) await runLoad({ ...spec, durationS: warmupS }, generator); // later rounds are warm
         let loading = true;
-        const scraper = mode === 'on'
-          ? (async () => {
-              while (loading) {
-                await sleep(1000);
-                if (!loading) break;
-                const ok = await fetch(`${w.ready}/metrics`).then((x) => x.text().then(() => x.ok), () => false);
-                if (ok) scrapes++;
-              }
-            })()
-          : Promise.resolve();
+        const scraper =
+          mode === 'on'
+            ? (async () => {
+                while (loading) {
+                  await sleep(1000);
+                  if (!loading) break;
+                  const ok = await fetch(`${w.ready}/metrics`).then(
+                    (x) => x.text().then(() => x.ok),
+                    () => false,
+                  );
+                  if (ok) scrapes++;
+                }
+              })()
+            : Promise.resolve();
         const c0 = cpuSeconds(w.pid);
         const load = await runLoad(spec, generator);
         const c1 = cpuSeconds(w.pid);
@@ -115,7 +119,9 @@ export async function runOverheadBench(opts: OverheadOptions = {}): Promise<Over
         errors += load.errors;
         result[mode].rps.push(load.rps);
         result[mode].cpu.push(((c1 - c0) * 1e6) / served);
-        log(`overhead-bench: round ${r + 1} ${mode.padEnd(3)} ${load.rps.toFixed(0)} req/s, ${(((c1 - c0) * 1e6) / served).toFixed(1)} µs CPU/req${load.errors ? `, ${load.errors} errors` : ''}`);
+        log(
+          `overhead-bench: round ${r + 1} ${mode.padEnd(3)} ${load.rps.toFixed(0)} req/s, ${(((c1 - c0) * 1e6) / served).toFixed(1)} µs CPU/req${load.errors ? `, ${load.errors} errors` : ''}`,
+        );
       }
     }
     await sleep(1500); // the last reports of the run reach the engine
@@ -126,7 +132,13 @@ export async function runOverheadBench(opts: OverheadOptions = {}): Promise<Over
     const rpsCosts = result.off.rps.map((o, i) => (o - result.on.rps[i]!) / o);
     const cpuCosts = result.off.cpu.map((o, i) => (result.on.cpu[i]! - o) / o);
     return {
-      concurrency, rounds, generator, offRps, onRps, offCpuUs, onCpuUs,
+      concurrency,
+      rounds,
+      generator,
+      offRps,
+      onRps,
+      offCpuUs,
+      onCpuUs,
       rpsCost: medianOf(rpsCosts),
       cpuCost: medianOf(cpuCosts),
       rpsCosts,

@@ -68,7 +68,8 @@ export async function runPipeliningBench(opts: { durationS?: number; log?: (l: s
       const cpuUs = ((cpuSeconds(p.pid) - c0) * 1e6) / Math.max(1, load.requests - load.errors);
 
       const client = new Pool(p.ready, { connections: 128 });
-      const send = (body: string) => client.request({ path: '/v1/completions', method: 'POST', headers: { 'content-type': 'application/json' }, body }).then((r) => r.body.dump());
+      const send = (body: string) =>
+        client.request({ path: '/v1/completions', method: 'POST', headers: { 'content-type': 'application/json' }, body }).then((r) => r.body.dump());
       const longs = Array.from({ length: 64 }, () => send(long));
       await new Promise((r) => setTimeout(r, 200)); // the long ones are generating
       const times = await Promise.all(
@@ -82,7 +83,9 @@ export async function runPipeliningBench(opts: { durationS?: number; log?: (l: s
       await client.close();
       const row = { ...SHAPES[i]!, rps: load.rps, cpuUs, shortP50Ms: percentile(times, 50), shortMaxMs: Math.max(...times) };
       rows.push(row);
-      log(`pipelining-bench: ${row.connections} connections × pipelining ${row.pipelining}: ${row.rps.toFixed(0)} req/s, ${row.cpuUs.toFixed(1)} µs CPU/req; short requests behind long ones: p50 ${row.shortP50Ms.toFixed(1)} ms, max ${row.shortMaxMs.toFixed(1)} ms`);
+      log(
+        `pipelining-bench: ${row.connections} connections × pipelining ${row.pipelining}: ${row.rps.toFixed(0)} req/s, ${row.cpuUs.toFixed(1)} µs CPU/req; short requests behind long ones: p50 ${row.shortP50Ms.toFixed(1)} ms, max ${row.shortMaxMs.toFixed(1)} ms`,
+      );
     }
     return rows;
   } finally {
@@ -95,7 +98,10 @@ export function formatPipelining(rows: PipeliningRow[]): string {
   return [
     '| pool to the model | req/s (c=64) | proxy CPU µs/req | short request behind 64 long ones: p50 / max ms |',
     '| --- | ---: | ---: | ---: |',
-    ...rows.map((r) => `| ${r.connections} connections × pipelining ${r.pipelining} | ${r.rps.toFixed(0)} | ${r.cpuUs.toFixed(1)} | ${r.shortP50Ms.toFixed(1)} / ${r.shortMaxMs.toFixed(1)} |`),
+    ...rows.map(
+      (r) =>
+        `| ${r.connections} connections × pipelining ${r.pipelining} | ${r.rps.toFixed(0)} | ${r.cpuUs.toFixed(1)} | ${r.shortP50Ms.toFixed(1)} / ${r.shortMaxMs.toFixed(1)} |`,
+    ),
   ].join('\n');
 }
 

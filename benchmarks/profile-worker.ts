@@ -29,7 +29,9 @@ export interface ProfileRun {
   requests: number;
 }
 
-export async function profileWorker(opts: { concurrency?: number; durationS?: number; top?: number; target?: ProfileTarget; keepDir?: string } = {}): Promise<ProfileRun> {
+export async function profileWorker(
+  opts: { concurrency?: number; durationS?: number; top?: number; target?: ProfileTarget; keepDir?: string } = {},
+): Promise<ProfileRun> {
   const dir = mkdtempSync(join(tmpdir(), 'profile-worker-'));
   const profDir = opts.keepDir ?? join(dir, 'prof');
   mkdirSync(profDir, { recursive: true });
@@ -39,17 +41,27 @@ export async function profileWorker(opts: { concurrency?: number; durationS?: nu
     const sim = await startModelSim({ dir });
     procs.push(sim);
     const nodeArgs = ['--cpu-prof', `--cpu-prof-dir=${profDir}`];
-    const proxy = target === 'worker'
-      ? await startCliWorker({ dir, modelUrl: sim.ready, nodeArgs })
-      : target === 'stock'
-        ? await startPartsWorker({ dir, modelUrl: sim.ready, extensions: true, engineUrl: null, fastLane: false, modelClient: false, nodeArgs })
-        : await startProcess(process.execPath, [...nodeArgs, join(LIB_DIR, 'bare-proxy.js'), sim.ready], { readyLine: /bare-proxy listening on (http:\/\/[\d.:]+)\s/ });
+    const proxy =
+      target === 'worker'
+        ? await startCliWorker({ dir, modelUrl: sim.ready, nodeArgs })
+        : target === 'stock'
+          ? await startPartsWorker({ dir, modelUrl: sim.ready, extensions: true, engineUrl: null, fastLane: false, modelClient: false, nodeArgs })
+          : await startProcess(process.execPath, [...nodeArgs, join(LIB_DIR, 'bare-proxy.js'), sim.ready], {
+              readyLine: /bare-proxy listening on (http:\/\/[\d.:]+)\s/,
+            });
     procs.push(proxy);
-    const spec = { url: `${proxy.ready}/v1/completions`, body: bodyFor(target === 'bare' ? 'bare' : 'worker', { model: 'bench', prompt: 'Say hello.', max_tokens: 1 }), concurrency: opts.concurrency ?? 64 };
+    const spec = {
+      url: `${proxy.ready}/v1/completions`,
+      body: bodyFor(target === 'bare' ? 'bare' : 'worker', { model: 'bench', prompt: 'Say hello.', max_tokens: 1 }),
+      concurrency: opts.concurrency ?? 64,
+    };
     const warm = await runLoad({ ...spec, durationS: 2 });
     const load = await runLoad({ ...spec, durationS: opts.durationS ?? 8 });
     await proxy.stop(10_000); // the profile is written at exit
-    const file = readdirSync(profDir).filter((f) => f.endsWith('.cpuprofile')).sort().pop();
+    const file = readdirSync(profDir)
+      .filter((f) => f.endsWith('.cpuprofile'))
+      .sort()
+      .pop();
     if (!file) throw new Error(`no .cpuprofile in ${profDir}`);
     return { target, load, summary: summarizeProfileFile(join(profDir, file), opts.top ?? 20), requests: warm.requests + load.requests };
   } finally {
@@ -59,11 +71,25 @@ export async function profileWorker(opts: { concurrency?: number; durationS?: nu
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  const args = benchArgs('profile-worker', '[--concurrency N] [--duration S] [--top N] [--target worker|bare|stock] [--keep DIR]', { concurrency: 'string', duration: 'string', top: 'string', target: 'string', keep: 'string' });
+  const args = benchArgs('profile-worker', '[--concurrency N] [--duration S] [--top N] [--target worker|bare|stock] [--keep DIR]', {
+    concurrency: 'string',
+    duration: 'string',
+    top: 'string',
+    target: 'string',
+    keep: 'string',
+  });
   const num = (k: string) => (typeof args[k] === 'string' ? Number(args[k]) : undefined);
-  profileWorker({ concurrency: num('concurrency'), durationS: num('duration'), top: num('top'), target: args.target === 'bare' || args.target === 'stock' ? args.target : 'worker', keepDir: typeof args.keep === 'string' ? args.keep : undefined }).then(
+  profileWorker({
+    concurrency: num('concurrency'),
+    durationS: num('duration'),
+    top: num('top'),
+    target: args.target === 'bare' || args.target === 'stock' ? args.target : 'worker',
+    keepDir: typeof args.keep === 'string' ? args.keep : undefined,
+  }).then(
     (r) => {
-      process.stdout.write(`${r.target}: ${r.load.rps.toFixed(0)} req/s at c=${args.concurrency ?? 64} under the profiler; ${r.requests} requests profiled\n\n`);
+      process.stdout.write(
+        `${r.target}: ${r.load.rps.toFixed(0)} req/s at c=${args.concurrency ?? 64} under the profiler; ${r.requests} requests profiled\n\n`,
+      );
       process.stdout.write(formatProfileSummary(r.summary, r.requests) + '\n');
     },
     (err: Error) => {

@@ -141,19 +141,28 @@ export async function runProxyBench(opts: ProxyBenchOptions = {}): Promise<Proxy
         const served = Math.max(1, load.requests - load.errors);
         const row: LoadRow = { target, concurrency: c, load, proxyCpuUs: cpu ? ((p1 - p0) * 1e6) / served : null, modelCpuUs: ((m1 - m0) * 1e6) / served };
         loads.push(row);
-        log(`proxy-bench: ${target.padEnd(6)} c=${String(c).padEnd(3)} ${load.rps.toFixed(0).padStart(6)} req/s, p50 ${load.p50.toFixed(3)} ms, p99 ${load.p99.toFixed(3)} ms, errors ${load.errors}` +
-          (row.proxyCpuUs !== null ? `, proxy CPU ${row.proxyCpuUs.toFixed(1)} µs/req` : ''));
+        log(
+          `proxy-bench: ${target.padEnd(6)} c=${String(c).padEnd(3)} ${load.rps.toFixed(0).padStart(6)} req/s, p50 ${load.p50.toFixed(3)} ms, p99 ${load.p99.toFixed(3)} ms, errors ${load.errors}` +
+            (row.proxyCpuUs !== null ? `, proxy CPU ${row.proxyCpuUs.toFixed(1)} µs/req` : ''),
+        );
       }
     }
 
     // Streamed answers need a model that takes its time: the same model-sim, slowed down, behind
     // the same (warm) proxies.
     const tokenRate = opts.streamTokenRate ?? 200;
-    const control = await fetch(`${sim.ready}/sim/control`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ tokenRate }) });
+    const control = await fetch(`${sim.ready}/sim/control`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ tokenRate }),
+    });
     if (!control.ok) throw new Error(`model-sim refused /sim/control: ${control.status}`);
     const streamTargets = targets.filter((t) => t !== 'bare'); // the bare proxy buffers answers
     const streams = await measureStreams(streamTargets, origin, opts.streamRequests ?? 60, opts.streamTokens ?? 10);
-    for (const s of streams) log(`proxy-bench: streamed ${s.target}: TTFB p50 ${s.ttfbP50.toFixed(3)} ms, added per chunk ${s.addedPerChunkMs.toFixed(3)} ms (max ${s.addedPerChunkMaxMs.toFixed(3)})`);
+    for (const s of streams)
+      log(
+        `proxy-bench: streamed ${s.target}: TTFB p50 ${s.ttfbP50.toFixed(3)} ms, added per chunk ${s.addedPerChunkMs.toFixed(3)} ms (max ${s.addedPerChunkMaxMs.toFixed(3)})`,
+      );
     return { generator, cores: availableParallelism(), targets, loads, streams, streamTokenRate: tokenRate };
   } finally {
     for (const p of procs.reverse()) await p.stop();
@@ -211,7 +220,9 @@ async function openStreamClient(url: string, path: string, body: string): Promis
     socket.once('error', reject);
   });
   socket.on('error', () => undefined);
-  const request = Buffer.from(`POST ${path} HTTP/1.1\r\nhost: ${u.host}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+  const request = Buffer.from(
+    `POST ${path} HTTP/1.1\r\nhost: ${u.host}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  );
   return {
     next: () =>
       new Promise<number[]>((resolve, reject) => {
@@ -248,25 +259,45 @@ const f = (n: number | null | undefined, digits = 1) => (n === null || n === und
 /** The benchmark's two tables (small JSON loads; streamed answers) in markdown. */
 export function formatProxyBench(r: ProxyBenchReport): string {
   const lines: string[] = [];
-  lines.push(`Small JSON completion (max_tokens 1), closed loop, ${r.generator === 'wrk' ? 'wrk (1 thread)' : 'undici generator (own process)'}, ${r.cores} cores.`, '');
+  lines.push(
+    `Small JSON completion (max_tokens 1), closed loop, ${r.generator === 'wrk' ? 'wrk (1 thread)' : 'undici generator (own process)'}, ${r.cores} cores.`,
+    '',
+  );
   lines.push('| target | concurrency | req/s | p50 ms | p99 ms | errors | proxy CPU µs/req | model-sim CPU µs/req | load generator CPU µs/req |');
   lines.push('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
   for (const row of r.loads) {
-    lines.push(`| ${row.target} | ${row.concurrency} | ${f(row.load.rps, 0)} | ${f(row.load.p50, 3)} | ${f(row.load.p99, 3)} | ${row.load.errors} | ${f(row.proxyCpuUs)} | ${f(row.modelCpuUs)} | ${f(row.load.generatorCpuUs)} |`);
+    lines.push(
+      `| ${row.target} | ${row.concurrency} | ${f(row.load.rps, 0)} | ${f(row.load.p50, 3)} | ${f(row.load.p99, 3)} | ${row.load.errors} | ${f(row.proxyCpuUs)} | ${f(row.modelCpuUs)} | ${f(row.load.generatorCpuUs)} |`,
+    );
   }
   if (r.streams.length) {
     const s0 = r.streams[0]!;
     lines.push('', `Streamed completion: ${s0.events} events at ${r.streamTokenRate} tokens/s, ${s0.requests} requests per target taking turns.`, '');
     lines.push('| target | TTFB p50 ms | TTFB p99 ms | added per chunk over direct, mean ms | max ms |');
     lines.push('| --- | ---: | ---: | ---: | ---: |');
-    for (const s of r.streams) lines.push(`| ${s.target} | ${f(s.ttfbP50, 3)} | ${f(s.ttfbP99, 3)} | ${s.target === 'direct' ? '–' : f(s.addedPerChunkMs, 3)} | ${s.target === 'direct' ? '–' : f(s.addedPerChunkMaxMs, 3)} |`);
+    for (const s of r.streams)
+      lines.push(
+        `| ${s.target} | ${f(s.ttfbP50, 3)} | ${f(s.ttfbP99, 3)} | ${s.target === 'direct' ? '–' : f(s.addedPerChunkMs, 3)} | ${s.target === 'direct' ? '–' : f(s.addedPerChunkMaxMs, 3)} |`,
+      );
   }
   return lines.join('\n');
 }
 
 // Run directly: `node build/benchmarks/proxy-bench.js`.
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  const args = benchArgs('proxy-bench', '[--duration S] [--warmup S] [--concurrency 1,64,256] [--generator wrk|undici] [--no-nginx] [--no-bare] [--worker-node-args ARGS]', { duration: 'string', warmup: 'string', concurrency: 'string', generator: 'string', 'no-nginx': 'boolean', 'no-bare': 'boolean', 'worker-node-args': 'string' });
+  const args = benchArgs(
+    'proxy-bench',
+    '[--duration S] [--warmup S] [--concurrency 1,64,256] [--generator wrk|undici] [--no-nginx] [--no-bare] [--worker-node-args ARGS]',
+    {
+      duration: 'string',
+      warmup: 'string',
+      concurrency: 'string',
+      generator: 'string',
+      'no-nginx': 'boolean',
+      'no-bare': 'boolean',
+      'worker-node-args': 'string',
+    },
+  );
   const gen = args.generator;
   const { findCommand } = await import('./lib/tools.js');
   runProxyBench({

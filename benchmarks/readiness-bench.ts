@@ -148,20 +148,59 @@ export async function measurePerfAccuracy(opts: AccuracyOptions = {}): Promise<A
     const concurrency = Math.ceil((headroom * capacity) / tokenRate);
     const round = Math.max(roundSeconds, (40 * (ttftMs + concurrency * dispatchMs)) / 1000);
     const maxTokens = Math.ceil((round * capacity) / concurrency);
-    const sim = await startProcess(process.execPath, [cli, 'model-sim', '--flavor', 'tgi', '--port', '0', '--load-seconds', '0', '--capacity', String(capacity), '--token-rate', String(tokenRate), '--ttft-ms', String(ttftMs)], {
-      readyLine: /model-sim listening on (http:\/\/\S+)/,
-    });
+    const sim = await startProcess(
+      process.execPath,
+      [
+        cli,
+        'model-sim',
+        '--flavor',
+        'tgi',
+        '--port',
+        '0',
+        '--load-seconds',
+        '0',
+        '--capacity',
+        String(capacity),
+        '--token-rate',
+        String(tokenRate),
+        '--ttft-ms',
+        String(ttftMs),
+      ],
+      {
+        readyLine: /model-sim listening on (http:\/\/\S+)/,
+      },
+    );
     const pool = new Pool(sim.ready, { connections: concurrency + 8 });
     try {
       const handler = defineWorker({
-        handlers: [{ ...generate, benchmark: { generator: (i: number) => ({ inputs: `Request ${i}: benchmark prompt`, parameters: { max_new_tokens: maxTokens } }), runs, concurrency } }],
+        handlers: [
+          {
+            ...generate,
+            benchmark: {
+              generator: (i: number) => ({ inputs: `Request ${i}: benchmark prompt`, parameters: { max_new_tokens: maxTokens } }),
+              runs,
+              concurrency,
+            },
+          },
+        ],
       }).benchmarkHandler;
       const t0 = performance.now();
       const result = await runBenchmark({ handler, model: pool, useCache: false, writeCache: false });
       const seconds = (performance.now() - t0) / 1000;
       if (result.error) throw new Error(`capacity ${capacity}: ${result.error}`);
       const predicted = (concurrency * maxTokens) / (ttftMs / 1000 + (concurrency * (maxTokens - 1)) / capacity) / capacity;
-      rows.push({ capacity, tokenRate, ttftMs, concurrency, maxTokens, runs, perf: Math.round(result.perf * 10) / 10, ratio: round3(result.perf / capacity), predictedRatio: round3(predicted), seconds: Math.round(seconds * 10) / 10 });
+      rows.push({
+        capacity,
+        tokenRate,
+        ttftMs,
+        concurrency,
+        maxTokens,
+        runs,
+        perf: Math.round(result.perf * 10) / 10,
+        ratio: round3(result.perf / capacity),
+        predictedRatio: round3(predicted),
+        seconds: Math.round(seconds * 10) / 10,
+      });
     } finally {
       await pool.destroy();
       await sim.stop();
@@ -182,7 +221,9 @@ export function formatReadiness(latency: ReadyLatency | null, rows: AccuracyRow[
     out.push('perf accuracy (tgi handler vs model-sim --capacity C; target ratio 1 ± 0.05):');
     out.push('  capacity  tok/s/req  ttft ms  concurrency  max_tokens  perf        ratio  predicted  bench s');
     for (const r of rows) {
-      out.push(`  ${String(r.capacity).padStart(8)}  ${String(r.tokenRate).padStart(9)}  ${String(r.ttftMs).padStart(7)}  ${String(r.concurrency).padStart(11)}  ${String(r.maxTokens).padStart(10)}  ${r.perf.toFixed(1).padStart(10)}  ${r.ratio.toFixed(3)}  ${r.predictedRatio.toFixed(3).padStart(9)}  ${r.seconds.toFixed(1).padStart(7)}`);
+      out.push(
+        `  ${String(r.capacity).padStart(8)}  ${String(r.tokenRate).padStart(9)}  ${String(r.ttftMs).padStart(7)}  ${String(r.concurrency).padStart(11)}  ${String(r.maxTokens).padStart(10)}  ${r.perf.toFixed(1).padStart(10)}  ${r.ratio.toFixed(3)}  ${r.predictedRatio.toFixed(3).padStart(9)}  ${r.seconds.toFixed(1).padStart(7)}`,
+      );
     }
   }
   return out.join('\n');
@@ -190,9 +231,20 @@ export function formatReadiness(latency: ReadyLatency | null, rows: AccuracyRow[
 
 const isMain = process.argv[1] !== undefined && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href;
 if (isMain) {
-  const args = benchArgs('readiness-bench', '[--samples N] [--capacities 500,5000,50000] [--skip-latency] [--skip-accuracy]', { samples: 'string', capacities: 'string', 'skip-latency': 'boolean', 'skip-accuracy': 'boolean' });
+  const args = benchArgs('readiness-bench', '[--samples N] [--capacities 500,5000,50000] [--skip-latency] [--skip-accuracy]', {
+    samples: 'string',
+    capacities: 'string',
+    'skip-latency': 'boolean',
+    'skip-accuracy': 'boolean',
+  });
   const samples = Number(args.samples ?? 20);
-  const capacities = typeof args.capacities === 'string' ? args.capacities.split(',').map(Number).filter((n) => n > 0) : undefined;
+  const capacities =
+    typeof args.capacities === 'string'
+      ? args.capacities
+          .split(',')
+          .map(Number)
+          .filter((n) => n > 0)
+      : undefined;
   (async () => {
     const latency = args['skip-latency'] ? null : await measureReadyLatency(Number.isInteger(samples) && samples > 0 ? samples : 20);
     const rows = args['skip-accuracy'] ? [] : await measurePerfAccuracy({ capacities });

@@ -110,7 +110,10 @@ async function load(url: string, concurrency: number, seconds: number, scrapeMet
   const one = async () => {
     while (performance.now() < end) {
       const i = idx++;
-      const body = JSON.stringify({ auth_data: { cost: 100, endpoint: 'bench', reqnum: i, request_idx: i, signature: 'x', url: 'http://127.0.0.1' }, payload: { prompt: 'Say hello.' } });
+      const body = JSON.stringify({
+        auth_data: { cost: 100, endpoint: 'bench', reqnum: i, request_idx: i, signature: 'x', url: 'http://127.0.0.1' },
+        payload: { prompt: 'Say hello.' },
+      });
       try {
         const r = await pool.request({ path: '/v1/completions', method: 'POST', headers: { 'content-type': 'application/json' }, body });
         await r.body.dump();
@@ -191,7 +194,9 @@ async function main(): Promise<void> {
         await w.close();
         results[mode].push(rps);
         cpuUs[mode].push(us);
-        process.stderr.write(`round ${r + 1} ${mode.padEnd(3)}: ${rps.toFixed(0)} req/s, ${us.toFixed(0)} µs CPU/request${errors ? ` (${errors} errors)` : ''}\n`);
+        process.stderr.write(
+          `round ${r + 1} ${mode.padEnd(3)}: ${rps.toFixed(0)} req/s, ${us.toFixed(0)} µs CPU/request${errors ? ` (${errors} errors)` : ''}\n`,
+        );
       }
     }
   } finally {
@@ -208,10 +213,17 @@ async function main(): Promise<void> {
   const cpuOff = median(cpuUs.off);
   const cpuOn = median(cpuUs.on);
   const summary = {
-    concurrency, seconds, rounds,
-    hooksLedgerNs: Math.round(hooks.ledgerNs), hooksWithMetricsNs: Math.round(hooks.withMetricsNs),
-    offRps: Math.round(off), onRps: Math.round(on), rpsCostPercent: +(((off - on) / off) * 100).toFixed(1),
-    offCpuUsPerRequest: +cpuOff.toFixed(1), onCpuUsPerRequest: +cpuOn.toFixed(1), cpuCostPercent: +(((cpuOn - cpuOff) / cpuOff) * 100).toFixed(1),
+    concurrency,
+    seconds,
+    rounds,
+    hooksLedgerNs: Math.round(hooks.ledgerNs),
+    hooksWithMetricsNs: Math.round(hooks.withMetricsNs),
+    offRps: Math.round(off),
+    onRps: Math.round(on),
+    rpsCostPercent: +(((off - on) / off) * 100).toFixed(1),
+    offCpuUsPerRequest: +cpuOff.toFixed(1),
+    onCpuUsPerRequest: +cpuOn.toFixed(1),
+    cpuCostPercent: +(((cpuOn - cpuOff) / cpuOff) * 100).toFixed(1),
     reports: counts,
   };
   process.stdout.write(

@@ -124,8 +124,17 @@ export async function runSuite(opts: SuiteOptions = {}): Promise<SuiteReport> {
   if (!skip.has('proxy') && !nginx) log('bench: nginx is not available: its rows are left out');
 
   const report: SuiteReport = {
-    quick, machine: { ...m, loadEnd: Number.NaN }, seconds: 0,
-    proxy: null, streams: null, ready: null, accuracy: null, overhead: null, ablation: null, extras: null, failures: [],
+    quick,
+    machine: { ...m, loadEnd: Number.NaN },
+    seconds: 0,
+    proxy: null,
+    streams: null,
+    ready: null,
+    accuracy: null,
+    overhead: null,
+    ablation: null,
+    extras: null,
+    failures: [],
   };
   const section = async (name: SuiteSection, fn: () => Promise<void>) => {
     if (skip.has(name)) return;
@@ -143,7 +152,18 @@ export async function runSuite(opts: SuiteOptions = {}): Promise<SuiteReport> {
   await section('proxy', async () => {
     report.proxy = await runProxyBench(
       quick
-        ? { durationS: opts.durationS ?? 0.5, warmupS: 0, concurrencies: [1, 8], generator, nginx, floor: false, streamRequests: 5, streamTokens: 4, streamTokenRate: 500, log }
+        ? {
+            durationS: opts.durationS ?? 0.5,
+            warmupS: 0,
+            concurrencies: [1, 8],
+            generator,
+            nginx,
+            floor: false,
+            streamRequests: 5,
+            streamTokens: 4,
+            streamTokenRate: 500,
+            log,
+          }
         : { durationS: opts.durationS ?? 5, warmupS: 1, concurrencies: [1, 64, 256], generator, nginx, log },
     );
   });
@@ -160,12 +180,16 @@ export async function runSuite(opts: SuiteOptions = {}): Promise<SuiteReport> {
   });
   await section('overhead', async () => {
     report.overhead = await runOverheadBench(
-      quick ? { durationS: 0.5, warmupS: 0, rounds: 1, concurrency: 8, generator, log } : { durationS: 3, warmupS: 1, rounds: 6, concurrency: 64, generator, log },
+      quick
+        ? { durationS: 0.5, warmupS: 0, rounds: 1, concurrency: 8, generator, log }
+        : { durationS: 3, warmupS: 1, rounds: 6, concurrency: 64, generator, log },
     );
   });
   await section('ablation', async () => {
     report.ablation = await runAblationBench(
-      quick ? { durationS: 0.3, warmupS: 0, rounds: 1, concurrency: 8, generator, log } : { durationS: 3, warmupS: 1, rounds: 3, concurrency: 64, generator, log },
+      quick
+        ? { durationS: 0.3, warmupS: 0, rounds: 1, concurrency: 8, generator, log }
+        : { durationS: 3, warmupS: 1, rounds: 3, concurrency: 64, generator, log },
     );
   });
   await section('extras', async () => {
@@ -194,7 +218,10 @@ function runJsonScript(script: string, args: string[]): Promise<Record<string, u
     child.stderr.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-4000)));
     child.once('error', reject);
     child.once('exit', (code) => {
-      const line = out.split('\n').reverse().find((l) => l.startsWith('{'));
+      const line = out
+        .split('\n')
+        .reverse()
+        .find((l) => l.startsWith('{'));
       if (code !== 0 || !line) return reject(new Error(`${script} exited ${code}: ${err.slice(-500)}`));
       resolve(JSON.parse(line) as Record<string, unknown>);
     });
@@ -215,43 +242,84 @@ export function evaluateTargets(r: SuiteReport): TargetResult[] {
   const w = at('worker', cMid);
   const n = at('nginx', cMid);
   const cpuRatio = (w?.proxyCpuUs ?? Number.NaN) / (n?.proxyCpuUs ?? Number.NaN);
-  judge(`worker CPU per proxied request vs nginx (c=${cMid})`, `≤ ${TARGETS.cpuVsNginx}x`, cpuRatio, (v) => v <= TARGETS.cpuVsNginx,
-    `${f(w?.proxyCpuUs)} µs vs ${f(n?.proxyCpuUs)} µs = ${f(cpuRatio, 2)}x`);
+  judge(
+    `worker CPU per proxied request vs nginx (c=${cMid})`,
+    `≤ ${TARGETS.cpuVsNginx}x`,
+    cpuRatio,
+    (v) => v <= TARGETS.cpuVsNginx,
+    `${f(w?.proxyCpuUs)} µs vs ${f(n?.proxyCpuUs)} µs = ${f(cpuRatio, 2)}x`,
+  );
 
   const tput = (w?.load.rps ?? Number.NaN) / TARGETS.pyworkerRps;
   const d = at('direct', cMid);
   // The CPU every request costs on this machine through the worker: load generator + worker + model.
   const budget = w ? (w.load.generatorCpuUs ?? Number.NaN) + (w.proxyCpuUs ?? Number.NaN) + w.modelCpuUs : Number.NaN;
   const ceiling = (r.machine.nproc * 1e6) / budget;
-  judge(`worker throughput (c=${cMid}) vs PyWorker's ${TARGETS.pyworkerRps} req/s`, `≥ ${TARGETS.throughputVsPyworker}x`, tput, (v) => v >= TARGETS.throughputVsPyworker,
+  judge(
+    `worker throughput (c=${cMid}) vs PyWorker's ${TARGETS.pyworkerRps} req/s`,
+    `≥ ${TARGETS.throughputVsPyworker}x`,
+    tput,
+    (v) => v >= TARGETS.throughputVsPyworker,
     `${f(w?.load.rps, 0)} req/s = ${f(tput, 2)}x (nginx ${f((n?.load.rps ?? Number.NaN) / TARGETS.pyworkerRps, 2)}x, model-sim direct ${f((d?.load.rps ?? Number.NaN) / TARGETS.pyworkerRps, 2)}x; ` +
-      `CPU per request: wrk ${f(w?.load.generatorCpuUs)} + worker ${f(w?.proxyCpuUs)} + model-sim ${f(w?.modelCpuUs)} µs = ${f(budget)} µs, so ${r.machine.nproc} cores allow ≤ ${f(ceiling, 0)} req/s)`);
+      `CPU per request: wrk ${f(w?.load.generatorCpuUs)} + worker ${f(w?.proxyCpuUs)} + model-sim ${f(w?.modelCpuUs)} µs = ${f(budget)} µs, so ${r.machine.nproc} cores allow ≤ ${f(ceiling, 0)} req/s)`,
+  );
 
   const added = (at('worker', 1)?.load.p50 ?? Number.NaN) - (at('direct', 1)?.load.p50 ?? Number.NaN);
-  judge('p50 latency added over direct (c=1)', `≤ ${TARGETS.addedP50MsC1} ms`, added, (v) => v <= TARGETS.addedP50MsC1,
-    `${f(at('worker', 1)?.load.p50, 3)} − ${f(at('direct', 1)?.load.p50, 3)} = ${f(added, 3)} ms (${f(added / TARGETS.addedP50MsC1, 2)}x the limit)`);
+  judge(
+    'p50 latency added over direct (c=1)',
+    `≤ ${TARGETS.addedP50MsC1} ms`,
+    added,
+    (v) => v <= TARGETS.addedP50MsC1,
+    `${f(at('worker', 1)?.load.p50, 3)} − ${f(at('direct', 1)?.load.p50, 3)} = ${f(added, 3)} ms (${f(added / TARGETS.addedP50MsC1, 2)}x the limit)`,
+  );
 
   const ws = r.proxy?.streams.find((s) => s.target === 'worker');
-  judge('streaming: delay added per chunk over direct', `≤ ${TARGETS.addedPerChunkMs} ms`, ws?.addedPerChunkMs ?? Number.NaN, (v) => v <= TARGETS.addedPerChunkMs,
-    `${f(ws?.addedPerChunkMs, 3)} ms mean, ${f(ws?.addedPerChunkMaxMs, 3)} ms worst event (TTFB ${f(ws?.ttfbP50, 3)} ms)`);
+  judge(
+    'streaming: delay added per chunk over direct',
+    `≤ ${TARGETS.addedPerChunkMs} ms`,
+    ws?.addedPerChunkMs ?? Number.NaN,
+    (v) => v <= TARGETS.addedPerChunkMs,
+    `${f(ws?.addedPerChunkMs, 3)} ms mean, ${f(ws?.addedPerChunkMaxMs, 3)} ms worst event (TTFB ${f(ws?.ttfbP50, 3)} ms)`,
+  );
 
   const s = r.streams;
   const allOpen = s ? s.open >= s.streams && s.streaming >= s.streams : false;
-  judge(`${s?.streams ?? TARGETS.streams} concurrent SSE streams: worker RSS`, `≤ ${TARGETS.streamsRssMb} MB, all streaming`, s ? s.rssMb : Number.NaN,
+  judge(
+    `${s?.streams ?? TARGETS.streams} concurrent SSE streams: worker RSS`,
+    `≤ ${TARGETS.streamsRssMb} MB, all streaming`,
+    s ? s.rssMb : Number.NaN,
     (v) => v <= TARGETS.streamsRssMb && allOpen,
-    s ? `${f(s.rssMb)} MB = ${f(s.rssMb / TARGETS.streamsRssMb, 2)}x the limit; ${s.streaming}/${s.streams} streaming, lag p99 ${f(s.lagP99Ms, 2)} ms` : '–');
+    s ? `${f(s.rssMb)} MB = ${f(s.rssMb / TARGETS.streamsRssMb, 2)}x the limit; ${s.streaming}/${s.streams} streaming, lag p99 ${f(s.lagP99Ms, 2)} ms` : '–',
+  );
 
-  judge('model ready line → worker ready (p99)', `≤ ${TARGETS.readyMs} ms`, r.ready?.p99Ms ?? Number.NaN, (v) => v <= TARGETS.readyMs,
-    r.ready ? `${f(r.ready.p99Ms, 2)} ms (p50 ${f(r.ready.p50Ms, 2)}, ${r.ready.samples} samples)` : '–');
+  judge(
+    'model ready line → worker ready (p99)',
+    `≤ ${TARGETS.readyMs} ms`,
+    r.ready?.p99Ms ?? Number.NaN,
+    (v) => v <= TARGETS.readyMs,
+    r.ready ? `${f(r.ready.p99Ms, 2)} ms (p50 ${f(r.ready.p50Ms, 2)}, ${r.ready.samples} samples)` : '–',
+  );
 
   const worst = r.accuracy?.length ? r.accuracy.reduce((a, b) => (Math.abs(b.ratio - 1) > Math.abs(a.ratio - 1) ? b : a)) : null;
-  judge('benchmark perf vs configured capacity (worst)', `within ±${TARGETS.perfTolerance * 100}%`, worst ? worst.ratio : Number.NaN, (v) => Math.abs(v - 1) <= TARGETS.perfTolerance,
-    r.accuracy?.length ? r.accuracy.map((a) => `${a.capacity}: ${a.ratio.toFixed(3)}`).join(', ') : '–');
+  judge(
+    'benchmark perf vs configured capacity (worst)',
+    `within ±${TARGETS.perfTolerance * 100}%`,
+    worst ? worst.ratio : Number.NaN,
+    (v) => Math.abs(v - 1) <= TARGETS.perfTolerance,
+    r.accuracy?.length ? r.accuracy.map((a) => `${a.capacity}: ${a.ratio.toFixed(3)}`).join(', ') : '–',
+  );
 
   const o = r.overhead;
-  judge('reporter + /metrics + signatures: throughput cost', `≤ ${TARGETS.partsCost * 100}%`, o ? o.rpsCost : Number.NaN, (v) => v <= TARGETS.partsCost,
-    o ? `${f(o.rpsCost * 100)}% (median of ${o.rounds} paired rounds, spread ${f(Math.min(...o.rpsCosts) * 100)}…${f(Math.max(...o.rpsCosts) * 100)}%; ` +
-      `medians ${f(o.offRps, 0)} → ${f(o.onRps, 0)} req/s, CPU/req ${f(o.offCpuUs)} → ${f(o.onCpuUs)} µs, paired CPU cost ${f(o.cpuCost * 100)}%)` : '–');
+  judge(
+    'reporter + /metrics + signatures: throughput cost',
+    `≤ ${TARGETS.partsCost * 100}%`,
+    o ? o.rpsCost : Number.NaN,
+    (v) => v <= TARGETS.partsCost,
+    o
+      ? `${f(o.rpsCost * 100)}% (median of ${o.rounds} paired rounds, spread ${f(Math.min(...o.rpsCosts) * 100)}…${f(Math.max(...o.rpsCosts) * 100)}%; ` +
+          `medians ${f(o.offRps, 0)} → ${f(o.onRps, 0)} req/s, CPU/req ${f(o.offCpuUs)} → ${f(o.onCpuUs)} µs, paired CPU cost ${f(o.cpuCost * 100)}%)`
+      : '–',
+  );
   return out;
 }
 
@@ -259,7 +327,9 @@ export function evaluateTargets(r: SuiteReport): TargetResult[] {
 export function formatSuite(r: SuiteReport): string {
   const lines: string[] = [];
   const mach = r.machine;
-  lines.push(`Machine: ${mach.nproc} cores, ${mach.cpuModel}, Node ${mach.node}; load average ${f(mach.loadStart, 2)} at start, ${f(mach.loadEnd, 2)} at end; ${mach.date}; ${f(r.seconds, 0)} s${r.quick ? ' (quick mode: tiny loads, figures not meaningful)' : ''}.`);
+  lines.push(
+    `Machine: ${mach.nproc} cores, ${mach.cpuModel}, Node ${mach.node}; load average ${f(mach.loadStart, 2)} at start, ${f(mach.loadEnd, 2)} at end; ${mach.date}; ${f(r.seconds, 0)} s${r.quick ? ' (quick mode: tiny loads, figures not meaningful)' : ''}.`,
+  );
   lines.push('');
   const targets: BenchTarget[] = r.proxy?.targets ?? ['direct', 'nginx', 'worker'];
   const cols = targets.map((t) => (t === 'bare' ? 'bare Node proxy' : t));
@@ -278,7 +348,9 @@ export function formatSuite(r: SuiteReport): string {
   if (streamed.length) {
     const sget = (t: BenchTarget) => streamed.find((s) => s.target === t);
     row('streamed: time to first byte p50 / p99 ms', (t) => (sget(t) ? `${f(sget(t)!.ttfbP50, 3)} / ${f(sget(t)!.ttfbP99, 2)}` : '–'));
-    row('streamed: delay added per chunk over direct, ms (mean / worst)', (t) => (sget(t) && t !== 'direct' ? `${f(sget(t)!.addedPerChunkMs, 3)} / ${f(sget(t)!.addedPerChunkMaxMs, 3)}` : '–'));
+    row('streamed: delay added per chunk over direct, ms (mean / worst)', (t) =>
+      sget(t) && t !== 'direct' ? `${f(sget(t)!.addedPerChunkMs, 3)} / ${f(sget(t)!.addedPerChunkMaxMs, 3)}` : '–',
+    );
   }
   const only = (v: string) => (t: BenchTarget) => (t === 'worker' ? v : '–');
   const s = r.streams;
@@ -292,13 +364,20 @@ export function formatSuite(r: SuiteReport): string {
   if (r.accuracy) for (const a of r.accuracy) row(`benchmark perf / capacity ${a.capacity}`, only(a.ratio.toFixed(3)));
   const o = r.overhead;
   if (o) {
-    row(`reporter + metrics + signatures off → on, c=${o.concurrency}: req/s (medians); throughput cost (median of paired rounds)`, only(`${f(o.offRps, 0)} → ${f(o.onRps, 0)}; ${f(o.rpsCost * 100)}%`));
-    row(`reporter + metrics + signatures off → on: CPU µs/request (medians); CPU cost (paired)`, only(`${f(o.offCpuUs)} → ${f(o.onCpuUs)}; ${f(o.cpuCost * 100)}%`));
+    row(
+      `reporter + metrics + signatures off → on, c=${o.concurrency}: req/s (medians); throughput cost (median of paired rounds)`,
+      only(`${f(o.offRps, 0)} → ${f(o.onRps, 0)}; ${f(o.rpsCost * 100)}%`),
+    );
+    row(
+      `reporter + metrics + signatures off → on: CPU µs/request (medians); CPU cost (paired)`,
+      only(`${f(o.offCpuUs)} → ${f(o.onCpuUs)}; ${f(o.cpuCost * 100)}%`),
+    );
   }
   const x = r.extras;
   if (x?.logwatch) row('log line → log watch event p50 / p99 ms', only(`${f(x.logwatch.p50Ms, 2)} / ${f(x.logwatch.p99Ms, 2)}`));
   if (x?.hooksNs) row('ledger / ledger + metrics hooks, ns CPU per request', only(`${x.hooksNs.ledger} / ${x.hooksNs.withMetrics}`));
-  if (x?.backlogBytesPerId !== null && x?.backlogBytesPerId !== undefined) row('/delete_requests/ backlog, bytes per request_idx', only(f(x.backlogBytesPerId, 2)));
+  if (x?.backlogBytesPerId !== null && x?.backlogBytesPerId !== undefined)
+    row('/delete_requests/ backlog, bytes per request_idx', only(f(x.backlogBytesPerId, 2)));
   lines.push('');
 
   lines.push('| target | goal | measured | result |', '| --- | --- | --- | --- |');
@@ -307,13 +386,20 @@ export function formatSuite(r: SuiteReport): string {
     lines.push('', 'Sections that failed:');
     for (const fl of r.failures) lines.push(`- ${fl.section}: ${fl.error}`);
   }
-  if (r.ablation) lines.push('', 'What each request-path optimisation buys (same run, same load, worker processes side by side):', '', formatAblation(r.ablation));
+  if (r.ablation)
+    lines.push('', 'What each request-path optimisation buys (same run, same load, worker processes side by side):', '', formatAblation(r.ablation));
   if (r.proxy) lines.push('', '<details><summary>proxy benchmark detail</summary>', '', formatProxyBench(r.proxy), '', '</details>');
   return lines.join('\n');
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  const args = benchArgs('run', '[--quick] [--json FILE] [--generator wrk|undici] [--duration S] [--skip SECTION,...]', { quick: 'boolean', json: 'string', generator: 'string', duration: 'string', skip: 'string' });
+  const args = benchArgs('run', '[--quick] [--json FILE] [--generator wrk|undici] [--duration S] [--skip SECTION,...]', {
+    quick: 'boolean',
+    json: 'string',
+    generator: 'string',
+    duration: 'string',
+    skip: 'string',
+  });
   const gen = args.generator;
   const skip = typeof args.skip === 'string' ? (args.skip.split(',').filter((s) => (SECTIONS as string[]).includes(s)) as SuiteSection[]) : [];
   runSuite({

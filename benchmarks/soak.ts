@@ -28,7 +28,16 @@ import { Agent, request } from 'undici';
 import { generateRsaKeyPair, signUrl } from '#nodeworker/common/signature.js';
 import { percentile, sleep } from '#nodeworker/common/util.js';
 import { benchArgs } from './lib/args.js';
-import { checkDeliveries, checkReports, checkWorkload, totalsFromMetrics, type ClientOutcome, type ClientRecord, type Delivery, type StatusReport } from './lib/invariants.js';
+import {
+  checkDeliveries,
+  checkReports,
+  checkWorkload,
+  totalsFromMetrics,
+  type ClientOutcome,
+  type ClientRecord,
+  type Delivery,
+  type StatusReport,
+} from './lib/invariants.js';
 import { startProcess, type BenchProcess } from './lib/procs.js';
 import { CLI_PATH, startModelSim, waitLogUrl, waitReady } from './lib/stack.js';
 
@@ -165,9 +174,20 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     const logFile = join(dir, 'worker.log');
     const worker = await startProcess(process.execPath, [CLI_PATH, 'worker', '--handler', 'openai', '--model-url', sim.ready], {
       env: {
-        ...process.env, WORKER_PORT: '0', WORKER_HTTP_PORT: '0', WORKER_HOST: '127.0.0.1', CONTAINER_ID: '4242', MASTER_TOKEN: 'soak-token',
-        REPORT_ADDR: engine.url, UNSECURED: '', WORKSPACE_DIR: dir, MODEL_LOG: '', LOG_LEVEL: 'info', LOG_FILE: logFile,
-        BENCHMARK_MAX_TOKENS: String(o.maxTokens), BENCHMARK_CONCURRENCY: '64',
+        ...process.env,
+        WORKER_PORT: '0',
+        WORKER_HTTP_PORT: '0',
+        WORKER_HOST: '127.0.0.1',
+        CONTAINER_ID: '4242',
+        MASTER_TOKEN: 'soak-token',
+        REPORT_ADDR: engine.url,
+        UNSECURED: '',
+        WORKSPACE_DIR: dir,
+        MODEL_LOG: '',
+        LOG_LEVEL: 'info',
+        LOG_FILE: logFile,
+        BENCHMARK_MAX_TOKENS: String(o.maxTokens),
+        BENCHMARK_CONCURRENCY: '64',
       },
     });
     procs.push(worker);
@@ -181,7 +201,9 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     const offeredRps = (o.load * o.capacity) / o.maxTokens;
     // Time to answer alone (ttft + tokens at the per-request rate): aborts fall anywhere up to 1.5× it.
     const typicalMs = 20 + (1000 * o.maxTokens) / o.tokenRate;
-    o.log(`soak: ${o.minutes} min at ${(o.load * 100).toFixed(0)} % of ${o.capacity} tokens/s = ${offeredRps.toFixed(1)} req/s, ${(o.abortRate * 100).toFixed(0)} % aborts; worker perf ${health.perf.toFixed(0)} load/s`);
+    o.log(
+      `soak: ${o.minutes} min at ${(o.load * 100).toFixed(0)} % of ${o.capacity} tokens/s = ${offeredRps.toFixed(1)} req/s, ${(o.abortRate * 100).toFixed(0)} % aborts; worker perf ${health.perf.toFixed(0)} load/s`,
+    );
 
     const records: Sent[] = [];
     const t0 = performance.now();
@@ -196,10 +218,13 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
       const at = performance.now();
       const ac = new AbortController();
       let aborted = false;
-      const timer = abortAfter === null ? null : setTimeout(() => {
-        aborted = true;
-        ac.abort();
-      }, abortAfter);
+      const timer =
+        abortAfter === null
+          ? null
+          : setTimeout(() => {
+              aborted = true;
+              ac.abort();
+            }, abortAfter);
       const auth = { cost: workload, endpoint: 'soak', reqnum: idx, request_idx: idx, signature, url };
       let outcome: ClientOutcome;
       try {
@@ -242,7 +267,9 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
         workerRssMb: rssMb(worker.pid),
       };
       minutes.push(row);
-      o.log(`  minute ${String(row.minute).padStart(3)}: ${row.sent} answered (${row.aborted} aborted, ${row.failed} failed), p50 ${row.p50Ms.toFixed(0)} ms, p99 ${row.p99Ms.toFixed(0)} ms, worker RSS ${row.workerRssMb.toFixed(1)} MB, in flight ${inFlight}`);
+      o.log(
+        `  minute ${String(row.minute).padStart(3)}: ${row.sent} answered (${row.aborted} aborted, ${row.failed} failed), p50 ${row.p50Ms.toFixed(0)} ms, p99 ${row.p99Ms.toFixed(0)} ms, worker RSS ${row.workerRssMb.toFixed(1)} MB, in flight ${inFlight}`,
+      );
     };
     let nextArrival = t0;
     const rssPoints: Array<[number, number]> = [];
@@ -298,7 +325,15 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     const done = records.filter((r) => r.outcome === 'success').map((r) => r.ms);
     const count = (k: ClientOutcome) => records.filter((r) => r.outcome === k).length;
     const result: SoakResult = {
-      options: { minutes: o.minutes, load: o.load, abortRate: o.abortRate, capacity: o.capacity, maxTokens: o.maxTokens, tokenRate: o.tokenRate, warmupMinutes: o.warmupMinutes },
+      options: {
+        minutes: o.minutes,
+        load: o.load,
+        abortRate: o.abortRate,
+        capacity: o.capacity,
+        maxTokens: o.maxTokens,
+        tokenRate: o.tokenRate,
+        warmupMinutes: o.warmupMinutes,
+      },
       offeredRps,
       workerPerf: health.perf,
       requests: { total, success: count('success'), error: count('error'), aborted: count('aborted'), rejected: count('rejected'), refused: count('refused') },
@@ -343,7 +378,16 @@ export function formatSoak(r: SoakResult): string {
 }
 
 async function main(): Promise<void> {
-  const a = benchArgs('soak', '[--minutes N] [--load F] [--abort-rate F] [--capacity N] [--max-tokens N] [--token-rate N] [--warmup-minutes N] [--out FILE]', { minutes: 'string', load: 'string', 'abort-rate': 'string', capacity: 'string', 'max-tokens': 'string', 'token-rate': 'string', 'warmup-minutes': 'string', out: 'string' });
+  const a = benchArgs('soak', '[--minutes N] [--load F] [--abort-rate F] [--capacity N] [--max-tokens N] [--token-rate N] [--warmup-minutes N] [--out FILE]', {
+    minutes: 'string',
+    load: 'string',
+    'abort-rate': 'string',
+    capacity: 'string',
+    'max-tokens': 'string',
+    'token-rate': 'string',
+    'warmup-minutes': 'string',
+    out: 'string',
+  });
   const num = (k: string, d: number) => (typeof a[k] === 'string' ? Number(a[k]) : d);
   const opts: SoakOptions = {
     minutes: num('minutes', 20),

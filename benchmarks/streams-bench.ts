@@ -130,7 +130,10 @@ export async function runStreamsBench(opts: StreamsBenchOptions = {}): Promise<S
     const healthz: number[] = [];
     while (performance.now() - t0 < holdS * 1000) {
       const h0 = performance.now();
-      const r = await fetch(`${worker.ready}/healthz`).then((x) => x.arrayBuffer(), () => null);
+      const r = await fetch(`${worker.ready}/healthz`).then(
+        (x) => x.arrayBuffer(),
+        () => null,
+      );
       if (r) healthz.push(performance.now() - h0);
       rssMax = Math.max(rssMax, rssBytes(worker.pid));
       await sleep(200);
@@ -166,7 +169,9 @@ export async function runStreamsBench(opts: StreamsBenchOptions = {}): Promise<S
       clientsCpuShare: clientsCpu / seconds,
       loadAverage: loadavg()[0]!,
     };
-    log(`streams-bench: ${report.streaming}/${n} streaming, ${report.eventsPerS.toFixed(0)} events/s, RSS ${report.rssMb.toFixed(1)} MB (idle ${report.rssIdleMb.toFixed(1)} MB), lag p99 ${report.lagP99Ms.toFixed(2)} ms, max ${report.lagMaxMs.toFixed(2)} ms; worker CPU ${(report.workerCpuShare * 100).toFixed(0)}%, waiting for a CPU ${(report.workerRunQueueShare * 100).toFixed(0)}% of the time; model-sim ${(report.modelCpuShare * 100).toFixed(0)}%, clients ${(report.clientsCpuShare * 100).toFixed(0)}%; load ${report.loadAverage.toFixed(1)}`);
+    log(
+      `streams-bench: ${report.streaming}/${n} streaming, ${report.eventsPerS.toFixed(0)} events/s, RSS ${report.rssMb.toFixed(1)} MB (idle ${report.rssIdleMb.toFixed(1)} MB), lag p99 ${report.lagP99Ms.toFixed(2)} ms, max ${report.lagMaxMs.toFixed(2)} ms; worker CPU ${(report.workerCpuShare * 100).toFixed(0)}%, waiting for a CPU ${(report.workerRunQueueShare * 100).toFixed(0)}% of the time; model-sim ${(report.modelCpuShare * 100).toFixed(0)}%, clients ${(report.clientsCpuShare * 100).toFixed(0)}%; load ${report.loadAverage.toFixed(1)}`,
+    );
     return report;
   } finally {
     for (const p of procs.reverse()) await p.stop();

@@ -4,7 +4,18 @@
  * SVG of latency and throughput over time.
  */
 import { usageFailed, type Flags } from '#nodeworker/common/args.js';
-import { badUsage, COMMON_HELP, parseScriptFlags, commonOptions, runIfMain, summaryText, numberFlag, OptionProblems, stopOnSignal, stringFlag } from './lib/cli-common.js';
+import {
+  badUsage,
+  COMMON_HELP,
+  parseScriptFlags,
+  commonOptions,
+  runIfMain,
+  summaryText,
+  numberFlag,
+  OptionProblems,
+  stopOnSignal,
+  stringFlag,
+} from './lib/cli-common.js';
 import { arrivals, PATTERNS, type PatternName, type PatternOptions } from './lib/patterns.js';
 import { buildRequest } from './lib/payloads.js';
 import { runPlan, type Planned } from './lib/run.js';
@@ -43,8 +54,17 @@ export async function runLoadCli(argv: string[]): Promise<number> {
   let args: Flags;
   try {
     args = parseScriptFlags(argv, {
-      pattern: 'string', duration: 'string', rate: 'string', from: 'string', to: 'string', cycles: 'string', floor: 'string',
-      arrivals: 'string', seed: 'string', 'prompt-tokens': 'string', 'max-tokens': 'string',
+      pattern: 'string',
+      duration: 'string',
+      rate: 'string',
+      from: 'string',
+      to: 'string',
+      cycles: 'string',
+      floor: 'string',
+      arrivals: 'string',
+      seed: 'string',
+      'prompt-tokens': 'string',
+      'max-tokens': 'string',
     });
   } catch (err) {
     return usageFailed('load', err, 'npm run load -- --help');

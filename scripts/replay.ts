@@ -6,7 +6,18 @@
 import { existsSync } from 'node:fs';
 import { TRACE_ATTRIBUTION, loadTrace, type TraceRequest } from '#nodeworker/autoscaler/simulate/trace.js';
 import { usageFailed, type Flags } from '#nodeworker/common/args.js';
-import { badUsage, COMMON_HELP, commonOptions, parseScriptFlags, runIfMain, summaryText, numberFlag, OptionProblems, stopOnSignal, stringFlag } from './lib/cli-common.js';
+import {
+  badUsage,
+  COMMON_HELP,
+  commonOptions,
+  parseScriptFlags,
+  runIfMain,
+  summaryText,
+  numberFlag,
+  OptionProblems,
+  stopOnSignal,
+  stringFlag,
+} from './lib/cli-common.js';
 import { buildRequest, type Backend } from './lib/payloads.js';
 import { runPlan, type Planned } from './lib/run.js';
 
@@ -42,7 +53,13 @@ export async function runReplayCli(argv: string[]): Promise<number> {
   let args: Flags;
   try {
     args = parseScriptFlags(argv, {
-      trace: 'string', speed: 'string', start: 'string', duration: 'string', limit: 'string', 'context-scale': 'string', 'max-tokens-cap': 'string',
+      trace: 'string',
+      speed: 'string',
+      start: 'string',
+      duration: 'string',
+      limit: 'string',
+      'context-scale': 'string',
+      'max-tokens-cap': 'string',
     });
   } catch (err) {
     return usageFailed('replay', err, 'npm run replay -- --help');
@@ -61,7 +78,8 @@ export async function runReplayCli(argv: string[]): Promise<number> {
   const limit = numberFlag(args, 'limit', Number.POSITIVE_INFINITY, p, 1, Number.POSITIVE_INFINITY, false);
   const contextScale = numberFlag(args, 'context-scale', 1, p, 0, 100);
   const cap = numberFlag(args, 'max-tokens-cap', Number.POSITIVE_INFINITY, p, 1);
-  if (args.backend !== undefined && !TRACE_BACKENDS.includes(args.backend as Backend)) p.add('backend', `must be one of ${TRACE_BACKENDS.join(', ')} for a trace of LLM requests`);
+  if (args.backend !== undefined && !TRACE_BACKENDS.includes(args.backend as Backend))
+    p.add('backend', `must be one of ${TRACE_BACKENDS.join(', ')} for a trace of LLM requests`);
   const common = commonOptions(args, 'replay', p);
   if (!common || p.list.length > 0) {
     await common?.target.close();

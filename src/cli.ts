@@ -17,7 +17,7 @@ const commands: Record<string, Command> = {
     load: async () => (await import('./model-sim/cli.js')).runModelSimCli,
   },
   benchmark: {
-    summary: 'measure a model server\'s perf with a handler\'s benchmark (--handler NAME)',
+    summary: "measure a model server's perf with a handler's benchmark (--handler NAME)",
     load: async () => (await import('./worker/benchmark-cli.js')).runBenchmarkCli,
   },
   autoscaler: {
@@ -45,7 +45,7 @@ function usage(): string {
     '',
     ...Object.entries(commands).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`),
     '',
-    'Run `nodeworker <command> --help` for a command\'s options; `nodeworker --version` prints the version.',
+    "Run `nodeworker <command> --help` for a command's options; `nodeworker --version` prints the version.",
   ].join('\n');
 }
 

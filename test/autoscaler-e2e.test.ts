@@ -141,7 +141,11 @@ describe('autoscaling with real workers', () => {
 
     // 3. Load again: the stopped worker is started (inactive → starting → ready) in its workspace.
     const again = load(client, 4, Math.ceil(first.maxPerf / 2));
-    await waitFor('the stopped worker ready again', () => transitions.some((t) => t.worker === stopped.id && t.from === 'starting' && t.to === 'ready'), 40_000);
+    await waitFor(
+      'the stopped worker ready again',
+      () => transitions.some((t) => t.worker === stopped.id && t.from === 'starting' && t.to === 'ready'),
+      40_000,
+    );
     await again.stop();
     expect(again.results.errors).toEqual([]);
     const path = transitions.filter((t) => t.worker === stopped.id).map((t) => t.to);

@@ -74,7 +74,15 @@ function make(provider: Provider, clock: FakeClock, store?: Journal) {
   return engine;
 }
 
-const EP = { name: 'ep', api_key: 'client-key-1234', cold_workers: 2, max_workers: 2, min_load: 10_000, cold_mult: 0, workergroups: [{ name: 'wg', machine_types: [{ name: 'gpu', dollars_per_hour: 1 }] }] };
+const EP = {
+  name: 'ep',
+  api_key: 'client-key-1234',
+  cold_workers: 2,
+  max_workers: 2,
+  min_load: 10_000,
+  cold_mult: 0,
+  workergroups: [{ name: 'wg', machine_types: [{ name: 'gpu', dollars_per_hour: 1 }] }],
+};
 
 async function settle() {
   await new Promise((r) => setImmediate(r));
@@ -92,7 +100,8 @@ describe('engine state across a restart', () => {
     e1.start();
     clock.advanceBy(1000);
     await settle();
-    for (const s of p1.specs) e1.workerStatus({ id: s.workerId, mtoken: s.masterToken, loadtime: 2, max_perf: 100, url: `http://127.0.0.1:${20000 + s.workerId}` });
+    for (const s of p1.specs)
+      e1.workerStatus({ id: s.workerId, mtoken: s.masterToken, loadtime: 2, max_perf: 100, url: `http://127.0.0.1:${20000 + s.workerId}` });
     const routed = e1.route({ endpoint: 'ep', api_key: 'client-key-1234', cost: 50 }).body as { request_idx: number; worker_id: number; signature: string };
     // Fill both workers past max_queue_time: the next request waits.
     for (const s of p1.specs) e1.workerStatus({ id: s.workerId, mtoken: s.masterToken, loadtime: 2, max_perf: 100, cur_load: 5000 });
@@ -160,7 +169,8 @@ describe('rolling update (/update_workers/)', () => {
     e.start();
     clock.advanceBy(1000);
     await settle();
-    const report = (s: WorkerSpec, over: Record<string, unknown> = {}) => e.workerStatus({ id: s.workerId, mtoken: s.masterToken, loadtime: 2, max_perf: 100, url: `http://127.0.0.1:${20000 + s.workerId}`, ...over });
+    const report = (s: WorkerSpec, over: Record<string, unknown> = {}) =>
+      e.workerStatus({ id: s.workerId, mtoken: s.masterToken, loadtime: 2, max_perf: 100, url: `http://127.0.0.1:${20000 + s.workerId}`, ...over });
     for (const s of p.specs) report(s);
     const [a, b] = p.specs as [WorkerSpec, WorkerSpec];
     // a has a request in flight.
@@ -205,7 +215,8 @@ describe('requests whose worker goes away', () => {
     clock.advanceBy(1000);
     await settle();
     const [a, b] = p.specs as [WorkerSpec, WorkerSpec];
-    const report = (s: WorkerSpec, load: number) => e.workerStatus({ id: s.workerId, mtoken: s.masterToken, loadtime: 2, max_perf: 100, cur_load: load, url: `http://127.0.0.1:${20000 + s.workerId}` });
+    const report = (s: WorkerSpec, load: number) =>
+      e.workerStatus({ id: s.workerId, mtoken: s.masterToken, loadtime: 2, max_perf: 100, cur_load: load, url: `http://127.0.0.1:${20000 + s.workerId}` });
     report(a, 900);
     report(b, 900);
     const q = e.route({ endpoint: 'ep', api_key: 'client-key-1234', cost: 100 }).body as { request_idx: number; status: string };

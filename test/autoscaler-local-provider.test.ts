@@ -30,7 +30,10 @@ const cleanups: Array<() => unknown> = [];
 afterEach(async () => {
   // Every cleanup runs even when one fails; the first failure is reported after.
   const errors: unknown[] = [];
-  for (const fn of cleanups.splice(0).reverse()) await Promise.resolve().then(fn).catch((err: unknown) => errors.push(err));
+  for (const fn of cleanups.splice(0).reverse())
+    await Promise.resolve()
+      .then(fn)
+      .catch((err: unknown) => errors.push(err));
   if (errors.length > 0) throw errors[0];
 }, 30_000);
 
@@ -119,7 +122,8 @@ describe('local provider', () => {
       // Every variable a Vast instance has (PROTOCOL §8); the Python PyWorker reads VAST_TCP_PORT_<WORKER_PORT>.
       expect(env[`VAST_TCP_PORT_${ports.worker}`]).toBe(String(ports.worker));
       expect(env[`VAST_TCP_PORT_${ports.http}`]).toBe(String(ports.http));
-      for (const k of ['WORKER_PORT', 'WORKER_HTTP_PORT', 'MASTER_TOKEN', 'PUBLIC_IPADDR', 'USE_SSL', 'BACKEND', 'VAST_CONTAINERLABEL']) expect(env, k).toHaveProperty(k);
+      for (const k of ['WORKER_PORT', 'WORKER_HTTP_PORT', 'MASTER_TOKEN', 'PUBLIC_IPADDR', 'USE_SSL', 'BACKEND', 'VAST_CONTAINERLABEL'])
+        expect(env, k).toHaveProperty(k);
     }
     // The worker really verifies: its /healthz says the engine key is loaded.
     const health = (await (await fetch(`${handle.url}/healthz`)).json()) as { auth: string; state: string };
@@ -249,7 +253,18 @@ describe('local provider', () => {
     expect(() => localProviderFactory({ ...ctx, config: { kind: 'local', stop_timout_seconds: 3 } })).toThrow(/provider\.stop_timout_seconds: unknown field/);
     expect(() => localProviderFactory({ ...ctx, config: { kind: 'local', script: '/nonexistent/on_start.sh' } })).toThrow(/provider\.script/);
     await expect(
-      provider.create({ workerId: 1, masterToken: 't', reportAddrs: ['http://127.0.0.1:9'], endpoint: 'e', workergroup: 'w', machineType: 'm', searchParams: '', launch: { env: { A: 1 } }, dollarsPerHour: 0, storageDollarsPerHour: 0 }),
+      provider.create({
+        workerId: 1,
+        masterToken: 't',
+        reportAddrs: ['http://127.0.0.1:9'],
+        endpoint: 'e',
+        workergroup: 'w',
+        machineType: 'm',
+        searchParams: '',
+        launch: { env: { A: 1 } },
+        dollarsPerHour: 0,
+        storageDollarsPerHour: 0,
+      }),
     ).rejects.toThrow(/launch\.env\.A/);
   }, 30_000);
 });

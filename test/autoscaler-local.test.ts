@@ -125,7 +125,11 @@ describe('local provider: real on_start.sh workers behind the autoscaler', () =>
     // A forged signature is refused by the worker (it checks for real; nothing is unsecured).
     const route2 = await post(`${as.url}/route/`, { endpoint: 'local-e2e', api_key: API_KEY, cost: 30 });
     const forged = { ...route2.body, signature: Buffer.from('x'.repeat(256)).toString('base64') };
-    const refused = await fetch(`${auth.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ auth_data: forged, payload: { prompt: 'x', max_tokens: 1 } }) });
+    const refused = await fetch(`${auth.url}/v1/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ auth_data: forged, payload: { prompt: 'x', max_tokens: 1 } }),
+    });
     expect(refused.status).toBe(401);
     await refused.body?.cancel();
     await waitFor('the refused request deleted', () => as.engine.endpoints.get('local-e2e')!.router.get(route2.body.request_idx) === undefined, 10_000);
@@ -133,7 +137,7 @@ describe('local provider: real on_start.sh workers behind the autoscaler', () =>
 
   it('replaces a worker whose processes were killed', async () => {
     const victim = await waitFor('a ready worker', () => ready()[0], 40_000);
-    const pids = await waitFor('the worker\'s three pids', () => {
+    const pids = await waitFor("the worker's three pids", () => {
       const p = provider().pidsOf(victim.id);
       return p.length === 3 ? p : null;
     });

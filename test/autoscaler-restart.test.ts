@@ -79,7 +79,9 @@ describe('autoscaler restart', () => {
     const first = as;
     const ready = () => [...first.engine.workers.values()].filter((w) => w.state === 'ready');
     await waitFor('two ready workers', () => ready().length === 2);
-    const ids = ready().map((w) => w.id).sort();
+    const ids = ready()
+      .map((w) => w.id)
+      .sort();
     const provider1 = as.provider as LocalProvider;
     const pidsBefore = await waitFor('pids of both workers', () => (provider1.allPids().length === 6 ? provider1.allPids() : null));
     for (const p of pidsBefore) seenPids.add(p);
@@ -111,7 +113,12 @@ describe('autoscaler restart', () => {
     as = await startAutoscaler(options(port));
     const second = as;
     // Same workers, taken back at once: ready, same ids, same processes, perf already known.
-    expect([...second.engine.workers.values()].filter((w) => w.state === 'ready').map((w) => w.id).sort()).toEqual(ids);
+    expect(
+      [...second.engine.workers.values()]
+        .filter((w) => w.state === 'ready')
+        .map((w) => w.id)
+        .sort(),
+    ).toEqual(ids);
     expect(second.engine.perf.get('sim/cpu')?.benchmarks).toBe(benchmarks);
     const provider2 = second.provider as LocalProvider;
     expect(provider2.allPids().sort()).toEqual([...pidsBefore].sort());
@@ -132,7 +139,12 @@ describe('autoscaler restart', () => {
     // The Vast SDK's sequence against these real workers: console lookup with the account key,
     // get_workers, then requests while one worker's process is SIGKILLed: the one routed to it
     // re-routes its request_idx at once and is served by the other; nothing raises.
-    const sdk = new VastSdk({ apiKey: second.accountKey, webUrl: second.url, autoscalerUrl: second.url, sleep: (sec) => new Promise((r) => setTimeout(r, sec * 1000)) });
+    const sdk = new VastSdk({
+      apiKey: second.accountKey,
+      webUrl: second.url,
+      autoscalerUrl: second.url,
+      sleep: (sec) => new Promise((r) => setTimeout(r, sec * 1000)),
+    });
     const sep = await sdk.getEndpoint('restart');
     expect((await sdk.getWorkers(sep)).filter((w) => w.status === 'ready')).toHaveLength(2);
     const victim = ids[0]!;
@@ -152,7 +164,9 @@ describe('autoscaler restart', () => {
 
 /** `nodeworker autoscaler` as a real process; resolves with its URL once it listens. */
 function startCli(config: string, dataDir: string, port: number): Promise<{ proc: ChildProcess; url: string }> {
-  const proc = spawn(process.execPath, ['dist/cli.js', 'autoscaler', '--config', config, '--port', String(port), '--data-dir', dataDir], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const proc = spawn(process.execPath, ['dist/cli.js', 'autoscaler', '--config', config, '--port', String(port), '--data-dir', dataDir], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   return new Promise((resolve, reject) => {
     let err = '';
     proc.stderr!.on('data', (c: Buffer) => {
@@ -202,11 +216,25 @@ describe('autoscaler crash', () => {
         admin_key: 'crash-admin-key',
         provider: { kind: 'local', env: FAST_WORKER_ENV, kill_timeout_seconds: 5, keep_workers_on_close: true },
         engine: { tick_seconds: 0.5, stale_after_seconds: 15, probe_timeout_seconds: 2, load_timeout_seconds: 60 },
-        endpoints: [{ name: 'crash', api_key: API_KEY, cold_workers: 2, max_workers: 2, min_load: 10_000, cold_mult: 0, workergroups: [{ name: 'sim', machine_types: [{ name: 'cpu', dollars_per_hour: 0.1 }] }] }],
+        endpoints: [
+          {
+            name: 'crash',
+            api_key: API_KEY,
+            cold_workers: 2,
+            max_workers: 2,
+            min_load: 10_000,
+            cold_mult: 0,
+            workergroups: [{ name: 'sim', machine_types: [{ name: 'cpu', dollars_per_hour: 0.1 }] }],
+          },
+        ],
       }),
     );
     const status = async (url: string) =>
-      ((await (await fetch(`${url}/admin/status`, { headers: { authorization: 'Bearer crash-admin-key' } })).json()) as { endpoints: Array<{ workers: Array<{ id: number; state: string }> }> }).endpoints[0]!.workers;
+      (
+        (await (await fetch(`${url}/admin/status`, { headers: { authorization: 'Bearer crash-admin-key' } })).json()) as {
+          endpoints: Array<{ workers: Array<{ id: number; state: string }> }>;
+        }
+      ).endpoints[0]!.workers;
     const first = await startCli(config, dataDir, 0);
     procs.push(first.proc);
     const port = Number(new URL(first.url).port);
@@ -229,7 +257,12 @@ describe('autoscaler crash', () => {
 
     const second = await startCli(config, dataDir, port);
     procs.push(second.proc);
-    expect((await status(second.url)).filter((w) => w.state === 'ready').map((w) => w.id).sort()).toEqual(ready.map((w) => w.id).sort());
+    expect(
+      (await status(second.url))
+        .filter((w) => w.state === 'ready')
+        .map((w) => w.id)
+        .sort(),
+    ).toEqual(ready.map((w) => w.id).sort());
     expect(workerPids().sort()).toEqual([...pids].sort());
     // It serves through the same workers, and request ids continue past everything issued before.
     const client = new Serverless({ autoscalerUrl: second.url, apiKey: API_KEY, timeout: 30_000 });

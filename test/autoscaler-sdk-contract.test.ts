@@ -184,14 +184,18 @@ describe('the Vast SDK against the autoscaler', () => {
     const loading = await sdk.getWorkers(ep);
     expect(loading.map((w) => w.status).sort()).toEqual(['created', 'loading']);
     // The raw answer: every field but status is a number.
-    const raw = (await (await fetch(`${t.as.url}/get_endpoint_workers/`, { method: 'POST', body: JSON.stringify({ id: ep.id, api_key: API_KEY }) })).json()) as Array<Record<string, unknown>>;
+    const raw = (await (
+      await fetch(`${t.as.url}/get_endpoint_workers/`, { method: 'POST', body: JSON.stringify({ id: ep.id, api_key: API_KEY }) })
+    ).json()) as Array<Record<string, unknown>>;
     for (const w of raw) for (const [k, v] of Object.entries(w)) if (k !== 'status') expect(typeof v, k).toBe('number');
     const refused = await fetch(`${t.as.url}/get_endpoint_workers/`, { method: 'POST', body: JSON.stringify({ id: ep.id, api_key: 'nope-nope' }) });
     expect(refused.status).toBe(401);
     expect(((await refused.json()) as { fields: object }).fields).toHaveProperty('api_key');
 
     // update_workers: the workergroup id comes from GET /api/v0/workergroups/.
-    const wgs = (await (await fetch(`${t.as.url}/api/v0/workergroups/`, { headers: { authorization: `Bearer ${ACCOUNT}` } })).json()) as { results: Array<{ id: number; endpoint_id: number }> };
+    const wgs = (await (await fetch(`${t.as.url}/api/v0/workergroups/`, { headers: { authorization: `Bearer ${ACCOUNT}` } })).json()) as {
+      results: Array<{ id: number; endpoint_id: number }>;
+    };
     const wg = wgs.results.find((g) => g.endpoint_id === ep.id)!;
     expect(typeof wg.id).toBe('number');
     expect(await sdk.updateWorkers(wg.id)).toMatchObject({ success: true, workergroup_id: wg.id, workers: 2 });
@@ -284,9 +288,16 @@ describe('the Vast SDK against the autoscaler', () => {
 
     // b's /delete_requests/ may still name the first request; a late re-route of that id is routed
     // afresh, never 404: it waits while both workers that failed it are avoided, then goes to a.
-    const del = await fetch(`${t.as.url}/delete_requests/`, { method: 'POST', body: JSON.stringify({ worker_id: b.spec.workerId, mtoken: b.spec.masterToken, request_idxs: [r1.idx], success: true }) });
+    const del = await fetch(`${t.as.url}/delete_requests/`, {
+      method: 'POST',
+      body: JSON.stringify({ worker_id: b.spec.workerId, mtoken: b.spec.masterToken, request_idxs: [r1.idx], success: true }),
+    });
     expect([200, 404]).toContain(del.status); // b may already be gone from the books
-    const routeAgain = () => fetch(`${t.as.url}/route/`, { method: 'POST', body: JSON.stringify({ endpoint: 'sdk-ep', api_key: API_KEY, cost: 100, request_idx: r1.idx, replay_timeout: 60 }) });
+    const routeAgain = () =>
+      fetch(`${t.as.url}/route/`, {
+        method: 'POST',
+        body: JSON.stringify({ endpoint: 'sdk-ep', api_key: API_KEY, cost: 100, request_idx: r1.idx, replay_timeout: 60 }),
+      });
     const held = await routeAgain();
     expect(held.status).toBe(200);
     expect(await held.json()).toMatchObject({ status: 'queued', request_idx: r1.idx });
@@ -296,7 +307,10 @@ describe('the Vast SDK against the autoscaler', () => {
     expect(late.status).toBe(200);
     const lateBody = await late.json();
     expect((lateBody as { url: string }).url).toBe(a.url);
-    const never = await fetch(`${t.as.url}/route/`, { method: 'POST', body: JSON.stringify({ endpoint: 'sdk-ep', api_key: API_KEY, cost: 100, request_idx: 99_999_999, replay_timeout: 60 }) });
+    const never = await fetch(`${t.as.url}/route/`, {
+      method: 'POST',
+      body: JSON.stringify({ endpoint: 'sdk-ep', api_key: API_KEY, cost: 100, request_idx: 99_999_999, replay_timeout: 60 }),
+    });
     expect(never.status).toBe(404);
     await expect(sdk.request({ ...ep, apiKey: 'wrong-key' }, '/generate', {})).rejects.toBeInstanceOf(SdkError);
   });
@@ -312,7 +326,10 @@ describe('the Vast SDK against the autoscaler', () => {
       urls.push(r.trace.calls[0]!.url);
       // The worker's /delete_requests/: the request is over, the worker idle again.
       const w = t.provider.all.find((x) => x.url === urls.at(-1))!;
-      await fetch(`${t.as.url}/delete_requests/`, { method: 'POST', body: JSON.stringify({ worker_id: w.spec.workerId, mtoken: w.spec.masterToken, request_idxs: [r.trace.routes.at(-1)!.idx], success: true }) });
+      await fetch(`${t.as.url}/delete_requests/`, {
+        method: 'POST',
+        body: JSON.stringify({ worker_id: w.spec.workerId, mtoken: w.spec.masterToken, request_idxs: [r.trace.routes.at(-1)!.idx], success: true }),
+      });
     }
     const counts = t.provider.all.map((w) => urls.filter((u) => u === w.url).length);
     expect(counts).toEqual([2, 2, 2]);

@@ -118,7 +118,11 @@ async function start(engine: Record<string, number> = {}, logFile?: string) {
 }
 
 async function post(url: string, body: unknown, headers: Record<string, string> = {}) {
-  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: typeof body === 'string' ? body : JSON.stringify(body) });
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
   return { status: res.status, body: (await res.json()) as Record<string, any> };
 }
 
@@ -188,7 +192,9 @@ describe('autoscaler HTTP API', () => {
     const message = `{\n    "url": "${a.body.url}"\n}`;
     const ok = createVerify('sha256').update(message).verify(createPublicKey(pem), Buffer.from(a.body.signature, 'base64'));
     expect(ok).toBe(true);
-    const tampered = createVerify('sha256').update(`{\n    "url": "http://127.0.0.1:1"\n}`).verify(createPublicKey(pem), Buffer.from(a.body.signature, 'base64'));
+    const tampered = createVerify('sha256')
+      .update(`{\n    "url": "http://127.0.0.1:1"\n}`)
+      .verify(createPublicKey(pem), Buffer.from(a.body.signature, 'base64'));
     expect(tampered).toBe(false);
 
     const b = await post(`${as.url}/route/`, { endpoint: 'ep', api_key: API_KEY, cost: 50 });
@@ -265,7 +271,12 @@ describe('autoscaler HTTP API', () => {
     expect(again.status).toBe(200);
     expect(again.body.url).toBeUndefined();
     expect(again.body).toMatchObject({ status: 'queued', request_idx: idx });
-    const del = await post(`${as.url}/delete_requests/`, { worker_id: inst.spec.workerId, mtoken: inst.spec.masterToken, request_idxs: [second.body.request_idx], success: true });
+    const del = await post(`${as.url}/delete_requests/`, {
+      worker_id: inst.spec.workerId,
+      mtoken: inst.spec.masterToken,
+      request_idxs: [second.body.request_idx],
+      success: true,
+    });
     expect(del.status).toBe(200);
     expect(del.body.deleted).toBe(1);
     const never = await post(`${as.url}/route/`, { endpoint: 'ep', api_key: API_KEY, cost: 100, request_idx: 10_000_000 });
@@ -296,7 +307,22 @@ describe('autoscaler HTTP API', () => {
     expect(res.status).toBe(200);
     expect(list).toHaveLength(1);
     const w = list[0]!;
-    for (const key of ['id', 'status', 'cur_load', 'new_load', 'cur_load_rolling_avg', 'cur_perf', 'perf', 'measured_perf', 'dlperf', 'reliability', 'reqs_working', 'disk_usage', 'loaded_at', 'started_at']) {
+    for (const key of [
+      'id',
+      'status',
+      'cur_load',
+      'new_load',
+      'cur_load_rolling_avg',
+      'cur_perf',
+      'perf',
+      'measured_perf',
+      'dlperf',
+      'reliability',
+      'reqs_working',
+      'disk_usage',
+      'loaded_at',
+      'started_at',
+    ]) {
       expect(w).toHaveProperty(key);
     }
     expect(w.id).toBe(inst.spec.workerId);
@@ -327,7 +353,10 @@ describe('autoscaler HTTP API', () => {
     await as.close();
     await new Promise((r) => setTimeout(r, 100));
     const log = readFileSync(logFile, 'utf8');
-    const transitions = log.split('\n').filter((l) => l.includes('"event":"worker_state"')).map((l) => JSON.parse(l));
+    const transitions = log
+      .split('\n')
+      .filter((l) => l.includes('"event":"worker_state"'))
+      .map((l) => JSON.parse(l));
     const mine = transitions.filter((t) => t.worker === id).map((t) => `${t.from}->${t.to}`);
     expect(mine).toEqual(['null->created', 'created->ready', 'ready->errored', 'errored->destroyed']);
     expect(transitions.find((t) => t.worker === id && t.to === 'errored').reason).toMatch(/healthz/);
@@ -377,12 +406,20 @@ describe('admin API', () => {
     expect(dup.status).toBe(409);
     expect(dup.body.fields).toHaveProperty('name');
 
-    const patchBad = await fetch(`${as.url}/admin/endpoints/chat`, { method: 'PATCH', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify({ min_load: -1, state: 'asleep' }) });
+    const patchBad = await fetch(`${as.url}/admin/endpoints/chat`, {
+      method: 'PATCH',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: JSON.stringify({ min_load: -1, state: 'asleep' }),
+    });
     expect(patchBad.status).toBe(400);
     const patchBody = (await patchBad.json()) as { fields: Record<string, string> };
     expect(Object.keys(patchBody.fields).sort()).toEqual(['min_load', 'state']);
 
-    const patched = await fetch(`${as.url}/admin/endpoints/chat`, { method: 'PATCH', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify({ min_workers: 2, state: 'suspended', panic_window: 0 }) });
+    const patched = await fetch(`${as.url}/admin/endpoints/chat`, {
+      method: 'PATCH',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: JSON.stringify({ min_workers: 2, state: 'suspended', panic_window: 0 }),
+    });
     expect(patched.status).toBe(200);
     const view = (await patched.json()) as Record<string, unknown>;
     expect(view.cold_workers).toBe(2);
@@ -392,7 +429,11 @@ describe('admin API', () => {
     const wgBad = await post(`${as.url}/admin/endpoints/chat/workergroups`, { name: 'b', machine_types: [{ name: 'gpu', dollars_per_hour: 'cheap' }] }, auth);
     expect(wgBad.status).toBe(400);
     expect(wgBad.body.fields).toHaveProperty('machine_types.0.dollars_per_hour');
-    const wgOk = await post(`${as.url}/admin/endpoints/chat/workergroups`, { name: 'b', search_params: 'gpu_ram>=24', machine_types: [{ name: 'gpu2', dollars_per_hour: 0.5 }] }, auth);
+    const wgOk = await post(
+      `${as.url}/admin/endpoints/chat/workergroups`,
+      { name: 'b', search_params: 'gpu_ram>=24', machine_types: [{ name: 'gpu2', dollars_per_hour: 0.5 }] },
+      auth,
+    );
     expect(wgOk.status).toBe(201);
     const wgUnknown = await post(`${as.url}/admin/endpoints/nope/workergroups`, { name: 'b', machine_types: [{ name: 'gpu2', dollars_per_hour: 0.5 }] }, auth);
     expect(wgUnknown.status).toBe(404);
@@ -415,9 +456,7 @@ describe('simulated provider behind the server', () => {
         admin_key: ADMIN,
         provider: { kind: 'simulated', seed: 1, defaults: { perf: 500, boot_time: 0.05, load_time: 0.1, start_time: 0.05, failure_rate: 0 } },
         engine: { tick_seconds: 0.05 },
-        endpoints: [
-          { name: 'sim', api_key: API_KEY, cold_workers: 2, workergroups: [{ name: 'wg', machine_types: [{ name: 'gpu', dollars_per_hour: 1 }] }] },
-        ],
+        endpoints: [{ name: 'sim', api_key: API_KEY, cold_workers: 2, workergroups: [{ name: 'wg', machine_types: [{ name: 'gpu', dollars_per_hour: 1 }] }] }],
       },
       port: 0,
       dataDir,

@@ -34,7 +34,14 @@ describe('npm run bench (quick mode)', () => {
 
     // The one table, side by side, and the targets.
     expect(out).toMatch(/^\| measure \| direct \|( nginx \|)? worker \|/m);
-    for (const row of ['small JSON c=1: req/s', 'small JSON c=8: proxy CPU µs/request', 'streamed: time to first byte', 'open SSE streams: RSS MB', 'model ready line → ready', 'reporter + metrics + signatures off → on']) {
+    for (const row of [
+      'small JSON c=1: req/s',
+      'small JSON c=8: proxy CPU µs/request',
+      'streamed: time to first byte',
+      'open SSE streams: RSS MB',
+      'model ready line → ready',
+      'reporter + metrics + signatures off → on',
+    ]) {
       expect(out).toContain(row);
     }
     const targets = out.split('\n').filter((l) => /^\| .* \| (PASS|MISS|n\/a) \|$/.test(l));

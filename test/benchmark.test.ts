@@ -11,7 +11,15 @@ import { Pool } from 'undici';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { generate } from '../handlers/tgi.js';
 import { startModelSim, type ModelSim, type ModelSimOptions } from '../src/model-sim/index.js';
-import { BENCHMARK_CACHE_FILE, benchmarkProgressPrinter, NO_SUCCESS_ERROR, progressLine, readCachedPerf, resolveBenchmarkSettings, runBenchmark } from '../src/worker/benchmark.js';
+import {
+  BENCHMARK_CACHE_FILE,
+  benchmarkProgressPrinter,
+  NO_SUCCESS_ERROR,
+  progressLine,
+  readCachedPerf,
+  resolveBenchmarkSettings,
+  runBenchmark,
+} from '../src/worker/benchmark.js';
 import { defineWorker, type BenchmarkSpec } from '../src/worker/config.js';
 
 const CLI = resolve('dist/cli.js');
@@ -23,7 +31,10 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 let cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
-  for (const fn of cleanups.reverse()) await Promise.resolve().then(fn).catch(() => undefined);
+  for (const fn of cleanups.reverse())
+    await Promise.resolve()
+      .then(fn)
+      .catch(() => undefined);
   cleanups = [];
 });
 
@@ -45,7 +56,13 @@ function pool(url: string): Pool {
 /** The built-in TGI /generate handler with its benchmark replaced. */
 function tgiHandler(tokens: number, bench: Partial<BenchmarkSpec> = {}, parallel = true) {
   return defineWorker({
-    handlers: [{ ...generate, allowParallelRequests: parallel, benchmark: { generator: (i: number) => ({ inputs: `bench ${i}`, parameters: { max_new_tokens: tokens } }), ...bench } }],
+    handlers: [
+      {
+        ...generate,
+        allowParallelRequests: parallel,
+        benchmark: { generator: (i: number) => ({ inputs: `bench ${i}`, parameters: { max_new_tokens: tokens } }), ...bench },
+      },
+    ],
   }).benchmarkHandler;
 }
 
@@ -58,12 +75,21 @@ describe('runBenchmark', () => {
     const m = await sim();
     const ws = workspace();
     const rounds: number[] = [];
-    const r = await runBenchmark({ handler: tgiHandler(10, { runs: 3, concurrency: 5 }), model: pool(m.url), workspaceDir: ws, onRound: (x, total) => rounds.push(x.round * 10 + total) });
+    const r = await runBenchmark({
+      handler: tgiHandler(10, { runs: 3, concurrency: 5 }),
+      model: pool(m.url),
+      workspaceDir: ws,
+      onRound: (x, total) => rounds.push(x.round * 10 + total),
+    });
     expect(r.error).toBeUndefined();
     expect(r.cached).toBe(false);
     expect(m.stats().started).toBe(1 + 3 * 5);
     expect(rounds).toEqual([13, 23, 33]);
-    expect(r.rounds.map((x) => [x.requests, x.ok, x.workload])).toEqual([[5, 5, 50], [5, 5, 50], [5, 5, 50]]);
+    expect(r.rounds.map((x) => [x.requests, x.ok, x.workload])).toEqual([
+      [5, 5, 50],
+      [5, 5, 50],
+      [5, 5, 50],
+    ]);
     for (const x of r.rounds) expect(x.throughput).toBeCloseTo(x.workload / x.seconds, 6);
     expect(r.perf).toBe(Math.max(...r.rounds.map((x) => x.throughput)));
     expect(Number(readFileSync(join(ws, BENCHMARK_CACHE_FILE), 'utf8'))).toBe(r.perf);
@@ -103,7 +129,9 @@ describe('runBenchmark', () => {
     expect(await readCachedPerf(ws)).toBe(1234.5);
     const down = await runBenchmark({ handler: tgiHandler(10, { runs: 1, concurrency: 2 }), model: pool('http://127.0.0.1:9'), workspaceDir: workspace() });
     // Nobody listens on port 9: the connection error's code says so.
-    expect(down.error).toMatch(/^No successful responses from benchmark: 3 of 3 requests failed; first: POST \/generate failed: connect ECONNREFUSED 127\.0\.0\.1:9/);
+    expect(down.error).toMatch(
+      /^No successful responses from benchmark: 3 of 3 requests failed; first: POST \/generate failed: connect ECONNREFUSED 127\.0\.0\.1:9/,
+    );
     expect(down.failures!.every((f) => f.status === null)).toBe(true);
   });
 
@@ -114,7 +142,7 @@ describe('runBenchmark', () => {
     expect(progressLine(5, 8, 1234.56)).toBe('[#############.......] 5/8 rounds  best 1234.6 load/s');
   });
 
-  it('measures the model\'s capacity when the concurrency saturates it, and less when it does not', async () => {
+  it("measures the model's capacity when the concurrency saturates it, and less when it does not", async () => {
     // capacity 2000 tok/s, one request alone 200 tok/s: 10 requests or more saturate it.
     const m = await sim({ capacity: 2000, tokenRate: 200, ttftMs: 5 });
     const saturated = await runBenchmark({ handler: tgiHandler(100, { runs: 2, concurrency: 20, warmup: false }), model: pool(m.url) });
@@ -187,7 +215,22 @@ describe('nodeworker benchmark', () => {
 
     const m = await sim();
     const ws = workspace();
-    const json = await runCli(['--handler', 'tgi', '--model-url', m.url, '--runs', '2', '--concurrency', '3', '--max-tokens', '5', '--json', '--use-cache', '--workspace', ws]);
+    const json = await runCli([
+      '--handler',
+      'tgi',
+      '--model-url',
+      m.url,
+      '--runs',
+      '2',
+      '--concurrency',
+      '3',
+      '--max-tokens',
+      '5',
+      '--json',
+      '--use-cache',
+      '--workspace',
+      ws,
+    ]);
     expect(json.code).toBe(0);
     const result = JSON.parse(json.stdout) as { perf: number; rounds: unknown[]; cached: boolean };
     expect(result.rounds).toHaveLength(2);

@@ -50,7 +50,9 @@ describe('parseFlags', () => {
   it('names a flag missing its value, a value given to a switch, and a stray argument', () => {
     expect(() => parseFlags(['--port'], types)).toThrow(new UsageError('--port needs a value'));
     expect(() => parseFlags(['--port', '-1'], types)).toThrow(/--port needs a value \(for a value starting with "-", write --port=VALUE\)/);
-    expect(() => parseFlags(['--prot', '1', '--json=x', 'stray'], types)).toThrow(new UsageError('unknown option --prot (did you mean --port?); --json takes no value; unexpected argument "stray"'));
+    expect(() => parseFlags(['--prot', '1', '--json=x', 'stray'], types)).toThrow(
+      new UsageError('unknown option --prot (did you mean --port?); --json takes no value; unexpected argument "stray"'),
+    );
     expect(() => parseFlags(['--json=yes'], types)).toThrow(new UsageError('--json takes no value'));
     expect(() => parseFlags(['8080'], types)).toThrow(new UsageError('unexpected argument "8080"'));
   });
@@ -156,7 +158,16 @@ describe('init dependency spec', () => {
 
 describe('logs', () => {
   it('a JSON line becomes one readable line: time, level, name, message, fields', () => {
-    const line = JSON.stringify({ level: 'warn', time: '2026-12-04T12:00:01.234Z', pid: 7, name: 'worker', msg: 'slow model', ms: 812.5, url: 'http://m', note: 'two words' });
+    const line = JSON.stringify({
+      level: 'warn',
+      time: '2026-12-04T12:00:01.234Z',
+      pid: 7,
+      name: 'worker',
+      msg: 'slow model',
+      ms: 812.5,
+      url: 'http://m',
+      note: 'two words',
+    });
     expect(prettyLine(line)).toBe('12:00:01.234 WARN  worker: slow model ms=812.5 url=http://m note="two words"');
     expect(prettyLine('not json')).toBe('not json');
   });
@@ -180,7 +191,10 @@ describe('the client', () => {
     const port = (server.address() as { port: number }).port;
     await new Promise((r) => server.close(r));
     const client = new Serverless({ autoscalerUrl: `http://127.0.0.1:${port}`, apiKey: 'k', retry: { maxAttempts: 2, baseDelayMs: 10 } });
-    const err = await client.endpoint('e').request('/v1/completions', { prompt: 'x' }).catch((e: unknown) => e);
+    const err = await client
+      .endpoint('e')
+      .request('/v1/completions', { prompt: 'x' })
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(RetriesExhaustedError);
     expect((err as Error).message).toMatch(/autoscaler: connection refused.*The autoscaler itself could not be reached/);
     expect((err as Error).message).not.toMatch(/overloaded/);

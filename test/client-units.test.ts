@@ -112,7 +112,7 @@ describe('retry policy', () => {
 });
 
 describe('error fields', () => {
-  it('flattens the worker\'s and the autoscaler\'s 4xx bodies into named fields', () => {
+  it("flattens the worker's and the autoscaler's 4xx bodies into named fields", () => {
     expect(namedFields({ payload: { prompt: 'must be a string', 'parameters.max_new_tokens': 'too big' } })).toEqual({
       'payload.prompt': 'must be a string',
       'payload.parameters.max_new_tokens': 'too big',

@@ -70,7 +70,15 @@ class LoopbackFleet implements Provider {
     mkdirSync(dir, { recursive: true });
     const launch = spec.launch as { perf?: number; tokenRate?: number };
     const logFile = join(dir, 'model.log');
-    const sim = await startModelSim({ flavor: 'openai', port: 0, loadSeconds: 0, tokenRate: launch.tokenRate ?? 2000, capacity: 1_000_000, ttftMs: 1, logFile });
+    const sim = await startModelSim({
+      flavor: 'openai',
+      port: 0,
+      loadSeconds: 0,
+      tokenRate: launch.tokenRate ?? 2000,
+      capacity: 1_000_000,
+      ttftMs: 1,
+      logFile,
+    });
     // The benchmark cache: the worker takes this perf instead of measuring (PROTOCOL §5).
     writeFileSync(join(dir, '.has_benchmark'), String(launch.perf ?? 1000));
     const [port, httpPort] = [await freePort(), await freePort()];
@@ -168,7 +176,8 @@ async function waitForReady(endpoint: string, count: number, timeoutMs = 25_000)
   for (;;) {
     const workers = await ep.workers();
     if (workers.filter((w) => w.status === 'ready').length >= count) return;
-    if (Date.now() > until) throw new Error(`endpoint ${endpoint}: ${count} ready workers not reached: ${JSON.stringify(workers.map((w) => [w.id, w.status]))}`);
+    if (Date.now() > until)
+      throw new Error(`endpoint ${endpoint}: ${count} ready workers not reached: ${JSON.stringify(workers.map((w) => [w.id, w.status]))}`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }
@@ -230,9 +239,13 @@ afterAll(async () => {
 }, 30_000);
 
 describe('client → autoscaler → worker', () => {
-  it('routes a request and returns the worker\'s answer', async () => {
+  it("routes a request and returns the worker's answer", async () => {
     const ep = client.endpoint('llm');
-    const r = await ep.request<{ choices: Array<{ text: string }>; usage: { completion_tokens: number } }>('/v1/completions', { prompt: 'Hello there', max_tokens: 4 }, { cost: 10 });
+    const r = await ep.request<{ choices: Array<{ text: string }>; usage: { completion_tokens: number } }>(
+      '/v1/completions',
+      { prompt: 'Hello there', max_tokens: 4 },
+      { cost: 10 },
+    );
     expect(r.status).toBe(200);
     expect(r.body.usage.completion_tokens).toBe(4);
     expect(r.attempts).toBe(1);
@@ -291,12 +304,18 @@ describe('client → autoscaler → worker', () => {
   it('says what is wrong when the api key is wrong, and never shows the key', async () => {
     const bad = new Serverless({ autoscalerUrl: autoscaler.url, apiKey: 'not-the-key-4242' });
     try {
-      const err = await bad.endpoint('llm').request('/v1/completions', { prompt: 'x' }).catch((e: unknown) => e);
+      const err = await bad
+        .endpoint('llm')
+        .request('/v1/completions', { prompt: 'x' })
+        .catch((e: unknown) => e);
       expect(err).toBeInstanceOf(RouteError);
       expect((err as RouteError).status).toBe(401);
       expect((err as Error).message).toMatch(/api key/);
       expect((err as Error).message).not.toContain('not-the-key-4242');
-      const unknown = await bad.endpoint('nope').request('/v1/completions', {}).catch((e: unknown) => e);
+      const unknown = await bad
+        .endpoint('nope')
+        .request('/v1/completions', {})
+        .catch((e: unknown) => e);
       expect((unknown as RouteError).status).toBe(404);
       expect((unknown as Error).message).toMatch(/endpoint name "nope"/);
     } finally {
@@ -304,7 +323,7 @@ describe('client → autoscaler → worker', () => {
     }
   });
 
-  it('polls while the request waits in the engine\'s queue, then says no worker took it', async () => {
+  it("polls while the request waits in the engine's queue, then says no worker took it", async () => {
     const ep = client.endpoint('empty');
     const t0 = Date.now();
     const err = await ep.request('/v1/completions', { prompt: 'x' }, { timeout: 800 }).catch((e: unknown) => e);
@@ -361,9 +380,31 @@ describe('client → autoscaler → worker', () => {
 
   it('drives the endpoint from scripts/load.js (the client inside a load generator)', async () => {
     const out = join(root, 'load');
-    const r = await run(process.execPath, [LOAD, '--autoscaler', autoscaler.url, '--endpoint', 'llm', '--rate', '6', '--duration', '1.5', '--arrivals', 'uniform', '--max-tokens', '3', '--prompt-tokens', '4', '--out', out], {
-      env: { ...process.env, API_KEY },
-    });
+    const r = await run(
+      process.execPath,
+      [
+        LOAD,
+        '--autoscaler',
+        autoscaler.url,
+        '--endpoint',
+        'llm',
+        '--rate',
+        '6',
+        '--duration',
+        '1.5',
+        '--arrivals',
+        'uniform',
+        '--max-tokens',
+        '3',
+        '--prompt-tokens',
+        '4',
+        '--out',
+        out,
+      ],
+      {
+        env: { ...process.env, API_KEY },
+      },
+    );
     expect(r.stdout).toMatch(/sent 9, ok 9, errors 0/);
     const rows = readFileSync(join(out, 'requests.csv'), 'utf8').trim().split('\n').slice(1);
     expect(rows).toHaveLength(9);
@@ -393,7 +434,11 @@ describe('client → autoscaler → worker', () => {
     const ep = client.endpoint('llm');
     const retries: RetryInfo[] = [];
     // 150 tokens at 50 tokens/s: 3 s on the model; the worker dies a moment in.
-    const pending = ep.request<{ usage: { completion_tokens: number } }>('/v1/completions', { prompt: 'survive this', max_tokens: 150 }, { cost: 150, onRetry: (r) => retries.push(r) });
+    const pending = ep.request<{ usage: { completion_tokens: number } }>(
+      '/v1/completions',
+      { prompt: 'survive this', max_tokens: 150 },
+      { cost: 150, onRetry: (r) => retries.push(r) },
+    );
     let victim: FleetWorker | undefined;
     await waitUntil(() => {
       victim = [...fleet.workers.values()].find((w) => w.endpoint === 'llm' && w.sim.stats().inFlight === 1 && w.child.exitCode === null);

@@ -18,7 +18,7 @@ import { DashboardModel } from '../src/autoscaler/dashboard/client/model.js';
 import { SseParser } from '../src/autoscaler/dashboard/client/sse.js';
 import { demoEndpoint, startDashboardDemo, type DashboardDemo } from '../src/autoscaler/dashboard/demo.js';
 import { SampleRing } from '../src/autoscaler/dashboard/ring.js';
-import { startAutoscaler, } from '../src/autoscaler/server.js';
+import { startAutoscaler } from '../src/autoscaler/server.js';
 import { runSimulateCli } from '../src/autoscaler/simulate-cli.js';
 import { CODE_TRACE } from './helpers/trace.js';
 
@@ -121,7 +121,22 @@ async function initFrame(url: string): Promise<InitFrame> {
 describe('dashboard pieces', () => {
   it('the history ring keeps the last rows, oldest first, in fixed memory', () => {
     const ring = new SampleRing(3);
-    const row = (t: number) => ({ t, load: t * 10, capacity: 0, target: null, queued: 0, qp50: null, qp99: t, rejected: 0, created: 0, loading: 0, ready: t, inactive: 0, starting: 0, errored: 0 });
+    const row = (t: number) => ({
+      t,
+      load: t * 10,
+      capacity: 0,
+      target: null,
+      queued: 0,
+      qp50: null,
+      qp99: t,
+      rejected: 0,
+      created: 0,
+      loading: 0,
+      ready: t,
+      inactive: 0,
+      starting: 0,
+      errored: 0,
+    });
     expect(ring.columns().t).toEqual([]);
     for (let t = 1; t <= 5; t++) ring.push(row(t));
     const cols = ring.columns();
@@ -133,7 +148,7 @@ describe('dashboard pieces', () => {
     expect(() => new SampleRing(0)).toThrow(/positive integer/);
   });
 
-  it('the page\'s event-stream parser handles split chunks, CRLF, comments and multi-line data', () => {
+  it("the page's event-stream parser handles split chunks, CRLF, comments and multi-line data", () => {
     const p = new SseParser();
     expect(p.push('event: init\nda')).toEqual([]);
     expect(p.push('ta: {"a":1}\n')).toEqual([]);
@@ -184,7 +199,7 @@ describe('dashboard over HTTP', () => {
     }
   });
 
-  it('streams an init then deltas that rebuild the server\'s state exactly, history capped, no secrets', async () => {
+  it("streams an init then deltas that rebuild the server's state exactly, history capped, no secrets", async () => {
     const d = await demo({ workers: 3, requestsPerSecond: 10 });
     // Recreated with a small, fast ring: the options reach the dashboard through startAutoscaler.
     const as = await startAutoscaler({
@@ -220,7 +235,10 @@ describe('dashboard over HTTP', () => {
 
     const s = await openStream(as.url);
     // Both load; the policy then keeps one ready (min_load 1, no traffic) and stops the other.
-    await waitFor('two loaded workers in the stream', () => [...s.model.workers.values()].filter((w) => w.state === 'ready' || w.state === 'inactive').length === 2);
+    await waitFor(
+      'two loaded workers in the stream',
+      () => [...s.model.workers.values()].filter((w) => w.state === 'ready' || w.state === 'inactive').length === 2,
+    );
     await waitFor('the ring to fill', () => (s.model.history.get('small')?.t.length ?? 0) >= 5);
     const cols = s.model.history.get('small') as SampleColumns;
     expect(cols.t.length).toBe(5);
@@ -243,7 +261,11 @@ describe('dashboard over HTTP', () => {
     const last = s.frames.at(-1)!;
     expect(last.kind === 'tick' && last.upsert.length).toBe(0);
     // Parameters shown are the engine's, and follow an admin change.
-    const patch = await fetch(`${as.url}/admin/endpoints/small`, { method: 'PATCH', headers: { authorization: `Bearer ${ADMIN}` }, body: JSON.stringify({ target_util: 0.5 }) });
+    const patch = await fetch(`${as.url}/admin/endpoints/small`, {
+      method: 'PATCH',
+      headers: { authorization: `Bearer ${ADMIN}` },
+      body: JSON.stringify({ target_util: 0.5 }),
+    });
     expect(patch.status).toBe(200);
     await waitFor('the new target_util in the stream', () => s.model.endpoints.get('small')?.params.target_util === 0.5);
 
@@ -273,7 +295,10 @@ describe('dashboard over HTTP', () => {
     closers.push(() => as.close());
     const s = await openStream(as.url);
     for (let i = 0; i < 4; i++) {
-      const res = await fetch(`${as.url}/route/`, { method: 'POST', body: JSON.stringify({ endpoint: 'empty', api_key: 'empty-client-key', cost: 50, replay_timeout: 0.3 }) });
+      const res = await fetch(`${as.url}/route/`, {
+        method: 'POST',
+        body: JSON.stringify({ endpoint: 'empty', api_key: 'empty-client-key', cost: 50, replay_timeout: 0.3 }),
+      });
       expect((await res.json()).status).toBe('queued');
     }
     await waitFor('the queue in the history', () => s.model.history.get('empty')?.queued.some((q) => q === 4));
@@ -333,7 +358,7 @@ describe('dashboard over HTTP', () => {
     expect(broken.message).toMatch(/not valid JSON/);
   });
 
-  it('mounts on the engine\'s app: streams that go away stop being fed, close() ends the rest; a frozen fake clock reads sanely', async () => {
+  it("mounts on the engine's app: streams that go away stop being fed, close() ends the rest; a frozen fake clock reads sanely", async () => {
     const clock = new FakeClock(5_000_000);
     const provider = new SimulatedProvider({ clock });
     const engine = new Engine({

@@ -22,7 +22,15 @@ import { CODE_TRACE } from './helpers/trace.js';
  */
 
 const CHROMIUM = '/usr/bin/chromium';
-const ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-quic', '--no-first-run'];
+const ARGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--disable-quic',
+  '--no-first-run',
+];
 const ADMIN = 'dashboard-browser-admin-key';
 const TRACE = CODE_TRACE;
 const ARTIFACTS = join(process.cwd(), '.artifacts');
@@ -47,7 +55,8 @@ beforeAll(() => {
   const src = join(process.cwd(), 'src/autoscaler/dashboard/client');
   for (const f of readdirSync(src).filter((n) => n.endsWith('.ts'))) {
     const out = join(dir, f.replace(/\.ts$/, '.js'));
-    if (!existsSync(out) || statSync(out).mtimeMs < statSync(join(src, f)).mtimeMs) throw new Error(`${out} is missing or older than its source: run \`npm run build\``);
+    if (!existsSync(out) || statSync(out).mtimeMs < statSync(join(src, f)).mtimeMs)
+      throw new Error(`${out} is missing or older than its source: run \`npm run build\``);
   }
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing (apt-get install chromium; .ci/run does it)`);
   mkdirSync(ARTIFACTS, { recursive: true });
@@ -139,19 +148,27 @@ describe('dashboard in Chromium', () => {
 
     // Workers appear not ready (created or loading) …
     await page.waitForSelector('[data-state-group="created"] tr[data-worker-id], [data-state-group="loading"] tr[data-worker-id]', { timeout: 10_000 });
-    const early = await page.$$eval('[data-state-group="created"] tr[data-worker-id], [data-state-group="loading"] tr[data-worker-id]', (trs) => trs.map((tr) => Number(tr.getAttribute('data-worker-id'))));
+    const early = await page.$$eval('[data-state-group="created"] tr[data-worker-id], [data-state-group="loading"] tr[data-worker-id]', (trs) =>
+      trs.map((tr) => Number(tr.getAttribute('data-worker-id'))),
+    );
     expect(early.length).toBeGreaterThan(0);
     // … and the same workers turn ready.
-    await page.waitForFunction((ids) => ids.every((id) => document.querySelector(`[data-state-group="ready"] tr[data-worker-id="${id}"]`)), early, { timeout: 20_000 });
+    await page.waitForFunction((ids) => ids.every((id) => document.querySelector(`[data-state-group="ready"] tr[data-worker-id="${id}"]`)), early, {
+      timeout: 20_000,
+    });
     const readyIds = await rowsIn(page, 'ready').evaluateAll((trs) => trs.map((tr) => Number(tr.getAttribute('data-worker-id'))));
     for (const id of readyIds) expect(d.autoscaler.engine.workers.get(id)?.state).toBe('ready');
     expect(await page.textContent('[data-state-group="ready"] .count')).toBe(String(readyIds.length));
 
     // The charts draw live data: load arrived, capacity of the ready workers, workers by state, queue time.
-    await page.waitForFunction(() => {
-      const c = (window as any).__dashboard.chart('load');
-      return c && c.points >= 5 && (c.max.load ?? 0) > 0 && (c.max.capacity ?? 0) > 0;
-    }, undefined, { timeout: 15_000 });
+    await page.waitForFunction(
+      () => {
+        const c = (window as any).__dashboard.chart('load');
+        return c && c.points >= 5 && (c.max.load ?? 0) > 0 && (c.max.capacity ?? 0) > 0;
+      },
+      undefined,
+      { timeout: 15_000 },
+    );
     const load = (await chart(page, 'load'))!;
     expect(load.max.capacity).toBeGreaterThanOrEqual(400); // at least one machine of perf ≥ 400 ready
     const workersChart = (await chart(page, 'workers'))!;

@@ -22,7 +22,15 @@ beforeAll(() => {
   const cache = execFileSync(NPM, ['config', 'get', 'cache'], { encoding: 'utf8' }).trim();
   // Nothing of the running `npm test` may leak into the clone's npm runs (npm_package_json, INIT_CWD, …).
   env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^npm_/i.test(k) && k !== 'INIT_CWD' && !k.startsWith('VITEST')));
-  Object.assign(env, { HOME: join(root, 'home'), npm_config_cache: cache, npm_config_audit: 'false', npm_config_fund: 'false', npm_config_update_notifier: 'false', XDG_STATE_HOME: '', CI: '1' });
+  Object.assign(env, {
+    HOME: join(root, 'home'),
+    npm_config_cache: cache,
+    npm_config_audit: 'false',
+    npm_config_fund: 'false',
+    npm_config_update_notifier: 'false',
+    XDG_STATE_HOME: '',
+    CI: '1',
+  });
   mkdirSync(env.HOME!);
 });
 afterAll(() => {
@@ -71,7 +79,11 @@ it('clone → npm ci → simulate → pack → install the tarball → nodeworke
   expect(created.dependencies.nodeworker).toBe(`^${version}`);
 
   // The built-in handlers resolve inside the installed package (by its own name, not by a path).
-  const loaded = await sh(process.execPath, ['--input-type=module', '-e', "const m = await import('nodeworker/handlers/openai'); console.log(typeof m.default.handlers)"], join(project, 'node_modules', 'nodeworker'));
+  const loaded = await sh(
+    process.execPath,
+    ['--input-type=module', '-e', "const m = await import('nodeworker/handlers/openai'); console.log(typeof m.default.handlers)"],
+    join(project, 'node_modules', 'nodeworker'),
+  );
   expect(loaded.trim()).toBe('object');
 
   // Nothing built or installed refers back to the checkout the clone came from.

@@ -40,7 +40,15 @@ beforeAll(async () => {
   process.on('uncaughtException', onUnhandled);
   engine = await startEngine();
   logDir = mkdtempSync(join(tmpdir(), 'fuzz-'));
-  sim = await startModelSim({ flavor: 'openai', port: 0, loadSeconds: 0, tokenRate: 100_000, capacity: 1_000_000, ttftMs: 0, logFile: join(logDir, 'model.log') });
+  sim = await startModelSim({
+    flavor: 'openai',
+    port: 0,
+    loadSeconds: 0,
+    tokenRate: 100_000,
+    capacity: 1_000_000,
+    ttftMs: 0,
+    logFile: join(logDir, 'model.log'),
+  });
   await sim.ready;
   worker = await startTestWorker({
     modelUrl: sim.url,
@@ -57,7 +65,10 @@ beforeAll(async () => {
   defaultsWorker = await startTestWorker({ modelUrl: sim.url, handlers: [completions], unsecured: true });
   const { port } = new URL(defaultsWorker.url);
   const started = performance.now();
-  defaultsDrip = rawExchange(Number(port), 'POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n'.split(''), 250, 20_000).then((answer) => ({ answer, ms: performance.now() - started }));
+  defaultsDrip = rawExchange(Number(port), 'POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n'.split(''), 250, 20_000).then((answer) => ({
+    answer,
+    ms: performance.now() - started,
+  }));
 });
 
 afterAll(async () => {
@@ -74,7 +85,10 @@ afterAll(async () => {
 let nextIdx = 50_000_000;
 function validEnvelope(): { auth_data: Record<string, unknown>; payload: Record<string, unknown> } {
   const idx = nextIdx++;
-  return { auth_data: { cost: 20, endpoint: 'fuzz', reqnum: idx, request_idx: idx, signature, url: worker.url }, payload: { prompt: 'fuzz me', max_tokens: 2 } };
+  return {
+    auth_data: { cost: 20, endpoint: 'fuzz', reqnum: idx, request_idx: idx, signature, url: worker.url },
+    payload: { prompt: 'fuzz me', max_tokens: 2 },
+  };
 }
 
 interface Answer {
@@ -114,7 +128,13 @@ const notNumeric = fc.oneof(
   fc.dictionary(fc.string({ maxLength: 4 }), fc.integer(), { maxKeys: 3 }),
   fc.array(fc.integer(), { maxLength: 3 }),
 );
-const notString = fc.oneof(fc.integer(), fc.double(), fc.boolean(), fc.array(fc.string(), { maxLength: 2 }), fc.dictionary(fc.string({ maxLength: 4 }), fc.string(), { maxKeys: 2 }));
+const notString = fc.oneof(
+  fc.integer(),
+  fc.double(),
+  fc.boolean(),
+  fc.array(fc.string(), { maxLength: 2 }),
+  fc.dictionary(fc.string({ maxLength: 4 }), fc.string(), { maxKeys: 2 }),
+);
 
 /** One way to break a valid envelope, and what the worker must say about it. */
 type Breakage = { name: string; apply(e: any): void; expect(a: Answer): void };
@@ -135,19 +155,44 @@ const breakages: fc.Arbitrary<Breakage> = fc.oneof(
       expect(a.json.auth_data[f]).toBe('missing parameter');
     },
   })),
-  fc.tuple(fc.constantFrom('cost', 'reqnum', 'request_idx'), notNumeric).map(([f, v]) => ({ name: `auth_data.${f} = ${JSON.stringify(v)}`, apply: (e: any) => (e.auth_data[f] = v), expect: field422(['auth_data', f]) })),
-  fc.tuple(fc.constantFrom('reqnum', 'request_idx'), fc.double({ noNaN: true, noDefaultInfinity: true }).filter((d) => !Number.isInteger(d))).map(([f, v]) => ({ name: `auth_data.${f} = ${v}`, apply: (e: any) => (e.auth_data[f] = v), expect: field422(['auth_data', f]) })),
-  fc.integer({ min: -1e9, max: -1 }).map((v) => ({ name: `auth_data.cost = ${v}`, apply: (e: any) => (e.auth_data.cost = v), expect: field422(['auth_data', 'cost']) })),
-  fc.tuple(fc.constantFrom('endpoint', 'signature', 'url'), notString).map(([f, v]) => ({ name: `auth_data.${f} = ${JSON.stringify(v)}`, apply: (e: any) => (e.auth_data[f] = v), expect: field422(['auth_data', f]) })),
-  fc.oneof(fc.string(), fc.integer(), fc.array(fc.integer()), fc.constant(null)).map((v) => ({ name: `auth_data = ${JSON.stringify(v)}`, apply: (e: any) => (e.auth_data = v), expect: field422(['auth_data']) })),
+  fc
+    .tuple(fc.constantFrom('cost', 'reqnum', 'request_idx'), notNumeric)
+    .map(([f, v]) => ({ name: `auth_data.${f} = ${JSON.stringify(v)}`, apply: (e: any) => (e.auth_data[f] = v), expect: field422(['auth_data', f]) })),
+  fc
+    .tuple(
+      fc.constantFrom('reqnum', 'request_idx'),
+      fc.double({ noNaN: true, noDefaultInfinity: true }).filter((d) => !Number.isInteger(d)),
+    )
+    .map(([f, v]) => ({ name: `auth_data.${f} = ${v}`, apply: (e: any) => (e.auth_data[f] = v), expect: field422(['auth_data', f]) })),
+  fc
+    .integer({ min: -1e9, max: -1 })
+    .map((v) => ({ name: `auth_data.cost = ${v}`, apply: (e: any) => (e.auth_data.cost = v), expect: field422(['auth_data', 'cost']) })),
+  fc
+    .tuple(fc.constantFrom('endpoint', 'signature', 'url'), notString)
+    .map(([f, v]) => ({ name: `auth_data.${f} = ${JSON.stringify(v)}`, apply: (e: any) => (e.auth_data[f] = v), expect: field422(['auth_data', f]) })),
+  fc
+    .oneof(fc.string(), fc.integer(), fc.array(fc.integer()), fc.constant(null))
+    .map((v) => ({ name: `auth_data = ${JSON.stringify(v)}`, apply: (e: any) => (e.auth_data = v), expect: field422(['auth_data']) })),
   fc.constant({ name: 'auth_data removed', apply: (e: any) => delete e.auth_data, expect: (a: Answer) => expect(a.json?.auth_data).toBe('field missing') }),
   fc.constant({ name: 'payload removed', apply: (e: any) => delete e.payload, expect: (a: Answer) => expect(a.json?.payload).toBe('field missing') }),
-  fc.tuple(fc.constantFrom('prompt', 'max_tokens'), fc.oneof(fc.integer({ max: 0 }), fc.double().filter((d) => !Number.isInteger(d)), fc.boolean(), fc.dictionary(fc.string({ maxLength: 3 }), fc.integer(), { maxKeys: 2 }))).map(([f, v]) => ({
-    name: `payload.${f} = ${JSON.stringify(v)}`,
-    apply: (e: any) => (e.payload[f] = v),
-    expect: field422(['payload', f]),
-  })),
-  fc.oneof(fc.boolean(), fc.array(fc.integer(), { maxLength: 2 }), fc.dictionary(fc.string({ maxLength: 3 }), fc.integer(), { maxKeys: 2 })).map((v) => ({ name: `session_id = ${JSON.stringify(v)}`, apply: (e: any) => (e.session_id = v), expect: field422(['session_id']) })),
+  fc
+    .tuple(
+      fc.constantFrom('prompt', 'max_tokens'),
+      fc.oneof(
+        fc.integer({ max: 0 }),
+        fc.double().filter((d) => !Number.isInteger(d)),
+        fc.boolean(),
+        fc.dictionary(fc.string({ maxLength: 3 }), fc.integer(), { maxKeys: 2 }),
+      ),
+    )
+    .map(([f, v]) => ({
+      name: `payload.${f} = ${JSON.stringify(v)}`,
+      apply: (e: any) => (e.payload[f] = v),
+      expect: field422(['payload', f]),
+    })),
+  fc
+    .oneof(fc.boolean(), fc.array(fc.integer(), { maxLength: 2 }), fc.dictionary(fc.string({ maxLength: 3 }), fc.integer(), { maxKeys: 2 }))
+    .map((v) => ({ name: `session_id = ${JSON.stringify(v)}`, apply: (e: any) => (e.session_id = v), expect: field422(['session_id']) })),
   fc.string({ minLength: 1, maxLength: 40 }).map((v) => ({
     name: `session_id = ${JSON.stringify(v)} (no such session)`,
     apply: (e: any) => (e.session_id = v),
@@ -156,10 +201,24 @@ const breakages: fc.Arbitrary<Breakage> = fc.oneof(
       expect(a.json).toEqual({ error: 'invalid session', field: 'session_id' });
     },
   })),
-  fc.string({ maxLength: 400 }).map((v) => ({ name: `signature = ${JSON.stringify(v.slice(0, 20))}`, apply: (e: any) => (e.auth_data.signature = v), expect: (a: Answer) => expect([a.status, a.text]).toEqual([401, '']) })),
-  fc.webUrl().map((v) => ({ name: `url = ${v}`, apply: (e: any) => (e.auth_data.url = v), expect: (a: Answer) => expect([a.status, a.text]).toEqual([401, '']) })),
+  fc
+    .string({ maxLength: 400 })
+    .map((v) => ({
+      name: `signature = ${JSON.stringify(v.slice(0, 20))}`,
+      apply: (e: any) => (e.auth_data.signature = v),
+      expect: (a: Answer) => expect([a.status, a.text]).toEqual([401, '']),
+    })),
+  fc
+    .webUrl()
+    .map((v) => ({ name: `url = ${v}`, apply: (e: any) => (e.auth_data.url = v), expect: (a: Answer) => expect([a.status, a.text]).toEqual([401, '']) })),
   // Changing what the compatible signature does not cover is not a refusal (strict mode: test/security.test.ts).
-  fc.tuple(fc.constantFrom('cost', 'reqnum', 'request_idx'), fc.integer({ min: 0, max: 1e9 })).map(([f, v]) => ({ name: `auth_data.${f} = ${v} (valid)`, apply: (e: any) => (e.auth_data[f] = f === 'request_idx' ? nextIdx++ : v), expect: (a: Answer) => expect(a.status, a.text).toBe(200) })),
+  fc
+    .tuple(fc.constantFrom('cost', 'reqnum', 'request_idx'), fc.integer({ min: 0, max: 1e9 }))
+    .map(([f, v]) => ({
+      name: `auth_data.${f} = ${v} (valid)`,
+      apply: (e: any) => (e.auth_data[f] = f === 'request_idx' ? nextIdx++ : v),
+      expect: (a: Answer) => expect(a.status, a.text).toBe(200),
+    })),
 );
 
 describe('fuzzing the request path', () => {
@@ -210,7 +269,16 @@ describe('fuzzing the request path', () => {
   });
 
   it('random bytes, whatever the content type, are a JSON 4xx', async () => {
-    const contentType = fc.constantFrom('application/json', 'text/plain', 'application/octet-stream', 'multipart/form-data; boundary=x', 'application/x-www-form-urlencoded', 'application/json; charset=utf-16', '*/*', 'garbage');
+    const contentType = fc.constantFrom(
+      'application/json',
+      'text/plain',
+      'application/octet-stream',
+      'multipart/form-data; boundary=x',
+      'application/x-www-form-urlencoded',
+      'application/json; charset=utf-16',
+      '*/*',
+      'garbage',
+    );
     await fc.assert(
       fc.asyncProperty(fc.uint8Array({ maxLength: 3000 }), contentType, async (bytes, ct) => {
         const a = await post(Buffer.from(bytes), { contentType: ct });
@@ -221,7 +289,17 @@ describe('fuzzing the request path', () => {
   });
 
   it('the content type does not matter: a valid JSON envelope is served, a form body is a 422 "invalid JSON"', async () => {
-    const contentType = fc.option(fc.constantFrom('text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', 'application/octet-stream', 'application/xml', 'application/json; charset=latin1'), { nil: null });
+    const contentType = fc.option(
+      fc.constantFrom(
+        'text/plain',
+        'application/x-www-form-urlencoded',
+        'multipart/form-data; boundary=x',
+        'application/octet-stream',
+        'application/xml',
+        'application/json; charset=latin1',
+      ),
+      { nil: null },
+    );
     await fc.assert(
       fc.asyncProperty(contentType, async (ct) => {
         const ok = await post(JSON.stringify(validEnvelope()), { contentType: ct });
@@ -270,7 +348,14 @@ describe('fuzzing the request path', () => {
         const a = await post(JSON.stringify(e).replace(token, nest(depth)));
         if (a.status !== 200) expectNamedRefusal(a);
         // auth_data is hashed and signed by recursive code, so it may nest 32 levels at most.
-        const expected: Record<string, number> = { payload: 422, 'payload.extra': 200, 'auth_data.extra': 422, auth_data: 422, session_id: 422, 'top.extra': 200 };
+        const expected: Record<string, number> = {
+          payload: 422,
+          'payload.extra': 200,
+          'auth_data.extra': 422,
+          auth_data: 422,
+          session_id: 422,
+          'top.extra': 200,
+        };
         expect(a.status, `${where} at depth ${depth}: ${a.text.slice(0, 200)}`).toBe(expected[where]);
         if (where === 'auth_data.extra') expect(a.json.auth_data.extra).toMatch(/nested deeper than 32 levels/);
       }),
@@ -297,9 +382,11 @@ describe('fuzzing the request path', () => {
     const r = await request(`${worker.url}/v1/completions`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: Readable.from((function* () {
-        for (let i = 0; i < 40; i++) yield Buffer.alloc(16 * 1024, 0x20);
-      })()),
+      body: Readable.from(
+        (function* () {
+          for (let i = 0; i < 40; i++) yield Buffer.alloc(16 * 1024, 0x20);
+        })(),
+      ),
       dispatcher: agent,
     }).catch((err: Error) => err);
     if (!(r instanceof Error)) {
@@ -312,8 +399,15 @@ describe('fuzzing the request path', () => {
     const path = fc.constantFrom('/session/create', '/session/get', '/session/health', '/session/end');
     const body = fc.oneof(
       fc.jsonValue({ maxDepth: 3 }).map((v) => JSON.stringify(v)),
-      fc.record({ session_id: fc.oneof(fc.string(), fc.integer(), fc.constant(null)), session_auth: fc.jsonValue({ maxDepth: 2 }) }, { requiredKeys: [] }).map((v) => JSON.stringify(v)),
-      fc.record({ auth_data: fc.jsonValue({ maxDepth: 2 }), payload: fc.record({ lifetime: fc.jsonValue({ maxDepth: 1 }), on_close_route: fc.jsonValue({ maxDepth: 1 }) }, { requiredKeys: [] }) }).map((v) => JSON.stringify(v)),
+      fc
+        .record({ session_id: fc.oneof(fc.string(), fc.integer(), fc.constant(null)), session_auth: fc.jsonValue({ maxDepth: 2 }) }, { requiredKeys: [] })
+        .map((v) => JSON.stringify(v)),
+      fc
+        .record({
+          auth_data: fc.jsonValue({ maxDepth: 2 }),
+          payload: fc.record({ lifetime: fc.jsonValue({ maxDepth: 1 }), on_close_route: fc.jsonValue({ maxDepth: 1 }) }, { requiredKeys: [] }),
+        })
+        .map((v) => JSON.stringify(v)),
       fc.string(),
     );
     await fc.assert(
@@ -352,7 +446,12 @@ describe('fuzzing the request path', () => {
     const { port } = new URL(worker.url);
     const junk = fc.oneof(
       fc.string({ minLength: 1, maxLength: 200 }).map((s) => `${s}\r\n\r\n`),
-      fc.constantFrom('POST /v1/completions HTTP/1.1\r\ncontent-length: abc\r\n\r\n', 'POST /v1/completions HTTP/9.9\r\n\r\n', 'POST /v1/completions HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n', 'GET / HTTP/1.1\r\nbad header\r\n\r\n'),
+      fc.constantFrom(
+        'POST /v1/completions HTTP/1.1\r\ncontent-length: abc\r\n\r\n',
+        'POST /v1/completions HTTP/9.9\r\n\r\n',
+        'POST /v1/completions HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n',
+        'GET / HTTP/1.1\r\nbad header\r\n\r\n',
+      ),
     );
     await fc.assert(
       fc.asyncProperty(junk, async (text) => {
@@ -411,10 +510,13 @@ function rawExchange(port: number, parts: string[], gapMs: number, giveUpMs = 60
     let answer = '';
     const s = connect(port, '127.0.0.1');
     let i = 0;
-    const timer = setInterval(() => {
-      if (s.destroyed || i >= parts.length) return clearInterval(timer);
-      s.write(parts[i++]!);
-    }, Math.max(gapMs, 1));
+    const timer = setInterval(
+      () => {
+        if (s.destroyed || i >= parts.length) return clearInterval(timer);
+        s.write(parts[i++]!);
+      },
+      Math.max(gapMs, 1),
+    );
     s.on('data', (d) => (answer += d.toString('latin1')));
     const done = () => {
       clearInterval(timer);

@@ -52,7 +52,7 @@ describe('docs/configuration.md', () => {
     expect(missing).toEqual([]);
   });
 
-  it('lists every variable of the worker\'s environment', () => {
+  it("lists every variable of the worker's environment", () => {
     // The schema's keys (optional ones included), and what parsing really yields.
     const src = readFileSync(join(ROOT, 'src', 'worker', 'env.ts'), 'utf8');
     const schema = src.slice(src.indexOf('const envSchema'), src.indexOf('});', src.indexOf('const envSchema')));
@@ -65,7 +65,8 @@ describe('docs/configuration.md', () => {
   it('lists every variable read by the code, the handlers, the scripts and on_start.sh', () => {
     const files = [...sourceFiles(join(ROOT, 'src')), ...sourceFiles(join(ROOT, 'handlers')), ...sourceFiles(join(ROOT, 'scripts'))];
     const read = new Set<string>();
-    for (const f of files) for (const m of readFileSync(f, 'utf8').matchAll(/(?:process\.env\.|process\.env\[\s*'|FromEnv\(\s*')([A-Z][A-Z0-9_]+)/g)) read.add(m[1]!);
+    for (const f of files)
+      for (const m of readFileSync(f, 'utf8').matchAll(/(?:process\.env\.|process\.env\[\s*'|FromEnv\(\s*')([A-Z][A-Z0-9_]+)/g)) read.add(m[1]!);
     // The shell's own and the inherited ones are not configuration.
     const notConfig = new Set(['PATH', 'HOME', 'CI']);
     const onStart = readFileSync(join(ROOT, 'on_start.sh'), 'utf8');

@@ -37,7 +37,11 @@ async function rig(backend: string, flavor: Flavor): Promise<Rig> {
   const worker = await res.add(
     startWorker({ definition, env, logger: silentLogger(), timings: { noHealthWaitMs: 0, reportTickMs: 100, healthIntervalMs: 500 } }),
   );
-  await waitFor(() => worker.lifecycle.state === 'ready' || worker.lifecycle.state === 'errored', 20_000, () => `${backend} worker ready (${worker.lifecycle.state})`);
+  await waitFor(
+    () => worker.lifecycle.state === 'ready' || worker.lifecycle.state === 'errored',
+    20_000,
+    () => `${backend} worker ready (${worker.lifecycle.state})`,
+  );
   expect(worker.lifecycle.state, worker.lifecycle.reason).toBe('ready');
   return { sim, worker };
 }
@@ -67,7 +71,9 @@ describe('openai (vLLM)', () => {
     expect(r.status).toBe(200);
     expect(r.json.usage.completion_tokens).toBe(7);
 
-    const chat = await postJson(worker.url + '/v1/chat/completions', envelope({ messages: [{ role: 'user', content: 'hi' }], max_tokens: 3 }), { dispatcher: agent });
+    const chat = await postJson(worker.url + '/v1/chat/completions', envelope({ messages: [{ role: 'user', content: 'hi' }], max_tokens: 3 }), {
+      dispatcher: agent,
+    });
     expect(chat.status).toBe(200);
     expect(chat.json.object).toBe('chat.completion');
 
@@ -88,11 +94,13 @@ describe('openai (vLLM)', () => {
     expect(sim.stats().finished).toBeGreaterThanOrEqual(4);
   });
 
-  it('takes token-id prompts and chat\'s max_completion_tokens, and counts them in the workload', async () => {
+  it("takes token-id prompts and chat's max_completion_tokens, and counts them in the workload", async () => {
     const { worker } = await rig('openai', 'openai');
     const ids = await postJson(worker.url + '/v1/completions', envelope({ prompt: [101, 102, 103, 104, 105], max_tokens: 2 }), { dispatcher: agent });
     expect(ids.status).toBe(200);
-    const chat = await postJson(worker.url + '/v1/chat/completions', envelope({ messages: [{ role: 'user', content: 'hi' }], max_completion_tokens: 6 }), { dispatcher: agent });
+    const chat = await postJson(worker.url + '/v1/chat/completions', envelope({ messages: [{ role: 'user', content: 'hi' }], max_completion_tokens: 6 }), {
+      dispatcher: agent,
+    });
     expect(chat.status).toBe(200);
     expect(chat.json.usage.completion_tokens).toBe(6);
     await waitFor(() => worker.ledger.totals.ended === 2);
@@ -156,7 +164,9 @@ describe('comfyui', () => {
     res.defer(() => clearInterval(sampler));
     // 400 work units at 4000/s: 0.1 s a job.
     const jobs = ['a', 'b', 'c'].map((id) =>
-      postJson(worker.url + '/generate/sync', envelope({ input: { request_id: id, cost: 400, modifier: 'Text2Image', modifications: { prompt: id } } }), { dispatcher: agent }),
+      postJson(worker.url + '/generate/sync', envelope({ input: { request_id: id, cost: 400, modifier: 'Text2Image', modifications: { prompt: id } } }), {
+        dispatcher: agent,
+      }),
     );
     const answers = await Promise.all(jobs);
     clearInterval(sampler);
@@ -167,7 +177,9 @@ describe('comfyui', () => {
     }
     expect(maxAtModel).toBe(1);
     expect(maxAtWorker).toBeGreaterThan(1);
-    const plain = await postJson(worker.url + '/generate/sync', envelope({ input: { request_id: 'd', workflow_json: { '3': { class_type: 'KSampler' } } } }), { dispatcher: agent });
+    const plain = await postJson(worker.url + '/generate/sync', envelope({ input: { request_id: 'd', workflow_json: { '3': { class_type: 'KSampler' } } } }), {
+      dispatcher: agent,
+    });
     expect(plain.status).toBe(200);
     await waitFor(() => worker.ledger.totals.ended === 4);
     expect(worker.ledger.totals.served).toBe(3 * 400 + COMFYUI_WORKLOAD);

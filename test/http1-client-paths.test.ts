@@ -19,7 +19,10 @@ function chunkedPost(path: string, body: string, extra = ''): string {
 describe('requests on a connection that closes', () => {
   for (const [label, make] of [
     ['chunked bodies (node:http)', (b: string) => chunkedPost('/echo', b)],
-    ['HTTP/1.0 keep-alive (node:http)', (b: string) => rawPost('/echo', b).replace('HTTP/1.1', 'HTTP/1.0').replace('host: x\r\n', 'host: x\r\nconnection: keep-alive\r\n')],
+    [
+      'HTTP/1.0 keep-alive (node:http)',
+      (b: string) => rawPost('/echo', b).replace('HTTP/1.1', 'HTTP/1.0').replace('host: x\r\n', 'host: x\r\nconnection: keep-alive\r\n'),
+    ],
     ['odd Connection (node:http)', (b: string) => rawPost('/echo', b, 'connection: keep-alive, x\r\n')],
     ['plain (fast lane)', (b: string) => rawPost('/echo', b)],
   ] as const) {
@@ -39,7 +42,11 @@ describe('requests on a connection that closes', () => {
       // Let both reach the worker, then leave before the first answer.
       await new Promise((r) => setTimeout(r, 100));
       conn.close();
-      await waitFor(() => w.ledger.workingCount === 0, 10_000, () => `working requests left: ${[...w.ledger.workingEntries()].map((e) => e.requestIdx).join(',')}`);
+      await waitFor(
+        () => w.ledger.workingCount === 0,
+        10_000,
+        () => `working requests left: ${[...w.ledger.workingEntries()].map((e) => e.requestIdx).join(',')}`,
+      );
       expect(w.ledger.curLoad).toBe(0);
       const { succeeded, failed } = ledgerAudit(w);
       const ended = [...succeeded, ...failed];
@@ -74,7 +81,11 @@ describe('client connections', () => {
       sockets.push(s);
       await new Promise<void>((r) => s.once('connect', () => r()));
     }
-    await waitFor(() => closedByWorker.size >= 20, 5000, () => `${closedByWorker.size} of 40 connections closed by the worker`);
+    await waitFor(
+      () => closedByWorker.size >= 20,
+      5000,
+      () => `${closedByWorker.size} of 40 connections closed by the worker`,
+    );
     await new Promise((r) => setTimeout(r, 100));
     expect(closedByWorker.size).toBe(20);
     // The held ones still work: a request on one of them is served.

@@ -49,7 +49,9 @@ function corpus(): string[] {
 }
 
 /** Bytes that break parsers: the separators and the characters llhttp refuses or treats specially. */
-const SPICY = [0x0d, 0x0a, 0x00, 0x09, 0x20, 0x3a, 0x2c, 0x3b, 0x7f, 0xff, 0x80, 0x30, 0x39, 0x2d, 0x2b, 0x22, 0x7b, 0x7d, 0x61, 0x5a, 0x2f, 0x3f, 0x23, 0x01, 0x0b, 0x0c];
+const SPICY = [
+  0x0d, 0x0a, 0x00, 0x09, 0x20, 0x3a, 0x2c, 0x3b, 0x7f, 0xff, 0x80, 0x30, 0x39, 0x2d, 0x2b, 0x22, 0x7b, 0x7d, 0x61, 0x5a, 0x2f, 0x3f, 0x23, 0x01, 0x0b, 0x0c,
+];
 
 /** 1 to 3 seeded edits of `base`, mostly in its head (the part the two paths parse differently). */
 function mutate(base: Buffer, rnd: () => number): Buffer {
@@ -161,16 +163,25 @@ describe('differential: fast lane vs node:http', () => {
       if (rule) {
         allowed.set(rule.reason, (allowed.get(rule.reason) ?? 0) + 1);
         excusedCases.push(i);
-        if (process.env.DIFF_VERBOSE) console.log(`excused case ${i} ${JSON.stringify(cases[i]!.toString('latin1'))}\n  fast lane: ${a.answers.join(' ; ')}\n  node:http: ${b.answers.join(' ; ')}`);
-      }
-      else failures.push(`case ${i} ${JSON.stringify(cases[i]!.toString('latin1').slice(0, 300))}:\n  fast lane: ${a.answers.join(' ; ').slice(0, 300)}\n  node:http: ${b.answers.join(' ; ').slice(0, 300)}`);
+        if (process.env.DIFF_VERBOSE)
+          console.log(
+            `excused case ${i} ${JSON.stringify(cases[i]!.toString('latin1'))}\n  fast lane: ${a.answers.join(' ; ')}\n  node:http: ${b.answers.join(' ; ')}`,
+          );
+      } else
+        failures.push(
+          `case ${i} ${JSON.stringify(cases[i]!.toString('latin1').slice(0, 300))}:\n  fast lane: ${a.answers.join(' ; ').slice(0, 300)}\n  node:http: ${b.answers.join(' ; ').slice(0, 300)}`,
+        );
     }
     expect(failures.slice(0, 10), `${failures.length} of ${cases.length} cases differ`).toEqual([]);
     // The allow-list stays short and honest: report what it excused.
     console.log(`differential: ${cases.length} cases, ${differing.length} differed at first, excused: ${JSON.stringify([...allowed.entries()])}`);
     // Both workers are whole afterwards.
     for (const w of [fast, http]) {
-      await waitFor(() => w.ledger.workingCount === 0, 10_000, () => 'ledger idle');
+      await waitFor(
+        () => w.ledger.workingCount === 0,
+        10_000,
+        () => 'ledger idle',
+      );
       ledgerAudit(w);
       expect(w.lifecycle.state).toBe('ready');
     }

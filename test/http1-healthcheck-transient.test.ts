@@ -32,10 +32,13 @@ async function flakyModel(): Promise<{ url: string; state: { reset: boolean; hit
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  cleanups.push(() => new Promise<void>((r) => {
-    for (const s of sockets) s.destroy();
-    server.close(() => r());
-  }));
+  cleanups.push(
+    () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
+  );
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/health`, state };
 }
 
@@ -43,19 +46,38 @@ describe('health check: transient failures', () => {
   it('connection resets for a while are waited out, not reported; resets that last are', async () => {
     const model = await flakyModel();
     const failures: string[] = [];
-    const hc: Healthcheck = startHealthcheck({ url: model.url, intervalMs: 40, startupIntervalMs: 20, timeoutMs: 1000, transientGraceMs: 1500, onFailure: (m) => failures.push(m) });
+    const hc: Healthcheck = startHealthcheck({
+      url: model.url,
+      intervalMs: 40,
+      startupIntervalMs: 20,
+      timeoutMs: 1000,
+      transientGraceMs: 1500,
+      onFailure: (m) => failures.push(m),
+    });
     cleanups.push(() => hc.stop());
     expect(await hc.waitForFirstSuccess(5000)).toBe(true);
     model.state.reset = true;
     const hits = model.state.hits;
-    await waitFor(() => model.state.hits >= hits + 5, 5000, () => 'five reset probes');
+    await waitFor(
+      () => model.state.hits >= hits + 5,
+      5000,
+      () => 'five reset probes',
+    );
     expect(hc.lastOk()).toBe(false);
     model.state.reset = false;
-    await waitFor(() => hc.lastOk() === true, 5000, () => 'a passing probe');
+    await waitFor(
+      () => hc.lastOk() === true,
+      5000,
+      () => 'a passing probe',
+    );
     expect(failures).toEqual([]);
     // Now resets that outlast the grace: reported, naming the reset.
     model.state.reset = true;
-    await waitFor(() => failures.length > 0, 8000, () => 'a reported failure');
+    await waitFor(
+      () => failures.length > 0,
+      8000,
+      () => 'a reported failure',
+    );
     expect(failures[0]).toMatch(/connection reset by the model server/);
   });
 
@@ -82,7 +104,11 @@ describe('health check: transient failures', () => {
       server.close();
       console.log(JSON.stringify({ ok, held: fds.length, sawEmfile, back, failures }));
     `;
-    const r = spawnSync('bash', ['-c', `ulimit -n 256 && exec "${process.execPath}" --input-type=module -e "$SCRIPT"`], { env: { ...process.env, SCRIPT: script }, encoding: 'utf8', timeout: 60_000 });
+    const r = spawnSync('bash', ['-c', `ulimit -n 256 && exec "${process.execPath}" --input-type=module -e "$SCRIPT"`], {
+      env: { ...process.env, SCRIPT: script },
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
     const line = r.stdout.trim().split('\n').pop() ?? '';
     expect(line, r.stderr).toMatch(/^\{/);
     const out = JSON.parse(line) as { ok: boolean; held: number; sawEmfile: boolean; back: boolean; failures: string[] };
@@ -100,11 +126,18 @@ describe('health check: transient failures', () => {
     cleanups.push(() => w.close());
     expect(w.lifecycle.state).toBe('ready');
     model.state.reset = true;
-    await waitFor(() => w.lifecycle.state === 'errored', 10_000, () => `errored by lasting resets (state ${w.lifecycle.state})`);
+    await waitFor(
+      () => w.lifecycle.state === 'errored',
+      10_000,
+      () => `errored by lasting resets (state ${w.lifecycle.state})`,
+    );
     expect(w.ledger.errorMsg).toMatch(/reset/);
     model.state.reset = false;
-    await waitFor(() => w.lifecycle.state === 'ready', 10_000, () => `ready again (state ${w.lifecycle.state})`);
+    await waitFor(
+      () => w.lifecycle.state === 'ready',
+      10_000,
+      () => `ready again (state ${w.lifecycle.state})`,
+    );
     expect(w.ledger.errorMsg).toBe('');
   });
 });
-

@@ -48,7 +48,11 @@ for (const path of PATHS.filter((p) => !process.env.HOSTILE_PATH || p.name.inclu
 
     beforeAll(async () => {
       model = await startHostileModel();
-      worker = await startTestWorker({ modelUrl: model.url, spec: { modelTimeoutMs: MODEL_TIMEOUT_MS }, requestPath: { fastLane: path.fastLane, modelClient: path.modelClient } });
+      worker = await startTestWorker({
+        modelUrl: model.url,
+        spec: { modelTimeoutMs: MODEL_TIMEOUT_MS },
+        requestPath: { fastLane: path.fastLane, modelClient: path.modelClient },
+      });
       worker.ledger.onEnd((e, outcome) => {
         const list = ends.get(e.requestIdx) ?? [];
         list.push(outcome);
@@ -83,13 +87,16 @@ for (const path of PATHS.filter((p) => !process.env.HOSTILE_PATH || p.name.inclu
         } else {
           problems.push(...first.problems);
           if ('pass' in expect_) {
-            if (first.status !== expect_.pass) problems.push(`status ${first.status}, expected ${expect_.pass} passed on (${first.body.toString().slice(0, 120)})`);
-            if (expect_.body !== undefined && first.body.toString() !== expect_.body) problems.push(`body ${JSON.stringify(first.body.toString().slice(0, 120))}`);
+            if (first.status !== expect_.pass)
+              problems.push(`status ${first.status}, expected ${expect_.pass} passed on (${first.body.toString().slice(0, 120)})`);
+            if (expect_.body !== undefined && first.body.toString() !== expect_.body)
+              problems.push(`body ${JSON.stringify(first.body.toString().slice(0, 120))}`);
           } else if ('bad' in expect_) {
             if (first.status !== 502) problems.push(`status ${first.status}, expected 502 (${first.body.toString().slice(0, 120)})`);
             else if (!/the model/.test(JSON.parse(first.body.toString()).error ?? '')) problems.push(`502 body ${first.body.toString()}`);
           } else if ('failed' in expect_) {
-            if (first.status !== 500 || first.body.length !== 0) problems.push(`status ${first.status}, expected the empty 500 (${first.body.toString().slice(0, 120)})`);
+            if (first.status !== 500 || first.body.length !== 0)
+              problems.push(`status ${first.status}, expected the empty 500 (${first.body.toString().slice(0, 120)})`);
           } else if ('timeout' in expect_) {
             if (first.status !== 504) problems.push(`status ${first.status}, expected 504`);
           }
@@ -104,10 +111,15 @@ for (const path of PATHS.filter((p) => !process.env.HOSTILE_PATH || p.name.inclu
           again.close();
         }
         if (!second) problems.push(`the next request got no answer (${describe_(x)})`);
-        else if (second.status !== 200 || !second.body.toString().includes(`"after-${name}"`)) problems.push(`the next request got ${second.status} ${second.body.toString().slice(0, 120)}`);
+        else if (second.status !== 200 || !second.body.toString().includes(`"after-${name}"`))
+          problems.push(`the next request got ${second.status} ${second.body.toString().slice(0, 120)}`);
         conn.close();
         // The ledger: idle again, adds up, and the shape's request ended once with the right outcome.
-        await waitFor(() => worker.ledger.workingCount === 0, 10_000, () => `ledger idle after ${name}: ${worker.ledger.workingCount} working`);
+        await waitFor(
+          () => worker.ledger.workingCount === 0,
+          10_000,
+          () => `ledger idle after ${name}: ${worker.ledger.workingCount} working`,
+        );
         ledgerAudit(worker);
         const got = ends.get(idx) ?? [];
         const wanted = 'pass' in expect_ && expect_.pass < 500 ? 'success' : 'error';

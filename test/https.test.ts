@@ -30,7 +30,27 @@ beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'https-'));
   cert = join(dir, 'instance.crt');
   key = join(dir, 'instance.key');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      key,
+      '-out',
+      cert,
+      '-days',
+      '1',
+      '-subj',
+      '/CN=127.0.0.1',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1',
+    ],
+    { stdio: 'ignore' },
+  );
   ca = readFileSync(cert);
   agent = new Agent({ connect: { ca } });
   engine = await startEngine();
@@ -47,7 +67,10 @@ afterAll(async () => {
 
 let cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
-  for (const fn of cleanups.reverse()) await Promise.resolve().then(fn).catch(() => undefined);
+  for (const fn of cleanups.reverse())
+    await Promise.resolve()
+      .then(fn)
+      .catch(() => undefined);
   cleanups = [];
 });
 
@@ -70,13 +93,31 @@ describe('USE_SSL', () => {
   it('serves the handler routes and /healthz over HTTPS with the configured cert, and reports an https url', async () => {
     const ws = mkdtempSync(join(dir, 'ws-'));
     const env = parseWorkerEnv({
-      WORKER_PORT: '0', WORKER_HOST: '127.0.0.1', CONTAINER_ID: '51', REPORT_ADDR: engine.url, WORKSPACE_DIR: ws,
-      MODEL_LOG: join(dir, 'model.log'), USE_SSL: 'true', SSL_CERT_PATH: cert, SSL_KEY_PATH: key, PUBLIC_IPADDR: '127.0.0.1', VAST_TCP_PORT_0: '443',
+      WORKER_PORT: '0',
+      WORKER_HOST: '127.0.0.1',
+      CONTAINER_ID: '51',
+      REPORT_ADDR: engine.url,
+      WORKSPACE_DIR: ws,
+      MODEL_LOG: join(dir, 'model.log'),
+      USE_SSL: 'true',
+      SSL_CERT_PATH: cert,
+      SSL_KEY_PATH: key,
+      PUBLIC_IPADDR: '127.0.0.1',
+      VAST_TCP_PORT_0: '443',
     });
-    const w = await startWorker({ definition: definition(), env, logger: silentLogger(), timings: { noHealthWaitMs: 0, reportTickMs: 50, reportIdleMs: 200, pubkeyBaseDelayMs: 50 } });
+    const w = await startWorker({
+      definition: definition(),
+      env,
+      logger: silentLogger(),
+      timings: { noHealthWaitMs: 0, reportTickMs: 50, reportIdleMs: 200, pubkeyBaseDelayMs: 50 },
+    });
     cleanups.push(() => w.close());
     expect(w.url).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
-    await waitFor(() => w.lifecycle.state === 'ready', 10_000, () => w.lifecycle.state);
+    await waitFor(
+      () => w.lifecycle.state === 'ready',
+      10_000,
+      () => w.lifecycle.state,
+    );
 
     const h = await request(`${w.url}/healthz`, { dispatcher: agent });
     expect(h.statusCode).toBe(200);
@@ -100,7 +141,16 @@ describe('USE_SSL', () => {
   });
 
   it('a missing certificate fails the start cleanly, naming the file', async () => {
-    const env = parseWorkerEnv({ WORKER_PORT: '0', WORKER_HOST: '127.0.0.1', CONTAINER_ID: '52', UNSECURED: 'true', WORKSPACE_DIR: dir, USE_SSL: 'true', SSL_CERT_PATH: join(dir, 'missing.crt'), SSL_KEY_PATH: key });
+    const env = parseWorkerEnv({
+      WORKER_PORT: '0',
+      WORKER_HOST: '127.0.0.1',
+      CONTAINER_ID: '52',
+      UNSECURED: 'true',
+      WORKSPACE_DIR: dir,
+      USE_SSL: 'true',
+      SSL_CERT_PATH: join(dir, 'missing.crt'),
+      SSL_KEY_PATH: key,
+    });
     await expect(startWorker({ definition: definition(), env, logger: silentLogger() })).rejects.toThrow(/missing\.crt/);
   });
 
@@ -108,8 +158,17 @@ describe('USE_SSL', () => {
     const port = await freePort();
     const child = spawn(process.execPath, [resolve('dist/cli.js'), 'worker', '--handler', 'tgi'], {
       env: {
-        PATH: process.env.PATH ?? '', WORKER_PORT: String(port), WORKER_HTTP_PORT: String(await freePort()), WORKER_HOST: '127.0.0.1', CONTAINER_ID: '53',
-        UNSECURED: 'true', WORKSPACE_DIR: mkdtempSync(join(dir, 'ws-')), MODEL_SERVER_URL: sim.url, USE_SSL: 'true', SSL_CERT_PATH: cert, SSL_KEY_PATH: key,
+        PATH: process.env.PATH ?? '',
+        WORKER_PORT: String(port),
+        WORKER_HTTP_PORT: String(await freePort()),
+        WORKER_HOST: '127.0.0.1',
+        CONTAINER_ID: '53',
+        UNSECURED: 'true',
+        WORKSPACE_DIR: mkdtempSync(join(dir, 'ws-')),
+        MODEL_SERVER_URL: sim.url,
+        USE_SSL: 'true',
+        SSL_CERT_PATH: cert,
+        SSL_KEY_PATH: key,
       },
       stdio: 'ignore',
     });

@@ -38,7 +38,8 @@ describe('nodeworker init', () => {
     const dir = join(root, 'My Worker');
     const out = await run(process.execPath, [CLI, 'init', dir]);
     expect(out.stdout).toMatch(/created my-worker/);
-    for (const f of ['package.json', 'tsconfig.json', 'worker.ts', 'test/worker.test.ts', 'README.md', '.gitignore']) expect(existsSync(join(dir, f)), f).toBe(true);
+    for (const f of ['package.json', 'tsconfig.json', 'worker.ts', 'test/worker.test.ts', 'README.md', '.gitignore'])
+      expect(existsSync(join(dir, f)), f).toBe(true);
     const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8'));
     expect(pkg.name).toBe('my-worker');
     expect(pkg.dependencies.nodeworker).toBe(`file:${REPO}`);
@@ -54,7 +55,10 @@ describe('nodeworker init', () => {
     expect(def.benchmarkHandler.upstreamPath).toBe('/v1/completions');
     expect(def.handlers[0]!.workload({ prompt: 'abcdefgh', max_tokens: 10, stream: false })).toBe(12);
 
-    const test = await run(process.execPath, [join(dir, 'node_modules', 'vitest', 'vitest.mjs'), 'run'], { cwd: dir, env: { ...process.env, CI: '1', LOG_LEVEL: 'warn' } });
+    const test = await run(process.execPath, [join(dir, 'node_modules', 'vitest', 'vitest.mjs'), 'run'], {
+      cwd: dir,
+      env: { ...process.env, CI: '1', LOG_LEVEL: 'warn' },
+    });
     expect(test.stdout.replace(/\x1b\[[0-9;]*m/g, '')).toMatch(/Tests\s+4 passed \(4\)/);
   }, 60_000);
 

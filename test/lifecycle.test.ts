@@ -37,7 +37,10 @@ const FAST: Partial<WorkerTimings> = {
 function tgiDefinition(over: Partial<WorkerSpec> = {}) {
   return defineWorker({
     ...tgi,
-    handlers: [{ ...generate, benchmark: { generator: (i: number) => ({ inputs: `benchmark ${i}`, parameters: { max_new_tokens: 20 } }), runs: 2, concurrency: 4 } }, generateStream],
+    handlers: [
+      { ...generate, benchmark: { generator: (i: number) => ({ inputs: `benchmark ${i}`, parameters: { max_new_tokens: 20 } }), runs: 2, concurrency: 4 } },
+      generateStream,
+    ],
     ...over,
   });
 }
@@ -54,7 +57,10 @@ let cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
   const fns = cleanups.reverse();
   cleanups = [];
-  for (const fn of fns) await Promise.resolve().then(fn).catch(() => undefined);
+  for (const fn of fns)
+    await Promise.resolve()
+      .then(fn)
+      .catch(() => undefined);
 });
 
 function tempDir(base = tmpdir()): string {
@@ -75,7 +81,12 @@ async function sim(opts: Partial<ModelSimOptions> & { flavor?: ModelSimOptions['
   return m;
 }
 
-async function inProcessWorker(spec: Partial<WorkerSpec>, env: Record<string, string>, timings: Partial<WorkerTimings> = FAST, logger = silentLogger()): Promise<RunningWorker> {
+async function inProcessWorker(
+  spec: Partial<WorkerSpec>,
+  env: Record<string, string>,
+  timings: Partial<WorkerTimings> = FAST,
+  logger = silentLogger(),
+): Promise<RunningWorker> {
   const w = await startWorker({
     definition: tgiDefinition(spec),
     env: parseWorkerEnv({ WORKER_PORT: '0', WORKER_HOST: '127.0.0.1', CONTAINER_ID: '11', ...env }),
@@ -186,7 +197,11 @@ describe('GET /healthz', () => {
     expect(typeof loading.json.loading_progress).toBe('number');
 
     writeFileSync(log, '"message":"Connected","target":"text_generation_router"\n');
-    await waitFor(() => w.lifecycle.state === 'ready', 10_000, () => w.lifecycle.state);
+    await waitFor(
+      () => w.lifecycle.state === 'ready',
+      10_000,
+      () => w.lifecycle.state,
+    );
     const ready = await getJson(`${w.url}/healthz`);
     expect(ready.json.state).toBe('ready');
     expect(ready.json.perf).toBe(w.ledger.maxPerf);
@@ -212,12 +227,32 @@ function modelSimHook(port: number, extraArgs: string[] = []): LifecycleHook & {
   return {
     pid: () => child?.pid,
     start({ ready, fail, info, signal }) {
-      child = execa(process.execPath, [CLI, 'model-sim', '--flavor', 'tgi', '--port', String(port), '--load-seconds', '0.3', '--token-rate', '2000', '--capacity', '20000', '--ttft-ms', '2', ...extraArgs], {
-        cancelSignal: signal,
-        forceKillAfterDelay: 2000,
-        reject: false,
-        stdin: 'ignore',
-      });
+      child = execa(
+        process.execPath,
+        [
+          CLI,
+          'model-sim',
+          '--flavor',
+          'tgi',
+          '--port',
+          String(port),
+          '--load-seconds',
+          '0.3',
+          '--token-rate',
+          '2000',
+          '--capacity',
+          '20000',
+          '--ttft-ms',
+          '2',
+          ...extraArgs,
+        ],
+        {
+          cancelSignal: signal,
+          forceKillAfterDelay: 2000,
+          reject: false,
+          stdin: 'ignore',
+        },
+      );
       const lines = createInterface({ input: child.stdout! });
       lines.on('line', (line) => {
         info(line);
@@ -243,7 +278,11 @@ describe('lifecycle hook', () => {
     const dir = tempDir();
     const w = await inProcessWorker({ modelServerUrl: `http://127.0.0.1:${port}`, lifecycle: hook }, { REPORT_ADDR: e.url, WORKSPACE_DIR: dir });
     expect(w.lifecycle.state).toBe('loading');
-    await waitFor(() => w.lifecycle.state === 'ready', 15_000, () => `${w.lifecycle.state} ${w.lifecycle.reason}`);
+    await waitFor(
+      () => w.lifecycle.state === 'ready',
+      15_000,
+      () => `${w.lifecycle.state} ${w.lifecycle.reason}`,
+    );
     const stats = await getJson(`http://127.0.0.1:${port}/sim/stats`);
     // Warm-up + 2 rounds of 4: the benchmark ran against the hook's model.
     expect(stats.json.started).toBe(9);
@@ -263,12 +302,24 @@ describe('lifecycle hook', () => {
       // Health checks every 10 s: the hook, not the health check, is what notices here.
       { ...FAST, healthIntervalMs: 10_000 },
     );
-    await waitFor(() => w.lifecycle.state === 'ready', 15_000, () => w.lifecycle.state);
+    await waitFor(
+      () => w.lifecycle.state === 'ready',
+      15_000,
+      () => w.lifecycle.state,
+    );
     // A simulated crash: model-sim exits with code 1, the hook sees it and calls fail().
     await request(`http://127.0.0.1:${port}/sim/control`, { method: 'POST', body: '{"crash":true}' }).then((r) => r.body.dump());
-    await waitFor(() => w.lifecycle.state === 'errored', 10_000, () => w.lifecycle.state);
+    await waitFor(
+      () => w.lifecycle.state === 'errored',
+      10_000,
+      () => w.lifecycle.state,
+    );
     expect(w.ledger.errorMsg).toBe('model server exited with code 1');
-    await e.waitFor(() => e.statuses.some((s) => s.body.error_msg === 'model server exited with code 1'), 5000, () => JSON.stringify(e.statuses.map((s) => s.body.error_msg)));
+    await e.waitFor(
+      () => e.statuses.some((s) => s.body.error_msg === 'model server exited with code 1'),
+      5000,
+      () => JSON.stringify(e.statuses.map((s) => s.body.error_msg)),
+    );
   });
 });
 
@@ -299,7 +350,11 @@ describe('loading progress', () => {
     }
     expect(seen).toBeGreaterThan(0);
     expect(seen).toBeLessThanOrEqual(1);
-    await e.waitFor(() => e.statuses.some((s) => Number(s.body.additional_disk_usage) > 0), 10_000, () => 'additional_disk_usage > 0');
+    await e.waitFor(
+      () => e.statuses.some((s) => Number(s.body.additional_disk_usage) > 0),
+      10_000,
+      () => 'additional_disk_usage > 0',
+    );
     await waitFor(() => w.lifecycle.state === 'ready', 10_000);
     logger.flush();
     await new Promise((r) => setTimeout(r, 100));
@@ -327,7 +382,11 @@ describe('a worker process', () => {
       DRAIN_TIMEOUT: '20',
     });
     const url = `http://127.0.0.1:${port}`;
-    await e.waitFor(() => e.statuses.some((s) => s.body.id === 21 && Number(s.body.loadtime) > 0), 20_000, () => `a ready report; worker output:\n${proc.output().slice(-3000)}`);
+    await e.waitFor(
+      () => e.statuses.some((s) => s.body.id === 21 && Number(s.body.loadtime) > 0),
+      20_000,
+      () => `a ready report; worker output:\n${proc.output().slice(-3000)}`,
+    );
 
     // Slow the model down so the stream lasts about 2 s: 100 tokens at 50 tokens/s.
     m.control({ tokenRate: 50 });
@@ -382,11 +441,31 @@ describe('a worker process', () => {
     cleanups.push(() => new Promise<void>((r) => holder.close(() => r())));
     const taken = (holder.address() as { port: number }).port;
     const dir = tempDir();
-    const common = { WORKER_HOST: '127.0.0.1', REPORT_ADDR: e.url, MASTER_TOKEN: 'fail-token', WORKSPACE_DIR: dir, UNSECURED: 'true', MODEL_SERVER_URL: 'http://127.0.0.1:9' };
-    const portTaken = spawnCli(['worker', '--handler', 'tgi'], { ...common, WORKER_PORT: String(taken), WORKER_HTTP_PORT: String(await freePort()), CONTAINER_ID: '31' });
+    const common = {
+      WORKER_HOST: '127.0.0.1',
+      REPORT_ADDR: e.url,
+      MASTER_TOKEN: 'fail-token',
+      WORKSPACE_DIR: dir,
+      UNSECURED: 'true',
+      MODEL_SERVER_URL: 'http://127.0.0.1:9',
+    };
+    const portTaken = spawnCli(['worker', '--handler', 'tgi'], {
+      ...common,
+      WORKER_PORT: String(taken),
+      WORKER_HTTP_PORT: String(await freePort()),
+      CONTAINER_ID: '31',
+    });
     const badConfig = spawnCli(['worker', '--handler', 'tgi'], { ...common, WORKER_PORT: String(await freePort()), CONTAINER_ID: 'not-a-number' });
-    await e.waitFor(() => e.statuses.some((s) => s.body.id === 31 && /EADDRINUSE/.test(s.body.error_msg as string)), 10_000, () => portTaken.output());
-    await e.waitFor(() => e.statuses.some((s) => /CONTAINER_ID/.test(s.body.error_msg as string)), 10_000, () => badConfig.output());
+    await e.waitFor(
+      () => e.statuses.some((s) => s.body.id === 31 && /EADDRINUSE/.test(s.body.error_msg as string)),
+      10_000,
+      () => portTaken.output(),
+    );
+    await e.waitFor(
+      () => e.statuses.some((s) => /CONTAINER_ID/.test(s.body.error_msg as string)),
+      10_000,
+      () => badConfig.output(),
+    );
     const report = e.statuses.find((s) => s.body.id === 31)!.body;
     expect(report).toMatchObject({ mtoken: 'fail-token', loadtime: 0, max_perf: 0, url: `http://127.0.0.1:${taken}` });
     await new Promise((r) => setTimeout(r, 300));

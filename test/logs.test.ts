@@ -61,8 +61,15 @@ afterAll(async () => {
 
 describe('the worker process log', () => {
   it('is JSON lines, follows each request by one rid, and never contains the master token, a signature or session auth', async () => {
-    sim = run(['model-sim', '--flavor', 'openai', '--port', '0', '--load-seconds', '0', '--ttft-ms', '1', '--token-rate', '2000', '--log-file', join(dir, 'model.log')], {});
-    await waitFor(() => /model-sim listening on (http:\/\/127\.0\.0\.1:\d+)/.test(sim!.out.join('')), 15_000, () => `model-sim start: ${sim!.out.join('')}`);
+    sim = run(
+      ['model-sim', '--flavor', 'openai', '--port', '0', '--load-seconds', '0', '--ttft-ms', '1', '--token-rate', '2000', '--log-file', join(dir, 'model.log')],
+      {},
+    );
+    await waitFor(
+      () => /model-sim listening on (http:\/\/127\.0\.0\.1:\d+)/.test(sim!.out.join('')),
+      15_000,
+      () => `model-sim start: ${sim!.out.join('')}`,
+    );
     const modelUrl = /model-sim listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(sim.out.join(''))![1]!;
 
     const workspace = join(dir, 'ws');
@@ -80,11 +87,24 @@ describe('the worker process log', () => {
       FORCE_UPDATE_FILE: marker,
       LOG_LEVEL: 'debug',
     });
-    const listening = () => worker!.out.join('').split('\n').map(tryJson).find((l) => l?.msg === 'worker listening');
-    await waitFor(() => listening() !== undefined, 15_000, () => `worker start: ${worker!.out.join('')}`);
+    const listening = () =>
+      worker!.out
+        .join('')
+        .split('\n')
+        .map(tryJson)
+        .find((l) => l?.msg === 'worker listening');
+    await waitFor(
+      () => listening() !== undefined,
+      15_000,
+      () => `worker start: ${worker!.out.join('')}`,
+    );
     const url = listening()!.url as string;
     const internalPort = listening()!.internal_port as number;
-    await waitFor(() => engine.statuses.some((s) => s.body.loadtime !== 0), 20_000, () => `worker ready: ${worker!.out.join('').slice(-2000)}`);
+    await waitFor(
+      () => engine.statuses.some((s) => s.body.loadtime !== 0),
+      20_000,
+      () => `worker ready: ${worker!.out.join('').slice(-2000)}`,
+    );
 
     const secrets: string[] = [MASTER_TOKEN];
     const send = async (route: string, body: unknown, headers?: Record<string, string>) => postJson(url + route, body, { dispatcher: agent, headers });
@@ -101,7 +121,9 @@ describe('the worker process log', () => {
       expect(r.status).toBe(200);
     }
     const chatAuth = signed();
-    expect((await send('/v1/chat/completions', { auth_data: chatAuth, payload: { messages: [{ role: 'user', content: 'hi' }], max_tokens: 3 } })).status).toBe(200);
+    expect((await send('/v1/chat/completions', { auth_data: chatAuth, payload: { messages: [{ role: 'user', content: 'hi' }], max_tokens: 3 } })).status).toBe(
+      200,
+    );
     const forgedSig = engine.sign('http://127.0.0.1:9/forged');
     secrets.push(forgedSig);
     expect((await send('/v1/completions', { auth_data: { ...engine.authData({ url }), signature: forgedSig }, payload: { prompt: 'x' } })).status).toBe(401);
@@ -165,10 +187,11 @@ describe('the worker process log', () => {
       expect(msgs).toContain('request done');
     }
     const ridsSeen = new Map<number, number>();
-    for (const [idx, rids] of ridOf) for (const rid of rids) {
-      expect(ridsSeen.has(rid) && ridsSeen.get(rid) !== idx, `rid ${rid} used for two requests`).toBe(false);
-      ridsSeen.set(rid, idx);
-    }
+    for (const [idx, rids] of ridOf)
+      for (const rid of rids) {
+        expect(ridsSeen.has(rid) && ridsSeen.get(rid) !== idx, `rid ${rid} used for two requests`).toBe(false);
+        ridsSeen.set(rid, idx);
+      }
     expect(records.some((r) => r.msg === 'worker_status sent')).toBe(true);
     expect(records.some((r) => r.msg === 'session created' && r.session_id === sid)).toBe(true);
   }, 60_000);
@@ -178,7 +201,17 @@ describe('log redaction', () => {
   it('replaces secret keys at any of the first levels of a logged object', async () => {
     const file = join(mkdtempSync(join(tmpdir(), 'redact-')), 'x.log');
     const log = createLogger('t', { level: 'debug', destination: file });
-    log.info({ mtoken: 's1-secret', report: { mtoken: 's2-secret' }, req: { headers: { authorization: 'Bearer s3-secret' } }, auth_data: { signature: 's4-secret' }, body: { session_auth: { a: 's5-secret' } }, deep: { a: { b: { signature: 's6-secret' } } } }, 'with secrets');
+    log.info(
+      {
+        mtoken: 's1-secret',
+        report: { mtoken: 's2-secret' },
+        req: { headers: { authorization: 'Bearer s3-secret' } },
+        auth_data: { signature: 's4-secret' },
+        body: { session_auth: { a: 's5-secret' } },
+        deep: { a: { b: { signature: 's6-secret' } } },
+      },
+      'with secrets',
+    );
     log.flush();
     await waitFor(() => existsSync(file) && readFileSync(file, 'utf8').includes('with secrets'), 3000);
     const text = readFileSync(file, 'utf8');

@@ -47,8 +47,17 @@ function record(file: string, opts: { fromStart?: boolean; maxLineBytes?: number
     const seen = events.find(pred);
     if (seen) return Promise.resolve(seen);
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no matching event within ${timeoutMs} ms; got ${JSON.stringify(events.map((e) => e.line.slice(0, 80)))}`)), timeoutMs);
-      waiters.push({ pred, resolve: (e) => { clearTimeout(timer); resolve(e); } });
+      const timer = setTimeout(
+        () => reject(new Error(`no matching event within ${timeoutMs} ms; got ${JSON.stringify(events.map((e) => e.line.slice(0, 80)))}`)),
+        timeoutMs,
+      );
+      waiters.push({
+        pred,
+        resolve: (e) => {
+          clearTimeout(timer);
+          resolve(e);
+        },
+      });
     });
   };
   const lineIs = (text: string) => (e: LogEvent) => e.line === text;
@@ -65,7 +74,11 @@ async function settledCount(name: string, atMost: number): Promise<number> {
 
 describe('classifyLine', () => {
   it('checks onError before onLoad before onInfo, and ignores empty patterns', () => {
-    expect(classifyLine('Traceback after Application startup complete', actions)).toEqual({ kind: 'error', pattern: 'Traceback', line: 'Traceback after Application startup complete' });
+    expect(classifyLine('Traceback after Application startup complete', actions)).toEqual({
+      kind: 'error',
+      pattern: 'Traceback',
+      line: 'Traceback after Application startup complete',
+    });
     expect(classifyLine('INFO: Application startup complete. Downloading', actions)?.kind).toBe('load');
     expect(classifyLine('Downloading shard 3/4', actions)?.kind).toBe('info');
     expect(classifyLine('nothing to see', actions)).toBeNull();
@@ -241,7 +254,7 @@ describe('watchLog', () => {
     fs.writeFileSync(file, '');
     const r = record(file);
     const bytes = Buffer.from('Downloading modèle → prêt\n');
-    const cut = bytes.indexOf(0xa8) ; // inside "è"
+    const cut = bytes.indexOf(0xa8); // inside "è"
     fs.appendFileSync(file, bytes.subarray(0, cut));
     await pause(150);
     fs.appendFileSync(file, bytes.subarray(cut));

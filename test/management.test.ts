@@ -16,7 +16,9 @@ async function setup(token = TOKEN) {
   res.defer(() => rmSync(dir, { recursive: true, force: true }));
   const marker = join(dir, 'sub', '.force_update');
   const model = await res.add(startTestModel(echoModel));
-  const w = await res.add(startTestWorker({ modelUrl: model.url, env: { MASTER_TOKEN: token, FORCE_UPDATE_FILE: marker }, extensions: [managementExtension()] }));
+  const w = await res.add(
+    startTestWorker({ modelUrl: model.url, env: { MASTER_TOKEN: token, FORCE_UPDATE_FILE: marker }, extensions: [managementExtension()] }),
+  );
   const update = (headers: Record<string, string>) => postJson(w.url + '/pyworker/update', {}, { dispatcher: agent, headers });
   return { w, marker, update };
 }
@@ -36,7 +38,14 @@ describe('POST /pyworker/update', () => {
 
   it('answers 401 JSON naming the header for a missing, malformed or wrong token, and writes nothing', async () => {
     const { marker, update } = await setup();
-    for (const headers of <Array<Record<string, string>>>[{}, { authorization: TOKEN }, { authorization: `Basic ${TOKEN}` }, { authorization: `Bearer ${TOKEN}x` }, { authorization: `Bearer ${TOKEN.slice(0, -1)}` }, { authorization: 'Bearer ' }]) {
+    for (const headers of <Array<Record<string, string>>>[
+      {},
+      { authorization: TOKEN },
+      { authorization: `Basic ${TOKEN}` },
+      { authorization: `Bearer ${TOKEN}x` },
+      { authorization: `Bearer ${TOKEN.slice(0, -1)}` },
+      { authorization: 'Bearer ' },
+    ]) {
       const r = await update(headers);
       expect(r.status, JSON.stringify(headers)).toBe(401);
       expect(r.json).toEqual({ error: expect.any(String), field: 'authorization' });
@@ -58,11 +67,21 @@ describe('POST /pyworker/update', () => {
     (await import('node:fs')).writeFileSync(blocker, 'x');
     const model = await res.add(startTestModel(echoModel));
     // The marker's directory is a regular file: mkdir fails.
-    const w = await res.add(startTestWorker({ modelUrl: model.url, env: { MASTER_TOKEN: TOKEN, FORCE_UPDATE_FILE: join(blocker, 'marker') }, extensions: [managementExtension()] }));
+    const w = await res.add(
+      startTestWorker({ modelUrl: model.url, env: { MASTER_TOKEN: TOKEN, FORCE_UPDATE_FILE: join(blocker, 'marker') }, extensions: [managementExtension()] }),
+    );
     const r = await postJson(w.url + '/pyworker/update', {}, { dispatcher: agent, headers: { authorization: `Bearer ${TOKEN}` } });
     expect(r.status).toBe(500);
     expect(r.json.error).toContain('could not write');
-    expect((await postJson(w.url + '/echo', { auth_data: { cost: 1, endpoint: 'e', reqnum: 1, request_idx: 1, signature: 's', url: 'u' }, payload: {} }, { dispatcher: agent })).status).toBe(200);
+    expect(
+      (
+        await postJson(
+          w.url + '/echo',
+          { auth_data: { cost: 1, endpoint: 'e', reqnum: 1, request_idx: 1, signature: 's', url: 'u' }, payload: {} },
+          { dispatcher: agent },
+        )
+      ).status,
+    ).toBe(200);
   });
 });
 

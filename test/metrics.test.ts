@@ -4,7 +4,17 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { defaultExtensions } from '../src/worker/extensions.js';
 import { metricsExtension, refusedOutcome } from '../src/worker/metrics.js';
 import { startEngine, type TestEngine } from './helpers/engine.js';
-import { clientAgent, echoHandler, postJson, startTestModel, startTestWorker, useResources, waitFor, type ModelHandler, type TestWorker } from './helpers/worker.js';
+import {
+  clientAgent,
+  echoHandler,
+  postJson,
+  startTestModel,
+  startTestWorker,
+  useResources,
+  waitFor,
+  type ModelHandler,
+  type TestWorker,
+} from './helpers/worker.js';
 
 const res = useResources();
 const agent = clientAgent(32);
@@ -30,7 +40,12 @@ function parseMetrics(text: string): Map<string, number> {
     if (!line || line.startsWith('#')) continue;
     const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)$/.exec(line);
     if (!m) throw new Error(`unparsable metrics line: ${line}`);
-    const labels = m[2] ? [...m[2].matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((l) => `${l[1]}=${l[2]}`).sort().join(',') : '';
+    const labels = m[2]
+      ? [...m[2].matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)]
+          .map((l) => `${l[1]}=${l[2]}`)
+          .sort()
+          .join(',')
+      : '';
     out.set(labels ? `${m[1]}{${labels}}` : m[1]!, Number(m[3]));
   }
   return out;
@@ -83,7 +98,11 @@ describe('GET /metrics', () => {
     expect(created.status).toBe(201);
     expect((await send({ auth_data: auth(), payload: { mode: 'ok' }, session_id: created.json.session_id })).status).toBe(200);
     expect((await postJson(w.url + '/session/end', { session_id: created.json.session_id, session_auth: sAuth }, { dispatcher: agent })).status).toBe(200);
-    await waitFor(() => w.ledger.deleteSucceeded.size + w.ledger.deleteFailed.size === 0 && w.reporter.stats.deleteOk > 0, 5000, () => 'deletes delivered');
+    await waitFor(
+      () => w.ledger.deleteSucceeded.size + w.ledger.deleteFailed.size === 0 && w.reporter.stats.deleteOk > 0,
+      5000,
+      () => 'deletes delivered',
+    );
 
     const { text, contentType, values: v } = await scrape(w);
     expect(contentType).toContain('text/plain');
@@ -189,7 +208,8 @@ describe('GET /metrics', () => {
     const m = await res.add(startTestModel(model));
     const a = await res.add(startTestWorker({ modelUrl: m.url, extensions: [metricsExtension()] }));
     const b = await res.add(startTestWorker({ modelUrl: m.url, extensions: [metricsExtension()] }));
-    for (let i = 0; i < 3; i++) expect((await postJson(a.url + '/echo', { auth_data: engine.authData({ url: a.url }), payload: {} }, { dispatcher: agent })).status).toBe(200);
+    for (let i = 0; i < 3; i++)
+      expect((await postJson(a.url + '/echo', { auth_data: engine.authData({ url: a.url }), payload: {} }, { dispatcher: agent })).status).toBe(200);
     expect((await postJson(b.url + '/echo', { auth_data: engine.authData({ url: b.url }), payload: {} }, { dispatcher: agent })).status).toBe(200);
     const [sa, sb] = [await scrape(a), await scrape(b)];
     expect(sa.values.get('nodeworker_requests_total{outcome=success,route=/echo}')).toBe(3);

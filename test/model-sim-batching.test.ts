@@ -75,7 +75,7 @@ describe('ContinuousBatch (fake clock)', () => {
     expect(c.completedAt).toBe(200);
   });
 
-  it('frees a cancelled job\'s share and reports its tokens', () => {
+  it("frees a cancelled job's share and reports its tokens", () => {
     clock = 0;
     const b = batch(1000, 1000);
     const a = job(100);
@@ -128,27 +128,23 @@ describe('ContinuousBatch (fake clock)', () => {
 
   it('property: a saturated batch finishes all work at total / capacity', () => {
     fc.assert(
-      fc.property(
-        fc.array(fc.integer({ min: 1, max: 5000 }), { minLength: 1, maxLength: 40 }),
-        fc.integer({ min: 10, max: 100_000 }),
-        (works, capacity) => {
-          clock = 0;
-          // token-rate >= capacity: any one job saturates the batch.
-          const b = batch(capacity * 2, capacity);
-          const jobs = works.map((w) => job(w));
-          for (const j of jobs) b.add(j);
-          const total = works.reduce((x, y) => x + y, 0);
-          const end = (total / capacity) * 1000;
-          clock = end * (1 - 1e-9) - 1e-6;
-          b.flush();
-          const early = jobs.filter((j) => j.completedAt === undefined).length;
-          clock = end + 1e-6;
-          b.flush();
-          b.close();
-          // The biggest job is still running just before the end, and everything is done at it.
-          return early >= 1 && jobs.every((j) => j.completedAt !== undefined);
-        },
-      ),
+      fc.property(fc.array(fc.integer({ min: 1, max: 5000 }), { minLength: 1, maxLength: 40 }), fc.integer({ min: 10, max: 100_000 }), (works, capacity) => {
+        clock = 0;
+        // token-rate >= capacity: any one job saturates the batch.
+        const b = batch(capacity * 2, capacity);
+        const jobs = works.map((w) => job(w));
+        for (const j of jobs) b.add(j);
+        const total = works.reduce((x, y) => x + y, 0);
+        const end = (total / capacity) * 1000;
+        clock = end * (1 - 1e-9) - 1e-6;
+        b.flush();
+        const early = jobs.filter((j) => j.completedAt === undefined).length;
+        clock = end + 1e-6;
+        b.flush();
+        b.close();
+        // The biggest job is still running just before the end, and everything is done at it.
+        return early >= 1 && jobs.every((j) => j.completedAt !== undefined);
+      }),
       { numRuns: 200 },
     );
   });

@@ -19,7 +19,9 @@ afterAll(() => agent.close());
 async function sim(opts: Omit<ModelSimOptions, 'port' | 'loadSeconds'>): Promise<ModelSim> {
   const dir = mkdtempSync(join(tmpdir(), 'model-sim-routes-'));
   res.defer(() => rmSync(dir, { recursive: true, force: true }));
-  const s = await res.add(startModelSim({ port: 0, loadSeconds: 0, ttftMs: 0, tokenRate: 10_000, capacity: 100_000, logFile: join(dir, 'model.log'), ...opts }));
+  const s = await res.add(
+    startModelSim({ port: 0, loadSeconds: 0, ttftMs: 0, tokenRate: 10_000, capacity: 100_000, logFile: join(dir, 'model.log'), ...opts }),
+  );
   await s.ready;
   return s;
 }
@@ -94,7 +96,8 @@ describe('a custom handler tested against model-sim', () => {
       payload: z.object({ texts: z.array(z.string()).min(1) }),
       workload: (p) => p.texts.join('').length,
       toModelRequest: (p) => ({ input: p.texts, dimensions: 4 }),
-      toClientResponse: (body, status) => (status === 200 ? { vectors: (body as { data: Array<{ embedding: number[] }> }).data.map((d) => d.embedding) } : body),
+      toClientResponse: (body, status) =>
+        status === 200 ? { vectors: (body as { data: Array<{ embedding: number[] }> }).data.map((d) => d.embedding) } : body,
       benchmark: { generator: (i) => ({ texts: [`text ${i}`] }), runs: 1, concurrency: 2 },
     });
     const w = await res.add(startTestWorker({ modelUrl: model.url, handlers: [embeddings] }));

@@ -111,12 +111,20 @@ describe('openai flavor', () => {
     expect(events.at(-1)).toBe('[DONE]');
     const chunks = events.slice(0, -1).map((e) => JSON.parse(e));
     expect(chunks).toHaveLength(12);
-    expect(chunks.slice(0, 7).map((c) => c.choices[0].text).join('')).toBe(completion.choices[0].text);
+    expect(
+      chunks
+        .slice(0, 7)
+        .map((c) => c.choices[0].text)
+        .join(''),
+    ).toBe(completion.choices[0].text);
     expect(chunks.at(-1).choices[0].finish_reason).toBe('length');
     expect(chunks[0].choices[0].finish_reason).toBeNull();
 
     const chatStream = await post(`${sim.url}/v1/chat/completions`, {
-      messages: [{ role: 'user', content: 'hi' }], max_tokens: 4, stream: true, stream_options: { include_usage: true },
+      messages: [{ role: 'user', content: 'hi' }],
+      max_tokens: 4,
+      stream: true,
+      stream_options: { include_usage: true },
     });
     const chatEvents = (await sseEvents(chatStream)).slice(0, -1).map((e) => JSON.parse(e));
     expect(chatEvents[0].choices[0].delta).toEqual({ role: 'assistant', content: '' });
@@ -192,7 +200,11 @@ describe('tgi flavor', () => {
       () => 'connection closed',
     );
     expect(second).toBe('connection closed');
-    await expect((async () => { for (;;) if ((await reader.read()).done) return 'ended'; })()).rejects.toThrow();
+    await expect(
+      (async () => {
+        for (;;) if ((await reader.read()).done) return 'ended';
+      })(),
+    ).rejects.toThrow();
     await sim.closed;
     expect(sim.stats()).toMatchObject({ crashed: true, started: 2 });
     await expect(sim.ready).resolves.toBeUndefined();
@@ -371,7 +383,11 @@ describe('CLI', () => {
     child.stdout!.on('data', (d) => (stdout += d));
     child.stderr!.on('data', (d) => (stderr += d));
     const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-    const listening = waitFor('the listening line', () => stdout.match(/model-sim listening on (http:\/\/127\.0\.0\.1:(\d+)) \(flavor (\w+)\)/) ?? undefined, 10_000);
+    const listening = waitFor(
+      'the listening line',
+      () => stdout.match(/model-sim listening on (http:\/\/127\.0\.0\.1:(\d+)) \(flavor (\w+)\)/) ?? undefined,
+      10_000,
+    );
     return { child, exited, listening, out: () => stdout, err: () => stderr };
   }
 
@@ -394,7 +410,22 @@ describe('CLI', () => {
 
   it('crash-after exits 1 mid-stream and logs the error line', async () => {
     const logFile = join(dir, 'cli-crash.log');
-    const sim = runCli(['--flavor', 'openai', '--port', '0', '--load-seconds', '0', '--log-file', logFile, '--crash-after', '3', '--ttft-ms', '0', '--token-rate', '20']);
+    const sim = runCli([
+      '--flavor',
+      'openai',
+      '--port',
+      '0',
+      '--load-seconds',
+      '0',
+      '--log-file',
+      logFile,
+      '--crash-after',
+      '3',
+      '--ttft-ms',
+      '0',
+      '--token-rate',
+      '20',
+    ]);
     const [, url, , flavor] = await sim.listening;
     expect(flavor).toBe('openai');
     await waitFor('ready', async () => ((await fetch(`${url}/health`).catch(() => undefined))?.status === 200 ? true : undefined));
@@ -404,7 +435,11 @@ describe('CLI', () => {
     const reader = stream.body!.getReader();
     await reader.read();
     await expect(post(`${url}/v1/completions`, { prompt: 'x', max_tokens: 1 })).rejects.toThrow();
-    await expect((async () => { for (;;) if ((await reader.read()).done) return 'ended'; })()).rejects.toThrow();
+    await expect(
+      (async () => {
+        for (;;) if ((await reader.read()).done) return 'ended';
+      })(),
+    ).rejects.toThrow();
     expect(await sim.exited).toBe(1);
     const log = readFileSync(logFile, 'utf8');
     expect(log).toContain('Traceback (most recent call last):');

@@ -26,7 +26,10 @@ let cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
   const fns = cleanups.reverse();
   cleanups = [];
-  for (const fn of fns) await Promise.resolve().then(fn).catch(() => undefined);
+  for (const fn of fns)
+    await Promise.resolve()
+      .then(fn)
+      .catch(() => undefined);
 });
 
 const alive = (pid: number) => {
@@ -56,7 +59,11 @@ interface Run {
 
 /** Start on_start.sh in its own process group; stop it (and the groups it made) after the test. */
 function runOnStart(env: Record<string, string>): Run {
-  const child = spawn('bash', [SCRIPT], { env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const child = spawn('bash', [SCRIPT], {
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-100_000)));
   child.stderr!.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-100_000)));
@@ -135,7 +142,11 @@ describe('on_start.sh', () => {
     const ws = workspace();
     const env = await baseEnv(e, ws, 41);
     const first = runOnStart(env);
-    await until(() => readyReports(e, 41).length > 0, 30_000, () => `ready report from the first run; output:\n${first.output().slice(-3000)}`);
+    await until(
+      () => readyReports(e, 41).length > 0,
+      30_000,
+      () => `ready report from the first run; output:\n${first.output().slice(-3000)}`,
+    );
     const r1 = readyReports(e, 41)[0]!.body;
     expect(r1.max_perf).toBeGreaterThan(0);
     expect(r1.error_msg).toBe('');
@@ -150,7 +161,11 @@ describe('on_start.sh', () => {
     // The first worker's last report (sent while draining) also carries its loadtime: only
     // reports after the first run ended are the second worker's.
     const secondAt = Date.now();
-    await until(() => readyReports(e, 41, secondAt).length > 0, 30_000, () => `ready report from the second run; output:\n${second.output().slice(-3000)}`);
+    await until(
+      () => readyReports(e, 41, secondAt).length > 0,
+      30_000,
+      () => `ready report from the second run; output:\n${second.output().slice(-3000)}`,
+    );
     expect(readyReports(e, 41, secondAt)[0]!.body.max_perf).toBe(r1.max_perf);
     // The first boot's log was rotated away; the new log is this boot's alone.
     const old = readFileSync(join(ws, 'model.log.old'), 'utf8');
@@ -164,7 +179,11 @@ describe('on_start.sh', () => {
     const pids = [...second.pids];
     second.child.kill('SIGTERM');
     expect(await second.exited).toBe(0);
-    await until(() => pids.every((p) => !alive(p)), 10_000, () => `model and worker gone: ${pids.filter(alive)}`);
+    await until(
+      () => pids.every((p) => !alive(p)),
+      10_000,
+      () => `model and worker gone: ${pids.filter(alive)}`,
+    );
     expect(existsSync(join(ws, '.on_start.pid'))).toBe(false);
   });
 
@@ -173,11 +192,19 @@ describe('on_start.sh', () => {
     const ws = workspace();
     const env: Record<string, string> = { ...(await baseEnv(e, ws, 42)), MODEL_CMD: '/nonexistent/model-server --port 1' };
     const run = runOnStart(env);
-    await until(() => e.statuses.some((s) => s.body.id === 42 && /model server exited with code 127/.test(s.body.error_msg as string)), 20_000, () => run.output().slice(-3000));
+    await until(
+      () => e.statuses.some((s) => s.body.id === 42 && /model server exited with code 127/.test(s.body.error_msg as string)),
+      20_000,
+      () => run.output().slice(-3000),
+    );
     const direct = e.statuses.find((s) => /model server exited/.test(s.body.error_msg as string))!.body;
     expect(direct).toMatchObject({ id: 42, mtoken: 'on-start-token', url: `http://127.0.0.1:${env.WORKER_PORT}` });
     // The worker read the script's marker from the model log: it is errored, and says so itself.
-    await until(() => e.statuses.some((s) => s.body.id === 42 && /^model error: .*model server exited with code 127/.test(s.body.error_msg as string)), 20_000, () => run.output().slice(-3000));
+    await until(
+      () => e.statuses.some((s) => s.body.id === 42 && /^model error: .*model server exited with code 127/.test(s.body.error_msg as string)),
+      20_000,
+      () => run.output().slice(-3000),
+    );
     run.child.kill('SIGTERM');
     expect(await run.exited).toBe(0);
   });
@@ -187,7 +214,12 @@ describe('on_start.sh', () => {
     const ws = workspace();
     const dir = join(ws, 'empty-install-dir');
     mkdirSync(dir);
-    const env: Record<string, string> = { ...(await baseEnv(e, ws, 43)), NODEWORKER_DIR: dir, NODEWORKER_REPO: join(ws, 'no-such-repo'), NODEWORKER_REF: 'main' };
+    const env: Record<string, string> = {
+      ...(await baseEnv(e, ws, 43)),
+      NODEWORKER_DIR: dir,
+      NODEWORKER_REPO: join(ws, 'no-such-repo'),
+      NODEWORKER_REF: 'main',
+    };
     const run = runOnStart(env);
     expect(await run.exited).not.toBe(0);
     const report = e.statuses.find((s) => s.body.id === 43)?.body;

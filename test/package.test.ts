@@ -38,9 +38,21 @@ afterAll(() => {
 
 it('ships what runs: the CLI, the library and its types, the handlers, configs, dashboard client, on_start.sh, docs', () => {
   for (const f of [
-    'package.json', 'README.md', 'on_start.sh', 'dist/cli.js', 'dist/index.js', 'dist/index.d.ts', 'dist/client/index.js', 'dist/client/index.d.ts',
-    'dist/handlers/openai.js', 'dist/handlers/openai.d.ts', 'dist/handlers/hello.js', 'dist/autoscaler/simulate.default.yaml',
-    'dist/autoscaler/autoscaler.example.yaml', 'dist/autoscaler/dashboard/client/app.js', 'docs/autoscaler.md',
+    'package.json',
+    'README.md',
+    'on_start.sh',
+    'dist/cli.js',
+    'dist/index.js',
+    'dist/index.d.ts',
+    'dist/client/index.js',
+    'dist/client/index.d.ts',
+    'dist/handlers/openai.js',
+    'dist/handlers/openai.d.ts',
+    'dist/handlers/hello.js',
+    'dist/autoscaler/simulate.default.yaml',
+    'dist/autoscaler/autoscaler.example.yaml',
+    'dist/autoscaler/dashboard/client/app.js',
+    'docs/autoscaler.md',
   ]) {
     expect(files, f).toContain(f);
   }

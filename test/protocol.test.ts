@@ -41,8 +41,16 @@ describe('auth_data and the route answer', () => {
     expect(envelope.ok && envelope.envelope.auth_data).toMatchObject({ cost: 100, worker_id: 1, status: 'routed' });
   });
 
-  it('names every bad field, as the worker\'s 422 body does', () => {
-    const bad = authDataSchema.safeParse({ cost: -1, endpoint: 3, reqnum: 1.5, signature: null, url: 'u', expires_at: 'later', deep: JSON.parse('['.repeat(40) + ']'.repeat(40)) });
+  it("names every bad field, as the worker's 422 body does", () => {
+    const bad = authDataSchema.safeParse({
+      cost: -1,
+      endpoint: 3,
+      reqnum: 1.5,
+      signature: null,
+      url: 'u',
+      expires_at: 'later',
+      deep: JSON.parse('['.repeat(40) + ']'.repeat(40)),
+    });
     expect(bad.success).toBe(false);
     expect(fieldErrors(bad.error!)).toEqual({
       cost: 'must be a non-negative number',
@@ -59,7 +67,10 @@ describe('auth_data and the route answer', () => {
     const url = await autoscaler({ ...answer, signature: undefined, reqnum: 'x' });
     const client = new Serverless({ autoscalerUrl: url, apiKey: 'k', retry: { maxAttempts: 1 } });
     try {
-      const err = await client.endpoint('e').request('/x', {}).catch((e: unknown) => e);
+      const err = await client
+        .endpoint('e')
+        .request('/x', {})
+        .catch((e: unknown) => e);
       expect(err).toBeInstanceOf(RouteError);
       expect((err as RouteError).fields).toEqual({ reqnum: 'must be an integer', signature: 'missing parameter' });
       expect((err as Error).message).toMatch(/signature/);
@@ -68,7 +79,7 @@ describe('auth_data and the route answer', () => {
     }
   });
 
-  it('the report a worker builds is read by the engine\'s schema as it is written', () => {
+  it("the report a worker builds is read by the engine's schema as it is written", () => {
     const ledger = new Ledger();
     const e = ledger.create({ requestIdx: 9, reqnum: 1, workload: 50, route: '/x' });
     ledger.start(e);
@@ -78,7 +89,7 @@ describe('auth_data and the route answer', () => {
     expect(report).toMatchObject({ id: 4, cur_load: 50, working_request_idxs: [9], error_msg: 'boom', additional_disk_usage: 0.25 });
   });
 
-  it('a Python worker\'s report parses leniently as the engine reads it', () => {
+  it("a Python worker's report parses leniently as the engine reads it", () => {
     const r = workerStatusSchema.parse({ id: '12', mtoken: 't', cur_load: null, working_request_idxs: ['3'] });
     expect(r).toMatchObject({ id: 12, cur_load: 0, error_msg: '', working_request_idxs: [3] });
   });
@@ -92,11 +103,23 @@ describe('errors', () => {
   });
 
   it('a ConfigError lists every problem, two of one field included, and unknown keys one by one', () => {
-    const schema = z.strictObject({ host: z.string().min(3, 'too short').regex(/^[a-z]+$/, 'lower-case letters only'), name: z.string() });
+    const schema = z.strictObject({
+      host: z
+        .string()
+        .min(3, 'too short')
+        .regex(/^[a-z]+$/, 'lower-case letters only'),
+      name: z.string(),
+    });
     const parsed = schema.safeParse({ host: 'A1', extra: 1, other: 2 });
     const err = ConfigError.fromZod('config.yaml is invalid', parsed.error!);
     expect(err.message.split('\n')[0]).toBe('config.yaml is invalid:');
-    expect(err.problems).toEqual(['host: too short', 'host: lower-case letters only', 'name: Invalid input: expected string, received undefined', 'extra: unknown field', 'other: unknown field']);
+    expect(err.problems).toEqual([
+      'host: too short',
+      'host: lower-case letters only',
+      'name: Invalid input: expected string, received undefined',
+      'extra: unknown field',
+      'other: unknown field',
+    ]);
     expect(err.fields).toMatchObject({ host: 'too short', name: expect.any(String), extra: 'unknown field', other: 'unknown field' });
   });
 });

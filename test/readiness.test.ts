@@ -37,7 +37,10 @@ function tgiDefinition(over: Partial<WorkerSpec> = {}) {
   return defineWorker({
     ...tgi,
     handlers: [
-      { ...generate, benchmark: { generator: (i: number) => ({ inputs: `benchmark ${i}`, parameters: { max_new_tokens: TOKENS } }), runs: RUNS, concurrency: CONCURRENCY } },
+      {
+        ...generate,
+        benchmark: { generator: (i: number) => ({ inputs: `benchmark ${i}`, parameters: { max_new_tokens: TOKENS } }), runs: RUNS, concurrency: CONCURRENCY },
+      },
       generateStream,
     ],
     ...over,
@@ -56,7 +59,10 @@ let cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
   const fns = cleanups.reverse();
   cleanups = [];
-  for (const fn of fns) await Promise.resolve().then(fn).catch(() => undefined);
+  for (const fn of fns)
+    await Promise.resolve()
+      .then(fn)
+      .catch(() => undefined);
 });
 
 interface Setup {
@@ -101,7 +107,11 @@ async function worker(s: Setup, over: Partial<WorkerSpec> = {}, workspace = s.di
 const statusWith = (engine: TestEngine, pred: (b: Record<string, any>) => boolean) => engine.statuses.find((s) => pred(s.body))?.body;
 
 async function waitState(w: RunningWorker, state: string, ms = 10_000): Promise<void> {
-  await waitFor(() => w.lifecycle.state === state, ms, () => `state ${state}; now ${w.lifecycle.state} (${w.lifecycle.reason})`);
+  await waitFor(
+    () => w.lifecycle.state === state,
+    ms,
+    () => `state ${state}; now ${w.lifecycle.state} (${w.lifecycle.reason})`,
+  );
 }
 
 describe('readiness from the model log', () => {
@@ -121,7 +131,11 @@ describe('readiness from the model log', () => {
     expect(perf).toBeGreaterThan(0);
     expect(Number(readFileSync(join(s.dir, BENCHMARK_CACHE_FILE), 'utf8'))).toBe(perf);
 
-    await s.engine.waitFor(() => !!statusWith(s.engine, (b) => b.loadtime > 0), 5000, () => 'a ready report');
+    await s.engine.waitFor(
+      () => !!statusWith(s.engine, (b) => b.loadtime > 0),
+      5000,
+      () => 'a ready report',
+    );
     const ready = statusWith(s.engine, (b) => b.loadtime > 0)!;
     expect(ready.max_perf).toBe(perf);
     expect(ready.error_msg).toBe('');
@@ -137,7 +151,11 @@ describe('readiness from the model log', () => {
     const w2 = await worker(s);
     await waitState(w2, 'ready');
     expect(w2.ledger.maxPerf).toBe(perf);
-    await s.engine.waitFor(() => s.engine.statuses.slice(reportsBefore).some((r) => Number(r.body.loadtime) > 0), 5000, () => 'the restarted worker\'s ready report');
+    await s.engine.waitFor(
+      () => s.engine.statuses.slice(reportsBefore).some((r) => Number(r.body.loadtime) > 0),
+      5000,
+      () => "the restarted worker's ready report",
+    );
     expect(s.engine.statuses.slice(reportsBefore).find((r) => Number(r.body.loadtime) > 0)!.body.max_perf).toBe(perf);
     expect(m.stats().started).toBe(before);
   });
@@ -151,7 +169,11 @@ describe('readiness from the model log', () => {
     m.control({ crash: true });
     await waitState(w, 'errored');
     expect(w.ledger.errorMsg).toContain('Error: ShardCannotStart');
-    await s.engine.waitFor(() => !!statusWith(s.engine, (b) => b.error_msg.includes('ShardCannotStart')), 5000, () => 'an error report');
+    await s.engine.waitFor(
+      () => !!statusWith(s.engine, (b) => b.error_msg.includes('ShardCannotStart')),
+      5000,
+      () => 'an error report',
+    );
   });
 
   it('an error line before the ready line: no benchmark, the error is kept', async () => {
@@ -233,16 +255,36 @@ describe('the engine public key', () => {
     const keyed = await startTestEngine(s.engine.keys.publicKeyPem, { pubkeyFailures: 10 });
     cleanups.push(() => keyed.close());
     await sim(s, { loadSeconds: 0 });
-    const env = parseWorkerEnv({ WORKER_PORT: '0', WORKER_HOST: '127.0.0.1', CONTAINER_ID: '8', REPORT_ADDR: keyed.url, WORKSPACE_DIR: s.dir, MODEL_LOG: s.log });
-    const w = await startWorker({ definition: tgiDefinition({ modelServerUrl: s.modelUrl }), env, logger: silentLogger(), timings: { ...FAST, pubkeyBaseDelayMs: 20 } });
+    const env = parseWorkerEnv({
+      WORKER_PORT: '0',
+      WORKER_HOST: '127.0.0.1',
+      CONTAINER_ID: '8',
+      REPORT_ADDR: keyed.url,
+      WORKSPACE_DIR: s.dir,
+      MODEL_LOG: s.log,
+    });
+    const w = await startWorker({
+      definition: tgiDefinition({ modelServerUrl: s.modelUrl }),
+      env,
+      logger: silentLogger(),
+      timings: { ...FAST, pubkeyBaseDelayMs: 20 },
+    });
     cleanups.push(() => w.close());
     const states: string[] = [];
     w.lifecycle.on('transition', (t) => states.push(t.to));
     await waitState(w, 'ready');
     expect(states).toContain('errored');
     expect(w.ledger.errorMsg).toBe('');
-    await waitFor(() => keyed.statusReports.some((r) => String(r.error_msg).includes('public key')), 5000, () => 'an error report about the key');
-    await waitFor(() => keyed.statusReports.some((r) => (r.loadtime as number) > 0 && r.error_msg === ''), 5000, () => 'a clean ready report');
+    await waitFor(
+      () => keyed.statusReports.some((r) => String(r.error_msg).includes('public key')),
+      5000,
+      () => 'an error report about the key',
+    );
+    await waitFor(
+      () => keyed.statusReports.some((r) => (r.loadtime as number) > 0 && r.error_msg === ''),
+      5000,
+      () => 'a clean ready report',
+    );
   });
 });
 
@@ -278,7 +320,11 @@ describe('benchmark and health in the readiness sequence', () => {
     const definition = tgiDefinition({ modelServerUrl: s.modelUrl, healthPath: undefined });
     const w = await startWorker({ definition, env, logger: silentLogger(), timings: { ...FAST, noHealthWaitMs: 60_000 } });
     // The benchmark is done (perf known) but the 60 s wait holds the worker out of ready.
-    await waitFor(() => w.ledger.maxPerf > 0, 10_000, () => `benchmark; state ${w.lifecycle.state}`);
+    await waitFor(
+      () => w.ledger.maxPerf > 0,
+      10_000,
+      () => `benchmark; state ${w.lifecycle.state}`,
+    );
     expect(m.stats().started).toBe(1 + RUNS * CONCURRENCY);
     expect(w.lifecycle.state).toBe('benchmarking');
     await w.close();

@@ -41,10 +41,13 @@ function checkStatusShape(body: Record<string, unknown>): void {
   for (const [k, type] of Object.entries(STATUS_FIELDS)) {
     const v = body[k];
     const ok =
-      type === 'int' ? Number.isInteger(v)
-      : type === 'number' ? typeof v === 'number' && Number.isFinite(v)
-      : type === 'string' ? typeof v === 'string'
-      : Array.isArray(v) && v.every((x) => Number.isInteger(x));
+      type === 'int'
+        ? Number.isInteger(v)
+        : type === 'number'
+          ? typeof v === 'number' && Number.isFinite(v)
+          : type === 'string'
+            ? typeof v === 'string'
+            : Array.isArray(v) && v.every((x) => Number.isInteger(x));
     expect(ok, `${k} should be ${type}, got ${JSON.stringify(v)}`).toBe(true);
   }
 }
@@ -116,7 +119,8 @@ describe('worker_status from a running worker', () => {
         timings: { reportTickMs: 50, reportIdleMs: 400 },
       }),
     );
-    const send = (payload: unknown, auth = engine.authData({ url: w.url, cost: 100 })) => postJson(w.url + '/echo', { auth_data: auth, payload }, { dispatcher: agent });
+    const send = (payload: unknown, auth = engine.authData({ url: w.url, cost: 100 })) =>
+      postJson(w.url + '/echo', { auth_data: auth, payload }, { dispatcher: agent });
     expect(engine.statuses.length).toBeGreaterThan(0);
 
     // One request held at the model: the report lists it as working.
@@ -136,7 +140,11 @@ describe('worker_status from a running worker', () => {
     expect((await send({ mode: 'ok' }, forged)).status).toBe(401);
 
     // Wait for a report taken after the last change (nothing working, everything counted).
-    await waitFor(() => w.ledger.snapshot().counters.received === 0 && w.ledger.snapshot().counters.rejected === 0, 5000, () => 'counters committed by a report');
+    await waitFor(
+      () => w.ledger.snapshot().counters.received === 0 && w.ledger.snapshot().counters.rejected === 0,
+      5000,
+      () => 'counters committed by a report',
+    );
     const last = engine.statuses.at(-1)!.body;
     for (const s of engine.statuses) checkStatusShape(s.body);
     expect(last.id).toBe(42);
@@ -326,7 +334,12 @@ describe('/delete_requests/ delivery', () => {
       }),
     );
     const w = await res.add(
-      startTestWorker({ modelUrl: model.url, unsecured: false, reportAddr: engine.url, timings: { reportTickMs: 50, reportIdleMs: 500, reportRetryDelayMs: 20 } }),
+      startTestWorker({
+        modelUrl: model.url,
+        unsecured: false,
+        reportAddr: engine.url,
+        timings: { reportTickMs: 50, reportIdleMs: 500, reportRetryDelayMs: 20 },
+      }),
     );
     const expected = new Map<number, boolean>();
     let n = 0;
@@ -359,9 +372,11 @@ describe('/delete_requests/ delivery', () => {
     };
     const batch = async (count: number) => {
       const target = n + count;
-      await Promise.all(Array.from({ length: 20 }, async () => {
-        while (n < target) await one();
-      }));
+      await Promise.all(
+        Array.from({ length: 20 }, async () => {
+          while (n < target) await one();
+        }),
+      );
     };
     const queued = () => w.ledger.deleteSucceeded.size + w.ledger.deleteFailed.size;
 
@@ -379,7 +394,11 @@ describe('/delete_requests/ delivery', () => {
     expect(engine.delivered().length).toBe(deliveredAtOutage);
     engine.answer(200);
     await batch(100);
-    await waitFor(() => w.ledger.inflight === 0 && queued() === 0 && engine.delivered().length >= expected.size, 10_000, () => `delivered ${engine.delivered().length}/${expected.size}, queued ${queued()}`);
+    await waitFor(
+      () => w.ledger.inflight === 0 && queued() === 0 && engine.delivered().length >= expected.size,
+      10_000,
+      () => `delivered ${engine.delivered().length}/${expected.size}, queued ${queued()}`,
+    );
 
     expect(expected.size).toBe(500);
     const seen = new Map<number, boolean>();
@@ -461,13 +480,17 @@ describe('logging', () => {
     expect(await reporter.sendStatus()).toBe(true);
     expect(await reporter.sendDeletes()).toBe(true);
     logger.flush();
-    await waitFor(() => {
-      try {
-        return readFileSync(file, 'utf8').includes('worker_status sent');
-      } catch {
-        return false;
-      }
-    }, 3000, () => 'log line');
+    await waitFor(
+      () => {
+        try {
+          return readFileSync(file, 'utf8').includes('worker_status sent');
+        } catch {
+          return false;
+        }
+      },
+      3000,
+      () => 'log line',
+    );
     const text = readFileSync(file, 'utf8');
     expect(text).toContain('engine answered 500');
     expect(text).not.toContain(TOKEN);
@@ -494,8 +517,15 @@ describe('logging during an outage', () => {
     await engine.accept();
     await engine.waitFor(() => engine.statuses.length > 0 && ledger.deleteSucceeded.size === 0);
     logger.flush();
-    await waitFor(() => readFileSync(file, 'utf8').includes('engine reachable again'), 3000, () => 'recovery line');
-    const lines = readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { level: string; msg: string });
+    await waitFor(
+      () => readFileSync(file, 'utf8').includes('engine reachable again'),
+      3000,
+      () => 'recovery line',
+    );
+    const lines = readFileSync(file, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { level: string; msg: string });
     const warns = lines.filter((l) => l.level === 'warn');
     // The first status round (3 attempts) and delete round (1 attempt) run at once, plus one summary.
     expect(warns.length).toBeLessThanOrEqual(5);
@@ -506,7 +536,15 @@ describe('logging during an outage', () => {
 describe('startFailureReporter', () => {
   it('keeps sending the start-up error every interval until stopped', async () => {
     const engine = await res.add(startEngine());
-    const r = startFailureReporter({ addrs: [engine.url], containerId: 3, masterToken: TOKEN, version: '1.2.3', publicUrl: 'http://127.0.0.1:1', errorMsg: 'port taken', intervalMs: 100 });
+    const r = startFailureReporter({
+      addrs: [engine.url],
+      containerId: 3,
+      masterToken: TOKEN,
+      version: '1.2.3',
+      publicUrl: 'http://127.0.0.1:1',
+      errorMsg: 'port taken',
+      intervalMs: 100,
+    });
     res.defer(() => r.stop());
     await engine.waitFor(() => engine.statuses.length >= 3);
     r.stop();

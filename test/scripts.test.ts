@@ -56,7 +56,29 @@ function checkSvg(path: string): string {
 describe('load.js', () => {
   it('sends a constant rate for a few seconds, shows progress, writes the CSVs and the plot', async () => {
     const out = join(dir, 'load');
-    const r = await run(process.execPath, [LOAD, '--worker', worker.url, '--pattern', 'constant', '--rate', '10', '--duration', '2', '--arrivals', 'uniform', '--max-tokens', '5', '--prompt-tokens', '8', '--out', out, '--progress-interval', '0.5', '--bucket', '0.5']);
+    const r = await run(process.execPath, [
+      LOAD,
+      '--worker',
+      worker.url,
+      '--pattern',
+      'constant',
+      '--rate',
+      '10',
+      '--duration',
+      '2',
+      '--arrivals',
+      'uniform',
+      '--max-tokens',
+      '5',
+      '--prompt-tokens',
+      '8',
+      '--out',
+      out,
+      '--progress-interval',
+      '0.5',
+      '--bucket',
+      '0.5',
+    ]);
     expect(r.stdout).toMatch(/requests {3}sent 20, ok 20, errors 0, shed 0/);
     // Not a terminal: periodic lines, then the final one.
     const progress = r.stderr.split('\n').filter((l) => /^\d+\.\d\/2s {2}sent \d+/.test(l));
@@ -79,7 +101,24 @@ describe('load.js', () => {
 
   it('streams and records time to first byte', async () => {
     const out = join(dir, 'stream');
-    await run(process.execPath, [LOAD, '--worker', worker.url, '--rate', '5', '--duration', '1', '--arrivals', 'uniform', '--max-tokens', '20', '--stream', '--bucket', '0.25', '--out', out]);
+    await run(process.execPath, [
+      LOAD,
+      '--worker',
+      worker.url,
+      '--rate',
+      '5',
+      '--duration',
+      '1',
+      '--arrivals',
+      'uniform',
+      '--max-tokens',
+      '20',
+      '--stream',
+      '--bucket',
+      '0.25',
+      '--out',
+      out,
+    ]);
     const rows = csv(join(out, 'requests.csv'));
     expect(rows).toHaveLength(5);
     for (const row of rows) {

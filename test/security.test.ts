@@ -42,7 +42,15 @@ let simDir: string;
 beforeAll(async () => {
   engine = await startEngine();
   simDir = mkdtempSync(join(tmpdir(), 'security-'));
-  sim = await startModelSim({ flavor: 'openai', port: 0, loadSeconds: 0, tokenRate: 100_000, capacity: 1_000_000, ttftMs: 0, logFile: join(simDir, 'model.log') });
+  sim = await startModelSim({
+    flavor: 'openai',
+    port: 0,
+    loadSeconds: 0,
+    tokenRate: 100_000,
+    capacity: 1_000_000,
+    ttftMs: 0,
+    logFile: join(simDir, 'model.log'),
+  });
   await sim.ready;
 });
 afterAll(async () => {
@@ -53,18 +61,33 @@ afterAll(async () => {
 
 let cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
-  for (const fn of cleanups.reverse()) await Promise.resolve().then(fn).catch(() => undefined);
+  for (const fn of cleanups.reverse())
+    await Promise.resolve()
+      .then(fn)
+      .catch(() => undefined);
   cleanups = [];
 });
 
 async function securedWorker(env: Record<string, string> = {}): Promise<TestWorker> {
-  const w = await startTestWorker({ modelUrl: sim.url, handlers: [completions], unsecured: false, reportAddr: engine.url, extensions: defaultExtensions(), env });
+  const w = await startTestWorker({
+    modelUrl: sim.url,
+    handlers: [completions],
+    unsecured: false,
+    reportAddr: engine.url,
+    extensions: defaultExtensions(),
+    env,
+  });
   cleanups.push(() => w.close());
   return w;
 }
 
 async function send(url: string, body: unknown, dispatcher?: Agent): Promise<{ status: number; text: string; json: any }> {
-  const r = await request(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: typeof body === 'string' ? body : JSON.stringify(body), dispatcher });
+  const r = await request(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+    dispatcher,
+  });
   const text = await r.body.text();
   let json: any;
   try {
@@ -119,9 +142,18 @@ describe('signature attacks (compatible mode)', () => {
     expect((await send(`${w.url}/v1/completions`, { auth_data: ok, payload })).status).toBe(200);
     sent.push({ requestIdx: ok.request_idx, workload: WORKLOAD, outcome: 'success' });
     // Every refusal is in the ledger and reaches the engine as success=false; nothing else does.
-    await waitFor(() => sent.every((s) => engine.delivered().some((d) => d.idx === s.requestIdx)), 5000, () => 'deliveries');
+    await waitFor(
+      () => sent.every((s) => engine.delivered().some((d) => d.idx === s.requestIdx)),
+      5000,
+      () => 'deliveries',
+    );
     const mine = new Set(sent.map((s) => s.requestIdx));
-    expect(checkDeliveries(sent, engine.delivered().filter((d) => mine.has(d.idx)))).toEqual([]);
+    expect(
+      checkDeliveries(
+        sent,
+        engine.delivered().filter((d) => mine.has(d.idx)),
+      ),
+    ).toEqual([]);
     // The handler's workload (prompt tokens + max_tokens), not auth_data.cost, is what the ledger counts.
     expect(w.ledger.totals.rejected).toBe(WORKLOAD * (sent.length - 1));
     expect(w.auth.reqnum).toBe(ok.reqnum);
@@ -151,9 +183,15 @@ class StrictWorkerProvider implements Provider {
     this.dirs.push(dir);
     writeFileSync(join(dir, '.has_benchmark'), '5000');
     const env = parseWorkerEnv({
-      WORKER_PORT: String(port), WORKER_HTTP_PORT: '0', WORKER_HOST: '127.0.0.1', PUBLIC_IPADDR: '127.0.0.1',
-      CONTAINER_ID: String(spec.workerId), MASTER_TOKEN: spec.masterToken, REPORT_ADDR: spec.reportAddrs.join(','),
-      WORKSPACE_DIR: dir, STRICT_AUTH: 'true',
+      WORKER_PORT: String(port),
+      WORKER_HTTP_PORT: '0',
+      WORKER_HOST: '127.0.0.1',
+      PUBLIC_IPADDR: '127.0.0.1',
+      CONTAINER_ID: String(spec.workerId),
+      MASTER_TOKEN: spec.masterToken,
+      REPORT_ADDR: spec.reportAddrs.join(','),
+      WORKSPACE_DIR: dir,
+      STRICT_AUTH: 'true',
     });
     const w = await startWorker({
       definition: defineWorker({ modelServerUrl: sim.url, handlers: [completions] }),
@@ -192,7 +230,16 @@ describe('strict mode (STRICT_AUTH=true, autoscaler strict_auth)', () => {
         admin_key: ADMIN,
         strict_auth: { ttl_seconds: 2 },
         engine: { tick_seconds: 0.05 },
-        endpoints: [{ name: 'strict', api_key: API_KEY, max_workers: 1, cold_workers: 1, cold_mult: 0, workergroups: [{ name: 'wg', machine_types: [{ name: 'local', dollars_per_hour: 0 }] }] }],
+        endpoints: [
+          {
+            name: 'strict',
+            api_key: API_KEY,
+            max_workers: 1,
+            cold_workers: 1,
+            cold_mult: 0,
+            workergroups: [{ name: 'wg', machine_types: [{ name: 'local', dollars_per_hour: 0 }] }],
+          },
+        ],
       },
       port: 0,
       dataDir: join(logDir, 'data'),
@@ -201,7 +248,11 @@ describe('strict mode (STRICT_AUTH=true, autoscaler strict_auth)', () => {
       dashboard: false,
       logger: createLogger('autoscaler', { level: 'debug', destination: join(logDir, 'autoscaler.log') }),
     });
-    await waitFor(() => [...as.engine.workers.values()].some((w) => w.state === 'ready'), 15_000, () => `a ready worker: ${JSON.stringify([...as.engine.workers.values()].map((w) => w.state))}`);
+    await waitFor(
+      () => [...as.engine.workers.values()].some((w) => w.state === 'ready'),
+      15_000,
+      () => `a ready worker: ${JSON.stringify([...as.engine.workers.values()].map((w) => w.state))}`,
+    );
   });
   afterAll(async () => {
     await as?.close();
@@ -247,7 +298,11 @@ describe('strict mode (STRICT_AUTH=true, autoscaler strict_auth)', () => {
       ['url changed', { ...auth, url: `${auth.url}/` }, 401],
       ['a key added', { ...auth, priority: 'high' }, 401],
       ['worker_id removed', (({ worker_id: _w, ...rest }) => rest)(auth), 401],
-      ['a compatible url-only signature', { ...auth, signature: signUrl(createPrivateKey(readFileSync(join(logDir, 'data', 'engine_key.pem'), 'utf8')), auth.url) }, 401],
+      [
+        'a compatible url-only signature',
+        { ...auth, signature: signUrl(createPrivateKey(readFileSync(join(logDir, 'data', 'engine_key.pem'), 'utf8')), auth.url) },
+        401,
+      ],
     ];
     for (const [name, forged, status] of tampered) {
       const a = await send(`${auth.url}/v1/completions`, { auth_data: forged, payload });
@@ -270,7 +325,7 @@ describe('strict mode (STRICT_AUTH=true, autoscaler strict_auth)', () => {
     expect(s.status).toBe(401);
   });
 
-  it('deeply nested extra fields cannot blow the signer\'s stack: a 422 naming the field', async () => {
+  it("deeply nested extra fields cannot blow the signer's stack: a 422 naming the field", async () => {
     const auth = await route(5);
     const deep = JSON.stringify({ auth_data: { ...auth, extra: '__DEEP__' }, payload }).replace('"__DEEP__"', '['.repeat(50_000) + ']'.repeat(50_000));
     const a = await send(`${auth.url}/v1/completions`, deep);
@@ -278,12 +333,15 @@ describe('strict mode (STRICT_AUTH=true, autoscaler strict_auth)', () => {
     expect(a.json.auth_data.extra).toMatch(/nested deeper/);
   });
 
-  it('the autoscaler\'s and the strict worker\'s logs hold no api key, admin key, token or signature', async () => {
+  it("the autoscaler's and the strict worker's logs hold no api key, admin key, token or signature", async () => {
     const auth = await route(5);
     await send(`${auth.url}/v1/completions`, { auth_data: { ...auth, cost: 1 }, payload });
     await new Promise((r) => setTimeout(r, 300));
     const tokens = [...as.engine.workers.values()].map((w) => w.mtoken);
-    const logs = readdirSync(logDir).filter((f) => f.endsWith('.log')).map((f) => readFileSync(join(logDir, f), 'utf8')).join('\n');
+    const logs = readdirSync(logDir)
+      .filter((f) => f.endsWith('.log'))
+      .map((f) => readFileSync(join(logDir, f), 'utf8'))
+      .join('\n');
     expect(logs.length).toBeGreaterThan(1000);
     for (const secret of [API_KEY, ADMIN, auth.signature, auth.signature.slice(10, 40), ...tokens]) {
       expect(secret.length).toBeGreaterThan(8);
@@ -326,26 +384,29 @@ describe('constant-time comparison of secrets', () => {
     const secret = /(mtoken|masterToken|MASTER_TOKEN|apiKey|api_key|adminKey|admin_key|sessionAuth|session_auth|authDigest|bearer|\btoken\b|signature)/;
     const offenders: string[] = [];
     for (const f of files) {
-      readFileSync(f, 'utf8').split('\n').forEach((line, i) => {
-        const code = line.replace(/\/\/.*$/, '').replace(/'[^']*'|"[^"]*"|`[^`]*`/g, "''");
-        for (const m of code.matchAll(/([\w.$?!\][]+)\s*(===|!==|==|!=)\s*([\w.$?!\][']+)/g)) {
-          const [, left, , right] = m;
-          const sides = [left!, right!];
-          if (!sides.some((s) => secret.test(s))) continue;
-          // Presence and type checks are not comparisons of secret values.
-          if (sides.some((s) => /^(undefined|null|''|0|true|false)$/.test(s) || /(length|\.size)$/.test(s))) continue;
-          if (/typeof\s+$/.test(code.slice(0, m.index))) continue;
-          offenders.push(`${f.slice(resolve('.').length + 1)}:${i + 1}: ${line.trim()}`);
-        }
-      });
+      readFileSync(f, 'utf8')
+        .split('\n')
+        .forEach((line, i) => {
+          const code = line.replace(/\/\/.*$/, '').replace(/'[^']*'|"[^"]*"|`[^`]*`/g, "''");
+          for (const m of code.matchAll(/([\w.$?!\][]+)\s*(===|!==|==|!=)\s*([\w.$?!\][']+)/g)) {
+            const [, left, , right] = m;
+            const sides = [left!, right!];
+            if (!sides.some((s) => secret.test(s))) continue;
+            // Presence and type checks are not comparisons of secret values.
+            if (sides.some((s) => /^(undefined|null|''|0|true|false)$/.test(s) || /(length|\.size)$/.test(s))) continue;
+            if (/typeof\s+$/.test(code.slice(0, m.index))) continue;
+            offenders.push(`${f.slice(resolve('.').length + 1)}:${i + 1}: ${line.trim()}`);
+          }
+        });
     }
     expect(offenders).toEqual([]);
-    for (const f of ['src/worker/management.ts', 'src/worker/sessions.ts', 'src/autoscaler/engine.ts']) expect(readFileSync(f, 'utf8')).toContain('timingSafeEqual');
+    for (const f of ['src/worker/management.ts', 'src/worker/sessions.ts', 'src/autoscaler/engine.ts'])
+      expect(readFileSync(f, 'utf8')).toContain('timingSafeEqual');
   });
 });
 
-describe('sessions refuse other sessions\' auth', () => {
-  it('get, health and end with another session\'s (or an altered) session_auth are 401; the owner\'s auth works, in any key order', async () => {
+describe("sessions refuse other sessions' auth", () => {
+  it("get, health and end with another session's (or an altered) session_auth are 401; the owner's auth works, in any key order", async () => {
     const w = await securedWorker();
     const sig = engine.sign(w.url);
     const authA = { cost: 30, endpoint: 'sec', reqnum: nextIdx, request_idx: nextIdx++, signature: sig, url: w.url };
@@ -390,7 +451,15 @@ describe('no secret in any log line', () => {
     const auth = authMaker(e, worker.url);
     // Requests: served, refused for their signature, refused for their shape.
     for (let i = 0; i < 5; i++) await completion(worker.url, auth, { dispatcher: agent, stream: i % 2 === 0 });
-    const forged = { cost: 5, endpoint: 'sec', reqnum: 1, request_idx: nextIdx++, signature: 'Zm9yZ2VkLXNpZ25hdHVyZS1kby1ub3QtbG9n', url: worker.url, canary: 'canary-in-auth-data-7d1e' };
+    const forged = {
+      cost: 5,
+      endpoint: 'sec',
+      reqnum: 1,
+      request_idx: nextIdx++,
+      signature: 'Zm9yZ2VkLXNpZ25hdHVyZS1kby1ub3QtbG9n',
+      url: worker.url,
+      canary: 'canary-in-auth-data-7d1e',
+    };
     expect((await send(`${worker.url}/v1/completions`, { auth_data: forged, payload }, agent)).status).toBe(401);
     expect((await send(`${worker.url}/v1/completions`, { auth_data: { ...forged, cost: 'x' }, payload }, agent)).status).toBe(422);
     // Sessions: created, probed with the wrong auth, ended.
@@ -406,7 +475,11 @@ describe('no secret in any log line', () => {
       expect(r.statusCode).toBe(token === masterToken ? 200 : 401);
       await r.body.dump();
     }
-    await waitUntil(() => e.statuses.filter((x) => x.body.id === worker.id).length >= 3, 5000, () => 'reports');
+    await waitUntil(
+      () => e.statuses.filter((x) => x.body.id === worker.id).length >= 3,
+      5000,
+      () => 'reports',
+    );
     await worker.terminate();
     const log = readFileSync(worker.logFile, 'utf8');
     expect(log.split('\n').length).toBeGreaterThan(20);
@@ -425,9 +498,30 @@ describe('HTTPS with a real certificate', () => {
     const dir = mkdtempSync(join(tmpdir(), 'pki-'));
     const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
     // A CA, and a server certificate for 127.0.0.1 signed by it; and a second, unrelated CA.
-    ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', '/CN=nodeworker test CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign');
+    ssl(
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      'ca.key',
+      '-out',
+      'ca.crt',
+      '-days',
+      '2',
+      '-subj',
+      '/CN=nodeworker test CA',
+      '-addext',
+      'basicConstraints=critical,CA:TRUE',
+      '-addext',
+      'keyUsage=critical,keyCertSign,cRLSign',
+    );
     ssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1');
-    writeFileSync(join(dir, 'ext.cnf'), 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n');
+    writeFileSync(
+      join(dir, 'ext.cnf'),
+      'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n',
+    );
     ssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.crt', '-days', '2', '-extfile', 'ext.cnf');
     ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'other.key', '-out', 'other.crt', '-days', '2', '-subj', '/CN=some other CA');
     pki = { dir, ca: join(dir, 'ca.crt'), cert: join(dir, 'server.crt'), key: join(dir, 'server.key'), otherCa: join(dir, 'other.crt') };
@@ -447,10 +541,14 @@ describe('HTTPS with a real certificate', () => {
     const ok = await send(`${w.url}/v1/completions`, { auth_data: auth, payload }, trusted);
     expect(ok.status, ok.text).toBe(200);
     const health = await request(`${w.url}/healthz`, { dispatcher: trusted });
-    expect((await health.body.json() as { state: string }).state).toBe('ready');
+    expect(((await health.body.json()) as { state: string }).state).toBe('ready');
 
     const failures: Record<string, string> = {};
-    for (const [name, agent] of [['no CA', noCa], ['another CA', wrongCa], ['a name the certificate does not hold', byName]] as const) {
+    for (const [name, agent] of [
+      ['no CA', noCa],
+      ['another CA', wrongCa],
+      ['a name the certificate does not hold', byName],
+    ] as const) {
       const err = await request(`${w.url}/healthz`, { dispatcher: agent }).then(
         () => null,
         (e: Error & { code?: string; cause?: { code?: string } }) => e.code ?? e.cause?.code ?? e.message,

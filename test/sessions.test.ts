@@ -32,7 +32,9 @@ async function sessionModel(): Promise<TestModel & { onClose: unknown[] }> {
   return Object.assign(model, { onClose });
 }
 
-async function setup(opts: { maxSessions?: number; gcIntervalMs?: number; ext?: ReturnType<typeof sessionsExtension> } = {}): Promise<{ w: TestWorker; model: TestModel & { onClose: unknown[] } }> {
+async function setup(
+  opts: { maxSessions?: number; gcIntervalMs?: number; ext?: ReturnType<typeof sessionsExtension> } = {},
+): Promise<{ w: TestWorker; model: TestModel & { onClose: unknown[] } }> {
   const model = await res.add(sessionModel());
   const w = await res.add(
     startTestWorker({
@@ -198,10 +200,16 @@ describe('/session/end', () => {
     // The id alone, as the PyWorker answers: never the auth_data and its signature.
     expect(r.json).toEqual({ ended: true, removed_session: id });
     expect(w.ledger.workingCount).toBe(0);
-    expect(await post(url, { session_id: id, session_auth: auth })).toMatchObject({ status: 400, json: { error: 'session already closed', field: 'session_id' } });
+    expect(await post(url, { session_id: id, session_auth: auth })).toMatchObject({
+      status: 400,
+      json: { error: 'session already closed', field: 'session_id' },
+    });
     expect(await post(url, { session_id: id, session_auth: { ...auth, cost: 0 } })).toMatchObject({ status: 401 });
     // Requests with the closed session's id are refused.
-    expect(await post(w.url + '/echo', { auth_data: engine.authData({ url: w.url }), payload: {}, session_id: id })).toMatchObject({ status: 410, json: { error: 'invalid session' } });
+    expect(await post(w.url + '/echo', { auth_data: engine.authData({ url: w.url }), payload: {}, session_id: id })).toMatchObject({
+      status: 410,
+      json: { error: 'invalid session' },
+    });
 
     await engine.waitFor(() => engine.delivered().some((d) => d.idx === auth.request_idx));
     await waitFor(() => model.onClose.length === 1);
@@ -218,7 +226,10 @@ describe('/session/end', () => {
     expect(w.internalPort).not.toBe(w.port);
     const internal = `http://127.0.0.1:${w.internalPort}`;
     const { auth, id } = await create(w);
-    expect(await post(internal + '/session/create', { auth_data: engine.authData({ url: w.url }), payload: {} })).toMatchObject({ status: 404, json: { field: 'path' } });
+    expect(await post(internal + '/session/create', { auth_data: engine.authData({ url: w.url }), payload: {} })).toMatchObject({
+      status: 404,
+      json: { field: 'path' },
+    });
     expect(await post(internal + '/session/get', { session_id: id, session_auth: auth })).toMatchObject({ status: 404 });
     expect(await post(internal + '/echo', { auth_data: auth, payload: {} })).toMatchObject({ status: 404 });
     expect(await post(internal + '/session/end', { session_id: id, session_auth: { ...auth, cost: 2 } })).toMatchObject({ status: 401 });
@@ -249,7 +260,11 @@ describe('lifetime and expiry', () => {
     );
     await waitFor(() => model.bodies.some((b) => b.includes('hang')));
     const modelConn = model.connections.at(-1)!;
-    await waitFor(() => model.onClose.length === 1, 5000, () => 'on_close call');
+    await waitFor(
+      () => model.onClose.length === 1,
+      5000,
+      () => 'on_close call',
+    );
     expect(model.onClose[0]).toEqual({ job: 'x1', nested: { k: [1] }, session_id: id });
     // The request running in the session was aborted: the client's answer ended, the model's connection closed.
     const outcome = await hanging;
@@ -327,6 +342,9 @@ describe('helpers', () => {
 
   it('parseCreatePayload applies the defaults', () => {
     expect(parseCreatePayload(undefined)).toEqual({ ok: true, value: { lifetime: 60, onCloseRoute: null, onClosePayload: null } });
-    expect(parseCreatePayload({ lifetime: 5, on_close_route: '/x/y', on_close_payload: { a: 1 } })).toEqual({ ok: true, value: { lifetime: 5, onCloseRoute: '/x/y', onClosePayload: { a: 1 } } });
+    expect(parseCreatePayload({ lifetime: 5, on_close_route: '/x/y', on_close_payload: { a: 1 } })).toEqual({
+      ok: true,
+      value: { lifetime: 5, onCloseRoute: '/x/y', onClosePayload: { a: 1 } },
+    });
   });
 });

@@ -2,8 +2,19 @@ import { createSign, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuthChecker, extractPem, fetchPublicKey, strictSignedMessage } from '../src/worker/auth.js';
 import {
-  authData, clientAgent, echoModel, envelope, postJson, startTestEngine, startTestModel, startTestWorker, useResources, waitFor,
-  type TestEngine, type TestModel, type TestWorker,
+  authData,
+  clientAgent,
+  echoModel,
+  envelope,
+  postJson,
+  startTestEngine,
+  startTestModel,
+  startTestWorker,
+  useResources,
+  waitFor,
+  type TestEngine,
+  type TestModel,
+  type TestWorker,
 } from './helpers/worker.js';
 
 /**
@@ -66,13 +77,7 @@ describe('signatures through a running worker', () => {
 
   it('refuses a signature made for another url, by another key, or garbage, with an empty 401', async () => {
     const other = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
-    const cases = [
-      signText(privateKey, '{\n    "url": "http://1.2.3.4:40124"\n}'),
-      signText(other, PLAIN_MESSAGE),
-      'bm90IGEgc2lnbmF0dXJl',
-      '%%%',
-      '',
-    ];
+    const cases = [signText(privateKey, '{\n    "url": "http://1.2.3.4:40124"\n}'), signText(other, PLAIN_MESSAGE), 'bm90IGEgc2lnbmF0dXJl', '%%%', ''];
     for (const [i, signature] of cases.entries()) {
       const r = await post(authData({ url: PLAIN_URL, signature, request_idx: 600 + i }));
       expect(r.status, `case ${i}`).toBe(401);
@@ -92,10 +97,18 @@ describe('signatures through a running worker', () => {
     const r = await post(authData({ url: PLAIN_URL, signature: signText(privateKey, 'something else'), request_idx: 700, cost: 5 }), { workload: 25 });
     expect(r.status).toBe(401);
     expect(worker.ledger.totals.rejected - beforeRejected).toBe(25);
-    await waitFor(() => engine.deleteRequests.some((d) => d.success === false && d.request_idxs.includes(700)), 5000, () => 'a delete post for 700');
+    await waitFor(
+      () => engine.deleteRequests.some((d) => d.success === false && d.request_idxs.includes(700)),
+      5000,
+      () => 'a delete post for 700',
+    );
     const good = await post(authData({ url: PLAIN_URL, signature: signText(privateKey, PLAIN_MESSAGE), request_idx: 701 }));
     expect(good.status).toBe(200);
-    await waitFor(() => engine.deleteRequests.some((d) => d.success === true && d.request_idxs.includes(701)), 5000, () => 'a delete post for 701');
+    await waitFor(
+      () => engine.deleteRequests.some((d) => d.success === true && d.request_idxs.includes(701)),
+      5000,
+      () => 'a delete post for 701',
+    );
     const all = engine.deleteRequests.flatMap((d) => d.request_idxs.map((i) => `${i}:${d.success}`));
     expect(all.filter((x) => x.startsWith('700:'))).toEqual(['700:false']);
     expect(all.filter((x) => x.startsWith('701:'))).toEqual(['701:true']);

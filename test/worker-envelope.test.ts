@@ -4,8 +4,18 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { checkAuthData, parseEnvelope, payloadSpan } from '../src/worker/envelope.js';
 import {
-  authData, clientAgent, echoHandler, echoModel, envelope, ledgerAudit, postJson, startTestModel, startTestWorker, waitFor,
-  type TestModel, type TestWorker,
+  authData,
+  clientAgent,
+  echoHandler,
+  echoModel,
+  envelope,
+  ledgerAudit,
+  postJson,
+  startTestModel,
+  startTestWorker,
+  waitFor,
+  type TestModel,
+  type TestWorker,
 } from './helpers/worker.js';
 
 describe('parseEnvelope', () => {
@@ -107,7 +117,9 @@ describe('payloadSpan', () => {
     const ws = fc.constantFrom('', ' ', '\n', '\t ', '\r\n  ');
     fc.assert(
       fc.property(fc.jsonValue(), fc.dictionary(fc.string(), fc.jsonValue(), { maxKeys: 4 }), ws, ws, fc.boolean(), (payload, other, w1, w2, first) => {
-        const entries = Object.entries(other).filter(([k]) => k !== 'payload').map(([k, v]) => `${w1}${JSON.stringify(k)}${w2}:${w1}${JSON.stringify(v)}`);
+        const entries = Object.entries(other)
+          .filter(([k]) => k !== 'payload')
+          .map(([k, v]) => `${w1}${JSON.stringify(k)}${w2}:${w1}${JSON.stringify(v)}`);
         const p = `${w1}"payload"${w2}:${w2}${JSON.stringify(payload, null, w1 ? 2 : 0)}${w1}`;
         const text = `${w2}{${(first ? [p, ...entries] : [...entries, p]).join(',')}}${w1}`;
         const got = cut(text);
@@ -216,7 +228,15 @@ describe('bad input over HTTP', () => {
       '0\r\n\r\n',
     ]);
     expect(r).toMatch(/^HTTP\/1\.1 413 /);
-    expect(JSON.parse(r.slice(r.indexOf('\r\n\r\n') + 4).trim().split('\r\n').find((l) => l.startsWith('{'))!)).toMatchObject({ field: 'body' });
+    expect(
+      JSON.parse(
+        r
+          .slice(r.indexOf('\r\n\r\n') + 4)
+          .trim()
+          .split('\r\n')
+          .find((l) => l.startsWith('{'))!,
+      ),
+    ).toMatchObject({ field: 'body' });
   });
 
   it('answers JSON 404 naming the path for an unknown route, and a GET on a handler route', async () => {
@@ -245,12 +265,17 @@ describe('bad input over HTTP', () => {
   it('survives a storm of bad bodies and leaves the ledger untouched by them', async () => {
     const before = worker.ledger.totals.requests;
     const bad: unknown[] = [
-      '', 'null', '[]', '{"auth_data": null, "payload": {}}', '{"auth_data": [], "payload": {}}',
+      '',
+      'null',
+      '[]',
+      '{"auth_data": null, "payload": {}}',
+      '{"auth_data": [], "payload": {}}',
       { auth_data: { ...authData(), cost: 'lots' }, payload: {} },
       // biome-ignore lint/correctness/noPrecisionLoss: the case is a number JSON turns into Infinity
       { auth_data: { ...authData(), request_idx: 1e400 }, payload: {} },
       { auth_data: authData(), payload: {}, session_id: [] },
-      '\xff\xfe{}', '{"a":' + '['.repeat(5000) + ']'.repeat(5000) + '}',
+      '\xff\xfe{}',
+      '{"a":' + '['.repeat(5000) + ']'.repeat(5000) + '}',
     ];
     const answers = await Promise.all(bad.map((b) => post('/echo', b)));
     for (const a of answers) {

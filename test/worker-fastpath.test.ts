@@ -19,7 +19,15 @@ function post(path: string, body: string, extra = ''): string {
 }
 
 /** A raw client connection: write bytes, read complete answers (content-length or chunked) in order. */
-async function rawClient(url: string): Promise<{ socket: Socket; write(s: string | Buffer): void; answers(n: number, timeoutMs?: number): Promise<RawAnswer[]>; closed: Promise<void>; close(): void }> {
+async function rawClient(
+  url: string,
+): Promise<{
+  socket: Socket;
+  write(s: string | Buffer): void;
+  answers(n: number, timeoutMs?: number): Promise<RawAnswer[]>;
+  closed: Promise<void>;
+  close(): void;
+}> {
   const { port } = new URL(url);
   const socket = connect(Number(port), '127.0.0.1');
   await new Promise<void>((resolve, reject) => {
@@ -52,7 +60,8 @@ async function rawClient(url: string): Promise<{ socket: Socket; write(s: string
           buf = buf.subarray(parsed.length);
           continue;
         }
-        if (socket.destroyed || Date.now() > until) throw new Error(`got ${out.length} of ${n} answers; pending bytes: ${JSON.stringify(buf.toString('latin1').slice(0, 300))}`);
+        if (socket.destroyed || Date.now() > until)
+          throw new Error(`got ${out.length} of ${n} answers; pending bytes: ${JSON.stringify(buf.toString('latin1').slice(0, 300))}`);
         await new Promise<void>((r) => {
           waiting.push(r);
           setTimeout(r, 50);
@@ -288,7 +297,8 @@ describe('model client', () => {
     const model = await res.add(
       rawModel((n, s) => {
         if (n === 1) s.end('HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n{"framed":"by close"}');
-        else if (n === 2) s.write('HTTP/1.1 103 Early Hints\r\nlink: </x>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 13\r\nconnection: close\r\n\r\n{"after":103}');
+        else if (n === 2)
+          s.write('HTTP/1.1 103 Early Hints\r\nlink: </x>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 13\r\nconnection: close\r\n\r\n{"after":103}');
         else s.write('HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n{"third":3}');
       }),
     );
@@ -350,7 +360,7 @@ describe('model client', () => {
     expect(model.connections).toBe(2);
   });
 
-  it('holds one connection per request in flight, beyond undici\'s old 512 (no pipelining)', async () => {
+  it("holds one connection per request in flight, beyond undici's old 512 (no pipelining)", async () => {
     const release: Array<() => void> = [];
     const model = await res.add(
       startTestModel((_q, r) => {
@@ -361,7 +371,11 @@ describe('model client', () => {
     const many = clientAgent(700);
     res.defer(() => many.close());
     const all = Array.from({ length: 600 }, () => postJson(w.url + '/echo', envelope({ workload: 1 }, authData()), { dispatcher: many }));
-    await waitFor(() => release.length === 600, 15_000, () => `${release.length} of 600 at the model`);
+    await waitFor(
+      () => release.length === 600,
+      15_000,
+      () => `${release.length} of 600 at the model`,
+    );
     expect(model.openConnections()).toBeGreaterThanOrEqual(600);
     for (const r of release) r();
     expect((await Promise.all(all)).every((r) => r.status === 200)).toBe(true);

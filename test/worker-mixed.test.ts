@@ -72,7 +72,11 @@ it('keeps the ledger invariant and sums over 2,000 mixed requests', async () => 
       while (next < TOTAL) await one(next++);
     }),
   );
-  await waitFor(() => w.ledger.totals.ended === TOTAL, 5000, () => `all ${TOTAL} requests ended (now ${w.ledger.totals.ended})`);
+  await waitFor(
+    () => w.ledger.totals.ended === TOTAL,
+    5000,
+    () => `all ${TOTAL} requests ended (now ${w.ledger.totals.ended})`,
+  );
 
   // What the clients saw.
   const byOutcome = { served: [] as number[], errored: [] as number[], cancelled: [] as number[], rejected: [] as number[] };
@@ -119,5 +123,9 @@ it('keeps the ledger invariant and sums over 2,000 mixed requests', async () => 
   expect(w.ledger.inflight).toBe(0);
 
   // Nothing leaked toward the model: aborted requests' connections are closed.
-  await waitFor(() => model.openConnections() <= IN_FLIGHT, 2000, () => `model connections to drop to the pool's live ones (open: ${model.openConnections()})`);
+  await waitFor(
+    () => model.openConnections() <= IN_FLIGHT,
+    2000,
+    () => `model connections to drop to the pool's live ones (open: ${model.openConnections()})`,
+  );
 }, 60_000);

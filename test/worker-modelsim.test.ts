@@ -79,7 +79,11 @@ describe('through the openai handler to model-sim', () => {
     const it = r.body[Symbol.asyncIterator]();
     expect(String((await it.next()).value)).toContain('data: ');
     ac.abort();
-    await waitFor(() => model.stats().aborted === 1, 2000, () => `model-sim to count the abort: ${JSON.stringify(model.stats())}`);
+    await waitFor(
+      () => model.stats().aborted === 1,
+      2000,
+      () => `model-sim to count the abort: ${JSON.stringify(model.stats())}`,
+    );
     expect(model.stats().inFlight).toBe(0);
     await waitFor(() => w.ledger.totals.ended === 1);
     expect(w.ledger.totals.cancelled).toBe(promptTokens('hi') + 200);
@@ -89,7 +93,11 @@ describe('through the openai handler to model-sim', () => {
   it('a model answering 500 is counted errored', async () => {
     const model = await sim({ flavor: 'openai', errorRate: 1, ttftMs: 0, seed: 1 });
     const w = await res.add(startTestWorker({ modelUrl: model.url, handlers: openaiWorker.handlers }));
-    const r = await postJson(w.url + '/v1/chat/completions', envelope({ messages: [{ role: 'user', content: 'hi' }], max_tokens: 3 }, authData({ request_idx: 9 })), { dispatcher: agent });
+    const r = await postJson(
+      w.url + '/v1/chat/completions',
+      envelope({ messages: [{ role: 'user', content: 'hi' }], max_tokens: 3 }, authData({ request_idx: 9 })),
+      { dispatcher: agent },
+    );
     expect(r.status).toBe(500);
     expect(model.stats().errored).toBe(1);
     expect(ledgerAudit(w)).toEqual({ succeeded: [], failed: [9] });

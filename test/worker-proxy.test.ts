@@ -3,8 +3,18 @@ import { request } from 'undici';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { RequestEntry } from '../src/worker/ledger.js';
 import {
-  authData, clientAgent, echoHandler, echoModel, envelope, ledgerAudit, postJson, startTestModel, startTestWorker,
-  useResources, waitFor, type ModelConnection,
+  authData,
+  clientAgent,
+  echoHandler,
+  echoModel,
+  envelope,
+  ledgerAudit,
+  postJson,
+  startTestModel,
+  startTestWorker,
+  useResources,
+  waitFor,
+  type ModelConnection,
 } from './helpers/worker.js';
 
 const res = useResources();
@@ -151,7 +161,11 @@ describe('model failures', () => {
     expect(r.status).toBe(504);
     expect(r.json.error).toMatch(/300 ms/);
     expect(w.ledger.totals.errored).toBe(100);
-    await waitFor(() => model.openConnections() === 0, 2000, () => 'the timed-out model connection to close');
+    await waitFor(
+      () => model.openConnections() === 0,
+      2000,
+      () => 'the timed-out model connection to close',
+    );
   });
 });
 
@@ -337,7 +351,10 @@ describe('client aborts', () => {
   async function abortDelay(conn: ModelConnection, abort: () => void): Promise<number> {
     const t0 = performance.now();
     abort();
-    const closedAt = await Promise.race([conn.closed, new Promise<number>((_, rej) => setTimeout(() => rej(new Error('the model connection was not closed within 2 s')), 2000))]);
+    const closedAt = await Promise.race([
+      conn.closed,
+      new Promise<number>((_, rej) => setTimeout(() => rej(new Error('the model connection was not closed within 2 s')), 2000)),
+    ]);
     return closedAt - t0;
   }
 

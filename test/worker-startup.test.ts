@@ -22,7 +22,10 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 let cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
-  for (const fn of cleanups.reverse()) await Promise.resolve().then(fn).catch(() => undefined);
+  for (const fn of cleanups.reverse())
+    await Promise.resolve()
+      .then(fn)
+      .catch(() => undefined);
   cleanups = [];
 });
 
@@ -34,7 +37,10 @@ interface Run {
 }
 
 function run(args: string[], env: Record<string, string>): Run {
-  const child = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '', WORKSPACE_DIR: dir, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CLI, ...args], {
+    env: { PATH: process.env.PATH ?? '', WORKSPACE_DIR: dir, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -104,7 +110,13 @@ describe('nodeworker worker: a port taken', () => {
     await new Promise<void>((r) => holder.listen(0, '127.0.0.1', r));
     cleanups.push(() => new Promise<void>((r) => holder.close(() => r())));
     const port = (holder.address() as { port: number }).port;
-    const p = run(['worker', '--handler', 'tgi'], { CONTAINER_ID: '6', UNSECURED: 'true', WORKER_HOST: '127.0.0.1', WORKER_PORT: String(port), MODEL_SERVER_URL: 'http://127.0.0.1:9' });
+    const p = run(['worker', '--handler', 'tgi'], {
+      CONTAINER_ID: '6',
+      UNSECURED: 'true',
+      WORKER_HOST: '127.0.0.1',
+      WORKER_PORT: String(port),
+      MODEL_SERVER_URL: 'http://127.0.0.1:9',
+    });
     expect(await p.exited).toBe(1);
     expect(p.stderr()).toContain(`nodeworker: worker failed to start: listen EADDRINUSE: address already in use 127.0.0.1:${port}`);
   });
@@ -120,8 +132,16 @@ describe('nodeworker worker: a local run', () => {
       WORKER_HOST: '127.0.0.1',
       MODEL_SERVER_URL: 'http://127.0.0.1:9',
     });
-    await until('the benchmark to fail', () => p.stdout().includes('No successful responses from benchmark'), () => p.stdout() + p.stderr());
-    const lines = p.stdout().trim().split('\n').map((l) => JSON.parse(l) as { level: string; msg: string; err?: string });
+    await until(
+      'the benchmark to fail',
+      () => p.stdout().includes('No successful responses from benchmark'),
+      () => p.stdout() + p.stderr(),
+    );
+    const lines = p
+      .stdout()
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { level: string; msg: string; err?: string });
     const warnings = lines.filter((l) => l.msg.includes('nothing will be reported'));
     expect(warnings).toHaveLength(1);
     expect(warnings[0]!.level).toBe('warn');
@@ -140,7 +160,9 @@ describe('nodeworker benchmark: a model answering 404', () => {
     const url = await notFoundModel();
     const p = run(['benchmark', '--handler', 'tgi', '--model-url', url, '--runs', '2', '--concurrency', '2'], {});
     expect(await p.exited).toBe(1);
-    expect(p.stdout()).toContain('perf 0.0 load/s  (No successful responses from benchmark: 5 of 5 requests failed; first: POST /generate answered 404: {"detail":"Not Found"})');
+    expect(p.stdout()).toContain(
+      'perf 0.0 load/s  (No successful responses from benchmark: 5 of 5 requests failed; first: POST /generate answered 404: {"detail":"Not Found"})',
+    );
     expect(p.stdout()).toContain('first failures:\n  warm-up: POST /generate answered 404: {"detail":"Not Found"}\n  round 1: POST /generate answered 404');
     // Progress from the first second: the warm-up is announced before it is answered.
     expect(p.stderr().split('\n')[0]).toBe('benchmark warm-up: one request to POST /generate');
@@ -153,7 +175,13 @@ describe('resolveWorkerConfig', () => {
     defineWorker({ modelServerUrl, handlers: [{ route: '/x', payload: z.unknown(), benchmark: { dataset: [{}] } }] });
 
   it('merges flag > handler spec > environment > default, once', () => {
-    const env = parseWorkerEnv({ CONTAINER_ID: '3', MODEL_SERVER_URL: 'http://env:1', MODEL_LOG: '/tmp/m.log', REPORT_ADDR: 'http://a:1/, http://b:2', MASTER_TOKEN: 't' });
+    const env = parseWorkerEnv({
+      CONTAINER_ID: '3',
+      MODEL_SERVER_URL: 'http://env:1',
+      MODEL_LOG: '/tmp/m.log',
+      REPORT_ADDR: 'http://a:1/, http://b:2',
+      MASTER_TOKEN: 't',
+    });
     expect(resolveWorkerConfig(definition(), parseWorkerEnv({ CONTAINER_ID: '3' })).model.url).toBe(DEFAULT_MODEL_URL);
     expect(resolveWorkerConfig(definition(), env).model.url).toBe('http://env:1');
     expect(resolveWorkerConfig(definition('http://spec:2'), env).model.url).toBe('http://spec:2');
@@ -167,11 +195,25 @@ describe('resolveWorkerConfig', () => {
     const failing = loadWorkerConfig({ CONTAINER_ID: 'x', DRAIN_TIMEOUT: '-1' }, () => Promise.resolve(defineWorker({ handlers: [] })));
     const err = (await failing.catch((e: unknown) => e)) as ConfigError;
     expect(err).toBeInstanceOf(ConfigError);
-    expect(err.problems).toEqual(['CONTAINER_ID: must be an integer (the instance id)', 'DRAIN_TIMEOUT: must be a number of seconds ≥ 0', 'handlers: a worker needs at least one handler', 'handlers: exactly one handler must carry a benchmark (found 0)']);
+    expect(err.problems).toEqual([
+      'CONTAINER_ID: must be an integer (the instance id)',
+      'DRAIN_TIMEOUT: must be a number of seconds ≥ 0',
+      'handlers: a worker needs at least one handler',
+      'handlers: exactly one handler must carry a benchmark (found 0)',
+    ]);
   });
 
   it('salvages where to report a failed start from a bad environment, and nothing without a valid address', () => {
-    expect(salvageReportTarget({ REPORT_ADDR: 'http://e:1', CONTAINER_ID: 'x', LOG_LEVEL: 'loud', MASTER_TOKEN: 'm', WORKER_PORT: '4000', VAST_TCP_PORT_4000: '41000' })).toMatchObject({
+    expect(
+      salvageReportTarget({
+        REPORT_ADDR: 'http://e:1',
+        CONTAINER_ID: 'x',
+        LOG_LEVEL: 'loud',
+        MASTER_TOKEN: 'm',
+        WORKER_PORT: '4000',
+        VAST_TCP_PORT_4000: '41000',
+      }),
+    ).toMatchObject({
       addrs: ['http://e:1'],
       containerId: 0,
       masterToken: 'm',

@@ -10,7 +10,11 @@ import { Pool, type Dispatcher } from 'undici';
  *
  * Run: `node build/benchmarks/lib/bare-proxy.js http://127.0.0.1:8000 [connections] [pipelining]` → prints its URL.
  */
-export async function startBareProxy(modelUrl: string, port = 0, poolOpts: { connections?: number; pipelining?: number } = {}): Promise<{ url: string; close(): Promise<void> }> {
+export async function startBareProxy(
+  modelUrl: string,
+  port = 0,
+  poolOpts: { connections?: number; pipelining?: number } = {},
+): Promise<{ url: string; close(): Promise<void> }> {
   const pool = new Pool(modelUrl, { connections: poolOpts.connections ?? 512, pipelining: poolOpts.pipelining ?? 1, keepAliveTimeout: 60_000 });
   const headers = { 'content-type': 'application/json' };
   const server = createServer({ noDelay: true, keepAliveTimeout: 65_000 }, (req, res) => {

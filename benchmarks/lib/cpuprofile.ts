@@ -102,9 +102,7 @@ export function summarizeProfile(profile: CpuProfile, topN = 15): ProfileSummary
   }
   const busy = total - idle;
   const rows = (entries: Array<{ name: string; where: string; us: number }>) =>
-    entries
-      .sort((x, y) => y.us - x.us)
-      .map((e) => ({ name: e.name, where: e.where, selfMs: e.us / 1000, share: busy > 0 ? e.us / busy : 0 }));
+    entries.sort((x, y) => y.us - x.us).map((e) => ({ name: e.name, where: e.where, selfMs: e.us / 1000, share: busy > 0 ? e.us / busy : 0 }));
   return {
     totalMs: total / 1000,
     busyMs: busy / 1000,

@@ -107,11 +107,15 @@ export function checkDeliveries(records: readonly ClientRecord[], delivered: rea
     const flag = got[0]?.success;
     switch (r.outcome) {
       case 'success':
-        if (flag !== true) say(`request_idx ${r.requestIdx} succeeded for the client but was ${flag === undefined ? 'never delivered' : 'delivered with success=false'}`);
+        if (flag !== true)
+          say(`request_idx ${r.requestIdx} succeeded for the client but was ${flag === undefined ? 'never delivered' : 'delivered with success=false'}`);
         break;
       case 'error':
       case 'rejected':
-        if (flag !== false) say(`request_idx ${r.requestIdx} (${r.outcome}, status ${r.status ?? '-'}) was ${flag === undefined ? 'never delivered' : 'delivered with success=true'}`);
+        if (flag !== false)
+          say(
+            `request_idx ${r.requestIdx} (${r.outcome}, status ${r.status ?? '-'}) was ${flag === undefined ? 'never delivered' : 'delivered with success=true'}`,
+          );
         break;
       case 'refused':
         if (flag !== undefined) say(`request_idx ${r.requestIdx} was refused before admission (status ${r.status ?? '-'}) but delivered`);
@@ -150,9 +154,11 @@ export function checkWorkload(records: readonly ClientRecord[], delivered: reado
   if (!near(t.served + t.cancelled, ok + abortedOk)) {
     problems.push(`served ${t.served} + cancelled ${t.cancelled} != workload the clients saw succeed ${ok} + aborted after admission ${abortedOk}`);
   }
-  if (!near(t.errored, failed + abortedFailed)) problems.push(`errored ${t.errored} != workload the clients saw fail ${failed}${opts.abortedMayError ? ` + aborted and failed ${abortedFailed}` : ''}`);
+  if (!near(t.errored, failed + abortedFailed))
+    problems.push(`errored ${t.errored} != workload the clients saw fail ${failed}${opts.abortedMayError ? ` + aborted and failed ${abortedFailed}` : ''}`);
   if (!near(t.rejected, rejected)) problems.push(`rejected ${t.rejected} != workload the clients saw refused with 401/429 ${rejected}`);
-  if (!near(t.received, ok + failed + abortedOk + abortedFailed)) problems.push(`received ${t.received} != workload of every admitted request ${ok + failed + abortedOk + abortedFailed}`);
+  if (!near(t.received, ok + failed + abortedOk + abortedFailed))
+    problems.push(`received ${t.received} != workload of every admitted request ${ok + failed + abortedOk + abortedFailed}`);
   return problems;
 }
 
@@ -178,7 +184,9 @@ export function checkReports(reports: readonly StatusReport[], t: WorkerTotals):
   if (t.started !== undefined && started !== t.started) problems.push(`sum of num_requests_recieved over reports ${started} != admitted requests ${t.started}`);
   const last = reports[reports.length - 1]!;
   if (last.cur_load !== 0 || last.num_requests_working !== 0 || last.working_request_idxs.length !== 0) {
-    problems.push(`the last report still shows work: cur_load ${last.cur_load}, num_requests_working ${last.num_requests_working}, working_request_idxs [${last.working_request_idxs.slice(0, 10).join(',')}]`);
+    problems.push(
+      `the last report still shows work: cur_load ${last.cur_load}, num_requests_working ${last.num_requests_working}, working_request_idxs [${last.working_request_idxs.slice(0, 10).join(',')}]`,
+    );
   }
   return problems;
 }
@@ -234,7 +242,17 @@ export function totalsFromMetrics(text: string): WorkerTotals {
 }
 
 /** A worker's totals from its ledger (in-process workers). */
-export function totalsFromLedger(ledger: { totals: { received: number; served: number; errored: number; cancelled: number; rejected: number }; snapshot(): { workloadPending: number } }): WorkerTotals {
+export function totalsFromLedger(ledger: {
+  totals: { received: number; served: number; errored: number; cancelled: number; rejected: number };
+  snapshot(): { workloadPending: number };
+}): WorkerTotals {
   const t = ledger.totals;
-  return { received: t.received, served: t.served, errored: t.errored, cancelled: t.cancelled, rejected: t.rejected, pending: ledger.snapshot().workloadPending };
+  return {
+    received: t.received,
+    served: t.served,
+    errored: t.errored,
+    cancelled: t.cancelled,
+    rejected: t.rejected,
+    pending: ledger.snapshot().workloadPending,
+  };
 }

@@ -102,7 +102,16 @@ export function runWrk(spec: LoadSpec): Promise<LoadResult> {
       // `times`: the shell's line, then the children's "XmY.YYYs XmY.YYYs".
       const t = /(\d+)m([\d.]+)s (\d+)m([\d.]+)s\s*$/.exec(out.trim());
       const cpu = t ? Number(t[1]) * 60 + Number(t[2]) + Number(t[3]) * 60 + Number(t[4]) : Number.NaN;
-      resolve({ generator: 'wrk', requests: j.requests, errors: j.errors, seconds, rps: j.requests / seconds, p50: j.p50 / 1000, p99: j.p99 / 1000, generatorCpuUs: (cpu * 1e6) / Math.max(1, j.requests) });
+      resolve({
+        generator: 'wrk',
+        requests: j.requests,
+        errors: j.errors,
+        seconds,
+        rps: j.requests / seconds,
+        p50: j.p50 / 1000,
+        p99: j.p99 / 1000,
+        generatorCpuUs: (cpu * 1e6) / Math.max(1, j.requests),
+      });
     });
   });
 }

@@ -37,7 +37,9 @@ export function startProcess(cmd: string, args: string[], opts: StartOptions): P
   return new Promise((resolve, reject) => {
     // Node cannot raise its own fd limit (no setrlimit): a shell raises it (to the hard limit when it
     // may not go higher), then becomes the command (same pid).
-    const [file, argv]: [string, string[]] = opts.fdLimit ? ['bash', ['-c', `ulimit -n ${opts.fdLimit} 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$@"`, 'bash', cmd, ...args]] : [cmd, args];
+    const [file, argv]: [string, string[]] = opts.fdLimit
+      ? ['bash', ['-c', `ulimit -n ${opts.fdLimit} 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$@"`, 'bash', cmd, ...args]]
+      : [cmd, args];
     const child = spawn(file, argv, { env: opts.env ?? process.env, cwd: opts.cwd, stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
     let out = '';
     let settled = false;
@@ -54,7 +56,10 @@ export function startProcess(cmd: string, args: string[], opts: StartOptions): P
         clearTimeout(t);
       },
     };
-    const timer = setTimeout(() => fail(new Error(`${cmd} ${args.join(' ')} did not become ready within ${opts.timeoutMs ?? 20_000} ms; output:\n${out.slice(-2000)}`)), opts.timeoutMs ?? 20_000);
+    const timer = setTimeout(
+      () => fail(new Error(`${cmd} ${args.join(' ')} did not become ready within ${opts.timeoutMs ?? 20_000} ms; output:\n${out.slice(-2000)}`)),
+      opts.timeoutMs ?? 20_000,
+    );
     const fail = (err: Error) => {
       if (settled) return;
       settled = true;

@@ -30,9 +30,26 @@ export interface ModelSimOptions {
 export async function startModelSim(o: ModelSimOptions): Promise<BenchProcess> {
   const sim = await startProcess(
     process.execPath,
-    [o.cli ?? CLI_PATH, 'model-sim', '--flavor', 'openai', '--port', '0', '--host', '127.0.0.1', '--load-seconds', '0',
-      '--token-rate', String(o.tokenRate ?? 1e9), '--capacity', String(o.capacity ?? 1e12), '--ttft-ms', String(o.ttftMs ?? 0),
-      '--log-file', join(o.dir, `model-${Date.now()}.log`)],
+    [
+      o.cli ?? CLI_PATH,
+      'model-sim',
+      '--flavor',
+      'openai',
+      '--port',
+      '0',
+      '--host',
+      '127.0.0.1',
+      '--load-seconds',
+      '0',
+      '--token-rate',
+      String(o.tokenRate ?? 1e9),
+      '--capacity',
+      String(o.capacity ?? 1e12),
+      '--ttft-ms',
+      String(o.ttftMs ?? 0),
+      '--log-file',
+      join(o.dir, `model-${Date.now()}.log`),
+    ],
     { readyLine: /model-sim listening on (http:\/\/[\d.:]+)\s/, fdLimit: o.fdLimit },
   );
   await waitHttp(`${sim.ready}/health`, 200, 20_000);
@@ -56,8 +73,17 @@ export async function startCliWorker(o: CliWorkerOptions): Promise<BenchProcess>
   const logFile = join(o.dir, `worker-${Date.now()}-${Math.random().toString(36).slice(2, 6)}.log`);
   const proc = await startProcess(process.execPath, [...(o.nodeArgs ?? []), o.cli ?? CLI_PATH, 'worker', '--handler', 'openai', '--model-url', o.modelUrl], {
     env: {
-      ...process.env, WORKER_PORT: '0', WORKER_HOST: '127.0.0.1', CONTAINER_ID: '1', UNSECURED: 'true', WORKSPACE_DIR: o.dir,
-      REPORT_ADDR: '', MODEL_LOG: '', LOG_LEVEL: 'info', LOG_FILE: logFile, ...o.env,
+      ...process.env,
+      WORKER_PORT: '0',
+      WORKER_HOST: '127.0.0.1',
+      CONTAINER_ID: '1',
+      UNSECURED: 'true',
+      WORKSPACE_DIR: o.dir,
+      REPORT_ADDR: '',
+      MODEL_LOG: '',
+      LOG_LEVEL: 'info',
+      LOG_FILE: logFile,
+      ...o.env,
     },
     fdLimit: o.fdLimit,
   });
@@ -97,7 +123,11 @@ export async function startPartsWorker(o: PartsWorkerOptions): Promise<BenchProc
       BENCH_EXTENSIONS: o.extensions ? '1' : '0',
       BENCH_FAST_LANE: o.fastLane === false ? '0' : '1',
       BENCH_MODEL_CLIENT: o.modelClient === false ? '0' : '1',
-      WORKER_PORT: '0', WORKER_HOST: '127.0.0.1', CONTAINER_ID: '1', WORKSPACE_DIR: o.dir, MODEL_LOG: '',
+      WORKER_PORT: '0',
+      WORKER_HOST: '127.0.0.1',
+      CONTAINER_ID: '1',
+      WORKSPACE_DIR: o.dir,
+      MODEL_LOG: '',
       ...(o.engineUrl ? { REPORT_ADDR: o.engineUrl, MASTER_TOKEN: 'bench-token', UNSECURED: '' } : { REPORT_ADDR: '', UNSECURED: 'true' }),
     },
     readyLine: /bench-worker listening on (http:\/\/[\d.:]+)\s/,
@@ -144,7 +174,10 @@ export async function waitLogUrl(file: string, timeoutMs: number): Promise<strin
 export async function waitReady(workerUrl: string, timeoutMs: number): Promise<void> {
   const until = Date.now() + timeoutMs;
   for (;;) {
-    const state = await fetch(`${workerUrl}/healthz`).then((r) => r.json() as Promise<{ state: string; reason?: string }>, () => null);
+    const state = await fetch(`${workerUrl}/healthz`).then(
+      (r) => r.json() as Promise<{ state: string; reason?: string }>,
+      () => null,
+    );
     if (state?.state === 'ready') return;
     if (Date.now() > until) throw new Error(`the worker was not ready within ${timeoutMs} ms (state ${state?.state ?? 'unreachable'}: ${state?.reason ?? ''})`);
     await sleep(50);

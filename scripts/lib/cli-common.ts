@@ -41,8 +41,18 @@ Run and output:
 
 /** The flags both scripts take (all take a value but --stream). */
 export const COMMON_FLAGS: FlagTypes = {
-  worker: 'string', autoscaler: 'string', endpoint: 'string', 'api-key': 'string', backend: 'string', stream: 'boolean',
-  timeout: 'string', 'max-inflight': 'string', drain: 'string', bucket: 'string', out: 'string', 'progress-interval': 'string',
+  worker: 'string',
+  autoscaler: 'string',
+  endpoint: 'string',
+  'api-key': 'string',
+  backend: 'string',
+  stream: 'boolean',
+  timeout: 'string',
+  'max-inflight': 'string',
+  drain: 'string',
+  bucket: 'string',
+  out: 'string',
+  'progress-interval': 'string',
 };
 
 /** Parse a script's command line strictly: its own flags and the common ones; UsageError otherwise. */
@@ -58,7 +68,15 @@ export class OptionProblems {
 }
 
 /** A number flag: absent → fallback; otherwise it must be finite and within [min, max]. */
-export function numberFlag(args: Record<string, unknown>, flag: string, fallback: number, p: OptionProblems, min = 0, max = Number.POSITIVE_INFINITY, integer = false): number {
+export function numberFlag(
+  args: Record<string, unknown>,
+  flag: string,
+  fallback: number,
+  p: OptionProblems,
+  min = 0,
+  max = Number.POSITIVE_INFINITY,
+  integer = false,
+): number {
   const raw = args[flag];
   if (raw === undefined) return fallback;
   const v = typeof raw === 'string' ? Number(raw) : Number.NaN;

@@ -44,7 +44,12 @@ export function buildRequest(backend: Backend, shape: RequestShape, i: number): 
     }
     case 'openai-chat': {
       const content = promptOf(shape.promptTokens, i);
-      return { route: '/v1/chat/completions', payload: { messages: [{ role: 'user', content }], max_tokens: maxTokens, stream }, cost: promptTokens(content) + maxTokens, stream };
+      return {
+        route: '/v1/chat/completions',
+        payload: { messages: [{ role: 'user', content }], max_tokens: maxTokens, stream },
+        cost: promptTokens(content) + maxTokens,
+        stream,
+      };
     }
     case 'tgi': {
       const inputs = promptOf(shape.promptTokens, i);
@@ -57,6 +62,11 @@ export function buildRequest(backend: Backend, shape: RequestShape, i: number): 
       return { route: '/generate/sync', payload: { input }, cost: maxTokens > 0 ? maxTokens : COMFYUI_WORKLOAD, stream: false };
     }
     case 'hello':
-      return { route: '/hello', payload: { name: `user${i}`, max_tokens: Math.min(512, Math.max(1, maxTokens)), stream }, cost: Math.min(512, Math.max(1, maxTokens)), stream };
+      return {
+        route: '/hello',
+        payload: { name: `user${i}`, max_tokens: Math.min(512, Math.max(1, maxTokens)), stream },
+        cost: Math.min(512, Math.max(1, maxTokens)),
+        stream,
+      };
   }
 }

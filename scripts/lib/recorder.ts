@@ -103,13 +103,42 @@ export class Recorder {
     const reqRows = [...this.records]
       .sort((a, b) => a.id - b.id)
       .map((r) =>
-        [r.id, r.plannedS.toFixed(3), r.sentS.toFixed(3), r.doneS.toFixed(3), r.latencyMs.toFixed(1), r.ttftMs === null ? '' : r.ttftMs.toFixed(1), r.status, r.ok ? 1 : 0, r.attempts, r.cost, csvCell(r.route), csvCell(r.error)].join(','),
+        [
+          r.id,
+          r.plannedS.toFixed(3),
+          r.sentS.toFixed(3),
+          r.doneS.toFixed(3),
+          r.latencyMs.toFixed(1),
+          r.ttftMs === null ? '' : r.ttftMs.toFixed(1),
+          r.status,
+          r.ok ? 1 : 0,
+          r.attempts,
+          r.cost,
+          csvCell(r.route),
+          csvCell(r.error),
+        ].join(','),
       );
     writeFileSync(paths.requests, [reqHeader, ...reqRows].join('\n') + '\n');
     const tl = this.timeline(opts.bucketS, opts.endS);
     const num = (v: number, d = 1) => (Number.isFinite(v) ? v.toFixed(d) : '');
-    const tlRows = tl.map((b) => [b.t.toFixed(1), num(b.offeredRps, 2), num(b.completedRps, 2), num(b.okRps, 2), num(b.errorRps, 2), num(b.throughput), num(b.p50), num(b.p95), num(b.p99), num(b.ttft)].join(','));
-    writeFileSync(paths.timeline, ['t_s,offered_rps,completed_rps,ok_rps,error_rps,throughput_load_per_s,p50_ms,p95_ms,p99_ms,ttft_ms', ...tlRows].join('\n') + '\n');
+    const tlRows = tl.map((b) =>
+      [
+        b.t.toFixed(1),
+        num(b.offeredRps, 2),
+        num(b.completedRps, 2),
+        num(b.okRps, 2),
+        num(b.errorRps, 2),
+        num(b.throughput),
+        num(b.p50),
+        num(b.p95),
+        num(b.p99),
+        num(b.ttft),
+      ].join(','),
+    );
+    writeFileSync(
+      paths.timeline,
+      ['t_s,offered_rps,completed_rps,ok_rps,error_rps,throughput_load_per_s,p50_ms,p95_ms,p99_ms,ttft_ms', ...tlRows].join('\n') + '\n',
+    );
     writeFileSync(paths.plot, plot(tl, opts.title, opts.footer));
     return paths;
   }

@@ -88,7 +88,20 @@ export async function runPlan(o: RunOptions): Promise<RunResult> {
     const req = p.build();
     const sentS = nowS();
     if (inflight >= o.maxInflight) {
-      rec.add({ id, plannedS: p.atS, sentS, doneS: sentS, latencyMs: 0, cost: req.cost, route: req.route, ok: false, status: 0, ttftMs: null, attempts: 0, error: 'SHED' });
+      rec.add({
+        id,
+        plannedS: p.atS,
+        sentS,
+        doneS: sentS,
+        latencyMs: 0,
+        cost: req.cost,
+        route: req.route,
+        ok: false,
+        status: 0,
+        ttftMs: null,
+        attempts: 0,
+        error: 'SHED',
+      });
       rec.shed.push(p.atS);
       continue;
     }

@@ -26,7 +26,12 @@ export interface Target {
 
 /** Through the autoscaler with the client. */
 export function autoscalerTarget(opts: { autoscalerUrl: string; endpoint: string; apiKey: string; maxAttempts?: number }): Target {
-  const client = new Serverless({ autoscalerUrl: opts.autoscalerUrl, apiKey: opts.apiKey, connections: 1024, retry: opts.maxAttempts ? { maxAttempts: opts.maxAttempts } : undefined });
+  const client = new Serverless({
+    autoscalerUrl: opts.autoscalerUrl,
+    apiKey: opts.apiKey,
+    connections: 1024,
+    retry: opts.maxAttempts ? { maxAttempts: opts.maxAttempts } : undefined,
+  });
   const ep: Endpoint = client.endpoint(opts.endpoint);
   return {
     description: `endpoint "${opts.endpoint}" via ${opts.autoscalerUrl}`,

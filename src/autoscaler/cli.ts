@@ -51,7 +51,9 @@ export async function runAutoscalerCli(argv: string[]): Promise<number> {
     process.stderr.write(`nodeworker autoscaler: ${msg}\n`);
     return 1;
   }
-  process.stderr.write(`autoscaler listening on ${running.url}\ndashboard: ${running.url}/dashboard (admin key: ${running.adminKeyFile ? `in ${running.adminKeyFile}` : 'from AUTOSCALER_ADMIN_KEY or the config'})\n`);
+  process.stderr.write(
+    `autoscaler listening on ${running.url}\ndashboard: ${running.url}/dashboard (admin key: ${running.adminKeyFile ? `in ${running.adminKeyFile}` : 'from AUTOSCALER_ADMIN_KEY or the config'})\n`,
+  );
   await new Promise<void>((resolve) => {
     const stop = () => resolve();
     process.once('SIGINT', stop);

@@ -27,10 +27,13 @@ export function createRealClock(): Clock {
     now: () => Date.now(),
     setTimeout(fn, ms) {
       const id = next++;
-      const t = setTimeout(() => {
-        timers.delete(id);
-        fn();
-      }, Math.max(0, ms));
+      const t = setTimeout(
+        () => {
+          timers.delete(id);
+          fn();
+        },
+        Math.max(0, ms),
+      );
       t.unref();
       timers.set(id, t);
       return id;

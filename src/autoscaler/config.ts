@@ -77,7 +77,8 @@ export function parseAutoscalerConfig(input: unknown, source = 'config'): Autosc
   }
   const names = new Set<string>();
   for (const [i, ep] of parsed.data.endpoints.entries()) {
-    if (names.has(ep.name)) throw new ConfigError(`${source} is invalid:\n  endpoints.${i}.name: duplicate endpoint "${ep.name}"`, { [`endpoints.${i}.name`]: 'duplicate' });
+    if (names.has(ep.name))
+      throw new ConfigError(`${source} is invalid:\n  endpoints.${i}.name: duplicate endpoint "${ep.name}"`, { [`endpoints.${i}.name`]: 'duplicate' });
     names.add(ep.name);
     const wgs = new Set<string>();
     for (const [j, wg] of ep.workergroups.entries()) {

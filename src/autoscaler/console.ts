@@ -41,7 +41,10 @@ function presentedKey(c: Context): string {
 }
 
 function unauthorized(c: Context): Response {
-  return c.json({ success: false, error: 'account key missing or wrong', fields: { authorization: 'expected "Bearer <account key>" or ?api_key=<account key>' } }, 401);
+  return c.json(
+    { success: false, error: 'account key missing or wrong', fields: { authorization: 'expected "Bearer <account key>" or ?api_key=<account key>' } },
+    401,
+  );
 }
 
 /** An endpoint as the console lists it (field names of Vast's endptjobs). */
@@ -113,7 +116,8 @@ export function mountConsole(app: Hono, engine: Engine, opts: ConsoleOptions): v
     const { workergroup_id: id, api_key } = parsed.data;
     const key = presentedKey(c) || api_key || '';
     const found = engine.workergroupById(id);
-    const allowed = accountOk(key) || accountOk(api_key ?? '') || (!!found && (sameSecret(key, found.endpoint.apiKey) || sameSecret(api_key ?? '', found.endpoint.apiKey)));
+    const allowed =
+      accountOk(key) || accountOk(api_key ?? '') || (!!found && (sameSecret(key, found.endpoint.apiKey) || sameSecret(api_key ?? '', found.endpoint.apiKey)));
     if (!allowed) return unauthorized(c);
     try {
       const workers = engine.updateWorkers(id);

@@ -3,14 +3,7 @@ import { bodyLimit } from 'hono/body-limit';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import type { z } from 'zod';
 import { type Engine, EngineError, sameSecret, workerView } from './engine.js';
-import {
-  endpointPatchSchema,
-  endpointSchema,
-  fieldErrors,
-  workergroupPatchSchema,
-  workergroupSchema,
-  type EndpointPatch,
-} from './params.js';
+import { endpointPatchSchema, endpointSchema, fieldErrors, workergroupPatchSchema, workergroupSchema, type EndpointPatch } from './params.js';
 import type { Outcome } from './wire.js';
 import { mountConsole } from './console.js';
 import type { Logger } from '../common/log.js';
@@ -76,10 +69,22 @@ export function createApp(engine: Engine, opts: HttpOptions): Hono {
     if (!body.ok) return body.res;
     return send(c, op(body.value));
   };
-  app.post('/route', protocol((b) => engine.route(b)));
-  app.post('/worker_status', protocol((b) => engine.workerStatus(b)));
-  app.post('/delete_requests', protocol((b) => engine.deleteRequests(b)));
-  app.post('/get_endpoint_workers', protocol((b) => engine.endpointWorkers(b)));
+  app.post(
+    '/route',
+    protocol((b) => engine.route(b)),
+  );
+  app.post(
+    '/worker_status',
+    protocol((b) => engine.workerStatus(b)),
+  );
+  app.post(
+    '/delete_requests',
+    protocol((b) => engine.deleteRequests(b)),
+  );
+  app.post(
+    '/get_endpoint_workers',
+    protocol((b) => engine.endpointWorkers(b)),
+  );
   app.get('/pubkey', (c) => c.text(opts.publicKeyPem, 200, { 'content-type': 'text/plain; charset=utf-8' }));
   app.get('/healthz', (c) => c.json({ ok: true }));
   if (opts.accountKey) mountConsole(app, engine, { accountKey: opts.accountKey, adminKey: opts.adminKey });
@@ -135,7 +140,8 @@ export function createApp(engine: Engine, opts: HttpOptions): Hono {
     }
   });
   app.get('/admin/endpoints/:name/workers', (c) => {
-    if (!engine.endpoints.has(c.req.param('name'))) return c.json({ error: 'no such endpoint', fields: { endpoint: `no endpoint "${c.req.param('name')}"` } }, 404);
+    if (!engine.endpoints.has(c.req.param('name')))
+      return c.json({ error: 'no such endpoint', fields: { endpoint: `no endpoint "${c.req.param('name')}"` } }, 404);
     return c.json(engine.workersOf(c.req.param('name')).map(workerView));
   });
   app.post('/admin/endpoints/:name/workergroups', async (c) => {

@@ -3,8 +3,27 @@
  * the simulation. See docs/autoscaler.md.
  */
 export { startAutoscaler, type StartAutoscalerOptions, type RunningAutoscaler } from './server.js';
-export { Engine, EngineError, httpProbe, type EngineOptions, type EngineEvents, type WorkerRecord, type EndpointRuntime, type TransitionEvent } from './engine.js';
-export { decide, INITIAL_MEMORY, type PolicyInput, type PolicyOutput, type Decision, type Plan, type PolicyWorker, type MachineChoice, type PolicyMemory } from './policy.js';
+export {
+  Engine,
+  EngineError,
+  httpProbe,
+  type EngineOptions,
+  type EngineEvents,
+  type WorkerRecord,
+  type EndpointRuntime,
+  type TransitionEvent,
+} from './engine.js';
+export {
+  decide,
+  INITIAL_MEMORY,
+  type PolicyInput,
+  type PolicyOutput,
+  type Decision,
+  type Plan,
+  type PolicyWorker,
+  type MachineChoice,
+  type PolicyMemory,
+} from './policy.js';
 export { EndpointRouter, type RouteAnswer, type RequestEntry } from './router.js';
 export { createRealClock, FakeClock, type Clock } from './clock.js';
 export { loadAutoscalerConfig, parseAutoscalerConfig, ConfigError, type AutoscalerConfig, type AutoscalerConfigInput } from './config.js';

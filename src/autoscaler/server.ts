@@ -80,7 +80,11 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
   if (cfg.persist) {
     mkdirSync(dataDir, { recursive: true });
     store = new Journal(join(dataDir, 'engine-state.jsonl'));
-    if (store.recovered.droppedBytes > 0) logger.warn({ event: 'journal_torn', path: store.path, dropped_bytes: store.recovered.droppedBytes }, 'the state journal ended in a torn write (a crash): the partial record was dropped');
+    if (store.recovered.droppedBytes > 0)
+      logger.warn(
+        { event: 'journal_torn', path: store.path, dropped_bytes: store.recovered.droppedBytes },
+        'the state journal ended in a torn write (a crash): the partial record was dropped',
+      );
   }
 
   const host = opts.host ?? '127.0.0.1';

@@ -15,7 +15,10 @@ export const routeBodySchema = z.looseObject({
   endpoint: z.string({ error: 'endpoint name required' }).min(1, 'endpoint name required'),
   api_key: z.string({ error: 'api_key required' }),
   cost: num(100).pipe(z.number().min(0, 'cost must be ≥ 0')),
-  request_idx: int.nullish().transform((v) => v ?? 0).pipe(z.number().min(0, 'request_idx must be ≥ 0')),
+  request_idx: int
+    .nullish()
+    .transform((v) => v ?? 0)
+    .pipe(z.number().min(0, 'request_idx must be ≥ 0')),
   replay_timeout: num(60).pipe(z.number().gt(0, 'replay_timeout must be > 0')),
 });
 export type RouteBody = z.output<typeof routeBodySchema>;
@@ -28,7 +31,10 @@ export const deleteRequestsSchema = z.looseObject({
   worker_id: int,
   mtoken: z.string({ error: 'mtoken required' }),
   request_idxs: z.array(int, { error: 'request_idxs must be a list of integers' }),
-  success: z.boolean().nullish().transform((v) => v ?? true),
+  success: z
+    .boolean()
+    .nullish()
+    .transform((v) => v ?? true),
 });
 export type DeleteRequestsBody = z.output<typeof deleteRequestsSchema>;
 

@@ -62,7 +62,7 @@ export class RouteError extends ServerlessError {
     const fields = namedFields(body);
     const hint =
       status === 401
-        ? 'check the api key: it must be the endpoint\'s key (the /route/ api_key), not an account key of another endpoint'
+        ? "check the api key: it must be the endpoint's key (the /route/ api_key), not an account key of another endpoint"
         : status === 404
           ? `check the endpoint name "${endpoint}" (it must exist on the autoscaler) or the request_idx`
           : status === 503
@@ -101,7 +101,7 @@ export class WorkerError extends ServerlessError {
     const fields = namedFields(body);
     const hint =
       status === 422
-        ? 'the payload does not match the handler\'s schema: fix the named fields'
+        ? "the payload does not match the handler's schema: fix the named fields"
         : status === 401
           ? 'the worker did not accept the signature: it must get its public key from the same autoscaler that routed the request'
           : status === 404
@@ -110,7 +110,7 @@ export class WorkerError extends ServerlessError {
               ? 'the request body is larger than the worker accepts'
               : status === 410
                 ? 'the session is closed: open a new one'
-                : 'see the body for the model\'s own message';
+                : "see the body for the model's own message";
     super('WORKER_REJECTED', `the worker refused POST ${route} (HTTP ${status})${describeFields(fields)}. ${hint}`);
     this.name = 'WorkerError';
     this.fields = fields;
@@ -149,12 +149,12 @@ export class RetriesExhaustedError extends ServerlessError {
 /** What to check after the last failed try: the autoscaler, the worker's host, or the workers' load. */
 function exhaustedHint(last: AttemptFailure | undefined): string {
   if (last?.stage === 'route' && last.status === null) {
-    return 'The autoscaler itself could not be reached: check that it is running and that the client\'s autoscaler URL points to it';
+    return "The autoscaler itself could not be reached: check that it is running and that the client's autoscaler URL points to it";
   }
   if (last?.stage === 'worker' && last.status === null) {
-    return 'The worker the autoscaler chose could not be reached (stopped, or its address is not reachable from here): check the endpoint\'s workers';
+    return "The worker the autoscaler chose could not be reached (stopped, or its address is not reachable from here): check the endpoint's workers";
   }
-  return 'The workers may be overloaded (429) or failing (5xx): check the endpoint\'s workers, or raise retry.maxAttempts';
+  return "The workers may be overloaded (429) or failing (5xx): check the endpoint's workers, or raise retry.maxAttempts";
 }
 
 /** The request's own `timeout` passed before an answer arrived. */

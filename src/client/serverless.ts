@@ -95,7 +95,7 @@ export class Serverless {
       throw new ServerlessError('INVALID_ARGUMENT', `autoscalerUrl must be an http(s) URL, got ${JSON.stringify(opts?.autoscalerUrl)}`);
     }
     if (typeof opts.apiKey !== 'string' || opts.apiKey === '') {
-      throw new ServerlessError('INVALID_ARGUMENT', 'apiKey must be the endpoint\'s api key (a non-empty string)');
+      throw new ServerlessError('INVALID_ARGUMENT', "apiKey must be the endpoint's api key (a non-empty string)");
     }
     this.ownAgent = opts.dispatcher ? null : new Agent({ connections: opts.connections ?? 256, keepAliveTimeout: 30_000, pipelining: 1 });
     this.settings = {
@@ -157,7 +157,8 @@ export class Endpoint {
   async session(opts: SessionOptions = {}): Promise<ServerlessSession> {
     const cost = checkCost(opts.cost);
     const lifetime = opts.lifetime ?? 60;
-    if (!(typeof lifetime === 'number' && lifetime > 0)) throw new ServerlessError('INVALID_ARGUMENT', `lifetime must be a positive number of seconds (got ${JSON.stringify(opts.lifetime)})`);
+    if (!(typeof lifetime === 'number' && lifetime > 0))
+      throw new ServerlessError('INVALID_ARGUMENT', `lifetime must be a positive number of seconds (got ${JSON.stringify(opts.lifetime)})`);
     const payload: Record<string, unknown> = { lifetime };
     if (opts.onCloseRoute !== undefined) payload.on_close_route = opts.onCloseRoute;
     if (opts.onClosePayload !== undefined) payload.on_close_payload = opts.onClosePayload;
@@ -193,11 +194,17 @@ export class Endpoint {
    * with, e.g. kept by another process). Throws SessionClosedError when it is gone.
    */
   async getSession(sessionId: string, sessionAuth: RouteAnswer, opts: { timeout?: number } = {}): Promise<ServerlessSession> {
-    if (typeof sessionAuth?.url !== 'string') throw new ServerlessError('INVALID_ARGUMENT', 'sessionAuth must be the auth_data the session was created with (it carries the worker url)');
+    if (typeof sessionAuth?.url !== 'string')
+      throw new ServerlessError('INVALID_ARGUMENT', 'sessionAuth must be the auth_data the session was created with (it carries the worker url)');
     const url = sessionAuth.url.replace(/\/+$/, '');
     let answer: Awaited<ReturnType<typeof postJson>>;
     try {
-      answer = await postJson(this.s.dispatcher, `${url}/session/get`, { session_id: sessionId, session_auth: sessionAuth }, { signal: AbortSignal.timeout(opts.timeout ?? 10_000) });
+      answer = await postJson(
+        this.s.dispatcher,
+        `${url}/session/get`,
+        { session_id: sessionId, session_auth: sessionAuth },
+        { signal: AbortSignal.timeout(opts.timeout ?? 10_000) },
+      );
     } catch (err) {
       if (isConnectionError(err)) throw new SessionClosedError(sessionId, `its worker cannot be reached: ${describeConnectionError(err)}`);
       throw err;
@@ -217,7 +224,12 @@ export class Endpoint {
 
   /** The endpoint's workers and their load (`/get_endpoint_workers/`). */
   async workers(opts: { timeout?: number } = {}): Promise<EndpointWorker[]> {
-    const answer = await postJson(this.s.dispatcher, `${this.s.autoscalerUrl}/get_endpoint_workers/`, { id: this.name, api_key: this.s.apiKey }, { signal: AbortSignal.timeout(opts.timeout ?? 10_000) });
+    const answer = await postJson(
+      this.s.dispatcher,
+      `${this.s.autoscalerUrl}/get_endpoint_workers/`,
+      { id: this.name, api_key: this.s.apiKey },
+      { signal: AbortSignal.timeout(opts.timeout ?? 10_000) },
+    );
     if (answer.status !== 200) {
       const body = await readBody(answer).catch(() => null);
       throw new RouteError(answer.status, body, this.name);
@@ -231,11 +243,13 @@ export class Endpoint {
 }
 
 function checkRoute(route: string): void {
-  if (typeof route !== 'string' || !route.startsWith('/')) throw new ServerlessError('INVALID_ARGUMENT', `route must be a path starting with "/" (got ${JSON.stringify(route)})`);
+  if (typeof route !== 'string' || !route.startsWith('/'))
+    throw new ServerlessError('INVALID_ARGUMENT', `route must be a path starting with "/" (got ${JSON.stringify(route)})`);
 }
 
 function checkCost(cost: number | undefined): number {
   const c = cost ?? 100;
-  if (typeof c !== 'number' || !Number.isFinite(c) || c < 0) throw new ServerlessError('INVALID_ARGUMENT', `cost must be a number ≥ 0: the request's load, e.g. its tokens (got ${JSON.stringify(cost)})`);
+  if (typeof c !== 'number' || !Number.isFinite(c) || c < 0)
+    throw new ServerlessError('INVALID_ARGUMENT', `cost must be a number ≥ 0: the request's load, e.g. its tokens (got ${JSON.stringify(cost)})`);
   return c;
 }

@@ -81,7 +81,8 @@ export class ServerlessSession {
   request(route: string, payload: unknown, opts: SessionRequestOptions & { stream: true }): Promise<ServerlessStream>;
   async request(route: string, payload: unknown, opts: SessionRequestOptions = {}): Promise<ServerlessResponse | ServerlessStream> {
     if (this.ended) throw new SessionClosedError(this.id, 'it was ended');
-    if (typeof route !== 'string' || !route.startsWith('/')) throw new ServerlessError('INVALID_ARGUMENT', `route must be a path starting with "/" (got ${JSON.stringify(route)})`);
+    if (typeof route !== 'string' || !route.startsWith('/'))
+      throw new ServerlessError('INVALID_ARGUMENT', `route must be a path starting with "/" (got ${JSON.stringify(route)})`);
     let lost = 0;
     try {
       const out = await call(this.s, {

@@ -125,10 +125,13 @@ export class Deadline {
   sleep(ms: number): Promise<void> {
     return new Promise((resolve, reject) => {
       if (this.ac.signal.aborted) return reject(this.ac.signal.reason);
-      const t = setTimeout(() => {
-        this.ac.signal.removeEventListener('abort', onAbort);
-        resolve();
-      }, Math.min(ms, this.remaining() + 1));
+      const t = setTimeout(
+        () => {
+          this.ac.signal.removeEventListener('abort', onAbort);
+          resolve();
+        },
+        Math.min(ms, this.remaining() + 1),
+      );
       const onAbort = () => {
         clearTimeout(t);
         reject(this.ac.signal.reason);
@@ -147,7 +150,14 @@ export interface RouteMemo {
 }
 
 /** POST /route/ until a worker is chosen: polls while the request waits in the engine's queue. */
-export async function routeRequest(s: TransportSettings, endpoint: string, cost: number, d: Deadline, startedAt: number, memo: RouteMemo = { requestIdx: 0 }): Promise<RouteAnswer> {
+export async function routeRequest(
+  s: TransportSettings,
+  endpoint: string,
+  cost: number,
+  d: Deadline,
+  startedAt: number,
+  memo: RouteMemo = { requestIdx: 0 },
+): Promise<RouteAnswer> {
   let requestIdx = memo.requestIdx;
   let pollMs = 100;
   for (;;) {
@@ -180,7 +190,8 @@ export async function routeRequest(s: TransportSettings, endpoint: string, cost:
     if (ok && b.url !== undefined && b.url !== null && b.url !== '') {
       // Forwarded verbatim (a strict signature covers its exact values): checked, not rewritten.
       const chosen = routeAnswerSchema.safeParse(b);
-      if (!chosen.success) throw new RouteError(answer.status, errorBody("the autoscaler's route answer is not valid auth_data", fieldErrors(chosen.error)), endpoint);
+      if (!chosen.success)
+        throw new RouteError(answer.status, errorBody("the autoscaler's route answer is not valid auth_data", fieldErrors(chosen.error)), endpoint);
       const idx = Number(b.request_idx);
       memo.requestIdx = Number.isInteger(idx) && idx > 0 ? idx : 0;
       return b as RouteAnswer;
@@ -188,7 +199,8 @@ export async function routeRequest(s: TransportSettings, endpoint: string, cost:
     if (ok) {
       // Queued: poll with the request_idx the engine gave us.
       const idx = Number(b.request_idx);
-      if (!Number.isInteger(idx) || idx <= 0) throw new RouteError(answer.status, { error: 'the autoscaler answered without url and without a request_idx to poll with' }, endpoint);
+      if (!Number.isInteger(idx) || idx <= 0)
+        throw new RouteError(answer.status, { error: 'the autoscaler answered without url and without a request_idx to poll with' }, endpoint);
       requestIdx = idx;
       memo.requestIdx = idx;
       try {
@@ -207,7 +219,10 @@ export async function routeRequest(s: TransportSettings, endpoint: string, cost:
       continue;
     }
     if (isRetryableStatus(answer.status) && answer.status !== 503) {
-      throw new RetryableFailure({ stage: 'route', status: answer.status, reason: `autoscaler HTTP ${answer.status}` }, retryAfterMs(answer.headers['retry-after']));
+      throw new RetryableFailure(
+        { stage: 'route', status: answer.status, reason: `autoscaler HTTP ${answer.status}` },
+        retryAfterMs(answer.headers['retry-after']),
+      );
     }
     throw new RouteError(answer.status, parsed, endpoint);
   }
@@ -260,10 +275,15 @@ export async function call(s: TransportSettings, spec: CallSpec): Promise<CallRe
         const url = auth.url.replace(/\/+$/, '');
         let answer: RawAnswer;
         try {
-          answer = await postJson(s.dispatcher, url + spec.route, { auth_data: auth, payload: spec.payload, ...spec.extra }, {
-            signal: d.signal,
-            headersTimeout: d.remaining() + 1000,
-          });
+          answer = await postJson(
+            s.dispatcher,
+            url + spec.route,
+            { auth_data: auth, payload: spec.payload, ...spec.extra },
+            {
+              signal: d.signal,
+              headersTimeout: d.remaining() + 1000,
+            },
+          );
         } catch (err) {
           if (d.signal.aborted) throw d.abortError('waiting for the worker', spec.endpoint, startedAt);
           if (isConnectionError(err)) throw new RetryableFailure({ stage: 'worker', status: null, reason: describeConnectionError(err), url });
@@ -307,7 +327,10 @@ export async function call(s: TransportSettings, spec: CallSpec): Promise<CallRe
         const special = spec.statusError?.(answer.status, body, url);
         if (special) throw special;
         if (isRetryableStatus(answer.status)) {
-          throw new RetryableFailure({ stage: 'worker', status: answer.status, reason: `HTTP ${answer.status}`, url }, retryAfterMs(answer.headers['retry-after']));
+          throw new RetryableFailure(
+            { stage: 'worker', status: answer.status, reason: `HTTP ${answer.status}`, url },
+            retryAfterMs(answer.headers['retry-after']),
+          );
         }
         throw new WorkerError(answer.status, body, url, spec.route);
       } catch (err) {
@@ -319,7 +342,9 @@ export async function call(s: TransportSettings, spec: CallSpec): Promise<CallRe
       const wait = Math.min(retry.maxDelayMs, Math.max(backoffDelay(attempt, retry, s.random), failure.retryAfter ?? 0));
       if (wait >= d.remaining()) {
         // No time left for another try: say why the last one failed.
-        throw d.timedOut || d.remaining() === 0 ? new RequestTimeoutError(timeoutMs, `retrying after ${failure.failure.reason}`) : new RetriesExhaustedError(failures);
+        throw d.timedOut || d.remaining() === 0
+          ? new RequestTimeoutError(timeoutMs, `retrying after ${failure.failure.reason}`)
+          : new RetriesExhaustedError(failures);
       }
       spec.onRetry?.({ attempt, ...failure.failure, delayMs: Math.round(wait) });
       try {

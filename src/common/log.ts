@@ -5,9 +5,26 @@ export type { Logger };
 
 /** Keys whose values are never written to a log, wherever they appear in a logged object. */
 export const SECRET_KEYS = [
-  'mtoken', 'master_token', 'masterToken', 'MASTER_TOKEN', 'token', 'apiKey', 'api_key',
-  'signature', 'session_auth', 'sessionAuth', 'authorization', 'Authorization', 'auth_data', 'authData',
-  'cookie', 'password', 'secret', 'private_key', 'privateKey', 'privateKeyPem',
+  'mtoken',
+  'master_token',
+  'masterToken',
+  'MASTER_TOKEN',
+  'token',
+  'apiKey',
+  'api_key',
+  'signature',
+  'session_auth',
+  'sessionAuth',
+  'authorization',
+  'Authorization',
+  'auth_data',
+  'authData',
+  'cookie',
+  'password',
+  'secret',
+  'private_key',
+  'privateKey',
+  'privateKeyPem',
 ];
 
 // Four levels deep covers every object the worker logs (e.g. {req: {headers: {authorization}}}).

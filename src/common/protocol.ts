@@ -78,7 +78,9 @@ const authDataFields = {
  * Extra keys are ignored, but they are hashed (sessions) and signed (strict mode) by recursive code.
  * Primitives cannot nest: the walk and its allocations are skipped for them.
  */
-const shallowExtra = z.unknown().refine((v) => typeof v !== 'object' || v === null || !nestedDeeperThan(v, MAX_AUTH_DEPTH - 1), `nested deeper than ${MAX_AUTH_DEPTH} levels`);
+const shallowExtra = z
+  .unknown()
+  .refine((v) => typeof v !== 'object' || v === null || !nestedDeeperThan(v, MAX_AUTH_DEPTH - 1), `nested deeper than ${MAX_AUTH_DEPTH} levels`);
 
 /** `auth_data` as a worker accepts it: the six required keys (numbers may be numeric strings), extra keys kept. */
 export const authDataSchema = z.object(authDataFields).catchall(shallowExtra);
@@ -99,10 +101,22 @@ export type RouteAnswer = z.output<typeof routeAnswerSchema>;
 // ---------------------------------------------------------------------------------------------
 // worker_status (PROTOCOL §4), read leniently as the Python worker writes it.
 
-const int = z.union([z.number().int(), z.string().regex(/^-?\d+$/, 'expected an integer').transform(Number)]);
+const int = z.union([
+  z.number().int(),
+  z
+    .string()
+    .regex(/^-?\d+$/, 'expected an integer')
+    .transform(Number),
+]);
 const num = (fallback = 0) =>
   z
-    .union([z.number(), z.string().regex(/^-?\d+(\.\d+)?([eE][-+]?\d+)?$/, 'expected a number').transform(Number)])
+    .union([
+      z.number(),
+      z
+        .string()
+        .regex(/^-?\d+(\.\d+)?([eE][-+]?\d+)?$/, 'expected a number')
+        .transform(Number),
+    ])
     .nullish()
     .transform((v) => v ?? fallback);
 
@@ -120,7 +134,10 @@ export const workerStatusSchema = z.looseObject({
   cur_load: num(),
   rej_load: num(),
   new_load: num(),
-  error_msg: z.string().nullish().transform((v) => v ?? ''),
+  error_msg: z
+    .string()
+    .nullish()
+    .transform((v) => v ?? ''),
   max_perf: num(),
   cur_perf: num(),
   cur_capacity: num(),
@@ -128,7 +145,10 @@ export const workerStatusSchema = z.looseObject({
   num_requests_working: num(),
   num_requests_recieved: num(),
   additional_disk_usage: num(),
-  working_request_idxs: z.array(int).nullish().transform((v) => v ?? []),
+  working_request_idxs: z
+    .array(int)
+    .nullish()
+    .transform((v) => v ?? []),
   url: z.string().nullish(),
 });
 export type WorkerStatusReport = z.output<typeof workerStatusSchema>;
@@ -209,7 +229,13 @@ export class ConfigError extends Error {
   /** A refused zod parse, every issue listed. */
   static fromZod(title: string, error: Issues, prefix = ''): ConfigError {
     const entries = issueEntries(error, prefix, '(config)');
-    return new ConfigError(listed(title, entries.map(([k, v]) => `${k}: ${v}`)), fieldErrors(error, prefix, '(config)'));
+    return new ConfigError(
+      listed(
+        title,
+        entries.map(([k, v]) => `${k}: ${v}`),
+      ),
+      fieldErrors(error, prefix, '(config)'),
+    );
   }
 
   /** The problem lines (the message without its title). */

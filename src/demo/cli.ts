@@ -45,8 +45,14 @@ export async function runDemoCli(argv: string[]): Promise<number> {
   let args: Flags;
   try {
     args = parseFlags(argv, {
-      duration: 'string', rps: 'string', period: 'string', 'max-workers': 'string', 'cold-workers': 'string',
-      port: 'string', 'data-dir': 'string', 'no-tty': 'boolean',
+      duration: 'string',
+      rps: 'string',
+      period: 'string',
+      'max-workers': 'string',
+      'cold-workers': 'string',
+      port: 'string',
+      'data-dir': 'string',
+      'no-tty': 'boolean',
     });
   } catch (err) {
     return usageFailed('nodeworker demo', err, 'nodeworker demo --help');
@@ -112,14 +118,23 @@ export async function runDemoCli(argv: string[]): Promise<number> {
     out(`autoscaler on ${as.url}; its log: ${logFile}; each worker's output: ${join(provider.workspacesDir, 'worker-<id>', 'on_start.log')}`);
     const adminKey = process.env.AUTOSCALER_ADMIN_KEY ? 'from AUTOSCALER_ADMIN_KEY' : `in ${join(dataDir, 'admin_key')}`;
     out(`dashboard: ${as.url}/dashboard (admin key ${adminKey})`);
-    out(`load: a wave of up to ${peakRps} requests/s every ${period} s through /route/ (src/client)${duration ? `; stopping after ${duration} s` : '; Ctrl-C to stop'}`);
+    out(
+      `load: a wave of up to ${peakRps} requests/s every ${period} s through /route/ (src/client)${duration ? `; stopping after ${duration} s` : '; Ctrl-C to stop'}`,
+    );
     as.engine.on('transition', (t) => {
       if (t.endpoint !== DEMO_ENDPOINT) return;
       transitions.push(t);
       if (transitions.length > 200) transitions.shift();
       if (!tty) out(renderTransition(t));
     });
-    load = new LoadGenerator({ autoscalerUrl: as.url, apiKey: as.apiKeys[DEMO_ENDPOINT]!, endpoint: DEMO_ENDPOINT, peakRps, periodSeconds: period, maxTokens: DEFAULT_SIZING.maxTokens });
+    load = new LoadGenerator({
+      autoscalerUrl: as.url,
+      apiKey: as.apiKeys[DEMO_ENDPOINT]!,
+      endpoint: DEMO_ENDPOINT,
+      peakRps,
+      periodSeconds: period,
+      maxTokens: DEFAULT_SIZING.maxTokens,
+    });
     const startedAt = Date.now();
     load.start();
 
@@ -132,7 +147,9 @@ export async function runDemoCli(argv: string[]): Promise<number> {
       if (quiet) return;
       if (tty) {
         const cols = (process.stdout.columns ?? 0) > 20 ? process.stdout.columns : 120;
-        const lines = [...renderTable(status), '', 'recent changes:', ...transitions.slice(-6).map((t) => `  ${renderTransition(t)}`)].map((l) => l.slice(0, cols - 1));
+        const lines = [...renderTable(status), '', 'recent changes:', ...transitions.slice(-6).map((t) => `  ${renderTransition(t)}`)].map((l) =>
+          l.slice(0, cols - 1),
+        );
         process.stdout.write(`${drawn > 0 ? `\x1b[${drawn}F` : ''}${lines.map((l) => `\x1b[2K${l}`).join('\n')}\n\x1b[J`);
         drawn = lines.length;
       } else if (Date.now() - lastLine >= 5000) {
@@ -152,7 +169,9 @@ export async function runDemoCli(argv: string[]): Promise<number> {
       draw();
       process.stdout.write('\x1b[?25h');
     }
-    out(`\nstopping (${why === 'duration' ? `${duration} s elapsed` : why}): the load, then every worker (SIGTERM to on_start.sh, which drains the worker and stops the model)…`);
+    out(
+      `\nstopping (${why === 'duration' ? `${duration} s elapsed` : why}): the load, then every worker (SIGTERM to on_start.sh, which drains the worker and stops the model)…`,
+    );
   } catch (err) {
     if (!quiet) process.stderr.write(`nodeworker demo: ${(err as Error).message}\n`);
     process.exitCode = 1;
@@ -172,8 +191,12 @@ export async function runDemoCli(argv: string[]): Promise<number> {
     const sum = load.summary();
     const counts = Object.fromEntries(['created', 'inactive', 'starting', 'errored'].map((s) => [s, transitions.filter((t) => t.to === s).length]));
     const abandoned = sum.sent - sum.ok - sum.failed - sum.dropped;
-    out(`requests: ${sum.ok} served, ${sum.failed} failed${sum.dropped ? `, ${sum.dropped} dropped` : ''}${abandoned > 0 ? `, ${abandoned} abandoned at the stop` : ''} of ${sum.sent} in ${sum.seconds.toFixed(0)} s; latency p50 ${sum.p50Ms ?? '-'} ms, p99 ${sum.p99Ms ?? '-'} ms`);
-    out(`workers: ${counts.created} recruited, ${counts.inactive} stops, ${counts.starting} warm starts, ${counts.errored} errored; when stopped ${stateSummary(countStates(transitions), true)}`);
+    out(
+      `requests: ${sum.ok} served, ${sum.failed} failed${sum.dropped ? `, ${sum.dropped} dropped` : ''}${abandoned > 0 ? `, ${abandoned} abandoned at the stop` : ''} of ${sum.sent} in ${sum.seconds.toFixed(0)} s; latency p50 ${sum.p50Ms ?? '-'} ms, p99 ${sum.p99Ms ?? '-'} ms`,
+    );
+    out(
+      `workers: ${counts.created} recruited, ${counts.inactive} stops, ${counts.starting} warm starts, ${counts.errored} errored; when stopped ${stateSummary(countStates(transitions), true)}`,
+    );
   }
   const left = [...seenPids].filter((pid) => procStart(pid) !== null);
   if (left.length > 0) {

@@ -64,7 +64,10 @@ export function packageName(raw: string): string {
 }
 
 function toolVersions(root: string): TemplateValues['versions'] {
-  const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { dependencies?: Record<string, string>; devDependencies?: Record<string, string> };
+  const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as {
+    dependencies?: Record<string, string>;
+    devDependencies?: Record<string, string>;
+  };
   const all = { ...pkg.dependencies, ...pkg.devDependencies };
   return {
     zod: all.zod ?? '^4.0.0',
@@ -84,10 +87,12 @@ export function scaffold(opts: ScaffoldOptions): ScaffoldResult {
     } catch {
       throw new ScaffoldError('DIR', `${dir} exists and is not a directory`);
     }
-    if (entries.length > 0 && !opts.force) throw new ScaffoldError('DIR', `${dir} is not empty (${entries.length} entries): choose a new directory, or pass --force to write into it`);
+    if (entries.length > 0 && !opts.force)
+      throw new ScaffoldError('DIR', `${dir} is not empty (${entries.length} entries): choose a new directory, or pass --force to write into it`);
   }
   const name = opts.name ?? packageName(basename(dir));
-  if (!/^(@[a-z0-9-~][a-z0-9-._~]*\/)?[a-z0-9-~][a-z0-9-._~]*$/.test(name)) throw new ScaffoldError('--name', `"${name}" is not a valid npm package name (lower case letters, digits, - . _)`);
+  if (!/^(@[a-z0-9-~][a-z0-9-._~]*\/)?[a-z0-9-~][a-z0-9-._~]*$/.test(name))
+    throw new ScaffoldError('--name', `"${name}" is not a valid npm package name (lower case letters, digits, - . _)`);
   const root = PACKAGE_ROOT;
   const nodeworkerSpec = opts.nodeworkerSpec ?? defaultNodeworkerSpec(root);
   if (nodeworkerSpec.trim() === '') throw new ScaffoldError('--nodeworker-spec', 'must not be empty');

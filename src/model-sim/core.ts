@@ -62,7 +62,15 @@ export interface CoreSettings {
  */
 export class ModelCore {
   readonly counters: Omit<ModelSimStats, 'flavor' | 'loaded' | 'healthy' | 'crashed' | 'active'> = {
-    started: 0, finished: 0, aborted: 0, errored: 0, hung: 0, rejected: 0, unavailable: 0, inFlight: 0, tokensGenerated: 0,
+    started: 0,
+    finished: 0,
+    aborted: 0,
+    errored: 0,
+    hung: 0,
+    rejected: 0,
+    unavailable: 0,
+    inFlight: 0,
+    tokensGenerated: 0,
   };
   private readonly batch: ContinuousBatch;
   private readonly serial: SerialQueue;

@@ -112,11 +112,14 @@ export async function startModelSim(opts: ModelSimOptions): Promise<ModelSim> {
   const closed = new Promise<void>((resolve) => (resolveClosed = resolve));
 
   const settings: CoreSettings = {
-    tokenRate: o.tokenRate, capacity: o.capacity, ttftMs: o.ttftMs, errorRate: o.errorRate, hangRate: o.hangRate, healthy: true,
+    tokenRate: o.tokenRate,
+    capacity: o.capacity,
+    ttftMs: o.ttftMs,
+    errorRate: o.errorRate,
+    hangRate: o.hangRate,
+    healthy: true,
   };
-  const core = new ModelCore(settings, o.crashAfter, seededRandom(o.seed), (n) =>
-    crash(`--crash-after ${o.crashAfter}: request ${n} admitted`),
-  );
+  const core = new ModelCore(settings, o.crashAfter, seededRandom(o.seed), (n) => crash(`--crash-after ${o.crashAfter}: request ${n} admitted`));
   const env: RouteEnv = { core, modelName: o.modelName, log: (lines) => log.write(lines) };
 
   const server = createServer((req, res) => {
@@ -247,7 +250,12 @@ export async function startModelSim(opts: ModelSimOptions): Promise<ModelSim> {
   const hostInUrl = o.host.includes(':') ? `[${o.host}]` : o.host;
   const url = `http://${hostInUrl}:${port}`;
   const ctx: LogContext = {
-    modelName: o.modelName, host: o.host, port, url, pid: process.pid, loadSeconds: o.loadSeconds,
+    modelName: o.modelName,
+    host: o.host,
+    port,
+    url,
+    pid: process.pid,
+    loadSeconds: o.loadSeconds,
     downloadBytes: o.downloadBytes > 0 ? o.downloadBytes : NOMINAL_DOWNLOAD_BYTES[o.flavor],
   };
 

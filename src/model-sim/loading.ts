@@ -93,7 +93,7 @@ export function startLoading(plan: LoadingPlan): Loading {
   const t0 = performance.now();
   let next = 0;
   let timer: NodeJS.Timeout | undefined;
-  let immediate: NodeJS.Immediate | undefined ;
+  let immediate: NodeJS.Immediate | undefined;
   let cancelled = false;
   const run = (): void => {
     timer = undefined;

@@ -106,7 +106,10 @@ export function extractPem(text: string): string | null {
  * Fetch the engine's public key: `GET {addr}/pubkey/`, up to `attempts` tries with 1, 2, 4, 8 s
  * between them. Throws an Error whose message says what failed last.
  */
-export async function fetchPublicKey(addr: string, opts: { attempts?: number; baseDelayMs?: number; logger?: Logger; signal?: AbortSignal } = {}): Promise<string> {
+export async function fetchPublicKey(
+  addr: string,
+  opts: { attempts?: number; baseDelayMs?: number; logger?: Logger; signal?: AbortSignal } = {},
+): Promise<string> {
   const attempts = opts.attempts ?? 5;
   const base = opts.baseDelayMs ?? 1000;
   let last = '';

@@ -49,8 +49,14 @@ export async function runBenchmarkCli(argv: string[]): Promise<number> {
   let args: Flags;
   try {
     args = parseFlags(argv, {
-      handler: 'string', 'model-url': 'string', runs: 'string', concurrency: 'string', 'max-tokens': 'string',
-      workspace: 'string', 'use-cache': 'boolean', json: 'boolean',
+      handler: 'string',
+      'model-url': 'string',
+      runs: 'string',
+      concurrency: 'string',
+      'max-tokens': 'string',
+      workspace: 'string',
+      'use-cache': 'boolean',
+      json: 'boolean',
     });
   } catch (err) {
     return usageFailed('nodeworker benchmark', err, 'nodeworker benchmark --help');
@@ -75,7 +81,9 @@ export async function runBenchmarkCli(argv: string[]): Promise<number> {
     process.stderr.write(`nodeworker benchmark: ${(err as Error).message}\n`);
     return 2;
   }
-  const modelUrl = resolveModelUrl(definition, checkWorkerEnv(process.env, { containerIdRequired: false }).env ?? null, { modelUrl: (typeof args['model-url'] === 'string' && args['model-url']) || undefined });
+  const modelUrl = resolveModelUrl(definition, checkWorkerEnv(process.env, { containerIdRequired: false }).env ?? null, {
+    modelUrl: (typeof args['model-url'] === 'string' && args['model-url']) || undefined,
+  });
   const pool = new Pool(modelUrl, { connections: 1024 });
   const progress = benchmarkProgressPrinter(process.stderr, { tty: process.stderr.isTTY === true });
   try {
@@ -85,7 +93,7 @@ export async function runBenchmarkCli(argv: string[]): Promise<number> {
       model: pool,
       runs,
       concurrency,
-      workspaceDir: useCache ? (typeof args.workspace === 'string' ? args.workspace : process.env.WORKSPACE_DIR ?? process.cwd()) : undefined,
+      workspaceDir: useCache ? (typeof args.workspace === 'string' ? args.workspace : (process.env.WORKSPACE_DIR ?? process.cwd())) : undefined,
       useCache,
       writeCache: useCache,
       onProgress: progress.onProgress,
@@ -93,7 +101,10 @@ export async function runBenchmarkCli(argv: string[]): Promise<number> {
     if (args.json) {
       process.stdout.write(JSON.stringify(result) + '\n');
     } else {
-      const rows = result.rounds.map((r) => `${String(r.round).padStart(5)}  ${`${r.ok}/${r.requests}`.padStart(8)}  ${r.workload.toFixed(0).padStart(10)}  ${r.seconds.toFixed(3).padStart(8)}  ${r.throughput.toFixed(1).padStart(12)}`);
+      const rows = result.rounds.map(
+        (r) =>
+          `${String(r.round).padStart(5)}  ${`${r.ok}/${r.requests}`.padStart(8)}  ${r.workload.toFixed(0).padStart(10)}  ${r.seconds.toFixed(3).padStart(8)}  ${r.throughput.toFixed(1).padStart(12)}`,
+      );
       process.stdout.write(
         [
           `model ${modelUrl}, handler ${definition.benchmarkHandler.route}${result.cached ? ' (cached perf)' : ''}`,
@@ -101,7 +112,9 @@ export async function runBenchmarkCli(argv: string[]): Promise<number> {
           ...rows,
           `perf ${result.perf.toFixed(1)} load/s${result.error ? `  (${result.error})` : ''}`,
           ...failureLines(result, definition.benchmarkHandler.upstreamPath),
-        ].filter(Boolean).join('\n') + '\n',
+        ]
+          .filter(Boolean)
+          .join('\n') + '\n',
       );
     }
     return result.error ? 1 : 0;

@@ -210,7 +210,14 @@ export async function runBenchmark(opts: BenchmarkOptions): Promise<BenchmarkRes
     );
     const seconds = (performance.now() - t0) / 1000;
     const workload = results.reduce((a, b) => a + b, 0);
-    const r: RoundResult = { round, requests: concurrency, ok: results.filter((w) => w > 0).length, workload, seconds, throughput: seconds > 0 ? workload / seconds : 0 };
+    const r: RoundResult = {
+      round,
+      requests: concurrency,
+      ok: results.filter((w) => w > 0).length,
+      workload,
+      seconds,
+      throughput: seconds > 0 ? workload / seconds : 0,
+    };
     rounds.push(r);
     opts.onProgress?.({ kind: 'round-done', result: r, total: runs });
     opts.onRound?.(r, runs);
@@ -218,7 +225,9 @@ export async function runBenchmark(opts: BenchmarkOptions): Promise<BenchmarkRes
   const perf = Math.max(0, ...rounds.map((r) => r.throughput));
   if (rounds.every((r) => r.ok === 0)) {
     const first = failures.find((f) => f.at !== 'warmup') ?? failures[0];
-    const error = first ? `${NO_SUCCESS_ERROR}: ${failed} of ${runs * concurrency + (warmup !== false ? 1 : 0)} requests failed; first: ${describeFailure(route, first)}` : NO_SUCCESS_ERROR;
+    const error = first
+      ? `${NO_SUCCESS_ERROR}: ${failed} of ${runs * concurrency + (warmup !== false ? 1 : 0)} requests failed; first: ${describeFailure(route, first)}`
+      : NO_SUCCESS_ERROR;
     logger?.error({ runs, concurrency, failures }, error);
     return { perf: 0, rounds, cached: false, error, failures };
   }
@@ -246,7 +255,10 @@ export function progressLine(done: number, total: number, best: number, width = 
  * and every 10 s while a phase is still waiting. The worker (on a terminal) and `nodeworker
  * benchmark` both print through it; `stop()` ends the timer.
  */
-export function benchmarkProgressPrinter(out: { write(s: string): unknown }, opts: { tty: boolean; tickMs?: number; waitingEveryMs?: number }): { onProgress: (e: BenchmarkProgress) => void; stop: () => void } {
+export function benchmarkProgressPrinter(
+  out: { write(s: string): unknown },
+  opts: { tty: boolean; tickMs?: number; waitingEveryMs?: number },
+): { onProgress: (e: BenchmarkProgress) => void; stop: () => void } {
   const tty = opts.tty;
   let best = 0;
   let roundsDone = 0;

@@ -52,14 +52,18 @@ export async function runWorkerCli(argv: string[]): Promise<number | void> {
     stopping = true;
     logger.info({ signal, inflight: worker.ledger.inflight }, 'draining before exit');
     // Exit only once the last log lines are written (the logger writes asynchronously).
-    const flushed = () => new Promise<void>((resolve) => {
-      const t = setTimeout(resolve, 1000);
-      logger.flush(() => {
-        clearTimeout(t);
-        resolve();
+    const flushed = () =>
+      new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, 1000);
+        logger.flush(() => {
+          clearTimeout(t);
+          resolve();
+        });
       });
-    });
-    void worker.drain().then(flushed, flushed).then(() => process.exit(0));
+    void worker
+      .drain()
+      .then(flushed, flushed)
+      .then(() => process.exit(0));
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));

@@ -62,7 +62,7 @@ export async function createDiskProgress(opts: DiskProgressOptions): Promise<Dis
 
 function clamp01(x: number): number {
   if (!Number.isFinite(x) || x < 0) return 0;
-  return Math.min(x , 1);
+  return Math.min(x, 1);
 }
 
 /**

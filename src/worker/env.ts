@@ -10,7 +10,11 @@ const bool = z
   .string()
   .optional()
   .transform((v) => v !== undefined && /^(1|true|yes|on)$/i.test(v.trim()));
-const port = z.coerce.number({ error: 'must be a port number (0-65535)' }).int('must be a port number (0-65535)').min(0, 'must be a port number (0-65535)').max(65535, 'must be a port number (0-65535)');
+const port = z.coerce
+  .number({ error: 'must be a port number (0-65535)' })
+  .int('must be a port number (0-65535)')
+  .min(0, 'must be a port number (0-65535)')
+  .max(65535, 'must be a port number (0-65535)');
 
 /** Where the model server is when nothing says otherwise (vLLM's and TGI's usual port); written here only. */
 export const DEFAULT_MODEL_URL = 'http://127.0.0.1:8000';
@@ -36,10 +40,19 @@ export function httpUrl(example: string) {
 const reportAddrs = z
   .string()
   .default('')
-  .transform((s) => s.split(',').map((a) => a.trim().replace(/\/+$/, '')).filter(Boolean))
+  .transform((s) =>
+    s
+      .split(',')
+      .map((a) => a.trim().replace(/\/+$/, ''))
+      .filter(Boolean),
+  )
   .superRefine((addrs, ctx) => {
     const bad = addrs.filter((a) => !isHttpUrl(a));
-    if (bad.length) ctx.addIssue({ code: 'custom', message: `every address must be an http(s) URL like https://run.vast.ai, got ${bad.map((b) => JSON.stringify(b)).join(', ')}` });
+    if (bad.length)
+      ctx.addIssue({
+        code: 'custom',
+        message: `every address must be an http(s) URL like https://run.vast.ai, got ${bad.map((b) => JSON.stringify(b)).join(', ')}`,
+      });
   });
 
 const containerId = z

@@ -38,7 +38,8 @@ export function requestLogExtension(): WorkerExtension {
       if (!log.isLevelEnabled('debug')) return {};
       return {
         observer: {
-          onAdmitted: (e) => log.debug({ rid: e.id, request_idx: e.requestIdx, route: e.route, workload: e.workload, session: e.sessionBound }, 'request admitted'),
+          onAdmitted: (e) =>
+            log.debug({ rid: e.id, request_idx: e.requestIdx, route: e.route, workload: e.workload, session: e.sessionBound }, 'request admitted'),
           onFirstByte: (e, ms) => log.debug({ rid: e.id, request_idx: e.requestIdx, route: e.route, ms }, 'first byte from the model'),
         },
       };

@@ -77,7 +77,13 @@ export class Ledger {
   readonly deleteFailed = new IdQueue();
   /** Totals since start, never reset (for /metrics, /healthz and invariant checks). */
   readonly totals: WorkloadCounters & { requests: number; ended: number } = {
-    received: 0, served: 0, errored: 0, cancelled: 0, rejected: 0, requests: 0, ended: 0,
+    received: 0,
+    served: 0,
+    errored: 0,
+    cancelled: 0,
+    rejected: 0,
+    requests: 0,
+    ended: 0,
   };
 
   /** Register a request as Created. */

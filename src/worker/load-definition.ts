@@ -44,7 +44,9 @@ async function loadModule(path: string): Promise<WorkerSpec> {
     throw new ConfigError([`handler "${path}" is neither a built-in (${builtinList()}) nor an existing file`]);
   }
   if (['.ts', '.mts', '.cts'].includes(extname(file))) {
-    throw new ConfigError([`handler ${file} is TypeScript: compile it first (e.g. \`npx tsc\`, as \`npm run build\` does in a project made by \`nodeworker init\`) and pass the compiled .js file`]);
+    throw new ConfigError([
+      `handler ${file} is TypeScript: compile it first (e.g. \`npx tsc\`, as \`npm run build\` does in a project made by \`nodeworker init\`) and pass the compiled .js file`,
+    ]);
   }
   let mod: { default?: unknown };
   try {

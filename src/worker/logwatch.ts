@@ -45,7 +45,11 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 
 /** Substrings that classify a model log line (PROTOCOL §5: on_load, on_error, on_info). */
-export interface LogActions { onLoad: string[]; onError: string[]; onInfo: string[] }
+export interface LogActions {
+  onLoad: string[];
+  onError: string[];
+  onInfo: string[];
+}
 
 /** One classified log line: `pattern` is the substring that matched, `line` the decoded line. */
 export type LogEvent = { kind: 'load' | 'error' | 'info'; line: string; pattern: string };
@@ -66,7 +70,10 @@ export interface LogWatchOptions {
  * is delivered after it resolves. `stats()`: non-empty lines read, and rotations followed (moves
  * to a new inode plus truncations).
  */
-export interface LogWatch { close(): Promise<void>; stats(): { lines: number; rotations: number } }
+export interface LogWatch {
+  close(): Promise<void>;
+  stats(): { lines: number; rotations: number };
+}
 
 const DEFAULT_MAX_LINE_BYTES = 64 * 1024;
 /** Read chunk: large so a multi-MB line takes a few reads, not thousands. */
@@ -86,7 +93,11 @@ const RETRY_MAX_MS = 10_000;
  * Empty patterns are ignored (they would match every line).
  */
 export function classifyLine(line: string, actions: LogActions): LogEvent | null {
-  const groups: Array<[LogEvent['kind'], string[]]> = [['error', actions.onError], ['load', actions.onLoad], ['info', actions.onInfo]];
+  const groups: Array<[LogEvent['kind'], string[]]> = [
+    ['error', actions.onError],
+    ['load', actions.onLoad],
+    ['info', actions.onInfo],
+  ];
   for (const [kind, patterns] of groups) {
     for (const pattern of patterns) {
       if (pattern !== '' && line.includes(pattern)) return { kind, line, pattern };
@@ -120,7 +131,10 @@ interface TailInternals extends EventEmitter {
   sepG: RegExp;
   watcher?: fs.FSWatcher;
 }
-type TailCtor = { new (filename: string, options: Record<string, unknown>): TailInternals; prototype: { startTail(this: TailInternals, filename: string): void } };
+type TailCtor = {
+  new (filename: string, options: Record<string, unknown>): TailInternals;
+  prototype: { startTail(this: TailInternals, filename: string): void };
+};
 
 const requireCjs = createRequire(import.meta.url);
 const Tail = requireCjs('tail-file') as TailCtor;

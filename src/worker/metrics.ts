@@ -86,7 +86,11 @@ class RouteHistogram {
   readonly type = 'histogram';
   readonly aggregator = 'sum';
   private readonly cells = new Map<string, HistogramCell>();
-  constructor(readonly name: string, readonly help: string, private readonly bounds: readonly number[]) {}
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    private readonly bounds: readonly number[],
+  ) {}
 
   cell(route: string): HistogramCell {
     let c = this.cells.get(route);
@@ -275,7 +279,7 @@ export class WorkerMetrics {
     }
     new Gauge({
       name: 'nodeworker_delete_backlog',
-      help: 'Ended request_idxs not yet acknowledged by /delete_requests/, by the post\'s success flag.',
+      help: "Ended request_idxs not yet acknowledged by /delete_requests/, by the post's success flag.",
       labelNames: ['success'] as const,
       registers: register,
       collect() {

@@ -99,7 +99,14 @@ function copyHeaders(from: IncomingHttpHeaders | Record<string, string | string[
   const out: Record<string, string | string[]> = {};
   const connection = from.connection;
   // The usual `keep-alive` / `close` name no header: only other values cost a set.
-  const named = connection === undefined || connection === 'keep-alive' || connection === 'close' ? null : new Set(String(connection).toLowerCase().split(/\s*,\s*/));
+  const named =
+    connection === undefined || connection === 'keep-alive' || connection === 'close'
+      ? null
+      : new Set(
+          String(connection)
+            .toLowerCase()
+            .split(/\s*,\s*/),
+        );
   for (const k in from) {
     const v = from[k];
     if (v !== undefined && !HOP_BY_HOP.has(k) && !named?.has(k)) out[k] = v;
@@ -123,7 +130,8 @@ function framedLength(headers: IncomingHttpHeaders): number | undefined {
 /** A model call failure that is the model breaking HTTP (the worker's 502), not a connection failing. */
 function isBadAnswer(err: Error): boolean {
   const code = (err as { code?: unknown }).code;
-  if (err instanceof BadAnswerError || err instanceof undiciErrors.HTTPParserError || err instanceof undiciErrors.ResponseContentLengthMismatchError) return true;
+  if (err instanceof BadAnswerError || err instanceof undiciErrors.HTTPParserError || err instanceof undiciErrors.ResponseContentLengthMismatchError)
+    return true;
   if (typeof code !== 'string') return false;
   // undici's words for an answer it cannot frame (an unasked 1xx or 101, a head over its limit).
   if (code === 'UND_ERR_SOCKET') return err.message === 'bad response' || err.message === 'bad upgrade';
@@ -568,9 +576,9 @@ class ModelCall implements Dispatcher.DispatchHandler {
     }
     if (outcome === 'success') {
       // The object costs an allocation a request: build it only when debug lines are wanted.
-      if (deps.logger.isLevelEnabled('debug')) deps.logger.debug({ rid: entry.id, request_idx: entry.requestIdx, route: entry.route, status, ms }, 'request done');
-    }
-    else deps.logger.info({ rid: entry.id, request_idx: entry.requestIdx, route: entry.route, status, outcome, ms, why }, `request ${outcome}`);
+      if (deps.logger.isLevelEnabled('debug'))
+        deps.logger.debug({ rid: entry.id, request_idx: entry.requestIdx, route: entry.route, status, ms }, 'request done');
+    } else deps.logger.info({ rid: entry.id, request_idx: entry.requestIdx, route: entry.route, status, outcome, ms, why }, `request ${outcome}`);
   }
 }
 

@@ -147,7 +147,11 @@ export function startReadiness(d: ReadinessDeps): Readiness {
         logger,
         signal,
         onProgress: printer?.onProgress,
-        onRound: (r, total) => logger.info({ round: r.round, total, ok: r.ok, requests: r.requests, throughput: r.throughput, seconds: r.seconds }, `benchmark round ${r.round}/${total}: ${r.throughput.toFixed(1)} load/s`),
+        onRound: (r, total) =>
+          logger.info(
+            { round: r.round, total, ok: r.ok, requests: r.requests, throughput: r.throughput, seconds: r.seconds },
+            `benchmark round ${r.round}/${total}: ${r.throughput.toFixed(1)} load/s`,
+          ),
       });
       if (result.error) {
         fail(result.error);
@@ -199,7 +203,9 @@ export function startReadiness(d: ReadinessDeps): Readiness {
   if (spec.lifecycle) {
     const hook = spec.lifecycle;
     Promise.resolve()
-      .then(() => hook.start({ ready: () => void onModelLoaded('lifecycle hook: model ready'), fail, info: (m) => logger.info({ source: 'model' }, m), signal }))
+      .then(() =>
+        hook.start({ ready: () => void onModelLoaded('lifecycle hook: model ready'), fail, info: (m) => logger.info({ source: 'model' }, m), signal }),
+      )
       .catch((err: Error) => fail(`lifecycle hook failed: ${err.message}`));
   } else if (logFile) {
     const actions = { ...config.model.logActions, onError: [...config.model.logActions.onError, SUPERVISOR_ERROR_MARKER] };

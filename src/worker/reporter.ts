@@ -40,7 +40,12 @@ export interface ReporterOptions {
   onPost?: (kind: 'worker_status' | 'delete_requests', ok: boolean) => void;
 }
 
-export function buildReport(o: Pick<ReporterOptions, 'containerId' | 'masterToken' | 'version' | 'publicUrl'>, snap: LedgerSnapshot, loadtime: number, diskGb: number): WorkerStatusReport {
+export function buildReport(
+  o: Pick<ReporterOptions, 'containerId' | 'masterToken' | 'version' | 'publicUrl'>,
+  snap: LedgerSnapshot,
+  loadtime: number,
+  diskGb: number,
+): WorkerStatusReport {
   const c = snap.counters;
   return {
     id: o.containerId,
@@ -148,7 +153,11 @@ export class Reporter {
       if (this.failedRounds > 0) this.o.logger.info({ failed_rounds: this.failedRounds }, 'engine reachable again');
       this.failedRounds = 0;
     } else if (!this.ac.signal.aborted) {
-      if (this.failedRounds === 0) this.o.logger.warn({ addrs: this.o.addrs, kind }, `${kind} not delivered to any engine address; kept for the next round (repeats are logged at debug until the engine answers)`);
+      if (this.failedRounds === 0)
+        this.o.logger.warn(
+          { addrs: this.o.addrs, kind },
+          `${kind} not delivered to any engine address; kept for the next round (repeats are logged at debug until the engine answers)`,
+        );
       else this.o.logger.debug({ kind, failed_rounds: this.failedRounds + 1 }, `${kind} not delivered`);
       this.failedRounds++;
     }
@@ -214,7 +223,10 @@ export class Reporter {
     let all = true;
     const batch = this.o.deleteBatch ?? 10_000;
     const { deleteSucceeded, deleteFailed } = this.o.ledger;
-    for (const [queue, success, atStart] of [[deleteSucceeded, true, deleteSucceeded.size], [deleteFailed, false, deleteFailed.size]] as const) {
+    for (const [queue, success, atStart] of [
+      [deleteSucceeded, true, deleteSucceeded.size],
+      [deleteFailed, false, deleteFailed.size],
+    ] as const) {
       let waiting = atStart;
       while (waiting > 0) {
         const ids = queue.peek(Math.min(batch, waiting));
@@ -284,7 +296,25 @@ export function startFailureReporter(o: {
 }): { stop(): void; sent(): number } {
   let sent = 0;
   const ac = new AbortController();
-  const body: WorkerStatusReport = { id: o.containerId, mtoken: o.masterToken, version: o.version, error_msg: o.errorMsg, url: o.publicUrl, loadtime: 0, cur_load: 0, rej_load: 0, new_load: 0, max_perf: 0, cur_perf: 0, cur_capacity: 0, max_capacity: 0, num_requests_working: 0, num_requests_recieved: 0, additional_disk_usage: 0, working_request_idxs: [] };
+  const body: WorkerStatusReport = {
+    id: o.containerId,
+    mtoken: o.masterToken,
+    version: o.version,
+    error_msg: o.errorMsg,
+    url: o.publicUrl,
+    loadtime: 0,
+    cur_load: 0,
+    rej_load: 0,
+    new_load: 0,
+    max_perf: 0,
+    cur_perf: 0,
+    cur_capacity: 0,
+    max_capacity: 0,
+    num_requests_working: 0,
+    num_requests_recieved: 0,
+    additional_disk_usage: 0,
+    working_request_idxs: [],
+  };
   const once = async () => {
     const ok = await postWithFailover(o.addrs, '/worker_status/', body, { tries: 1, retryDelayMs: 0, timeoutMs: 10_000, logger: o.logger, signal: ac.signal });
     if (ok) sent++;

@@ -129,7 +129,11 @@ export class SessionStore implements SessionAccess {
   }
 
   /** Open a session; null when `maxSessions` are already open. `auth` must be verified already. */
-  create(rawAuth: Record<string, unknown>, auth: AuthData, payload: { lifetime: number; onCloseRoute: string | null; onClosePayload: Record<string, unknown> | null }): Session | null {
+  create(
+    rawAuth: Record<string, unknown>,
+    auth: AuthData,
+    payload: { lifetime: number; onCloseRoute: string | null; onClosePayload: Record<string, unknown> | null },
+  ): Session | null {
     if (this.open.size >= this.o.maxSessions) return null;
     const entry = this.o.ledger.create({ requestIdx: auth.request_idx, reqnum: auth.reqnum, workload: auth.cost, route: '/session/create', isSession: true });
     this.o.ledger.start(entry);
@@ -236,11 +240,21 @@ export class SessionStore implements SessionAccess {
     const timeoutMs = this.o.closeTimeoutMs ?? 10_000;
     const signal = AbortSignal.any([this.ac.signal, AbortSignal.timeout(timeoutMs)]);
     try {
-      const res = await request(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body, signal, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
+      const res = await request(url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body,
+        signal,
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+      });
       await res.body.dump();
       this.o.logger.info({ session_id: s.id, route: s.onCloseRoute, status: res.statusCode }, 'session on_close_route called');
     } catch (err) {
-      this.o.logger.warn({ session_id: s.id, route: s.onCloseRoute, err: (err as Error).message }, 'session on_close_route call failed (best effort, not retried)');
+      this.o.logger.warn(
+        { session_id: s.id, route: s.onCloseRoute, err: (err as Error).message },
+        'session on_close_route call failed (best effort, not retried)',
+      );
     }
   }
 
@@ -299,7 +313,9 @@ async function readJson(c: Context): Promise<{ body: Json } | { error: Response 
 }
 
 /** Parse `payload` of /session/create: `{lifetime=60, on_close_route?, on_close_payload?}`. */
-export function parseCreatePayload(raw: unknown): { ok: true; value: { lifetime: number; onCloseRoute: string | null; onClosePayload: Json | null } } | { ok: false; problems: Json | string } {
+export function parseCreatePayload(
+  raw: unknown,
+): { ok: true; value: { lifetime: number; onCloseRoute: string | null; onClosePayload: Json | null } } | { ok: false; problems: Json | string } {
   if (raw === undefined || raw === null) return { ok: true, value: { lifetime: 60, onCloseRoute: null, onClosePayload: null } };
   if (!isObject(raw)) return { ok: false, problems: 'must be an object' };
   const problems: Json = {};
@@ -311,7 +327,8 @@ export function parseCreatePayload(raw: unknown): { ok: true; value: { lifetime:
   }
   let onCloseRoute: string | null = null;
   if (raw.on_close_route !== undefined && raw.on_close_route !== null && raw.on_close_route !== '') {
-    if (typeof raw.on_close_route !== 'string' || !ROUTE_PATH.test(raw.on_close_route)) problems.on_close_route = 'must be a path on the model server starting with "/"';
+    if (typeof raw.on_close_route !== 'string' || !ROUTE_PATH.test(raw.on_close_route))
+      problems.on_close_route = 'must be a path on the model server starting with "/"';
     else onCloseRoute = raw.on_close_route;
   }
   let onClosePayload: Json | null = null;

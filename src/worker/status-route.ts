@@ -36,7 +36,10 @@ export function startLoadingProgress(o: { disk: DiskProgress | null; lifecycle: 
   return { last: () => last, stop: () => clearInterval(timer) };
 }
 
-export function addStatusRoute(app: Hono, s: { lifecycle: Lifecycle; ledger: Ledger; auth: AuthChecker; config: WorkerConfig; progress: () => number | null }): void {
+export function addStatusRoute(
+  app: Hono,
+  s: { lifecycle: Lifecycle; ledger: Ledger; auth: AuthChecker; config: WorkerConfig; progress: () => number | null },
+): void {
   const { lifecycle, ledger, auth, config } = s;
   app.get('/healthz', (c) =>
     c.json(

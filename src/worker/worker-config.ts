@@ -63,7 +63,11 @@ export interface ResolveOverrides {
 }
 
 /** The model server's URL, by the precedence above (the benchmark CLI asks for it alone). */
-export function resolveModelUrl(definition: WorkerDefinition | null, env: Pick<WorkerEnv, 'MODEL_SERVER_URL'> | null, overrides: ResolveOverrides = {}): string {
+export function resolveModelUrl(
+  definition: WorkerDefinition | null,
+  env: Pick<WorkerEnv, 'MODEL_SERVER_URL'> | null,
+  overrides: ResolveOverrides = {},
+): string {
   return overrides.modelUrl ?? definition?.spec.modelServerUrl ?? env?.MODEL_SERVER_URL ?? DEFAULT_MODEL_URL;
 }
 
@@ -109,7 +113,13 @@ export function resolveWorkerConfig(definition: WorkerDefinition, env: WorkerEnv
 }
 
 function reportTargetOf(env: WorkerEnv): ReportTarget {
-  return { addrs: env.REPORT_ADDR, containerId: env.CONTAINER_ID, masterToken: env.MASTER_TOKEN, version: env.WORKER_VERSION ?? WORKER_VERSION, publicUrl: env.publicUrl };
+  return {
+    addrs: env.REPORT_ADDR,
+    containerId: env.CONTAINER_ID,
+    masterToken: env.MASTER_TOKEN,
+    version: env.WORKER_VERSION ?? WORKER_VERSION,
+    publicUrl: env.publicUrl,
+  };
 }
 
 /**

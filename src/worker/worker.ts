@@ -137,7 +137,10 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const pool = new Pool(modelUrl, { connections: 512, pipelining: 1, keepAliveTimeout: 60_000, headersTimeout: modelTimeoutMs, bodyTimeout: modelTimeoutMs });
   // The request path's own client (plain http; cheaper per request than undici, docs/performance.md);
   // the pool stays for the benchmark, and serves the request path for an https model.
-  const model = modelUrl.startsWith('http:') && opts.requestPath?.modelClient !== false ? new ModelClient(modelUrl, { headersTimeoutMs: modelTimeoutMs, bodyTimeoutMs: modelTimeoutMs }) : undefined;
+  const model =
+    modelUrl.startsWith('http:') && opts.requestPath?.modelClient !== false
+      ? new ModelClient(modelUrl, { headersTimeoutMs: modelTimeoutMs, bodyTimeoutMs: modelTimeoutMs })
+      : undefined;
   const ac = new AbortController();
   const closers: Array<() => Promise<void> | void> = [];
 
@@ -183,7 +186,13 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
 
   const routes = new Map<string, RouteFn>();
   for (const h of definition.handlers) {
-    routes.set(h.route, createHandlerRoute({ ledger, auth, lifecycle, pool, model, gate, logger, sessions, observer, maxBodyBytes: config.listen.maxBodyBytes, modelTimeoutMs }, h));
+    routes.set(
+      h.route,
+      createHandlerRoute(
+        { ledger, auth, lifecycle, pool, model, gate, logger, sessions, observer, maxBodyBytes: config.listen.maxBodyBytes, modelTimeoutMs },
+        h,
+      ),
+    );
   }
   app.notFound((c) => c.json(errorBody(`no route ${c.req.method} ${c.req.path}`, 'path'), 404));
   app.onError((err, c) => {
@@ -198,14 +207,25 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const abandon = async (err: unknown, servers: Server[]): Promise<never> => {
     progress.stop();
     await Promise.all(servers.map((srv) => closeServer(srv, 0)));
-    for (const c of closers) await Promise.resolve().then(c).catch(() => undefined);
+    for (const c of closers)
+      await Promise.resolve()
+        .then(c)
+        .catch(() => undefined);
     await pool.destroy().catch(() => undefined);
     await model?.close();
     throw err;
   };
   let main: { server: Server; port: number };
   try {
-    main = await listen(createListener(routes, app), { host, port: config.listen.port, tls, headersTimeoutMs: t.headersTimeoutMs, requestTimeoutMs: t.requestTimeoutMs, fastLane: opts.requestPath?.fastLane, maxConnections: config.listen.maxConnections });
+    main = await listen(createListener(routes, app), {
+      host,
+      port: config.listen.port,
+      tls,
+      headersTimeoutMs: t.headersTimeoutMs,
+      requestTimeoutMs: t.requestTimeoutMs,
+      fastLane: opts.requestPath?.fastLane,
+      maxConnections: config.listen.maxConnections,
+    });
   } catch (err) {
     return abandon(err, []);
   }
@@ -214,7 +234,12 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     const iapp = internalApp ?? new Hono();
     iapp.notFound((c) => c.json(errorBody(`the internal listener serves only /session/end, not ${c.req.path}`, 'path'), 404));
     try {
-      internal = await listen(createListener(internalRoutes, iapp), { host, port: config.listen.internalPort, headersTimeoutMs: t.headersTimeoutMs, requestTimeoutMs: t.requestTimeoutMs });
+      internal = await listen(createListener(internalRoutes, iapp), {
+        host,
+        port: config.listen.internalPort,
+        headersTimeoutMs: t.headersTimeoutMs,
+        requestTimeoutMs: t.requestTimeoutMs,
+      });
     } catch (err) {
       return abandon(err, [main.server]);
     }

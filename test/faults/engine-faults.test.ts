@@ -5,7 +5,19 @@
  * (test/invariants.ts) and a worker that exits by itself after SIGTERM.
  */
 import { describe, expect, it } from 'vitest';
-import { authMaker, clientAgent, completion, finishScenario, reportsOf, runLoad, startKeyFront, tally, useStage, waitUntil, type CompletionRecord } from './harness.js';
+import {
+  authMaker,
+  clientAgent,
+  completion,
+  finishScenario,
+  reportsOf,
+  runLoad,
+  startKeyFront,
+  tally,
+  useStage,
+  waitUntil,
+  type CompletionRecord,
+} from './harness.js';
 
 const stage = useStage();
 
@@ -41,7 +53,11 @@ describe('engine faults under load', () => {
     records.push(...(await load(100)));
     engine.answer(500);
     records.push(...(await load(150)));
-    await waitUntil(() => engine.posts.filter((p) => p.answered === 500 && p.path === '/delete_requests/').length >= 3, 5000, () => 'refused delete posts');
+    await waitUntil(
+      () => engine.posts.filter((p) => p.answered === 500 && p.path === '/delete_requests/').length >= 3,
+      5000,
+      () => 'refused delete posts',
+    );
     const refusedStatus = engine.posts.filter((p) => p.answered === 500 && p.path === '/worker_status/').length;
     engine.answer(200);
     records.push(...(await load(50)));
@@ -54,7 +70,11 @@ describe('engine faults under load', () => {
     const { engine, sim, worker, load } = await setup();
     const records: CompletionRecord[] = [];
     records.push(...(await load(60)));
-    await waitUntil(() => engine.delivered().length === 60, 5000, () => `first deliveries: ${engine.delivered().length}`);
+    await waitUntil(
+      () => engine.delivered().length === 60,
+      5000,
+      () => `first deliveries: ${engine.delivered().length}`,
+    );
     // Real slowness: every answer held 11 s, past the worker's 10 s per-post timeout.
     engine.slow(11_000);
     const slowFrom = engine.posts.length;
@@ -64,12 +84,20 @@ describe('engine faults under load', () => {
     expect(tally(during)).toMatchObject({ success: 150 });
     expect(Math.max(...during.map((r) => r.ms))).toBeLessThan(5000);
     // Posts in flight while the engine was slow are given up by the worker (never acknowledged)...
-    await waitUntil(() => engine.posts.slice(slowFrom).some((p) => p.path === '/delete_requests/'), 5000, () => 'a delete post during the slow phase');
+    await waitUntil(
+      () => engine.posts.slice(slowFrom).some((p) => p.path === '/delete_requests/'),
+      5000,
+      () => 'a delete post during the slow phase',
+    );
     await new Promise((r) => setTimeout(r, 10_500));
     engine.slow(0);
     // ...and sent again once the engine is quick.
     records.push(...(await load(40)));
-    await waitUntil(() => engine.posts.slice(slowFrom).some((p) => p.answered === null), 15_000, () => 'a post the worker gave up on');
+    await waitUntil(
+      () => engine.posts.slice(slowFrom).some((p) => p.answered === null),
+      15_000,
+      () => 'a post the worker gave up on',
+    );
     await finishScenario({ engine, worker, records, sim, timeoutMs: 20_000 });
   }, 60_000);
 
@@ -93,10 +121,18 @@ describe('engine faults under load', () => {
     expect(tally(records)).toMatchObject({ rejected: 40 });
 
     front.serveKey(true);
-    await waitUntil(async () => (await worker.healthz()).state === 'ready', 15_000, async () => JSON.stringify(await worker.healthz()));
+    await waitUntil(
+      async () => (await worker.healthz()).state === 'ready',
+      15_000,
+      async () => JSON.stringify(await worker.healthz()),
+    );
     records.push(...(await runLoad(200, 16, (i) => completion(worker.url, auth, { dispatcher: agent, stream: i % 2 === 0 }))));
     expect(tally(records)).toMatchObject({ rejected: 40, success: 200 });
-    await waitUntil(() => (reportsOf(engine, worker.id).at(-1) as unknown as { error_msg: string }).error_msg === '', 5000, () => 'a report with the error cleared');
+    await waitUntil(
+      () => (reportsOf(engine, worker.id).at(-1) as unknown as { error_msg: string }).error_msg === '',
+      5000,
+      () => 'a report with the error cleared',
+    );
     await finishScenario({ engine, worker, records, sim });
   });
 });

@@ -22,13 +22,28 @@ import { join, resolve } from 'node:path';
 import { Agent, errors as undiciErrors, request } from 'undici';
 import { afterEach, expect } from 'vitest';
 import { startEngine, type TestEngine } from '../helpers/engine.js';
-import { checkAccounting, totalsFromMetrics, type ClientOutcome, type ClientRecord, type DeliveryOptions, type StatusReport } from '../../benchmarks/lib/invariants.js';
+import {
+  checkAccounting,
+  totalsFromMetrics,
+  type ClientOutcome,
+  type ClientRecord,
+  type DeliveryOptions,
+  type StatusReport,
+} from '../../benchmarks/lib/invariants.js';
 
 const CLI = resolve('dist/cli.js');
 const WORKER_PROCESS = resolve('test/faults/worker-process.mjs');
 
 /** Test cadence for the worker process: reports every 100 ms, retries after 50 ms. */
-export const FAST_TIMINGS = { noHealthWaitMs: 0, healthIntervalMs: 200, reportTickMs: 100, reportIdleMs: 1000, reportRetryDelayMs: 50, pubkeyBaseDelayMs: 50, progressLogMs: 1000 };
+export const FAST_TIMINGS = {
+  noHealthWaitMs: 0,
+  healthIntervalMs: 200,
+  reportTickMs: 100,
+  reportIdleMs: 1000,
+  reportRetryDelayMs: 50,
+  pubkeyBaseDelayMs: 50,
+  progressLogMs: 1000,
+};
 
 export interface Stage {
   /** A fresh temp dir, removed after the test. */
@@ -46,7 +61,10 @@ export function useStage(): Stage {
   afterEach(async () => {
     const fns = cleanups.reverse();
     cleanups = [];
-    for (const fn of fns) await Promise.resolve().then(fn).catch(() => undefined);
+    for (const fn of fns)
+      await Promise.resolve()
+        .then(fn)
+        .catch(() => undefined);
   });
   const stage: Stage = {
     dir() {
@@ -161,8 +179,24 @@ export interface SimProcess {
 export async function startSim(stage: Stage, o: SimOptions = {}): Promise<SimProcess> {
   const dir = o.dir ?? stage.dir();
   const logFile = o.logFile ?? join(dir, 'model.log');
-  const args = [CLI, 'model-sim', '--flavor', 'openai', '--port', '0', '--log-file', logFile,
-    '--load-seconds', String(o.loadSeconds ?? 0.2), '--token-rate', String(o.tokenRate ?? 2000), '--capacity', String(o.capacity ?? 50_000), '--ttft-ms', String(o.ttftMs ?? 5)];
+  const args = [
+    CLI,
+    'model-sim',
+    '--flavor',
+    'openai',
+    '--port',
+    '0',
+    '--log-file',
+    logFile,
+    '--load-seconds',
+    String(o.loadSeconds ?? 0.2),
+    '--token-rate',
+    String(o.tokenRate ?? 2000),
+    '--capacity',
+    String(o.capacity ?? 50_000),
+    '--ttft-ms',
+    String(o.ttftMs ?? 5),
+  ];
   if (o.crashAfter !== undefined) args.push('--crash-after', String(o.crashAfter));
   if (o.hangRate !== undefined) args.push('--hang-rate', String(o.hangRate));
   if (o.errorRate !== undefined) args.push('--error-rate', String(o.errorRate));
@@ -265,7 +299,12 @@ export async function startWorkerProcess(stage: Stage, o: WorkerProcessOptions):
       return code;
     },
   };
-  if (o.waitReady !== false) await waitUntil(async () => (await w.healthz()).state === 'ready', 15_000, async () => `worker ready: ${JSON.stringify(await w.healthz())}`);
+  if (o.waitReady !== false)
+    await waitUntil(
+      async () => (await w.healthz()).state === 'ready',
+      15_000,
+      async () => `worker ready: ${JSON.stringify(await w.healthz())}`,
+    );
   return w;
 }
 
@@ -358,7 +397,11 @@ export interface CompletionRecord extends ClientRecord {
  * stream ending in `data: [DONE]`) is a success; a 5xx or a cut answer an error; our own abort
  * before the end is aborted; 401/429 rejected; other 4xx and 503 refused.
  */
-export async function completion(workerUrl: string, auth: (cost: number) => Record<string, unknown> & { request_idx: number }, o: CompletionOptions): Promise<CompletionRecord> {
+export async function completion(
+  workerUrl: string,
+  auth: (cost: number) => Record<string, unknown> & { request_idx: number },
+  o: CompletionOptions,
+): Promise<CompletionRecord> {
   const prompt = o.prompt ?? 'tell me about the sea';
   const maxTokens = o.maxTokens ?? 16;
   const stream = o.stream ?? false;
@@ -414,7 +457,12 @@ export async function completion(workerUrl: string, auth: (cost: number) => Reco
     if (ac.signal.aborted) throw new Error(`request_idx ${a.request_idx} hung: no answer within ${o.timeoutMs ?? 30_000} ms`);
     // The connection was cut part way: what a client sees when the worker gives up on the model.
     const e = err as Error;
-    if (e instanceof undiciErrors.SocketError || e instanceof undiciErrors.RequestAbortedError || /other side closed|terminated|ECONNRESET|socket/i.test(e.message)) return rec('error', status, e.message);
+    if (
+      e instanceof undiciErrors.SocketError ||
+      e instanceof undiciErrors.RequestAbortedError ||
+      /other side closed|terminated|ECONNRESET|socket/i.test(e.message)
+    )
+      return rec('error', status, e.message);
     throw err;
   } finally {
     clearTimeout(deadline);
@@ -491,16 +539,28 @@ export async function expectAccounting(o: {
   expect(problems).toEqual([]);
   if (o.sim) {
     let inFlight = -1;
-    await waitUntil(async () => {
-      inFlight = Number((await o.sim!.stats()).inFlight);
-      return inFlight === 0;
-    }, 5000, () => `model requests still open: ${inFlight}`);
+    await waitUntil(
+      async () => {
+        inFlight = Number((await o.sim!.stats()).inFlight);
+        return inFlight === 0;
+      },
+      5000,
+      () => `model requests still open: ${inFlight}`,
+    );
   }
 }
 
 /** After the worker process ended: the final flush left the invariants intact (nothing counted twice). */
-export function expectAccountingAfterExit(o: { engine: TestEngine; worker: WorkerProcess; records: readonly ClientRecord[]; totals: ReturnType<typeof totalsFromMetrics>; options?: DeliveryOptions }): void {
-  expect(checkAccounting({ records: o.records, delivered: o.engine.delivered(), reports: reportsOf(o.engine, o.worker.id), totals: o.totals, options: o.options })).toEqual([]);
+export function expectAccountingAfterExit(o: {
+  engine: TestEngine;
+  worker: WorkerProcess;
+  records: readonly ClientRecord[];
+  totals: ReturnType<typeof totalsFromMetrics>;
+  options?: DeliveryOptions;
+}): void {
+  expect(
+    checkAccounting({ records: o.records, delivered: o.engine.delivered(), reports: reportsOf(o.engine, o.worker.id), totals: o.totals, options: o.options }),
+  ).toEqual([]);
 }
 
 /** Count of each outcome, for assertions and messages. */
@@ -514,7 +574,14 @@ export function tally(records: readonly { outcome: ClientOutcome }[]): Record<Cl
  * The end of every scenario: the invariants while the worker runs, then SIGTERM; the worker must
  * exit 0 by itself (no leaked handle), and its last flush must leave the invariants intact.
  */
-export async function finishScenario(o: { engine: TestEngine; worker: WorkerProcess; records: readonly ClientRecord[]; sim?: SimProcess; options?: DeliveryOptions; timeoutMs?: number }): Promise<void> {
+export async function finishScenario(o: {
+  engine: TestEngine;
+  worker: WorkerProcess;
+  records: readonly ClientRecord[];
+  sim?: SimProcess;
+  options?: DeliveryOptions;
+  timeoutMs?: number;
+}): Promise<void> {
   await expectAccounting(o);
   const totals = totalsFromMetrics(await o.worker.metrics());
   await o.worker.terminate();

@@ -62,7 +62,9 @@ describe('model faults under load', () => {
     const worker = await stage.worker({ sim, reportAddr: engine.url, spec: { modelTimeoutMs: 1000 } });
     const auth = authMaker(engine, worker.url);
     const agent = clientAgent(stage);
-    const records: CompletionRecord[] = await runLoad(240, 40, (i) => completion(worker.url, auth, { dispatcher: agent, stream: i % 2 === 0, maxTokens: 8 + (i % 17), timeoutMs: 15_000 }));
+    const records: CompletionRecord[] = await runLoad(240, 40, (i) =>
+      completion(worker.url, auth, { dispatcher: agent, stream: i % 2 === 0, maxTokens: 8 + (i % 17), timeoutMs: 15_000 }),
+    );
     const timedOut = records.filter((r) => r.status === 504);
     const failed = records.filter((r) => r.status === 500);
     expect(timedOut.length).toBeGreaterThan(20);

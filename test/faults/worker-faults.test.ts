@@ -10,7 +10,19 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { checkDeliveries, checkReports, type WorkerTotals } from '../../benchmarks/lib/invariants.js';
-import { authMaker, clientAgent, completion, finishScenario, reportsOf, runLoad, tally, useStage, waitUntil, type CompletionRecord, type Stage } from './harness.js';
+import {
+  authMaker,
+  clientAgent,
+  completion,
+  finishScenario,
+  reportsOf,
+  runLoad,
+  tally,
+  useStage,
+  waitUntil,
+  type CompletionRecord,
+  type Stage,
+} from './harness.js';
 
 const stage = useStage();
 
@@ -79,7 +91,11 @@ describe('faults around the worker under load', () => {
       if (r < 0.1) {
         // Leaves while the body is half sent: never admitted, never reported.
         const a = auth(completionWorkloadOf(maxTokens));
-        await leaveMidBody(worker.url, JSON.stringify({ auth_data: a, payload: { prompt: 'tell me about the sea', max_tokens: maxTokens, stream } }), Math.floor(random() * 30));
+        await leaveMidBody(
+          worker.url,
+          JSON.stringify({ auth_data: a, payload: { prompt: 'tell me about the sea', max_tokens: maxTokens, stream } }),
+          Math.floor(random() * 30),
+        );
         return { requestIdx: a.request_idx, workload: completionWorkloadOf(maxTokens), outcome: 'aborted', stream, ms: 0 } satisfies CompletionRecord;
       }
       if (r < 0.55) return completion(worker.url, auth, { dispatcher: agent, stream, maxTokens, abortAfterMs: Math.floor(random() * 150) });
@@ -109,14 +125,30 @@ describe('faults around the worker under load', () => {
     renameSync(sim.logFile, `${sim.logFile}.1`);
     writeFileSync(sim.logFile, '');
     appendFileSync(sim.logFile, 'INFO Loading model weights rotation-marker-renamed\n');
-    await waitUntil(() => workerLog().includes('rotation-marker-renamed'), 8000, () => 'the line written to the new file after a rename in the worker log');
+    await waitUntil(
+      () => workerLog().includes('rotation-marker-renamed'),
+      8000,
+      () => 'the line written to the new file after a rename in the worker log',
+    );
     // copytruncate: the same file, grown for a while, cut to zero (a tailer can only see a
     // truncation while the file is still shorter than what it had read: logwatch.ts's known limit).
-    appendFileSync(sim.logFile, Array.from({ length: 200 }, (_, i) => `INFO Loading model weights shard ${i} of a long log line that fills the file before it is rotated`).join('\n') + '\n');
-    await waitUntil(() => workerLog().includes('shard 199 of'), 8000, () => 'the lines before the truncation in the worker log');
+    appendFileSync(
+      sim.logFile,
+      Array.from({ length: 200 }, (_, i) => `INFO Loading model weights shard ${i} of a long log line that fills the file before it is rotated`).join('\n') +
+        '\n',
+    );
+    await waitUntil(
+      () => workerLog().includes('shard 199 of'),
+      8000,
+      () => 'the lines before the truncation in the worker log',
+    );
     truncateSync(sim.logFile, 0);
     appendFileSync(sim.logFile, 'INFO Loading model weights rotation-marker-truncated\n');
-    await waitUntil(() => workerLog().includes('rotation-marker-truncated'), 8000, () => 'the line written after a truncation in the worker log');
+    await waitUntil(
+      () => workerLog().includes('rotation-marker-truncated'),
+      8000,
+      () => 'the line written after a truncation in the worker log',
+    );
 
     const records = await load;
     expect(tally(records)).toMatchObject({ success: 500 });
@@ -140,17 +172,25 @@ describe('faults around the worker under load', () => {
       return r;
     });
     // Wait until the model is generating for most of them.
-    await waitUntil(async () => {
-      firstBytes = Number((await sim.stats()).active);
-      return firstBytes >= 50;
-    }, 5000, () => `streams open at the model: ${firstBytes}`);
+    await waitUntil(
+      async () => {
+        firstBytes = Number((await sim.stats()).active);
+        return firstBytes >= 50;
+      },
+      5000,
+      () => `streams open at the model: ${firstBytes}`,
+    );
     worker.proc.child.kill('SIGTERM');
     const refused: CompletionRecord[] = [];
-    await waitUntil(async () => {
-      const r = await completion(worker.url, auth, { dispatcher: agent, maxTokens: 2 });
-      refused.push(r);
-      return r.status === 503;
-    }, 3000, () => `a 503 while draining; got ${JSON.stringify(refused.at(-1))}`);
+    await waitUntil(
+      async () => {
+        const r = await completion(worker.url, auth, { dispatcher: agent, maxTokens: 2 });
+        refused.push(r);
+        return r.status === 503;
+      },
+      3000,
+      () => `a 503 while draining; got ${JSON.stringify(refused.at(-1))}`,
+    );
     const last = refused.at(-1)!;
     expect(JSON.parse(last.detail ?? '{}').error).toMatch(/draining/);
     const records = await inFlight;
@@ -185,7 +225,11 @@ describe('faults around the worker under load', () => {
     const agent = clientAgent(stage);
     const records = await runLoad(200, 16, (i) => completion(worker.url, auth, { dispatcher: agent, stream: i % 2 === 1 }));
     expect(tally(records)).toMatchObject({ success: 200 });
-    await waitUntil(() => reportsOf(engine, worker.id).some((r) => (r as unknown as { max_perf: number }).max_perf > 0), 5000, () => 'a report with max_perf');
+    await waitUntil(
+      () => reportsOf(engine, worker.id).some((r) => (r as unknown as { max_perf: number }).max_perf > 0),
+      5000,
+      () => 'a report with max_perf',
+    );
     await finishScenario({ engine, worker, records, sim });
   });
 });

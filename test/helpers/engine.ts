@@ -129,7 +129,15 @@ export async function startEngine(opts: { keys?: KeyPair; host?: string } = {}):
     authData(init) {
       const idx = init.request_idx ?? nextIdx++;
       const { url, cost, request_idx: _i, reqnum, endpoint, ...extra } = init;
-      return { cost: cost ?? 100, endpoint: endpoint ?? 'test-endpoint', reqnum: reqnum ?? idx, request_idx: idx, signature: signUrl(privateKey, url), url, ...extra };
+      return {
+        cost: cost ?? 100,
+        endpoint: endpoint ?? 'test-endpoint',
+        reqnum: reqnum ?? idx,
+        request_idx: idx,
+        signature: signUrl(privateKey, url),
+        url,
+        ...extra,
+      };
     },
     delivered() {
       const out: Array<{ idx: number; success: boolean }> = [];

@@ -40,11 +40,19 @@ const smuggled = `HTTP/1.1 200 OK\r\n${JSON_CT}content-length: ${injected.length
 /** Every answer shape of issue 14, and the usual suspects of a broken HTTP/1.1 server. */
 export const SHAPES: Record<string, Shape> = {
   'ctl-in-value': { answer: () => [ok('{"a":1}', 'x-evil: a\x01b\r\n')], expect: { bad: true }, note: 'a control character in a header value' },
-  'lf-in-value': { answer: () => [ok('{"a":1}', 'x-evil: a\nset-cookie: injected=1\r\n')], expect: { bad: true }, note: 'a bare LF in a header value (header injection)' },
+  'lf-in-value': {
+    answer: () => [ok('{"a":1}', 'x-evil: a\nset-cookie: injected=1\r\n')],
+    expect: { bad: true },
+    note: 'a bare LF in a header value (header injection)',
+  },
   'cr-in-value': { answer: () => [ok('{"a":1}', 'x-evil: a\rset-cookie: injected=1\r\n')], expect: { bad: true }, note: 'a bare CR in a header value' },
   'nul-in-value': { answer: () => [ok('{"a":1}', 'x-evil: a\x00b\r\n')], expect: { bad: true }, note: 'NUL in a header value' },
   'del-in-value': { answer: () => [ok('{"a":1}', 'x-evil: a\x7fb\r\n')], expect: { bad: true }, note: 'DEL in a header value' },
-  'ctl-in-reason': { answer: () => [`HTTP/1.1 200 O\x01K\r\n${JSON_CT}content-length: 2\r\n\r\n{}`], expect: { bad: true }, note: 'a control character in the reason phrase' },
+  'ctl-in-reason': {
+    answer: () => [`HTTP/1.1 200 O\x01K\r\n${JSON_CT}content-length: 2\r\n\r\n{}`],
+    expect: { bad: true },
+    note: 'a control character in the reason phrase',
+  },
   'chunked-and-length': {
     answer: () => {
       const data = `{"a":1}${smuggled}`;
@@ -61,50 +69,125 @@ export const SHAPES: Record<string, Shape> = {
     expect: { bad: true },
     note: 'chunked with a Content-Length over the small-answer size: the client hangs',
   },
-  'dup-length-equal': { answer: () => [`HTTP/1.1 200 OK\r\n${JSON_CT}content-length: 7\r\ncontent-length: 7\r\n\r\n{"a":1}`], expect: { pass: 200, body: '{"a":1}' }, note: 'two equal Content-Length headers' },
-  'dup-length-differ': { answer: () => [`HTTP/1.1 200 OK\r\n${JSON_CT}content-length: 7\r\ncontent-length: 8\r\n\r\n{"a":1} `], expect: { bad: true }, note: 'two different Content-Length headers' },
-  'length-not-digits': { answer: () => [`HTTP/1.1 200 OK\r\n${JSON_CT}content-length: +7\r\n\r\n{"a":1}`], expect: { bad: true }, note: 'a signed Content-Length' },
-  'status-000': { answer: () => [`HTTP/1.1 000 Zero\r\n${JSON_CT}content-length: 2\r\n\r\n{}`], expect: { bad: true }, note: 'status 000 (not an interim answer)' },
+  'dup-length-equal': {
+    answer: () => [`HTTP/1.1 200 OK\r\n${JSON_CT}content-length: 7\r\ncontent-length: 7\r\n\r\n{"a":1}`],
+    expect: { pass: 200, body: '{"a":1}' },
+    note: 'two equal Content-Length headers',
+  },
+  'dup-length-differ': {
+    answer: () => [`HTTP/1.1 200 OK\r\n${JSON_CT}content-length: 7\r\ncontent-length: 8\r\n\r\n{"a":1} `],
+    expect: { bad: true },
+    note: 'two different Content-Length headers',
+  },
+  'length-not-digits': {
+    answer: () => [`HTTP/1.1 200 OK\r\n${JSON_CT}content-length: +7\r\n\r\n{"a":1}`],
+    expect: { bad: true },
+    note: 'a signed Content-Length',
+  },
+  'status-000': {
+    answer: () => [`HTTP/1.1 000 Zero\r\n${JSON_CT}content-length: 2\r\n\r\n{}`],
+    expect: { bad: true },
+    note: 'status 000 (not an interim answer)',
+  },
   'status-099': { answer: () => [`HTTP/1.1 099 Low\r\n${JSON_CT}content-length: 2\r\n\r\n{}`], expect: { bad: true }, note: 'a status under 100' },
   'status-102': { answer: () => [`HTTP/1.1 102 Processing\r\n\r\n`, ok('{"a":1}')], expect: { bad: true }, note: '1xx other than 100/103' },
-  'status-101': { answer: () => [`HTTP/1.1 101 Switching Protocols\r\nupgrade: evil\r\nconnection: upgrade\r\n\r\nraw bytes`], expect: { bad: true }, note: 'a protocol switch nobody asked for' },
-  'status-100-then-ok': { answer: () => [`HTTP/1.1 100 Continue\r\n\r\n`, ok('{"a":1}')], expect: { pass: 200, body: '{"a":1}' }, note: '100 Continue before the answer (fine)' },
-  'status-103-then-ok': { answer: () => [`HTTP/1.1 103 Early Hints\r\nlink: </x>\r\n\r\n`, ok('{"a":1}')], expect: { pass: 200, body: '{"a":1}' }, note: '103 Early Hints before the answer (fine)' },
+  'status-101': {
+    answer: () => [`HTTP/1.1 101 Switching Protocols\r\nupgrade: evil\r\nconnection: upgrade\r\n\r\nraw bytes`],
+    expect: { bad: true },
+    note: 'a protocol switch nobody asked for',
+  },
+  'status-100-then-ok': {
+    answer: () => [`HTTP/1.1 100 Continue\r\n\r\n`, ok('{"a":1}')],
+    expect: { pass: 200, body: '{"a":1}' },
+    note: '100 Continue before the answer (fine)',
+  },
+  'status-103-then-ok': {
+    answer: () => [`HTTP/1.1 103 Early Hints\r\nlink: </x>\r\n\r\n`, ok('{"a":1}')],
+    expect: { pass: 200, body: '{"a":1}' },
+    note: '103 Early Hints before the answer (fine)',
+  },
   'status-4-digits': { answer: () => [`HTTP/1.1 2000 OK\r\n${JSON_CT}content-length: 2\r\n\r\n{}`], expect: { bad: true }, note: 'a four-digit status' },
   'http2-status-line': { answer: () => [`HTTP/2 200\r\n${JSON_CT}content-length: 2\r\n\r\n{}`], expect: { bad: true }, note: 'not HTTP/1.x' },
-  'garbage': { answer: () => ['this is not http\r\n\r\n'], expect: { bad: true }, note: 'no status line at all' },
-  'obs-fold': { answer: () => [`HTTP/1.1 200 OK\r\n${JSON_CT}x-a: b\r\n  folded\r\ncontent-length: 2\r\n\r\n{}`], expect: { bad: true }, note: 'an obsolete folded header line' },
-  'space-before-colon': { answer: () => [`HTTP/1.1 200 OK\r\n${JSON_CT}x-a : b\r\ncontent-length: 2\r\n\r\n{}`], expect: { bad: true }, note: 'whitespace between a header name and its colon' },
-  'head-too-large': { answer: () => [`HTTP/1.1 200 OK\r\n${JSON_CT}x-big: ${'a'.repeat(20_000)}\r\ncontent-length: 2\r\n\r\n{}`], expect: { bad: true }, note: 'a head over 16 KiB' },
-  'bad-chunk-size': { answer: () => [`HTTP/1.1 200 OK\r\n${JSON_CT}transfer-encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n`], expect: { bad: true }, note: 'a chunk size that is not hex' },
-  'chunk-longer-than-size': { answer: () => [`HTTP/1.1 200 OK\r\n${JSON_CT}transfer-encoding: chunked\r\n\r\n2\r\n{"a":1}\r\n0\r\n\r\n`], expect: { bad: true }, note: 'chunk data longer than its size' },
+  garbage: { answer: () => ['this is not http\r\n\r\n'], expect: { bad: true }, note: 'no status line at all' },
+  'obs-fold': {
+    answer: () => [`HTTP/1.1 200 OK\r\n${JSON_CT}x-a: b\r\n  folded\r\ncontent-length: 2\r\n\r\n{}`],
+    expect: { bad: true },
+    note: 'an obsolete folded header line',
+  },
+  'space-before-colon': {
+    answer: () => [`HTTP/1.1 200 OK\r\n${JSON_CT}x-a : b\r\ncontent-length: 2\r\n\r\n{}`],
+    expect: { bad: true },
+    note: 'whitespace between a header name and its colon',
+  },
+  'head-too-large': {
+    answer: () => [`HTTP/1.1 200 OK\r\n${JSON_CT}x-big: ${'a'.repeat(20_000)}\r\ncontent-length: 2\r\n\r\n{}`],
+    expect: { bad: true },
+    note: 'a head over 16 KiB',
+  },
+  'bad-chunk-size': {
+    answer: () => [`HTTP/1.1 200 OK\r\n${JSON_CT}transfer-encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n`],
+    expect: { bad: true },
+    note: 'a chunk size that is not hex',
+  },
+  'chunk-longer-than-size': {
+    answer: () => [`HTTP/1.1 200 OK\r\n${JSON_CT}transfer-encoding: chunked\r\n\r\n2\r\n{"a":1}\r\n0\r\n\r\n`],
+    expect: { bad: true },
+    note: 'chunk data longer than its size',
+  },
   'chunked-stream-then-garbage': {
     answer: () => [`HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n6\r\ndata: \r\n`, { pauseMs: 30 }, 'zz\r\n'],
     expect: { cut: true },
     note: 'a streamed answer that breaks after its head went out',
   },
-  'short-length': { answer: () => [`HTTP/1.1 200 OK\r\n${JSON_CT}content-length: 100\r\n\r\n{"a":1}`, 'close'], expect: { failed: true }, note: 'fewer bytes than Content-Length, then close' },
+  'short-length': {
+    answer: () => [`HTTP/1.1 200 OK\r\n${JSON_CT}content-length: 100\r\n\r\n{"a":1}`, 'close'],
+    expect: { failed: true },
+    note: 'fewer bytes than Content-Length, then close',
+  },
   'short-length-large': {
     answer: () => [`HTTP/1.1 200 OK\r\n${JSON_CT}content-length: 100000\r\n\r\n{"a":1}`, { pauseMs: 30 }, 'close'],
     expect: { cut: true },
     note: 'fewer bytes than a large Content-Length (streamed): the head is out before the close',
   },
-  'long-length': { answer: () => [`HTTP/1.1 200 OK\r\n${JSON_CT}content-length: 7\r\n\r\n{"a":1}${smuggled}`], expect: { pass: 200, body: '{"a":1}' }, note: 'more bytes than Content-Length (the rest is dropped)' },
+  'long-length': {
+    answer: () => [`HTTP/1.1 200 OK\r\n${JSON_CT}content-length: 7\r\n\r\n{"a":1}${smuggled}`],
+    expect: { pass: 200, body: '{"a":1}' },
+    note: 'more bytes than Content-Length (the rest is dropped)',
+  },
   'reset-mid-body': {
     answer: () => [`HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n6\r\ndata: \r\n`, { pauseMs: 30 }, 'reset'],
     expect: { cut: true },
     note: 'a reset in the middle of a streamed body',
   },
-  'reset-mid-small-body': { answer: () => [`HTTP/1.1 200 OK\r\n${JSON_CT}content-length: 50\r\n\r\n{"a":`, { pauseMs: 20 }, 'reset'], expect: { failed: true }, note: 'a reset in the middle of a small body' },
+  'reset-mid-small-body': {
+    answer: () => [`HTTP/1.1 200 OK\r\n${JSON_CT}content-length: 50\r\n\r\n{"a":`, { pauseMs: 20 }, 'reset'],
+    expect: { failed: true },
+    note: 'a reset in the middle of a small body',
+  },
   'reset-before-head': { answer: () => ['reset'], expect: { failed: true }, note: 'a reset instead of an answer' },
   'close-before-head': { answer: () => ['close'], expect: { failed: true }, note: 'a close instead of an answer' },
-  'no-content-204': { answer: () => [`HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\nhello`], expect: { pass: 204, body: '' }, note: '204 with a body (the body is not an answer)' },
-  'until-close': { answer: () => [`HTTP/1.1 200 OK\r\n${JSON_CT}\r\n{"a":1}`, 'close'], expect: { pass: 200, body: '{"a":1}' }, note: 'no length: the body ends at close (faithful pass-through)' },
-  'model-500': { answer: () => [`HTTP/1.1 500 Internal Server Error\r\n${JSON_CT}content-length: 11\r\n\r\n{"oops":1} `], expect: { pass: 500, body: '{"oops":1} ' }, note: 'a model error is passed on' },
-  'hop-by-hop': {
-    answer: () => [`HTTP/1.1 200 OK\r\n${JSON_CT}connection: x-drop, close\r\nkeep-alive: timeout=1\r\ntrailer: x\r\ncontent-length: 7\r\n\r\n{"a":1}`, 'close'],
+  'no-content-204': {
+    answer: () => [`HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\nhello`],
+    expect: { pass: 204, body: '' },
+    note: '204 with a body (the body is not an answer)',
+  },
+  'until-close': {
+    answer: () => [`HTTP/1.1 200 OK\r\n${JSON_CT}\r\n{"a":1}`, 'close'],
     expect: { pass: 200, body: '{"a":1}' },
-    note: 'the model\'s hop-by-hop headers stay between model and worker',
+    note: 'no length: the body ends at close (faithful pass-through)',
+  },
+  'model-500': {
+    answer: () => [`HTTP/1.1 500 Internal Server Error\r\n${JSON_CT}content-length: 11\r\n\r\n{"oops":1} `],
+    expect: { pass: 500, body: '{"oops":1} ' },
+    note: 'a model error is passed on',
+  },
+  'hop-by-hop': {
+    answer: () => [
+      `HTTP/1.1 200 OK\r\n${JSON_CT}connection: x-drop, close\r\nkeep-alive: timeout=1\r\ntrailer: x\r\ncontent-length: 7\r\n\r\n{"a":1}`,
+      'close',
+    ],
+    expect: { pass: 200, body: '{"a":1}' },
+    note: "the model's hop-by-hop headers stay between model and worker",
   },
   'never-answers': { answer: () => ['hang'], expect: { timeout: true }, note: 'reads the request, never answers' },
 };

@@ -54,7 +54,9 @@ export function parseRawAnswer(buf: Buffer, ended: boolean): { answer: RawAnswer
         return { answer: { status, headers, body: Buffer.concat(parts), problems }, length: buf.length, complete: false };
       }
       if (buf.length < nl + 2 + size + 2) {
-        return ended ? { answer: { status, headers, body: Buffer.concat([...parts, buf.subarray(nl + 2)]), problems }, length: buf.length, complete: false } : null;
+        return ended
+          ? { answer: { status, headers, body: Buffer.concat([...parts, buf.subarray(nl + 2)]), problems }, length: buf.length, complete: false }
+          : null;
       }
       parts.push(buf.subarray(nl + 2, nl + 2 + size));
       at = nl + 2 + size + 2;

@@ -54,7 +54,19 @@ export interface SdkOptions {
   random?: () => number;
 }
 
-const NUMERIC = ['cur_load', 'new_load', 'cur_load_rolling_avg', 'cur_perf', 'perf', 'measured_perf', 'dlperf', 'reliability', 'disk_usage', 'loaded_at', 'started_at'];
+const NUMERIC = [
+  'cur_load',
+  'new_load',
+  'cur_load_rolling_avg',
+  'cur_perf',
+  'perf',
+  'measured_perf',
+  'dlperf',
+  'reliability',
+  'disk_usage',
+  'loaded_at',
+  'started_at',
+];
 
 /** Python's float(): numbers and numeric strings; None and anything else raise. */
 function pyFloat(v: unknown, field: string): number {
@@ -127,7 +139,13 @@ export class VastSdk {
   }
 
   private async route(ep: SdkEndpoint, cost: number, reqIdx: number, trace: SdkTrace) {
-    const r = await this.fetchJson('POST', `${this.o.autoscalerUrl}/route/`, ep.apiKey, { endpoint: ep.name, api_key: ep.apiKey, cost, request_idx: reqIdx, replay_timeout: 60 });
+    const r = await this.fetchJson('POST', `${this.o.autoscalerUrl}/route/`, ep.apiKey, {
+      endpoint: ep.name,
+      api_key: ep.apiKey,
+      cost,
+      request_idx: reqIdx,
+      replay_timeout: 60,
+    });
     const b = (r.json ?? {}) as Record<string, unknown>;
     trace.routes.push({
       sent: reqIdx,
@@ -142,7 +160,13 @@ export class VastSdk {
   }
 
   /** One `endpoint.request(route, payload, cost)`; resolves with the worker's answer, or rejects as the SDK raises. */
-  async request(ep: SdkEndpoint, path: string, payload: unknown, cost = 100, trace: SdkTrace = { routes: [], calls: [], sleeps: [] }): Promise<{ status: number; json: unknown; trace: SdkTrace }> {
+  async request(
+    ep: SdkEndpoint,
+    path: string,
+    payload: unknown,
+    cost = 100,
+    trace: SdkTrace = { routes: [], calls: [], sleeps: [] },
+  ): Promise<{ status: number; json: unknown; trace: SdkTrace }> {
     const rnd = this.o.random ?? Math.random;
     const maxPoll = this.o.maxPollInterval ?? 5;
     const sleep = async (s: number) => {
@@ -168,7 +192,11 @@ export class VastSdk {
       const url = route.body.url as string;
       let res: Response;
       try {
-        res = await fetch(url + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ auth_data: route.body, session_id: null, payload }) });
+        res = await fetch(url + path, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ auth_data: route.body, session_id: null, payload }),
+        });
       } catch {
         trace.calls.push({ url, status: null });
         continue; // worker gone: re-route at once, same request_idx

@@ -274,7 +274,12 @@ export async function startTestWorker(opts: TestWorkerOptions): Promise<TestWork
     rmSync(workspaceDir, { recursive: true, force: true });
     throw err;
   }
-  if (opts.waitReady !== false) await waitFor(() => worker.lifecycle.state === 'ready', 10_000, () => `worker not ready: ${worker.lifecycle.state} (${worker.lifecycle.reason})`);
+  if (opts.waitReady !== false)
+    await waitFor(
+      () => worker.lifecycle.state === 'ready',
+      10_000,
+      () => `worker not ready: ${worker.lifecycle.state} (${worker.lifecycle.reason})`,
+    );
   const close = worker.close;
   return Object.assign(worker, {
     workspaceDir,
@@ -291,7 +296,9 @@ export async function startTestWorker(opts: TestWorkerOptions): Promise<TestWork
 let nextRequestIdx = 1_000;
 
 /** auth_data as the engine's /route/ returns it (unsigned unless `signature` is given). */
-export function authData(over: Partial<Record<'cost' | 'reqnum' | 'request_idx', number> & Record<'endpoint' | 'signature' | 'url', string>> & Record<string, unknown> = {}) {
+export function authData(
+  over: Partial<Record<'cost' | 'reqnum' | 'request_idx', number> & Record<'endpoint' | 'signature' | 'url', string>> & Record<string, unknown> = {},
+) {
   const idx = over.request_idx ?? nextRequestIdx++;
   return { cost: 100, endpoint: 'test-endpoint', reqnum: idx, request_idx: idx, signature: 'unsigned', url: 'http://127.0.0.1:1', ...over };
 }
@@ -315,7 +322,11 @@ export interface JsonAnswer {
 }
 
 /** POST a JSON body (an object, or a raw string/Buffer sent as is) and read the whole answer. */
-export async function postJson(url: string, body: unknown, opts: { dispatcher?: Agent; signal?: AbortSignal; headers?: Record<string, string> } = {}): Promise<JsonAnswer> {
+export async function postJson(
+  url: string,
+  body: unknown,
+  opts: { dispatcher?: Agent; signal?: AbortSignal; headers?: Record<string, string> } = {},
+): Promise<JsonAnswer> {
   const raw = typeof body === 'string' || Buffer.isBuffer(body) ? body : JSON.stringify(body);
   const r = await request(url, {
     method: 'POST',

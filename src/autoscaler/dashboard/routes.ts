@@ -84,7 +84,11 @@ export function mountDashboard(app: Hono, deps: DashboardDeps, opts: DashboardOp
   app.get('/dashboard', page);
 
   const asset = (c: Context, body: string | Buffer, type: string) =>
-    c.body(typeof body === 'string' ? body : new Uint8Array(body), 200, { 'content-type': type, 'cache-control': 'no-cache', 'x-content-type-options': 'nosniff' });
+    c.body(typeof body === 'string' ? body : new Uint8Array(body), 200, {
+      'content-type': type,
+      'cache-control': 'no-cache',
+      'x-content-type-options': 'nosniff',
+    });
   app.get(`${ASSET_BASE}/dashboard.css`, (c) => asset(c, DASHBOARD_CSS, 'text/css; charset=utf-8'));
   app.get(`${ASSET_BASE}/vendor/uPlot.esm.js`, (c) => asset(c, readFileSync(join(vendor, 'uPlot.esm.js')), 'text/javascript; charset=utf-8'));
   app.get(`${ASSET_BASE}/vendor/uPlot.min.css`, (c) => asset(c, readFileSync(join(vendor, 'uPlot.min.css')), 'text/css; charset=utf-8'));
@@ -92,7 +96,11 @@ export function mountDashboard(app: Hono, deps: DashboardDeps, opts: DashboardOp
     const file = c.req.param('file');
     // Only plain module names: no path can leave the client directory.
     if (!/^[a-z][a-z0-9-]*\.js$/.test(file)) return notFound(c, 'file', `no asset "${file}"`);
-    if (!client) return c.json({ error: 'the dashboard client is not built', fields: { file: 'run `npm run build` (tsc compiles src/autoscaler/dashboard/client)' } }, 503);
+    if (!client)
+      return c.json(
+        { error: 'the dashboard client is not built', fields: { file: 'run `npm run build` (tsc compiles src/autoscaler/dashboard/client)' } },
+        503,
+      );
     const path = join(client, file);
     if (!existsSync(path)) return notFound(c, 'file', `no asset "${file}"`);
     return asset(c, readFileSync(path), 'text/javascript; charset=utf-8');

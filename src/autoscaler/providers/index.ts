@@ -48,7 +48,11 @@ registerProvider('simulated', (ctx) => {
   const parsed = simulatedConfigSchema.safeParse({ kind: 'simulated', ...ctx.config });
   if (!parsed.success) {
     const fields = fieldErrors(parsed.error, 'provider');
-    throw new Error(`provider config is invalid:\n${Object.entries(fields).map(([k, v]) => `  ${k}: ${v}`).join('\n')}`);
+    throw new Error(
+      `provider config is invalid:\n${Object.entries(fields)
+        .map(([k, v]) => `  ${k}: ${v}`)
+        .join('\n')}`,
+    );
   }
   const c = parsed.data;
   return new SimulatedProvider({

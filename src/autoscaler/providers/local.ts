@@ -190,12 +190,26 @@ export class LocalProvider implements Provider {
     const launch = localLaunchSchema.safeParse(spec.launch ?? {});
     if (!launch.success) {
       const fields = fieldErrors(launch.error, 'launch');
-      throw new Error(`invalid launch settings: ${Object.entries(fields).map(([k, v]) => `${k}: ${v}`).join('; ')}`);
+      throw new Error(
+        `invalid launch settings: ${Object.entries(fields)
+          .map(([k, v]) => `${k}: ${v}`)
+          .join('; ')}`,
+      );
     }
     const id = this.instances.has(spec.workerId) ? Math.max(...this.instances.keys()) + 1 : spec.workerId;
     const dir = join(this.workspacesDir, `worker-${id}`);
     // Registered before the first await, so a destroy that comes while ports are chosen finds it.
-    const inst: Instance = { id, spec, launch: launch.data, dir, ports: { worker: 0, http: 0, model: 0 }, run: null, stopped: false, destroyed: false, chain: Promise.resolve() };
+    const inst: Instance = {
+      id,
+      spec,
+      launch: launch.data,
+      dir,
+      ports: { worker: 0, http: 0, model: 0 },
+      run: null,
+      stopped: false,
+      destroyed: false,
+      chain: Promise.resolve(),
+    };
     this.instances.set(id, inst);
     reapWorkspace(dir);
     rmSync(dir, { recursive: true, force: true });
@@ -319,17 +333,31 @@ export class LocalProvider implements Provider {
       const ports = spec ? readInstanceFile(dir) : null;
       if (!spec || !ports || this.instances.has(id)) {
         const killed = reapWorkspace(dir);
-        if (killed > 0) this.log.warn({ event: 'local_worker', op: 'reaped', workspace: dir, processes: killed }, 'ended processes of a worker nobody remembers');
+        if (killed > 0)
+          this.log.warn({ event: 'local_worker', op: 'reaped', workspace: dir, processes: killed }, 'ended processes of a worker nobody remembers');
         rmSync(dir, { recursive: true, force: true });
         continue;
       }
       const launch = localLaunchSchema.safeParse(spec.launch ?? {});
-      const inst: Instance = { id, spec, launch: launch.success ? launch.data : {}, dir, ports, run: null, stopped: !spec.running, destroyed: false, chain: Promise.resolve() };
+      const inst: Instance = {
+        id,
+        spec,
+        launch: launch.success ? launch.data : {},
+        dir,
+        ports,
+        run: null,
+        stopped: !spec.running,
+        destroyed: false,
+        chain: Promise.resolve(),
+      };
       this.instances.set(id, inst);
       const run = this.adoptRun(inst);
       out.push({ id, running: run !== null, url: this.urlOf(inst) });
     }
-    this.log.info({ event: 'local_workers_adopted', adopted: out.filter((r) => r.running).map((r) => r.id), stopped: out.filter((r) => !r.running).map((r) => r.id) }, 'local workers taken back');
+    this.log.info(
+      { event: 'local_workers_adopted', adopted: out.filter((r) => r.running).map((r) => r.id), stopped: out.filter((r) => !r.running).map((r) => r.id) },
+      'local workers taken back',
+    );
     return out;
   }
 
@@ -416,7 +444,8 @@ export class LocalProvider implements Provider {
     Object.assign(env, this.cfg.env, inst.launch.env);
     if ('UNSECURED' in env) {
       delete env.UNSECURED;
-      if (!this.warnedUnsecured) this.log.warn({ event: 'local_env', dropped: 'UNSECURED' }, 'UNSECURED is never given to local workers: they verify the engine\'s signatures');
+      if (!this.warnedUnsecured)
+        this.log.warn({ event: 'local_env', dropped: 'UNSECURED' }, "UNSECURED is never given to local workers: they verify the engine's signatures");
       this.warnedUnsecured = true;
     }
     const host = this.cfg.host;
@@ -559,7 +588,8 @@ export class LocalProvider implements Provider {
   /** One provider per workspaces dir: two would end each other's leftovers. */
   private lock(): void {
     const path = join(this.workspacesDir, LOCK_FILE);
-    if (lockedHere.has(this.workspacesDir)) throw new Error(`provider.workspaces_dir ${this.workspacesDir} is already used by another local provider of this process`);
+    if (lockedHere.has(this.workspacesDir))
+      throw new Error(`provider.workspaces_dir ${this.workspacesDir} is already used by another local provider of this process`);
     const holder = readPidFile(path);
     if (holder !== null && holder !== process.pid && procStart(holder) !== null && /node/.test(cmdline(holder) || 'node')) {
       throw new Error(`provider.workspaces_dir ${this.workspacesDir} is in use by process ${holder} (another autoscaler); use another data dir`);
@@ -579,7 +609,8 @@ export class LocalProvider implements Provider {
       if (!/^worker-\d+$/.test(name)) continue;
       const dir = join(this.workspacesDir, name);
       const killed = reapWorkspace(dir);
-      if (killed > 0) this.log.warn({ event: 'local_worker', op: 'reaped', workspace: dir, processes: killed }, 'ended processes left by an earlier autoscaler');
+      if (killed > 0)
+        this.log.warn({ event: 'local_worker', op: 'reaped', workspace: dir, processes: killed }, 'ended processes left by an earlier autoscaler');
       rmSync(dir, { recursive: true, force: true });
     }
   }
@@ -633,7 +664,11 @@ export function localProviderFactory(ctx: ProviderContext): LocalProvider {
   const parsed = localConfigSchema.safeParse({ ...ctx.config, kind: 'local' });
   if (!parsed.success) {
     const fields = fieldErrors(parsed.error, 'provider');
-    throw new Error(`provider config is invalid:\n${Object.entries(fields).map(([k, v]) => `  ${k}: ${v}`).join('\n')}`);
+    throw new Error(
+      `provider config is invalid:\n${Object.entries(fields)
+        .map(([k, v]) => `  ${k}: ${v}`)
+        .join('\n')}`,
+    );
   }
   return new LocalProvider({ config: parsed.data, dataDir: ctx.dataDir, logger: ctx.logger });
 }

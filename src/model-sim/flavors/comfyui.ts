@@ -100,7 +100,8 @@ export const comfyuiFlavor: FlavorDef = {
       for (const key of ['cost', 'steps'] as const) {
         const v = input[key];
         if (v === undefined || v === null) continue;
-        if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) return reject(`input.${key}`, `input.${key} must be a number > 0 (got ${JSON.stringify(v)})`);
+        if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0)
+          return reject(`input.${key}`, `input.${key} must be a number > 0 (got ${JSON.stringify(v)})`);
       }
       if (typeof input.cost === 'number') cost = input.cost;
       else if (typeof input.steps === 'number') cost = input.steps;

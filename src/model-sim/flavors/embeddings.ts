@@ -52,7 +52,10 @@ function parse(body: unknown, modelName: string): Checked<EmbeddingRequest> {
   if (format !== 'float' && format !== 'base64') {
     return { ok: false, field: 'encoding_format', message: `encoding_format must be "float" or "base64" (got ${JSON.stringify(format)})` };
   }
-  return { ok: true, value: { model: typeof body.model === 'string' ? body.model : modelName, inputs, promptTokens, dimensions: dimensions.value, base64: format === 'base64' } };
+  return {
+    ok: true,
+    value: { model: typeof body.model === 'string' ? body.model : modelName, inputs, promptTokens, dimensions: dimensions.value, base64: format === 'base64' },
+  };
 }
 
 /** A deterministic unit vector for `text` (FNV-1a seed, xorshift stream). */
@@ -86,7 +89,9 @@ export function embeddingsRoute(errorBody: (status: number, message: string, fie
       return;
     }
     const r = parsed.value;
-    const ok = env.core.admit(res, () => sendJson(res, 500, errorBody(500, 'The server had an error while processing your request (simulated by --error-rate).')));
+    const ok = env.core.admit(res, () =>
+      sendJson(res, 500, errorBody(500, 'The server had an error while processing your request (simulated by --error-rate).')),
+    );
     if (!ok) return;
     env.core.generate(res, Math.max(1, Math.ceil(r.promptTokens / PREFILL_TOKENS_PER_UNIT)), false, {
       progress() {},

@@ -1,8 +1,17 @@
 import type { ServerResponse } from 'node:http';
 import { sendJson, sendRawJson, startEventStream } from '../http-util.js';
 import {
-  estimateTokens, fillerText, humanBytes, isObject, makeId, MAX_GENERATED_TOKENS, optionalBool, optionalInt,
-  tokenText, tqdmClock, type Checked,
+  estimateTokens,
+  fillerText,
+  humanBytes,
+  isObject,
+  makeId,
+  MAX_GENERATED_TOKENS,
+  optionalBool,
+  optionalInt,
+  tokenText,
+  tqdmClock,
+  type Checked,
 } from './common.js';
 import { embeddingsRoute } from './embeddings.js';
 import type { FlavorDef, LogScript, RouteEnv } from './types.js';
@@ -37,9 +46,17 @@ const WEIGHT_SHARDS = 4;
 const script: LogScript = {
   boot: (ctx) => [
     vllmLine('INFO', 'api_server.py:585', `vLLM API server version ${VLLM_VERSION} (nodeworker model-sim)`),
-    vllmLine('INFO', 'api_server.py:586', `args: Namespace(host='${ctx.host}', port=${ctx.port}, model='${ctx.modelName}', tokenizer=None, max_model_len=8192, dtype='auto', tensor_parallel_size=1, gpu_memory_utilization=0.9, disable_log_requests=True)`),
+    vllmLine(
+      'INFO',
+      'api_server.py:586',
+      `args: Namespace(host='${ctx.host}', port=${ctx.port}, model='${ctx.modelName}', tokenizer=None, max_model_len=8192, dtype='auto', tensor_parallel_size=1, gpu_memory_utilization=0.9, disable_log_requests=True)`,
+    ),
     vllmLine('INFO', 'config.py:350', "This model supports multiple tasks: {'generate', 'embedding'}. Defaulting to 'generate'."),
-    vllmLine('INFO', 'llm_engine.py:249', `Initializing an LLM engine (v${VLLM_VERSION}) with config: model='${ctx.modelName}', tokenizer='${ctx.modelName}', dtype=torch.bfloat16, max_seq_len=8192, device_config=cuda, seed=0, served_model_name=${ctx.modelName}`),
+    vllmLine(
+      'INFO',
+      'llm_engine.py:249',
+      `Initializing an LLM engine (v${VLLM_VERSION}) with config: model='${ctx.modelName}', tokenizer='${ctx.modelName}', dtype=torch.bfloat16, max_seq_len=8192, device_config=cuda, seed=0, served_model_name=${ctx.modelName}`,
+    ),
     vllmLine('INFO', 'selector.py:135', 'Using Flash Attention backend.'),
     vllmLine('INFO', 'model_runner.py:1072', `Starting to load model ${ctx.modelName}...`),
     vllmLine('INFO', 'weight_utils.py:243', "Using model weights format ['*.safetensors']"),
@@ -65,7 +82,11 @@ const script: LogScript = {
     return lines;
   },
   warmup: () => [
-    vllmLine('INFO', 'worker.py:232', 'Memory profiling results: total_gpu_memory=79.15GiB initial_memory_usage=15.49GiB peak_torch_memory=16.19GiB memory_usage_post_profile=15.52GiB non_torch_memory=0.49GiB kv_cache_size=54.53GiB gpu_memory_utilization=0.90'),
+    vllmLine(
+      'INFO',
+      'worker.py:232',
+      'Memory profiling results: total_gpu_memory=79.15GiB initial_memory_usage=15.49GiB peak_torch_memory=16.19GiB memory_usage_post_profile=15.52GiB non_torch_memory=0.49GiB kv_cache_size=54.53GiB gpu_memory_utilization=0.90',
+    ),
     vllmLine('INFO', 'gpu_executor.py:113', '# GPU blocks: 27919, # CPU blocks: 2048'),
     vllmLine('INFO', 'gpu_executor.py:117', 'Maximum concurrency for 8192 tokens per request: 54.53x'),
     vllmLine('INFO', 'model_runner.py:1400', 'Capturing cudagraphs for decoding. This may lead to unexpected consequences if the model is not static.'),
@@ -101,7 +122,11 @@ const script: LogScript = {
     `INFO:     Finished server process [${ctx.pid}]`,
   ],
   metrics: (_ctx, s) => [
-    vllmLine('INFO', 'metrics.py:349', `Avg prompt throughput: 0.0 tokens/s, Avg generation throughput: ${s.generationTokensPerSecond.toFixed(1)} tokens/s, Running: ${s.running} reqs, Swapped: 0 reqs, Pending: 0 reqs, GPU KV cache usage: ${Math.min(99.9, s.running * 0.4).toFixed(1)}%, CPU KV cache usage: 0.0%.`),
+    vllmLine(
+      'INFO',
+      'metrics.py:349',
+      `Avg prompt throughput: 0.0 tokens/s, Avg generation throughput: ${s.generationTokensPerSecond.toFixed(1)} tokens/s, Running: ${s.running} reqs, Swapped: 0 reqs, Pending: 0 reqs, GPU KV cache usage: ${Math.min(99.9, s.running * 0.4).toFixed(1)}%, CPU KV cache usage: 0.0%.`,
+    ),
   ],
 };
 
@@ -182,12 +207,7 @@ function usage(r: GenerationRequest): string {
 }
 
 /** Common answer path: admission, then non-streamed or streamed output. */
-function serve(
-  res: ServerResponse,
-  env: RouteEnv,
-  parsed: Checked<GenerationRequest>,
-  chat: boolean,
-): void {
+function serve(res: ServerResponse, env: RouteEnv, parsed: Checked<GenerationRequest>, chat: boolean): void {
   if (!parsed.ok) {
     env.core.rejected();
     sendJson(res, 400, errorBody(400, parsed.message, parsed.field));
@@ -257,8 +277,17 @@ export const openaiFlavor: FlavorDef = {
     'GET /v1/models': (res, _body, env) =>
       sendJson(res, 200, {
         object: 'list',
-        data: [{ id: env.modelName, object: 'model', created: Math.floor(Date.now() / 1000), owned_by: 'vllm', root: env.modelName, parent: null, max_model_len: 8192 }],
+        data: [
+          {
+            id: env.modelName,
+            object: 'model',
+            created: Math.floor(Date.now() / 1000),
+            owned_by: 'vllm',
+            root: env.modelName,
+            parent: null,
+            max_model_len: 8192,
+          },
+        ],
       }),
   },
 };
-

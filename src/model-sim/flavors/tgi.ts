@@ -1,8 +1,16 @@
 import type { ServerResponse } from 'node:http';
 import { sendJson, sendRawJson, startEventStream } from '../http-util.js';
 import {
-  estimateTokens, fillerText, humanBytes, isObject, MAX_GENERATED_TOKENS, optionalBool, optionalInt, pyDuration,
-  tokenText, type Checked,
+  estimateTokens,
+  fillerText,
+  humanBytes,
+  isObject,
+  MAX_GENERATED_TOKENS,
+  optionalBool,
+  optionalInt,
+  pyDuration,
+  tokenText,
+  type Checked,
 } from './common.js';
 import type { FlavorDef, LogScript, RouteEnv } from './types.js';
 
@@ -36,7 +44,9 @@ const SHARD = { rank: 0, name: 'shard-manager' };
 
 const script: LogScript = {
   boot: (ctx) => [
-    launcher(`Args { model_id: "${ctx.modelName}", revision: None, validation_workers: 2, sharded: None, num_shard: None, quantize: None, max_concurrent_requests: 128, max_input_tokens: None, max_total_tokens: None, hostname: "${ctx.host}", port: ${ctx.port}, json_output: true, env: false }`),
+    launcher(
+      `Args { model_id: "${ctx.modelName}", revision: None, validation_workers: 2, sharded: None, num_shard: None, quantize: None, max_concurrent_requests: 128, max_input_tokens: None, max_total_tokens: None, hostname: "${ctx.host}", port: ${ctx.port}, json_output: true, env: false }`,
+    ),
     launcher('Model supports up to 8192 but tgi will now set its default to 4096 instead.'),
     launcher('Using default cuda graphs [1, 2, 4, 8, 16, 32]'),
     launcher('Starting check and download process for ' + ctx.modelName, 'INFO', DOWNLOAD),
@@ -50,7 +60,11 @@ const script: LogScript = {
     ),
   ],
   downloaded: (ctx) => [
-    launcher(`Downloaded /data/models--${ctx.modelName.replace(/\//g, '--')}/model-00001-of-00001.safetensors in ${pyDuration(ctx.loadSeconds * 0.5)}.`, 'INFO', DOWNLOAD),
+    launcher(
+      `Downloaded /data/models--${ctx.modelName.replace(/\//g, '--')}/model-00001-of-00001.safetensors in ${pyDuration(ctx.loadSeconds * 0.5)}.`,
+      'INFO',
+      DOWNLOAD,
+    ),
     launcher('Successfully downloaded weights for ' + ctx.modelName, 'INFO', DOWNLOAD),
   ],
   weights: (ctx, fraction) => {
@@ -61,14 +75,14 @@ const script: LogScript = {
       launcher(`Shard ready in ${(ctx.loadSeconds * 0.35).toFixed(2)}s`, 'INFO', SHARD),
     ];
   },
-  warmup: () => [
-    launcher('Starting Webserver'),
-    router('Warming up model'),
-    router('Setting max batch total tokens to 16384'),
-  ],
+  warmup: () => [launcher('Starting Webserver'), router('Warming up model'), router('Setting max batch total tokens to 16384')],
   ready: () => [router('Connected')],
   crash: (_ctx, reason) => [
-    launcher(`Shard complete standard error output:\n\nRuntimeError: CUDA error: an illegal memory access was encountered [simulated: ${reason}]`, 'ERROR', SHARD),
+    launcher(
+      `Shard complete standard error output:\n\nRuntimeError: CUDA error: an illegal memory access was encountered [simulated: ${reason}]`,
+      'ERROR',
+      SHARD,
+    ),
     launcher('Shard 0 crashed', 'ERROR', SHARD),
     launcher('Shard 0 failed to start', 'ERROR'),
     launcher('Shutting down shards'),
@@ -133,8 +147,7 @@ function serve(res: ServerResponse, body: unknown, env: RouteEnv, streamDefault:
   const ok = env.core.admit(res, () => sendJson(res, 500, errorBody(500, 'Request failed during generation: Server error: simulated error (--error-rate)')));
   if (!ok) return;
   const prefix = r.fullText ? r.inputs : '';
-  const details = (tokens: number) =>
-    `{"finish_reason":"length","generated_tokens":${tokens},"seed":null,"prefill":[],"tokens":[]}`;
+  const details = (tokens: number) => `{"finish_reason":"length","generated_tokens":${tokens},"seed":null,"prefill":[],"tokens":[]}`;
 
   if (!r.stream) {
     env.core.generate(res, r.tokens, false, {
@@ -180,9 +193,22 @@ export const tgiFlavor: FlavorDef = {
     'POST /': (res, body, env) => serve(res, body, env, undefined, true),
     'GET /info': (res, _body, env) =>
       sendJson(res, 200, {
-        model_id: env.modelName, model_sha: null, model_dtype: 'torch.float16', model_device_type: 'cuda', model_pipeline_tag: 'text-generation',
-        max_concurrent_requests: 128, max_best_of: 2, max_stop_sequences: 4, max_input_tokens: 4095, max_total_tokens: 4096,
-        validation_workers: 2, max_client_batch_size: 4, router: 'text-generation-router', version: TGI_VERSION, sha: null, docker_label: null,
+        model_id: env.modelName,
+        model_sha: null,
+        model_dtype: 'torch.float16',
+        model_device_type: 'cuda',
+        model_pipeline_tag: 'text-generation',
+        max_concurrent_requests: 128,
+        max_best_of: 2,
+        max_stop_sequences: 4,
+        max_input_tokens: 4095,
+        max_total_tokens: 4096,
+        validation_workers: 2,
+        max_client_batch_size: 4,
+        router: 'text-generation-router',
+        version: TGI_VERSION,
+        sha: null,
+        docker_label: null,
       }),
   },
 };

@@ -99,7 +99,7 @@ export function parseFastHead(text: string, routes: Map<string, RouteFn>): FastH
     return name !== 'transfer-encoding' && name !== 'expect' && name !== 'upgrade';
   });
   if (!ok || !host) return null; // node:http answers 400 to an HTTP/1.1 request without Host
-  return { route, contentLength: Math.max(contentLength , 0), close };
+  return { route, contentLength: Math.max(contentLength, 0), close };
 }
 
 /**
@@ -514,4 +514,3 @@ class FastReply implements ClientReply {
     if (!this.finished) this.closeCb?.();
   }
 }
-

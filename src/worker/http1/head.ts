@@ -82,7 +82,17 @@ export type OutgoingHeaders = Record<string, string | number | string[]>;
  * Headers that frame a message or belong to one connection: the worker writes its own and never
  * copies these from anyone (the model's answer, a handler's headers).
  */
-export const FRAMING_HEADERS = new Set(['content-length', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade', 'te', 'trailer', 'trailers', 'proxy-connection']);
+export const FRAMING_HEADERS = new Set([
+  'content-length',
+  'transfer-encoding',
+  'connection',
+  'keep-alive',
+  'upgrade',
+  'te',
+  'trailer',
+  'trailers',
+  'proxy-connection',
+]);
 
 /** A header the worker refuses to write (a name that is no token, a value with a control character). */
 export class InvalidHeaderError extends Error {

@@ -386,7 +386,13 @@ class ModelConnection {
     if (lineEnd < 0) lineEnd = text.length;
     // "HTTP/1.1 200 OK"
     const minor = text.charCodeAt(7) - 0x30;
-    if (!text.startsWith('HTTP/1.') || text.charCodeAt(8) !== 0x20 || !(minor === 0 || minor === 1) || !/^\d{3}$/.test(text.slice(9, 12)) || (lineEnd > 12 && text.charCodeAt(12) !== 0x20)) {
+    if (
+      !text.startsWith('HTTP/1.') ||
+      text.charCodeAt(8) !== 0x20 ||
+      !(minor === 0 || minor === 1) ||
+      !/^\d{3}$/.test(text.slice(9, 12)) ||
+      (lineEnd > 12 && text.charCodeAt(12) !== 0x20)
+    ) {
       return this.broken('the model sent a malformed status line');
     }
     if (!isFieldValue(text, 12, lineEnd)) return this.broken('the model sent a control character in its status line');

@@ -192,7 +192,13 @@ class Dashboard {
     this.tabsKey = key;
     this.tabs.replaceChildren(
       ...names.map((n) => {
-        const b = h('button', { type: 'button', class: 'tab', 'data-endpoint': n, 'aria-selected': String(n === this.selected) }, n, ' ', h('span', { class: `badge ep-${this.model.endpoints.get(n)?.state}` }, this.model.endpoints.get(n)?.state ?? ''));
+        const b = h(
+          'button',
+          { type: 'button', class: 'tab', 'data-endpoint': n, 'aria-selected': String(n === this.selected) },
+          n,
+          ' ',
+          h('span', { class: `badge ep-${this.model.endpoints.get(n)?.state}` }, this.model.endpoints.get(n)?.state ?? ''),
+        );
         b.addEventListener('click', () => this.select(n));
         return b;
       }),

@@ -81,7 +81,12 @@ export class ChartPanel {
   ) {
     this.width = width;
     const holder = h('div', { class: 'chart-canvas' });
-    this.root = h('figure', { class: 'chart card', 'data-chart': spec.id }, h('figcaption', {}, `${spec.title} `, h('span', { class: 'muted' }, `(${spec.unit})`)), holder);
+    this.root = h(
+      'figure',
+      { class: 'chart card', 'data-chart': spec.id },
+      h('figcaption', {}, `${spec.title} `, h('span', { class: 'muted' }, `(${spec.unit})`)),
+      holder,
+    );
     const opts: uPlot.Options = {
       width,
       height: HEIGHT,

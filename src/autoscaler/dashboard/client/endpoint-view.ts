@@ -60,7 +60,11 @@ export class EndpointView {
 
   /** The endpoint's summary changed. */
   updateSummary(ep: EndpointSummary): void {
-    this.title.replaceChildren(`${ep.name} `, h('span', { class: `badge ep-${ep.state}` }, ep.state), h('span', { class: 'muted small' }, ` endpoint #${ep.id}`));
+    this.title.replaceChildren(
+      `${ep.name} `,
+      h('span', { class: `badge ep-${ep.state}` }, ep.state),
+      h('span', { class: 'muted small' }, ` endpoint #${ep.id}`),
+    );
     const p = ep.plan;
     const num = (k: string) => (p && typeof p[k] === 'number' ? (p[k] as number) : null);
     setText(this.tiles.get('load')!, `${fmt(num('stableLoad'))} load/s`);
@@ -73,7 +77,14 @@ export class EndpointView {
     this.machines.replaceChildren(
       ...ep.workergroups.flatMap((wg) =>
         wg.machine_types.map((m) =>
-          h('tr', {}, h('td', {}, `${wg.name} / ${m.name}`), h('td', {}, fmt(m.dollars_per_hour, 3)), h('td', {}, fmt(m.storage_dollars_per_hour, 3)), h('td', {}, fmt(m.perf, 0))),
+          h(
+            'tr',
+            {},
+            h('td', {}, `${wg.name} / ${m.name}`),
+            h('td', {}, fmt(m.dollars_per_hour, 3)),
+            h('td', {}, fmt(m.storage_dollars_per_hour, 3)),
+            h('td', {}, fmt(m.perf, 0)),
+          ),
         ),
       ),
     );

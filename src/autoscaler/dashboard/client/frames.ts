@@ -21,17 +21,7 @@ export type WorkerStateName = (typeof GROUP_ORDER)[number];
  * Columns of one history row. `t` is engine time in seconds; loads are load/s; queue times are
  * seconds (null when no request was routed in the window); state columns count workers.
  */
-export const SAMPLE_KEYS = [
-  't',
-  'load',
-  'capacity',
-  'target',
-  'queued',
-  'qp50',
-  'qp99',
-  'rejected',
-  ...CHART_STATES,
-] as const;
+export const SAMPLE_KEYS = ['t', 'load', 'capacity', 'target', 'queued', 'qp50', 'qp99', 'rejected', ...CHART_STATES] as const;
 export type SampleKey = (typeof SAMPLE_KEYS)[number];
 
 /** One history row. */

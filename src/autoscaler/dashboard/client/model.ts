@@ -1,12 +1,4 @@
-import {
-  SAMPLE_KEYS,
-  emptyColumns,
-  type EndpointSummary,
-  type Frame,
-  type ReportStamp,
-  type SampleColumns,
-  type WorkerRow,
-} from './frames.js';
+import { SAMPLE_KEYS, emptyColumns, type EndpointSummary, type Frame, type ReportStamp, type SampleColumns, type WorkerRow } from './frames.js';
 
 /**
  * The page's copy of the engine's state, built from the stream's frames. No DOM: the views

@@ -102,7 +102,9 @@ export class ParamsForm {
     input.addEventListener('change', mark);
     const error = h('small', { class: 'field-error', 'data-field': name, role: 'alert' });
     const hint = name === 'state' ? 'active: managed; suspended: left alone; stopped: all stopped, new requests 503' : (HINTS[name] ?? '');
-    this.grid.append(h('label', { class: 'field', 'data-field': name }, h('span', { class: 'field-name' }, name), input, error, h('small', { class: 'hint muted' }, hint)));
+    this.grid.append(
+      h('label', { class: 'field', 'data-field': name }, h('span', { class: 'field-name' }, name), input, error, h('small', { class: 'hint muted' }, hint)),
+    );
     this.inputs.set(name, input);
     this.errors.set(name, error);
     return input;
@@ -158,7 +160,12 @@ export class ParamsForm {
             this.server[name] = String(v);
           }
         }
-        setText(this.status, `saved: ${Object.entries(body).map(([k, v]) => `${k} = ${String(v)}`).join(', ')}`);
+        setText(
+          this.status,
+          `saved: ${Object.entries(body)
+            .map(([k, v]) => `${k} = ${String(v)}`)
+            .join(', ')}`,
+        );
         this.status.className = 'form-status ok';
         return;
       }
@@ -171,7 +178,10 @@ export class ParamsForm {
           this.inputs.get(field)?.setAttribute('aria-invalid', 'true');
         } else other.push(`${field}: ${message}`);
       }
-      setText(this.general, [res.body.error && other.length === 0 && Object.keys(fields).length === 0 ? res.body.error : '', ...other].filter(Boolean).join('; '));
+      setText(
+        this.general,
+        [res.body.error && other.length === 0 && Object.keys(fields).length === 0 ? res.body.error : '', ...other].filter(Boolean).join('; '),
+      );
       setText(this.status, `not saved (${res.status}${res.body.error ? `: ${res.body.error}` : ''})`);
       this.status.className = 'form-status bad';
     } catch (err) {

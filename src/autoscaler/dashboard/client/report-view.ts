@@ -40,7 +40,10 @@ export async function renderReport(root: HTMLElement, get: AuthedFetch): Promise
       'requests',
       `served ${r.requests?.served ?? '?'}, rejected ${r.requests?.rejected ?? '?'}, timed out ${r.requests?.timedOut ?? '?'}, lost ${r.requests?.lost ?? '?'}, unfinished ${r.requests?.unfinished ?? '?'}`,
     ),
-    row('workers', `recruited ${r.workers?.recruited ?? '?'}, errored ${r.workers?.errored ?? '?'}, max live ${r.workers?.maxLive ?? '?'}; panic episodes ${r.panicEpisodes ?? '?'}`),
+    row(
+      'workers',
+      `recruited ${r.workers?.recruited ?? '?'}, errored ${r.workers?.errored ?? '?'}, max live ${r.workers?.maxLive ?? '?'}; panic episodes ${r.panicEpisodes ?? '?'}`,
+    ),
     row('run', `${n(r.simulatedSeconds, 0)} simulated s in ${n(r.wallSeconds)} s`),
   );
   const parts: Node[] = [title, h('p', { class: 'muted' }, `${dir}/report.json`), table];

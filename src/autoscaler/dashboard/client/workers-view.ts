@@ -119,7 +119,14 @@ export class WorkersView {
     r.bar.hidden = !loading || w.progress === null;
     if (w.progress !== null && r.bar.value !== w.progress) r.bar.value = w.progress;
     const expected = w.progress !== null && w.progress > 0 && w.loadingFor !== null ? w.loadingFor / w.progress : null;
-    setText(r.barText, !loading ? '' : w.progress !== null && expected !== null ? `${Math.round(w.progress * 100)}% (${fmtDuration(w.loadingFor)} of ~${fmtDuration(expected)})` : fmtDuration(w.loadingFor));
+    setText(
+      r.barText,
+      !loading
+        ? ''
+        : w.progress !== null && expected !== null
+          ? `${Math.round(w.progress * 100)}% (${fmtDuration(w.loadingFor)} of ~${fmtDuration(expected)})`
+          : fmtDuration(w.loadingFor),
+    );
     const note = w.error ? w.error : w.draining ? 'draining' : w.reason;
     setText(c[8]!, note);
     if (c[8]!.title !== note) c[8]!.title = note;
