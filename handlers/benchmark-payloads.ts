@@ -21,9 +21,13 @@ function positiveIntFromEnv(name: string, fallback: number): number {
   return Number.isInteger(n) && n > 0 ? n : fallback;
 }
 
-/** Tokens each benchmark request generates: BENCHMARK_MAX_TOKENS, read per payload (default 256). */
+// Read once, when the handler module loads at start-up (the benchmark CLI sets it before loading).
+const MAX_TOKENS = positiveIntFromEnv('BENCHMARK_MAX_TOKENS', DEFAULT_BENCHMARK_MAX_TOKENS);
+const COMFYUI_STEPS = positiveIntFromEnv('BENCHMARK_COMFYUI_STEPS', 20);
+
+/** Tokens each benchmark request generates: BENCHMARK_MAX_TOKENS at start-up (default 256). */
 export function benchmarkMaxTokens(): number {
-  return positiveIntFromEnv('BENCHMARK_MAX_TOKENS', DEFAULT_BENCHMARK_MAX_TOKENS);
+  return MAX_TOKENS;
 }
 
 /** Requests per benchmark round: BENCHMARK_CONCURRENCY, read when a handler module loads (default 32). */
@@ -50,8 +54,7 @@ export function tgiBenchmarkPayload(i: number) {
  * BENCHMARK_COMFYUI_STEPS to make each job longer or shorter on a real ComfyUI.
  */
 export function benchmarkSteps(): number {
-  const n = Number(process.env.BENCHMARK_COMFYUI_STEPS);
-  return Number.isInteger(n) && n > 0 ? n : 20;
+  return COMFYUI_STEPS;
 }
 
 export function comfyuiBenchmarkPayload(i: number) {

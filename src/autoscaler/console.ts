@@ -1,5 +1,6 @@
 import type { Context, Hono } from 'hono';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
+import { errorBody } from '../common/protocol.js';
 import { z } from 'zod';
 import { EngineError, sameSecret, type Engine, type EndpointRuntime } from './engine.js';
 import { fieldErrors } from './params.js';
@@ -42,7 +43,7 @@ function presentedKey(c: Context): string {
 
 function unauthorized(c: Context): Response {
   return c.json(
-    { success: false, error: 'account key missing or wrong', fields: { authorization: 'expected "Bearer <account key>" or ?api_key=<account key>' } },
+    errorBody('account key missing or wrong', { authorization: 'expected "Bearer <account key>" or ?api_key=<account key>' }, { success: false }),
     401,
   );
 }
@@ -83,7 +84,7 @@ export function mountConsole(app: Hono, engine: Engine, opts: ConsoleOptions): v
     if (!accountOk(presentedKey(c))) return unauthorized(c);
     const id = c.req.param('id');
     const ep = [...engine.endpoints.values()].find((e) => String(e.id) === id || e.name === id);
-    if (!ep) return c.json({ success: false, error: 'no such endpoint', fields: { id: `no endpoint ${JSON.stringify(id)}` } }, 404);
+    if (!ep) return c.json(errorBody('no such endpoint', { id: `no endpoint ${JSON.stringify(id)}` }, { success: false }), 404);
     return c.json({ success: true, result: consoleEndpoint(ep) });
   });
   app.get('/api/v0/workergroups', (c) => {
@@ -109,10 +110,10 @@ export function mountConsole(app: Hono, engine: Engine, opts: ConsoleOptions): v
       const text = await c.req.text();
       raw = text.trim() === '' ? {} : JSON.parse(text);
     } catch {
-      return c.json({ success: false, error: 'invalid JSON', fields: { body: 'not valid JSON' } }, 400);
+      return c.json(errorBody('invalid JSON', { body: 'not valid JSON' }, { success: false }), 400);
     }
     const parsed = updateWorkersSchema.safeParse(raw);
-    if (!parsed.success) return c.json({ success: false, error: 'invalid /update_workers/ body', fields: fieldErrors(parsed.error) }, 400);
+    if (!parsed.success) return c.json(errorBody('invalid /update_workers/ body', fieldErrors(parsed.error), { success: false }), 400);
     const { workergroup_id: id, api_key } = parsed.data;
     const key = presentedKey(c) || api_key || '';
     const found = engine.workergroupById(id);
@@ -123,7 +124,7 @@ export function mountConsole(app: Hono, engine: Engine, opts: ConsoleOptions): v
       const workers = engine.updateWorkers(id);
       return c.json({ success: true, workergroup_id: id, workers });
     } catch (err) {
-      if (err instanceof EngineError) return c.json({ success: false, error: err.message, fields: err.fields }, err.status as ContentfulStatusCode);
+      if (err instanceof EngineError) return c.json(errorBody(err.message, err.fields, { success: false }), err.status as ContentfulStatusCode);
       throw err;
     }
   });

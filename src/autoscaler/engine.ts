@@ -1,5 +1,6 @@
 import { createHash, createPrivateKey, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
 import type { Logger } from '../common/log.js';
+import { errorBody } from '../common/protocol.js';
 import { pythonJsonDumps, signMessage, signUrl } from '../common/signature.js';
 import type { Clock } from './clock.js';
 import type { EngineTiming } from './config.js';
@@ -448,7 +449,7 @@ export class Engine implements EngineLink {
   /** `POST /route/`: a worker for a request, or its place in the queue. */
   route(raw: unknown): Outcome {
     const parsed = routeBodySchema.safeParse(raw);
-    if (!parsed.success) return { status: 400, body: { error: 'invalid /route/ body', fields: fieldErrors(parsed.error) } };
+    if (!parsed.success) return { status: 400, body: errorBody('invalid /route/ body', fieldErrors(parsed.error)) };
     const body = parsed.data;
     const ep = this.endpoints.get(body.endpoint);
     if (!ep) return fail(404, 'endpoint', `no endpoint "${body.endpoint}"`);
@@ -498,12 +499,7 @@ export class Engine implements EngineLink {
     if (entry.state === 'timed_out') {
       return {
         status: 408,
-        body: {
-          error: `no worker could take the request within replay_timeout (${entry.replayTimeoutMs / 1000} s)`,
-          fields: { replay_timeout: 'elapsed while waiting for a worker' },
-          request_idx: entry.idx,
-          status: 'timed_out',
-        },
+        body: errorBody(`no worker could take the request within replay_timeout (${entry.replayTimeoutMs / 1000} s)`, { replay_timeout: 'elapsed while waiting for a worker' }, { request_idx: entry.idx, status: 'timed_out' }),
       };
     }
     return {
@@ -532,7 +528,7 @@ export class Engine implements EngineLink {
   /** `POST /worker_status/` (PROTOCOL §4): update the worker, move its state, route waiting requests. */
   workerStatus(raw: unknown): Outcome {
     const parsed = workerStatusSchema.safeParse(raw);
-    if (!parsed.success) return { status: 400, body: { error: 'invalid /worker_status/ body', fields: fieldErrors(parsed.error) } };
+    if (!parsed.success) return { status: 400, body: errorBody('invalid /worker_status/ body', fieldErrors(parsed.error)) };
     const r = parsed.data;
     const found = this.authWorker(r.id, r.mtoken, 'id');
     if (!('typeKey' in found)) return found;
@@ -593,7 +589,7 @@ export class Engine implements EngineLink {
   /** `POST /delete_requests/` (PROTOCOL §4): these request_idxs are over. */
   deleteRequests(raw: unknown): Outcome {
     const parsed = deleteRequestsSchema.safeParse(raw);
-    if (!parsed.success) return { status: 400, body: { error: 'invalid /delete_requests/ body', fields: fieldErrors(parsed.error) } };
+    if (!parsed.success) return { status: 400, body: errorBody('invalid /delete_requests/ body', fieldErrors(parsed.error)) };
     const b = parsed.data;
     const found = this.authWorker(b.worker_id, b.mtoken, 'worker_id');
     if (!('typeKey' in found)) return found;
@@ -607,7 +603,7 @@ export class Engine implements EngineLink {
   /** `POST /get_endpoint_workers/` (PROTOCOL §9). */
   endpointWorkers(raw: unknown): Outcome {
     const parsed = endpointWorkersSchema.safeParse(raw);
-    if (!parsed.success) return { status: 400, body: { error: 'invalid /get_endpoint_workers/ body', fields: fieldErrors(parsed.error) } };
+    if (!parsed.success) return { status: 400, body: errorBody('invalid /get_endpoint_workers/ body', fieldErrors(parsed.error)) };
     const { id, api_key } = parsed.data;
     const ep = [...this.endpoints.values()].find((e) => e.id === id || e.name === id || String(e.id) === id);
     if (!ep) return fail(404, 'id', `no endpoint ${JSON.stringify(id)}`);

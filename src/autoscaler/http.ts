@@ -1,5 +1,6 @@
 import { Hono, type Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
+import { errorBody } from '../common/protocol.js';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import type { z } from 'zod';
 import { type Engine, EngineError, sameSecret, workerView } from './engine.js';
@@ -31,13 +32,13 @@ async function readJson(c: Context): Promise<Parsed> {
   try {
     text = await c.req.text();
   } catch {
-    return { ok: false, res: c.json({ error: 'unreadable body', fields: { body: 'could not be read' } }, 400) };
+    return { ok: false, res: c.json(errorBody('unreadable body', { body: 'could not be read' }), 400) };
   }
   if (text.trim() === '') return { ok: true, value: {} };
   try {
     return { ok: true, value: JSON.parse(text) };
   } catch {
-    return { ok: false, res: c.json({ error: 'invalid JSON', fields: { body: 'not valid JSON' } }, 400) };
+    return { ok: false, res: c.json(errorBody('invalid JSON', { body: 'not valid JSON' }), 400) };
   }
 }
 
@@ -46,12 +47,12 @@ function send(c: Context, out: Outcome): Response {
 }
 
 function engineError(c: Context, err: unknown): Response {
-  if (err instanceof EngineError) return c.json({ error: err.message, fields: err.fields }, err.status as ContentfulStatusCode);
+  if (err instanceof EngineError) return c.json(errorBody(err.message, err.fields), err.status as ContentfulStatusCode);
   throw err;
 }
 
 function invalid(c: Context, error: z.ZodError, what: string): Response {
-  return c.json({ error: `invalid ${what}`, fields: fieldErrors(error) }, 400);
+  return c.json(errorBody(`invalid ${what}`, fieldErrors(error)), 400);
 }
 
 /** Build the app: protocol routes, `/pubkey/`, `/healthz` and `/admin/…`. */
@@ -60,7 +61,7 @@ export function createApp(engine: Engine, opts: HttpOptions): Hono {
   const app = new Hono({ strict: false });
   const limit = bodyLimit({
     maxSize: opts.maxBodyBytes ?? 1024 * 1024,
-    onError: (c) => c.json({ error: 'body too large', fields: { body: `larger than ${opts.maxBodyBytes ?? 1024 * 1024} bytes` } }, 413),
+    onError: (c) => c.json(errorBody('body too large', { body: `larger than ${opts.maxBodyBytes ?? 1024 * 1024} bytes` }), 413),
   });
   app.use('*', limit);
 
@@ -95,7 +96,7 @@ export function createApp(engine: Engine, opts: HttpOptions): Hono {
     const m = /^Bearer\s+(.+)$/i.exec(header);
     const given = m?.[1]?.trim() ?? c.req.header('x-admin-key') ?? '';
     if (!given || !sameSecret(given, opts.adminKey)) {
-      return c.json({ error: 'admin key missing or wrong', fields: { authorization: 'expected "Bearer <admin key>"' } }, 401);
+      return c.json(errorBody('admin key missing or wrong', { authorization: 'expected "Bearer <admin key>"' }), 401);
     }
     await next();
   });
@@ -116,7 +117,7 @@ export function createApp(engine: Engine, opts: HttpOptions): Hono {
   });
   app.get('/admin/endpoints/:name', (c) => {
     const ep = engine.endpoints.get(c.req.param('name'));
-    if (!ep) return c.json({ error: 'no such endpoint', fields: { endpoint: `no endpoint "${c.req.param('name')}"` } }, 404);
+    if (!ep) return c.json(errorBody('no such endpoint', { endpoint: `no endpoint "${c.req.param('name')}"` }), 404);
     return c.json(engine.endpointView(ep, true));
   });
   app.patch('/admin/endpoints/:name', async (c) => {
@@ -140,8 +141,7 @@ export function createApp(engine: Engine, opts: HttpOptions): Hono {
     }
   });
   app.get('/admin/endpoints/:name/workers', (c) => {
-    if (!engine.endpoints.has(c.req.param('name')))
-      return c.json({ error: 'no such endpoint', fields: { endpoint: `no endpoint "${c.req.param('name')}"` } }, 404);
+    if (!engine.endpoints.has(c.req.param('name'))) return c.json(errorBody('no such endpoint', { endpoint: `no endpoint "${c.req.param('name')}"` }), 404);
     return c.json(engine.workersOf(c.req.param('name')).map(workerView));
   });
   app.post('/admin/endpoints/:name/workergroups', async (c) => {
@@ -175,7 +175,7 @@ export function createApp(engine: Engine, opts: HttpOptions): Hono {
     }
   });
 
-  app.notFound((c) => c.json({ error: 'no such route', fields: { path: `${c.req.method} ${c.req.path}` } }, 404));
+  app.notFound((c) => c.json(errorBody('no such route', { path: `${c.req.method} ${c.req.path}` }), 404));
   app.onError((err, c) => {
     opts.logger.error({ event: 'http_error', method: c.req.method, path: c.req.path, error: err.message, stack: err.stack }, 'unexpected error');
     return c.json({ error: 'internal error' }, 500);

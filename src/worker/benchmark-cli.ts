@@ -71,7 +71,7 @@ export async function runBenchmarkCli(argv: string[]): Promise<number> {
   try {
     runs = int(args.runs, 'runs');
     concurrency = int(args.concurrency, 'concurrency');
-    // The generators read it per payload, so setting it before the run is enough.
+    // The built-in generators read it when their module loads, just below: the flag is the variable.
     const maxTokens = int(args['max-tokens'], 'max-tokens');
     if (maxTokens !== undefined) process.env.BENCHMARK_MAX_TOKENS = String(maxTokens);
     if (typeof args['model-url'] === 'string') httpUrl(args['model-url'], '--model-url');

@@ -10,6 +10,7 @@ import { ASSET_BASE, PAGE_HEADERS, dashboardHtml } from './page.js';
 import { readReport, readTimelineSvg } from './report.js';
 import { DASHBOARD_CSS } from './styles.js';
 import { packagePath } from '../../common/package-root.js';
+import { errorBody } from '../../common/protocol.js';
 
 /**
  * The dashboard's routes, mounted on the autoscaler's app:
@@ -62,7 +63,7 @@ function uplotDir(): string {
 }
 
 function notFound(c: Context, field: string, message: string) {
-  return c.json({ error: message, fields: { [field]: message } }, 404);
+  return c.json(errorBody(message, { [field]: message }), 404);
 }
 
 /** Add the dashboard's routes to `app` and start sampling. */
@@ -97,10 +98,7 @@ export function mountDashboard(app: Hono, deps: DashboardDeps, opts: DashboardOp
     // Only plain module names: no path can leave the client directory.
     if (!/^[a-z][a-z0-9-]*\.js$/.test(file)) return notFound(c, 'file', `no asset "${file}"`);
     if (!client)
-      return c.json(
-        { error: 'the dashboard client is not built', fields: { file: 'run `npm run build` (tsc compiles src/autoscaler/dashboard/client)' } },
-        503,
-      );
+      return c.json(errorBody('the dashboard client is not built', { file: 'run `npm run build` (tsc compiles src/autoscaler/dashboard/client)' }), 503);
     const path = join(client, file);
     if (!existsSync(path)) return notFound(c, 'file', `no asset "${file}"`);
     return asset(c, readFileSync(path), 'text/javascript; charset=utf-8');
