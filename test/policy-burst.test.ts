@@ -225,3 +225,22 @@ describe('KPA baseline', () => {
     expect(ids(kinds(out.decisions, 'stop'))).toEqual([1]);
   });
 });
+
+describe('suspect workers', () => {
+  // One ready worker carrying 50 load/s of 100; one inactive behind it.
+  const fleet = (suspect: boolean) => [worker(1, 'ready', { busy: true, ...(suspect ? { suspect: true } : {}) }), worker(2, 'inactive')];
+  it('a ready worker silent on its requests is no capacity: a loaded worker is started in its place', () => {
+    const out = decide(input({ workers: fleet(true), history: steadyHistory(50) }));
+    expect(ids(kinds(out.decisions, 'activate'))).toEqual([2]);
+    expect(out.plan.readyCapacity).toBe(0);
+  });
+  it('the same worker answering is capacity enough: nothing is started', () => {
+    const out = decide(input({ workers: fleet(false), history: steadyHistory(50) }));
+    expect(kinds(out.decisions, 'activate')).toEqual([]);
+    expect(out.plan.readyCapacity).toBe(100);
+  });
+  it('a suspect worker is not stopped for capacity (the engine errors it or it answers again)', () => {
+    const out = decide(input({ workers: [worker(1, 'ready', { suspect: true }), worker(3, 'ready'), worker(2, 'ready')], history: steadyHistory(10) }));
+    expect(ids(kinds(out.decisions, 'stop'))).not.toContain(1);
+  });
+});

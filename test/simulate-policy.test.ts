@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { loadSimulationConfig } from '../src/autoscaler/simulate/config.js';
 import { latencyOracle, oracleCost } from '../src/autoscaler/simulate/oracle.js';
-import { IDLE_SECONDS, IDLE_TIMEOUT, idlePattern, shuffledGaps, slice, stepPattern } from '../src/autoscaler/simulate/patterns.js';
+import { conversationPattern, IDLE_SECONDS, IDLE_TIMEOUT, idlePattern, shuffledGaps, slice, stepPattern } from '../src/autoscaler/simulate/patterns.js';
 import { runSimulation } from '../src/autoscaler/simulate/run.js';
 import { loadTrace } from '../src/autoscaler/simulate/trace.js';
 import { CODE_TRACE } from './helpers/trace.js';
@@ -56,6 +56,14 @@ describe('traffic the policy was not tuned on', () => {
       expect(def.report.cost.dollars).toBeLessThan(kpa.report.cost.dollars);
       expect(def.report.queueTime.p99).toBeLessThanOrEqual(kpa.report.queueTime.p99);
     }
+  });
+
+  it('conversation-like: the sole ready worker dies silently; a loaded worker starts in its place (p99 5.5 s before)', async () => {
+    const conv = conversationPattern();
+    const def = await runSimulation({ config, requests: conv.requests, params: conv.params, policy: 'default' });
+    expect(def.report.requests.lost).toBe(0);
+    expect(def.report.requests.retried).toBeGreaterThan(0);
+    expect(def.report.queueTime.p99).toBeLessThan(3.5);
   });
 
   it('step ×4: meets the queue target and costs no more than KPA', async () => {

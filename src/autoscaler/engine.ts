@@ -807,6 +807,8 @@ export class Engine implements EngineLink {
     const machines = this.machinesOf(ep);
     const estimates = typeEstimates(machines);
     const fallback = [...estimates.values()].reduce((a, b) => a + b, 0) / Math.max(1, estimates.size) || 100;
+    // A ready worker that stopped answering is no capacity to plan with (the router already avoids it).
+    const suspects = new Set(this.routable(ep.name).filter((r) => ep.router.suspect(r, now)).map((r) => r.id));
     const workers: PolicyWorker[] = this.workersOf(ep.name)
       .filter((w) => w.state !== 'destroyed')
       .map((w) => ({
@@ -817,6 +819,7 @@ export class Engine implements EngineLink {
         dollarsPerHour: w.dollarsPerHour,
         busy: ep.router.outstanding(w.id) > 0 || w.reqsWorking > 0,
         stateSince: w.stateSince,
+        ...(suspects.has(w.id) ? { suspect: true } : {}),
       }));
     const out = (this.opts.policy ?? decide)({
       now,

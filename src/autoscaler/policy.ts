@@ -48,6 +48,8 @@ export interface PolicyWorker {
   busy: boolean;
   /** When it entered its current state, ms. */
   stateSince: number;
+  /** Ready but silent on requests sent to it over 5 s ago (the router avoids it): not counted as capacity. */
+  suspect?: boolean;
 }
 
 /** A machine type the endpoint may recruit. */
@@ -193,7 +195,9 @@ export function decide(input: PolicyInput): PolicyOutput {
   const live = input.workers.filter((w) => w.state !== 'destroyed');
   const by = (...states: WorkerState[]) => live.filter((w) => states.includes(w.state));
   const cap = (ws: readonly PolicyWorker[]) => ws.reduce((s, w) => s + w.perf, 0);
-  const ready = by('ready');
+  // A suspect worker may be dead: its capacity is not planned with, and it is neither kept nor stopped
+  // for capacity (the engine errors it when its probe fails, or it reports again).
+  const ready = by('ready').filter((w) => !w.suspect);
   const starting = by('starting');
   const loading = by('created', 'loading');
   const inactive = by('inactive');
