@@ -201,24 +201,20 @@ const breakages: fc.Arbitrary<Breakage> = fc.oneof(
       expect(a.json).toEqual({ error: 'invalid session', field: 'session_id', fields: { session_id: 'invalid session' } });
     },
   })),
-  fc
-    .string({ maxLength: 400 })
-    .map((v) => ({
-      name: `signature = ${JSON.stringify(v.slice(0, 20))}`,
-      apply: (e: any) => (e.auth_data.signature = v),
-      expect: (a: Answer) => expect([a.status, a.text]).toEqual([401, '']),
-    })),
+  fc.string({ maxLength: 400 }).map((v) => ({
+    name: `signature = ${JSON.stringify(v.slice(0, 20))}`,
+    apply: (e: any) => (e.auth_data.signature = v),
+    expect: (a: Answer) => expect([a.status, a.text]).toEqual([401, '']),
+  })),
   fc
     .webUrl()
     .map((v) => ({ name: `url = ${v}`, apply: (e: any) => (e.auth_data.url = v), expect: (a: Answer) => expect([a.status, a.text]).toEqual([401, '']) })),
   // Changing what the compatible signature does not cover is not a refusal (strict mode: test/security.test.ts).
-  fc
-    .tuple(fc.constantFrom('cost', 'reqnum', 'request_idx'), fc.integer({ min: 0, max: 1e9 }))
-    .map(([f, v]) => ({
-      name: `auth_data.${f} = ${v} (valid)`,
-      apply: (e: any) => (e.auth_data[f] = f === 'request_idx' ? nextIdx++ : v),
-      expect: (a: Answer) => expect(a.status, a.text).toBe(200),
-    })),
+  fc.tuple(fc.constantFrom('cost', 'reqnum', 'request_idx'), fc.integer({ min: 0, max: 1e9 })).map(([f, v]) => ({
+    name: `auth_data.${f} = ${v} (valid)`,
+    apply: (e: any) => (e.auth_data[f] = f === 'request_idx' ? nextIdx++ : v),
+    expect: (a: Answer) => expect(a.status, a.text).toBe(200),
+  })),
 );
 
 describe('fuzzing the request path', () => {

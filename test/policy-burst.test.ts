@@ -75,13 +75,17 @@ describe('sizing to queued work', () => {
 
   it('queued at workers beyond a second each, before the queue time shows it, starts capacity', () => {
     // 90 load/s arrive: one worker of 100 covers them; 1,100 load queued at it is 1,000 beyond the pipeline.
-    const out = decide(input({ history: steadyHistory(90), workers: fleet(), params, queue: { waiting: 0, waitingLoad: 0, queueTime: 0, workerBacklog: 1100 } }));
+    const out = decide(
+      input({ history: steadyHistory(90), workers: fleet(), params, queue: { waiting: 0, waitingLoad: 0, queueTime: 0, workerBacklog: 1100 } }),
+    );
     expect(out.plan.activeTarget).toBeCloseTo((90 + 1000 / 10) / 0.9, 6);
     expect(kinds(out.decisions, 'activate').length).toBe(2); // 211 of target: three workers of 100
   });
 
   it('a second of work per ready worker is the pipeline, not a backlog', () => {
-    const out = decide(input({ history: steadyHistory(90), workers: fleet(), params, queue: { waiting: 0, waitingLoad: 0, queueTime: 0, workerBacklog: 100 } }));
+    const out = decide(
+      input({ history: steadyHistory(90), workers: fleet(), params, queue: { waiting: 0, waitingLoad: 0, queueTime: 0, workerBacklog: 100 } }),
+    );
     expect(out.plan.activeTarget).toBeCloseTo(100, 6);
     expect(kinds(out.decisions, 'activate')).toEqual([]);
   });
@@ -133,7 +137,16 @@ describe('panic hold: ski rental over a learned start time', () => {
     // the old behaviour kept 400 (the panic target was remembered); now the calm target rules.
     const t1 = decide(input({ history: steadyHistory(10), workers: ready(), memory: panicMemory(0, 15), params: { cold_workers: 0, scale_down_delay: 60 } }));
     expect(t1.memory.panicking).toBe(true);
-    const t2 = decide(input({ now: NOW + 30_000, history: steadyHistory(10, 4000, NOW + 30_000), workers: ready(), memory: t1.memory, lastActivityAt: NOW, params: { cold_workers: 0, scale_down_delay: 60 } }));
+    const t2 = decide(
+      input({
+        now: NOW + 30_000,
+        history: steadyHistory(10, 4000, NOW + 30_000),
+        workers: ready(),
+        memory: t1.memory,
+        lastActivityAt: NOW,
+        params: { cold_workers: 0, scale_down_delay: 60 },
+      }),
+    );
     expect(t2.memory.panicking).toBe(false);
     expect(kinds(t2.decisions, 'stop').length).toBe(3);
   });
@@ -221,7 +234,9 @@ describe('KPA baseline', () => {
   });
 
   it('scales to zero when min_load 0 and inactivity_timeout allow it', () => {
-    const out = decideKpa(input({ workers: [worker(1, 'ready')], lastActivityAt: NOW - 400_000, params: { min_load: 0, inactivity_timeout: 300, cold_workers: 0 } }));
+    const out = decideKpa(
+      input({ workers: [worker(1, 'ready')], lastActivityAt: NOW - 400_000, params: { min_load: 0, inactivity_timeout: 300, cold_workers: 0 } }),
+    );
     expect(ids(kinds(out.decisions, 'stop'))).toEqual([1]);
   });
 });

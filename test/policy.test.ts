@@ -2,14 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { LoadHistoryView } from '../src/autoscaler/load-history.js';
 import { DEFAULT_PARAMS, type EndpointParams } from '../src/autoscaler/params.js';
-import {
-  decide,
-  INITIAL_MEMORY,
-  type Decision,
-  type MachineChoice,
-  type PolicyInput,
-  type PolicyWorker,
-} from '../src/autoscaler/policy.js';
+import { decide, INITIAL_MEMORY, type Decision, type MachineChoice, type PolicyInput, type PolicyWorker } from '../src/autoscaler/policy.js';
 import { WORKER_STATES, type WorkerState } from '../src/autoscaler/states.js';
 
 const NOW = 10_000_000; // ms; history starts long before
@@ -77,7 +70,9 @@ describe('policy: documented examples', () => {
     const byCapacity = decide(input({ history: steadyHistory(90), workers: [worker(1, 'ready')], params: { cold_mult: 8, cold_workers: 5 } }));
     expect(recruited(byCapacity.decisions)).toBe(8);
     // min_cold_load 1000 asks 10.
-    const byMinCold = decide(input({ history: steadyHistory(90), workers: [worker(1, 'ready')], params: { cold_mult: 1, cold_workers: 5, min_cold_load: 1000 } }));
+    const byMinCold = decide(
+      input({ history: steadyHistory(90), workers: [worker(1, 'ready')], params: { cold_mult: 1, cold_workers: 5, min_cold_load: 1000 } }),
+    );
     expect(recruited(byMinCold.decisions)).toBe(10);
   });
 
@@ -154,7 +149,14 @@ describe('policy: moves', () => {
     const memory = { ...INITIAL_MEMORY, recentTargets: [{ at: NOW - 10_000, target: 250 }] };
     const out = decide(input({ history: steadyHistory(50), workers, memory, params: { cold_workers: 0, cold_mult: 0, scale_down_delay: 30 } }));
     expect(kinds(out.decisions, 'stop')).toEqual([]);
-    const later = decide(input({ history: steadyHistory(50), workers, memory: { ...memory, recentTargets: [{ at: NOW - 31_000, target: 250 }] }, params: { cold_workers: 0, cold_mult: 0, scale_down_delay: 30 } }));
+    const later = decide(
+      input({
+        history: steadyHistory(50),
+        workers,
+        memory: { ...memory, recentTargets: [{ at: NOW - 31_000, target: 250 }] },
+        params: { cold_workers: 0, cold_mult: 0, scale_down_delay: 30 },
+      }),
+    );
     expect(kinds(later.decisions, 'stop').length).toBe(2);
   });
 
@@ -162,7 +164,11 @@ describe('policy: moves', () => {
     const workers = [worker(1, 'ready'), worker(2, 'starting'), worker(3, 'errored')];
     expect(decide(input({ state: 'suspended', history: steadyHistory(500), workers })).decisions).toEqual([]);
     const stopped = decide(input({ state: 'stopped', history: steadyHistory(500), workers }));
-    expect(kinds(stopped.decisions, 'stop').map((d) => (d as { id: number }).id).sort()).toEqual([1, 2]);
+    expect(
+      kinds(stopped.decisions, 'stop')
+        .map((d) => (d as { id: number }).id)
+        .sort(),
+    ).toEqual([1, 2]);
     expect(recruited(stopped.decisions)).toBe(0);
   });
 
@@ -225,7 +231,14 @@ describe('policy: panic window', () => {
     const calm = decide(input({ history: steadyHistory(10), workers: ready, memory, params: { cold_workers: 0, scale_down_delay: 0 } }));
     expect(calm.memory.panicking).toBe(true);
     expect(kinds(calm.decisions, 'stop')).toEqual([]);
-    const later = decide(input({ history: steadyHistory(10), workers: ready, memory: { ...memory, lastTriggerAt: NOW - 61_000 }, params: { cold_workers: 0, scale_down_delay: 0 } }));
+    const later = decide(
+      input({
+        history: steadyHistory(10),
+        workers: ready,
+        memory: { ...memory, lastTriggerAt: NOW - 61_000 },
+        params: { cold_workers: 0, scale_down_delay: 0 },
+      }),
+    );
     expect(later.memory.panicking).toBe(false);
     expect(kinds(later.decisions, 'stop').length).toBe(3);
   });
@@ -243,7 +256,9 @@ describe('policy: invariants', () => {
         fc.double({ min: 0, max: 5, noNaN: true }),
         (maxWorkers, fleetSpec, load, coldWorkers, coldMult) => {
           const workers = fleetSpec.map(([state, perf, busy], i) => worker(i + 1, state, { perf, busy }));
-          const out = decide(input({ history: steadyHistory(load), workers, params: { max_workers: maxWorkers, cold_workers: coldWorkers, cold_mult: coldMult } }));
+          const out = decide(
+            input({ history: steadyHistory(load), workers, params: { max_workers: maxWorkers, cold_workers: coldWorkers, cold_mult: coldMult } }),
+          );
           const destroyed = new Set(kinds(out.decisions, 'destroy').map((d) => (d as { id: number }).id));
           const liveAfter = workers.filter((w) => !destroyed.has(w.id)).length + recruited(out.decisions);
           // Recruiting never pushes past the cap; a fleet already above it is shed down to it.

@@ -68,7 +68,10 @@ describe('traffic the policy was not tuned on', () => {
 
   it('step ×4: meets the queue target and costs no more than KPA', async () => {
     const step = stepPattern();
-    const [def, kpa] = await Promise.all([runSimulation({ config, requests: step.requests, policy: 'default' }), runSimulation({ config, requests: step.requests, policy: 'kpa' })]);
+    const [def, kpa] = await Promise.all([
+      runSimulation({ config, requests: step.requests, policy: 'default' }),
+      runSimulation({ config, requests: step.requests, policy: 'kpa' }),
+    ]);
     expect(def.report.queueTime.p99).toBeLessThanOrEqual(config.endpoint.target_queue_time ?? 10);
     expect(def.report.requests.lost).toBe(0);
     expect(def.report.cost.dollars).toBeLessThan(kpa.report.cost.dollars);

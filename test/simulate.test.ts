@@ -38,10 +38,14 @@ describe('trace parsing and the oracle', () => {
       { at: 10, contextTokens: 0, generatedTokens: 0, workload: 60_000 }, // minute 0: 1000 load/s
       { at: 70, contextTokens: 0, generatedTokens: 0, workload: 6_000 }, // minute 1: 100 load/s
     ];
-    const o = oracleCost(requests, [
-      { name: 'big', perf: 2000, dollarsPerHour: 4 }, // 500 per $
-      { name: 'small', perf: 1000, dollarsPerHour: 1 }, // 1000 per $
-    ], 2);
+    const o = oracleCost(
+      requests,
+      [
+        { name: 'big', perf: 2000, dollarsPerHour: 4 }, // 500 per $
+        { name: 'small', perf: 1000, dollarsPerHour: 1 }, // 1000 per $
+      ],
+      2,
+    );
     expect(o.machine).toBe('small');
     expect(o.fluid.gpuHours).toBeCloseTo(66 / 3600, 9); // 66 GPU-seconds
     expect(o.fluid.dollars).toBeCloseTo(66 / 3600, 9);

@@ -19,9 +19,7 @@ function post(path: string, body: string, extra = ''): string {
 }
 
 /** A raw client connection: write bytes, read complete answers (content-length or chunked) in order. */
-async function rawClient(
-  url: string,
-): Promise<{
+async function rawClient(url: string): Promise<{
   socket: Socket;
   write(s: string | Buffer): void;
   answers(n: number, timeoutMs?: number): Promise<RawAnswer[]>;

@@ -18,19 +18,23 @@ import {
   type WorkergroupPatch,
 } from './params.js';
 import { PerfBook } from './perf-model.js';
-import { decide, INITIAL_MEMORY, typeEstimates, type Decision, type MachineChoice, type Plan, type PolicyInput, type PolicyMemory, type PolicyOutput, type PolicyWorker } from './policy.js';
+import {
+  decide,
+  INITIAL_MEMORY,
+  typeEstimates,
+  type Decision,
+  type MachineChoice,
+  type Plan,
+  type PolicyInput,
+  type PolicyMemory,
+  type PolicyOutput,
+  type PolicyWorker,
+} from './policy.js';
 import type { EngineLink, Provider, ProviderEvent } from './providers/types.js';
 import type { Journal } from './journal.js';
 import { EndpointRouter, type PendingRequest, type RequestEntry, type RoutableWorker } from './router.js';
 import { canTransition, type EndpointState, type WorkerState } from './states.js';
-import {
-  deleteRequestsSchema,
-  endpointWorkersSchema,
-  fail,
-  routeBodySchema,
-  workerStatusSchema,
-  type Outcome,
-} from './wire.js';
+import { deleteRequestsSchema, endpointWorkersSchema, fail, routeBodySchema, workerStatusSchema, type Outcome } from './wire.js';
 
 /**
  * The engine: the state of endpoints, workergroups and workers, the protocol operations
@@ -275,7 +279,9 @@ export class Engine implements EngineLink {
       now: () => this.clock.now(),
       sign: (url) => signUrl(this.key, url),
       // The message is the one the worker's strictSignedMessage rebuilds: json.dumps(indent=4, sort_keys=True).
-      strictAuth: this.opts.strictAuth ? { sign: (fields) => signMessage(this.key, pythonJsonDumps(fields)), ttlSeconds: this.opts.strictAuth.ttlSeconds } : undefined,
+      strictAuth: this.opts.strictAuth
+        ? { sign: (fields) => signMessage(this.key, pythonJsonDumps(fields)), ttlSeconds: this.opts.strictAuth.ttlSeconds }
+        : undefined,
       readyWorkers: () => this.routable(ep.name),
       // The plan may hold requests in the global queue sooner than max_queue_time (capacity is coming).
       maxQueueTime: () => Math.min(ep.params.max_queue_time, ep.lastPlan?.routeQueueLimit ?? Number.POSITIVE_INFINITY),
@@ -283,7 +289,10 @@ export class Engine implements EngineLink {
       requestTtlMs: this.timing.request_ttl_seconds * 1000,
       onRouted: (e) => this.emit('routed', e),
       onTimedOut: (e) => {
-        this.log.info({ event: 'request_timed_out', endpoint: ep.name, request_idx: e.idx, waited_s: (this.clock.now() - e.createdAt) / 1000 }, 'request timed out in the queue');
+        this.log.info(
+          { event: 'request_timed_out', endpoint: ep.name, request_idx: e.idx, waited_s: (this.clock.now() - e.createdAt) / 1000 },
+          'request timed out in the queue',
+        );
         this.emit('timedOut', e);
       },
     });
@@ -393,7 +402,10 @@ export class Engine implements EngineLink {
       w.updatePending = true;
       n++;
     }
-    this.log.info({ event: 'update_workers', endpoint: found.endpoint.name, workergroup: found.workergroup.name, workers: n }, 'rolling update of a workergroup');
+    this.log.info(
+      { event: 'update_workers', endpoint: found.endpoint.name, workergroup: found.workergroup.name, workers: n },
+      'rolling update of a workergroup',
+    );
     return n;
   }
 
@@ -439,7 +451,8 @@ export class Engine implements EngineLink {
   private routable(endpoint: string): RoutableWorker[] {
     const out: RoutableWorker[] = [];
     for (const w of this.workers.values()) {
-      if (w.endpoint === endpoint && w.state === 'ready' && !w.draining && w.url && w.maxPerf > 0) out.push({ id: w.id, url: w.url, perf: w.maxPerf, reportedLoad: w.curLoad, lastReportAt: w.lastReportAt });
+      if (w.endpoint === endpoint && w.state === 'ready' && !w.draining && w.url && w.maxPerf > 0)
+        out.push({ id: w.id, url: w.url, perf: w.maxPerf, reportedLoad: w.curLoad, lastReportAt: w.lastReportAt });
     }
     return out;
   }
@@ -477,7 +490,10 @@ export class Engine implements EngineLink {
         const out = ep.router.reroute(body.request_idx, body.cost, body.replay_timeout);
         entry = out.entry;
         ep.lastActivityAt = this.clock.now();
-        this.log.info({ event: 'reroute', endpoint: ep.name, request_idx: entry.idx, failed_worker: out.failed, attempts: entry.attempts, to: entry.workerId }, 'request routed again after its worker failed it');
+        this.log.info(
+          { event: 'reroute', endpoint: ep.name, request_idx: entry.idx, failed_worker: out.failed, attempts: entry.attempts, to: entry.workerId },
+          'request routed again after its worker failed it',
+        );
         if (out.failed !== null) this.checkFailedWorker(out.failed);
       }
     }
@@ -499,7 +515,11 @@ export class Engine implements EngineLink {
     if (entry.state === 'timed_out') {
       return {
         status: 408,
-        body: errorBody(`no worker could take the request within replay_timeout (${entry.replayTimeoutMs / 1000} s)`, { replay_timeout: 'elapsed while waiting for a worker' }, { request_idx: entry.idx, status: 'timed_out' }),
+        body: errorBody(
+          `no worker could take the request within replay_timeout (${entry.replayTimeoutMs / 1000} s)`,
+          { replay_timeout: 'elapsed while waiting for a worker' },
+          { request_idx: entry.idx, status: 'timed_out' },
+        ),
       };
     }
     return {
@@ -572,7 +592,11 @@ export class Engine implements EngineLink {
           }
           if (rec.state !== 'starting') rec.loadedAt = now;
           rec.startedAt = now;
-          this.transition(rec, 'ready', rec.state === 'starting' ? 'started again, model loaded' : `model loaded in ${round(r.loadtime)} s, perf ${round(rec.maxPerf)}`);
+          this.transition(
+            rec,
+            'ready',
+            rec.state === 'starting' ? 'started again, model loaded' : `model loaded in ${round(r.loadtime)} s, perf ${round(rec.maxPerf)}`,
+          );
         } else if (rec.state === 'created') this.transition(rec, 'loading', 'first report: model loading');
         break;
       case 'ready':
@@ -808,7 +832,11 @@ export class Engine implements EngineLink {
     const estimates = typeEstimates(machines);
     const fallback = [...estimates.values()].reduce((a, b) => a + b, 0) / Math.max(1, estimates.size) || 100;
     // A ready worker that stopped answering is no capacity to plan with (the router already avoids it).
-    const suspects = new Set(this.routable(ep.name).filter((r) => ep.router.suspect(r, now)).map((r) => r.id));
+    const suspects = new Set(
+      this.routable(ep.name)
+        .filter((r) => ep.router.suspect(r, now))
+        .map((r) => r.id),
+    );
     const workers: PolicyWorker[] = this.workersOf(ep.name)
       .filter((w) => w.state !== 'destroyed')
       .map((w) => ({
@@ -834,7 +862,13 @@ export class Engine implements EngineLink {
     });
     if (out.memory.panicking !== ep.memory.panicking) {
       this.log.info(
-        { event: 'panic', endpoint: ep.name, panicking: out.memory.panicking, panic_load: round(out.plan.panicLoad), ready_capacity: round(out.plan.readyCapacity) },
+        {
+          event: 'panic',
+          endpoint: ep.name,
+          panicking: out.memory.panicking,
+          panic_load: round(out.plan.panicLoad),
+          ready_capacity: round(out.plan.readyCapacity),
+        },
         out.memory.panicking ? 'panic mode entered' : 'panic mode left',
       );
     }
@@ -869,7 +903,10 @@ export class Engine implements EngineLink {
         if (!w.draining) {
           w.draining = true;
           w.drainReason = d.reason;
-          this.log.info({ event: 'draining', worker: w.id, endpoint: w.endpoint, outstanding: ep.router.outstanding(w.id), reason: d.reason }, 'worker draining before stop');
+          this.log.info(
+            { event: 'draining', worker: w.id, endpoint: w.endpoint, outstanding: ep.router.outstanding(w.id), reason: d.reason },
+            'worker draining before stop',
+          );
         }
         return;
       }
@@ -971,7 +1008,9 @@ export class Engine implements EngineLink {
 
   private destroyWorker(w: WorkerRecord, reason: string): void {
     if (!this.transition(w, 'destroyed', reason)) return;
-    this.provider.destroy(w.id).catch((err: unknown) => this.log.warn({ event: 'provider_error', worker: w.id, op: 'destroy', error: errText(err) }, 'provider destroy failed'));
+    this.provider
+      .destroy(w.id)
+      .catch((err: unknown) => this.log.warn({ event: 'provider_error', worker: w.id, op: 'destroy', error: errText(err) }, 'provider destroy failed'));
   }
 
   private failWorker(w: WorkerRecord, reason: string): void {
@@ -1048,7 +1087,11 @@ export class Engine implements EngineLink {
     const ep = this.endpoints.get(w.endpoint);
     if (to === 'errored' || to === 'inactive' || to === 'destroyed') {
       const lost = ep?.router.dropWorker(w.id) ?? [];
-      if (lost.length > 0) this.log.warn({ event: 'requests_orphaned', worker: w.id, count: lost.length }, 'requests of a departing worker: their clients\' re-routes get another worker');
+      if (lost.length > 0)
+        this.log.warn(
+          { event: 'requests_orphaned', worker: w.id, count: lost.length },
+          "requests of a departing worker: their clients' re-routes get another worker",
+        );
     }
     if (to === 'errored' && w.errorMsg === '') w.errorMsg = reason;
     if (to === 'ready') ep?.router.drain();

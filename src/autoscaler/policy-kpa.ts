@@ -87,7 +87,10 @@ export function decideKpa(input: PolicyInput): PolicyOutput {
     have += w.perf;
   }
   const estimates = typeEstimates(input.machines);
-  const best = [...input.machines].sort((a, b) => value({ perf: estimates.get(b.key)!, dollarsPerHour: b.dollarsPerHour }) - value({ perf: estimates.get(a.key)!, dollarsPerHour: a.dollarsPerHour }))[0];
+  const best = [...input.machines].sort(
+    (a, b) =>
+      value({ perf: estimates.get(b.key)!, dollarsPerHour: b.dollarsPerHour }) - value({ perf: estimates.get(a.key)!, dollarsPerHour: a.dollarsPerHour }),
+  )[0];
   const count = live.length - errored.length;
   let recruits = 0;
   if (best) {

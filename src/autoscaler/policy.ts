@@ -93,7 +93,16 @@ export interface PolicyMemory {
   recentNeeds?: ReadonlyArray<{ at: number; need: number }>;
 }
 
-export const INITIAL_MEMORY: PolicyMemory = { panicking: false, panicSince: null, lastTriggerAt: null, panicTarget: 0, recentTargets: [], starting: [], startSeconds: null, recentNeeds: [] };
+export const INITIAL_MEMORY: PolicyMemory = {
+  panicking: false,
+  panicSince: null,
+  lastTriggerAt: null,
+  panicTarget: 0,
+  recentTargets: [],
+  starting: [],
+  startSeconds: null,
+  recentNeeds: [],
+};
 
 /** Seconds of work a busy worker holds in the normal course (being served, reported, deleted): not a backlog. */
 export const PIPELINE_S = 1;
@@ -173,7 +182,7 @@ export const SWAP_BIAS = 1.2;
 export const REPLACE_RATIO = 1.25;
 
 /** Perf per dollar-hour; free machines rank first. */
-function valueOf(perf: number, dollarsPerHour: number): number {
+function perfPerDollar(perf: number, dollarsPerHour: number): number {
   return dollarsPerHour > 0 ? perf / dollarsPerHour : Number.POSITIVE_INFINITY;
 }
 
@@ -190,7 +199,7 @@ export function decide(input: PolicyInput): PolicyOutput {
   const memory: PolicyMemory = { ...input.memory, recentTargets: [...input.memory.recentTargets] };
   const decisions: Decision[] = [];
   const estimates = typeEstimates(input.machines);
-  const workerValue = (w: PolicyWorker) => valueOf(w.perf, w.dollarsPerHour);
+  const workerValue = (w: PolicyWorker) => perfPerDollar(w.perf, w.dollarsPerHour);
 
   const live = input.workers.filter((w) => w.state !== 'destroyed');
   const by = (...states: WorkerState[]) => live.filter((w) => states.includes(w.state));
@@ -276,14 +285,16 @@ export function decide(input: PolicyInput): PolicyOutput {
   const others = ready.length + starting.length + loading.length + inactive.length > 1;
   plan.routeQueueLimit = P.target_queue_time > 0 && others ? Math.min(P.max_queue_time, P.target_queue_time) : P.max_queue_time;
   const idleFor = input.lastActivityAt === null ? Number.POSITIVE_INFINITY : (now - input.lastActivityAt) / 1000;
-  const zeroAllowed =
-    P.min_load === 0 && (P.inactivity_timeout === 0 || (P.inactivity_timeout > 0 && idleFor >= P.inactivity_timeout));
+  const zeroAllowed = P.min_load === 0 && (P.inactivity_timeout === 0 || (P.inactivity_timeout > 0 && idleFor >= P.inactivity_timeout));
   if (!zeroAllowed) {
     // Keeps one worker active.
     A = Math.max(A, EPS);
     R = Math.max(R, EPS);
   }
-  memory.recentTargets = [...memory.recentTargets.filter((t) => now - t.at < P.scale_down_delay * 1000), { at: now, target: zeroAllowed ? calmTarget : Math.max(calmTarget, EPS) }];
+  memory.recentTargets = [
+    ...memory.recentTargets.filter((t) => now - t.at < P.scale_down_delay * 1000),
+    { at: now, target: zeroAllowed ? calmTarget : Math.max(calmTarget, EPS) },
+  ];
   const downTarget = Math.max(...memory.recentTargets.map((t) => t.target));
   plan.anticipatedLoad = anticipated;
   plan.activeTarget = A;
@@ -320,7 +331,10 @@ export function decide(input: PolicyInput): PolicyOutput {
     const want = cover(A);
     for (const w of ranked) {
       if (!want.has(w.id) || w.state !== 'inactive') continue;
-      const why = fastDeficit > EPS ? `active capacity ${fmt(serving)} < target ${fmt(A)}${memory.panicking ? ' (panic)' : ''}` : `better perf per dollar than a serving worker (target ${fmt(A)})`;
+      const why =
+        fastDeficit > EPS
+          ? `active capacity ${fmt(serving)} < target ${fmt(A)}${memory.panicking ? ' (panic)' : ''}`
+          : `better perf per dollar than a serving worker (target ${fmt(A)})`;
       decisions.push({ kind: 'activate', id: w.id, reason: why });
       activated.add(w.id);
     }
@@ -340,7 +354,11 @@ export function decide(input: PolicyInput): PolicyOutput {
     for (const w of ready.filter((r) => !keep.has(r.id)).sort(worstFirst)) {
       if (remaining - 1 < minActive) break;
       if (readyLeft - w.perf < downTarget - EPS) continue;
-      decisions.push({ kind: 'stop', id: w.id, reason: `not needed for target ${fmt(downTarget)} (max over ${P.scale_down_delay}s); ready capacity ${fmt(readyCap)}` });
+      decisions.push({
+        kind: 'stop',
+        id: w.id,
+        reason: `not needed for target ${fmt(downTarget)} (max over ${P.scale_down_delay}s); ready capacity ${fmt(readyCap)}`,
+      });
       readyLeft -= w.perf;
       remaining--;
     }
@@ -357,7 +375,6 @@ export function decide(input: PolicyInput): PolicyOutput {
   // 6b. Recruit, within max_workers.
   const room = Math.max(0, P.max_workers - loadedOrComing);
   const picks = pickTypes(input, estimates, capShort, countShort, room);
-  const pickedCap = picks.reduce((s, k) => s + (estimates.get(k) ?? DEFAULT_PERF_GUESS), 0);
   const counts = new Map<string, number>();
   for (const k of picks) counts.set(k, (counts.get(k) ?? 0) + 1);
   for (const [typeKey, count] of counts) {
@@ -379,13 +396,13 @@ export function decide(input: PolicyInput): PolicyOutput {
   if (!memory.panicking && picks.length === 0) {
     let surplus = haveCap - needPeak;
     const learned = input.machines.filter((m) => m.samples > 0 && m.perf !== null && m.perf > 0);
-    const bestType = [...learned].sort((a, b) => valueOf(b.perf!, b.dollarsPerHour) - valueOf(a.perf!, a.dollarsPerHour))[0];
-    const bestValue = bestType ? valueOf(bestType.perf!, bestType.dollarsPerHour) : 0;
+    const bestType = [...learned].sort((a, b) => perfPerDollar(b.perf!, b.dollarsPerHour) - perfPerDollar(a.perf!, a.dollarsPerHour))[0];
+    const bestValue = bestType ? perfPerDollar(bestType.perf!, bestType.dollarsPerHour) : 0;
     // A type is judged by its learned estimate, like the best one: a worker's own benchmark against
     // its type's measured estimate would replace machines by copies of themselves.
     const typeValue = (w: PolicyWorker) => {
       const m = learned.find((x) => x.key === w.typeKey);
-      return m ? valueOf(m.perf!, m.dollarsPerHour) : workerValue(w);
+      return m ? perfPerDollar(m.perf!, m.dollarsPerHour) : workerValue(w);
     };
     const worstFirst = (a: PolicyWorker, b: PolicyWorker) => workerValue(a) - workerValue(b) || a.perf - b.perf || b.id - a.id;
     for (const w of inactive.filter((x) => !activated.has(x.id)).sort(worstFirst)) {
@@ -433,13 +450,7 @@ export function decide(input: PolicyInput): PolicyOutput {
  * Machine types for new workers: each type with no benchmark and no live worker once (a variety
  * at first, so perf per dollar can be learned), then the best perf per dollar.
  */
-function pickTypes(
-  input: PolicyInput,
-  estimates: Map<string, number>,
-  capShort: number,
-  countShort: number,
-  room: number,
-): string[] {
+function pickTypes(input: PolicyInput, estimates: Map<string, number>, capShort: number, countShort: number, room: number): string[] {
   const picks: string[] = [];
   if (input.machines.length === 0 || room <= 0) return picks;
   let short = capShort;
@@ -453,7 +464,7 @@ function pickTypes(
     }
   }
   const best = [...input.machines].sort(
-    (a, b) => valueOf(estimates.get(b.key)!, b.dollarsPerHour) - valueOf(estimates.get(a.key)!, a.dollarsPerHour),
+    (a, b) => perfPerDollar(estimates.get(b.key)!, b.dollarsPerHour) - perfPerDollar(estimates.get(a.key)!, a.dollarsPerHour),
   )[0]!;
   const perf = Math.max(estimates.get(best.key)!, EPS);
   while (want()) {

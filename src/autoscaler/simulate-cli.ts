@@ -16,7 +16,9 @@ own policy and router with a simulated fleet on a fake clock, and reports cost (
 against an oracle that knows the future, queue time p50/p99, and workers by state over time.
 
   --trace FILE    the trace, e.g. data/azure-llm-2023-code.csv (with --compare: repeatable)
-  --pattern NAME  a synthetic workload instead: ${syntheticPatterns().map((p) => p.name).join(', ')}
+  --pattern NAME  a synthetic workload instead: ${syntheticPatterns()
+    .map((p) => p.name)
+    .join(', ')}
   --policy NAME   default (this engine's policy) or kpa (the Knative-KPA-style baseline); default: default
   --compare       both policies on every trace given (default: the shipped one), its variants
                   (halves, rate ×0.5/×2, shuffled gaps) and the synthetic patterns; prints a table
@@ -47,7 +49,7 @@ function usageError(message: string): number {
 
 /** `nodeworker simulate`: returns the exit code. */
 export async function runSimulateCli(argv: string[]): Promise<number> {
-  let args;
+  let args: ReturnType<typeof parseArgs<{ args: string[]; options: typeof OPTIONS; strict: true; allowPositionals: false }>>['values'];
   try {
     args = parseArgs({ args: argv, options: OPTIONS, strict: true, allowPositionals: false }).values;
   } catch (err) {
@@ -103,7 +105,12 @@ export async function runSimulateCli(argv: string[]): Promise<number> {
   let label: string;
   if (args.pattern) {
     const p = patternByName(args.pattern);
-    if (!p) return usageError(`--pattern must be one of ${syntheticPatterns().map((x) => x.name).join(', ')}, got ${JSON.stringify(args.pattern)}`);
+    if (!p)
+      return usageError(
+        `--pattern must be one of ${syntheticPatterns()
+          .map((x) => x.name)
+          .join(', ')}, got ${JSON.stringify(args.pattern)}`,
+      );
     requests = speed === 1 ? p.requests : p.requests.map((r) => ({ ...r, at: r.at / speed }));
     params = p.params;
     label = `pattern ${p.name}`;

@@ -337,15 +337,18 @@ export class SimulatedProvider implements Provider {
     const now = this.clock.now();
     job.onStart?.(now);
     const epoch = inst.epoch;
-    this.clock.setTimeout(() => {
-      if (inst.epoch !== epoch || inst.busy !== job) return;
-      inst.served += job.workload;
-      inst.queuedLoad = Math.max(0, inst.queuedLoad - job.workload);
-      inst.deletingOk.push(job.idx);
-      inst.changed = true;
-      job.onDone?.(this.clock.now(), 'served');
-      this.serveNext(inst);
-    }, (job.workload / inst.m.perf) * 1000);
+    this.clock.setTimeout(
+      () => {
+        if (inst.epoch !== epoch || inst.busy !== job) return;
+        inst.served += job.workload;
+        inst.queuedLoad = Math.max(0, inst.queuedLoad - job.workload);
+        inst.deletingOk.push(job.idx);
+        inst.changed = true;
+        job.onDone?.(this.clock.now(), 'served');
+        this.serveNext(inst);
+      },
+      (job.workload / inst.m.perf) * 1000,
+    );
   }
 
   private startReporting(inst: Instance): void {

@@ -87,7 +87,9 @@ export function compareTable(rows: readonly CompareRow[], outDir: string): { mar
   ];
   for (const r of rows) {
     const note = r.idle ? `zero active ${r.idle.zeroActiveSeconds} s, wake-up queue ${r.idle.wakeQueueTime ?? '-'} s` : '';
-    lines.push(`| ${r.workload} | ${r.policy} | ${r.requests} | ${r.dollars.toFixed(3)} | ${r.vsFluid} | ${r.vsWholeWorkers} | ${r.foresightVsWholeWorkers} | ${r.p50} | ${r.p99} | ${r.lost} | ${r.retried} | ${r.activations} | ${note} |`);
+    lines.push(
+      `| ${r.workload} | ${r.policy} | ${r.requests} | ${r.dollars.toFixed(3)} | ${r.vsFluid} | ${r.vsWholeWorkers} | ${r.foresightVsWholeWorkers} | ${r.p50} | ${r.p99} | ${r.lost} | ${r.retried} | ${r.activations} | ${note} |`,
+    );
   }
   const markdown = lines.join('\n') + '\n';
   mkdirSync(outDir, { recursive: true });

@@ -54,7 +54,12 @@ export function loadSimulationConfig(overridePath?: string, extra?: unknown): Si
   const parsed = simulationConfigSchema.safeParse(raw);
   if (!parsed.success) {
     const fields = fieldErrors(parsed.error);
-    throw new ConfigError(`simulation config is invalid:\n${Object.entries(fields).map(([k, v]) => `  ${k}: ${v}`).join('\n')}`, fields);
+    throw new ConfigError(
+      `simulation config is invalid:\n${Object.entries(fields)
+        .map(([k, v]) => `  ${k}: ${v}`)
+        .join('\n')}`,
+      fields,
+    );
   }
   return parsed.data;
 }

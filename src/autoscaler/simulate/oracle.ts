@@ -29,7 +29,7 @@ export interface OracleResult {
 export function oracleCost(requests: readonly TraceRequest[], machines: readonly OracleMachine[], minutes: number): OracleResult {
   const usable = machines.filter((m) => m.perf > 0);
   if (usable.length === 0) throw new Error('the oracle needs at least one machine type with a perf');
-  const best = [...usable].sort((a, b) => valueOf(b) - valueOf(a))[0]!;
+  const best = [...usable].sort((a, b) => perfPerDollar(b) - perfPerDollar(a))[0]!;
   const perMinute = new Array<number>(Math.max(0, minutes)).fill(0);
   for (const r of requests) {
     const m = Math.floor(r.at / 60);
@@ -56,7 +56,7 @@ export function oracleCost(requests: readonly TraceRequest[], machines: readonly
   };
 }
 
-function valueOf(m: OracleMachine): number {
+function perfPerDollar(m: OracleMachine): number {
   return m.dollarsPerHour > 0 ? m.perf / m.dollarsPerHour : Number.POSITIVE_INFINITY;
 }
 

@@ -17,9 +17,7 @@ export function timelineCsv(rows: readonly TimelineRow[]): string {
   const header = ['t_s', 'load_per_s', 'ready_capacity', 'queued', 'panicking', ...WORKER_STATES];
   const lines = [header.join(',')];
   for (const r of rows) {
-    lines.push(
-      [r.t, round(r.load), round(r.readyCapacity), r.queued, r.panicking ? 1 : 0, ...WORKER_STATES.map((s) => r.states[s])].join(','),
-    );
+    lines.push([r.t, round(r.load), round(r.readyCapacity), r.queued, r.panicking ? 1 : 0, ...WORKER_STATES.map((s) => r.states[s])].join(','));
   }
   return lines.join('\n') + '\n';
 }

@@ -55,7 +55,16 @@ export interface TimelineRow {
 }
 
 export interface SimulationReport {
-  trace: { file: string | null; requests: number; spanSeconds: number; billedMinutes: number; totalWorkload: number; promptShare: number; speed: number; attribution: string };
+  trace: {
+    file: string | null;
+    requests: number;
+    spanSeconds: number;
+    billedMinutes: number;
+    totalWorkload: number;
+    promptShare: number;
+    speed: number;
+    attribution: string;
+  };
   panic: boolean;
   policy: PolicyName;
   params: Record<string, unknown>;
@@ -108,9 +117,7 @@ export async function runSimulation(opts: SimulationOptions): Promise<Simulation
   const panic = opts.panic ?? true;
   const clock = new FakeClock(0);
   let t0 = cfg.warmup_seconds * 1000;
-  const logger =
-    opts.logger ??
-    (opts.logFile ? simLogger(opts.logFile, () => (clock.now() - t0) / 1000) : createLogger('simulate', { level: 'silent' }));
+  const logger = opts.logger ?? (opts.logFile ? simLogger(opts.logFile, () => (clock.now() - t0) / 1000) : createLogger('simulate', { level: 'silent' }));
   const provider = new SimulatedProvider({
     clock,
     seed: cfg.provider.seed,
@@ -194,7 +201,17 @@ export async function runSimulation(opts: SimulationOptions): Promise<Simulation
     finish(rec, 'timed_out');
   });
   const arrive = (req: TraceRequest) => {
-    const rec: ClientRecord = { arrival: clock.now(), workload: req.workload, status: 'pending', start: null, end: null, idx: 0, retries: 0, failedWorker: null, worker: null };
+    const rec: ClientRecord = {
+      arrival: clock.now(),
+      workload: req.workload,
+      status: 'pending',
+      start: null,
+      end: null,
+      idx: 0,
+      retries: 0,
+      failedWorker: null,
+      worker: null,
+    };
     records.push(rec);
     pending++;
     follow(rec, route(rec, 0));
@@ -250,7 +267,10 @@ export async function runSimulation(opts: SimulationOptions): Promise<Simulation
       if (w.state === 'ready') readyCapacity += w.maxPerf;
     }
     states.destroyed = counts.destroyed;
-    maxLive = Math.max(maxLive, WORKER_STATES.filter((s) => s !== 'destroyed').reduce((n, s) => n + states[s], 0));
+    maxLive = Math.max(
+      maxLive,
+      WORKER_STATES.filter((s) => s !== 'destroyed').reduce((n, s) => n + states[s], 0),
+    );
     timeline.push({
       t: (clock.now() - t0) / 1000,
       load: arrivedSinceSample / cfg.sample_seconds,
@@ -291,11 +311,20 @@ export async function runSimulation(opts: SimulationOptions): Promise<Simulation
   const machines = cfg.endpoint.workergroups.flatMap((wg) =>
     wg.machine_types.map((m) => ({ name: m.name, dollarsPerHour: m.dollars_per_hour, truePerf: provider.machine(m.name).perf })),
   );
-  const oracle = oracleCost(requests, machines.map((m) => ({ name: m.name, perf: m.truePerf, dollarsPerHour: m.dollarsPerHour })), billedMinutes);
+  const oracle = oracleCost(
+    requests,
+    machines.map((m) => ({ name: m.name, perf: m.truePerf, dollarsPerHour: m.dollarsPerHour })),
+    billedMinutes,
+  );
   const cost = billing ?? provider.billing();
   const { loadPerMinute: _perMinute, ...oracleBase } = oracle;
   const targetQueueTime = ep.params.target_queue_time > 0 ? ep.params.target_queue_time : ep.params.max_queue_time;
-  const { workersPerMinute: _plan, ...latency } = latencyOracle(requests, { name: oracle.machine, perf: oracle.perf, dollarsPerHour: oracle.dollarsPerHour }, billedMinutes, targetQueueTime);
+  const { workersPerMinute: _plan, ...latency } = latencyOracle(
+    requests,
+    { name: oracle.machine, perf: oracle.perf, dollarsPerHour: oracle.dollarsPerHour },
+    billedMinutes,
+    targetQueueTime,
+  );
   const oracleSummary = { ...oracleBase, latency };
   const round = (n: number, d = 4) => (Number.isFinite(n) ? Math.round(n * 10 ** d) / 10 ** d : n);
   const report: SimulationReport = {
@@ -304,7 +333,10 @@ export async function runSimulation(opts: SimulationOptions): Promise<Simulation
       requests: requests.length,
       spanSeconds: round(span, 1),
       billedMinutes,
-      totalWorkload: round(requests.reduce((s, r) => s + r.workload, 0), 1),
+      totalWorkload: round(
+        requests.reduce((s, r) => s + r.workload, 0),
+        1,
+      ),
       promptShare: cfg.workload.prompt_share,
       speed: opts.speed ?? 1,
       attribution: TRACE_ATTRIBUTION,
@@ -313,7 +345,13 @@ export async function runSimulation(opts: SimulationOptions): Promise<Simulation
     policy: opts.policy ?? 'default',
     params: { ...ep.params },
     machines,
-    cost: { gpuHours: round(cost.gpuHours), gpuDollars: round(cost.gpuDollars), storageHours: round(cost.storageHours), storageDollars: round(cost.storageDollars), dollars: round(cost.dollars) },
+    cost: {
+      gpuHours: round(cost.gpuHours),
+      gpuDollars: round(cost.gpuDollars),
+      storageHours: round(cost.storageHours),
+      storageDollars: round(cost.storageDollars),
+      dollars: round(cost.dollars),
+    },
     oracle: oracleSummary,
     costRatio: {
       vsFluid: round(cost.dollars / oracle.fluid.dollars, 2),
@@ -325,7 +363,10 @@ export async function runSimulation(opts: SimulationOptions): Promise<Simulation
       p50: round(percentile(queueTimes, 50), 3),
       p90: round(percentile(queueTimes, 90), 3),
       p99: round(percentile(queueTimes, 99), 3),
-      max: round(queueTimes.reduce((a, b) => Math.max(a, b), 0), 3),
+      max: round(
+        queueTimes.reduce((a, b) => Math.max(a, b), 0),
+        3,
+      ),
       mean: round(queueTimes.reduce((a, b) => a + b, 0) / Math.max(1, queueTimes.length), 3),
       last: lastRecord && lastRecord.start !== null ? round((lastRecord.start - lastRecord.arrival) / 1000, 3) : null,
     },

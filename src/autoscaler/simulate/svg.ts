@@ -60,7 +60,9 @@ export function renderChart(o: ChartOptions): string {
   const xMax = o.x[o.x.length - 1] ?? 1;
   const xs = (v: number) => left + ((v - xMin) / Math.max(xMax - xMin, 1e-9)) * plotW;
   const out: string[] = [];
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="11">`);
+  out.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="11">`,
+  );
   out.push(`<rect width="100%" height="100%" fill="white"/>`);
   out.push(`<text x="${width / 2}" y="20" text-anchor="middle" font-size="14" font-weight="bold">${esc(o.title)}</text>`);
   o.panels.forEach((p, pi) => {
@@ -96,7 +98,9 @@ export function renderChart(o: ChartOptions): string {
       });
       out.push(`<polyline fill="none" stroke="${s.color}" stroke-width="1.4"${s.dashed ? ' stroke-dasharray="5,3"' : ''} points="${pts.join(' ')}"/>`);
       const ly = y0 + 12 + si * 16;
-      out.push(`<line x1="${left + plotW + 10}" x2="${left + plotW + 30}" y1="${ly - 4}" y2="${ly - 4}" stroke="${s.color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="5,3"' : ''}/>`);
+      out.push(
+        `<line x1="${left + plotW + 10}" x2="${left + plotW + 30}" y1="${ly - 4}" y2="${ly - 4}" stroke="${s.color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="5,3"' : ''}/>`,
+      );
       out.push(`<text x="${left + plotW + 35}" y="${ly}">${esc(s.name)}</text>`);
     });
     if (p.bands && p.bands.length > 0 && p.bandLabel) {
