@@ -81,8 +81,10 @@ describe('health check: transient failures', () => {
     expect(failures[0]).toMatch(/connection reset by the model server/);
   });
 
-  const dist = join(__dirname, '..', 'dist', 'src', 'worker', 'healthcheck.js');
-  it.skipIf(!existsSync(dist))('the worker out of file descriptors (EMFILE) for a moment: not reported, and the check passes again', () => {
+  // npm test builds first: the child imports the compiled module.
+  const dist = join(__dirname, '..', 'dist', 'worker', 'healthcheck.js');
+  it('the worker out of file descriptors (EMFILE) for a moment: not reported, and the check passes again', () => {
+    expect(existsSync(dist), `${dist}: run npm run build first`).toBe(true);
     // A child with a small open-file limit: a 200 /health server, the check, then every free fd taken for a while.
     const script = `
       import { createServer } from 'node:http';
