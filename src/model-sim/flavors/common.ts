@@ -1,3 +1,6 @@
+import type { ServerResponse } from 'node:http';
+import { sendJson } from '../http-util.js';
+import type { RouteEnv } from './types.js';
 /** Pieces every flavor shares: filler text, ids, sizes, durations, input checks. */
 
 /** Deterministic filler: token i is always the same word (with its leading space). */
@@ -95,6 +98,26 @@ export function tqdmClock(seconds: number): string {
 
 /** Result of checking one optional input field. */
 export type Checked<T> = { ok: true; value: T } | { ok: false; field: string; message: string };
+
+/** An OpenAI-style error body for a status, a message and the field at fault. */
+export type ErrorBodyFn = (status: number, message: string, field?: string) => unknown;
+
+/**
+ * The common front of an OpenAI-style route: a request that failed its checks gets a 400 naming
+ * the field; an admitted one may still fail with a simulated 500 (--error-rate). Returns the
+ * request when it may be served, null when it was answered here.
+ */
+export function admitChecked<T>(res: ServerResponse, env: RouteEnv, parsed: Checked<T>, errorBody: ErrorBodyFn): T | null {
+  if (!parsed.ok) {
+    env.core.rejected();
+    sendJson(res, 400, errorBody(400, parsed.message, parsed.field));
+    return null;
+  }
+  const ok = env.core.admit(res, () =>
+    sendJson(res, 500, errorBody(500, 'The server had an error while processing your request (simulated by --error-rate).')),
+  );
+  return ok ? parsed.value : null;
+}
 
 /** A plain JSON object (not an array, not null). */
 export function isObject(v: unknown): v is Record<string, unknown> {

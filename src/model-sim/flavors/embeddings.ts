@@ -1,6 +1,6 @@
 import type { ServerResponse } from 'node:http';
 import { sendJson } from '../http-util.js';
-import { estimateTokens, isObject, makeId, optionalInt, type Checked } from './common.js';
+import { admitChecked, estimateTokens, isObject, makeId, optionalInt, type Checked, type ErrorBodyFn } from './common.js';
 import type { RouteEnv } from './types.js';
 
 /**
@@ -80,19 +80,10 @@ function encode(vector: number[], base64: boolean): number[] | string {
 }
 
 /** The route, with the flavor's error body shape. */
-export function embeddingsRoute(errorBody: (status: number, message: string, field?: string) => unknown) {
+export function embeddingsRoute(errorBody: ErrorBodyFn) {
   return (res: ServerResponse, body: unknown, env: RouteEnv): void => {
-    const parsed = parse(body, env.modelName);
-    if (!parsed.ok) {
-      env.core.rejected();
-      sendJson(res, 400, errorBody(400, parsed.message, parsed.field));
-      return;
-    }
-    const r = parsed.value;
-    const ok = env.core.admit(res, () =>
-      sendJson(res, 500, errorBody(500, 'The server had an error while processing your request (simulated by --error-rate).')),
-    );
-    if (!ok) return;
+    const r = admitChecked(res, env, parse(body, env.modelName), errorBody);
+    if (r === null) return;
     env.core.generate(res, Math.max(1, Math.ceil(r.promptTokens / PREFILL_TOKENS_PER_UNIT)), false, {
       progress() {},
       done() {

@@ -1,6 +1,7 @@
 import type { ServerResponse } from 'node:http';
 import { sendJson, sendRawJson, startEventStream } from '../http-util.js';
 import {
+  admitChecked,
   estimateTokens,
   fillerText,
   humanBytes,
@@ -208,16 +209,8 @@ function usage(r: GenerationRequest): string {
 
 /** Common answer path: admission, then non-streamed or streamed output. */
 function serve(res: ServerResponse, env: RouteEnv, parsed: Checked<GenerationRequest>, chat: boolean): void {
-  if (!parsed.ok) {
-    env.core.rejected();
-    sendJson(res, 400, errorBody(400, parsed.message, parsed.field));
-    return;
-  }
-  const r = parsed.value;
-  const ok = env.core.admit(res, () =>
-    sendJson(res, 500, errorBody(500, 'The server had an error while processing your request (simulated by --error-rate).')),
-  );
-  if (!ok) return;
+  const r = admitChecked(res, env, parsed, errorBody);
+  if (r === null) return;
   const id = makeId(chat ? 'chatcmpl-' : 'cmpl-');
   const created = Math.floor(Date.now() / 1000);
   const model = JSON.stringify(r.model);
