@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { FakeClock } from '../src/autoscaler/clock.js';
+import { SimulatedProvider } from '../src/autoscaler/providers/simulated.js';
 import { loadSimulationConfig } from '../src/autoscaler/simulate/config.js';
 import { oracleCost } from '../src/autoscaler/simulate/oracle.js';
 import { parseTimestamp, parseTrace } from '../src/autoscaler/simulate/trace.js';
@@ -83,6 +84,52 @@ describe('trace parsing and the oracle', () => {
   });
 });
 
+describe('the simulated provider bills GPU time by what it was spent on', () => {
+  it('splits boot and load, a request on the model, idleness and a start from inactive', async () => {
+    const clock = new FakeClock(0);
+    const provider = new SimulatedProvider({
+      clock,
+      seed: 1,
+      defaults: { boot_time: 10, load_time: 20, start_time: 5, failure_rate: 0, crash_rate_per_hour: 0, perf: 100 },
+    });
+    const spec = {
+      workerId: 1,
+      masterToken: 't',
+      reportAddrs: [],
+      endpoint: 'e',
+      workergroup: 'g',
+      machineType: 'm',
+      searchParams: '',
+      launch: {},
+      dollarsPerHour: 3.6,
+      storageDollarsPerHour: 0.36,
+    };
+    const { id } = await provider.create(spec);
+    clock.advanceTo(30_000); // booted at 10 s, loaded at 30 s: 30 s not serving
+    let done = -1;
+    expect(provider.submit(id, { idx: 1, workload: 500, onDone: (t) => (done = t) })).toBe('accepted');
+    clock.advanceTo(40_000); // 5 s working (500 load at perf 100), then 5 s idle
+    expect(done).toBe(35_000);
+    await provider.stop(id);
+    clock.advanceTo(100_000); // 60 s stopped: storage only
+    await provider.start(id);
+    clock.advanceTo(110_000); // 5 s starting, then 5 s idle
+    const b = provider.billing();
+    const s = (h: number) => Math.round(h * 3600 * 1000) / 1000;
+    expect(s(b.breakdown.notServing.hours)).toBe(35);
+    expect(s(b.breakdown.working.hours)).toBe(5);
+    expect(s(b.breakdown.idle.hours)).toBe(10);
+    expect(s(b.gpuHours)).toBe(50);
+    expect(s(b.storageHours)).toBe(60);
+    expect(b.breakdown.working.dollars).toBeCloseTo(0.005, 9); // 5 s at $3.6/h
+    expect(b.dollars).toBeCloseTo(0.05 + 0.006, 9);
+    provider.resetBilling();
+    clock.advanceTo(112_000);
+    expect(s(provider.billing().breakdown.idle.hours)).toBe(2);
+    await provider.close();
+  });
+});
+
 describe('nodeworker simulate on the shared trace', () => {
   // Wall time (under 10 s for the hour) is measured and reported (report.wallSeconds, docs), not asserted: tests assert no timings.
   it('replays the hour and writes report.json, timeline.csv and timeline.svg', async () => {
@@ -102,6 +149,13 @@ describe('nodeworker simulate on the shared trace', () => {
     expect(report.costRatio.vsFluid).toBeGreaterThan(1);
     expect(report.queueTime.p99).toBeGreaterThanOrEqual(report.queueTime.p50);
     expect(report.panic).toBe(true);
+    // The GPU time splits into working, idle and not serving; working is the trace's work at the true perf.
+    const b = report.cost.breakdown;
+    expect(b.working.hours + b.idle.hours + b.notServing.hours).toBeCloseTo(report.cost.gpuHours, 3);
+    expect(b.working.hours).toBeCloseTo(report.oracle.fluid.gpuHours, 2);
+    // Over the target: the requests slower than target_queue_time, consistent with the p99.
+    expect(report.queueTime.target).toBe(10);
+    expect(report.queueTime.overTargetShare > 0.01).toBe(report.queueTime.p99 > 10);
 
     const csv = readFileSync(join(out, 'timeline.csv'), 'utf8').trim().split('\n');
     expect(csv[0]).toBe('t_s,load_per_s,ready_capacity,queued,panicking,created,loading,ready,inactive,starting,errored,destroyed');

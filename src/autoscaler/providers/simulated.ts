@@ -94,6 +94,11 @@ interface Instance {
   storageSince: number | null;
   gpuMs: number;
   storageMs: number;
+  /** Billed GPU time split: in the serving state, and with a request on the model (for the cost breakdown). */
+  servingSince: number | null;
+  servingMs: number;
+  busySince: number | null;
+  busyMs: number;
 }
 
 /** Billing of the simulated fleet. */
@@ -103,6 +108,11 @@ export interface SimBilling {
   storageHours: number;
   storageDollars: number;
   dollars: number;
+  /**
+   * Where the GPU time went: `working` (a request on the model), `idle` (serving, nothing to do),
+   * `notServing` (billed but unable to serve: booting, loading, starting from inactive, failed, dead).
+   */
+  breakdown: Record<'working' | 'idle' | 'notServing', { hours: number; dollars: number }>;
 }
 
 /** A small deterministic PRNG (mulberry32), shared with model-sim. */
@@ -171,6 +181,10 @@ export class SimulatedProvider implements Provider {
       storageSince: null,
       gpuMs: 0,
       storageMs: 0,
+      servingSince: null,
+      servingMs: 0,
+      busySince: null,
+      busyMs: 0,
     };
     this.instances.set(id, inst);
     this.boot(inst, inst.m.boot_time, inst.m.load_time, true);
@@ -209,6 +223,7 @@ export class SimulatedProvider implements Provider {
         if (fresh) inst.benchPerf = inst.m.perf * (1 + inst.m.perf_noise * (2 * this.random() - 1));
         inst.loadtime = (this.clock.now() - started) / 1000;
         inst.state = 'serving';
+        inst.servingSince = this.clock.now();
         this.report(inst);
       }, loadS * 1000);
     }, bootS * 1000);
@@ -261,7 +276,7 @@ export class SimulatedProvider implements Provider {
 
   /** End billing periods, timers and jobs: before stop, destroy and close. */
   private halt(inst: Instance): void {
-    this.settleBilling(inst);
+    this.endServing(inst);
     inst.gpuSince = null;
     inst.storageSince = null;
     inst.epoch++;
@@ -271,6 +286,7 @@ export class SimulatedProvider implements Provider {
   }
 
   private die(inst: Instance): void {
+    this.endServing(inst);
     inst.state = 'dead';
     inst.epoch++;
     if (inst.reportTimer !== null) this.clock.clearTimer(inst.reportTimer);
@@ -291,8 +307,19 @@ export class SimulatedProvider implements Provider {
     const now = this.clock.now();
     if (inst.gpuSince !== null) inst.gpuMs += now - inst.gpuSince;
     if (inst.storageSince !== null) inst.storageMs += now - inst.storageSince;
+    if (inst.servingSince !== null) inst.servingMs += now - inst.servingSince;
+    if (inst.busySince !== null) inst.busyMs += now - inst.busySince;
     inst.gpuSince = inst.gpuSince !== null ? now : null;
     inst.storageSince = inst.storageSince !== null ? now : null;
+    inst.servingSince = inst.servingSince !== null ? now : null;
+    inst.busySince = inst.busySince !== null ? now : null;
+  }
+
+  /** The instance no longer serves (stopped, destroyed, dead): its serving and busy periods end. */
+  private endServing(inst: Instance): void {
+    this.settleBilling(inst);
+    inst.servingSince = null;
+    inst.busySince = null;
   }
 
   /**
@@ -329,12 +356,15 @@ export class SimulatedProvider implements Provider {
   private serveNext(inst: Instance): void {
     const job = inst.queue.shift();
     if (!job) {
+      if (inst.busySince !== null) inst.busyMs += this.clock.now() - inst.busySince;
+      inst.busySince = null;
       inst.busy = null;
       inst.queuedLoad = 0; // no float residue of the subtractions: an idle worker reports exactly 0
       return;
     }
     inst.busy = job;
     const now = this.clock.now();
+    if (inst.busySince === null && inst.servingSince !== null) inst.busySince = now;
     job.onStart?.(now);
     const epoch = inst.epoch;
     this.clock.setTimeout(
@@ -411,13 +441,25 @@ export class SimulatedProvider implements Provider {
     let storageMs = 0;
     let gpuDollars = 0;
     let storageDollars = 0;
+    const part = () => ({ hours: 0, dollars: 0 });
+    const breakdown = { working: part(), idle: part(), notServing: part() };
+    const add = (to: { hours: number; dollars: number }, ms: number, perHour: number) => {
+      to.hours += ms / 3_600_000;
+      to.dollars += (ms / 3_600_000) * perHour;
+    };
+    const upTo = (acc: number, since: number | null) => acc + (since !== null ? now - since : 0);
     for (const inst of this.instances.values()) {
-      const g = inst.gpuMs + (inst.gpuSince !== null ? now - inst.gpuSince : 0);
-      const s = inst.storageMs + (inst.storageSince !== null ? now - inst.storageSince : 0);
+      const g = upTo(inst.gpuMs, inst.gpuSince);
+      const s = upTo(inst.storageMs, inst.storageSince);
+      const serving = Math.min(g, upTo(inst.servingMs, inst.servingSince));
+      const busy = Math.min(serving, upTo(inst.busyMs, inst.busySince));
       gpuMs += g;
       storageMs += s;
       gpuDollars += (g / 3_600_000) * inst.spec.dollarsPerHour;
       storageDollars += (s / 3_600_000) * inst.spec.storageDollarsPerHour;
+      add(breakdown.working, busy, inst.spec.dollarsPerHour);
+      add(breakdown.idle, serving - busy, inst.spec.dollarsPerHour);
+      add(breakdown.notServing, g - serving, inst.spec.dollarsPerHour);
     }
     return {
       gpuHours: gpuMs / 3_600_000,
@@ -425,6 +467,7 @@ export class SimulatedProvider implements Provider {
       storageHours: storageMs / 3_600_000,
       storageDollars,
       dollars: gpuDollars + storageDollars,
+      breakdown,
     };
   }
 
@@ -434,8 +477,12 @@ export class SimulatedProvider implements Provider {
     for (const inst of this.instances.values()) {
       inst.gpuMs = 0;
       inst.storageMs = 0;
+      inst.servingMs = 0;
+      inst.busyMs = 0;
       if (inst.gpuSince !== null) inst.gpuSince = now;
       if (inst.storageSince !== null) inst.storageSince = now;
+      if (inst.servingSince !== null) inst.servingSince = now;
+      if (inst.busySince !== null) inst.busySince = now;
     }
   }
 
