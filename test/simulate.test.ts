@@ -5,7 +5,9 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { FakeClock } from '../src/autoscaler/clock.js';
 import { SimulatedProvider } from '../src/autoscaler/providers/simulated.js';
 import { loadSimulationConfig } from '../src/autoscaler/simulate/config.js';
+import { beats, meanRow, type CompareRow } from '../src/autoscaler/simulate/compare.js';
 import { oracleCost } from '../src/autoscaler/simulate/oracle.js';
+import { patternByName, stepPattern } from '../src/autoscaler/simulate/patterns.js';
 import { parseTimestamp, parseTrace } from '../src/autoscaler/simulate/trace.js';
 import { runSimulateCli } from '../src/autoscaler/simulate-cli.js';
 import { CODE_TRACE } from './helpers/trace.js';
@@ -181,6 +183,49 @@ describe('nodeworker simulate on the shared trace', () => {
     expect(await runSimulateCli(['--pattern', 'nope'])).toBe(2);
     expect(await runSimulateCli(['--compare', '--policy', 'kpa'])).toBe(2);
     expect(await runSimulateCli(['--trace', TRACE, '--pattern', 'step-x4'])).toBe(2);
+    // Draws: --draws only with --compare, --draw only with --pattern, both whole numbers.
+    expect(await runSimulateCli(['--trace', TRACE, '--draws', '3'])).toBe(2);
+    expect(await runSimulateCli(['--compare', '--draws', '0'])).toBe(2);
+    expect(await runSimulateCli(['--compare', '--draws', '2.5'])).toBe(2);
+    expect(await runSimulateCli(['--trace', TRACE, '--draw', '1'])).toBe(2);
+    expect(await runSimulateCli(['--pattern', 'step-x4', '--draw', '-1'])).toBe(2);
     expect(existsSync(join(out, 'engine.log'))).toBe(false);
+  });
+
+  it('draws of a pattern are other arrivals from the same rates; the compare row is their mean', () => {
+    const a = patternByName('step-x4', 0)!;
+    const b = patternByName('step-x4', 1)!;
+    expect(a.requests).toEqual(stepPattern().requests); // draw 0 is the table's usual seed
+    expect(b.requests.length).not.toBe(a.requests.length);
+    const load = (w: typeof a, from: number, to: number) =>
+      w.requests.filter((r) => r.at >= from && r.at < to).reduce((s, r) => s + r.workload, 0) / (to - from);
+    for (const w of [a, b]) {
+      expect(load(w, 0, 1200)).toBeGreaterThan(500); // 600 load/s, then 4× for the middle 20 minutes
+      expect(load(w, 0, 1200)).toBeLessThan(700);
+      expect(load(w, 1200, 2400) / load(w, 0, 1200)).toBeGreaterThan(3.5);
+      expect(load(w, 1200, 2400) / load(w, 0, 1200)).toBeLessThan(4.5);
+    }
+    const row = (dollars: number, p99: number, lost: number): CompareRow => ({
+      workload: 'w',
+      policy: 'default',
+      requests: 100,
+      dollars,
+      vsFluid: 2,
+      vsWholeWorkers: 1.5,
+      foresightVsWholeWorkers: 1,
+      p50: 0.1,
+      p99,
+      overTarget: 0,
+      lost,
+      retried: 0,
+      activations: 4,
+      wallSeconds: 1,
+      draws: 1,
+    });
+    const m = meanRow([row(1, 2, 1), row(3, 4, 2)]);
+    expect(m).toMatchObject({ dollars: 2, p99: 3, lost: 3, activations: 4, draws: 2, wallSeconds: 2 });
+    expect(beats(row(1, 2, 0), row(2, 2, 0))).toBe(true); // cheaper at an equal p99
+    expect(beats(row(1, 2.1, 0), row(2, 2, 0))).toBe(false); // cheaper but slower
+    expect(beats(row(2, 1, 0), row(2, 2, 0))).toBe(false); // faster at the same cost
   });
 });

@@ -8,8 +8,8 @@ import { patternByName, syntheticPatterns } from './simulate/patterns.js';
 import { runSimulation } from './simulate/run.js';
 import { loadTrace, type TraceRequest } from './simulate/trace.js';
 
-const USAGE = `usage: nodeworker simulate (--trace FILE | --pattern NAME) [--policy default|kpa] [--speed X] [--config FILE] [--out DIR] [--no-panic] [--log]
-       nodeworker simulate --compare [--trace FILE]... [--config FILE] [--out DIR]
+const USAGE = `usage: nodeworker simulate (--trace FILE | --pattern NAME [--draw K]) [--policy default|kpa] [--speed X] [--config FILE] [--out DIR] [--no-panic] [--log]
+       nodeworker simulate --compare [--trace FILE]... [--draws N] [--config FILE] [--out DIR]
 
 Replays a request trace (CSV: TIMESTAMP,ContextTokens,GeneratedTokens) against the autoscaler's
 own policy and router with a simulated fleet on a fake clock, and reports cost (GPU-hours, $)
@@ -19,10 +19,14 @@ against an oracle that knows the future, queue time p50/p99, and workers by stat
   --pattern NAME  a synthetic workload instead: ${syntheticPatterns()
     .map((p) => p.name)
     .join(', ')}
+  --draw K        with --pattern: the K-th draw of its random arrivals (0, the default, is the
+                  compare table's first draw; 1, 2, … use other seeds)
   --policy NAME   default (this engine's policy) or kpa (the Knative-KPA-style baseline); default: default
   --compare       both policies on every trace given (default: the shipped one), its variants
                   (halves, rate ×0.5/×2, shuffled gaps) and the synthetic patterns; prints a table
                   and writes compare.json and compare.md into --out
+  --draws N       with --compare: draw each synthetic pattern N times (other seeds) and report
+                  the means, and in how many draws the default beat the baseline; default 1
   --speed X       compress time X-fold (X=2: the same requests in half the time); default 1
   --config FILE   JSON/YAML merged over the default config (src/autoscaler/simulate.default.yaml)
   --out DIR       where report.json, timeline.csv, timeline.svg go (default .artifacts/simulate)
@@ -34,6 +38,8 @@ const OPTIONS = {
   pattern: { type: 'string' },
   policy: { type: 'string' },
   compare: { type: 'boolean' },
+  draws: { type: 'string' },
+  draw: { type: 'string' },
   speed: { type: 'string' },
   config: { type: 'string' },
   out: { type: 'string' },
@@ -65,6 +71,12 @@ export async function runSimulateCli(argv: string[]): Promise<number> {
   const speed = args.speed === undefined ? 1 : Number(args.speed);
   if (!(speed > 0) || !Number.isFinite(speed)) return usageError(`--speed must be a number > 0, got ${String(args.speed)}`);
   const traces = args.trace ?? [];
+  const draws = args.draws === undefined ? 1 : Number(args.draws);
+  if (!Number.isInteger(draws) || draws < 1 || draws > 100) return usageError(`--draws must be an integer from 1 to 100, got ${String(args.draws)}`);
+  if (args.draws !== undefined && !args.compare) return usageError('--draws goes with --compare (use --draw K with --pattern)');
+  const draw = args.draw === undefined ? 0 : Number(args.draw);
+  if (!Number.isInteger(draw) || draw < 0) return usageError(`--draw must be an integer ≥ 0, got ${String(args.draw)}`);
+  if (args.draw !== undefined && !args.pattern) return usageError('--draw goes with --pattern');
   if (args.compare && (args.pattern || args.policy)) return usageError('--compare runs every policy and pattern: drop --pattern and --policy');
   if (!args.compare && traces.length + (args.pattern ? 1 : 0) !== 1) return usageError('give one of --trace FILE or --pattern NAME (or --compare)');
   const outDir = resolve(args.out ?? '.artifacts/simulate');
@@ -94,7 +106,10 @@ export async function runSimulateCli(argv: string[]): Promise<number> {
       if (!requests) return 1;
       named.push({ name: basename(f).replace(/\.csv$/, ''), requests });
     }
-    const rows = await runCompare({ config, workloads: defaultWorkloads(named), policies: POLICY_NAMES, panic: !args['no-panic'] });
+    const progress = process.stderr.isTTY
+      ? (done: number, total: number, label: string) => process.stderr.write(`\r${done}/${total} ${label}\x1b[K${done === total ? '\n' : ''}`)
+      : undefined;
+    const rows = await runCompare({ config, workloads: defaultWorkloads(named, draws), policies: POLICY_NAMES, panic: !args['no-panic'], onRun: progress });
     const { markdown, path } = compareTable(rows, outDir);
     process.stdout.write(markdown + `\nwrote ${path}\n`);
     return 0;
@@ -104,7 +119,7 @@ export async function runSimulateCli(argv: string[]): Promise<number> {
   let params: Record<string, unknown> | undefined;
   let label: string;
   if (args.pattern) {
-    const p = patternByName(args.pattern);
+    const p = patternByName(args.pattern, draw);
     if (!p)
       return usageError(
         `--pattern must be one of ${syntheticPatterns()
@@ -113,7 +128,7 @@ export async function runSimulateCli(argv: string[]): Promise<number> {
       );
     requests = speed === 1 ? p.requests : p.requests.map((r) => ({ ...r, at: r.at / speed }));
     params = p.params;
-    label = `pattern ${p.name}`;
+    label = `pattern ${p.name}${draw > 0 ? ` (draw ${draw})` : ''}`;
   } else {
     const r = load(traces[0]!);
     if (!r) return 1;

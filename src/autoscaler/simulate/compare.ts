@@ -31,11 +31,22 @@ export interface CompareRow {
   /** The idle hour only: seconds with zero active workers, and the wake-up request's queue time. */
   idle?: { zeroActiveSeconds: number; wakeQueueTime: number | null };
   wallSeconds: number;
+  /** Draws averaged in this row (a synthetic pattern drawn with that many seeds; 1 for a trace). */
+  draws: number;
+  /** This engine's policy only: draws where it cost less than the baseline at an equal or better p99. */
+  beatsBaseline?: number;
 }
 
-/** The shipped/given traces, each with its variants, then the synthetic patterns. */
-export function defaultWorkloads(traces: ReadonlyArray<{ name: string; requests: TraceRequest[] }>): Workload[] {
-  return [...traces.flatMap((t) => [{ name: t.name, requests: t.requests }, ...traceVariants(t.name, t.requests)]), ...syntheticPatterns()];
+/**
+ * The shipped/given traces, each with its variants, then the synthetic patterns: one group per
+ * workload, holding its draws (a trace is one draw; a pattern `draws` draws with other seeds).
+ */
+export function defaultWorkloads(traces: ReadonlyArray<{ name: string; requests: TraceRequest[] }>, draws = 1): Workload[][] {
+  const patternDraws = Array.from({ length: Math.max(1, draws) }, (_, k) => syntheticPatterns(k));
+  return [
+    ...traces.flatMap((t) => [{ name: t.name, requests: t.requests }, ...traceVariants(t.name, t.requests)].map((w) => [w])),
+    ...patternDraws[0]!.map((_, i) => patternDraws.map((d) => d[i]!)),
+  ];
 }
 
 /** Seconds of the idle hour's silence (after the inactivity timeout) with no worker ready or starting. */
@@ -63,20 +74,77 @@ export function rowOf(workload: Workload, policy: PolicyName, result: Simulation
     activations: r.workers.activations,
     ...(workload.name === 'idle-hour' ? { idle: { zeroActiveSeconds: zeroActiveSeconds(result, sampleSeconds), wakeQueueTime: r.queueTime.last } } : {}),
     wallSeconds: r.wallSeconds,
+    draws: 1,
   };
 }
 
+/** The mean of one policy's rows over the draws of a workload (lost and retried summed, wall time summed). */
+export function meanRow(rows: readonly CompareRow[]): CompareRow {
+  const first = rows[0]!;
+  if (rows.length === 1) return first;
+  const mean = (f: (r: CompareRow) => number, d = 4) => Math.round((rows.reduce((s, r) => s + f(r), 0) / rows.length) * 10 ** d) / 10 ** d;
+  const sum = (f: (r: CompareRow) => number) => rows.reduce((s, r) => s + f(r), 0);
+  const idle = rows.every((r) => r.idle)
+    ? {
+        zeroActiveSeconds: mean((r) => r.idle!.zeroActiveSeconds, 1),
+        wakeQueueTime: rows.every((r) => r.idle!.wakeQueueTime !== null) ? mean((r) => r.idle!.wakeQueueTime!, 3) : null,
+      }
+    : undefined;
+  return {
+    workload: first.workload,
+    policy: first.policy,
+    requests: mean((r) => r.requests, 0),
+    dollars: mean((r) => r.dollars),
+    vsFluid: mean((r) => r.vsFluid, 2),
+    vsWholeWorkers: mean((r) => r.vsWholeWorkers, 2),
+    foresightVsWholeWorkers: mean((r) => r.foresightVsWholeWorkers, 2),
+    p50: mean((r) => r.p50, 3),
+    p99: mean((r) => r.p99, 3),
+    overTarget: mean((r) => r.overTarget),
+    lost: sum((r) => r.lost),
+    retried: sum((r) => r.retried),
+    activations: mean((r) => r.activations, 1),
+    ...(idle ? { idle } : {}),
+    wallSeconds: sum((r) => r.wallSeconds),
+    draws: rows.length,
+  };
+}
+
+/** True when `a` cost less than `b` at an equal or better queue p99: what the default must do against the baseline. */
+export function beats(a: CompareRow, b: CompareRow): boolean {
+  return a.dollars < b.dollars && a.p99 <= b.p99;
+}
+
+/**
+ * Every policy on every draw of every workload; one row per workload and policy (the mean over its
+ * draws). The default policy's row counts the draws where it beat the baseline (`kpa`).
+ */
 export async function runCompare(opts: {
   config: SimulationConfig;
-  workloads: readonly Workload[];
+  workloads: ReadonlyArray<readonly Workload[]>;
   policies: readonly PolicyName[];
   panic?: boolean;
+  /** Called after each run (progress). */
+  onRun?: (done: number, total: number, label: string) => void;
 }): Promise<CompareRow[]> {
   const rows: CompareRow[] = [];
-  for (const w of opts.workloads) {
-    for (const policy of opts.policies) {
-      const result = await runSimulation({ config: opts.config, requests: w.requests, params: w.params, policy, panic: opts.panic });
-      rows.push(rowOf(w, policy, result, opts.config.sample_seconds));
+  const total = opts.workloads.reduce((n, g) => n + g.length, 0) * opts.policies.length;
+  let done = 0;
+  for (const group of opts.workloads) {
+    const perPolicy = new Map<PolicyName, CompareRow[]>(opts.policies.map((p) => [p, []]));
+    for (const w of group) {
+      for (const policy of opts.policies) {
+        const result = await runSimulation({ config: opts.config, requests: w.requests, params: w.params, policy, panic: opts.panic });
+        perPolicy.get(policy)!.push(rowOf(w, policy, result, opts.config.sample_seconds));
+        opts.onRun?.(++done, total, `${w.name} ${policy}`);
+      }
+    }
+    const ours = perPolicy.get('default');
+    const base = perPolicy.get('kpa');
+    for (const [policy, draws] of perPolicy) {
+      const row = meanRow(draws);
+      if (policy === 'default' && ours && base) row.beatsBaseline = ours.filter((r, i) => beats(r, base[i]!)).length;
+      rows.push(row);
     }
   }
   return rows;
@@ -85,13 +153,15 @@ export async function runCompare(opts: {
 /** The table as Markdown (also written to DIR/compare.md, with the rows in DIR/compare.json). */
 export function compareTable(rows: readonly CompareRow[], outDir: string): { markdown: string; path: string } {
   const lines = [
-    '| workload | policy | requests | $ | × fluid oracle | × whole-workers oracle | foresight at p99 target (× whole) | queue p50 s | queue p99 s | over target | lost | retried | activations | note |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    '| workload | policy | draws | requests | $ | × fluid oracle | × whole-workers oracle | foresight at p99 target (× whole) | queue p50 s | queue p99 s | over target | lost | retried | activations | cheaper than kpa at ≤ p99 | note |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
   ];
   for (const r of rows) {
     const note = r.idle ? `zero active ${r.idle.zeroActiveSeconds} s, wake-up queue ${r.idle.wakeQueueTime ?? '-'} s` : '';
+    const base = r.policy === 'default' ? rows.find((x) => x.workload === r.workload && x.policy === 'kpa') : undefined;
+    const verdict = base ? `${beats(r, base) ? 'yes' : 'no'}${r.draws > 1 ? ` (${r.beatsBaseline ?? 0} of ${r.draws} draws)` : ''}` : '';
     lines.push(
-      `| ${r.workload} | ${r.policy} | ${r.requests} | ${r.dollars.toFixed(3)} | ${r.vsFluid} | ${r.vsWholeWorkers} | ${r.foresightVsWholeWorkers} | ${r.p50} | ${r.p99} | ${(r.overTarget * 100).toFixed(1)}% | ${r.lost} | ${r.retried} | ${r.activations} | ${note} |`,
+      `| ${r.workload} | ${r.policy} | ${r.draws} | ${r.requests} | ${r.dollars.toFixed(3)} | ${r.vsFluid} | ${r.vsWholeWorkers} | ${r.foresightVsWholeWorkers} | ${r.p50} | ${r.p99} | ${(r.overTarget * 100).toFixed(1)}% | ${r.lost} | ${r.retried} | ${r.activations} | ${verdict} | ${note} |`,
     );
   }
   const markdown = lines.join('\n') + '\n';

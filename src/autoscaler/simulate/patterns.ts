@@ -138,12 +138,19 @@ export function traceVariants(name: string, requests: readonly TraceRequest[]): 
   ];
 }
 
-/** The synthetic patterns of the compare table. */
-export function syntheticPatterns(): Workload[] {
-  return [stepPattern(), firstDayPattern(), diurnalPattern(), idlePattern(), conversationPattern()];
+/** Seeds of the k-th draw of the patterns differ from the first draw's by k × this. */
+export const SEED_STRIDE = 100;
+
+/**
+ * The synthetic patterns of the compare table, drawn with the `draw`-th seed (0: the default seeds;
+ * each draw gives other Poisson arrivals and request sizes from the same rates).
+ */
+export function syntheticPatterns(draw = 0): Workload[] {
+  const k = draw * SEED_STRIDE;
+  return [stepPattern(11 + k), firstDayPattern(12 + k), diurnalPattern(13 + k), idlePattern(14 + k), conversationPattern(15 + k)];
 }
 
-/** A pattern by name (for `simulate --pattern`). */
-export function patternByName(name: string): Workload | undefined {
-  return syntheticPatterns().find((p) => p.name === name);
+/** A pattern by name (for `simulate --pattern`), drawn with the `draw`-th seed. */
+export function patternByName(name: string, draw = 0): Workload | undefined {
+  return syntheticPatterns(draw).find((p) => p.name === name);
 }
