@@ -192,6 +192,43 @@ describe('nodeworker simulate on the shared trace', () => {
     expect(existsSync(join(out, 'engine.log'))).toBe(false);
   });
 
+  it('--compare --draws 2: a row per workload and policy, patterns averaged over two draws, the verdict against the baseline', async () => {
+    const out = tmp();
+    // A short trace keeps this quick: its first ten minutes.
+    const lines = readFileSync(TRACE, 'utf8').trim().split('\n');
+    const t0 = parseTimestamp(lines[1]!.split(',')[0]!);
+    const short = join(out, 'short.csv');
+    writeFileSync(short, lines.filter((l, i) => i === 0 || parseTimestamp(l.split(',')[0]!) - t0 < 600_000).join('\n') + '\n');
+    expect(await runSimulateCli(['--compare', '--trace', short, '--draws', '2', '--out', out])).toBe(0);
+    const rows = JSON.parse(readFileSync(join(out, 'compare.json'), 'utf8')) as CompareRow[];
+    const workloads = [...new Set(rows.map((r) => r.workload))];
+    expect(workloads).toEqual([
+      'short',
+      'short:first-half',
+      'short:second-half',
+      'short:rate-x0.5',
+      'short:rate-x2',
+      'short:shuffled-gaps',
+      'step-x4',
+      'first-day-2x',
+      'diurnal',
+      'idle-hour',
+      'conversation-like',
+    ]);
+    expect(rows).toHaveLength(22);
+    for (const r of rows) {
+      expect(r.draws).toBe(r.workload.startsWith('short') ? 1 : 2);
+      expect(r.lost).toBe(0);
+      if (r.policy === 'default') {
+        expect(r.beatsBaseline).toBeGreaterThanOrEqual(0);
+        expect(r.beatsBaseline).toBeLessThanOrEqual(r.draws);
+      }
+    }
+    const md = readFileSync(join(out, 'compare.md'), 'utf8');
+    expect(md).toContain('| step-x4 | default | 2 |');
+    expect(md).toMatch(/\| (yes|no) \([0-2] of 2 draws\) \|/);
+  });
+
   it('draws of a pattern are other arrivals from the same rates; the compare row is their mean', () => {
     const a = patternByName('step-x4', 0)!;
     const b = patternByName('step-x4', 1)!;
