@@ -190,8 +190,8 @@ export interface ReactiveRun {
  * forecast backlog fb = backlog + fore × max(0, rate − ready capacity) × startSeconds; need =
  * ceil((rate + max(0, fb − 1 s of ready capacity) / horizon) / perf) within [floor, cap]; if fewer
  * than need are ready + starting, start the difference; otherwise, with at most one second of ready
- * work queued, scale down to max(floor, need, ceil(rate over the last `hold` s / perf)), cancelling
- * starting workers first.
+ * work queued, scale down to max(floor, need, ceil(rate over the last `hold` s / perf), the workers
+ * that drain the backlog within a second), cancelling starting workers first.
  */
 export function runReactive(trace: PreparedTrace, model: ReactiveModel, params: ReactiveParams | null, floor: number, cap: number): ReactiveRun {
   const { at, work, step, cum, dt, stepsPerSecond: sps } = trace;
@@ -256,7 +256,9 @@ export function runReactive(trace: PreparedTrace, model: ReactiveModel, params: 
         activations += need - ready - starting;
       } else if (backlog <= readyCap) {
         const held = Math.ceil(arrived(k, holdSteps) / params.hold / perf - 1e-9);
-        const keep = Math.max(floor, need, held);
+        // Never below the workers that drain the backlog within a second (cutting to `need` alone
+        // would leave up to a second of the whole fleet's work to the few that remain).
+        const keep = Math.max(floor, need, held, Math.ceil(backlog / perf - 1e-9));
         while (starts.length > startHead && ready + starts.length - startHead > keep) starts.pop();
         if (ready > keep) ready = keep;
       }
