@@ -99,6 +99,8 @@ export interface FrontierOptions {
   /** Time step, s; 1/dt must be a whole number (default 0.1). */
   dt?: number;
   grid?: FrontierGrid;
+  /** How ready workers serve the queue (default pooled). */
+  serving?: Serving;
   /** Fleet sizes of the always-on family (default 1..8). */
   alwaysOn?: readonly number[];
 }
@@ -116,6 +118,7 @@ export interface FrontierResult {
   floors: number[];
   cap: number;
   dt: number;
+  serving: Serving;
   oracle: { fluidDollars: number; wholeWorkersDollars: number; wholeWorkerMinutes: number };
   grid: FrontierGrid;
   alwaysOn: number[];
@@ -166,6 +169,17 @@ export function prepareTrace(requests: readonly TraceRequest[], dt = 0.1): Prepa
   return { dt, stepsPerSecond, at, work, step, cum };
 }
 
+/**
+ * How the ready capacity serves the queue:
+ * - `pooled`: the whole ready capacity flows to the oldest unfinished request (one fluid server);
+ * - `workers`: each ready worker serves one request at a time at `perf` and takes the oldest
+ *   waiting request when free (n separate servers, one global FIFO queue); a worker stopped while
+ *   busy finishes its request first (billed) and takes no other.
+ * Neither starts every request no later than the other: pooled finishes the head sooner, separate
+ * workers start the next request without waiting for the head; the sweep can run either.
+ */
+export type Serving = 'pooled' | 'workers';
+
 /** The machine and timings a run is priced and paced by. */
 export interface ReactiveModel {
   perf: number;
@@ -173,6 +187,8 @@ export interface ReactiveModel {
   targetQueueTime: number;
   /** Steps billed (the trace's minutes). */
   billedSteps: number;
+  /** How ready workers take requests (default pooled); see `Serving`. */
+  serving?: Serving;
 }
 
 /** What one controller reached (before pricing). */
@@ -196,6 +212,7 @@ export interface ReactiveRun {
 export function runReactive(trace: PreparedTrace, model: ReactiveModel, params: ReactiveParams | null, floor: number, cap: number): ReactiveRun {
   const { at, work, step, cum, dt, stepsPerSecond: sps } = trace;
   const { perf, startSeconds, billedSteps } = model;
+  const pooled = (model.serving ?? 'pooled') === 'pooled';
   const n = at.length;
   if (params === null) cap = floor;
   if (!(perf > 0)) throw new Error(`perf must be > 0, got ${perf}`);
@@ -232,6 +249,11 @@ export function runReactive(trace: PreparedTrace, model: ReactiveModel, params: 
   let headLeft = n > 0 ? work[0]! : 0;
   let headStarted = false;
   let backlog = 0;
+  // Separate workers: remaining work of each ready worker's request, the next request to start,
+  // and the requests stopped workers finish before they go.
+  const left = new Float64Array(Math.max(cap, floor));
+  let nextStart = 0;
+  const draining: number[] = [];
 
   // With at least one worker whenever a request waits, everything is served by then.
   const lastStep = n > 0 ? step[n - 1]! : 0;
@@ -249,7 +271,8 @@ export function runReactive(trace: PreparedTrace, model: ReactiveModel, params: 
       const forecast = backlog + params.fore * Math.max(0, rate - readyCap) * startSeconds;
       let need = Math.ceil((rate + Math.max(0, forecast - readyCap) / params.horizon) / perf - 1e-9);
       // A waiting request needs a worker even when its work is zero or lost to rounding.
-      need = Math.min(cap, Math.max(floor, need, head < next ? 1 : 0));
+      const waiting = pooled ? head < next : nextStart < next;
+      need = Math.min(cap, Math.max(floor, need, waiting ? 1 : 0));
       const starting = starts.length - startHead;
       if (ready + starting < need) {
         for (let j = ready + starting; j < need; j++) starts.push(k + startSteps);
@@ -260,12 +283,53 @@ export function runReactive(trace: PreparedTrace, model: ReactiveModel, params: 
         // would leave up to a second of the whole fleet's work to the few that remain).
         const keep = Math.max(floor, need, held, Math.ceil(backlog / perf - 1e-9));
         while (starts.length > startHead && ready + starts.length - startHead > keep) starts.pop();
-        if (ready > keep) ready = keep;
+        if (ready > keep) {
+          if (!pooled) stopWorkers(left, ready, keep, draining);
+          ready = keep;
+        }
       }
       if (startHead > 64 && startHead * 2 > starts.length) {
         starts.splice(0, startHead);
         startHead = 0;
       }
+    }
+    if (!pooled) {
+      // Serve: each ready worker its own request, the oldest waiting one when it is free.
+      const perStep = perf * dt;
+      let busy = 0;
+      for (let w = 0; w < ready; w++) {
+        let c = perStep;
+        while (c > 0) {
+          if (left[w]! <= 1e-9) {
+            backlog -= left[w]!;
+            left[w] = 0;
+            if (nextStart >= next) break;
+            waits[nextStart] = Math.max(0, k * dt - at[nextStart]!);
+            left[w] = work[nextStart++]!;
+            continue;
+          }
+          const use = Math.min(c, left[w]!);
+          left[w]! -= use;
+          c -= use;
+          backlog -= use;
+        }
+        if (left[w]! > 1e-9) busy++;
+      }
+      for (let d = draining.length - 1; d >= 0; d--) {
+        const use = Math.min(perStep, draining[d]!);
+        draining[d]! -= use;
+        backlog -= use;
+        if (draining[d]! <= 1e-9) {
+          backlog -= draining[d]!;
+          draining.splice(d, 1);
+        }
+      }
+      if ((nextStart === next && busy === 0 && draining.length === 0) || backlog < 0) backlog = 0;
+      const live = ready + starts.length - startHead + draining.length;
+      if (k < billedSteps) workerSteps += live;
+      if (live > maxWorkers) maxWorkers = live;
+      if (nextStart >= n && busy === 0 && draining.length === 0 && k + 1 >= billedSteps) break;
+      continue;
     }
     // Serve: the ready capacity of this step flows to the queue head first.
     let capacity = ready * perf * dt;
@@ -292,6 +356,31 @@ export function runReactive(trace: PreparedTrace, model: ReactiveModel, params: 
     if (head >= n && k + 1 >= billedSteps) break;
   }
   return { workerSeconds: workerSteps * dt, waits, activations, maxWorkers };
+}
+
+/**
+ * Separate workers: shrink the ready workers `left[0..ready)` to `keep`, stopping idle ones first;
+ * a busy one stopped moves its request's remaining work to `draining` (finished before it goes).
+ */
+function stopWorkers(left: Float64Array, ready: number, keep: number, draining: number[]): void {
+  let idle = 0;
+  for (let w = 0; w < ready; w++) if (left[w]! <= 1e-9) idle++;
+  let stopBusy = Math.max(0, ready - keep - idle);
+  let keepIdle = Math.max(0, idle - (ready - keep));
+  let out = 0;
+  for (let w = 0; w < ready; w++) {
+    const v = left[w]!;
+    if (v > 1e-9) {
+      if (stopBusy > 0) {
+        draining.push(v);
+        stopBusy--;
+      } else left[out++] = v;
+    } else if (keepIdle > 0) {
+      left[out++] = 0;
+      keepIdle--;
+    }
+  }
+  for (let w = out; w < ready; w++) left[w] = 0;
 }
 
 /** The value at quantile q (0..1) of an ascending array: the ceil(q·n)-th smallest. */
@@ -325,6 +414,8 @@ export function reactiveFrontier(requests: readonly TraceRequest[], opts: Fronti
   const floors = [...(opts.floors ?? DEFAULT_FRONTIER_FLOORS)];
   const cap = opts.cap ?? 16;
   const grid = opts.grid ?? DEFAULT_FRONTIER_GRID;
+  const serving = opts.serving ?? 'pooled';
+  if (serving !== 'pooled' && serving !== 'workers') throw new Error(`serving must be pooled or workers, got ${JSON.stringify(serving)}`);
   const alwaysOn = [...(opts.alwaysOn ?? [1, 2, 3, 4, 5, 6, 7, 8])];
   if (!(startSeconds >= 0)) throw new Error(`startSeconds must be ≥ 0, got ${startSeconds}`);
   if (!(targetQueueTime >= 0)) throw new Error(`targetQueueTime must be ≥ 0, got ${targetQueueTime}`);
@@ -335,7 +426,7 @@ export function reactiveFrontier(requests: readonly TraceRequest[], opts: Fronti
   const oracle = oracleCost(requests, opts.machines, minutes);
   const wholeWorkerMinutes = Math.round(oracle.wholeWorkers.gpuHours * 60);
   const trace = prepareTrace(requests, dt);
-  const model: ReactiveModel = { perf: oracle.perf, startSeconds, targetQueueTime, billedSteps: Math.round(minutes * 60 * trace.stepsPerSecond) };
+  const model: ReactiveModel = { perf: oracle.perf, startSeconds, targetQueueTime, billedSteps: Math.round(minutes * 60 * trace.stepsPerSecond), serving };
   const sorted = new Float64Array(requests.length);
 
   const point = (kind: FrontierPoint['kind'], params: ReactiveParams | undefined, pFloor: number, pCap: number): FrontierPoint => {
@@ -387,6 +478,7 @@ export function reactiveFrontier(requests: readonly TraceRequest[], opts: Fronti
     floors,
     cap,
     dt,
+    serving,
     oracle: { fluidDollars: round(oracle.fluid.dollars, 4), wholeWorkersDollars: round(oracle.wholeWorkers.dollars, 4), wholeWorkerMinutes },
     grid,
     alwaysOn,
@@ -433,7 +525,7 @@ export function frontierMarkdown(r: FrontierResult, label = 'trace'): string {
     `# Reactive frontier: ${label}`,
     '',
     `${r.requests} requests, ${r.minutes} billed minutes; ${r.machine} (perf ${r.perf} load/s, $${r.dollarsPerHour}/h), start ${r.startSeconds} s, ` +
-      `floor ${r.floors.join('/')}, cap ${r.cap}, dt ${r.dt} s; target queue time ${r.targetQueueTime} s; whole-workers oracle $${r.oracle.wholeWorkersDollars.toFixed(3)} ` +
+      `floor ${r.floors.join('/')}, cap ${r.cap}, dt ${r.dt} s, ${r.serving === 'pooled' ? 'one pooled server' : 'separate workers'}; target queue time ${r.targetQueueTime} s; whole-workers oracle $${r.oracle.wholeWorkersDollars.toFixed(3)} ` +
       `(${r.oracle.wholeWorkerMinutes} worker-minutes), fluid oracle $${r.oracle.fluidDollars.toFixed(3)}. ${r.points.length} points ` +
       `(${r.points.length - r.alwaysOn.length} reactive, ${r.alwaysOn.length} always-on).`,
     '',
