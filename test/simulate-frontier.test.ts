@@ -73,6 +73,20 @@ describe('reactive frontier: the model', () => {
     }
   });
 
+  it('the same burst on separate workers: each takes a request of 0.875 s, three at a time', () => {
+    // Three workers take requests in rounds: round r = floor(j / 3) starts after 700 r load per
+    // worker, in step floor(700 r / 80) = floor(8.75 r): round 11 waits 9.6 s, round 12 10.5 s, so
+    // j = 36..59 are late, 24 of 60 (one fewer than the pooled server).
+    const requests = burst(5, 60, 700);
+    const r = reactiveFrontier(requests, { machines: [RTX], floors: [1], grid: SMALL_GRID, alwaysOn: [1, 2, 3, 4, 5, 6, 7, 8], serving: 'workers' });
+    expect(r.serving).toBe('workers');
+    const on = (k: number) => r.points.find((p) => p.kind === 'always-on' && p.floor === k)!;
+    expect(on(3).late).toBe(24);
+    expect(on(3).max).toBeCloseTo(Math.floor(8.75 * 19) / 10, 6);
+    for (let k = 2; k <= 8; k++) expect(on(k).p99).toBeLessThanOrEqual(on(k - 1).p99);
+    for (let k = 1; k <= 8; k++) expect(on(k).workerSeconds).toBeCloseTo(60 * k, 6);
+  });
+
   it('a reactive controller sees the burst at once but serves it only a start time later', () => {
     const requests = burst(5, 60, 700);
     const trace = prepareTrace(requests);
@@ -95,9 +109,12 @@ describe('reactive frontier: the model', () => {
   it('scale to zero drains requests of zero work too (no endless wait)', () => {
     const requests = [req(1, 0), req(100.5, 0), req(101, 50)];
     const trace = prepareTrace(requests);
-    const run = runReactive(trace, { perf: 800, startSeconds: 15, targetQueueTime: 10, billedSteps: 1200 }, { win: 2, horizon: 5, hold: 5, fore: 0 }, 0, 4);
-    expect(run.activations).toBeGreaterThanOrEqual(1);
-    for (const w of run.waits) expect(w).toBeLessThanOrEqual(16);
+    for (const serving of ['pooled', 'workers'] as const) {
+      const model = { perf: 800, startSeconds: 15, targetQueueTime: 10, billedSteps: 1200, serving };
+      const run = runReactive(trace, model, { win: 2, horizon: 5, hold: 5, fore: 0 }, 0, 4);
+      expect(run.activations).toBeGreaterThanOrEqual(1);
+      for (const w of run.waits) expect(w).toBeLessThanOrEqual(16);
+    }
   });
 
   it('the Pareto frontier is cheapest first with strictly falling p99', () => {
@@ -131,11 +148,12 @@ describe('reactive frontier: the model', () => {
     expect(() => reactiveFrontier([req(0, 1)], { machines: [RTX], alwaysOn: [0] })).toThrow(/alwaysOn/);
     expect(() => reactiveFrontier([req(0, 1)], { machines: [RTX], grid: { ...SMALL_GRID, horizon: [0] } })).toThrow(/horizon/);
     expect(() => reactiveFrontier([req(2, 1), req(1, 1)], { machines: [RTX] })).toThrow(/sorted/);
+    expect(() => reactiveFrontier([req(0, 1)], { machines: [RTX], serving: 'fast' as never })).toThrow(/serving/);
   });
 });
 
 describe('reactive frontier: the shipped trace', () => {
-  it('no causal controller of the family meets p99 ≤ 10 s at ≤ 1.5× the whole-workers oracle', () => {
+  it.each(['pooled', 'workers'] as const)('no causal controller of the family meets p99 ≤ 10 s at ≤ 1.5× the whole-workers oracle (%s)', (serving) => {
     const config = loadSimulationConfig();
     const { requests } = loadTrace(CODE_TRACE, { promptShare: config.workload.prompt_share });
     const machines = [
@@ -144,12 +162,12 @@ describe('reactive frontier: the shipped trace', () => {
       { name: 'h100', perf: 3000, dollarsPerHour: 2.0 },
     ];
     const started = performance.now();
-    const r = reactiveFrontier(requests, { machines, startSeconds: 15, targetQueueTime: 10, cap: 16 });
+    const r = reactiveFrontier(requests, { machines, startSeconds: 15, targetQueueTime: 10, cap: 16, serving });
     const seconds = (performance.now() - started) / 1000;
     const c = r.cheapestMeetingTarget;
     const b = r.bestWithinBudget;
     console.log(
-      `reactive frontier on the code trace: ${r.points.length} points in ${seconds.toFixed(2)} s; ` +
+      `reactive frontier on the code trace (${serving}): ${r.points.length} points in ${seconds.toFixed(2)} s; ` +
         `cheapest p99 ≤ 10 s: ${c ? `${c.vsWholeWorkers}× (p99 ${c.p99} s, ${describePoint(c)})` : 'none'}; ` +
         `best p99 at ≤ 1.5×: ${b ? `${b.p99} s at ${b.vsWholeWorkers}× (${(b.lateShare * 100).toFixed(1)}% over 10 s, ${describePoint(b)})` : 'none'}`,
     );
@@ -200,6 +218,8 @@ describe('simulate --frontier (CLI)', () => {
       expect(await runSimulateCli(['--frontier', '--pattern', 'step-x4'])).toBe(2);
       expect(stderr.mock.calls.map((c) => String(c[0])).join('')).toMatch(/--frontier.*--pattern/);
       expect(await runSimulateCli(['--frontier', '--trace', CODE_TRACE, '--trace', CODE_TRACE])).toBe(2);
+      expect(await runSimulateCli(['--frontier', '--serving', 'fifo'])).toBe(2);
+      expect(await runSimulateCli(['--trace', CODE_TRACE, '--serving', 'workers'])).toBe(2);
     } finally {
       stdout.mockRestore();
       stderr.mockRestore();

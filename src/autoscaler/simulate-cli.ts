@@ -4,7 +4,7 @@ import { parseArgs } from 'node:util';
 import { POLICY_NAMES, type PolicyName } from './policies.js';
 import { compareTable, defaultWorkloads, runCompare } from './simulate/compare.js';
 import { loadSimulationConfig, defaultSimulationConfigPath, type SimulationConfig } from './simulate/config.js';
-import { DEFAULT_FRONTIER_FLOORS, frontierHeadlines, frontierMarkdown, reactiveFrontier } from './simulate/frontier.js';
+import { DEFAULT_FRONTIER_FLOORS, frontierHeadlines, frontierMarkdown, reactiveFrontier, type Serving } from './simulate/frontier.js';
 import { oracleCost } from './simulate/oracle.js';
 import { DEFAULT_SIM_MACHINE } from './providers/simulated.js';
 import { writeSimulationOutputs } from './simulate/outputs.js';
@@ -14,7 +14,7 @@ import { loadTrace, type TraceRequest } from './simulate/trace.js';
 
 const USAGE = `usage: nodeworker simulate (--trace FILE | --pattern NAME) [--policy default|kpa] [--speed X] [--config FILE] [--out DIR] [--no-panic] [--log]
        nodeworker simulate --compare [--trace FILE]... [--config FILE] [--out DIR]
-       nodeworker simulate --frontier [--trace FILE] [--config FILE] [--out DIR]
+       nodeworker simulate --frontier [--trace FILE] [--config FILE] [--out DIR] [--serving pooled|workers]
 
 Replays a request trace (CSV: TIMESTAMP,ContextTokens,GeneratedTokens) against the autoscaler's
 own policy and router with a simulated fleet on a fake clock, and reports cost (GPU-hours, $)
@@ -32,6 +32,8 @@ against an oracle that knows the future, queue time p50/p99, and workers by stat
                   instant detection, unlimited stopped workers, start_time to serve) swept over its
                   parameters on one trace (default: the shipped one); prints the Pareto frontier of
                   cost vs queue p99 and writes frontier.json and frontier.md into --out
+  --serving MODE  with --frontier: pooled (one fluid server of the ready capacity, default) or
+                  workers (each ready worker serves one request at a time)
   --speed X       compress time X-fold (X=2: the same requests in half the time); default 1
   --config FILE   JSON/YAML merged over the default config (src/autoscaler/simulate.default.yaml)
   --out DIR       where report.json, timeline.csv, timeline.svg go (default .artifacts/simulate)
@@ -44,6 +46,7 @@ const OPTIONS = {
   policy: { type: 'string' },
   compare: { type: 'boolean' },
   frontier: { type: 'boolean' },
+  serving: { type: 'string' },
   speed: { type: 'string' },
   config: { type: 'string' },
   out: { type: 'string' },
@@ -79,7 +82,9 @@ export async function runSimulateCli(argv: string[]): Promise<number> {
     const conflicts = (['compare', 'pattern', 'policy', 'no-panic', 'log'] as const).filter((k) => args[k] !== undefined).map((k) => `--${k}`);
     if (conflicts.length > 0) return usageError(`--frontier cannot be combined with ${conflicts.join(', ')}: the frontier runs its own idealised controllers`);
     if (traces.length > 1) return usageError(`--frontier takes one --trace, got ${traces.length}`);
-  }
+    if (args.serving !== undefined && args.serving !== 'pooled' && args.serving !== 'workers')
+      return usageError(`--serving must be pooled or workers, got ${JSON.stringify(args.serving)}`);
+  } else if (args.serving !== undefined) return usageError('--serving applies to --frontier only');
   if (args.compare && (args.pattern || args.policy)) return usageError('--compare runs every policy and pattern: drop --pattern and --policy');
   if (!args.compare && !args.frontier && traces.length + (args.pattern ? 1 : 0) !== 1)
     return usageError('give one of --trace FILE or --pattern NAME (or --compare)');
@@ -106,7 +111,7 @@ export async function runSimulateCli(argv: string[]): Promise<number> {
     const file = traces[0] ?? resolve('data/azure-llm-2023-code.csv');
     const requests = load(file);
     if (!requests) return 1;
-    return runFrontier(config, requests, file, outDir, args.config);
+    return runFrontier(config, requests, file, outDir, args.config, args.serving === 'workers' ? 'workers' : 'pooled');
   }
 
   if (args.compare) {
@@ -173,7 +178,14 @@ export async function runSimulateCli(argv: string[]): Promise<number> {
 }
 
 /** `simulate --frontier`: sweep the reactive frontier on `requests`, print it, write frontier.json and frontier.md. */
-function runFrontier(config: SimulationConfig, requests: TraceRequest[], file: string, outDir: string, configFile: string | undefined): number {
+function runFrontier(
+  config: SimulationConfig,
+  requests: TraceRequest[],
+  file: string,
+  outDir: string,
+  configFile: string | undefined,
+  serving: Serving,
+): number {
   const sim = (name: string) => ({ ...DEFAULT_SIM_MACHINE, ...config.provider.defaults, ...config.provider.machines?.[name] });
   const machines = config.endpoint.workergroups.flatMap((wg) =>
     wg.machine_types.map((m) => ({ name: m.name, dollarsPerHour: m.dollars_per_hour, perf: sim(m.name).perf })),
@@ -196,6 +208,7 @@ function runFrontier(config: SimulationConfig, requests: TraceRequest[], file: s
     targetQueueTime: ep.target_queue_time > 0 ? ep.target_queue_time : ep.max_queue_time,
     cap: ep.max_workers,
     floors,
+    serving,
   });
   const wallSeconds = (performance.now() - started) / 1000;
   const label = basename(file);
