@@ -6,9 +6,9 @@ import type { TraceRequest } from './trace.js';
  * trace, as evidence for or against a cost/latency goal. A causal controller learns the load only as
  * it arrives and waits `startSeconds` for a stopped worker to serve. The model below idealises
  * everything else in the controller's favour:
- * - one pooled FIFO queue served fluidly by the ready capacity (ready workers × perf, load/s), in
- *   steps of `dt`; a request starts the first step it receives capacity, queue time = that step's
- *   start − its arrival (never below 0);
+ * - one global FIFO queue served by the ready capacity (ready workers × perf, load/s) in steps of
+ *   `dt`, either as one pooled fluid server or as separate workers (`Serving`); a request starts the
+ *   first step it receives capacity, queue time = that step's start − its arrival (never below 0);
  * - instant detection: each second the controller sees every arrival so far and the exact backlog;
  * - an unlimited pool of stopped workers, up to `cap` ready + starting, each ready exactly
  *   `startSeconds` after its start: no failures, no load time, no benchmark, no routing;
