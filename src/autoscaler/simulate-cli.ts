@@ -1,8 +1,12 @@
-import { basename, resolve } from 'node:path';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { POLICY_NAMES, type PolicyName } from './policies.js';
 import { compareTable, defaultWorkloads, runCompare } from './simulate/compare.js';
 import { loadSimulationConfig, defaultSimulationConfigPath, type SimulationConfig } from './simulate/config.js';
+import { DEFAULT_FRONTIER_FLOORS, frontierHeadlines, frontierMarkdown, reactiveFrontier, type Serving } from './simulate/frontier.js';
+import { oracleCost } from './simulate/oracle.js';
+import { DEFAULT_SIM_MACHINE } from './providers/simulated.js';
 import { writeSimulationOutputs } from './simulate/outputs.js';
 import { patternByName, syntheticPatterns } from './simulate/patterns.js';
 import { runSimulation } from './simulate/run.js';
@@ -10,6 +14,7 @@ import { loadTrace, type TraceRequest } from './simulate/trace.js';
 
 const USAGE = `usage: nodeworker simulate (--trace FILE | --pattern NAME [--draw K]) [--policy default|kpa] [--speed X] [--config FILE] [--out DIR] [--no-panic] [--log]
        nodeworker simulate --compare [--trace FILE]... [--draws N] [--config FILE] [--out DIR]
+       nodeworker simulate --frontier [--trace FILE] [--config FILE] [--out DIR] [--serving pooled|workers]
 
 Replays a request trace (CSV: TIMESTAMP,ContextTokens,GeneratedTokens) against the autoscaler's
 own policy and router with a simulated fleet on a fake clock, and reports cost (GPU-hours, $)
@@ -27,6 +32,12 @@ against an oracle that knows the future, queue time p50/p99, and workers by stat
                   and writes compare.json and compare.md into --out
   --draws N       with --compare: draw each synthetic pattern N times (other seeds) and report
                   the means, and in how many draws the default beat the baseline; default 1
+  --frontier      the reactive frontier: an idealised family of causal controllers (pooled queue,
+                  instant detection, unlimited stopped workers, start_time to serve) swept over its
+                  parameters on one trace (default: the shipped one); prints the Pareto frontier of
+                  cost vs queue p99 and writes frontier.json and frontier.md into --out
+  --serving MODE  with --frontier: pooled (one fluid server of the ready capacity, default) or
+                  workers (each ready worker serves one request at a time)
   --speed X       compress time X-fold (X=2: the same requests in half the time); default 1
   --config FILE   JSON/YAML merged over the default config (src/autoscaler/simulate.default.yaml)
   --out DIR       where report.json, timeline.csv, timeline.svg go (default .artifacts/simulate)
@@ -40,6 +51,8 @@ const OPTIONS = {
   compare: { type: 'boolean' },
   draws: { type: 'string' },
   draw: { type: 'string' },
+  frontier: { type: 'boolean' },
+  serving: { type: 'string' },
   speed: { type: 'string' },
   config: { type: 'string' },
   out: { type: 'string' },
@@ -77,8 +90,16 @@ export async function runSimulateCli(argv: string[]): Promise<number> {
   const draw = args.draw === undefined ? 0 : Number(args.draw);
   if (!Number.isInteger(draw) || draw < 0) return usageError(`--draw must be an integer ≥ 0, got ${String(args.draw)}`);
   if (args.draw !== undefined && !args.pattern) return usageError('--draw goes with --pattern');
+  if (args.frontier) {
+    const conflicts = (['compare', 'pattern', 'policy', 'no-panic', 'log', 'draws', 'draw'] as const).filter((k) => args[k] !== undefined).map((k) => `--${k}`);
+    if (conflicts.length > 0) return usageError(`--frontier cannot be combined with ${conflicts.join(', ')}: the frontier runs its own idealised controllers`);
+    if (traces.length > 1) return usageError(`--frontier takes one --trace, got ${traces.length}`);
+    if (args.serving !== undefined && args.serving !== 'pooled' && args.serving !== 'workers')
+      return usageError(`--serving must be pooled or workers, got ${JSON.stringify(args.serving)}`);
+  } else if (args.serving !== undefined) return usageError('--serving applies to --frontier only');
   if (args.compare && (args.pattern || args.policy)) return usageError('--compare runs every policy and pattern: drop --pattern and --policy');
-  if (!args.compare && traces.length + (args.pattern ? 1 : 0) !== 1) return usageError('give one of --trace FILE or --pattern NAME (or --compare)');
+  if (!args.compare && !args.frontier && traces.length + (args.pattern ? 1 : 0) !== 1)
+    return usageError('give one of --trace FILE or --pattern NAME (or --compare)');
   const outDir = resolve(args.out ?? '.artifacts/simulate');
   let config: SimulationConfig;
   try {
@@ -97,6 +118,13 @@ export async function runSimulateCli(argv: string[]): Promise<number> {
     }
     return null;
   };
+
+  if (args.frontier) {
+    const file = traces[0] ?? resolve('data/azure-llm-2023-code.csv');
+    const requests = load(file);
+    if (!requests) return 1;
+    return runFrontier(config, requests, file, outDir, args.config, args.serving === 'workers' ? 'workers' : 'pooled');
+  }
 
   if (args.compare) {
     const files = traces.length > 0 ? traces : [resolve('data/azure-llm-2023-code.csv')];
@@ -162,5 +190,60 @@ export async function runSimulateCli(argv: string[]): Promise<number> {
     `wrote        ${files.report}, ${files.timeline}, ${files.plot}`,
   ];
   process.stdout.write(lines.join('\n') + '\n');
+  return 0;
+}
+
+/** `simulate --frontier`: sweep the reactive frontier on `requests`, print it, write frontier.json and frontier.md. */
+function runFrontier(
+  config: SimulationConfig,
+  requests: TraceRequest[],
+  file: string,
+  outDir: string,
+  configFile: string | undefined,
+  serving: Serving,
+): number {
+  const sim = (name: string) => ({ ...DEFAULT_SIM_MACHINE, ...config.provider.defaults, ...config.provider.machines?.[name] });
+  const machines = config.endpoint.workergroups.flatMap((wg) =>
+    wg.machine_types.map((m) => ({ name: m.name, dollarsPerHour: m.dollars_per_hour, perf: sim(m.name).perf })),
+  );
+  const minutes = Math.max(1, Math.ceil(requests[requests.length - 1]!.at / 60));
+  const ep = config.endpoint;
+  const best = oracleCost(requests, machines, minutes);
+  if (ep.max_workers < 1) {
+    process.stderr.write(`nodeworker simulate: --frontier needs endpoint.max_workers ≥ 1, got ${ep.max_workers}\n`);
+    return 1;
+  }
+  // The config's own floor (min_load in whole workers) is swept too, whatever it is.
+  const ownFloor = Math.min(ep.max_workers, Math.ceil(ep.min_load / best.perf - 1e-9));
+  const floors = [...new Set([...DEFAULT_FRONTIER_FLOORS, ownFloor])].filter((f) => f <= ep.max_workers).sort((a, b) => a - b);
+  const started = performance.now();
+  const result = reactiveFrontier(requests, {
+    machines,
+    minutes,
+    startSeconds: sim(best.machine).start_time,
+    targetQueueTime: ep.target_queue_time > 0 ? ep.target_queue_time : ep.max_queue_time,
+    cap: ep.max_workers,
+    floors,
+    serving,
+  });
+  const wallSeconds = (performance.now() - started) / 1000;
+  const label = basename(file);
+  mkdirSync(outDir, { recursive: true });
+  const jsonPath = join(outDir, 'frontier.json');
+  const mdPath = join(outDir, 'frontier.md');
+  writeFileSync(
+    jsonPath,
+    JSON.stringify({ trace: { file: resolve(file), requests: requests.length }, config: configFile ? resolve(configFile) : null, ...result }, null, 2) + '\n',
+  );
+  const markdown = frontierMarkdown(result, label);
+  writeFileSync(mdPath, markdown);
+  process.stdout.write(
+    [
+      markdown.trimEnd(),
+      '',
+      ...frontierHeadlines(result),
+      `swept ${result.points.length} points in ${wallSeconds.toFixed(2)} s; wrote ${jsonPath}, ${mdPath}`,
+    ].join('\n') + '\n',
+  );
   return 0;
 }
