@@ -247,7 +247,12 @@ describe('autoscaler crash', () => {
       await new Promise((r) => setTimeout(r, 200));
     }
     await new Promise((r) => setTimeout(r, 1200)); // a tick or two: the journal has them ready
-    const pids = workerPids();
+    // Three processes per worker (script, model, worker), each with its pid file: on a loaded
+    // machine the last file can land a moment after the worker reported ready.
+    const pids = await waitFor('the pid files of both workers', () => {
+      const found = workerPids();
+      return found.length === 6 ? found : null;
+    });
     for (const p of pids) seen.add(p);
     expect(pids).toHaveLength(6);
 
