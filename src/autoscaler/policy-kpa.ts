@@ -1,5 +1,15 @@
 import { windowRate } from './load-history.js';
-import { typeEstimates, type Decision, type PolicyInput, type PolicyMemory, type PolicyOutput, type PolicyWorker } from './policy.js';
+import {
+  basePlan,
+  capacity,
+  endpointStateMoves,
+  fleetOf,
+  typeEstimates,
+  type Decision,
+  type PolicyInput,
+  type PolicyMemory,
+  type PolicyOutput,
+} from './policy.js';
 
 /**
  * The baseline: Knative's KPA transposed to this engine, for `simulate --policy kpa` and the
@@ -22,42 +32,17 @@ export function decideKpa(input: PolicyInput): PolicyOutput {
   const { now, params: P } = input;
   const memory: PolicyMemory = { ...input.memory, recentTargets: [...input.memory.recentTargets] };
   const decisions: Decision[] = [];
-  const live = input.workers.filter((w) => w.state !== 'destroyed');
-  const by = (...s: PolicyWorker['state'][]) => live.filter((w) => s.includes(w.state));
-  const cap = (ws: readonly PolicyWorker[]) => ws.reduce((n, w) => n + w.perf, 0);
-  const ready = by('ready');
-  const starting = by('starting');
-  const loading = by('created', 'loading');
-  const inactive = by('inactive');
-  const errored = by('errored');
+  const cap = capacity;
+  const fleet = fleetOf(input.workers, false);
+  const { live, ready, starting, loading, inactive, errored } = fleet;
   // Below a millionth of a load unit is float residue of the router's bookkeeping, not work.
   const queued = input.queue.waitingLoad + input.queue.workerBacklog;
   const backlog = queued > 1e-6 ? queued : 0;
   const stableLoad = windowRate(input.history, now, P.stable_window) + backlog / P.stable_window;
   const panicLoad = P.panic_window > 0 ? windowRate(input.history, now, P.panic_window) + backlog / P.panic_window : 0;
   const readyCap = cap(ready);
-  const plan = {
-    stableLoad,
-    panicLoad,
-    coldLoad: 0,
-    anticipatedLoad: stableLoad,
-    activeTarget: 0,
-    recruitTarget: 0,
-    inactiveTarget: 0,
-    panicking: memory.panicking,
-    zeroAllowed: false,
-    readyCapacity: readyCap,
-    activeCapacity: readyCap + cap(starting),
-    inactiveCapacity: cap(inactive),
-    loadingCapacity: cap(loading),
-    routeQueueLimit: P.max_queue_time,
-  };
-  if (input.state === 'suspended') return { decisions, memory, plan };
-  for (const w of errored) decisions.push({ kind: 'destroy', id: w.id, reason: 'errored' });
-  if (input.state === 'stopped') {
-    for (const w of [...ready, ...starting]) decisions.push({ kind: 'stop', id: w.id, reason: 'endpoint stopped' });
-    return { decisions, memory, plan };
-  }
+  const plan = { ...basePlan(fleet, P, memory), stableLoad, panicLoad, anticipatedLoad: stableLoad };
+  if (endpointStateMoves(input.state, fleet, decisions, 'errored')) return { decisions, memory, plan };
 
   if (P.panic_window > 0 && panicLoad > 0 && panicLoad / P.target_util >= P.panic_threshold * readyCap) {
     memory.lastTriggerAt = now;

@@ -193,6 +193,70 @@ export function typeEstimates(machines: readonly MachineChoice[]): Map<string, n
   return new Map(machines.map((m) => [m.key, m.perf !== null && m.perf > 0 ? m.perf : guess]));
 }
 
+/** An endpoint's workers by state, as a policy plans with them (destroyed ones left out). */
+export interface Fleet {
+  live: PolicyWorker[];
+  ready: PolicyWorker[];
+  starting: PolicyWorker[];
+  /** Created or loading. */
+  loading: PolicyWorker[];
+  inactive: PolicyWorker[];
+  errored: PolicyWorker[];
+}
+
+/** Sum of the perf of `ws`. */
+export function capacity(ws: readonly PolicyWorker[]): number {
+  return ws.reduce((s, w) => s + w.perf, 0);
+}
+
+/** The fleet of `workers`; with `withoutSuspects`, ready workers the router suspects are left out of `ready`. */
+export function fleetOf(workers: readonly PolicyWorker[], withoutSuspects: boolean): Fleet {
+  const live = workers.filter((w) => w.state !== 'destroyed');
+  const by = (...states: WorkerState[]) => live.filter((w) => states.includes(w.state));
+  return {
+    live,
+    ready: by('ready').filter((w) => !(withoutSuspects && w.suspect)),
+    starting: by('starting'),
+    loading: by('created', 'loading'),
+    inactive: by('inactive'),
+    errored: by('errored'),
+  };
+}
+
+/** The plan's capacities, with the loads and targets still to fill in. */
+export function basePlan(fleet: Fleet, P: EndpointParams, memory: PolicyMemory): Plan {
+  const ready = capacity(fleet.ready);
+  return {
+    stableLoad: 0,
+    panicLoad: 0,
+    coldLoad: 0,
+    anticipatedLoad: 0,
+    activeTarget: 0,
+    recruitTarget: 0,
+    inactiveTarget: 0,
+    panicking: memory.panicking,
+    zeroAllowed: false,
+    readyCapacity: ready,
+    activeCapacity: ready + capacity(fleet.starting),
+    inactiveCapacity: capacity(fleet.inactive),
+    loadingCapacity: capacity(fleet.loading),
+    routeQueueLimit: P.max_queue_time,
+  };
+}
+
+/**
+ * What every policy does first, by endpoint state: nothing while suspended; errored workers are
+ * destroyed (their replacement follows from the targets); a stopped endpoint stops its serving
+ * workers. True when the tick ends here.
+ */
+export function endpointStateMoves(state: EndpointState, fleet: Fleet, decisions: Decision[], erroredReason: string): boolean {
+  if (state === 'suspended') return true;
+  for (const w of fleet.errored) decisions.push({ kind: 'destroy', id: w.id, reason: erroredReason });
+  if (state !== 'stopped') return false;
+  for (const w of [...fleet.ready, ...fleet.starting]) decisions.push({ kind: 'stop', id: w.id, reason: 'endpoint stopped' });
+  return true;
+}
+
 /** Run the policy for one endpoint at `input.now`. */
 export function decide(input: PolicyInput): PolicyOutput {
   const { now, params: P } = input;
@@ -201,43 +265,17 @@ export function decide(input: PolicyInput): PolicyOutput {
   const estimates = typeEstimates(input.machines);
   const workerValue = (w: PolicyWorker) => perfPerDollar(w.perf, w.dollarsPerHour);
 
-  const live = input.workers.filter((w) => w.state !== 'destroyed');
-  const by = (...states: WorkerState[]) => live.filter((w) => states.includes(w.state));
-  const cap = (ws: readonly PolicyWorker[]) => ws.reduce((s, w) => s + w.perf, 0);
+  const cap = capacity;
   // A suspect worker may be dead: its capacity is not planned with, and it is neither kept nor stopped
   // for capacity (the engine errors it when its probe fails, or it reports again).
-  const ready = by('ready').filter((w) => !w.suspect);
-  const starting = by('starting');
-  const loading = by('created', 'loading');
-  const inactive = by('inactive');
-  const errored = by('errored');
+  const fleet = fleetOf(input.workers, true);
+  const { live, ready, starting, loading, inactive, errored } = fleet;
 
   const stableLoad = windowRate(input.history, now, P.stable_window);
   const panicLoad = P.panic_window > 0 ? windowRate(input.history, now, P.panic_window) : 0;
   const coldLoad = windowRate(input.history, now, P.cold_window);
-  const plan: Plan = {
-    stableLoad,
-    panicLoad,
-    coldLoad,
-    anticipatedLoad: stableLoad,
-    activeTarget: 0,
-    recruitTarget: 0,
-    inactiveTarget: 0,
-    panicking: memory.panicking,
-    zeroAllowed: false,
-    readyCapacity: cap(ready),
-    activeCapacity: cap(ready) + cap(starting),
-    inactiveCapacity: cap(inactive),
-    loadingCapacity: cap(loading),
-    routeQueueLimit: P.max_queue_time,
-  };
-
-  if (input.state === 'suspended') return { decisions, memory, plan };
-  for (const w of errored) decisions.push({ kind: 'destroy', id: w.id, reason: 'errored: released so a replacement can be recruited' });
-  if (input.state === 'stopped') {
-    for (const w of [...ready, ...starting]) decisions.push({ kind: 'stop', id: w.id, reason: 'endpoint stopped' });
-    return { decisions, memory, plan };
-  }
+  const plan: Plan = { ...basePlan(fleet, P, memory), stableLoad, panicLoad, coldLoad, anticipatedLoad: stableLoad };
+  if (endpointStateMoves(input.state, fleet, decisions, 'errored: released so a replacement can be recruited')) return { decisions, memory, plan };
 
   // 3. Panic mode.
   const readyCap = cap(ready);
