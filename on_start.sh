@@ -145,10 +145,16 @@ if [ ! -f "$NODEWORKER_DIR/dist/cli.js" ]; then
       exit 1
     fi
   fi
-  current_step="building nodeworker (npm ci && npm run build)"
+  # npm ci builds through the package's prepare script; the explicit build is only for an npm
+  # configured with ignore-scripts.
+  current_step="building nodeworker (npm ci)"
   log "$current_step"
-  if ! out=$(cd "$NODEWORKER_DIR" && npm ci --no-audit --no-fund 2>&1 && npm run build 2>&1); then
-    report_error "install failed: npm ci && npm run build in $NODEWORKER_DIR: $(tail -n 5 <<< "$out")"
+  if ! out=$(cd "$NODEWORKER_DIR" && npm ci --no-audit --no-fund 2>&1); then
+    report_error "install failed: npm ci in $NODEWORKER_DIR: $(tail -n 5 <<< "$out")"
+    exit 1
+  fi
+  if [ ! -f "$NODEWORKER_DIR/dist/cli.js" ] && ! out=$(cd "$NODEWORKER_DIR" && npm run build 2>&1); then
+    report_error "install failed: npm run build in $NODEWORKER_DIR: $(tail -n 5 <<< "$out")"
     exit 1
   fi
   if [ ! -f "$NODEWORKER_DIR/dist/cli.js" ]; then

@@ -5,7 +5,7 @@
  * anything left over by killing its process group.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -226,6 +226,22 @@ describe('on_start.sh', () => {
     expect(report, run.output()).toBeDefined();
     expect(report!.error_msg).toMatch(/^install failed: git clone .*no-such-repo/);
     expect(report).toMatchObject({ mtoken: 'on-start-token', url: `http://127.0.0.1:${env.WORKER_PORT}` });
+    expect(existsSync(join(ws, 'model.log'))).toBe(false);
+  });
+
+  it('a checkout whose npm ci fails (no lockfile) is reported as such, and nothing is built or started', async () => {
+    const e = await engine();
+    const ws = workspace();
+    const dir = join(ws, 'broken-checkout');
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'broken-checkout', version: '1.0.0', scripts: { prepare: 'echo prepared > built.txt' } }));
+    const env: Record<string, string> = { ...(await baseEnv(e, ws, 44)), NODEWORKER_DIR: dir };
+    const run = runOnStart(env);
+    expect(await run.exited).not.toBe(0);
+    const report = e.statuses.find((s) => s.body.id === 44)?.body;
+    expect(report, run.output()).toBeDefined();
+    expect(report!.error_msg).toMatch(/^install failed: npm ci in .*broken-checkout: /);
+    expect(existsSync(join(dir, 'built.txt'))).toBe(false);
     expect(existsSync(join(ws, 'model.log'))).toBe(false);
   });
 });
