@@ -8,6 +8,7 @@ import {
   INITIAL_MEMORY,
   pushPeak,
   START_PRIOR_S,
+  surgeLoad,
   type Decision,
   type MachineChoice,
   type PolicyInput,
@@ -66,6 +67,50 @@ describe('route queue limit', () => {
 
   it('with a single loaded worker nothing could take a request sooner: max_queue_time stands', () => {
     expect(decide(input({ workers: [worker(1, 'ready')], params: { max_queue_time: 10_000, target_queue_time: 10 } })).plan.routeQueueLimit).toBe(10_000);
+  });
+});
+
+describe('a significant surge is planned for at once', () => {
+  /** The steady history, with `perSecond` requests of `cost` each arriving in each of the last `seconds` seconds. */
+  function surgeHistory(base: number, seconds: number, perSecond: number, cost: number): LoadHistoryView {
+    const h = steadyHistory(base);
+    const loads = [...h.loads];
+    // A steady stream of base load/s as requests of 10: squares 10 × base per second.
+    const squares = loads.map((l) => 10 * l);
+    for (let i = loads.length - seconds; i < loads.length; i++) {
+      loads[i] = base + perSecond * cost;
+      squares[i] = 10 * base + perSecond * cost * cost;
+    }
+    return { ...h, loads, squares };
+  }
+  const fleet = () => [worker(1, 'ready'), worker(2, 'inactive'), worker(3, 'inactive'), worker(4, 'inactive')];
+  const params = { cold_workers: 0, cold_mult: 0, target_util: 0.9 };
+
+  it('many requests in two seconds, far above the ready capacity, start workers before panic or the stable load would', () => {
+    // 60 load/s steady; then 2 s of 30 requests of 10 per second on top: 360 load/s against a ready 100.
+    const out = decide(input({ history: surgeHistory(60, 2, 30, 10), workers: fleet(), params }));
+    expect(out.plan.panicking).toBe(false); // the 6 s load (160) is under 2 × 100 / 0.9
+    expect(out.plan.surgeLoad).toBeCloseTo(360, 6);
+    expect(ids(kinds(out.decisions, 'activate'))).toEqual([2, 3, 4]); // 360 / 0.9 = 400: all four
+    // Without the surge the same fleet starts nothing (stable load 66 / 0.9 = 73 < 100).
+    const calm = decide(input({ history: surgeHistory(60, 0, 0, 0), workers: fleet(), params }));
+    expect(calm.plan.surgeLoad).toBe(0);
+    expect(kinds(calm.decisions, 'activate')).toEqual([]);
+  });
+
+  it('the same load in a few large requests is not significant: nothing starts', () => {
+    // 2 s of one request of 300 per second: 360 load/s again, but two requests could be chance.
+    const out = decide(input({ history: surgeHistory(60, 2, 1, 300), workers: fleet(), params }));
+    expect(out.plan.surgeLoad).toBe(0);
+    expect(kinds(out.decisions, 'activate')).toEqual([]);
+  });
+
+  it('a surge below the ready capacity is none, and histories without squared costs never surge', () => {
+    expect(surgeLoad(surgeHistory(60, 4, 3, 10), NOW, 60, 100)).toBe(0); // 90 load/s < 100
+    const { squares: _dropped, ...plain } = surgeHistory(60, 2, 30, 10);
+    // Without squares every window counts as significant: the test is then the plain rate against capacity.
+    expect(surgeLoad(plain, NOW, 60, 100)).toBeCloseTo(360, 6);
+    expect(surgeLoad(surgeHistory(60, 2, 30, 10), NOW, 1, 100)).toBe(0); // stable_window below every surge window
   });
 });
 

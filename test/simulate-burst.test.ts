@@ -4,8 +4,9 @@ import { runSimulation, type TimelineRow } from '../src/autoscaler/simulate/run.
 import type { TraceRequest } from '../src/autoscaler/simulate/trace.js';
 
 /**
- * The panic window on the fake clock: a steady 600 load/s served by one worker of 800, then a
- * 3x surge (1800 load/s) for 3 minutes, then back. Runs the real engine, policy and router.
+ * A 3x surge on the fake clock: a steady 600 load/s served by one worker of 800, then 1800 load/s
+ * for 3 minutes, then back. Runs the real engine, policy and router, with and without the panic
+ * window (the surge test answers it either way; panic holds what it started).
  */
 
 const SURGE_AT = 300;
@@ -76,10 +77,11 @@ describe('panic window on a 3x surge', () => {
     expect(before.every((r) => r.states.ready === 1)).toBe(true);
 
     const fast = answeredAt(rows, SURGE_AT, 1800) - SURGE_AT;
-    const slow = answeredAt(noPanic.timeline, SURGE_AT, 1800) - SURGE_AT;
-    // Panic: the panic window sees the surge within a few seconds; inactive workers start in 5 s.
-    expect(fast).toBeLessThanOrEqual(15);
-    expect(slow).toBeGreaterThan(fast);
+    const withoutPanic = answeredAt(noPanic.timeline, SURGE_AT, 1800) - SURGE_AT;
+    // 30 requests a second against one worker is a significant surge within two seconds, planned for
+    // at once with or without the panic window; inactive workers start in 5 s.
+    expect(fast).toBeLessThanOrEqual(10);
+    expect(withoutPanic).toBeLessThanOrEqual(10);
     expect(withPanic.report.panicEpisodes).toBeGreaterThanOrEqual(1);
     expect(noPanic.report.panicEpisodes).toBe(0);
 

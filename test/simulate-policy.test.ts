@@ -17,7 +17,7 @@ const config = loadSimulationConfig();
 const code = loadTrace(CODE_TRACE).requests;
 
 describe('the shipped code trace', () => {
-  it('default: no request lost (failures re-routed), p99 and cost well below the old policy, and it beats KPA on both', async () => {
+  it('default: no request lost (failures re-routed), p99, late share and cost well below the old policy, and it beats KPA on cost and p99', async () => {
     const [def, kpa] = await Promise.all([
       runSimulation({ config, requests: code, policy: 'default' }),
       runSimulation({ config, requests: code, policy: 'kpa' }),
@@ -27,8 +27,10 @@ describe('the shipped code trace', () => {
     expect(d.requests.served).toBe(code.length);
     // A worker died silently in this seeded run: its requests were re-routed, not lost.
     expect(d.requests.retried).toBeGreaterThan(0);
-    expect(d.queueTime.p99).toBeLessThan(27);
-    expect(d.costRatio.vsWholeWorkers).toBeLessThan(2.6);
+    expect(d.queueTime.p99).toBeLessThan(24);
+    expect(d.costRatio.vsWholeWorkers).toBeLessThan(2.75);
+    // Requests over the 10 s target: a fifth (25% before surges were planned for at once; KPA 16.8% at 2.2× the cost).
+    expect(d.queueTime.overTargetShare).toBeLessThan(0.22);
     // Against the baseline: cheaper, at an equal or better p99.
     expect(d.cost.dollars).toBeLessThan(kpa.report.cost.dollars);
     expect(d.queueTime.p99).toBeLessThanOrEqual(kpa.report.queueTime.p99);

@@ -9,6 +9,8 @@ export interface LoadHistoryView {
   readonly start: number;
   readonly bucketMs: number;
   readonly loads: readonly number[];
+  /** `squares[i]`: the sum of the squared costs of the requests in bucket i (absent: unknown). */
+  readonly squares?: readonly number[];
   /** When recording began (ms): windows never reach before it, so a young history is not diluted by zeros. */
   readonly since: number;
 }
@@ -40,11 +42,31 @@ export function windowRate(h: LoadHistoryView, now: number, windowS: number): nu
   return sum / Math.max(span / 1000, Math.min(windowS, 1));
 }
 
+/**
+ * Load arrived in the last `windowS` buckets up to `now` (the one holding the instant before `now`
+ * and those before it, never before the history began), with the sum of the squared request costs:
+ * the compound-Poisson variance estimate of that load is `squares`. `seconds` is the span read.
+ */
+export function windowSums(h: LoadHistoryView, now: number, windowS: number): { load: number; squares: number; seconds: number } {
+  // Buckets after the last arrival are not stored: they are empty.
+  const last = Math.floor((now - 1 - h.start) / h.bucketMs);
+  const buckets = Math.max(1, Math.round((windowS * 1000) / h.bucketMs));
+  const first = Math.max(0, last - buckets + 1, Math.floor((h.since - h.start) / h.bucketMs));
+  let load = 0;
+  let squares = 0;
+  for (let i = first; i <= Math.min(last, h.loads.length - 1); i++) {
+    load += h.loads[i]!;
+    squares += h.squares?.[i] ?? 0;
+  }
+  return { load, squares, seconds: (Math.max(1, last - first + 1) * h.bucketMs) / 1000 };
+}
+
 /** The mutable history the engine keeps per endpoint; it forgets buckets older than `keepS`. */
 export class LoadHistory implements LoadHistoryView {
   start: number;
   readonly bucketMs: number;
   loads: number[] = [];
+  squares: number[] = [];
   readonly since: number;
 
   constructor(
@@ -61,8 +83,12 @@ export class LoadHistory implements LoadHistoryView {
   add(at: number, load: number): void {
     const i = Math.floor((at - this.start) / this.bucketMs);
     if (i < 0) return;
-    while (this.loads.length <= i) this.loads.push(0);
+    while (this.loads.length <= i) {
+      this.loads.push(0);
+      this.squares.push(0);
+    }
     this.loads[i]! += load;
+    this.squares[i]! += load * load;
     this.trim(at);
   }
 
@@ -80,8 +106,12 @@ export class LoadHistory implements LoadHistoryView {
     if (drop > keepBuckets / 4 && drop > 0) {
       const n = Math.min(drop, this.loads.length);
       this.loads.splice(0, n);
+      this.squares.splice(0, n);
       this.start += drop * this.bucketMs;
-      if (n < drop) this.loads.length = 0;
+      if (n < drop) {
+        this.loads.length = 0;
+        this.squares.length = 0;
+      }
     }
   }
 }

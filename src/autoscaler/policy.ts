@@ -1,4 +1,4 @@
-import { windowRate, type LoadHistoryView } from './load-history.js';
+import { windowRate, windowSums, type LoadHistoryView } from './load-history.js';
 import type { EndpointParams } from './params.js';
 import type { EndpointState, WorkerState } from './states.js';
 
@@ -17,7 +17,8 @@ import type { EndpointState, WorkerState } from './states.js';
  *     stopped or released; left once the queued work is drained and a learned start time passed
  *     without a trigger (ski rental: holding surge capacity longer than a restart takes costs more);
  *  4. active target A = max((anticipated load + backlog drain rate) / target_util, min_load), where
- *     anticipated = stable load (max with the panic load while panicking) and the backlog is all
+ *     anticipated = stable load (max with the panic load while panicking; max with a surge: the rate
+ *     of a 2–32 s window whose arrivals are significantly above the ready capacity) and the backlog is all
  *     queued work (global queue and workers, less a second per ready worker) drained within
  *     `target_queue_time`, which also caps the queue a worker holds (the plan's routeQueueLimit);
  *     recruitment target
@@ -104,6 +105,28 @@ export const INITIAL_MEMORY: PolicyMemory = {
   recentNeeds: [],
 };
 
+/** Confidence of the surge test: a window's load must exceed the ready capacity by this many standard errors (≈ 97.7% one-sided). */
+export const SURGE_Z = 2;
+/** Windows of the surge test, s (those longer than `stable_window` are skipped). */
+export const SURGE_WINDOWS_S = [2, 4, 8, 16, 32] as const;
+
+/**
+ * The load of a surge: the highest rate among the short windows whose arrivals are significantly
+ * above `readyCap` (the load less SURGE_Z standard errors, compound-Poisson: the square root of the
+ * sum of squared request costs, still above the capacity); 0 when none is. A few large requests, or
+ * Poisson noise near capacity, are not significant; a burst or a step of many requests is, within
+ * a second or two.
+ */
+export function surgeLoad(history: LoadHistoryView, now: number, stableWindowS: number, readyCap: number): number {
+  let surge = 0;
+  for (const L of SURGE_WINDOWS_S) {
+    if (L > stableWindowS) break;
+    const w = windowSums(history, now, L);
+    if ((w.load - SURGE_Z * Math.sqrt(w.squares)) / w.seconds > readyCap) surge = Math.max(surge, w.load / w.seconds);
+  }
+  return surge;
+}
+
 /** Seconds of work a busy worker holds in the normal course (being served, reported, deleted): not a backlog. */
 export const PIPELINE_S = 1;
 /** Start time assumed until one is observed, s (a stopped Vast instance with the model on disk). */
@@ -152,6 +175,8 @@ export interface Plan {
   stableLoad: number;
   panicLoad: number;
   coldLoad: number;
+  /** Rate of a short window whose arrivals are significantly above the ready capacity, 0 when none is (see surgeLoad). */
+  surgeLoad?: number;
   anticipatedLoad: number;
   activeTarget: number;
   /** The stable target recruitment works toward (active target without panic and backlog terms). */
@@ -304,7 +329,11 @@ export function decide(input: PolicyInput): PolicyOutput {
   // 4. Active target (what serves now: panic load, backlog) and recruitment target (what lasts:
   // the stable load). Recruits take minutes to load, so seconds-long demand is met only by
   // starting inactive workers; recruiting for it would buy machines that arrive after it is gone.
-  const anticipated = memory.panicking ? Math.max(stableLoad, panicLoad) : stableLoad;
+  // A surge: arrivals of a short window significantly above the ready capacity are planned for at
+  // once, without waiting for panic's 2× or for the stable average to catch up.
+  const surge = surgeLoad(input.history, now, P.stable_window, readyCap);
+  plan.surgeLoad = surge;
+  const anticipated = Math.max(memory.panicking ? Math.max(stableLoad, panicLoad) : stableLoad, surge);
   const drainHorizon = P.target_queue_time > 0 ? P.target_queue_time : P.max_queue_time;
   // Size to queued work as well as arrivals: add the capacity that drains it within target_queue_time.
   // A second of work per ready worker is the routing pipeline, not a queue.
