@@ -65,6 +65,13 @@ describe('route queue limit', () => {
     expect(decide(input({ workers: two(), params: { max_queue_time: 30, target_queue_time: 0 } })).plan.routeQueueLimit).toBe(30);
   });
 
+  it('the queue budget is target_queue_time (a request waits that long in all before a worker takes it), off without a target', () => {
+    expect(decide(input({ workers: two(), params: { target_queue_time: 10 } })).plan.routeQueueBudget).toBe(10);
+    expect(decide(input({ workers: two(), params: { target_queue_time: 0 } })).plan.routeQueueBudget).toBe(0);
+    expect(decide(input({ workers: [worker(1, 'ready')], params: { target_queue_time: 10 } })).plan.routeQueueBudget).toBe(0);
+    expect(decideKpa(input({ workers: two(), params: { target_queue_time: 10 } })).plan.routeQueueBudget ?? 0).toBe(0);
+  });
+
   it('with a single loaded worker nothing could take a request sooner: max_queue_time stands', () => {
     expect(decide(input({ workers: [worker(1, 'ready')], params: { max_queue_time: 10_000, target_queue_time: 10 } })).plan.routeQueueLimit).toBe(10_000);
   });

@@ -285,6 +285,7 @@ export class Engine implements EngineLink {
       readyWorkers: () => this.routable(ep.name),
       // The plan may hold requests in the global queue sooner than max_queue_time (capacity is coming).
       maxQueueTime: () => Math.min(ep.params.max_queue_time, ep.lastPlan?.routeQueueLimit ?? Number.POSITIVE_INFINITY),
+      queueBudget: () => ep.lastPlan?.routeQueueBudget ?? 0,
       unreportedTtlMs: this.timing.unreported_ttl_seconds * 1000,
       requestTtlMs: this.timing.request_ttl_seconds * 1000,
       onRouted: (e) => this.emit('routed', e),

@@ -190,6 +190,12 @@ export interface Plan {
   loadingCapacity: number;
   /** Seconds of expected queue the router lets a worker hold now (≤ max_queue_time); beyond it requests wait in the global queue. */
   routeQueueLimit: number;
+  /**
+   * Seconds a request may wait in all, global queue included, before the model starts on it (0 or
+   * absent: none): the router places a request at a worker only within what is left of it (at least
+   * MIN_ROUTE_QUEUE_S), so a request that waited for capacity is not queued again behind a full worker.
+   */
+  routeQueueBudget?: number;
 }
 
 export interface PolicyOutput {
@@ -351,6 +357,7 @@ export function decide(input: PolicyInput): PolicyOutput {
   // worker nothing else could take it sooner, so the worker's own limit (max_queue_time) stands.
   const others = ready.length + starting.length + loading.length + inactive.length > 1;
   plan.routeQueueLimit = P.target_queue_time > 0 && others ? Math.min(P.max_queue_time, P.target_queue_time) : P.max_queue_time;
+  plan.routeQueueBudget = P.target_queue_time > 0 && others ? P.target_queue_time : 0;
   const idleFor = input.lastActivityAt === null ? Number.POSITIVE_INFINITY : (now - input.lastActivityAt) / 1000;
   const zeroAllowed = P.min_load === 0 && (P.inactivity_timeout === 0 || (P.inactivity_timeout > 0 && idleFor >= P.inactivity_timeout));
   if (!zeroAllowed) {

@@ -92,6 +92,12 @@ export interface RouterOptions {
   readyWorkers: () => readonly RoutableWorker[];
   /** The endpoint's current `max_queue_time`, s. */
   maxQueueTime: () => number;
+  /**
+   * Seconds a request may wait in all (0 or absent: no budget): it is placed at a worker only when
+   * what it already waited plus that worker's expected queue stays within the budget, or the queue
+   * is under MIN_ROUTE_QUEUE_S.
+   */
+  queueBudget?: () => number;
   unreportedTtlMs: number;
   requestTtlMs: number;
   /** Called when a request gets a worker (at once or from the queue). */
@@ -106,6 +112,11 @@ export interface RouterOptions {
  * tell whether it died, and meanwhile no more requests are lost to it.
  */
 export const SUSPECT_AFTER_MS = 5_000;
+/**
+ * Under a queue budget a worker may still be given this much queue: below it the router's view of
+ * a worker (reports every second, load routed but not yet reported) is too coarse to keep it busy.
+ */
+export const MIN_ROUTE_QUEUE_S = 2;
 /** Seconds of recent routing used for the observed queue time. */
 const RECENT_WAIT_MS = 10_000;
 /** How long a timed-out request_idx still answers polls with its error. */
@@ -352,8 +363,11 @@ export class EndpointRouter {
   }
 
   private pick(entry: RequestEntry | undefined, avoidMs: number): { worker: RoutableWorker; wait: number } | null {
-    const limit = this.opts.maxQueueTime();
     const now = this.opts.now();
+    let limit = this.opts.maxQueueTime();
+    const budget = this.opts.queueBudget?.() ?? 0;
+    // A request that already waited in the global queue may take only what is left of its budget at a worker.
+    if (budget > 0 && entry) limit = Math.min(limit, Math.max(MIN_ROUTE_QUEUE_S, budget - (now - entry.createdAt) / 1000));
     const cost = entry?.cost ?? 100;
     let bestRank = Number.POSITIVE_INFINITY;
     let bestFinish = Number.POSITIVE_INFINITY;
