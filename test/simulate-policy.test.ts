@@ -29,8 +29,8 @@ describe('the shipped code trace', () => {
     expect(d.requests.retried).toBeGreaterThan(0);
     expect(d.queueTime.p99).toBeLessThan(24);
     expect(d.costRatio.vsWholeWorkers).toBeLessThan(2.75);
-    // Requests over the 10 s target: a fifth (25% before surges were planned for at once; KPA 16.8% at 2.2× the cost).
-    expect(d.queueTime.overTargetShare).toBeLessThan(0.22);
+    // Requests over the 10 s target: 15.7% (25% before the surge test and the queue budget; KPA 16.8% at 2.1× the cost).
+    expect(d.queueTime.overTargetShare).toBeLessThan(0.18);
     // Against the baseline: cheaper, at an equal or better p99.
     expect(d.cost.dollars).toBeLessThan(kpa.report.cost.dollars);
     expect(d.queueTime.p99).toBeLessThanOrEqual(kpa.report.queueTime.p99);
