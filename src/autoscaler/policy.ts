@@ -113,12 +113,15 @@ export const SURGE_WINDOWS_S = [2, 4, 8, 16, 32] as const;
 /**
  * The load of a surge: the highest rate among the short windows whose arrivals are significantly
  * above `readyCap` (the load less SURGE_Z standard errors, compound-Poisson: the square root of the
- * sum of squared request costs, still above the capacity); 0 when none is. A few large requests, or
+ * sum of squared request costs, still above the capacity); 0 when none is, or when the history
+ * keeps no squared costs. A few large requests, or
  * Poisson noise near capacity, are not significant; a burst or a step of many requests is, within
  * a second or two.
  */
 export function surgeLoad(history: LoadHistoryView, now: number, stableWindowS: number, readyCap: number): number {
   let surge = 0;
+  // Without the squared costs there is no error estimate: no evidence of a surge.
+  if (!history.squares) return 0;
   for (const L of SURGE_WINDOWS_S) {
     if (L > stableWindowS) break;
     const w = windowSums(history, now, L);
