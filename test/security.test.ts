@@ -8,13 +8,11 @@
 import { execFileSync } from 'node:child_process';
 import { createHash, createPrivateKey, createPublicKey, createVerify } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import type { AddressInfo } from 'node:net';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import fc from 'fast-check';
 import { Agent, request } from 'undici';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { completions } from '../handlers/openai.js';
 import type { Provider, ProviderEvent, WorkerHandle, WorkerSpec as ProviderWorkerSpec } from '../src/autoscaler/providers/types.js';
 import { sameSecret } from '../src/autoscaler/engine.js';
@@ -30,7 +28,7 @@ import { tokenMatches } from '../src/worker/management.js';
 import { canonicalJson, sameAuth } from '../src/worker/sessions.js';
 import { startWorker, type RunningWorker } from '../src/worker/worker.js';
 import { startEngine, type TestEngine } from './helpers/engine.js';
-import { startTestWorker, waitFor, type TestWorker } from './helpers/worker.js';
+import { freePort, startTestWorker, useResources, waitFor, type TestWorker } from './helpers/worker.js';
 import { authMaker, clientAgent, completion, useStage, waitUntil } from './faults/harness.js';
 import { checkDeliveries } from '../benchmarks/lib/invariants.js';
 
@@ -59,14 +57,7 @@ afterAll(async () => {
   rmSync(simDir, { recursive: true, force: true });
 });
 
-let cleanups: Array<() => Promise<void> | void> = [];
-afterEach(async () => {
-  for (const fn of cleanups.reverse())
-    await Promise.resolve()
-      .then(fn)
-      .catch(() => undefined);
-  cleanups = [];
-});
+const cleanups = useResources();
 
 async function securedWorker(env: Record<string, string> = {}): Promise<TestWorker> {
   const w = await startTestWorker({
@@ -77,7 +68,7 @@ async function securedWorker(env: Record<string, string> = {}): Promise<TestWork
     extensions: defaultExtensions(),
     env,
   });
-  cleanups.push(() => w.close());
+  cleanups.defer(() => w.close());
   return w;
 }
 
@@ -162,14 +153,6 @@ describe('signature attacks (compatible mode)', () => {
 
 // ---------------------------------------------------------------------------------------------
 // Strict mode, end to end: the reference autoscaler signs, a STRICT_AUTH worker verifies.
-
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as AddressInfo).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
 
 /** A provider whose instances are real in-process workers (STRICT_AUTH=true) in front of model-sim. */
 class StrictWorkerProvider implements Provider {
@@ -535,7 +518,7 @@ describe('HTTPS with a real certificate', () => {
     const wrongCa = new Agent({ connect: { ca: readFileSync(pki.otherCa) } });
     const noCa = new Agent();
     const byName = new Agent({ connect: { ca: readFileSync(pki.ca), servername: 'localhost' } });
-    cleanups.push(() => Promise.all([trusted.close(), wrongCa.close(), noCa.close(), byName.close()]).then(() => undefined));
+    cleanups.defer(() => Promise.all([trusted.close(), wrongCa.close(), noCa.close(), byName.close()]).then(() => undefined));
 
     const auth = { cost: 10, endpoint: 'sec', reqnum: nextIdx, request_idx: nextIdx++, signature: engine.sign(w.url), url: w.url };
     const ok = await send(`${w.url}/v1/completions`, { auth_data: auth, payload }, trusted);

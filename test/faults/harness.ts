@@ -20,8 +20,9 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Agent, errors as undiciErrors, request } from 'undici';
-import { afterEach, expect } from 'vitest';
+import { expect } from 'vitest';
 import { startEngine, type TestEngine } from '../helpers/engine.js';
+import { useResources } from '../helpers/worker.js';
 import {
   checkAccounting,
   totalsFromMetrics,
@@ -57,30 +58,22 @@ export interface Stage {
 
 /** Everything a test starts, stopped after it even when it fails. */
 export function useStage(): Stage {
-  let cleanups: Array<() => Promise<void> | void> = [];
-  afterEach(async () => {
-    const fns = cleanups.reverse();
-    cleanups = [];
-    for (const fn of fns)
-      await Promise.resolve()
-        .then(fn)
-        .catch(() => undefined);
-  });
+  const cleanups = useResources();
   const stage: Stage = {
     dir() {
       const d = mkdtempSync(join(tmpdir(), 'faults-'));
-      cleanups.push(() => rmSync(d, { recursive: true, force: true }));
+      cleanups.defer(() => rmSync(d, { recursive: true, force: true }));
       return d;
     },
     async engine() {
       const e = await startEngine();
-      cleanups.push(() => e.close());
+      cleanups.defer(() => e.close());
       return e;
     },
     sim: (opts = {}) => startSim(stage, opts),
     worker: (opts) => startWorkerProcess(stage, opts),
     defer(fn) {
-      cleanups.push(fn);
+      cleanups.defer(fn);
     },
   };
   return stage;
