@@ -3,7 +3,7 @@
  * an https url. The certificate is made here by openssl (self-signed for 127.0.0.1), and the test
  * talks HTTPS to the worker with that certificate as its only CA.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -15,6 +15,7 @@ import { defineWorker } from '../src/worker/config.js';
 import { parseWorkerEnv } from '../src/worker/env.js';
 import { startWorker } from '../src/worker/worker.js';
 import { startEngine, type TestEngine } from './helpers/engine.js';
+import { selfSignedCert } from './helpers/tls.js';
 import { freePort, silentLogger, useResources, waitFor } from './helpers/worker.js';
 
 let dir: string;
@@ -27,29 +28,7 @@ let sim: ModelSim;
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'https-'));
-  cert = join(dir, 'instance.crt');
-  key = join(dir, 'instance.key');
-  execFileSync(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-keyout',
-      key,
-      '-out',
-      cert,
-      '-days',
-      '1',
-      '-subj',
-      '/CN=127.0.0.1',
-      '-addext',
-      'subjectAltName=IP:127.0.0.1',
-    ],
-    { stdio: 'ignore' },
-  );
+  ({ cert, key } = selfSignedCert(dir, 'instance', { subject: '/CN=127.0.0.1', days: 1, extensions: ['subjectAltName=IP:127.0.0.1'] }));
   ca = readFileSync(cert);
   agent = new Agent({ connect: { ca } });
   engine = await startEngine();

@@ -19,7 +19,7 @@ import { sameSecret } from '../src/autoscaler/engine.js';
 import { startAutoscaler, type RunningAutoscaler } from '../src/autoscaler/server.js';
 import { createLogger } from '../src/common/log.js';
 import { generateRsaKeyPair, pythonJsonDumps, signMessage, signUrl } from '../src/common/signature.js';
-import { startModelSim, type ModelSim } from '../src/model-sim/index.js';
+import type { ModelSim } from '../src/model-sim/index.js';
 import { strictSignedMessage } from '../src/worker/auth.js';
 import { defineWorker } from '../src/worker/config.js';
 import { parseWorkerEnv } from '../src/worker/env.js';
@@ -28,7 +28,8 @@ import { tokenMatches } from '../src/worker/management.js';
 import { canonicalJson, sameAuth } from '../src/worker/sessions.js';
 import { startWorker, type RunningWorker } from '../src/worker/worker.js';
 import { startEngine, type TestEngine } from './helpers/engine.js';
-import { freePort, startTestWorker, useResources, waitFor, type TestWorker } from './helpers/worker.js';
+import { selfSignedCert } from './helpers/tls.js';
+import { freePort, startInstantOpenaiSim, startTestWorker, useResources, waitFor, type TestWorker } from './helpers/worker.js';
 import { authMaker, clientAgent, completion, useStage, waitUntil } from './faults/harness.js';
 import { checkDeliveries } from '../benchmarks/lib/invariants.js';
 
@@ -40,16 +41,7 @@ let simDir: string;
 beforeAll(async () => {
   engine = await startEngine();
   simDir = mkdtempSync(join(tmpdir(), 'security-'));
-  sim = await startModelSim({
-    flavor: 'openai',
-    port: 0,
-    loadSeconds: 0,
-    tokenRate: 100_000,
-    capacity: 1_000_000,
-    ttftMs: 0,
-    logFile: join(simDir, 'model.log'),
-  });
-  await sim.ready;
+  sim = await startInstantOpenaiSim(simDir);
 });
 afterAll(async () => {
   await sim?.close();
@@ -481,33 +473,19 @@ describe('HTTPS with a real certificate', () => {
     const dir = mkdtempSync(join(tmpdir(), 'pki-'));
     const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
     // A CA, and a server certificate for 127.0.0.1 signed by it; and a second, unrelated CA.
-    ssl(
-      'req',
-      '-x509',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-keyout',
-      'ca.key',
-      '-out',
-      'ca.crt',
-      '-days',
-      '2',
-      '-subj',
-      '/CN=nodeworker test CA',
-      '-addext',
-      'basicConstraints=critical,CA:TRUE',
-      '-addext',
-      'keyUsage=critical,keyCertSign,cRLSign',
-    );
+    const ca = selfSignedCert(dir, 'ca', {
+      subject: '/CN=nodeworker test CA',
+      days: 2,
+      extensions: ['basicConstraints=critical,CA:TRUE', 'keyUsage=critical,keyCertSign,cRLSign'],
+    });
     ssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1');
     writeFileSync(
       join(dir, 'ext.cnf'),
       'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n',
     );
     ssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.crt', '-days', '2', '-extfile', 'ext.cnf');
-    ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'other.key', '-out', 'other.crt', '-days', '2', '-subj', '/CN=some other CA');
-    pki = { dir, ca: join(dir, 'ca.crt'), cert: join(dir, 'server.crt'), key: join(dir, 'server.key'), otherCa: join(dir, 'other.crt') };
+    const other = selfSignedCert(dir, 'other', { subject: '/CN=some other CA', days: 2 });
+    pki = { dir, ca: ca.cert, cert: join(dir, 'server.crt'), key: join(dir, 'server.key'), otherCa: other.cert };
   });
   afterAll(() => rmSync(pki.dir, { recursive: true, force: true }));
 

@@ -19,6 +19,7 @@ import { afterEach } from 'vitest';
 import { z } from 'zod';
 import tgi, { generate, generateStream } from '../../handlers/tgi.js';
 import { createLogger, type Logger } from '../../src/common/log.js';
+import { startModelSim, type ModelSim } from '../../src/model-sim/index.js';
 import { defineHandler, defineWorker, type HandlerSpec, type WorkerSpec } from '../../src/worker/config.js';
 import { parseWorkerEnv } from '../../src/worker/env.js';
 import { startWorker, type RunningWorker, type WorkerExtension, type WorkerTimings } from '../../src/worker/worker.js';
@@ -145,6 +146,21 @@ export const echoModel: ModelHandler = (_req, res, body) => {
   res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
   res.end(text);
 };
+
+/** model-sim with the openai routes, answering at once at any load (its log in `logDir`); resolves once it is ready. The caller closes it. */
+export async function startInstantOpenaiSim(logDir: string): Promise<ModelSim> {
+  const sim = await startModelSim({
+    flavor: 'openai',
+    port: 0,
+    loadSeconds: 0,
+    tokenRate: 100_000,
+    capacity: 1_000_000,
+    ttftMs: 0,
+    logFile: join(logDir, 'model.log'),
+  });
+  await sim.ready;
+  return sim;
+}
 
 // ---------------------------------------------------------------------------------------------
 // A loopback engine: the public key and the two report routes.
