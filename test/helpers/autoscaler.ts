@@ -1,8 +1,11 @@
 /**
- * Test helpers for the autoscaler's engine driven in this process on a fake clock: a provider that
- * only records what it is asked, and the engine as these tests build it. The test plays the workers
- * through the engine's own methods (workerStatus, route), as the HTTP routes call them.
+ * Test helpers for the autoscaler: for the engine driven in this process on a fake clock, a provider
+ * that only records what it is asked and the engine as these tests build it (the test plays the
+ * workers through the engine's own methods, as the HTTP routes call them); for providers whose
+ * workers are HTTP servers the test plays, starting and stopping those servers.
  */
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { createLogger } from '../../src/common/log.js';
 import { generateRsaKeyPair } from '../../src/common/signature.js';
 import type { FakeClock } from '../../src/autoscaler/clock.js';
@@ -42,6 +45,21 @@ export class RecordingProvider implements Provider {
     for (const l of this.listeners) l(e);
   }
   async close() {}
+}
+
+/** Listen on an ephemeral port of 127.0.0.1; resolves with the server's http:// URL. */
+export async function listenLoopback(server: Server): Promise<string> {
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+/** Close `server` and every connection it holds (at once when it is not listening). */
+export function closeServer(server: Server): Promise<void> {
+  return new Promise((resolve) => {
+    if (!server.listening) return resolve();
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
 }
 
 let key: string | undefined;
