@@ -29,7 +29,7 @@ import { canonicalJson, sameAuth } from '../src/worker/sessions.js';
 import { startWorker, type RunningWorker } from '../src/worker/worker.js';
 import { startEngine, type TestEngine } from './helpers/engine.js';
 import { selfSignedCert } from './helpers/tls.js';
-import { freePort, startInstantOpenaiSim, startTestWorker, useResources, waitFor, type TestWorker } from './helpers/worker.js';
+import { freePort, postJson, startInstantOpenaiSim, startTestWorker, useResources, waitFor, type TestWorker } from './helpers/worker.js';
 import { authMaker, clientAgent, completion, useStage, waitUntil } from './faults/harness.js';
 import { checkDeliveries } from '../benchmarks/lib/invariants.js';
 
@@ -64,22 +64,7 @@ async function securedWorker(env: Record<string, string> = {}): Promise<TestWork
   return w;
 }
 
-async function send(url: string, body: unknown, dispatcher?: Agent): Promise<{ status: number; text: string; json: any }> {
-  const r = await request(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: typeof body === 'string' ? body : JSON.stringify(body),
-    dispatcher,
-  });
-  const text = await r.body.text();
-  let json: any;
-  try {
-    json = text ? JSON.parse(text) : undefined;
-  } catch {
-    json = undefined;
-  }
-  return { status: r.statusCode, text, json };
-}
+const send = (url: string, body: unknown, dispatcher?: Agent) => postJson(url, body, { dispatcher });
 
 let nextIdx = 70_000_000;
 const payload = { prompt: 'hello', max_tokens: 2 };

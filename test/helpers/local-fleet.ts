@@ -11,14 +11,14 @@ import { procStart } from '../../src/autoscaler/providers/local-procs.js';
 /** Running (a zombie waiting for a non-reaping init has exited: it counts as gone). */
 export const alive = (pid: number) => procStart(pid) !== null;
 
-/** Poll `fn` every 100 ms until it returns something truthy, and return that; throws after `ms`. */
-export async function waitForValue<T>(what: string, fn: () => T | undefined | null | false, ms: number): Promise<T> {
+/** Poll `fn` every `everyMs` until it returns something truthy, and return that; throws after `ms`. */
+export async function waitForValue<T>(what: string, fn: () => T | undefined | null | false, ms: number, everyMs = 100): Promise<T> {
   const end = Date.now() + ms;
   for (;;) {
     const v = fn();
     if (v) return v;
     if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
+    await new Promise((r) => setTimeout(r, everyMs));
   }
 }
 
