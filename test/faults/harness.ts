@@ -509,19 +509,23 @@ export function reportsOf(engine: TestEngine, id: number): StatusReport[] {
   return engine.statuses.filter((s) => s.body.id === id).map((s) => s.body as unknown as StatusReport);
 }
 
-/**
- * The invariants after a scenario, while the worker still runs: waits (up to `timeoutMs`) until the
- * worker has nothing in flight and every invariant holds, then asserts them, listing every problem.
- * Also checks the model has no request left open (no leaked model connection).
- */
-export async function expectAccounting(o: {
+/** What the end of a scenario checks: the engine, the worker, the clients' records (and the model, for leaked requests). */
+export interface ScenarioEnd {
   engine: TestEngine;
   worker: WorkerProcess;
   records: readonly ClientRecord[];
   sim?: SimProcess;
   options?: DeliveryOptions;
+  /** How long the invariants may take to hold (default 15 s). */
   timeoutMs?: number;
-}): Promise<void> {
+}
+
+/**
+ * The invariants after a scenario, while the worker still runs: waits (up to `timeoutMs`) until the
+ * worker has nothing in flight and every invariant holds, then asserts them, listing every problem.
+ * Also checks the model has no request left open (no leaked model connection).
+ */
+export async function expectAccounting(o: ScenarioEnd): Promise<void> {
   let problems: string[] = ['not checked yet'];
   const check = async () => {
     const totals = totalsFromMetrics(await o.worker.metrics());
@@ -567,14 +571,7 @@ export function tally(records: readonly { outcome: ClientOutcome }[]): Record<Cl
  * The end of every scenario: the invariants while the worker runs, then SIGTERM; the worker must
  * exit 0 by itself (no leaked handle), and its last flush must leave the invariants intact.
  */
-export async function finishScenario(o: {
-  engine: TestEngine;
-  worker: WorkerProcess;
-  records: readonly ClientRecord[];
-  sim?: SimProcess;
-  options?: DeliveryOptions;
-  timeoutMs?: number;
-}): Promise<void> {
+export async function finishScenario(o: ScenarioEnd): Promise<void> {
   await expectAccounting(o);
   const totals = totalsFromMetrics(await o.worker.metrics());
   await o.worker.terminate();
