@@ -13,23 +13,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Serverless } from '../src/client/index.js';
 import { createLogger } from '../src/common/log.js';
 import type { TransitionEvent, WorkerRecord } from '../src/autoscaler/engine.js';
-import { procStart } from '../src/autoscaler/providers/local-procs.js';
 import type { LocalProvider } from '../src/autoscaler/providers/local.js';
 import { startAutoscaler, type RunningAutoscaler } from '../src/autoscaler/server.js';
+import { alive, localFleetConfig, rememberPids, waitForValue as waitFor } from './helpers/local-fleet.js';
 
 const API_KEY = 'e2e-scale-client-key';
-const alive = (pid: number) => procStart(pid) !== null;
-
-async function waitFor<T>(what: string, fn: () => T | undefined | null | false, ms: number): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
 /** A small open-loop load: `perSecond` requests a second, each declaring `cost`, until stopped. */
 function load(client: Serverless, perSecond: number, cost: number) {
   const ep = client.endpoint('scale');
@@ -72,42 +60,25 @@ describe('autoscaling with real workers', () => {
       dataDir,
       adminKey: 'e2e-admin-key',
       logger: createLogger('autoscaler', { destination: join(dataDir, 'autoscaler.log') }),
-      config: {
-        provider: {
-          kind: 'local',
-          kill_timeout_seconds: 5,
-          env: {
-            MODEL_SIM_ARGS: '--load-seconds 0.2 --token-rate 100 --capacity 1000 --ttft-ms 10',
-            BENCHMARK_MAX_TOKENS: '4',
-            BENCHMARK_CONCURRENCY: '4',
-            DRAIN_TIMEOUT: '5',
-          },
+      config: localFleetConfig({
+        tokenRate: 100,
+        endpoint: {
+          name: 'scale',
+          api_key: API_KEY,
+          cold_workers: 1,
+          max_workers: 2,
+          min_load: 1,
+          target_util: 0.9,
+          stable_window: 3,
+          panic_window: 0,
+          scale_down_delay: 2,
+          release_delay: 600,
         },
-        engine: { tick_seconds: 0.5, stale_after_seconds: 15, probe_timeout_seconds: 2, load_timeout_seconds: 60 },
-        endpoints: [
-          {
-            name: 'scale',
-            api_key: API_KEY,
-            cold_workers: 1,
-            max_workers: 2,
-            min_load: 1,
-            cold_mult: 0,
-            target_util: 0.9,
-            stable_window: 3,
-            panic_window: 0,
-            scale_down_delay: 2,
-            release_delay: 600,
-            workergroups: [{ name: 'sim', machine_types: [{ name: 'cpu', dollars_per_hour: 0.1 }] }],
-          },
-        ],
-      },
+      }),
     });
     as.engine.on('transition', (t) => transitions.push(t));
     client = new Serverless({ autoscalerUrl: as.url, apiKey: as.apiKeys.scale!, maxPollInterval: 250 });
-    const remember = setInterval(() => {
-      for (const p of provider().allPids()) seenPids.add(p);
-    }, 100);
-    remember.unref();
+    rememberPids(provider, seenPids);
   }, 20_000);
 
   afterAll(async () => {

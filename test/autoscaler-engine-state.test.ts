@@ -2,49 +2,20 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createLogger } from '../src/common/log.js';
-import { generateRsaKeyPair } from '../src/common/signature.js';
 import { FakeClock } from '../src/autoscaler/clock.js';
-import { engineTimingSchema } from '../src/autoscaler/config.js';
-import { Engine } from '../src/autoscaler/engine.js';
+import type { Engine } from '../src/autoscaler/engine.js';
 import { Journal } from '../src/autoscaler/journal.js';
 import { endpointSchema } from '../src/autoscaler/params.js';
-import type { AdoptResult, AdoptSpec, Provider, ProviderEvent, WorkerHandle, WorkerSpec } from '../src/autoscaler/providers/types.js';
+import type { AdoptResult, AdoptSpec, Provider, WorkerSpec } from '../src/autoscaler/providers/types.js';
+import { fakeClockEngine, RecordingProvider } from './helpers/autoscaler.js';
 
 /**
  * The engine's own state across a restart (journal → restore → adopt) and the rolling update of
  * /update_workers/, on a fake clock, with the test playing the workers through the engine's methods.
  */
-class Recorder implements Provider {
-  readonly kind = 'recorder';
-  readonly specs: WorkerSpec[] = [];
-  readonly calls: string[] = [];
+/** A provider that can take back the workers listed in `adoptable` after a restart. */
+class Adopter extends RecordingProvider {
   adoptable: number[] | null = null;
-  private listeners = new Set<(e: ProviderEvent) => void>();
-  async create(spec: WorkerSpec): Promise<WorkerHandle> {
-    this.specs.push(spec);
-    this.calls.push(`create ${spec.workerId}`);
-    return { id: spec.workerId, url: `http://127.0.0.1:${20000 + spec.workerId}` };
-  }
-  async start(id: number) {
-    this.calls.push(`start ${id}`);
-  }
-  async stop(id: number) {
-    this.calls.push(`stop ${id}`);
-  }
-  async destroy(id: number) {
-    this.calls.push(`destroy ${id}`);
-  }
-  async probe() {
-    return true;
-  }
-  subscribe(l: (e: ProviderEvent) => void) {
-    this.listeners.add(l);
-    return () => this.listeners.delete(l);
-  }
-  async close() {}
-}
-class Adopter extends Recorder {
   adopted: AdoptSpec[] = [];
   async adopt(specs: AdoptSpec[]): Promise<AdoptResult[]> {
     this.adopted = specs;
@@ -52,7 +23,6 @@ class Adopter extends Recorder {
   }
 }
 
-const key = generateRsaKeyPair(1024).privateKeyPem;
 const dirs: string[] = [];
 const engines: Engine[] = [];
 afterEach(() => {
@@ -61,15 +31,7 @@ afterEach(() => {
 });
 
 function make(provider: Provider, clock: FakeClock, store?: Journal) {
-  const engine = new Engine({
-    clock,
-    provider,
-    privateKey: key,
-    logger: createLogger('engine-state', { level: 'silent' }),
-    timing: engineTimingSchema.parse({ tick_seconds: 1 }),
-    reportAddrs: () => ['http://127.0.0.1:1'],
-    store,
-  });
+  const engine = fakeClockEngine({ provider, clock, logName: 'engine-state', store });
   engines.push(engine);
   return engine;
 }
@@ -93,7 +55,7 @@ describe('engine state across a restart', () => {
     const dir = mkdtempSync(join(tmpdir(), 'engine-state-'));
     dirs.push(dir);
     const clock = new FakeClock(1_000_000);
-    const p1 = new Recorder();
+    const p1 = new RecordingProvider();
     const e1 = make(p1, clock, new Journal(join(dir, 'state.jsonl')));
     e1.addEndpoint(endpointSchema.parse(EP));
     e1.updateEndpoint('ep', { max_queue_time: 7 });
@@ -142,7 +104,7 @@ describe('engine state across a restart', () => {
     dirs.push(dir);
     const path = join(dir, 'state.jsonl');
     const clock = new FakeClock(1_000_000);
-    const p1 = new Recorder();
+    const p1 = new RecordingProvider();
     const e1 = make(p1, clock, new Journal(path));
     e1.addEndpoint(endpointSchema.parse(EP));
     e1.start();
@@ -152,7 +114,7 @@ describe('engine state across a restart', () => {
     const j = new Journal(path);
     j.put('endpoint', 'broken', { id: 9, createdAt: 0, lastActivityAt: null, config: { name: 'broken', max_workers: 'many' }, wgIds: {} });
     j.close();
-    const e2 = make(new Recorder(), clock, new Journal(path));
+    const e2 = make(new RecordingProvider(), clock, new Journal(path));
     expect(e2.restore().endpoints).toBe(1);
     expect(e2.endpoints.has('broken')).toBe(false);
     await e2.adoptWorkers();
@@ -163,7 +125,7 @@ describe('engine state across a restart', () => {
 describe('rolling update (/update_workers/)', () => {
   it('replaces ready workers one at a time: each drains, goes, and the next waits until the replacement is ready', async () => {
     const clock = new FakeClock(1_000_000);
-    const p = new Recorder();
+    const p = new RecordingProvider();
     const e = make(p, clock);
     e.addEndpoint(endpointSchema.parse(EP));
     e.start();
@@ -208,7 +170,7 @@ describe('rolling update (/update_workers/)', () => {
 describe('requests whose worker goes away', () => {
   it('a request routed from the queue to a worker that dies before the client polls goes to another, and its id is never a 404', async () => {
     const clock = new FakeClock(1_000_000);
-    const p = new Recorder();
+    const p = new RecordingProvider();
     const e = make(p, clock);
     e.addEndpoint(endpointSchema.parse({ ...EP, max_queue_time: 5 }));
     e.start();
@@ -225,9 +187,7 @@ describe('requests whose worker goes away', () => {
     const router = e.endpoints.get('ep')!.router;
     expect(router.get(q.request_idx)).toMatchObject({ state: 'routed', workerId: a.workerId, delivered: false });
     // a's instance dies: its requests are orphaned, not forgotten.
-    (p as unknown as { listeners: Set<(ev: ProviderEvent) => void> }).listeners.forEach((l) => {
-      l({ workerId: a.workerId, kind: 'exited', reason: 'host lost' });
-    });
+    p.emit({ workerId: a.workerId, kind: 'exited', reason: 'host lost' });
     expect(e.workers.get(a.workerId)!.state).toBe('errored');
     report(b, 0);
     const polled = e.route({ endpoint: 'ep', api_key: 'client-key-1234', cost: 100, request_idx: q.request_idx });

@@ -1,50 +1,15 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { createLogger } from '../src/common/log.js';
-import { generateRsaKeyPair } from '../src/common/signature.js';
 import { FakeClock } from '../src/autoscaler/clock.js';
-import { engineTimingSchema } from '../src/autoscaler/config.js';
-import { Engine } from '../src/autoscaler/engine.js';
+import type { Engine } from '../src/autoscaler/engine.js';
 import { endpointSchema, type EndpointInput } from '../src/autoscaler/params.js';
-import type { Provider, ProviderEvent, WorkerHandle, WorkerSpec } from '../src/autoscaler/providers/types.js';
+import { fakeClockEngine, RecordingProvider } from './helpers/autoscaler.js';
 
 /**
  * The engine on a fake clock, with the test playing the workers through the same methods the
- * HTTP routes call. The provider here is a complete (if minimal) implementation that records
- * what it was asked and can emit events.
+ * HTTP routes call. The provider (test/helpers/autoscaler.ts) records what it was asked and can
+ * emit events.
  */
-class RecordingProvider implements Provider {
-  readonly kind = 'recording';
-  readonly specs: WorkerSpec[] = [];
-  readonly calls: string[] = [];
-  private listeners = new Set<(e: ProviderEvent) => void>();
-  async create(spec: WorkerSpec): Promise<WorkerHandle> {
-    this.specs.push(spec);
-    this.calls.push(`create ${spec.workerId} ${spec.machineType}`);
-    return { id: spec.workerId, url: `http://127.0.0.1:${20000 + spec.workerId}` };
-  }
-  async start(id: number) {
-    this.calls.push(`start ${id}`);
-  }
-  async stop(id: number) {
-    this.calls.push(`stop ${id}`);
-  }
-  async destroy(id: number) {
-    this.calls.push(`destroy ${id}`);
-  }
-  async probe() {
-    return true;
-  }
-  subscribe(l: (e: ProviderEvent) => void) {
-    this.listeners.add(l);
-    return () => this.listeners.delete(l);
-  }
-  emit(e: ProviderEvent) {
-    for (const l of this.listeners) l(e);
-  }
-  async close() {}
-}
 
-const key = generateRsaKeyPair(1024).privateKeyPem;
 const engines: Engine[] = [];
 afterEach(() => {
   for (const e of engines.splice(0)) e.close();
@@ -53,14 +18,7 @@ afterEach(() => {
 function setup(endpoint: Partial<EndpointInput> = {}) {
   const clock = new FakeClock(1_000_000);
   const provider = new RecordingProvider();
-  const engine = new Engine({
-    clock,
-    provider,
-    privateKey: key,
-    logger: createLogger('engine-test', { level: 'silent' }),
-    timing: engineTimingSchema.parse({ tick_seconds: 1 }),
-    reportAddrs: () => ['http://127.0.0.1:1'],
-  });
+  const engine = fakeClockEngine({ provider, clock, logName: 'engine-test' });
   engines.push(engine);
   engine.addEndpoint(
     endpointSchema.parse({

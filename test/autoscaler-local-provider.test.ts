@@ -12,13 +12,12 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../src/common/log.js';
-import { procStart } from '../src/autoscaler/providers/local-procs.js';
 import { LocalProvider, localConfigSchema, localProviderFactory } from '../src/autoscaler/providers/local.js';
 import type { ProviderEvent, WorkerSpec } from '../src/autoscaler/providers/types.js';
 import { createRealClock } from '../src/autoscaler/clock.js';
 import { startEngine, type TestEngine } from './helpers/engine.js';
+import { alive, waitForValue } from './helpers/local-fleet.js';
 
-const alive = (pid: number) => procStart(pid) !== null;
 const FAST_ENV = {
   MODEL_SIM_ARGS: '--load-seconds 0.2 --token-rate 100 --capacity 1000 --ttft-ms 10',
   BENCHMARK_MAX_TOKENS: '4',
@@ -37,15 +36,7 @@ afterEach(async () => {
   if (errors.length > 0) throw errors[0];
 }, 30_000);
 
-async function waitFor<T>(what: string, fn: () => T | undefined | null | false, ms = 20_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const waitFor = <T>(what: string, fn: () => T | undefined | null | false, ms = 20_000) => waitForValue(what, fn, ms, 50);
 
 async function setup(env: Record<string, string> = FAST_ENV) {
   const engine: TestEngine = await startEngine();

@@ -11,31 +11,12 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../src/common/log.js';
 import type { LocalProvider } from '../src/autoscaler/providers/local.js';
-import { procStart } from '../src/autoscaler/providers/local-procs.js';
 import { startAutoscaler, type RunningAutoscaler } from '../src/autoscaler/server.js';
 import type { TransitionEvent } from '../src/autoscaler/engine.js';
+import { alive, localFleetConfig, rememberPids, waitForValue } from './helpers/local-fleet.js';
 
 const API_KEY = 'local-e2e-client-key';
-const FAST_WORKER_ENV = {
-  // A model that loads in a blink, and a benchmark of 8 tiny rounds.
-  MODEL_SIM_ARGS: '--load-seconds 0.2 --token-rate 100 --capacity 1000 --ttft-ms 10',
-  BENCHMARK_MAX_TOKENS: '4',
-  BENCHMARK_CONCURRENCY: '4',
-  DRAIN_TIMEOUT: '5',
-};
-
-/** Running (a zombie waiting for a non-reaping init has exited: it counts as gone). */
-const alive = (pid: number) => procStart(pid) !== null;
-
-async function waitFor<T>(what: string, fn: () => T | undefined | null | false, ms = 30_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const waitFor = <T>(what: string, fn: () => T | undefined | null | false, ms = 30_000) => waitForValue(what, fn, ms);
 
 async function post(url: string, body: unknown): Promise<{ status: number; body: any }> {
   const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
@@ -64,27 +45,10 @@ describe('local provider: real on_start.sh workers behind the autoscaler', () =>
       dataDir,
       adminKey: 'local-admin-key',
       logger: createLogger('autoscaler', { destination: join(dataDir, 'autoscaler.log') }),
-      config: {
-        provider: { kind: 'local', env: FAST_WORKER_ENV, kill_timeout_seconds: 5 },
-        engine: { tick_seconds: 0.5, stale_after_seconds: 15, probe_timeout_seconds: 2, load_timeout_seconds: 60 },
-        endpoints: [
-          {
-            name: 'local-e2e',
-            api_key: API_KEY,
-            cold_workers: 1,
-            max_workers: 2,
-            min_load: 1,
-            cold_mult: 0,
-            workergroups: [{ name: 'sim', machine_types: [{ name: 'cpu', dollars_per_hour: 0.1 }] }],
-          },
-        ],
-      },
+      config: localFleetConfig({ tokenRate: 100, endpoint: { name: 'local-e2e', api_key: API_KEY, cold_workers: 1, max_workers: 2, min_load: 1 } }),
     });
     as.engine.on('transition', (t) => transitions.push(t));
-    const remember = setInterval(() => {
-      for (const p of provider().allPids()) seenPids.add(p);
-    }, 100);
-    remember.unref();
+    rememberPids(provider, seenPids);
   }, 20_000);
 
   afterAll(async () => {

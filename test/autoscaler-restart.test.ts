@@ -13,29 +13,16 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { Serverless } from '../src/client/index.js';
 import { createLogger } from '../src/common/log.js';
 import type { LocalProvider } from '../src/autoscaler/providers/local.js';
-import { procStart, readPidFile } from '../src/autoscaler/providers/local-procs.js';
+import { readPidFile } from '../src/autoscaler/providers/local-procs.js';
+import { alive, localFleetConfig, waitForValue } from './helpers/local-fleet.js';
 import { VastSdk } from './helpers/vast-sdk.js';
 import { startAutoscaler, type RunningAutoscaler, type StartAutoscalerOptions } from '../src/autoscaler/server.js';
 
 const API_KEY = 'restart-client-key';
-const FAST_WORKER_ENV = {
-  MODEL_SIM_ARGS: '--load-seconds 0.2 --token-rate 200 --capacity 1000 --ttft-ms 10',
-  BENCHMARK_MAX_TOKENS: '4',
-  BENCHMARK_CONCURRENCY: '4',
-  DRAIN_TIMEOUT: '5',
-};
-
-const alive = (pid: number) => procStart(pid) !== null;
-
-async function waitFor<T>(what: string, fn: () => T | undefined | null | false, ms = 40_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const waitFor = <T>(what: string, fn: () => T | undefined | null | false, ms = 40_000) => waitForValue(what, fn, ms);
+/** The fleet of both tests: two workers kept across a restart (model-sim at 200 tokens/s). */
+const fleetConfig = (name: string) =>
+  localFleetConfig({ tokenRate: 200, keepWorkers: true, endpoint: { name, api_key: API_KEY, cold_workers: 2, max_workers: 2, min_load: 10_000 } });
 
 describe('autoscaler restart', () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'as-restart-'));
@@ -58,21 +45,7 @@ describe('autoscaler restart', () => {
       adminKey: 'restart-admin-key',
       dashboard: false,
       logger: createLogger('autoscaler', { destination: join(dataDir, `autoscaler-${port}.log`) }),
-      config: {
-        provider: { kind: 'local', env: FAST_WORKER_ENV, kill_timeout_seconds: 5, keep_workers_on_close: true },
-        engine: { tick_seconds: 0.5, stale_after_seconds: 15, probe_timeout_seconds: 2, load_timeout_seconds: 60 },
-        endpoints: [
-          {
-            name: 'restart',
-            api_key: API_KEY,
-            cold_workers: 2,
-            max_workers: 2,
-            min_load: 10_000,
-            cold_mult: 0,
-            workergroups: [{ name: 'sim', machine_types: [{ name: 'cpu', dollars_per_hour: 0.1 }] }],
-          },
-        ],
-      },
+      config: fleetConfig('restart'),
     });
     as = await startAutoscaler(options(0));
     const port = as.port;
@@ -210,25 +183,7 @@ describe('autoscaler crash', () => {
 
   it('a SIGKILLed autoscaler process, started again on its data dir, takes back the same workers and serves at once', async () => {
     const config = join(dataDir, 'autoscaler.json');
-    writeFileSync(
-      config,
-      JSON.stringify({
-        admin_key: 'crash-admin-key',
-        provider: { kind: 'local', env: FAST_WORKER_ENV, kill_timeout_seconds: 5, keep_workers_on_close: true },
-        engine: { tick_seconds: 0.5, stale_after_seconds: 15, probe_timeout_seconds: 2, load_timeout_seconds: 60 },
-        endpoints: [
-          {
-            name: 'crash',
-            api_key: API_KEY,
-            cold_workers: 2,
-            max_workers: 2,
-            min_load: 10_000,
-            cold_mult: 0,
-            workergroups: [{ name: 'sim', machine_types: [{ name: 'cpu', dollars_per_hour: 0.1 }] }],
-          },
-        ],
-      }),
-    );
+    writeFileSync(config, JSON.stringify({ admin_key: 'crash-admin-key', ...fleetConfig('crash') }));
     const status = async (url: string) =>
       (
         (await (await fetch(`${url}/admin/status`, { headers: { authorization: 'Bearer crash-admin-key' } })).json()) as {

@@ -1,6 +1,5 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -8,6 +7,7 @@ import { createLogger } from '../src/common/log.js';
 import { FakeClock } from '../src/autoscaler/clock.js';
 import type { Provider, ProviderEvent, WorkerHandle, WorkerSpec } from '../src/autoscaler/providers/types.js';
 import { startAutoscaler, type RunningAutoscaler } from '../src/autoscaler/server.js';
+import { closeServer, listenLoopback } from './helpers/autoscaler.js';
 import { SdkError, VastSdk, type SdkTrace } from './helpers/vast-sdk.js';
 
 /**
@@ -50,8 +50,7 @@ class TestWorkers implements Provider {
         res.end('{"ok":true}');
       });
     });
-    await new Promise<void>((r) => w.server.listen(0, '127.0.0.1', r));
-    w.url = `http://127.0.0.1:${(w.server.address() as AddressInfo).port}`;
+    w.url = await listenLoopback(w.server);
     this.all.push(w);
     return { id: spec.workerId, url: w.url };
   }
@@ -70,13 +69,8 @@ class TestWorkers implements Provider {
   }
 }
 
-function kill(w: TestWorker): Promise<void> {
-  return new Promise((resolve) => {
-    if (!w.server.listening) return resolve();
-    w.server.close(() => resolve());
-    w.server.closeAllConnections();
-  });
-}
+/** Stop a worker's server: what is in flight is cut, new connections are refused. */
+const kill = (w: TestWorker): Promise<void> => closeServer(w.server);
 
 const running: RunningAutoscaler[] = [];
 const dirs: string[] = [];

@@ -1,13 +1,13 @@
 import { createPublicKey, createVerify } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../src/common/log.js';
 import type { Provider, ProviderEvent, WorkerHandle, WorkerSpec } from '../src/autoscaler/providers/types.js';
 import { startAutoscaler, type RunningAutoscaler } from '../src/autoscaler/server.js';
+import { closeServer, listenLoopback } from './helpers/autoscaler.js';
 
 /**
  * The engine over real HTTP on loopback. Workers are played by the test: a provider whose
@@ -39,8 +39,7 @@ class LoopbackProvider implements Provider {
       res.setHeader('content-type', 'application/json');
       res.end('{"ok":true}');
     });
-    await new Promise<void>((resolve) => inst.server.listen(0, '127.0.0.1', resolve));
-    inst.url = `http://127.0.0.1:${(inst.server.address() as AddressInfo).port}`;
+    inst.url = await listenLoopback(inst.server);
     this.instances.push(inst);
     this.calls.push(`create ${spec.workerId}`);
     return { id: spec.workerId, url: inst.url };
@@ -63,14 +62,6 @@ class LoopbackProvider implements Provider {
   async close(): Promise<void> {
     await Promise.all(this.instances.map((i) => closeServer(i.server)));
   }
-}
-
-function closeServer(server: Server): Promise<void> {
-  return new Promise((resolve) => {
-    if (!server.listening) return resolve();
-    server.close(() => resolve());
-    server.closeAllConnections();
-  });
 }
 
 const ADMIN = 'admin-key-for-tests';

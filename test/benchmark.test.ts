@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'no
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Pool } from 'undici';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generate } from '../handlers/tgi.js';
 import { startModelSim, type ModelSim, type ModelSimOptions } from '../src/model-sim/index.js';
 import {
@@ -21,6 +21,7 @@ import {
   runBenchmark,
 } from '../src/worker/benchmark.js';
 import { defineWorker, type BenchmarkSpec } from '../src/worker/config.js';
+import { useResources } from './helpers/worker.js';
 
 const CLI = resolve('dist/cli.js');
 let dir: string;
@@ -29,27 +30,20 @@ beforeAll(() => {
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-let cleanups: Array<() => Promise<void> | void> = [];
-afterEach(async () => {
-  for (const fn of cleanups.reverse())
-    await Promise.resolve()
-      .then(fn)
-      .catch(() => undefined);
-  cleanups = [];
-});
+const cleanups = useResources();
 
 let sims = 0;
 async function sim(opts: Partial<ModelSimOptions> = {}): Promise<ModelSim> {
   const logFile = join(dir, `model-sim-${++sims}.log`);
   const m = await startModelSim({ flavor: 'tgi', port: 0, loadSeconds: 0, tokenRate: 5000, capacity: 100_000, ttftMs: 1, logFile, ...opts });
-  cleanups.push(() => m.close());
+  cleanups.defer(() => m.close());
   await m.ready;
   return m;
 }
 
 function pool(url: string): Pool {
   const p = new Pool(url, { connections: 256 });
-  cleanups.push(() => p.destroy());
+  cleanups.defer(() => p.destroy());
   return p;
 }
 
@@ -163,7 +157,7 @@ function runCli(args: string[], env: Record<string, string> = {}): Promise<{ cod
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     child.once('exit', (code) => resolveRun({ code, stdout, stderr }));
-    cleanups.push(() => void child.kill('SIGKILL'));
+    cleanups.defer(() => void child.kill('SIGKILL'));
   });
 }
 
@@ -171,7 +165,7 @@ describe('benchmarkProgressPrinter', () => {
   it('off a terminal, says every few seconds that a phase is still waiting, with the answers so far', async () => {
     let out = '';
     const p = benchmarkProgressPrinter({ write: (s: string) => (out += s) }, { tty: false, tickMs: 10, waitingEveryMs: 40 });
-    cleanups.push(() => p.stop());
+    cleanups.defer(() => p.stop());
     p.onProgress({ kind: 'round-start', round: 1, total: 2, requests: 4, route: '/generate' });
     p.onProgress({ kind: 'request-done', round: 1, total: 2, done: 1, ok: 0, requests: 4, failure: { at: 1, status: 503, detail: 'loading' } });
     const until = Date.now() + 10_000;
@@ -249,7 +243,7 @@ describe('nodeworker benchmark', () => {
       let text = '';
       child.stdout.on('data', (d: Buffer) => (text += d.toString()));
       child.once('exit', () => resolveOut(text));
-      cleanups.push(() => void child.kill('SIGKILL'));
+      cleanups.defer(() => void child.kill('SIGKILL'));
     });
     // Drawn from the first second: the warm-up, then each round's answers as they come.
     expect(out).toMatch(/\r\[\.{20}\] {2}warm-up request, 0 s/);

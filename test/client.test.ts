@@ -1,6 +1,5 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -21,7 +20,7 @@ import {
   type SseEvent,
 } from '../src/client/index.js';
 import { startModelSim, type ModelSim } from '../src/model-sim/index.js';
-import { silentLogger } from './helpers/worker.js';
+import { freePort, silentLogger } from './helpers/worker.js';
 
 /**
  * The client against the reference autoscaler and real workers on loopback. The autoscaler's
@@ -32,17 +31,6 @@ import { silentLogger } from './helpers/worker.js';
 const CLI = resolve(__dirname, '..', 'dist', 'cli.js');
 const LOAD = resolve(__dirname, '..', 'build', 'scripts', 'load.js');
 const run = promisify(execFile);
-
-function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolvePort(port));
-    });
-  });
-}
 
 interface FleetWorker {
   id: number;

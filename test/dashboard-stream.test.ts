@@ -1,9 +1,8 @@
-import { mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { serve } from '@hono/node-server';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createLogger } from '../src/common/log.js';
 import { generateRsaKeyPair } from '../src/common/signature.js';
 import { FakeClock } from '../src/autoscaler/clock.js';
@@ -16,10 +15,11 @@ import { SimulatedProvider } from '../src/autoscaler/providers/simulated.js';
 import type { Frame, InitFrame, SampleColumns } from '../src/autoscaler/dashboard/client/frames.js';
 import { DashboardModel } from '../src/autoscaler/dashboard/client/model.js';
 import { SseParser } from '../src/autoscaler/dashboard/client/sse.js';
-import { demoEndpoint, startDashboardDemo, type DashboardDemo } from '../src/autoscaler/dashboard/demo.js';
+import { demoEndpoint } from '../src/autoscaler/dashboard/demo.js';
 import { SampleRing } from '../src/autoscaler/dashboard/ring.js';
 import { startAutoscaler } from '../src/autoscaler/server.js';
 import { runSimulateCli } from '../src/autoscaler/simulate-cli.js';
+import { useDashboardScope } from './helpers/dashboard.js';
 import { CODE_TRACE } from './helpers/trace.js';
 
 /**
@@ -32,26 +32,13 @@ import { CODE_TRACE } from './helpers/trace.js';
 const ADMIN = 'dashboard-admin-key-1';
 const TRACE = CODE_TRACE;
 
-const dirs: string[] = [];
-const closers: Array<() => Promise<void>> = [];
-afterEach(async () => {
-  for (const c of closers.splice(0).reverse()) await c();
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
-
-function tmp(): string {
-  const d = mkdtempSync(join(tmpdir(), 'dashboard-test-'));
-  dirs.push(d);
-  return d;
-}
-
 const silent = () => createLogger('dashboard-test', { level: 'silent' });
-
-async function demo(opts: Parameters<typeof startDashboardDemo>[0] = {}): Promise<DashboardDemo> {
-  const d = await startDashboardDemo({ adminKey: ADMIN, dataDir: tmp(), logger: silent(), bootSeconds: 0.3, loadSeconds: 0.8, ...opts });
-  closers.push(() => d.close());
-  return d;
-}
+const { tmp, demo, defer } = useDashboardScope({
+  prefix: 'dashboard-test-',
+  adminKey: ADMIN,
+  logName: 'dashboard-test',
+  defaults: { bootSeconds: 0.3, loadSeconds: 0.8 },
+});
 
 async function waitFor<T>(what: string, fn: () => T | undefined | false | null | Promise<T | undefined | false | null>, timeoutMs = 10_000): Promise<T> {
   const until = Date.now() + timeoutMs;
@@ -93,7 +80,7 @@ async function openStream(url: string) {
       // aborted by the test
     }
   })();
-  closers.push(async () => {
+  defer(async () => {
     abort.abort();
     await done;
   });
@@ -212,7 +199,7 @@ describe('dashboard over HTTP', () => {
       logger: silent(),
       dashboard: { sampleMs: 100, historySize: 5 },
     });
-    closers.push(() => as.close());
+    defer(() => as.close());
 
     for (const url of [d.autoscaler.url, as.url]) {
       const s = await openStream(url);
@@ -292,7 +279,7 @@ describe('dashboard over HTTP', () => {
       logger: silent(),
       dashboard: { sampleMs: 200 },
     });
-    closers.push(() => as.close());
+    defer(() => as.close());
     const s = await openStream(as.url);
     for (let i = 0; i < 4; i++) {
       const res = await fetch(`${as.url}/route/`, {
@@ -376,7 +363,7 @@ describe('dashboard over HTTP', () => {
     const server = await new Promise<ReturnType<typeof serve>>((resolve) => {
       const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s));
     });
-    closers.push(async () => {
+    defer(async () => {
       dashboard.close();
       engine.close();
       await provider.close();
@@ -412,7 +399,7 @@ describe('dashboard over HTTP', () => {
 
   it('can be left out', async () => {
     const as = await startAutoscaler({ config: {}, dataDir: tmp(), adminKey: ADMIN, logger: silent(), dashboard: false });
-    closers.push(() => as.close());
+    defer(() => as.close());
     expect((await fetch(`${as.url}/dashboard`)).status).toBe(404);
     expect((await fetch(`${as.url}/admin/dashboard/stream`, { headers: { authorization: `Bearer ${ADMIN}` } })).status).toBe(404);
   });

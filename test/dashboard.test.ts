@@ -1,13 +1,12 @@
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createLogger } from '../src/common/log.js';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { CAP } from '../src/autoscaler/dashboard/client/workers-view.js';
-import { demoEndpoint, startDashboardDemo, type DashboardDemo } from '../src/autoscaler/dashboard/demo.js';
+import { demoEndpoint } from '../src/autoscaler/dashboard/demo.js';
 import { clientDir } from '../src/autoscaler/dashboard/routes.js';
 import { runSimulateCli } from '../src/autoscaler/simulate-cli.js';
+import { useDashboardScope } from './helpers/dashboard.js';
 import { CODE_TRACE } from './helpers/trace.js';
 
 /**
@@ -35,18 +34,7 @@ const ADMIN = 'dashboard-browser-admin-key';
 const TRACE = CODE_TRACE;
 const ARTIFACTS = join(process.cwd(), '.artifacts');
 
-const dirs: string[] = [];
-const closers: Array<() => Promise<void>> = [];
-afterEach(async () => {
-  for (const c of closers.splice(0).reverse()) await c();
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
-
-function tmp(): string {
-  const d = mkdtempSync(join(tmpdir(), 'dashboard-browser-'));
-  dirs.push(d);
-  return d;
-}
+const { tmp, demo, defer } = useDashboardScope({ prefix: 'dashboard-browser-', adminKey: ADMIN, logName: 'dashboard-browser' });
 
 beforeAll(() => {
   const dir = clientDir();
@@ -62,12 +50,6 @@ beforeAll(() => {
   mkdirSync(ARTIFACTS, { recursive: true });
 });
 
-async function demo(opts: Parameters<typeof startDashboardDemo>[0]): Promise<DashboardDemo> {
-  const d = await startDashboardDemo({ adminKey: ADMIN, dataDir: tmp(), logger: createLogger('dashboard-browser', { level: 'silent' }), ...opts });
-  closers.push(() => d.close());
-  return d;
-}
-
 /** A fresh headless Chromium profile; page errors and console errors are collected. */
 async function browser(): Promise<{ page: Page; errors: string[] }> {
   const ctx: BrowserContext = await chromium.launchPersistentContext(tmp(), {
@@ -76,7 +58,7 @@ async function browser(): Promise<{ page: Page; errors: string[] }> {
     args: ARGS,
     viewport: { width: 1440, height: 1000 },
   });
-  closers.push(() => ctx.close());
+  defer(() => ctx.close());
   const page = ctx.pages()[0] ?? (await ctx.newPage());
   const errors: string[] = [];
   page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));

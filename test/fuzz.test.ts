@@ -15,10 +15,10 @@ import fc from 'fast-check';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chatCompletions, completions } from '../handlers/openai.js';
-import { startModelSim, type ModelSim } from '../src/model-sim/index.js';
+import type { ModelSim } from '../src/model-sim/index.js';
 import { defaultExtensions } from '../src/worker/extensions.js';
 import { startEngine, type TestEngine } from './helpers/engine.js';
-import { clientAgent, ledgerAudit, startTestWorker, type TestWorker } from './helpers/worker.js';
+import { clientAgent, ledgerAudit, startInstantOpenaiSim, startTestWorker, type TestWorker } from './helpers/worker.js';
 import { totalsFromLedger } from '../benchmarks/lib/invariants.js';
 
 const MAX_BODY = 256 * 1024;
@@ -40,16 +40,7 @@ beforeAll(async () => {
   process.on('uncaughtException', onUnhandled);
   engine = await startEngine();
   logDir = mkdtempSync(join(tmpdir(), 'fuzz-'));
-  sim = await startModelSim({
-    flavor: 'openai',
-    port: 0,
-    loadSeconds: 0,
-    tokenRate: 100_000,
-    capacity: 1_000_000,
-    ttftMs: 0,
-    logFile: join(logDir, 'model.log'),
-  });
-  await sim.ready;
+  sim = await startInstantOpenaiSim(logDir);
   worker = await startTestWorker({
     modelUrl: sim.url,
     handlers: [completions, chatCompletions],

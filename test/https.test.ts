@@ -3,20 +3,20 @@
  * an https url. The certificate is made here by openssl (self-signed for 127.0.0.1), and the test
  * talks HTTPS to the worker with that certificate as its only CA.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Agent, request } from 'undici';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import tgi, { generate, generateStream } from '../handlers/tgi.js';
 import { startModelSim, type ModelSim } from '../src/model-sim/index.js';
 import { defineWorker } from '../src/worker/config.js';
 import { parseWorkerEnv } from '../src/worker/env.js';
 import { startWorker } from '../src/worker/worker.js';
 import { startEngine, type TestEngine } from './helpers/engine.js';
-import { silentLogger, waitFor } from './helpers/worker.js';
+import { selfSignedCert } from './helpers/tls.js';
+import { freePort, silentLogger, useResources, waitFor } from './helpers/worker.js';
 
 let dir: string;
 let cert: string;
@@ -28,29 +28,7 @@ let sim: ModelSim;
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'https-'));
-  cert = join(dir, 'instance.crt');
-  key = join(dir, 'instance.key');
-  execFileSync(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-keyout',
-      key,
-      '-out',
-      cert,
-      '-days',
-      '1',
-      '-subj',
-      '/CN=127.0.0.1',
-      '-addext',
-      'subjectAltName=IP:127.0.0.1',
-    ],
-    { stdio: 'ignore' },
-  );
+  ({ cert, key } = selfSignedCert(dir, 'instance', { subject: '/CN=127.0.0.1', days: 1, extensions: ['subjectAltName=IP:127.0.0.1'] }));
   ca = readFileSync(cert);
   agent = new Agent({ connect: { ca } });
   engine = await startEngine();
@@ -65,22 +43,7 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-let cleanups: Array<() => Promise<void> | void> = [];
-afterEach(async () => {
-  for (const fn of cleanups.reverse())
-    await Promise.resolve()
-      .then(fn)
-      .catch(() => undefined);
-  cleanups = [];
-});
-
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
+const cleanups = useResources();
 
 const definition = () =>
   defineWorker({
@@ -111,7 +74,7 @@ describe('USE_SSL', () => {
       logger: silentLogger(),
       timings: { noHealthWaitMs: 0, reportTickMs: 50, reportIdleMs: 200, pubkeyBaseDelayMs: 50 },
     });
-    cleanups.push(() => w.close());
+    cleanups.defer(() => w.close());
     expect(w.url).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
     await waitFor(
       () => w.lifecycle.state === 'ready',
@@ -173,7 +136,7 @@ describe('USE_SSL', () => {
       stdio: 'ignore',
     });
     const exited = new Promise<void>((r) => child.once('exit', () => r()));
-    cleanups.push(async () => {
+    cleanups.defer(async () => {
       child.kill('SIGKILL');
       await exited;
     });

@@ -11,17 +11,16 @@ import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { execa } from 'execa';
 import { request } from 'undici';
-import { afterEach, describe, expect, it } from 'vitest';
-import tgi, { generate, generateStream } from '../handlers/tgi.js';
+import { describe, expect, it } from 'vitest';
 import { createLogger } from '../src/common/log.js';
 import { startModelSim, type ModelSim, type ModelSimOptions } from '../src/model-sim/index.js';
-import { defineWorker, type LifecycleHook, type WorkerSpec } from '../src/worker/config.js';
+import type { LifecycleHook, WorkerSpec } from '../src/worker/config.js';
 import { parseWorkerEnv } from '../src/worker/env.js';
 import { Ledger } from '../src/worker/ledger.js';
 import { Lifecycle, type Transition } from '../src/worker/lifecycle.js';
 import { startWorker, type RunningWorker, type WorkerTimings } from '../src/worker/worker.js';
 import { startEngine, type TestEngine } from './helpers/engine.js';
-import { silentLogger, waitFor } from './helpers/worker.js';
+import { freePort, silentLogger, tgiDefinition, useResources, waitFor } from './helpers/worker.js';
 
 const CLI = resolve('dist/cli.js');
 const FAST: Partial<WorkerTimings> = {
@@ -34,50 +33,23 @@ const FAST: Partial<WorkerTimings> = {
   progressLogMs: 100,
 };
 
-function tgiDefinition(over: Partial<WorkerSpec> = {}) {
-  return defineWorker({
-    ...tgi,
-    handlers: [
-      { ...generate, benchmark: { generator: (i: number) => ({ inputs: `benchmark ${i}`, parameters: { max_new_tokens: 20 } }), runs: 2, concurrency: 4 } },
-      generateStream,
-    ],
-    ...over,
-  });
-}
-
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
-
-let cleanups: Array<() => Promise<void> | void> = [];
-afterEach(async () => {
-  const fns = cleanups.reverse();
-  cleanups = [];
-  for (const fn of fns)
-    await Promise.resolve()
-      .then(fn)
-      .catch(() => undefined);
-});
+const cleanups = useResources();
 
 function tempDir(base = tmpdir()): string {
   const dir = mkdtempSync(join(base, 'lifecycle-'));
-  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  cleanups.defer(() => rmSync(dir, { recursive: true, force: true }));
   return dir;
 }
 
 async function engine(): Promise<TestEngine> {
   const e = await startEngine();
-  cleanups.push(() => e.close());
+  cleanups.defer(() => e.close());
   return e;
 }
 
 async function sim(opts: Partial<ModelSimOptions> & { flavor?: ModelSimOptions['flavor'] }): Promise<ModelSim> {
   const m = await startModelSim({ flavor: 'tgi', port: 0, loadSeconds: 0, tokenRate: 2000, capacity: 20_000, ttftMs: 2, ...opts });
-  cleanups.push(() => m.close());
+  cleanups.defer(() => m.close());
   return m;
 }
 
@@ -93,7 +65,7 @@ async function inProcessWorker(
     logger,
     timings,
   });
-  cleanups.push(() => w.close());
+  cleanups.defer(() => w.close());
   return w;
 }
 
@@ -116,7 +88,7 @@ function spawnCli(args: string[], env: Record<string, string>): Proc {
   child.stdout!.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-200_000)));
   child.stderr!.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-200_000)));
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  cleanups.push(async () => {
+  cleanups.defer(async () => {
     if (child.exitCode === null && child.signalCode === null) {
       try {
         process.kill(-child.pid!, 'SIGKILL');
@@ -438,7 +410,7 @@ describe('a worker process', () => {
     const e = await engine();
     const holder: Server = createServer();
     await new Promise<void>((r) => holder.listen(0, '127.0.0.1', r));
-    cleanups.push(() => new Promise<void>((r) => holder.close(() => r())));
+    cleanups.defer(() => new Promise<void>((r) => holder.close(() => r())));
     const taken = (holder.address() as { port: number }).port;
     const dir = tempDir();
     const common = {

@@ -1,9 +1,9 @@
 import { spawnSync } from 'node:child_process';
 import { request } from 'undici';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { defaultExtensions } from '../src/worker/extensions.js';
 import { metricsExtension, refusedOutcome } from '../src/worker/metrics.js';
-import { startEngine, type TestEngine } from './helpers/engine.js';
+import { startEngine, type TestEngine, useFileEngine } from './helpers/engine.js';
 import {
   clientAgent,
   echoHandler,
@@ -21,10 +21,7 @@ const agent = clientAgent(32);
 afterAll(() => agent.close());
 
 let engine: TestEngine;
-beforeAll(async () => {
-  engine = await startEngine();
-});
-afterAll(() => engine.close());
+useFileEngine((e) => (engine = e));
 
 /** `promtool check metrics` with the text on stdin: exit status and output. */
 function promtool(text: string): { status: number | null; output: string; missing: boolean } {

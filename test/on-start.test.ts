@@ -6,31 +6,15 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { startEngine, type TestEngine } from './helpers/engine.js';
+import { freePort, useResources } from './helpers/worker.js';
 
 const SCRIPT = resolve('on_start.sh');
 
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
-
-let cleanups: Array<() => Promise<void> | void> = [];
-afterEach(async () => {
-  const fns = cleanups.reverse();
-  cleanups = [];
-  for (const fn of fns)
-    await Promise.resolve()
-      .then(fn)
-      .catch(() => undefined);
-});
+const cleanups = useResources();
 
 const alive = (pid: number) => {
   try {
@@ -81,7 +65,7 @@ function runOnStart(env: Record<string, string>): Run {
       }
     }
   }, 20);
-  cleanups.push(async () => {
+  cleanups.defer(async () => {
     clearInterval(grab);
     if (child.exitCode === null && child.signalCode === null) {
       child.kill('SIGTERM');
@@ -109,13 +93,13 @@ function runOnStart(env: Record<string, string>): Run {
 
 async function engine(): Promise<TestEngine> {
   const e = await startEngine();
-  cleanups.push(() => e.close());
+  cleanups.defer(() => e.close());
   return e;
 }
 
 function workspace(): string {
   const dir = mkdtempSync(join(tmpdir(), 'on-start-'));
-  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  cleanups.defer(() => rmSync(dir, { recursive: true, force: true }));
   return dir;
 }
 

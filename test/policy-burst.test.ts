@@ -1,21 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import type { LoadHistoryView } from '../src/autoscaler/load-history.js';
-import { DEFAULT_PARAMS, type EndpointParams } from '../src/autoscaler/params.js';
 import { PerfBook } from '../src/autoscaler/perf-model.js';
 import { decideKpa } from '../src/autoscaler/policy-kpa.js';
-import {
-  decide,
-  INITIAL_MEMORY,
-  pushPeak,
-  START_PRIOR_S,
-  surgeLoad,
-  type Decision,
-  type MachineChoice,
-  type PolicyInput,
-  type PolicyMemory,
-  type PolicyWorker,
-} from '../src/autoscaler/policy.js';
-import type { WorkerState } from '../src/autoscaler/states.js';
+import { decide, INITIAL_MEMORY, pushPeak, START_PRIOR_S, surgeLoad, type Decision, type MachineChoice, type PolicyMemory } from '../src/autoscaler/policy.js';
+import { gpu, input, kinds, NOW, steadyHistory, worker } from './helpers/policy.js';
 
 /**
  * The behaviours added for bursty traffic (issue 17), each pinned by a test that fails when the
@@ -24,36 +12,6 @@ import type { WorkerState } from '../src/autoscaler/states.js';
  * other type, the sustained-throughput perf estimate, and the KPA baseline.
  */
 
-const NOW = 10_000_000;
-
-function steadyHistory(rate: number, seconds = 4000, now = NOW): LoadHistoryView {
-  const start = now - seconds * 1000;
-  return { start, bucketMs: 1000, loads: new Array(seconds).fill(rate), since: start };
-}
-
-const gpu: MachineChoice = { key: 'wg/gpu', workergroup: 'wg', machineType: 'gpu', dollarsPerHour: 1, perf: 100, samples: 3 };
-
-function worker(id: number, state: WorkerState, over: Partial<PolicyWorker> = {}): PolicyWorker {
-  return { id, state, typeKey: 'wg/gpu', perf: 100, dollarsPerHour: 1, busy: false, stateSince: NOW - 3_600_000, ...over };
-}
-
-function input(over: Omit<Partial<PolicyInput>, 'params'> & { params?: Partial<EndpointParams> } = {}): PolicyInput {
-  const { params, ...rest } = over;
-  return {
-    now: NOW,
-    state: 'active',
-    workers: [],
-    machines: [gpu],
-    history: steadyHistory(0),
-    lastActivityAt: NOW - 1000,
-    queue: { waiting: 0, waitingLoad: 0, queueTime: 0, workerBacklog: 0 },
-    memory: INITIAL_MEMORY,
-    ...rest,
-    params: { ...DEFAULT_PARAMS, ...params },
-  };
-}
-
-const kinds = (ds: Decision[], kind: Decision['kind']) => ds.filter((d) => d.kind === kind);
 const ids = (ds: Decision[]) => ds.map((d) => (d as { id: number }).id);
 
 describe('route queue limit', () => {

@@ -1,41 +1,11 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { LoadHistoryView } from '../src/autoscaler/load-history.js';
-import { DEFAULT_PARAMS, type EndpointParams } from '../src/autoscaler/params.js';
-import { decide, INITIAL_MEMORY, type Decision, type MachineChoice, type PolicyInput, type PolicyWorker } from '../src/autoscaler/policy.js';
-import { WORKER_STATES, type WorkerState } from '../src/autoscaler/states.js';
+import type { EndpointParams } from '../src/autoscaler/params.js';
+import { decide, INITIAL_MEMORY, type Decision, type MachineChoice } from '../src/autoscaler/policy.js';
+import { WORKER_STATES } from '../src/autoscaler/states.js';
+import { input, kinds, NOW, steadyHistory, worker } from './helpers/policy.js';
 
-const NOW = 10_000_000; // ms; history starts long before
-
-/** A history where `rate` load/s arrived every second for the last `seconds` seconds. */
-function steadyHistory(rate: number, seconds = 4000, now = NOW): LoadHistoryView {
-  const start = now - seconds * 1000;
-  return { start, bucketMs: 1000, loads: new Array(seconds).fill(rate), since: start };
-}
-
-const gpu: MachineChoice = { key: 'wg/gpu', workergroup: 'wg', machineType: 'gpu', dollarsPerHour: 1, perf: 100, samples: 3 };
-
-function worker(id: number, state: WorkerState, over: Partial<PolicyWorker> = {}): PolicyWorker {
-  return { id, state, typeKey: 'wg/gpu', perf: 100, dollarsPerHour: 1, busy: false, stateSince: NOW - 3_600_000, ...over };
-}
-
-function input(over: Partial<Omit<PolicyInput, 'params'>> & { params?: Partial<EndpointParams> } = {}): PolicyInput {
-  const { params, ...rest } = over;
-  return {
-    now: NOW,
-    state: 'active',
-    workers: [],
-    machines: [gpu],
-    history: steadyHistory(0),
-    lastActivityAt: NOW - 1000,
-    queue: { waiting: 0, waitingLoad: 0, queueTime: 0, workerBacklog: 0 },
-    memory: INITIAL_MEMORY,
-    ...rest,
-    params: { ...DEFAULT_PARAMS, ...params },
-  };
-}
-
-const kinds = (ds: Decision[], kind: Decision['kind']) => ds.filter((d) => d.kind === kind);
 const recruited = (ds: Decision[]) => kinds(ds, 'recruit').reduce((n, d) => n + (d as { count: number }).count, 0);
 
 describe('policy: documented examples', () => {

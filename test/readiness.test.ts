@@ -4,18 +4,16 @@
  * its health, and reports to a recording engine that serves the public key.
  */
 import { appendFileSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import tgi, { generate, generateStream } from '../handlers/tgi.js';
+import { describe, expect, it } from 'vitest';
 import { startModelSim, type ModelSim, type ModelSimOptions } from '../src/model-sim/index.js';
 import { BENCHMARK_CACHE_FILE, NO_SUCCESS_ERROR } from '../src/worker/benchmark.js';
-import { defineWorker, type WorkerSpec } from '../src/worker/config.js';
+import type { WorkerSpec } from '../src/worker/config.js';
 import { parseWorkerEnv } from '../src/worker/env.js';
 import { startWorker, type RunningWorker, type WorkerTimings } from '../src/worker/worker.js';
 import { startEngine, type TestEngine } from './helpers/engine.js';
-import { silentLogger, startTestEngine, waitFor } from './helpers/worker.js';
+import { freePort, silentLogger, startTestEngine, TGI_BENCHMARK, tgiDefinition, useResources, waitFor } from './helpers/worker.js';
 
 const FAST: Partial<WorkerTimings> = {
   noHealthWaitMs: 0,
@@ -28,42 +26,9 @@ const FAST: Partial<WorkerTimings> = {
 };
 
 /** Benchmark shape of these tests: a warm-up, then 2 rounds of 4 requests of 20 tokens each. */
-const RUNS = 2;
-const CONCURRENCY = 4;
-const TOKENS = 20;
+const { runs: RUNS, concurrency: CONCURRENCY } = TGI_BENCHMARK;
 
-/** The built-in TGI worker (its real log patterns and health path) with a short benchmark. */
-function tgiDefinition(over: Partial<WorkerSpec> = {}) {
-  return defineWorker({
-    ...tgi,
-    handlers: [
-      {
-        ...generate,
-        benchmark: { generator: (i: number) => ({ inputs: `benchmark ${i}`, parameters: { max_new_tokens: TOKENS } }), runs: RUNS, concurrency: CONCURRENCY },
-      },
-      generateStream,
-    ],
-    ...over,
-  });
-}
-
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise<void>((resolve) => srv.close(() => resolve()));
-  return port;
-}
-
-let cleanups: Array<() => Promise<void> | void> = [];
-afterEach(async () => {
-  const fns = cleanups.reverse();
-  cleanups = [];
-  for (const fn of fns)
-    await Promise.resolve()
-      .then(fn)
-      .catch(() => undefined);
-});
+const cleanups = useResources();
 
 interface Setup {
   dir: string;
@@ -75,9 +40,9 @@ interface Setup {
 
 async function setup(): Promise<Setup> {
   const dir = mkdtempSync(join(tmpdir(), 'readiness-'));
-  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  cleanups.defer(() => rmSync(dir, { recursive: true, force: true }));
   const engine = await startEngine();
-  cleanups.push(() => engine.close());
+  cleanups.defer(() => engine.close());
   const modelPort = await freePort();
   // The log lives in a directory that does not exist yet: the watch must wait for both.
   return { dir, log: join(dir, 'logs', 'model.log'), engine, modelUrl: `http://127.0.0.1:${modelPort}`, modelPort };
@@ -85,7 +50,7 @@ async function setup(): Promise<Setup> {
 
 async function sim(s: Setup, opts: Partial<ModelSimOptions> = {}): Promise<ModelSim> {
   const m = await startModelSim({ flavor: 'tgi', port: s.modelPort, logFile: s.log, loadSeconds: 0.3, tokenRate: 2000, capacity: 20_000, ttftMs: 2, ...opts });
-  cleanups.push(() => m.close());
+  cleanups.defer(() => m.close());
   return m;
 }
 
@@ -100,7 +65,7 @@ async function worker(s: Setup, over: Partial<WorkerSpec> = {}, workspace = s.di
     MODEL_LOG: s.log,
   });
   const w = await startWorker({ definition: tgiDefinition({ modelServerUrl: s.modelUrl, ...over }), env, logger: silentLogger(), timings: FAST });
-  cleanups.push(() => w.close());
+  cleanups.defer(() => w.close());
   return w;
 }
 
@@ -253,7 +218,7 @@ describe('the engine public key', () => {
     const s = await setup();
     // Serves the key only from the 11th call: the worker's first two rounds of 5 attempts fail.
     const keyed = await startTestEngine(s.engine.keys.publicKeyPem, { pubkeyFailures: 10 });
-    cleanups.push(() => keyed.close());
+    cleanups.defer(() => keyed.close());
     await sim(s, { loadSeconds: 0 });
     const env = parseWorkerEnv({
       WORKER_PORT: '0',
@@ -269,7 +234,7 @@ describe('the engine public key', () => {
       logger: silentLogger(),
       timings: { ...FAST, pubkeyBaseDelayMs: 20 },
     });
-    cleanups.push(() => w.close());
+    cleanups.defer(() => w.close());
     const states: string[] = [];
     w.lifecycle.on('transition', (t) => states.push(t.to));
     await waitState(w, 'ready');

@@ -8,20 +8,18 @@
 import { execFileSync } from 'node:child_process';
 import { createHash, createPrivateKey, createPublicKey, createVerify } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import type { AddressInfo } from 'node:net';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import fc from 'fast-check';
 import { Agent, request } from 'undici';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { completions } from '../handlers/openai.js';
 import type { Provider, ProviderEvent, WorkerHandle, WorkerSpec as ProviderWorkerSpec } from '../src/autoscaler/providers/types.js';
 import { sameSecret } from '../src/autoscaler/engine.js';
 import { startAutoscaler, type RunningAutoscaler } from '../src/autoscaler/server.js';
 import { createLogger } from '../src/common/log.js';
 import { generateRsaKeyPair, pythonJsonDumps, signMessage, signUrl } from '../src/common/signature.js';
-import { startModelSim, type ModelSim } from '../src/model-sim/index.js';
+import type { ModelSim } from '../src/model-sim/index.js';
 import { strictSignedMessage } from '../src/worker/auth.js';
 import { defineWorker } from '../src/worker/config.js';
 import { parseWorkerEnv } from '../src/worker/env.js';
@@ -30,7 +28,8 @@ import { tokenMatches } from '../src/worker/management.js';
 import { canonicalJson, sameAuth } from '../src/worker/sessions.js';
 import { startWorker, type RunningWorker } from '../src/worker/worker.js';
 import { startEngine, type TestEngine } from './helpers/engine.js';
-import { startTestWorker, waitFor, type TestWorker } from './helpers/worker.js';
+import { selfSignedCert } from './helpers/tls.js';
+import { freePort, postJson, startInstantOpenaiSim, startTestWorker, useResources, waitFor, type TestWorker } from './helpers/worker.js';
 import { authMaker, clientAgent, completion, useStage, waitUntil } from './faults/harness.js';
 import { checkDeliveries } from '../benchmarks/lib/invariants.js';
 
@@ -42,16 +41,7 @@ let simDir: string;
 beforeAll(async () => {
   engine = await startEngine();
   simDir = mkdtempSync(join(tmpdir(), 'security-'));
-  sim = await startModelSim({
-    flavor: 'openai',
-    port: 0,
-    loadSeconds: 0,
-    tokenRate: 100_000,
-    capacity: 1_000_000,
-    ttftMs: 0,
-    logFile: join(simDir, 'model.log'),
-  });
-  await sim.ready;
+  sim = await startInstantOpenaiSim(simDir);
 });
 afterAll(async () => {
   await sim?.close();
@@ -59,14 +49,7 @@ afterAll(async () => {
   rmSync(simDir, { recursive: true, force: true });
 });
 
-let cleanups: Array<() => Promise<void> | void> = [];
-afterEach(async () => {
-  for (const fn of cleanups.reverse())
-    await Promise.resolve()
-      .then(fn)
-      .catch(() => undefined);
-  cleanups = [];
-});
+const cleanups = useResources();
 
 async function securedWorker(env: Record<string, string> = {}): Promise<TestWorker> {
   const w = await startTestWorker({
@@ -77,26 +60,11 @@ async function securedWorker(env: Record<string, string> = {}): Promise<TestWork
     extensions: defaultExtensions(),
     env,
   });
-  cleanups.push(() => w.close());
+  cleanups.defer(() => w.close());
   return w;
 }
 
-async function send(url: string, body: unknown, dispatcher?: Agent): Promise<{ status: number; text: string; json: any }> {
-  const r = await request(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: typeof body === 'string' ? body : JSON.stringify(body),
-    dispatcher,
-  });
-  const text = await r.body.text();
-  let json: any;
-  try {
-    json = text ? JSON.parse(text) : undefined;
-  } catch {
-    json = undefined;
-  }
-  return { status: r.statusCode, text, json };
-}
+const send = (url: string, body: unknown, dispatcher?: Agent) => postJson(url, body, { dispatcher });
 
 let nextIdx = 70_000_000;
 const payload = { prompt: 'hello', max_tokens: 2 };
@@ -162,14 +130,6 @@ describe('signature attacks (compatible mode)', () => {
 
 // ---------------------------------------------------------------------------------------------
 // Strict mode, end to end: the reference autoscaler signs, a STRICT_AUTH worker verifies.
-
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as AddressInfo).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
 
 /** A provider whose instances are real in-process workers (STRICT_AUTH=true) in front of model-sim. */
 class StrictWorkerProvider implements Provider {
@@ -498,33 +458,19 @@ describe('HTTPS with a real certificate', () => {
     const dir = mkdtempSync(join(tmpdir(), 'pki-'));
     const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
     // A CA, and a server certificate for 127.0.0.1 signed by it; and a second, unrelated CA.
-    ssl(
-      'req',
-      '-x509',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-keyout',
-      'ca.key',
-      '-out',
-      'ca.crt',
-      '-days',
-      '2',
-      '-subj',
-      '/CN=nodeworker test CA',
-      '-addext',
-      'basicConstraints=critical,CA:TRUE',
-      '-addext',
-      'keyUsage=critical,keyCertSign,cRLSign',
-    );
+    const ca = selfSignedCert(dir, 'ca', {
+      subject: '/CN=nodeworker test CA',
+      days: 2,
+      extensions: ['basicConstraints=critical,CA:TRUE', 'keyUsage=critical,keyCertSign,cRLSign'],
+    });
     ssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1');
     writeFileSync(
       join(dir, 'ext.cnf'),
       'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n',
     );
     ssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.crt', '-days', '2', '-extfile', 'ext.cnf');
-    ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'other.key', '-out', 'other.crt', '-days', '2', '-subj', '/CN=some other CA');
-    pki = { dir, ca: join(dir, 'ca.crt'), cert: join(dir, 'server.crt'), key: join(dir, 'server.key'), otherCa: join(dir, 'other.crt') };
+    const other = selfSignedCert(dir, 'other', { subject: '/CN=some other CA', days: 2 });
+    pki = { dir, ca: ca.cert, cert: join(dir, 'server.crt'), key: join(dir, 'server.key'), otherCa: other.cert };
   });
   afterAll(() => rmSync(pki.dir, { recursive: true, force: true }));
 
@@ -535,7 +481,7 @@ describe('HTTPS with a real certificate', () => {
     const wrongCa = new Agent({ connect: { ca: readFileSync(pki.otherCa) } });
     const noCa = new Agent();
     const byName = new Agent({ connect: { ca: readFileSync(pki.ca), servername: 'localhost' } });
-    cleanups.push(() => Promise.all([trusted.close(), wrongCa.close(), noCa.close(), byName.close()]).then(() => undefined));
+    cleanups.defer(() => Promise.all([trusted.close(), wrongCa.close(), noCa.close(), byName.close()]).then(() => undefined));
 
     const auth = { cost: 10, endpoint: 'sec', reqnum: nextIdx, request_idx: nextIdx++, signature: engine.sign(w.url), url: w.url };
     const ok = await send(`${w.url}/v1/completions`, { auth_data: auth, payload }, trusted);

@@ -1,9 +1,9 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { sessionsExtension, parseCreatePayload, sameAuth, canonicalJson, SessionStore } from '../src/worker/sessions.js';
 import { Ledger } from '../src/worker/ledger.js';
 import { silentLogger } from './helpers/worker.js';
 import { createHash } from 'node:crypto';
-import { startEngine, type TestEngine } from './helpers/engine.js';
+import { type TestEngine, useFileEngine } from './helpers/engine.js';
 import { clientAgent, postJson, startTestModel, startTestWorker, useResources, waitFor, type TestModel, type TestWorker } from './helpers/worker.js';
 
 const res = useResources();
@@ -11,10 +11,7 @@ const agent = clientAgent(32);
 afterAll(() => agent.close());
 
 let engine: TestEngine;
-beforeAll(async () => {
-  engine = await startEngine();
-});
-afterAll(() => engine.close());
+useFileEngine((e) => (engine = e));
 
 /** A model that echoes, hangs on `{mode: "hang"}` until its connection closes, and records /on_close posts. */
 async function sessionModel(): Promise<TestModel & { onClose: unknown[] }> {

@@ -9,25 +9,19 @@ import { createServer, type Server } from 'node:http';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { ConfigError } from '../src/common/protocol.js';
 import { defineWorker } from '../src/worker/config.js';
 import { parseWorkerEnv } from '../src/worker/env.js';
 import { DEFAULT_MODEL_URL, loadWorkerConfig, resolveWorkerConfig, salvageReportTarget } from '../src/worker/worker-config.js';
+import { useResources } from './helpers/worker.js';
 
 const CLI = resolve('dist/cli.js');
 const dir = mkdtempSync(join(tmpdir(), 'worker-startup-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-let cleanups: Array<() => Promise<void> | void> = [];
-afterEach(async () => {
-  for (const fn of cleanups.reverse())
-    await Promise.resolve()
-      .then(fn)
-      .catch(() => undefined);
-  cleanups = [];
-});
+const cleanups = useResources();
 
 interface Run {
   stdout: () => string;
@@ -46,7 +40,7 @@ function run(args: string[], env: Record<string, string>): Run {
   child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  cleanups.push(async () => {
+  cleanups.defer(async () => {
     if (child.exitCode === null && child.signalCode === null) {
       child.kill('SIGKILL');
       await exited;
@@ -73,7 +67,7 @@ async function notFoundModel(): Promise<string> {
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  cleanups.push(() => new Promise<void>((r) => server.close(() => r())));
+  cleanups.defer(() => new Promise<void>((r) => server.close(() => r())));
   return `http://127.0.0.1:${(server.address() as { port: number }).port}`;
 }
 
@@ -108,7 +102,7 @@ describe('nodeworker worker: a port taken', () => {
   it('without REPORT_ADDR says why on stderr and exits 1 (nothing to keep reporting to)', async () => {
     const holder: Server = createServer();
     await new Promise<void>((r) => holder.listen(0, '127.0.0.1', r));
-    cleanups.push(() => new Promise<void>((r) => holder.close(() => r())));
+    cleanups.defer(() => new Promise<void>((r) => holder.close(() => r())));
     const port = (holder.address() as { port: number }).port;
     const p = run(['worker', '--handler', 'tgi'], {
       CONTAINER_ID: '6',

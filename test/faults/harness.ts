@@ -20,8 +20,9 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Agent, errors as undiciErrors, request } from 'undici';
-import { afterEach, expect } from 'vitest';
+import { expect } from 'vitest';
 import { startEngine, type TestEngine } from '../helpers/engine.js';
+import { useResources } from '../helpers/worker.js';
 import {
   checkAccounting,
   totalsFromMetrics,
@@ -57,30 +58,22 @@ export interface Stage {
 
 /** Everything a test starts, stopped after it even when it fails. */
 export function useStage(): Stage {
-  let cleanups: Array<() => Promise<void> | void> = [];
-  afterEach(async () => {
-    const fns = cleanups.reverse();
-    cleanups = [];
-    for (const fn of fns)
-      await Promise.resolve()
-        .then(fn)
-        .catch(() => undefined);
-  });
+  const cleanups = useResources();
   const stage: Stage = {
     dir() {
       const d = mkdtempSync(join(tmpdir(), 'faults-'));
-      cleanups.push(() => rmSync(d, { recursive: true, force: true }));
+      cleanups.defer(() => rmSync(d, { recursive: true, force: true }));
       return d;
     },
     async engine() {
       const e = await startEngine();
-      cleanups.push(() => e.close());
+      cleanups.defer(() => e.close());
       return e;
     },
     sim: (opts = {}) => startSim(stage, opts),
     worker: (opts) => startWorkerProcess(stage, opts),
     defer(fn) {
-      cleanups.push(fn);
+      cleanups.defer(fn);
     },
   };
   return stage;
@@ -516,19 +509,23 @@ export function reportsOf(engine: TestEngine, id: number): StatusReport[] {
   return engine.statuses.filter((s) => s.body.id === id).map((s) => s.body as unknown as StatusReport);
 }
 
-/**
- * The invariants after a scenario, while the worker still runs: waits (up to `timeoutMs`) until the
- * worker has nothing in flight and every invariant holds, then asserts them, listing every problem.
- * Also checks the model has no request left open (no leaked model connection).
- */
-export async function expectAccounting(o: {
+/** What the end of a scenario checks: the engine, the worker, the clients' records (and the model, for leaked requests). */
+export interface ScenarioEnd {
   engine: TestEngine;
   worker: WorkerProcess;
   records: readonly ClientRecord[];
   sim?: SimProcess;
   options?: DeliveryOptions;
+  /** How long the invariants may take to hold (default 15 s). */
   timeoutMs?: number;
-}): Promise<void> {
+}
+
+/**
+ * The invariants after a scenario, while the worker still runs: waits (up to `timeoutMs`) until the
+ * worker has nothing in flight and every invariant holds, then asserts them, listing every problem.
+ * Also checks the model has no request left open (no leaked model connection).
+ */
+export async function expectAccounting(o: ScenarioEnd): Promise<void> {
   let problems: string[] = ['not checked yet'];
   const check = async () => {
     const totals = totalsFromMetrics(await o.worker.metrics());
@@ -574,14 +571,7 @@ export function tally(records: readonly { outcome: ClientOutcome }[]): Record<Cl
  * The end of every scenario: the invariants while the worker runs, then SIGTERM; the worker must
  * exit 0 by itself (no leaked handle), and its last flush must leave the invariants intact.
  */
-export async function finishScenario(o: {
-  engine: TestEngine;
-  worker: WorkerProcess;
-  records: readonly ClientRecord[];
-  sim?: SimProcess;
-  options?: DeliveryOptions;
-  timeoutMs?: number;
-}): Promise<void> {
+export async function finishScenario(o: ScenarioEnd): Promise<void> {
   await expectAccounting(o);
   const totals = totalsFromMetrics(await o.worker.metrics());
   await o.worker.terminate();

@@ -18,6 +18,7 @@
 import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import { afterAll, beforeAll } from 'vitest';
 import { generateRsaKeyPair, signUrl, type KeyPair } from '../../src/common/signature.js';
 
 export interface EnginePost {
@@ -234,4 +235,14 @@ export async function startEngine(opts: { keys?: KeyPair; host?: string } = {}):
 
   await startListening(0);
   return engine;
+}
+
+/** One engine for a whole test file: started before its first test (handed to `set`), closed after its last. */
+export function useFileEngine(set: (engine: TestEngine) => void): void {
+  let engine: TestEngine | undefined;
+  beforeAll(async () => {
+    engine = await startEngine();
+    set(engine);
+  });
+  afterAll(() => engine?.close());
 }

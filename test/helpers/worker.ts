@@ -17,7 +17,9 @@ import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { afterEach } from 'vitest';
 import { z } from 'zod';
+import tgi, { generate, generateStream } from '../../handlers/tgi.js';
 import { createLogger, type Logger } from '../../src/common/log.js';
+import { startModelSim, type ModelSim } from '../../src/model-sim/index.js';
 import { defineHandler, defineWorker, type HandlerSpec, type WorkerSpec } from '../../src/worker/config.js';
 import { parseWorkerEnv } from '../../src/worker/env.js';
 import { startWorker, type RunningWorker, type WorkerExtension, type WorkerTimings } from '../../src/worker/worker.js';
@@ -55,6 +57,9 @@ export function useResources(): { add<T extends Closable>(p: Promise<T> | T): Pr
     },
   };
 }
+
+/** A free TCP port on 127.0.0.1 (bound and released), for a process the test starts on a port of its own. */
+export { freePort } from '../../benchmarks/lib/procs.js';
 
 /** A logger that writes nothing (set TEST_LOG=debug to see the worker's log lines). */
 export function silentLogger(): Logger {
@@ -142,6 +147,21 @@ export const echoModel: ModelHandler = (_req, res, body) => {
   res.end(text);
 };
 
+/** model-sim with the openai routes, answering at once at any load (its log in `logDir`); resolves once it is ready. The caller closes it. */
+export async function startInstantOpenaiSim(logDir: string): Promise<ModelSim> {
+  const sim = await startModelSim({
+    flavor: 'openai',
+    port: 0,
+    loadSeconds: 0,
+    tokenRate: 100_000,
+    capacity: 1_000_000,
+    ttftMs: 0,
+    logFile: join(logDir, 'model.log'),
+  });
+  await sim.ready;
+  return sim;
+}
+
 // ---------------------------------------------------------------------------------------------
 // A loopback engine: the public key and the two report routes.
 
@@ -215,6 +235,22 @@ export function echoHandler(overrides: Partial<HandlerSpec> = {}): HandlerSpec {
     maxQueueTime: null,
     benchmark: { dataset: [{ prompt: 'benchmark' }] },
     ...overrides,
+  });
+}
+
+/** Benchmark shape of `tgiDefinition()`: a warm-up, then `runs` rounds of `concurrency` requests of `tokens` tokens each. */
+export const TGI_BENCHMARK = { runs: 2, concurrency: 4, tokens: 20 } as const;
+
+/** The built-in TGI worker (its real log patterns and health path) with the short `TGI_BENCHMARK`. */
+export function tgiDefinition(over: Partial<WorkerSpec> = {}) {
+  const { runs, concurrency, tokens } = TGI_BENCHMARK;
+  return defineWorker({
+    ...tgi,
+    handlers: [
+      { ...generate, benchmark: { generator: (i: number) => ({ inputs: `benchmark ${i}`, parameters: { max_new_tokens: tokens } }), runs, concurrency } },
+      generateStream,
+    ],
+    ...over,
   });
 }
 
