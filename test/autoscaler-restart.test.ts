@@ -154,10 +154,11 @@ function startCli(config: string, dataDir: string, port: number): Promise<{ proc
 describe('autoscaler crash', () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'as-crash-'));
   const procs: ChildProcess[] = [];
-  const workerPids = () =>
+  /** The pids in the pid files of the workspaces of `ids` (default: every workspace). */
+  const workerPids = (ids?: readonly number[]) =>
     existsSync(join(dataDir, 'workers'))
       ? readdirSync(join(dataDir, 'workers'))
-          .filter((d) => d.startsWith('worker-'))
+          .filter((d) => (ids ? ids.some((id) => d === `worker-${id}`) : d.startsWith('worker-')))
           .flatMap((d) => ['.on_start.pid', '.model.pid', '.worker.pid'].map((f) => readPidFile(join(dataDir, 'workers', d, f))))
           .filter((p): p is number => p !== null)
       : [];
@@ -193,21 +194,28 @@ describe('autoscaler crash', () => {
     const first = await startCli(config, dataDir, 0);
     procs.push(first.proc);
     const port = Number(new URL(first.url).port);
+    // Two ready workers, each with its three processes' pid files (script, model, worker): on a
+    // loaded machine a worker may be replaced on the way, so the pids are those of the ready ones.
     let ready: Array<{ id: number; state: string }> = [];
-    const until = Date.now() + 40_000;
+    let pids: number[] = [];
+    const until = Date.now() + 60_000;
     for (;;) {
       ready = (await status(first.url)).filter((w) => w.state === 'ready');
-      if (ready.length >= 2) break;
-      if (Date.now() > until) throw new Error('two ready workers not reached');
+      pids = ready.length >= 2 ? workerPids(ready.map((w) => w.id)) : [];
+      if (pids.length === 6) break;
+      if (Date.now() > until) {
+        const dirs = existsSync(join(dataDir, 'workers')) ? readdirSync(join(dataDir, 'workers')).filter((d) => d.startsWith('worker-')) : [];
+        const files = dirs.map(
+          (d) =>
+            `${d}: ${readdirSync(join(dataDir, 'workers', d))
+              .filter((f) => f.endsWith('.pid'))
+              .join(' ')}`,
+        );
+        throw new Error(`two ready workers with their pid files not reached\n${files.join('\n')}\nworkers: ${JSON.stringify(await status(first.url))}`);
+      }
       await new Promise((r) => setTimeout(r, 200));
     }
     await new Promise((r) => setTimeout(r, 1200)); // a tick or two: the journal has them ready
-    // Three processes per worker (script, model, worker), each with its pid file: on a loaded
-    // machine the last file can land a moment after the worker reported ready.
-    const pids = await waitFor('the pid files of both workers', () => {
-      const found = workerPids();
-      return found.length === 6 ? found : null;
-    });
     for (const p of pids) seen.add(p);
     expect(pids).toHaveLength(6);
 
@@ -223,7 +231,7 @@ describe('autoscaler crash', () => {
         .map((w) => w.id)
         .sort(),
     ).toEqual(ready.map((w) => w.id).sort());
-    expect(workerPids().sort()).toEqual([...pids].sort());
+    expect(workerPids(ready.map((w) => w.id)).sort()).toEqual([...pids].sort());
     // It serves through the same workers, and request ids continue past everything issued before.
     const client = new Serverless({ autoscalerUrl: second.url, apiKey: API_KEY, timeout: 30_000 });
     const r = await client.endpoint('crash').request('/v1/completions', { prompt: 'after the crash', max_tokens: 4 }, { cost: 4 });
