@@ -17,7 +17,13 @@ export const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
 /** Percentile (0..100) of an unsorted list; NaN for an empty list. */
 export function percentile(values: number[], p: number): number {
   if (values.length === 0) return NaN;
-  const sorted = [...values].sort((a, b) => a - b);
-  const idx = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[idx]!;
+  return sortedQuantile(
+    [...values].sort((a, b) => a - b),
+    p / 100,
+  );
+}
+
+/** The value at quantile q (0..1) of an ascending, non-empty array: its ceil(q·n)-th smallest. */
+export function sortedQuantile(sorted: ArrayLike<number>, q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
 }

@@ -1,3 +1,4 @@
+import { sortedQuantile } from '../../common/util.js';
 import { oracleCost, type OracleMachine } from './oracle.js';
 import type { TraceRequest } from './trace.js';
 
@@ -383,10 +384,9 @@ function stopWorkers(left: Float64Array, ready: number, keep: number, draining: 
   for (let w = out; w < ready; w++) left[w] = 0;
 }
 
-/** The value at quantile q (0..1) of an ascending array: the ceil(q·n)-th smallest. */
+/** The value at quantile q (0..1) of an ascending array (0 when empty). */
 function quantileOf(sorted: Float64Array, q: number): number {
-  if (sorted.length === 0) return 0;
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
+  return sorted.length === 0 ? 0 : sortedQuantile(sorted, q);
 }
 
 /** Points no other point beats on both cost and p99: ascending cost, strictly falling p99. */

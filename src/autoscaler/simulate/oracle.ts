@@ -1,3 +1,4 @@
+import { sortedQuantile } from '../../common/util.js';
 import type { TraceRequest } from './trace.js';
 
 /**
@@ -113,7 +114,7 @@ export function latencyOracle(
     plan[worst]!++;
   }
   const sorted = [...waits].sort((a, b) => a - b);
-  const atQuantile = sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(quantile * sorted.length) - 1))] ?? 0;
+  const atQuantile = sorted.length > 0 ? sortedQuantile(sorted, quantile) : 0;
   const gpuHours = plan.reduce((a, b) => a + b, 0) / 60;
   return {
     targetQueueTime,
