@@ -2,6 +2,7 @@ import { request } from 'undici';
 import type { Logger } from '../common/log.js';
 import { maskSecret } from '../common/log.js';
 import type { WorkerStatusReport } from '../common/protocol.js';
+import { deadline } from '../common/deadline.js';
 import { sleep } from '../common/util.js';
 import type { Ledger, LedgerSnapshot } from './ledger.js';
 import type { Lifecycle } from './lifecycle.js';
@@ -80,8 +81,8 @@ export async function postWithFailover(
     for (let attempt = 1; attempt <= opts.tries; attempt++) {
       if (opts.signal?.aborted) return false;
       // One deadline for the whole attempt (connect, headers and body), not per phase.
-      const deadline = AbortSignal.timeout(opts.timeoutMs);
-      const signal = opts.signal ? AbortSignal.any([opts.signal, deadline]) : deadline;
+      const limit = deadline(opts.timeoutMs, opts.signal);
+      const signal = limit.signal;
       try {
         const res = await request(`${addr}${path}`, {
           method: 'POST',
@@ -96,8 +97,10 @@ export async function postWithFailover(
         opts.logger?.warn({ addr, path, attempt, status: res.statusCode }, `engine answered ${res.statusCode}`);
       } catch (err) {
         if (opts.signal?.aborted) return false;
-        const why = deadline.aborted ? `no answer within ${opts.timeoutMs} ms` : (err as Error).message;
+        const why = limit.timedOut ? `no answer within ${opts.timeoutMs} ms` : (err as Error).message;
         opts.logger?.warn({ addr, path, attempt, err: why }, 'engine unreachable');
+      } finally {
+        limit.dispose();
       }
       if (attempt < opts.tries) {
         try {
