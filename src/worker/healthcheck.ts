@@ -155,13 +155,13 @@ export function startHealthcheck(opts: HealthcheckOptions): Healthcheck {
       if (stopped || signal?.aborted) return Promise.resolve(false);
       return new Promise<boolean>((resolve) => {
         const done = (ok: boolean) => {
-          clearTimeout(deadline);
+          clearTimeout(giveUp);
           signal?.removeEventListener('abort', onAbort);
           waiters.delete(done);
           resolve(ok);
         };
         const onAbort = () => done(false);
-        const deadline = setTimeout(() => done(false), Math.max(0, deadlineMs));
+        const giveUp = setTimeout(() => done(false), Math.max(0, deadlineMs));
         signal?.addEventListener('abort', onAbort, { once: true });
         waiters.add(done);
       });

@@ -50,6 +50,9 @@ export function createListener(routes: Map<string, RouteFn>, app: Hono): Request
   const honoListener = getRequestListener(app.fetch);
   const listener: RequestListener = (req, res) => {
     if (req.headers.host === undefined && req.httpVersionMajor === 1 && req.httpVersionMinor === 1) return missingHost(req, res);
+    // Absolute form (`POST http://host/path`, RFC 9112 §3.2.2: a server must accept it): served as
+    // its path, like the origin form every client sends.
+    if (req.url !== undefined && req.url.charCodeAt(0) !== 0x2f) req.url = originForm(req.url);
     if (req.method === 'POST') {
       const url = req.url ?? '/';
       const q = url.indexOf('?');
@@ -64,6 +67,14 @@ export function createListener(routes: Map<string, RouteFn>, app: Hono): Request
   });
   if (fast.size > 0) FAST_ROUTES.set(listener, fast);
   return listener;
+}
+
+/** The path and query of an absolute-form target (`http://host:port/p?q` → `/p?q`); others as they are. */
+export function originForm(target: string): string {
+  const m = /^https?:\/\/[^/?#]*/i.exec(target);
+  if (!m) return target;
+  const rest = target.slice(m[0].length);
+  return rest === '' ? '/' : rest.charCodeAt(0) === 0x3f ? `/${rest}` : rest;
 }
 
 /** node:http's own answer to this is an empty 400 (requireHostHeader): this one says what is wrong. */
@@ -100,6 +111,9 @@ export async function listen(listener: RequestListener, opts: ListenOptions): Pr
     ? (createHttpsServer({ ...serverOpts, cert: readFileSync(opts.tls.certPath), key: readFileSync(opts.tls.keyPath) }, listener) as unknown as Server)
     : createHttpServer(serverOpts, listener);
   const fastRoutes = opts.tls || opts.fastLane === false ? undefined : FAST_ROUTES.get(listener);
+  // A client that sends its whole request and then half-closes (shutdown(SHUT_WR)) still gets its
+  // answer, and the connection closes after it (node's default closes at once and loses it).
+  (server as Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
   server.maxConnections = connectionCap(opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS);
   if (fastRoutes) LANES.set(server, new FastLane(server, fastRoutes, { headersTimeout, requestTimeout, checkEveryMs }));
   await new Promise<void>((resolve, reject) => {
@@ -123,6 +137,11 @@ export async function listen(listener: RequestListener, opts: ListenOptions): Pr
     // Garbage pipelined behind a request: its answer goes out first, then the 400 (in order, as
     // the fast lane does), instead of the 400 overtaking it and the close losing it.
     const inFlight = socket._httpMessage;
+    // The error is about the request being answered (its body stalled, its chunk framing or
+    // trailer is malformed, it was cut): that request will never complete, so its answer never
+    // comes; waiting for it held the connection forever (issue 21 row 9). Answer now, as node:http
+    // does without a clientError listener: the error when nothing of the answer is out yet, else cut.
+    if (inFlight?.req && !inFlight.req.complete) return abortIncomplete(socket, inFlight, err.code);
     // An answer that closes the connection is the last one on it: nothing may follow it.
     const next = () => (inFlight && (!inFlight.shouldKeepAlive || (inFlight as { _last?: boolean })._last) ? void socket.end() : answer());
     if (inFlight && !inFlight.writableFinished && !socket.destroyed) {
@@ -134,6 +153,18 @@ export async function listen(listener: RequestListener, opts: ListenOptions): Pr
     next();
   });
   return { server, port: (server.address() as AddressInfo).port };
+}
+
+/**
+ * End a connection whose current request cannot complete: its error answer (408/400/413...) when
+ * none of the request's own answer is out yet, then close (destroyed a second later if the client
+ * does not read). The request's handler sees the request abort and ends it in the ledger.
+ */
+function abortIncomplete(socket: Duplex, res: ServerResponse, code: string | undefined): void {
+  if (socket.writable && !res.headersSent) {
+    socket.end(clientErrorText(code));
+    setTimeout(() => socket.destroy(), 1000).unref();
+  } else socket.destroy();
 }
 
 /** Stop accepting, close idle connections now and every connection after `forceAfterMs`. */

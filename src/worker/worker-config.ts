@@ -14,6 +14,8 @@ import { WORKER_VERSION } from './version.js';
 
 export { DEFAULT_MODEL_URL };
 export const DEFAULT_MODEL_TIMEOUT_MS = 300_000;
+/** The whole answer of the model, streams included, within an hour (issue 21 row 16). */
+export const DEFAULT_MODEL_ANSWER_TIMEOUT_MS = 3_600_000;
 export const DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024;
 export const DEFAULT_MAX_SESSIONS = 10;
 
@@ -32,6 +34,8 @@ export interface WorkerConfig {
   model: {
     url: string;
     timeoutMs: number;
+    /** The whole answer (trailers included) within this many ms; 0 = no limit. */
+    answerTimeoutMs: number;
     /** `GET {url}{healthPath}` must answer 200 before ready; null: wait `noHealthWaitMs` instead. */
     healthPath: string | null;
     logFile: string | null;
@@ -47,6 +51,9 @@ export interface WorkerConfig {
     maxBodyBytes: number;
     /** Open client connections at most, per listener (WORKER_MAX_CONNECTIONS). */
     maxConnections: number;
+    /** ms a client gets for its request head, and for its whole request (body included). */
+    headersTimeoutMs: number;
+    requestTimeoutMs: number;
   };
   report: ReportTarget;
   auth: { unsecured: boolean; strict: boolean };
@@ -89,6 +96,7 @@ export function resolveWorkerConfig(definition: WorkerDefinition, env: WorkerEnv
     model: {
       url: resolveModelUrl(definition, env, overrides).replace(/\/+$/, ''),
       timeoutMs: spec.modelTimeoutMs ?? DEFAULT_MODEL_TIMEOUT_MS,
+      answerTimeoutMs: spec.modelAnswerTimeoutMs ?? DEFAULT_MODEL_ANSWER_TIMEOUT_MS,
       healthPath: spec.healthPath ?? env.MODEL_HEALTH_ENDPOINT ?? null,
       logFile: spec.modelLogFile ?? env.MODEL_LOG ?? null,
       sizeGb: spec.modelSizeGb ?? env.MODEL_SIZE_GB ?? null,
@@ -101,6 +109,8 @@ export function resolveWorkerConfig(definition: WorkerDefinition, env: WorkerEnv
       tls: env.USE_SSL ? { certPath: env.SSL_CERT_PATH, keyPath: env.SSL_KEY_PATH } : null,
       maxBodyBytes: spec.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
       maxConnections: env.WORKER_MAX_CONNECTIONS,
+      headersTimeoutMs: Math.round(env.WORKER_HEADERS_TIMEOUT * 1000),
+      requestTimeoutMs: Math.round(env.WORKER_REQUEST_TIMEOUT * 1000),
     },
     report: reportTargetOf(env),
     auth: { unsecured: env.UNSECURED, strict: env.STRICT_AUTH },

@@ -57,9 +57,12 @@ export interface WorkerTimings {
   pubkeyBaseDelayMs: number;
   /** How often loading progress is logged (5 s). */
   progressLogMs: number;
-  /** Clients must send all request headers within this (10 s), the whole request within requestTimeoutMs (60 s). */
-  headersTimeoutMs: number;
-  requestTimeoutMs: number;
+  /**
+   * Clients must send all request headers within this, the whole request within requestTimeoutMs
+   * (default: WORKER_HEADERS_TIMEOUT 10 s, WORKER_REQUEST_TIMEOUT 60 s; a value here wins).
+   */
+  headersTimeoutMs?: number;
+  requestTimeoutMs?: number;
 }
 
 const DEFAULT_TIMINGS: WorkerTimings = {
@@ -71,8 +74,6 @@ const DEFAULT_TIMINGS: WorkerTimings = {
   reportRetryDelayMs: 2000,
   pubkeyBaseDelayMs: 1000,
   progressLogMs: 5000,
-  headersTimeoutMs: 10_000,
-  requestTimeoutMs: 60_000,
 };
 
 export { SUPERVISOR_ERROR_MARKER };
@@ -130,7 +131,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const logger = opts.logger ?? createLogger('nodeworker', { level: config.log.level, destination: config.log.file ?? undefined });
   const ledger = new Ledger();
   const lifecycle = new Lifecycle();
-  const auth = new AuthChecker(config.auth);
+  const auth = new AuthChecker({ ...config.auth, ownUrl: config.report.publicUrl });
   const gate = new FifoGate();
   const modelUrl = config.model.url;
   const modelTimeoutMs = config.model.timeoutMs;
@@ -139,7 +140,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   // the pool stays for the benchmark, and serves the request path for an https model.
   const model =
     modelUrl.startsWith('http:') && opts.requestPath?.modelClient !== false
-      ? new ModelClient(modelUrl, { headersTimeoutMs: modelTimeoutMs, bodyTimeoutMs: modelTimeoutMs })
+      ? new ModelClient(modelUrl, { headersTimeoutMs: modelTimeoutMs, bodyTimeoutMs: modelTimeoutMs, answerTimeoutMs: config.model.answerTimeoutMs })
       : undefined;
   const ac = new AbortController();
   const closers: Array<() => Promise<void> | void> = [];
@@ -221,8 +222,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       host,
       port: config.listen.port,
       tls,
-      headersTimeoutMs: t.headersTimeoutMs,
-      requestTimeoutMs: t.requestTimeoutMs,
+      headersTimeoutMs: t.headersTimeoutMs ?? config.listen.headersTimeoutMs,
+      requestTimeoutMs: t.requestTimeoutMs ?? config.listen.requestTimeoutMs,
       fastLane: opts.requestPath?.fastLane,
       maxConnections: config.listen.maxConnections,
     });
@@ -237,8 +238,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       internal = await listen(createListener(internalRoutes, iapp), {
         host,
         port: config.listen.internalPort,
-        headersTimeoutMs: t.headersTimeoutMs,
-        requestTimeoutMs: t.requestTimeoutMs,
+        headersTimeoutMs: t.headersTimeoutMs ?? config.listen.headersTimeoutMs,
+        requestTimeoutMs: t.requestTimeoutMs ?? config.listen.requestTimeoutMs,
       });
     } catch (err) {
       return abandon(err, [main.server]);

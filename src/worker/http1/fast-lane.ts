@@ -327,6 +327,8 @@ class FastConnection {
     }
     if (this.socket.isPaused()) this.socket.resume();
     if (this.pending !== null) this.parse();
+    // A half-closed client: what is left after the requests it sent whole can never complete.
+    if (this.clientEnded && this.reply === null && !this.gone) this.endInput();
   }
 
   private giveUp(): void {
@@ -354,15 +356,28 @@ class FastConnection {
     setTimeout(() => this.socket.destroy(), 1000).unref();
   }
 
-  /** The client closed its side: as node:http does, that ends the request in progress (client gone). */
+  /**
+   * The client closed its sending side (half-close). A request that came whole is still answered
+   * (the socket stays writable: the server allows half-open connections, as node:http does with
+   * httpAllowHalfOpen), then the connection closes; a request cut short gets node:http's 400.
+   */
   private ended(): void {
     this.clientEnded = true;
-    const reply = this.reply;
-    this.reply = null;
+    if (this.reply) return; // answered() closes once the answer (and complete pipelined ones) are out
+    this.endInput();
+  }
+
+  /** No more bytes will come: close, with a 400 when part of a request was read. */
+  private endInput(): void {
+    const cut = this.pending !== null || this.awaiting > 0;
     this.pending = null;
+    this.parts = [];
+    this.awaiting = 0;
     this.gone = true;
-    reply?.clientGone();
-    this.socket.end();
+    if (cut) {
+      this.socket.end(clientErrorText('HPE_INVALID_EOF_STATE'));
+      setTimeout(() => this.socket.destroy(), 1000).unref();
+    } else this.socket.end();
   }
 
   private closed(): void {
