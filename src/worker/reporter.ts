@@ -226,13 +226,13 @@ export class Reporter {
     let all = true;
     const batch = this.o.deleteBatch ?? 10_000;
     const { deleteSucceeded, deleteFailed } = this.o.ledger;
-    for (const [queue, success, atStart] of [
-      [deleteSucceeded, true, deleteSucceeded.size],
-      [deleteFailed, false, deleteFailed.size],
+    for (const [success, atStart] of [
+      [true, deleteSucceeded.size],
+      [false, deleteFailed.size],
     ] as const) {
       let waiting = atStart;
       while (waiting > 0) {
-        const ids = queue.peek(Math.min(batch, waiting));
+        const { ids, mark } = this.o.ledger.peekDeletes(success, Math.min(batch, waiting));
         const ok = await postWithFailover(
           this.o.addrs,
           '/delete_requests/',
@@ -247,7 +247,7 @@ export class Reporter {
           break;
         }
         // Only the ids this post carried leave: ids that ended meanwhile sit behind them in the FIFO.
-        queue.drop(ids.length);
+        this.o.ledger.acknowledged(ids, success, mark);
         waiting -= ids.length;
         this.stats.deleteOk++;
       }
