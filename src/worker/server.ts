@@ -1,10 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { errorBody } from '../common/protocol.js';
 import { clientErrorText, FastLane, KEEP_ALIVE_MS, type RouteFn } from './http1/fast-lane.js';
+import { probeHalfClosed } from './http1/half-close.js';
 import { getRequestListener } from '@hono/node-server';
 import type { Hono } from 'hono';
 
@@ -53,6 +54,7 @@ export function createListener(routes: Map<string, RouteFn>, app: Hono): Request
     // Absolute form (`POST http://host/path`, RFC 9112 §3.2.2: a server must accept it): served as
     // its path, like the origin form every client sends.
     if (req.url !== undefined && req.url.charCodeAt(0) !== 0x2f) req.url = originForm(req.url);
+    watchHalfClose(req.socket);
     if (req.method === 'POST') {
       const url = req.url ?? '/';
       const q = url.indexOf('?');
@@ -67,6 +69,27 @@ export function createListener(routes: Map<string, RouteFn>, app: Hono): Request
   });
   if (fast.size > 0) FAST_ROUTES.set(listener, fast);
   return listener;
+}
+
+/** Sockets of node:http connections whose FIN is watched (half-close.ts). */
+const WATCHED = new WeakSet<object>();
+
+/**
+ * On a client's FIN while its HTTP/1.1 request waits for its answer, probe whether the client is
+ * still there (the answer is still written to a half-closed client; a gone one cancels it).
+ */
+function watchHalfClose(socket: Socket): void {
+  if (WATCHED.has(socket)) return;
+  WATCHED.add(socket);
+  socket.once('end', () => {
+    const res = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+    if (!res || res.headersSent || res.req?.httpVersion !== '1.1') return;
+    probeHalfClosed(
+      socket,
+      () => !res.headersSent && !res.writableEnded,
+      () => res.writeContinue(),
+    );
+  });
 }
 
 /** The path and query of an absolute-form target (`http://host:port/p?q` → `/p?q`); others as they are. */

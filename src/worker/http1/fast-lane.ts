@@ -1,6 +1,7 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { bodiless, contentLengthOf, forEachHeader, headerLines, statusLine, type OutgoingHeaders } from './head.js';
+import { probeHalfClosed } from './half-close.js';
 import type { ClientReply } from './reply.js';
 
 /**
@@ -363,7 +364,13 @@ class FastConnection {
    */
   private ended(): void {
     this.clientEnded = true;
-    if (this.reply) return; // answered() closes once the answer (and complete pipelined ones) are out
+    const reply = this.reply;
+    if (reply) {
+      // answered() closes once the answer (and complete pipelined ones) are out; meanwhile, find
+      // out whether the client is still there to read it (half-close.ts).
+      probeHalfClosed(this.socket, () => this.reply === reply && !reply.headersSent);
+      return;
+    }
     this.endInput();
   }
 
