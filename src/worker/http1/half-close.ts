@@ -11,8 +11,12 @@ import type { Socket } from 'node:net';
  * the answer has started (its own writes then tell the same).
  */
 export const CONTINUE_PROBE = 'HTTP/1.1 100 Continue\r\n\r\n';
-/** The second probe comes soon (the reset to the first is back within a round trip), later ones every second. */
-const FIRST_REPROBE_MS = 100;
+/**
+ * When the probes after the first go out: the reset to the first is back within a round trip
+ * (microseconds on loopback, up to a few hundred ms across the world), so the next ones come soon
+ * and then spread out to one a second.
+ */
+const REPROBE_MS = [5, 50, 250];
 export const PROBE_MS = 1000;
 
 /**
@@ -20,10 +24,10 @@ export const PROBE_MS = 1000;
  * `write` writes one probe (defaults to the raw interim answer on the socket).
  */
 export function probeHalfClosed(socket: Socket, waiting: () => boolean, write: () => void = () => void socket.write(CONTINUE_PROBE)): void {
-  const tick = (next: number) => {
+  const tick = (n: number) => {
     if (socket.destroyed || !socket.writable || !waiting()) return;
     write();
-    setTimeout(() => tick(PROBE_MS), next).unref();
+    setTimeout(() => tick(n + 1), REPROBE_MS[n] ?? PROBE_MS).unref();
   };
-  tick(FIRST_REPROBE_MS);
+  tick(0);
 }
