@@ -84,6 +84,8 @@ const envSchema = z.object({
   MODEL_SIZE_GB: z.coerce.number({ error: 'must be a number of GB' }).positive('must be a number of GB above 0').optional(),
   BACKEND: z.string().optional(),
   WORKSPACE_DIR: z.string().default(process.cwd()),
+  // Where ids not yet reported to the engine survive a kill -9 (default in WORKSPACE_DIR); `off`: memory only.
+  UNREPORTED_FILE: z.string().optional(),
   FORCE_UPDATE_FILE: z.string().default('/.force_update'),
   DRAIN_TIMEOUT: z.coerce.number({ error: 'must be a number of seconds' }).min(0, 'must be a number of seconds ≥ 0').default(30),
   WORKER_VERSION: z.string().optional(),

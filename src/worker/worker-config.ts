@@ -1,4 +1,5 @@
 import { ConfigError } from '../common/protocol.js';
+import { unreportedPath } from './unreported.js';
 import type { LogActions, WorkerDefinition } from './config.js';
 import { checkWorkerEnv, DEFAULT_MODEL_URL, isHttpUrl, type EnvSource, type WorkerEnv } from './env.js';
 import { WORKER_VERSION } from './version.js';
@@ -59,6 +60,8 @@ export interface WorkerConfig {
   auth: { unsecured: boolean; strict: boolean };
   maxSessions: number;
   workspaceDir: string;
+  /** The file that keeps ids not yet reported across a kill -9 (unreported.ts); null: memory only. */
+  unreportedFile: string | null;
   forceUpdateFile: string;
   drainTimeoutMs: number;
   log: { level: string; file: string | null };
@@ -116,6 +119,7 @@ export function resolveWorkerConfig(definition: WorkerDefinition, env: WorkerEnv
     auth: { unsecured: env.UNSECURED, strict: env.STRICT_AUTH },
     maxSessions: spec.maxSessions ?? DEFAULT_MAX_SESSIONS,
     workspaceDir: env.WORKSPACE_DIR,
+    unreportedFile: env.UNREPORTED_FILE === 'off' ? null : (env.UNREPORTED_FILE ?? unreportedPath(env.WORKSPACE_DIR)),
     forceUpdateFile: env.FORCE_UPDATE_FILE,
     drainTimeoutMs: env.DRAIN_TIMEOUT * 1000,
     log: { level: env.LOG_LEVEL, file: env.LOG_FILE ?? null },

@@ -17,7 +17,7 @@ import { startReadiness, SUPERVISOR_ERROR_MARKER } from './readiness.js';
 import { Reporter } from './reporter.js';
 import { addStatusRoute, startLoadingProgress } from './status-route.js';
 import { closeServer, createListener, listen, type RouteFn } from './server.js';
-import { readUnreported, UnreportedFile, unreportedPath } from './unreported.js';
+import { readUnreported, UnreportedFile } from './unreported.js';
 import { resolveWorkerConfig, type WorkerConfig } from './worker-config.js';
 
 /**
@@ -138,7 +138,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const logger = opts.logger ?? createLogger('nodeworker', { level: config.log.level, destination: config.log.file ?? undefined });
   const reporting = config.report.addrs.length > 0;
   const ledger = new Ledger({ keepDeletes: reporting || opts.auditDeletes === true });
-  const unreported = reporting ? openUnreported(ledger, config.workspaceDir, logger) : null;
+  const unreported = reporting && config.unreportedFile ? openUnreported(ledger, config.unreportedFile, logger) : null;
   const lifecycle = new Lifecycle();
   const auth = new AuthChecker({ ...config.auth, ownUrl: config.report.publicUrl });
   const gate = new FifoGate();
@@ -320,8 +320,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
  * posts) and keep this run's ids in the file from now on (unreported.ts). A workspace that cannot
  * hold the file costs durability, not the worker: it runs on from memory and says so.
  */
-function openUnreported(ledger: Ledger, workspaceDir: string, logger: Logger): UnreportedFile | null {
-  const path = unreportedPath(workspaceDir);
+function openUnreported(ledger: Ledger, path: string, logger: Logger): UnreportedFile | null {
   try {
     const left = readUnreported(path);
     ledger.carryOver(left.succeeded, left.failed);
