@@ -11,7 +11,7 @@
  *  - row 18: a probe's deadline leaves nothing on the long-lived stop signal.
  */
 import { getEventListeners } from 'node:events';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -88,6 +88,22 @@ describe('a worker killed with -9 loses no report (row 11)', () => {
     // Once acknowledged they are owed no more: the file left by a clean stop holds nothing.
     await second.terminate();
     expect(readUnreported(file)).toMatchObject({ succeeded: [], failed: [] });
+  });
+});
+
+describe('the unreported-ids file', () => {
+  it('reads what a killed run left: ended ids by flag, in-flight ones as dropped, acknowledged ones gone, a torn last line skipped', () => {
+    const dir = stage.dir();
+    const file = join(dir, UNREPORTED_FILE);
+    // 1 and 2 ended (success, failure) and unacknowledged; 3 acknowledged; 4 in flight; 5 twice in
+    // flight (a client reused its request_idx), one of them ended; 6 rejected (never admitted).
+    writeFileSync(file, 'A1\nA2\nA3\nA4\nA5\nA5\nS1\nF2\nS3\ns3\nS5\nF6\nA7\nS');
+    const left = readUnreported(file);
+    expect(left.succeeded.sort()).toEqual([1, 5]);
+    expect(left.failed.sort()).toEqual([2, 4, 5, 6, 7]);
+    expect(left.dropped).toBe(3);
+    expect(left.skipped).toBe(1);
+    expect(readUnreported(join(dir, 'none'))).toEqual({ succeeded: [], failed: [], dropped: 0, skipped: 0 });
   });
 });
 

@@ -116,8 +116,14 @@ async function exchange(url: string, bytes: string, fin = false): Promise<{ stat
   try {
     c.write(bytes);
     if (fin) c.socket.end();
+    // Interim answers (the 100 Continue probes a half-closed client gets) are skipped.
     let x: RawExchange = await c.read(1, { timeoutMs: 20_000 });
-    const first = x.answers[0] ?? x.cut;
+    const answers = [...x.answers];
+    while (!x.closed && !answers.some((a) => a.status >= 200)) {
+      x = await c.read(1, { timeoutMs: 20_000 });
+      answers.push(...x.answers);
+    }
+    const first = answers.find((a) => a.status >= 200) ?? x.cut;
     if (!x.closed) x = await c.read(1, { timeoutMs: 10_000 });
     return { status: first?.status ?? null, closed: x.closed, body: first?.body.toString('utf8') ?? '' };
   } finally {

@@ -116,8 +116,9 @@ const LANES = new WeakMap<Server, FastLane>();
  * malformed requests never crash the process (a malformed request gets a JSON 400/408/431).
  */
 export async function listen(listener: RequestListener, opts: ListenOptions): Promise<{ server: Server; port: number }> {
-  const headersTimeout = opts.headersTimeoutMs ?? 10_000;
   const requestTimeout = opts.requestTimeoutMs ?? 60_000;
+  // node:http refuses a head timeout longer than the request's (the whole request bounds its head).
+  const headersTimeout = Math.min(opts.headersTimeoutMs ?? 10_000, requestTimeout);
   const checkEveryMs = Math.max(100, Math.min(1000, headersTimeout / 2, requestTimeout / 2));
   const serverOpts = {
     headersTimeout,
