@@ -1,169 +1,152 @@
 /**
  * What the unreported-ids file costs (issue 21 row 11: ids admitted and not yet reported survive a
- * kill -9 in a small file in the workspace; the goal is ≤ 5 % of throughput). Two in-process
- * workers, both reporting to a loopback engine that acknowledges everything, one with the file
- * (the default) and one with UNREPORTED_FILE=off; rounds alternate off/on to spread drift. The
- * same load loop as reporting-cost.ts: requests/s and this process's CPU µs per request.
+ * kill -9 in a small file in the workspace; the goal is ≤ 5 % of throughput).
  *
- *   npm run build && node build/benchmarks/unreported-cost.js [--seconds 4] [--rounds 3] [--concurrency 32]
+ * 1. The bookkeeping alone, in this process: CPU ns per request of the ledger with and without the
+ *    file attached (two records a request, one write per `--concurrency` requests, as one
+ *    event-loop turn at that concurrency does, and one write per request, the worst case).
+ * 2. End to end: two worker processes in front of one model-sim, both reporting to a loopback
+ *    engine that acknowledges everything, one with the file (the default) and one with
+ *    UNREPORTED_FILE=off, loaded in turns (order alternating) with wrk (or undici): requests/s and
+ *    the worker process's CPU µs per request, medians over rounds.
+ *
+ *   npm run build && node build/benchmarks/unreported-cost.js [--duration 3] [--rounds 4] [--concurrency 32]
  */
-import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Pool } from 'undici';
-import { z } from 'zod';
-import { createLogger } from '#nodeworker/common/log.js';
-import { sleep } from '#nodeworker/common/util.js';
-import { defineWorker } from '#nodeworker/worker/config.js';
-import { parseWorkerEnv } from '#nodeworker/worker/env.js';
-import { UNREPORTED_FILE } from '#nodeworker/worker/unreported.js';
-import { startWorker, type RunningWorker } from '#nodeworker/worker/worker.js';
+import { Ledger } from '#nodeworker/worker/ledger.js';
+import { UNREPORTED_FILE, UnreportedFile } from '#nodeworker/worker/unreported.js';
 import { benchArgs } from './lib/args.js';
+import { startBenchEngine } from './lib/engine-stub.js';
+import { hasWrk, runLoad } from './lib/loadgen.js';
+import { cpuSeconds, type BenchProcess } from './lib/procs.js';
+import { startModelSim, startPartsWorker } from './lib/stack.js';
 
-async function listen(server: Server): Promise<string> {
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-}
-
-function modelStub(): Server {
-  const body = '{"id":"x","choices":[{"text":"hello"}]}';
-  return createServer((req, res) => {
-    req.resume();
-    req.on('end', () => res.writeHead(200, { 'content-type': 'application/json', 'content-length': body.length }).end(body));
-  });
-}
-
-function engineStub(): Server {
-  return createServer((req, res) => {
-    req.resume();
-    req.on('end', () => res.writeHead(200, { 'content-type': 'application/json' }).end('{}'));
-  });
-}
-
-async function startBenchWorker(modelUrl: string, engineUrl: string, workspace: string, file: boolean): Promise<RunningWorker> {
-  const definition = defineWorker({
-    modelServerUrl: modelUrl,
-    handlers: [
-      {
-        route: '/v1/completions',
-        payload: z.looseObject({ prompt: z.string() }),
-        workload: () => 100,
-        maxQueueTime: null,
-        benchmark: { dataset: [{ prompt: 'x' }] },
-      },
-    ],
-  });
-  const env = parseWorkerEnv({
-    WORKER_PORT: '0',
-    WORKER_HOST: '127.0.0.1',
-    CONTAINER_ID: '1',
-    UNSECURED: 'true',
-    WORKSPACE_DIR: workspace,
-    REPORT_ADDR: engineUrl,
-    MASTER_TOKEN: 'bench',
-    ...(file ? {} : { UNREPORTED_FILE: 'off' }),
-  });
-  const w = await startWorker({ definition, env, logger: createLogger('bench', { level: 'warn', destination: 2 }), timings: { noHealthWaitMs: 0 } });
-  const until = Date.now() + 10_000;
-  while (w.lifecycle.state !== 'ready') {
-    if (Date.now() > until) throw new Error(`worker not ready: ${w.lifecycle.reason}`);
-    await sleep(10);
-  }
-  return w;
-}
-
-async function load(url: string, concurrency: number, seconds: number): Promise<{ rps: number; cpuUs: number; errors: number }> {
-  const pool = new Pool(url, { connections: concurrency, pipelining: 1 });
-  let ok = 0;
-  let errors = 0;
-  let idx = 1;
-  const end = performance.now() + seconds * 1000;
-  const one = async () => {
-    while (performance.now() < end) {
-      const i = idx++;
-      const body = JSON.stringify({
-        auth_data: { cost: 100, endpoint: 'bench', reqnum: i, request_idx: i, signature: 'x', url: 'http://127.0.0.1' },
-        payload: { prompt: 'Say hello.' },
-      });
-      try {
-        const r = await pool.request({ path: '/v1/completions', method: 'POST', headers: { 'content-type': 'application/json' }, body });
-        await r.body.dump();
-        if (r.statusCode === 200) ok++;
-        else errors++;
-      } catch {
-        errors++;
-      }
-    }
-  };
-  const t0 = performance.now();
-  const cpu0 = process.cpuUsage();
-  await Promise.all(Array.from({ length: concurrency }, one));
-  const cpu = process.cpuUsage(cpu0);
-  const elapsed = (performance.now() - t0) / 1000;
-  await pool.close();
-  return { rps: ok / elapsed, cpuUs: (cpu.user + cpu.system) / Math.max(ok, 1), errors };
-}
-
-async function main(): Promise<void> {
-  const args = benchArgs('unreported-cost', '[--seconds S] [--rounds N] [--concurrency N]', { seconds: 'string', rounds: 'string', concurrency: 'string' });
-  const seconds = Number(args.seconds ?? 4);
-  const rounds = Number(args.rounds ?? 3);
-  const concurrency = Number(args.concurrency ?? 32);
-  const model = modelStub();
-  const engine = engineStub();
-  const modelUrl = await listen(model);
-  const engineUrl = await listen(engine);
-  const rps: Record<'off' | 'on', number[]> = { off: [], on: [] };
-  const cpuUs: Record<'off' | 'on', number[]> = { off: [], on: [] };
-  let fileBytes = 0;
-  try {
-    for (let r = 0; r < rounds; r++) {
-      for (const mode of ['off', 'on'] as const) {
-        const workspace = mkdtempSync(join(tmpdir(), 'unreported-cost-'));
-        writeFileSync(join(workspace, '.has_benchmark'), '1000');
-        const w = await startBenchWorker(modelUrl, engineUrl, workspace, mode === 'on');
-        try {
-          await load(w.url, concurrency, 1); // warm-up
-          const m = await load(w.url, concurrency, seconds);
-          if (mode === 'on') fileBytes = Math.max(fileBytes, statSync(join(workspace, UNREPORTED_FILE)).size);
-          rps[mode].push(m.rps);
-          cpuUs[mode].push(m.cpuUs);
-          process.stderr.write(
-            `round ${r + 1} ${mode.padEnd(3)}: ${m.rps.toFixed(0)} req/s, ${m.cpuUs.toFixed(0)} µs CPU/request${m.errors ? ` (${m.errors} errors)` : ''}\n`,
-          );
-        } finally {
-          await w.close();
-          rmSync(workspace, { recursive: true, force: true });
+/** CPU ns per request of ledger create/start/end, with or without the file (a write every `perTurn` requests). */
+function bookkeepingCost(n: number, perTurn: number): { offNs: number; onNs: number } {
+  const run = (withFile: boolean): number => {
+    const dir = mkdtempSync(join(tmpdir(), 'unreported-hooks-'));
+    const ledger = new Ledger();
+    const file = withFile
+      ? new UnreportedFile(join(dir, UNREPORTED_FILE), {
+          *working() {
+            for (const e of ledger.workingEntries()) yield e.requestIdx;
+          },
+          succeeded: () => ledger.deleteSucceeded.peek(Number.POSITIVE_INFINITY),
+          failed: () => ledger.deleteFailed.peek(Number.POSITIVE_INFINITY),
+        })
+      : null;
+    ledger.journal = file;
+    const t0 = process.cpuUsage();
+    for (let i = 0; i < n; i++) {
+      const e = ledger.create({ requestIdx: 1_000_000 + i, reqnum: i, workload: 10, route: '/v1/completions' });
+      ledger.start(e);
+      if (perTurn === 1) file?.flush(); // admitted and ended in different turns
+      ledger.end(e, 'success');
+      if (i % perTurn === perTurn - 1) {
+        file?.flush();
+        // What the reporter's acknowledgements do: a post per 1000 ids.
+        if (ledger.deleteSucceeded.size >= 1000) {
+          const { ids, mark } = ledger.peekDeletes(true, 1000);
+          ledger.acknowledged(ids, true, mark);
         }
       }
     }
-  } finally {
-    model.closeAllConnections();
-    engine.closeAllConnections();
-    model.close();
-    engine.close();
+    const c = process.cpuUsage(t0);
+    file?.close();
+    rmSync(dir, { recursive: true, force: true });
+    return ((c.user + c.system) * 1000) / n;
+  };
+  const off: number[] = [];
+  const on: number[] = [];
+  for (let r = 0; r < 3; r++) {
+    off.push(run(false));
+    on.push(run(true));
   }
-  const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor((a.length - 1) / 2)]!;
+  return { offNs: Math.min(...off), onNs: Math.min(...on) };
+}
+
+const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor((a.length - 1) / 2)]!;
+
+async function main(): Promise<void> {
+  const args = benchArgs('unreported-cost', '[--duration S] [--rounds N] [--concurrency N]', { duration: 'string', rounds: 'string', concurrency: 'string' });
+  const durationS = Number(args.duration ?? 3);
+  const rounds = Number(args.rounds ?? 6);
+  const concurrency = Number(args.concurrency ?? 32);
+  const batched = bookkeepingCost(200_000, concurrency);
+  const single = bookkeepingCost(100_000, 1);
+  process.stderr.write(
+    `bookkeeping: ledger ${batched.offNs.toFixed(0)} ns/request; with the file ${batched.onNs.toFixed(0)} ns (a write per ${concurrency} requests), ${single.onNs.toFixed(0)} ns (a write per record)\n`,
+  );
+  const generator = hasWrk() ? 'wrk' : 'undici';
+  const engine = await startBenchEngine();
+  const dirs = [mkdtempSync(join(tmpdir(), 'unreported-cost-')), mkdtempSync(join(tmpdir(), 'unreported-cost-'))];
+  const procs: BenchProcess[] = [];
+  const rps = { off: [] as number[], on: [] as number[] };
+  const cpu = { off: [] as number[], on: [] as number[] };
+  let fileBytes = 0;
+  try {
+    const sim = await startModelSim({ dir: dirs[0]! });
+    procs.push(sim);
+    const off = await startPartsWorker({ dir: dirs[0]!, modelUrl: sim.ready, extensions: true, engineUrl: engine.url, env: { UNREPORTED_FILE: 'off' } });
+    procs.push(off);
+    const on = await startPartsWorker({ dir: dirs[1]!, modelUrl: sim.ready, extensions: true, engineUrl: engine.url });
+    procs.push(on);
+    const payload = { model: 'bench', prompt: 'Say hello.', max_tokens: 1 };
+    const bodiesFor = (w: BenchProcess) => Array.from({ length: 1000 }, (_, i) => JSON.stringify({ auth_data: engine.authData(w.ready, i + 1), payload }));
+    const bodies = { off: bodiesFor(off), on: bodiesFor(on) };
+    // Warm both up first (the JIT), so that no measured round is a warm-up.
+    for (const w of [off, on]) {
+      const b = w === off ? bodies.off : bodies.on;
+      await runLoad({ url: `${w.ready}/v1/completions`, body: b[0]!, bodies: b, concurrency, durationS: 2 }, generator);
+    }
+    for (let r = 0; r < rounds; r++) {
+      for (const mode of r % 2 === 0 ? (['off', 'on'] as const) : (['on', 'off'] as const)) {
+        const w = mode === 'off' ? off : on;
+        const spec = { url: `${w.ready}/v1/completions`, body: bodies[mode][0]!, bodies: bodies[mode], concurrency, durationS };
+        const c0 = cpuSeconds(w.pid);
+        const load = await runLoad(spec, generator);
+        const served = Math.max(1, load.requests - load.errors);
+        const us = ((cpuSeconds(w.pid) - c0) * 1e6) / served;
+        rps[mode].push(load.rps);
+        cpu[mode].push(us);
+        if (mode === 'on') fileBytes = Math.max(fileBytes, statSync(join(dirs[1]!, UNREPORTED_FILE)).size);
+        process.stderr.write(
+          `round ${r + 1} ${mode.padEnd(3)}: ${load.rps.toFixed(0)} req/s, ${us.toFixed(1)} µs worker CPU/request${load.errors ? ` (${load.errors} errors)` : ''}\n`,
+        );
+      }
+    }
+  } finally {
+    for (const p of procs.reverse()) await p.stop();
+    await engine.close();
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  }
   const summary = {
+    generator,
     concurrency,
-    seconds,
+    durationS,
     rounds,
     offRps: Math.round(median(rps.off)),
     onRps: Math.round(median(rps.on)),
     rpsCostPercent: +(((median(rps.off) - median(rps.on)) / median(rps.off)) * 100).toFixed(1),
-    offCpuUsPerRequest: +median(cpuUs.off).toFixed(1),
-    onCpuUsPerRequest: +median(cpuUs.on).toFixed(1),
-    cpuCostPercent: +(((median(cpuUs.on) - median(cpuUs.off)) / median(cpuUs.off)) * 100).toFixed(1),
-    fileBytesAtEnd: fileBytes,
+    offCpuUsPerRequest: +median(cpu.off).toFixed(1),
+    onCpuUsPerRequest: +median(cpu.on).toFixed(1),
+    cpuCostPercent: +(((median(cpu.on) - median(cpu.off)) / median(cpu.off)) * 100).toFixed(1),
+    fileBytesMax: fileBytes,
+    bookkeepingOffNs: Math.round(batched.offNs),
+    bookkeepingOnNs: Math.round(batched.onNs),
+    bookkeepingOnePerWriteNs: Math.round(single.onNs),
+    /** The file's own CPU per request (a write per `concurrency` requests) against the worker's, end to end. */
+    fileCpuPercentOfRequest: +(((batched.onNs - batched.offNs) / 1000 / median(cpu.off)) * 100).toFixed(2),
   };
   process.stdout.write(
     [
-      `unreported-ids file, concurrency ${concurrency}, ${seconds} s × ${rounds} rounds each (medians):`,
-      `  off: ${summary.offRps} req/s, ${summary.offCpuUsPerRequest} µs CPU/request`,
-      `  on:  ${summary.onRps} req/s, ${summary.onCpuUsPerRequest} µs CPU/request (file at the end of a round: ${fileBytes} bytes)`,
-      `  cost: ${summary.rpsCostPercent} % req/s, ${summary.cpuCostPercent} % CPU/request`,
+      `unreported-ids file, ${generator} c=${concurrency}, ${durationS} s × ${rounds} rounds each (medians):`,
+      `  off: ${summary.offRps} req/s, ${summary.offCpuUsPerRequest} µs worker CPU/request`,
+      `  on:  ${summary.onRps} req/s, ${summary.onCpuUsPerRequest} µs worker CPU/request (file at most ${fileBytes} bytes)`,
+      `  cost: ${summary.rpsCostPercent} % req/s, ${summary.cpuCostPercent} % worker CPU/request`,
+      `  the file alone: ${summary.bookkeepingOnNs - summary.bookkeepingOffNs} ns CPU/request batched (${summary.fileCpuPercentOfRequest} % of the worker's), ${summary.bookkeepingOnePerWriteNs - summary.bookkeepingOffNs} ns with a write per record`,
       JSON.stringify(summary),
       '',
     ].join('\n'),
@@ -171,6 +154,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: Error) => {
-  process.stderr.write(`${err.stack ?? err.message}\n`);
+  process.stderr.write(`unreported-cost: ${err.stack ?? err.message}\n`);
   process.exit(1);
 });

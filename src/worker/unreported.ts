@@ -9,10 +9,12 @@ import { dirname, join } from 'node:path';
  * One line a record, appended:
  *   `A<idx>` admitted (started, not ended)   `S<idx>` / `F<idx>` ended, for the success / failure post
  *   `s<idx>` / `f<idx>` that post was acknowledged by the engine.
- * Records of one event-loop turn leave in one write (a kill -9 loses only what no syscall has
- * reached yet: nothing admitted in an earlier turn). The page cache survives a killed process; for a
- * crash of the machine the file is fdatasync'd at most every `syncEveryMs` (batched, off the hot
- * path). When the file grows past `compactBytes` it is rewritten with only the live ids (written to
+ * Records leave in one write at most `flushDelayMs` (2 ms) after the first of them: a kill -9 loses
+ * only the ids of those last milliseconds (a write a turn cost the worker a fifth of its CPU per
+ * request on a VM: a syscall of several µs per record; benchmarks/unreported-cost.ts). The page
+ * cache survives a killed process; for a
+ * crash of the machine the file is fdatasync'd at most every `syncEveryMs` (1 s; batched, in the
+ * thread pool). When the file grows past `compactBytes` it is rewritten with only the live ids (written to
  * a temporary file, synced, renamed over the old one).
  */
 export interface UnreportedLeftover {
@@ -35,7 +37,13 @@ export interface UnreportedState {
 export interface UnreportedFileOptions {
   /** Rewrite the file once this many bytes were appended since the last rewrite (default 1 MiB). */
   compactBytes?: number;
-  /** fdatasync at most this often while records come (default 100 ms). */
+  /** Write what came within this many ms in one syscall (default 2). */
+  flushDelayMs?: number;
+  /**
+   * fdatasync at most this often while records come (default 1 s). Each one makes the file
+   * system commit its journal, and an append that meets a commit waits for it on the event loop:
+   * at 100 ms the worker lost a large share of its throughput on a loaded VM disk.
+   */
   syncEveryMs?: number;
 }
 
@@ -113,6 +121,7 @@ export class UnreportedFile {
   private closed = false;
   private readonly syncTimer: NodeJS.Timeout;
   private readonly compactBytes: number;
+  private readonly flushDelayMs: number;
   /** Write failures (a full disk): the worker goes on without durability, and says so once. */
   failures = 0;
   onFailure: ((err: Error) => void) | null = null;
@@ -125,8 +134,9 @@ export class UnreportedFile {
     opts: UnreportedFileOptions = {},
   ) {
     this.compactBytes = opts.compactBytes ?? 1024 * 1024;
+    this.flushDelayMs = opts.flushDelayMs ?? 2;
     this.fd = this.rewrite();
-    this.syncTimer = setInterval(() => this.sync(), opts.syncEveryMs ?? 100);
+    this.syncTimer = setInterval(() => this.sync(), opts.syncEveryMs ?? 1000);
     this.syncTimer.unref();
   }
 
@@ -150,11 +160,11 @@ export class UnreportedFile {
     this.buf += text;
     if (!this.flushQueued) {
       this.flushQueued = true;
-      setImmediate(this.flushNow);
+      setTimeout(this.flushNow, this.flushDelayMs).unref();
     }
   }
 
-  /** Write what this turn appended (one syscall). */
+  /** Write what was appended since the last write (one syscall). */
   flush(): void {
     this.flushQueued = false;
     if (this.buf === '' || this.closed) return;
