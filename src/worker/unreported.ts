@@ -41,8 +41,7 @@ export interface UnreportedFileOptions {
   flushDelayMs?: number;
   /**
    * fdatasync at most this often while records come (default 1 s). Each one makes the file
-   * system commit its journal, and an append that meets a commit waits for it on the event loop:
-   * at 100 ms the worker lost a large share of its throughput on a loaded VM disk.
+   * system commit its journal, and an append that meets a commit waits for it on the event loop.
    */
   syncEveryMs?: number;
 }
