@@ -20,7 +20,7 @@ import { describe, expect, it } from 'vitest';
 import { deadline } from '../src/common/deadline.js';
 import { pythonJsonDumps, signMessage } from '../src/common/signature.js';
 import { Ledger } from '../src/worker/ledger.js';
-import { readUnreported, UNREPORTED_FILE } from '../src/worker/unreported.js';
+import { readUnreported, UNREPORTED_FILE, UnreportedFile } from '../src/worker/unreported.js';
 import { authMaker, useStage, waitUntil } from './faults/harness.js';
 import { authData, envelope, freePort, postJson, startTestWorker, useResources } from './helpers/worker.js';
 
@@ -104,6 +104,47 @@ describe('the unreported-ids file', () => {
     expect(left.dropped).toBe(3);
     expect(left.skipped).toBe(1);
     expect(readUnreported(join(dir, 'none'))).toEqual({ succeeded: [], failed: [], dropped: 0, skipped: 0 });
+  });
+});
+
+describe('the unreported-ids file, written by a ledger', () => {
+  it('holds exactly what is owed, through compactions, and what the next start reads back', () => {
+    const file = join(stage.dir(), UNREPORTED_FILE);
+    const ledger = new Ledger();
+    const journal = new UnreportedFile(
+      file,
+      {
+        *working() {
+          for (const e of ledger.workingEntries()) yield e.requestIdx;
+        },
+        succeeded: () => ledger.deleteSucceeded.peek(Number.POSITIVE_INFINITY),
+        failed: () => ledger.deleteFailed.peek(Number.POSITIVE_INFINITY),
+      },
+      { compactBytes: 200 },
+    );
+    ledger.journal = journal;
+    const open: number[] = [];
+    for (let i = 1; i <= 300; i++) {
+      const e = ledger.create({ requestIdx: i, reqnum: i, workload: 1, route: '/r' });
+      ledger.start(e);
+      if (i % 10 === 0)
+        open.push(i); // still in flight
+      else ledger.end(e, i % 3 === 0 ? 'error' : 'success');
+      journal.flush();
+      // The engine acknowledges every post of 50.
+      if (ledger.deleteSucceeded.size >= 50) {
+        const { ids, mark } = ledger.peekDeletes(true, 50);
+        ledger.acknowledged(ids, true, mark);
+        journal.flush();
+      }
+    }
+    journal.close();
+    const left = readUnreported(file);
+    expect(left.succeeded.sort((a, b) => a - b)).toEqual(ledger.deleteSucceeded.peek(1000).sort((a, b) => a - b));
+    expect(left.failed.sort((a, b) => a - b)).toEqual([...ledger.deleteFailed.peek(1000), ...open].sort((a, b) => a - b));
+    expect(left.dropped).toBe(open.length);
+    // Compacted: far smaller than the ~2 records a request appended.
+    expect(readFileSync(file, 'latin1').length).toBeLessThan(300 * 2 * 4);
   });
 });
 
