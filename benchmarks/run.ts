@@ -58,6 +58,8 @@ export interface ExtrasReport {
   hooksNs: { ledger: number; withMetrics: number } | null;
   /** /delete_requests/ backlog bytes per request_idx (backlog-memory.js). */
   backlogBytesPerId: number | null;
+  /** Throughput and CPU cost of the unreported-ids file, percent (unreported-cost.js). */
+  unreportedCost: { rpsPercent: number; cpuPercent: number; fileCpuPercent: number } | null;
 }
 
 export interface SuiteReport {
@@ -193,13 +195,19 @@ export async function runSuite(opts: SuiteOptions = {}): Promise<SuiteReport> {
     );
   });
   await section('extras', async () => {
-    const extras: ExtrasReport = { logwatch: null, hooksNs: null, backlogBytesPerId: null };
+    const extras: ExtrasReport = { logwatch: null, hooksNs: null, backlogBytesPerId: null, unreportedCost: null };
     extras.logwatch = await measureLogwatchLatency(quick ? 5 : 50);
     if (!quick) {
       const cost = await runJsonScript(join(LIB_DIR, '..', 'reporting-cost.js'), ['--seconds', '1', '--rounds', '1']);
       extras.hooksNs = { ledger: Number(cost.hooksLedgerNs), withMetrics: Number(cost.hooksWithMetricsNs) };
       const backlog = await runJsonScript(join(LIB_DIR, '..', 'backlog-memory.js'), []);
       extras.backlogBytesPerId = Number(backlog.idQueueBytesPerId);
+      const unreported = await runJsonScript(join(LIB_DIR, '..', 'unreported-cost.js'), ['--duration', '2', '--rounds', '4']);
+      extras.unreportedCost = {
+        rpsPercent: Number(unreported.rpsCostPercent),
+        cpuPercent: Number(unreported.cpuCostPercent),
+        fileCpuPercent: Number(unreported.fileCpuPercentOfRequest),
+      };
     }
     report.extras = extras;
   });
@@ -378,6 +386,11 @@ export function formatSuite(r: SuiteReport): string {
   if (x?.hooksNs) row('ledger / ledger + metrics hooks, ns CPU per request', only(`${x.hooksNs.ledger} / ${x.hooksNs.withMetrics}`));
   if (x?.backlogBytesPerId !== null && x?.backlogBytesPerId !== undefined)
     row('/delete_requests/ backlog, bytes per request_idx', only(f(x.backlogBytesPerId, 2)));
+  if (x?.unreportedCost)
+    row(
+      'unreported-ids file (kill -9 safe): its CPU per request / end to end req/s, CPU per request',
+      only(`${f(x.unreportedCost.fileCpuPercent, 2)}% / ${f(x.unreportedCost.rpsPercent)}%, ${f(x.unreportedCost.cpuPercent)}%`),
+    );
   lines.push('');
 
   lines.push('| target | goal | measured | result |', '| --- | --- | --- | --- |');

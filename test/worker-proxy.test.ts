@@ -358,7 +358,11 @@ describe('client aborts', () => {
     return closedAt - t0;
   }
 
-  it('closes the model connection within 100 ms when the client leaves while the model thinks', async () => {
+  // A FIN alone no longer ends a request (a half-closed client still reads: issue 21 row 10): the
+  // worker finds out that the client is gone from its next write (a 100 Continue probe while the
+  // model thinks, the stream's own pieces mid-stream). Promptly, not at the model timeout (300 s);
+  // the bound is loose because the test shares a loaded machine.
+  it('closes the model connection promptly (< 1 s) when the client leaves while the model thinks', async () => {
     const reached = gate<ModelConnection>();
     const model = await res.add(startTestModel((_q, _r, _b, conn) => reached.open(conn) /* never answers */));
     const w = await res.add(startTestWorker({ modelUrl: model.url }));
@@ -367,14 +371,14 @@ describe('client aborts', () => {
     p.catch(() => undefined);
     const conn = await reached.promise;
     const ms = await abortDelay(conn, () => ac.abort());
-    expect(ms).toBeLessThan(100);
+    expect(ms).toBeLessThan(1000);
     await expect(p).rejects.toThrow();
     await waitFor(() => w.ledger.totals.ended === 1);
     expect(w.ledger.totals.cancelled).toBe(11);
     expect(ledgerAudit(w)).toEqual({ succeeded: [77], failed: [] });
   });
 
-  it('closes the model connection within 100 ms when the client leaves in the middle of a stream', async () => {
+  it('closes the model connection promptly (< 1 s) when the client leaves in the middle of a stream', async () => {
     const reached = gate<ModelConnection>();
     const model = await res.add(
       startTestModel((_q, r, _b, conn) => {
@@ -392,7 +396,7 @@ describe('client aborts', () => {
     expect(String((await it.next()).value)).toContain('data: 1');
     const conn = await reached.promise;
     const ms = await abortDelay(conn, () => ac.abort());
-    expect(ms).toBeLessThan(100);
+    expect(ms).toBeLessThan(1000);
     await waitFor(() => w.ledger.totals.ended === 1);
     expect(w.ledger.totals.cancelled).toBe(100);
     ledgerAudit(w);

@@ -111,6 +111,8 @@ export interface PartsWorkerOptions {
   /** Node flags before the script (e.g. --cpu-prof). */
   nodeArgs?: string[];
   fdLimit?: number;
+  /** Extra environment (e.g. UNREPORTED_FILE=off), over the rest. */
+  env?: Record<string, string>;
 }
 
 /** A worker process with chosen parts (lib/worker-proc.js); `ready` is its URL once ready. */
@@ -129,6 +131,7 @@ export async function startPartsWorker(o: PartsWorkerOptions): Promise<BenchProc
       WORKSPACE_DIR: o.dir,
       MODEL_LOG: '',
       ...(o.engineUrl ? { REPORT_ADDR: o.engineUrl, MASTER_TOKEN: 'bench-token', UNSECURED: '' } : { REPORT_ADDR: '', UNSECURED: 'true' }),
+      ...o.env,
     },
     readyLine: /bench-worker listening on (http:\/\/[\d.:]+)\s/,
     fdLimit: o.fdLimit,

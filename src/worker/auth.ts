@@ -15,6 +15,12 @@ import type { AuthData } from './envelope.js';
 export interface AuthCheckerOptions {
   unsecured: boolean;
   strict?: boolean;
+  /**
+   * Strict mode: this worker's public URL (what it reports as `url`, what the engine signs into
+   * auth_data). auth_data signed for another worker's URL is refused, so a captured strict token
+   * works only on the worker it was issued for (issue 21 row 8). Unset: not checked.
+   */
+  ownUrl?: string;
   cacheSize?: number;
   now?: () => number;
 }
@@ -23,11 +29,13 @@ export class AuthChecker {
   private key: KeyObject | null = null;
   private readonly cache = new Map<string, boolean>();
   private readonly cacheSize: number;
+  private readonly ownUrl: string | null;
   /** Highest reqnum seen in a request whose signature verified. */
   reqnum = 0;
 
   constructor(private readonly opts: AuthCheckerOptions) {
     this.cacheSize = opts.cacheSize ?? 10_000;
+    this.ownUrl = opts.ownUrl ? sameUrlForm(opts.ownUrl) : null;
   }
 
   get hasKey(): boolean {
@@ -73,8 +81,16 @@ export class AuthChecker {
   private checkStrict(auth: AuthData, skipExpiry: boolean): boolean {
     const now = (this.opts.now ?? Date.now)() / 1000;
     if (typeof auth.expires_at !== 'number' || (!skipExpiry && !(auth.expires_at > now))) return false;
+    if (this.ownUrl !== null && sameUrlForm(auth.url) !== this.ownUrl) return false;
     return verifyMessage(this.key!, strictSignedMessage(auth), auth.signature);
   }
+}
+
+/** A URL in the form two spellings of one address share: scheme and host lowercased, no trailing slash. */
+function sameUrlForm(url: string): string {
+  const m = /^([a-z][a-z0-9+.-]*:\/\/[^/?#]*)(.*)$/i.exec(url.trim());
+  const s = m ? m[1]!.toLowerCase() + m[2]! : url.trim();
+  return s.replace(/\/+$/, '');
 }
 
 /** The strict-mode message: auth_data without `signature`, as Python's json.dumps(indent=4, sort_keys=True). */

@@ -69,6 +69,8 @@ export interface WorkerSpec {
   modelSizeGb?: number;
   /** Milliseconds to wait for the model's answer headers before a 504 (default 300 000). */
   modelTimeoutMs?: number;
+  /** Milliseconds the model's whole answer (a stream, trailers included) may take before it is cut (default 3 600 000; 0 = no limit). */
+  modelAnswerTimeoutMs?: number;
   /** Largest accepted request body in bytes (default 10 MiB). */
   maxBodyBytes?: number;
   handlers: HandlerSpec[];
@@ -116,6 +118,7 @@ const workerSchema = z
     maxSessions: z.number().int().min(0).optional(),
     modelSizeGb: z.number().positive().optional(),
     modelTimeoutMs: z.number().int().positive().optional(),
+    modelAnswerTimeoutMs: z.number().int().min(0).optional(),
     maxBodyBytes: z.number().int().positive().optional(),
     handlers: z.array(handlerSchema).min(1, 'a worker needs at least one handler'),
     lifecycle: z.object({ start: fn, stop: fn.optional() }).optional(),

@@ -66,6 +66,9 @@ const envSchema = z.object({
   WORKER_HTTP_PORT: port.optional(),
   WORKER_HOST: z.string().default('0.0.0.0'),
   WORKER_MAX_CONNECTIONS: z.coerce.number().int().min(1).default(10_000),
+  // Seconds a client gets to send its request head / its whole request (node:http's defaults).
+  WORKER_HEADERS_TIMEOUT: z.coerce.number({ error: 'must be a number of seconds' }).gt(0, 'must be a number of seconds above 0').default(10),
+  WORKER_REQUEST_TIMEOUT: z.coerce.number({ error: 'must be a number of seconds' }).gt(0, 'must be a number of seconds above 0').default(60),
   REPORT_ADDR: reportAddrs,
   MASTER_TOKEN: z.string().default(''),
   CONTAINER_ID: containerId,
@@ -81,6 +84,8 @@ const envSchema = z.object({
   MODEL_SIZE_GB: z.coerce.number({ error: 'must be a number of GB' }).positive('must be a number of GB above 0').optional(),
   BACKEND: z.string().optional(),
   WORKSPACE_DIR: z.string().default(process.cwd()),
+  // Where ids not yet reported to the engine survive a kill -9 (default in WORKSPACE_DIR); `off`: memory only.
+  UNREPORTED_FILE: z.string().optional(),
   FORCE_UPDATE_FILE: z.string().default('/.force_update'),
   DRAIN_TIMEOUT: z.coerce.number({ error: 'must be a number of seconds' }).min(0, 'must be a number of seconds ≥ 0').default(30),
   WORKER_VERSION: z.string().optional(),

@@ -14,6 +14,7 @@
  * briefly exhausts descriptors does not mark a healthy model (and the worker) errored.
  */
 import { Agent, request } from 'undici';
+import { deadline } from '../common/deadline.js';
 
 export interface HealthcheckOptions {
   /** Full URL of the health path, e.g. http://127.0.0.1:8000/health. */
@@ -76,19 +77,19 @@ export function startHealthcheck(opts: HealthcheckOptions): Healthcheck {
   const waiters = new Set<(ok: boolean) => void>();
 
   const probe = async (): Promise<ProbeResult> => {
-    // Our own timer (not AbortSignal.timeout) so that nothing is left pending after a probe.
-    const deadline = new AbortController();
-    const timer = setTimeout(() => deadline.abort(), timeoutMs);
-    const signal = AbortSignal.any([stopController.signal, deadline.signal]);
+    // Our own timer and one listener on the stop signal, both gone after the probe (no
+    // AbortSignal.any: it would keep one WeakRef per probe in the stop signal, issue 21 row 18).
+    const limit = deadline(timeoutMs, stopController.signal);
+    const signal = limit.signal;
     try {
       const res = await request(opts.url, { method: 'GET', dispatcher: agent, signal, reset: true, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
       await res.body.dump();
       return res.statusCode === 200 ? { ok: true } : { ok: false, message: `${prefix} answered ${res.statusCode}`, transient: false };
     } catch (err) {
-      const why = deadline.signal.aborted ? `no answer within ${timeoutMs} ms` : describeError(err, timeoutMs);
-      return { ok: false, message: `${prefix}: ${why}`, transient: !deadline.signal.aborted && TRANSIENT.has(errorCode(err) ?? '') };
+      const why = limit.timedOut ? `no answer within ${timeoutMs} ms` : describeError(err, timeoutMs);
+      return { ok: false, message: `${prefix}: ${why}`, transient: !limit.timedOut && TRANSIENT.has(errorCode(err) ?? '') };
     } finally {
-      clearTimeout(timer);
+      limit.dispose();
     }
   };
 
@@ -154,13 +155,13 @@ export function startHealthcheck(opts: HealthcheckOptions): Healthcheck {
       if (stopped || signal?.aborted) return Promise.resolve(false);
       return new Promise<boolean>((resolve) => {
         const done = (ok: boolean) => {
-          clearTimeout(deadline);
+          clearTimeout(giveUp);
           signal?.removeEventListener('abort', onAbort);
           waiters.delete(done);
           resolve(ok);
         };
         const onAbort = () => done(false);
-        const deadline = setTimeout(() => done(false), Math.max(0, deadlineMs));
+        const giveUp = setTimeout(() => done(false), Math.max(0, deadlineMs));
         signal?.addEventListener('abort', onAbort, { once: true });
         waiters.add(done);
       });

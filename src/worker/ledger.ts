@@ -55,8 +55,35 @@ export interface LedgerSnapshot {
 
 export type LedgerListener = (entry: RequestEntry, outcome: Outcome) => void;
 
+/** Where the ids the engine must hear about are made durable (unreported.ts); null: memory only. */
+export interface LedgerJournal {
+  admitted(requestIdx: number): void;
+  ended(requestIdx: number, success: boolean): void;
+  delivered(requestIdxs: readonly number[], success: boolean): void;
+}
+
+export interface LedgerOptions {
+  /**
+   * Keep ended ids for /delete_requests/ (default true). A worker with no engine to report to
+   * (no REPORT_ADDR) keeps none: the backlog would only grow (issue 21 row 17).
+   */
+  keepDeletes?: boolean;
+  /** Ids kept at most per queue while the engine does not acknowledge (default 200 000, 1.6 MB); older ones are dropped and counted. */
+  maxDeleteBacklog?: number;
+}
+
+/** Default bound on each /delete_requests/ queue: about 6 minutes at 550 requests a second. */
+export const DEFAULT_MAX_DELETE_BACKLOG = 200_000;
+
 export class Ledger {
   private nextId = 1;
+  private readonly keepDeletes: boolean;
+  private readonly maxDeleteBacklog: number;
+  /** Ids dropped from a full delete queue (the engine never acknowledged them). */
+  deletesDropped = 0;
+  /** Of those, per queue (success, failure): lets an acknowledgement skip ids dropped meanwhile. */
+  private readonly droppedFrom = [0, 0];
+  journal: LedgerJournal | null = null;
   private readonly working = new Map<number, RequestEntry>();
   private counters: WorkloadCounters = { received: 0, served: 0, errored: 0, cancelled: 0, rejected: 0 };
   private pending = 0;
@@ -86,6 +113,11 @@ export class Ledger {
     ended: 0,
   };
 
+  constructor(opts: LedgerOptions = {}) {
+    this.keepDeletes = opts.keepDeletes ?? true;
+    this.maxDeleteBacklog = Math.max(1, opts.maxDeleteBacklog ?? DEFAULT_MAX_DELETE_BACKLOG);
+  }
+
   /** Register a request as Created. */
   create(init: { requestIdx: number; reqnum: number; workload: number; route: string; sessionBound?: boolean; isSession?: boolean }): RequestEntry {
     this.totals.requests++;
@@ -112,6 +144,7 @@ export class Ledger {
     this.receivedSinceReport++;
     if (!e.isSession) this.active++;
     if (!e.sessionBound) {
+      if (this.keepDeletes) this.journal?.admitted(e.requestIdx);
       this.working.set(e.id, e);
       this.workingLoad += e.workload;
       if (!e.isSession) this.queuedLoad += e.workload;
@@ -155,11 +188,51 @@ export class Ledger {
 
   private finish(e: RequestEntry, outcome: Outcome): void {
     this.totals.ended++;
-    if (!e.sessionBound) {
-      (outcome === 'success' || outcome === 'cancelled' ? this.deleteSucceeded : this.deleteFailed).push(e.requestIdx);
+    if (!e.sessionBound && this.keepDeletes) {
+      const success = outcome === 'success' || outcome === 'cancelled';
+      this.queueDelete(e.requestIdx, success);
+      this.journal?.ended(e.requestIdx, success);
     }
     this.version++;
     for (const l of this.listeners) l(e, outcome);
+  }
+
+  private queueDelete(requestIdx: number, success: boolean): void {
+    const queue = success ? this.deleteSucceeded : this.deleteFailed;
+    queue.push(requestIdx);
+    if (queue.size > this.maxDeleteBacklog) {
+      // The engine has not acknowledged for a long while: the oldest id goes (its request is long
+      // over; the engine times such requests out itself).
+      const oldest = queue.peek(1);
+      queue.drop(1);
+      this.deletesDropped++;
+      this.droppedFrom[success ? 0 : 1]!++;
+      this.journal?.delivered(oldest, success);
+    }
+  }
+
+  /** Ids a previous run left unreported (unreported.ts): queued for the next delete posts. */
+  carryOver(succeeded: readonly number[], failed: readonly number[]): void {
+    if (!this.keepDeletes) return;
+    for (const id of succeeded) this.queueDelete(id, true);
+    for (const id of failed) this.queueDelete(id, false);
+    if (succeeded.length + failed.length > 0) this.version++;
+  }
+
+  /** The oldest `n` ids waiting for the post with this `success` flag, and the mark `acknowledged` needs. */
+  peekDeletes(success: boolean, n: number): { ids: number[]; mark: number } {
+    return { ids: (success ? this.deleteSucceeded : this.deleteFailed).peek(n), mark: this.droppedFrom[success ? 0 : 1]! };
+  }
+
+  /**
+   * The engine acknowledged a post of `peekDeletes` ids: they leave the queue (and the journal).
+   * Ids of the post that a full queue dropped since the peek are gone already.
+   */
+  acknowledged(requestIdxs: readonly number[], success: boolean, mark: number): void {
+    const gone = this.droppedFrom[success ? 0 : 1]! - mark;
+    const queue = success ? this.deleteSucceeded : this.deleteFailed;
+    queue.drop(Math.max(0, requestIdxs.length - gone));
+    this.journal?.delivered(gone > 0 ? requestIdxs.slice(gone) : requestIdxs, success);
   }
 
   /** Expected queue time in seconds for a new request (PROTOCOL §2). */

@@ -288,6 +288,14 @@ export class WorkerMetrics {
       },
     });
     new Gauge({
+      name: 'nodeworker_delete_backlog_dropped',
+      help: 'Ended request_idxs dropped from a full /delete_requests/ backlog (the engine did not acknowledge for a long while).',
+      registers: register,
+      collect() {
+        this.set(ledger.deletesDropped);
+      },
+    });
+    new Gauge({
       name: 'nodeworker_delete_backlog_bytes',
       help: 'Memory held by the /delete_requests/ backlog.',
       registers: register,

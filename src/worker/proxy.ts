@@ -11,6 +11,7 @@ import type { Ledger, RequestEntry } from './ledger.js';
 import type { Lifecycle } from './lifecycle.js';
 import { FRAMING_HEADERS, type OutgoingHeaders } from './http1/head.js';
 import { BadAnswerError, type ModelClient } from './http1/model-client.js';
+import { lingerOnClose } from './http1/linger.js';
 import { httpReply, type ClientReply } from './http1/reply.js';
 import type { RouteFn } from './http1/fast-lane.js';
 
@@ -175,6 +176,8 @@ function readBody(req: IncomingMessage, res: ServerResponse, limit: number, cb: 
 }
 
 function tooLarge(req: IncomingMessage, res: ServerResponse, limit: number): void {
+  // The client may still be sending: read on after the answer, or the close resets it unread.
+  if (req.socket) lingerOnClose(req.socket);
   sendJson(res, 413, errorBody(`request body too large: the limit is ${limit} bytes`, 'body'), { connection: 'close' });
   req.resume();
 }
@@ -442,6 +445,10 @@ class ModelCall implements Dispatcher.DispatchHandler {
       return this.badAnswer(`status ${statusCode} is not an answer`);
     }
     this.status = statusCode;
+    // A transfer coding other than chunked (`gzip, chunked`) would reach the client decoded of its
+    // chunks only, as plain bytes under the wrong framing: refused as nginx does (502).
+    const te = headers['transfer-encoding'];
+    if (te !== undefined && !onlyChunked(te)) return this.badAnswer(`unsupported Transfer-Encoding ${JSON.stringify(String(te).slice(0, 64))}`);
     const stream = isStreamType(headers['content-type']);
     const length = framedLength(headers);
     if (this.handler.toClientResponse && !stream) {
@@ -580,6 +587,12 @@ class ModelCall implements Dispatcher.DispatchHandler {
         deps.logger.debug({ rid: entry.id, request_idx: entry.requestIdx, route: entry.route, status, ms }, 'request done');
     } else deps.logger.info({ rid: entry.id, request_idx: entry.requestIdx, route: entry.route, status, outcome, ms, why }, `request ${outcome}`);
   }
+}
+
+/** Transfer-Encoding says exactly `chunked` (any case, once, surrounding spaces allowed). */
+function onlyChunked(te: string | string[]): boolean {
+  const v = Array.isArray(te) ? te.join(',') : te;
+  return v.trim().toLowerCase() === 'chunked';
 }
 
 function isStreamType(ct: string | string[] | undefined): boolean {

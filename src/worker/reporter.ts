@@ -2,6 +2,7 @@ import { request } from 'undici';
 import type { Logger } from '../common/log.js';
 import { maskSecret } from '../common/log.js';
 import type { WorkerStatusReport } from '../common/protocol.js';
+import { deadline } from '../common/deadline.js';
 import { sleep } from '../common/util.js';
 import type { Ledger, LedgerSnapshot } from './ledger.js';
 import type { Lifecycle } from './lifecycle.js';
@@ -80,8 +81,8 @@ export async function postWithFailover(
     for (let attempt = 1; attempt <= opts.tries; attempt++) {
       if (opts.signal?.aborted) return false;
       // One deadline for the whole attempt (connect, headers and body), not per phase.
-      const deadline = AbortSignal.timeout(opts.timeoutMs);
-      const signal = opts.signal ? AbortSignal.any([opts.signal, deadline]) : deadline;
+      const limit = deadline(opts.timeoutMs, opts.signal);
+      const signal = limit.signal;
       try {
         const res = await request(`${addr}${path}`, {
           method: 'POST',
@@ -96,8 +97,10 @@ export async function postWithFailover(
         opts.logger?.warn({ addr, path, attempt, status: res.statusCode }, `engine answered ${res.statusCode}`);
       } catch (err) {
         if (opts.signal?.aborted) return false;
-        const why = deadline.aborted ? `no answer within ${opts.timeoutMs} ms` : (err as Error).message;
+        const why = limit.timedOut ? `no answer within ${opts.timeoutMs} ms` : (err as Error).message;
         opts.logger?.warn({ addr, path, attempt, err: why }, 'engine unreachable');
+      } finally {
+        limit.dispose();
       }
       if (attempt < opts.tries) {
         try {
@@ -223,13 +226,13 @@ export class Reporter {
     let all = true;
     const batch = this.o.deleteBatch ?? 10_000;
     const { deleteSucceeded, deleteFailed } = this.o.ledger;
-    for (const [queue, success, atStart] of [
-      [deleteSucceeded, true, deleteSucceeded.size],
-      [deleteFailed, false, deleteFailed.size],
+    for (const [success, atStart] of [
+      [true, deleteSucceeded.size],
+      [false, deleteFailed.size],
     ] as const) {
       let waiting = atStart;
       while (waiting > 0) {
-        const ids = queue.peek(Math.min(batch, waiting));
+        const { ids, mark } = this.o.ledger.peekDeletes(success, Math.min(batch, waiting));
         const ok = await postWithFailover(
           this.o.addrs,
           '/delete_requests/',
@@ -244,7 +247,7 @@ export class Reporter {
           break;
         }
         // Only the ids this post carried leave: ids that ended meanwhile sit behind them in the FIFO.
-        queue.drop(ids.length);
+        this.o.ledger.acknowledged(ids, success, mark);
         waiting -= ids.length;
         this.stats.deleteOk++;
       }

@@ -1,10 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { errorBody } from '../common/protocol.js';
 import { clientErrorText, FastLane, KEEP_ALIVE_MS, type RouteFn } from './http1/fast-lane.js';
+import { probeHalfClosed } from './http1/half-close.js';
 import { getRequestListener } from '@hono/node-server';
 import type { Hono } from 'hono';
 
@@ -50,6 +51,10 @@ export function createListener(routes: Map<string, RouteFn>, app: Hono): Request
   const honoListener = getRequestListener(app.fetch);
   const listener: RequestListener = (req, res) => {
     if (req.headers.host === undefined && req.httpVersionMajor === 1 && req.httpVersionMinor === 1) return missingHost(req, res);
+    // Absolute form (`POST http://host/path`, RFC 9112 §3.2.2: a server must accept it): served as
+    // its path, like the origin form every client sends.
+    if (req.url !== undefined && req.url.charCodeAt(0) !== 0x2f) req.url = originForm(req.url);
+    watchHalfClose(req.socket);
     if (req.method === 'POST') {
       const url = req.url ?? '/';
       const q = url.indexOf('?');
@@ -64,6 +69,35 @@ export function createListener(routes: Map<string, RouteFn>, app: Hono): Request
   });
   if (fast.size > 0) FAST_ROUTES.set(listener, fast);
   return listener;
+}
+
+/** Sockets of node:http connections whose FIN is watched (half-close.ts). */
+const WATCHED = new WeakSet<object>();
+
+/**
+ * On a client's FIN while its HTTP/1.1 request waits for its answer, probe whether the client is
+ * still there (the answer is still written to a half-closed client; a gone one cancels it).
+ */
+function watchHalfClose(socket: Socket): void {
+  if (WATCHED.has(socket)) return;
+  WATCHED.add(socket);
+  socket.once('end', () => {
+    const res = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+    if (!res || res.headersSent || res.req?.httpVersion !== '1.1') return;
+    probeHalfClosed(
+      socket,
+      () => !res.headersSent && !res.writableEnded,
+      () => res.writeContinue(),
+    );
+  });
+}
+
+/** The path and query of an absolute-form target (`http://host:port/p?q` → `/p?q`); others as they are. */
+export function originForm(target: string): string {
+  const m = /^https?:\/\/[^/?#]*/i.exec(target);
+  if (!m) return target;
+  const rest = target.slice(m[0].length);
+  return rest === '' ? '/' : rest.charCodeAt(0) === 0x3f ? `/${rest}` : rest;
 }
 
 /** node:http's own answer to this is an empty 400 (requireHostHeader): this one says what is wrong. */
@@ -82,8 +116,9 @@ const LANES = new WeakMap<Server, FastLane>();
  * malformed requests never crash the process (a malformed request gets a JSON 400/408/431).
  */
 export async function listen(listener: RequestListener, opts: ListenOptions): Promise<{ server: Server; port: number }> {
-  const headersTimeout = opts.headersTimeoutMs ?? 10_000;
   const requestTimeout = opts.requestTimeoutMs ?? 60_000;
+  // node:http refuses a head timeout longer than the request's (the whole request bounds its head).
+  const headersTimeout = Math.min(opts.headersTimeoutMs ?? 10_000, requestTimeout);
   const checkEveryMs = Math.max(100, Math.min(1000, headersTimeout / 2, requestTimeout / 2));
   const serverOpts = {
     headersTimeout,
@@ -100,6 +135,9 @@ export async function listen(listener: RequestListener, opts: ListenOptions): Pr
     ? (createHttpsServer({ ...serverOpts, cert: readFileSync(opts.tls.certPath), key: readFileSync(opts.tls.keyPath) }, listener) as unknown as Server)
     : createHttpServer(serverOpts, listener);
   const fastRoutes = opts.tls || opts.fastLane === false ? undefined : FAST_ROUTES.get(listener);
+  // A client that sends its whole request and then half-closes (shutdown(SHUT_WR)) still gets its
+  // answer, and the connection closes after it (node's default closes at once and loses it).
+  (server as Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
   server.maxConnections = connectionCap(opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS);
   if (fastRoutes) LANES.set(server, new FastLane(server, fastRoutes, { headersTimeout, requestTimeout, checkEveryMs }));
   await new Promise<void>((resolve, reject) => {
@@ -123,6 +161,11 @@ export async function listen(listener: RequestListener, opts: ListenOptions): Pr
     // Garbage pipelined behind a request: its answer goes out first, then the 400 (in order, as
     // the fast lane does), instead of the 400 overtaking it and the close losing it.
     const inFlight = socket._httpMessage;
+    // The error is about the request being answered (its body stalled, its chunk framing or
+    // trailer is malformed, it was cut): that request will never complete, so its answer never
+    // comes; waiting for it held the connection forever (issue 21 row 9). Answer now, as node:http
+    // does without a clientError listener: the error when nothing of the answer is out yet, else cut.
+    if (inFlight?.req && !inFlight.req.complete) return abortIncomplete(socket, inFlight, err.code);
     // An answer that closes the connection is the last one on it: nothing may follow it.
     const next = () => (inFlight && (!inFlight.shouldKeepAlive || (inFlight as { _last?: boolean })._last) ? void socket.end() : answer());
     if (inFlight && !inFlight.writableFinished && !socket.destroyed) {
@@ -134,6 +177,18 @@ export async function listen(listener: RequestListener, opts: ListenOptions): Pr
     next();
   });
   return { server, port: (server.address() as AddressInfo).port };
+}
+
+/**
+ * End a connection whose current request cannot complete: its error answer (408/400/413...) when
+ * none of the request's own answer is out yet, then close (destroyed a second later if the client
+ * does not read). The request's handler sees the request abort and ends it in the ledger.
+ */
+function abortIncomplete(socket: Duplex, res: ServerResponse, code: string | undefined): void {
+  if (socket.writable && !res.headersSent) {
+    socket.end(clientErrorText(code));
+    setTimeout(() => socket.destroy(), 1000).unref();
+  } else socket.destroy();
 }
 
 /** Stop accepting, close idle connections now and every connection after `forceAfterMs`. */

@@ -2,6 +2,7 @@ import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import { Hono, type Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { request } from 'undici';
+import { deadline } from '../common/deadline.js';
 import type { Logger } from '../common/log.js';
 import { errorBody } from '../common/protocol.js';
 import { pythonJsonDumps } from '../common/signature.js';
@@ -238,7 +239,8 @@ export class SessionStore implements SessionAccess {
     const url = this.o.modelUrl.replace(/\/+$/, '') + s.onCloseRoute;
     const body = JSON.stringify({ ...(s.onClosePayload ?? {}), session_id: s.id });
     const timeoutMs = this.o.closeTimeoutMs ?? 10_000;
-    const signal = AbortSignal.any([this.ac.signal, AbortSignal.timeout(timeoutMs)]);
+    const limit = deadline(timeoutMs, this.ac.signal);
+    const signal = limit.signal;
     try {
       const res = await request(url, {
         method: 'POST',
@@ -255,6 +257,8 @@ export class SessionStore implements SessionAccess {
         { session_id: s.id, route: s.onCloseRoute, err: (err as Error).message },
         'session on_close_route call failed (best effort, not retried)',
       );
+    } finally {
+      limit.dispose();
     }
   }
 

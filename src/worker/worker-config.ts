@@ -1,4 +1,5 @@
 import { ConfigError } from '../common/protocol.js';
+import { unreportedPath } from './unreported.js';
 import type { LogActions, WorkerDefinition } from './config.js';
 import { checkWorkerEnv, DEFAULT_MODEL_URL, isHttpUrl, type EnvSource, type WorkerEnv } from './env.js';
 import { WORKER_VERSION } from './version.js';
@@ -14,6 +15,8 @@ import { WORKER_VERSION } from './version.js';
 
 export { DEFAULT_MODEL_URL };
 export const DEFAULT_MODEL_TIMEOUT_MS = 300_000;
+/** The whole answer of the model, streams included, within an hour (issue 21 row 16). */
+export const DEFAULT_MODEL_ANSWER_TIMEOUT_MS = 3_600_000;
 export const DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024;
 export const DEFAULT_MAX_SESSIONS = 10;
 
@@ -32,6 +35,8 @@ export interface WorkerConfig {
   model: {
     url: string;
     timeoutMs: number;
+    /** The whole answer (trailers included) within this many ms; 0 = no limit. */
+    answerTimeoutMs: number;
     /** `GET {url}{healthPath}` must answer 200 before ready; null: wait `noHealthWaitMs` instead. */
     healthPath: string | null;
     logFile: string | null;
@@ -47,11 +52,16 @@ export interface WorkerConfig {
     maxBodyBytes: number;
     /** Open client connections at most, per listener (WORKER_MAX_CONNECTIONS). */
     maxConnections: number;
+    /** ms a client gets for its request head, and for its whole request (body included). */
+    headersTimeoutMs: number;
+    requestTimeoutMs: number;
   };
   report: ReportTarget;
   auth: { unsecured: boolean; strict: boolean };
   maxSessions: number;
   workspaceDir: string;
+  /** The file that keeps ids not yet reported across a kill -9 (unreported.ts); null: memory only. */
+  unreportedFile: string | null;
   forceUpdateFile: string;
   drainTimeoutMs: number;
   log: { level: string; file: string | null };
@@ -89,6 +99,7 @@ export function resolveWorkerConfig(definition: WorkerDefinition, env: WorkerEnv
     model: {
       url: resolveModelUrl(definition, env, overrides).replace(/\/+$/, ''),
       timeoutMs: spec.modelTimeoutMs ?? DEFAULT_MODEL_TIMEOUT_MS,
+      answerTimeoutMs: spec.modelAnswerTimeoutMs ?? DEFAULT_MODEL_ANSWER_TIMEOUT_MS,
       healthPath: spec.healthPath ?? env.MODEL_HEALTH_ENDPOINT ?? null,
       logFile: spec.modelLogFile ?? env.MODEL_LOG ?? null,
       sizeGb: spec.modelSizeGb ?? env.MODEL_SIZE_GB ?? null,
@@ -101,11 +112,14 @@ export function resolveWorkerConfig(definition: WorkerDefinition, env: WorkerEnv
       tls: env.USE_SSL ? { certPath: env.SSL_CERT_PATH, keyPath: env.SSL_KEY_PATH } : null,
       maxBodyBytes: spec.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
       maxConnections: env.WORKER_MAX_CONNECTIONS,
+      headersTimeoutMs: Math.round(env.WORKER_HEADERS_TIMEOUT * 1000),
+      requestTimeoutMs: Math.round(env.WORKER_REQUEST_TIMEOUT * 1000),
     },
     report: reportTargetOf(env),
     auth: { unsecured: env.UNSECURED, strict: env.STRICT_AUTH },
     maxSessions: spec.maxSessions ?? DEFAULT_MAX_SESSIONS,
     workspaceDir: env.WORKSPACE_DIR,
+    unreportedFile: env.UNREPORTED_FILE === 'off' ? null : (env.UNREPORTED_FILE ?? unreportedPath(env.WORKSPACE_DIR)),
     forceUpdateFile: env.FORCE_UPDATE_FILE,
     drainTimeoutMs: env.DRAIN_TIMEOUT * 1000,
     log: { level: env.LOG_LEVEL, file: env.LOG_FILE ?? null },

@@ -17,6 +17,7 @@ import { startReadiness, SUPERVISOR_ERROR_MARKER } from './readiness.js';
 import { Reporter } from './reporter.js';
 import { addStatusRoute, startLoadingProgress } from './status-route.js';
 import { closeServer, createListener, listen, type RouteFn } from './server.js';
+import { readUnreported, UnreportedFile } from './unreported.js';
 import { resolveWorkerConfig, type WorkerConfig } from './worker-config.js';
 
 /**
@@ -40,6 +41,12 @@ export interface WorkerOptions {
    * serve instead (benchmarks/ablation-bench.ts measures what each buys).
    */
   requestPath?: { fastLane?: boolean; modelClient?: boolean };
+  /**
+   * Keep ended request_idxs in the ledger's delete queues even without REPORT_ADDR (an audit of
+   * the accounting: tests, the invariant checker). Off by default: with no engine to report to,
+   * nothing is kept (issue 21 row 17).
+   */
+  auditDeletes?: boolean;
 }
 
 export interface WorkerTimings {
@@ -57,9 +64,12 @@ export interface WorkerTimings {
   pubkeyBaseDelayMs: number;
   /** How often loading progress is logged (5 s). */
   progressLogMs: number;
-  /** Clients must send all request headers within this (10 s), the whole request within requestTimeoutMs (60 s). */
-  headersTimeoutMs: number;
-  requestTimeoutMs: number;
+  /**
+   * Clients must send all request headers within this, the whole request within requestTimeoutMs
+   * (default: WORKER_HEADERS_TIMEOUT 10 s, WORKER_REQUEST_TIMEOUT 60 s; a value here wins).
+   */
+  headersTimeoutMs?: number;
+  requestTimeoutMs?: number;
 }
 
 const DEFAULT_TIMINGS: WorkerTimings = {
@@ -71,8 +81,6 @@ const DEFAULT_TIMINGS: WorkerTimings = {
   reportRetryDelayMs: 2000,
   pubkeyBaseDelayMs: 1000,
   progressLogMs: 5000,
-  headersTimeoutMs: 10_000,
-  requestTimeoutMs: 60_000,
 };
 
 export { SUPERVISOR_ERROR_MARKER };
@@ -128,9 +136,11 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const env = config.env;
   const t: WorkerTimings = { ...DEFAULT_TIMINGS, ...opts.timings };
   const logger = opts.logger ?? createLogger('nodeworker', { level: config.log.level, destination: config.log.file ?? undefined });
-  const ledger = new Ledger();
+  const reporting = config.report.addrs.length > 0;
+  const ledger = new Ledger({ keepDeletes: reporting || opts.auditDeletes === true });
+  const unreported = reporting && config.unreportedFile ? openUnreported(ledger, config.unreportedFile, logger) : null;
   const lifecycle = new Lifecycle();
-  const auth = new AuthChecker(config.auth);
+  const auth = new AuthChecker({ ...config.auth, ownUrl: config.report.publicUrl });
   const gate = new FifoGate();
   const modelUrl = config.model.url;
   const modelTimeoutMs = config.model.timeoutMs;
@@ -139,7 +149,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   // the pool stays for the benchmark, and serves the request path for an https model.
   const model =
     modelUrl.startsWith('http:') && opts.requestPath?.modelClient !== false
-      ? new ModelClient(modelUrl, { headersTimeoutMs: modelTimeoutMs, bodyTimeoutMs: modelTimeoutMs })
+      ? new ModelClient(modelUrl, { headersTimeoutMs: modelTimeoutMs, bodyTimeoutMs: modelTimeoutMs, answerTimeoutMs: config.model.answerTimeoutMs })
       : undefined;
   const ac = new AbortController();
   const closers: Array<() => Promise<void> | void> = [];
@@ -206,6 +216,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   // the failure, and an in-process caller gets a clean rejection.
   const abandon = async (err: unknown, servers: Server[]): Promise<never> => {
     progress.stop();
+    unreported?.close();
     await Promise.all(servers.map((srv) => closeServer(srv, 0)));
     for (const c of closers)
       await Promise.resolve()
@@ -221,8 +232,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       host,
       port: config.listen.port,
       tls,
-      headersTimeoutMs: t.headersTimeoutMs,
-      requestTimeoutMs: t.requestTimeoutMs,
+      headersTimeoutMs: t.headersTimeoutMs ?? config.listen.headersTimeoutMs,
+      requestTimeoutMs: t.requestTimeoutMs ?? config.listen.requestTimeoutMs,
       fastLane: opts.requestPath?.fastLane,
       maxConnections: config.listen.maxConnections,
     });
@@ -237,8 +248,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       internal = await listen(createListener(internalRoutes, iapp), {
         host,
         port: config.listen.internalPort,
-        headersTimeoutMs: t.headersTimeoutMs,
-        requestTimeoutMs: t.requestTimeoutMs,
+        headersTimeoutMs: t.headersTimeoutMs ?? config.listen.headersTimeoutMs,
+        requestTimeoutMs: t.requestTimeoutMs ?? config.listen.requestTimeoutMs,
       });
     } catch (err) {
       return abandon(err, [main.server]);
@@ -280,6 +291,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     await readiness.close();
     if (drainMs !== null) await reporter.flush();
     reporter.stop();
+    unreported?.close();
     for (const c of closers) await c();
     await Promise.all([closeServer(main.server, drainMs === null ? 0 : 1000), internal ? closeServer(internal.server, 0) : undefined]);
     await pool.destroy();
@@ -301,6 +313,37 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     drain: (timeoutMs = config.drainTimeoutMs) => shutdown(timeoutMs),
     close: () => shutdown(null),
   };
+}
+
+/**
+ * Take over what a previous run in this workspace left unreported (queued for the next delete
+ * posts) and keep this run's ids in the file from now on (unreported.ts). A workspace that cannot
+ * hold the file costs durability, not the worker: it runs on from memory and says so.
+ */
+function openUnreported(ledger: Ledger, path: string, logger: Logger): UnreportedFile | null {
+  try {
+    const left = readUnreported(path);
+    ledger.carryOver(left.succeeded, left.failed);
+    if (left.succeeded.length + left.failed.length > 0 || left.skipped > 0)
+      logger.warn(
+        { succeeded: left.succeeded.length, failed: left.failed.length, dropped: left.dropped, skipped_lines: left.skipped, file: path },
+        'requests a previous run did not report to the engine: reporting them now (those in flight then as failed)',
+      );
+    const file = new UnreportedFile(path, {
+      *working() {
+        for (const e of ledger.workingEntries()) yield e.requestIdx;
+      },
+      succeeded: () => ledger.deleteSucceeded.peek(Number.POSITIVE_INFINITY),
+      failed: () => ledger.deleteFailed.peek(Number.POSITIVE_INFINITY),
+    });
+    file.onFailure = (err) =>
+      logger.warn({ file: path, err: err.message }, 'cannot write the unreported-requests file: a kill -9 now loses unreported ids (the worker runs on)');
+    ledger.journal = file;
+    return file;
+  } catch (err) {
+    logger.warn({ file: path, err: (err as Error).message }, 'cannot keep unreported requests on disk (read-only workspace?): kept in memory only');
+    return null;
+  }
 }
 
 function combineObservers(list: RequestObserver[]): RequestObserver | undefined {

@@ -305,6 +305,8 @@ export async function startTestWorker(opts: TestWorkerOptions): Promise<TestWork
       timings: { noHealthWaitMs: 0, pubkeyBaseDelayMs: 50, reportTickMs: 100, reportRetryDelayMs: 50, ...opts.timings },
       extensions: opts.extensions,
       requestPath: opts.requestPath,
+      // The tests audit every ended id (ledgerAudit), engine or not.
+      auditDeletes: true,
     });
   } catch (err) {
     rmSync(workspaceDir, { recursive: true, force: true });

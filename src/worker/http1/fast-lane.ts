@@ -1,6 +1,7 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { bodiless, contentLengthOf, forEachHeader, headerLines, statusLine, type OutgoingHeaders } from './head.js';
+import { probeHalfClosed } from './half-close.js';
 import type { ClientReply } from './reply.js';
 
 /**
@@ -327,6 +328,8 @@ class FastConnection {
     }
     if (this.socket.isPaused()) this.socket.resume();
     if (this.pending !== null) this.parse();
+    // A half-closed client: what is left after the requests it sent whole can never complete.
+    if (this.clientEnded && this.reply === null && !this.gone) this.endInput();
   }
 
   private giveUp(): void {
@@ -354,15 +357,34 @@ class FastConnection {
     setTimeout(() => this.socket.destroy(), 1000).unref();
   }
 
-  /** The client closed its side: as node:http does, that ends the request in progress (client gone). */
+  /**
+   * The client closed its sending side (half-close). A request that came whole is still answered
+   * (the socket stays writable: the server allows half-open connections, as node:http does with
+   * httpAllowHalfOpen), then the connection closes; a request cut short gets node:http's 400.
+   */
   private ended(): void {
     this.clientEnded = true;
     const reply = this.reply;
-    this.reply = null;
+    if (reply) {
+      // answered() closes once the answer (and complete pipelined ones) are out; meanwhile, find
+      // out whether the client is still there to read it (half-close.ts).
+      probeHalfClosed(this.socket, () => this.reply === reply && !reply.headersSent);
+      return;
+    }
+    this.endInput();
+  }
+
+  /** No more bytes will come: close, with a 400 when part of a request was read. */
+  private endInput(): void {
+    const cut = this.pending !== null || this.awaiting > 0;
     this.pending = null;
+    this.parts = [];
+    this.awaiting = 0;
     this.gone = true;
-    reply?.clientGone();
-    this.socket.end();
+    if (cut) {
+      this.socket.end(clientErrorText('HPE_INVALID_EOF_STATE'));
+      setTimeout(() => this.socket.destroy(), 1000).unref();
+    } else this.socket.end();
   }
 
   private closed(): void {

@@ -33,13 +33,19 @@ export interface ModelClientOptions {
   idleMs?: number;
   /** A connection idle longer than this is checked for a server-side close before reuse (default 1 s). */
   revalidateAfterMs?: number;
+  /**
+   * The whole answer, trailers included, must be in within this many ms of the request (0 = no
+   * limit; default 0). The body timeout alone lets a model that trickles a byte now and then (a
+   * trailer line every few seconds, forever) hold the request and its connection for ever.
+   */
+  answerTimeoutMs?: number;
 }
 
 type DispatchOptions = Pick<Dispatcher.DispatchOptions, 'path' | 'method' | 'headers' | 'body' | 'headersTimeout' | 'bodyTimeout'>;
 
 /** How long a new connection may take to be accepted (undici's default connect timeout). */
 const CONNECT_TIMEOUT_MS = 10_000;
-/** The largest response head accepted (undici's default maxHeaderSize). */
+/** The largest response head accepted (undici's default maxHeaderSize); trailers get as much. */
 const MAX_HEAD_BYTES = 16 * 1024;
 const CRLFCRLF = Buffer.from('\r\n\r\n', 'latin1');
 
@@ -69,6 +75,7 @@ export class ModelClient {
       bodyTimeoutMs: opts.bodyTimeoutMs ?? 300_000,
       idleMs: opts.idleMs ?? 4000,
       revalidateAfterMs: opts.revalidateAfterMs ?? 1000,
+      answerTimeoutMs: opts.answerTimeoutMs ?? 0,
     };
     // One timer for every connection's timeouts; its precision is a quarter of the shortest.
     const shortest = Math.min(...[this.opts.headersTimeoutMs, this.opts.bodyTimeoutMs, this.opts.idleMs].filter((t) => t > 0));
@@ -172,6 +179,8 @@ class ModelCallState implements Dispatcher.DispatchController {
   conn: ModelConnection | null = null;
   readonly headersTimeoutMs: number;
   readonly bodyTimeoutMs: number;
+  /** performance.now() by which the whole answer must be in (Infinity: no limit). */
+  readonly deadline: number;
 
   constructor(
     readonly client: ModelClient,
@@ -180,6 +189,8 @@ class ModelCallState implements Dispatcher.DispatchController {
   ) {
     this.headersTimeoutMs = opts.headersTimeout ?? client.opts.headersTimeoutMs;
     this.bodyTimeoutMs = opts.bodyTimeout ?? client.opts.bodyTimeoutMs;
+    const total = client.opts.answerTimeoutMs;
+    this.deadline = total > 0 ? performance.now() + total : Number.POSITIVE_INFINITY;
   }
 
   abort(reason: Error): void {
@@ -242,6 +253,8 @@ class ModelConnection {
   private remaining = 0;
   private chunkState = Chunk.Size;
   private line = '';
+  /** Bytes of trailer lines read so far (bounded like a head). */
+  private trailerBytes = 0;
   private keepAlive = true;
   private headers: IncomingHttpHeaders | null = null;
   private statusMessage = '';
@@ -325,6 +338,12 @@ class ModelConnection {
       this.call = null;
       this.socket.destroy();
       return call.fail(new undiciErrors.ConnectTimeoutError());
+    }
+    if (now > call.deadline) {
+      // The total deadline holds even while the client is slow to read (paused).
+      this.call = null;
+      this.socket.destroy();
+      return call.fail(this.inHead ? new undiciErrors.HeadersTimeoutError() : new undiciErrors.BodyTimeoutError());
     }
     if (call.paused) return;
     const limit = this.inHead ? call.headersTimeoutMs : call.bodyTimeoutMs;
@@ -502,8 +521,10 @@ class ModelConnection {
         const hex = (semi < 0 ? text : text.slice(0, semi)).trim();
         if (!/^[0-9a-fA-F]{1,12}$/.test(hex)) return this.broken('the model sent an invalid chunk size');
         const size = parseInt(hex, 16);
-        if (size === 0) this.chunkState = Chunk.Trailers;
-        else {
+        if (size === 0) {
+          this.chunkState = Chunk.Trailers;
+          this.trailerBytes = 0;
+        } else {
           this.remaining = size;
           this.chunkState = Chunk.Data;
         }
@@ -511,6 +532,9 @@ class ModelConnection {
         // The blank line after the (ignored) trailers: the answer is complete.
         this.complete();
         return at;
+      } else {
+        this.trailerBytes += line.length + 1;
+        if (this.trailerBytes > MAX_HEAD_BYTES) return this.broken('the model sent trailers over 16 KiB');
       }
     }
     return at;
