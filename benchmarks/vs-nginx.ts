@@ -1,0 +1,360 @@
+/**
+ * `npm run bench -- --vs nginx` (issue 24): the worker against nginx in one run, every row of the
+ * issue's table three times, medians, spreads and ratios.
+ *
+ *   wrk (1 thread) → nginx (1 worker process, TLS 1.3 on its https port) → model-sim
+ *   wrk (1 thread) → worker CLI (plain) / worker CLI (USE_SSL, same certificate) → model-sim
+ *
+ * One model-sim serves every proxy; the same self-signed RSA-2048 certificate (made here by openssl)
+ * serves both HTTPS listeners. Within a run the targets take turns row by row, so drift on the
+ * machine hits them alike; each row's ratio is computed per run (worker ÷ nginx) and the median of
+ * the runs is printed with its spread (min–max). CPU per request is utime + stime from
+ * /proc/PID/stat (nginx: master + worker) over the requests served.
+ *
+ * Rows: TLS keep-alive c=64; TLS with a new connection (full handshake: wrk resumes no sessions)
+ * per request c=64; plain keep-alive c=64; plain c=1; SSE delay added per chunk and time to first
+ * byte added, each over model-sim direct (raw keep-alive sockets, targets taking turns); 1,000 open
+ * SSE streams at 10 events/s each (CPU share of one core and RSS while they flow). A PyWorker
+ * already running in front of the same kind of model can be given (`--pyworker URL [--pyworker-pid
+ * PID]`): it gets the plain c=64 row. `--worker-cli PATH` measures another build's dist/cli.js (a
+ * before/after on one machine); model-sim is always this build's.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { sleep } from '#nodeworker/common/util.js';
+import { runWrk, type LoadResult } from './lib/loadgen.js';
+import { startNginx, type NginxProxy } from './lib/nginx.js';
+import { childPids, cpuSeconds, rssBytes, startProcess, treeCpuSeconds, type BenchProcess } from './lib/procs.js';
+import type { SseClientsStats } from './lib/sse-clients.js';
+import { LIB_DIR, startCliWorker, startModelSim } from './lib/stack.js';
+import { bodyFor, measureStreams } from './proxy-bench.js';
+
+export interface VsNginxOptions {
+  /** The nginx binary (lib/tools.ts). */
+  nginx: string;
+  /** Runs of every row (default 3). */
+  runs?: number;
+  /** Seconds of each measured load (default 5) and of the warm-up before it (default 1). */
+  durationS?: number;
+  warmupS?: number;
+  /** Streamed requests per target per run for the SSE rows (default 40). */
+  streamRequests?: number;
+  /** Open streams and their hold, seconds (defaults 1000 and 5). */
+  openStreams?: number;
+  holdS?: number;
+  /** Another build's CLI for the worker (default: this build's dist/cli.js). */
+  workerCli?: string;
+  /** A running PyWorker (plain HTTP) and its pid for CPU (optional). */
+  pyworker?: { url: string; pid: number | null };
+  log?: (line: string) => void;
+}
+
+/** One row: each target's figure per run, and the ratio worker ÷ nginx (or the difference, in ms). */
+export interface VsRow {
+  name: string;
+  unit: string;
+  /** Goal on the comparison: `ratio ≤ goal` (kind 'ratio') or `worker − reference ≤ goal` ms (kind 'added'). */
+  kind: 'ratio' | 'added';
+  goal: number;
+  worker: number[];
+  nginx: number[];
+  /** Per run: worker ÷ nginx (ratio rows) or worker − nginx (added rows; for TTFB worker − direct). */
+  compare: number[];
+  /** Extra per-run figures worth printing (req/s, RSS). */
+  notes: string[];
+}
+
+export interface VsNginxReport {
+  date: string;
+  cores: number;
+  node: string;
+  nginxVersion: string;
+  workerCli: string;
+  runs: number;
+  durationS: number;
+  loadStart: number;
+  loadEnd: number;
+  rows: VsRow[];
+  pyworker: { rps: number[]; cpuUs: number[] } | null;
+}
+
+const COMPLETION = { model: 'bench', prompt: 'Say hello.', max_tokens: 1 };
+const FD_LIMIT = 65_535;
+
+/** Run every row `runs` times; starts and stops model-sim, both workers and nginx. */
+export async function runVsNginx(opts: VsNginxOptions): Promise<VsNginxReport> {
+  const log = opts.log ?? ((l: string) => process.stderr.write(l + '\n'));
+  const runs = opts.runs ?? 3;
+  const durationS = opts.durationS ?? 5;
+  const warmupS = opts.warmupS ?? 1;
+  const dir = mkdtempSync(join(tmpdir(), 'vs-nginx-'));
+  const procs: Array<{ stop(): Promise<void> }> = [];
+  const loadStart = loadavg()[0]!;
+  try {
+    const cert = join(dir, 'cert.pem');
+    const key = join(dir, 'key.pem');
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-keyout',
+        key,
+        '-out',
+        cert,
+        '-days',
+        '1',
+        '-subj',
+        '/CN=127.0.0.1',
+        '-addext',
+        'subjectAltName=IP:127.0.0.1',
+      ],
+      { stdio: 'ignore' },
+    );
+    const sim = await startModelSim({ dir, fdLimit: FD_LIMIT });
+    procs.push(sim);
+    const plain = await startCliWorker({ dir, modelUrl: sim.ready, cli: opts.workerCli, fdLimit: FD_LIMIT });
+    procs.push(plain);
+    const tls = await startCliWorker({
+      dir,
+      modelUrl: sim.ready,
+      cli: opts.workerCli,
+      fdLimit: FD_LIMIT,
+      env: { USE_SSL: 'true', SSL_CERT_PATH: cert, SSL_KEY_PATH: key },
+      ca: readFileSync(cert),
+    });
+    procs.push(tls);
+    const nginx: NginxProxy = await startNginx(opts.nginx, sim.ready, join(dir, 'nginx'), { cert, key });
+    procs.push(nginx);
+    log(
+      `vs-nginx: model-sim ${sim.ready}; worker ${plain.ready} and ${tls.ready}; nginx ${nginx.url} and ${nginx.tlsUrl}; ${runs} runs of ${durationS} s loads`,
+    );
+
+    const rows: VsRow[] = [];
+    const row = (name: string, unit: string, kind: VsRow['kind'], goal: number): VsRow => {
+      const r: VsRow = { name, unit, kind, goal, worker: [], nginx: [], compare: [], notes: [] };
+      rows.push(r);
+      return r;
+    };
+    const loads = [
+      { r: row('TLS 1.3, keep-alive, c=64: CPU per request', 'µs', 'ratio', 1.5), tls: true, close: false, c: 64 },
+      { r: row('TLS 1.3, new connection per request, c=64: CPU per request', 'µs', 'ratio', 1.3), tls: true, close: true, c: 64 },
+      { r: row('plain, keep-alive, c=64: CPU per request', 'µs', 'ratio', 1.5), tls: false, close: false, c: 64 },
+      { r: row('plain, c=1: CPU per request', 'µs', 'ratio', 2), tls: false, close: false, c: 1 },
+    ];
+    const sse = row('SSE: delay added per chunk over direct', 'ms', 'added', 0.1);
+    const ttfb = row('SSE: time to first byte added over direct', 'ms', 'added', 0.3);
+    const open = row(`${opts.openStreams ?? 1000} open streams, 10 events/s each: CPU share of a core`, '%', 'ratio', 1.3);
+    const py = opts.pyworker ? { rps: [] as number[], cpuUs: [] as number[] } : null;
+
+    for (let run = 1; run <= runs; run++) {
+      log(`vs-nginx: run ${run} of ${runs}`);
+      await setTokenRate(sim.ready, 1e9);
+      for (const l of loads) {
+        const measured: Record<'worker' | 'nginx', LoadResult & { cpuUs: number }> = {} as never;
+        for (const target of ['nginx', 'worker'] as const) {
+          const origin = target === 'nginx' ? (l.tls ? nginx.tlsUrl! : nginx.url) : l.tls ? tls.ready : plain.ready;
+          const cpu = target === 'nginx' ? () => nginx.cpuSeconds() : () => cpuSeconds((l.tls ? tls : plain).pid);
+          measured[target] = await measureLoad(`${origin}/v1/completions`, bodyFor(target, COMPLETION), l.c, l.close, durationS, warmupS, cpu);
+        }
+        l.r.worker.push(measured.worker.cpuUs);
+        l.r.nginx.push(measured.nginx.cpuUs);
+        l.r.compare.push(measured.worker.cpuUs / measured.nginx.cpuUs);
+        l.r.notes.push(
+          `req/s ${measured.worker.rps.toFixed(0)} vs ${measured.nginx.rps.toFixed(0)}, errors ${measured.worker.errors}/${measured.nginx.errors}, p50 ${measured.worker.p50.toFixed(2)} vs ${measured.nginx.p50.toFixed(2)} ms`,
+        );
+        log(`vs-nginx:   ${l.r.name}: worker ${measured.worker.cpuUs.toFixed(1)} µs, nginx ${measured.nginx.cpuUs.toFixed(1)} µs; ${l.r.notes.at(-1)}`);
+      }
+      if (py) {
+        const cpu = py && opts.pyworker!.pid ? () => treeCpuSeconds(opts.pyworker!.pid!) : () => Number.NaN;
+        const m = await measureLoad(`${opts.pyworker!.url}/v1/completions`, bodyFor('worker', COMPLETION), 64, false, durationS, warmupS, cpu);
+        py.rps.push(m.rps);
+        py.cpuUs.push(m.cpuUs);
+        log(`vs-nginx:   PyWorker plain c=64: ${m.rps.toFixed(0)} req/s, ${m.cpuUs.toFixed(1)} µs CPU per request, errors ${m.errors}`);
+      }
+
+      // Streamed answers need a model that takes its time: 200 tokens/s, 10 events per answer.
+      await setTokenRate(sim.ready, 200);
+      const origin = (t: string) => (t === 'direct' ? sim.ready : t === 'nginx' ? nginx.url : plain.ready);
+      const streams = await measureStreams(['direct', 'nginx', 'worker'], origin, opts.streamRequests ?? 40, 10);
+      const s = Object.fromEntries(streams.map((x) => [x.target, x]));
+      sse.worker.push(s.worker!.addedPerChunkMs);
+      sse.nginx.push(s.nginx!.addedPerChunkMs);
+      sse.compare.push(s.worker!.addedPerChunkMs - s.nginx!.addedPerChunkMs);
+      ttfb.worker.push(s.worker!.ttfbP50 - s.direct!.ttfbP50);
+      ttfb.nginx.push(s.nginx!.ttfbP50 - s.direct!.ttfbP50);
+      ttfb.compare.push(s.worker!.ttfbP50 - s.direct!.ttfbP50);
+      log(
+        `vs-nginx:   SSE added per chunk: worker ${s.worker!.addedPerChunkMs.toFixed(3)} ms, nginx ${s.nginx!.addedPerChunkMs.toFixed(3)} ms; TTFB added: worker ${ttfb.worker.at(-1)!.toFixed(3)} ms, nginx ${ttfb.nginx.at(-1)!.toFixed(3)} ms`,
+      );
+
+      // Many slow streams: 10 tokens/s each.
+      await setTokenRate(sim.ready, 10);
+      const held: Record<'worker' | 'nginx', { share: number; rssMb: number; events: number }> = {} as never;
+      for (const target of ['nginx', 'worker'] as const) {
+        const pid = target === 'nginx' ? nginx.pid : plain.pid;
+        const cpu = target === 'nginx' ? () => nginx.cpuSeconds() : () => cpuSeconds(plain.pid);
+        const rss = target === 'nginx' ? () => [nginx.pid, ...childPids(nginx.pid)].reduce((a, p) => a + rssBytes(p), 0) : () => rssBytes(pid);
+        held[target] = await holdStreams(
+          origin(target),
+          bodyFor(target, { ...COMPLETION, max_tokens: 100_000, stream: true }),
+          opts.openStreams ?? 1000,
+          opts.holdS ?? 5,
+          cpu,
+          rss,
+        );
+      }
+      open.worker.push(held.worker.share * 100);
+      open.nginx.push(held.nginx.share * 100);
+      open.compare.push(held.worker.share / held.nginx.share);
+      open.notes.push(
+        `RSS ${held.worker.rssMb.toFixed(0)} MB vs ${held.nginx.rssMb.toFixed(0)} MB, events/s ${held.worker.events.toFixed(0)} vs ${held.nginx.events.toFixed(0)}`,
+      );
+      log(
+        `vs-nginx:   open streams: worker ${(held.worker.share * 100).toFixed(1)}%, nginx ${(held.nginx.share * 100).toFixed(1)}% of a core; ${open.notes.at(-1)}`,
+      );
+    }
+    return {
+      date: new Date().toISOString(),
+      cores: availableParallelism(),
+      node: process.version,
+      nginxVersion: nginxVersion(opts.nginx),
+      workerCli: opts.workerCli ?? 'this build (dist/cli.js)',
+      runs,
+      durationS,
+      loadStart,
+      loadEnd: loadavg()[0]!,
+      rows,
+      pyworker: py,
+    };
+  } finally {
+    for (const p of procs.reverse()) await p.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function setTokenRate(simUrl: string, tokenRate: number): Promise<void> {
+  const r = await fetch(`${simUrl}/sim/control`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ tokenRate }) });
+  if (!r.ok) throw new Error(`model-sim refused /sim/control: ${r.status}`);
+}
+
+/** A warm-up, then a measured wrk load; the proxy's CPU µs per request served. */
+async function measureLoad(
+  url: string,
+  body: string,
+  concurrency: number,
+  close: boolean,
+  durationS: number,
+  warmupS: number,
+  cpu: () => number,
+): Promise<LoadResult & { cpuUs: number }> {
+  if (warmupS > 0) await runWrk({ url, body, concurrency, durationS: warmupS, close });
+  const c0 = cpu();
+  const load = await runWrk({ url, body, concurrency, durationS, close });
+  const served = Math.max(1, load.requests - load.errors);
+  return { ...load, cpuUs: ((cpu() - c0) * 1e6) / served };
+}
+
+/** Open `n` SSE streams to `url` (lib/sse-clients.ts in its own process), hold them `holdS` seconds; the proxy's CPU share and peak RSS meanwhile. */
+async function holdStreams(
+  url: string,
+  body: string,
+  n: number,
+  holdS: number,
+  cpu: () => number,
+  rss: () => number,
+): Promise<{ share: number; rssMb: number; events: number }> {
+  const clients: BenchProcess = await startProcess(process.execPath, [join(LIB_DIR, 'sse-clients.js')], {
+    env: { ...process.env, BENCH_SSE: JSON.stringify({ url, path: '/v1/completions', body, count: n, openTimeoutMs: 15_000 + 2 * n }) },
+    readyLine: /OPENED (\{.*\})/,
+    timeoutMs: 60_000 + 2 * n,
+    fdLimit: FD_LIMIT,
+    stdin: true,
+  });
+  try {
+    const lines = createInterface({ input: clients.child.stdout! });
+    const stats = (): Promise<SseClientsStats> =>
+      new Promise((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error('sse-clients did not answer "stats"')), 10_000);
+        const onLine = (line: string) => {
+          if (!line.startsWith('STATS ')) return;
+          clearTimeout(t);
+          lines.off('line', onLine);
+          resolve(JSON.parse(line.slice(6)) as SseClientsStats);
+        };
+        lines.on('line', onLine);
+        clients.child.stdin!.write('stats\n');
+      });
+    await sleep(1000); // every stream has had its first events
+    const s0 = await stats();
+    const c0 = cpu();
+    const t0 = performance.now();
+    let peak = rss();
+    while (performance.now() - t0 < holdS * 1000) {
+      await sleep(250);
+      peak = Math.max(peak, rss());
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    const share = (cpu() - c0) / seconds;
+    const s1 = await stats();
+    if (s1.open < n) throw new Error(`only ${s1.open} of ${n} streams opened through ${url} (${s1.failed} failed)`);
+    return { share, rssMb: peak / 1024 / 1024, events: (s1.events - s0.events) / seconds };
+  } finally {
+    clients.child.stdin!.end('close\n');
+    await clients.stop();
+    await sleep(500); // the proxies see the closes before the next measurement
+  }
+}
+
+/** `nginx -v` prints its version on stderr. */
+function nginxVersion(nginx: string): string {
+  const r = spawnSync(nginx, ['-v'], { encoding: 'utf8' });
+  return /nginx\/([\w.]+)/.exec(`${r.stderr ?? ''}${r.stdout ?? ''}`)?.[1] ?? '?';
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].filter(Number.isFinite).sort((a, b) => a - b);
+  if (s.length === 0) return Number.NaN;
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+const f = (n: number, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : '–');
+const spread = (xs: number[], d = 2) => `${f(Math.min(...xs), d)}–${f(Math.max(...xs), d)}`;
+
+/** Whether a row meets its goal (on the median of its per-run comparisons). */
+export function meetsGoal(r: VsRow): boolean {
+  return median(r.compare) <= r.goal;
+}
+
+/** The report as a markdown table plus a status line per row. */
+export function formatVsNginx(r: VsNginxReport): string {
+  const lines = [
+    `${r.date}: ${r.cores} cores, node ${r.node}, nginx ${r.nginxVersion}; worker: ${r.workerCli}; ${r.runs} runs, ${r.durationS} s loads; load average ${f(r.loadStart, 2)} → ${f(r.loadEnd, 2)}`,
+    '',
+    '| row | worker (median, spread) | nginx (median, spread) | worker vs nginx: median (spread) | goal | met |',
+    '| --- | ---: | ---: | ---: | ---: | :---: |',
+  ];
+  for (const row of r.rows) {
+    const d = row.unit === 'ms' ? 3 : 1;
+    const cmp =
+      row.kind === 'ratio'
+        ? `**${f(median(row.compare), 2)}x** (${spread(row.compare)})`
+        : `**${median(row.compare) >= 0 ? '+' : ''}${f(median(row.compare), 3)} ms** (${spread(row.compare, 3)})`;
+    const goal = row.kind === 'ratio' ? `≤ ${row.goal}x` : row.name.includes('first byte') ? `≤ ${row.goal} ms added` : `≤ nginx + ${row.goal} ms`;
+    lines.push(
+      `| ${row.name} | ${f(median(row.worker), d)} ${row.unit} (${spread(row.worker, d)}) | ${f(median(row.nginx), d)} ${row.unit} (${spread(row.nginx, d)}) | ${cmp} | ${goal} | ${meetsGoal(row) ? 'yes' : 'no'} |`,
+    );
+  }
+  if (r.pyworker)
+    lines.push(
+      `| PyWorker, plain, keep-alive, c=64 | ${f(median(r.pyworker.cpuUs))} µs (${spread(r.pyworker.cpuUs, 1)}), ${f(median(r.pyworker.rps), 0)} req/s | | | | |`,
+    );
+  lines.push('', 'Per run:');
+  for (const row of r.rows) if (row.notes.length) lines.push(`- ${row.name}: ${row.notes.join('; ')}`);
+  return lines.join('\n');
+}
