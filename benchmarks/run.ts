@@ -398,7 +398,7 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const args = benchArgs(
     'run',
     '[--quick] [--json FILE] [--generator wrk|undici] [--duration S] [--skip SECTION,...]\n' +
-      '   or: --vs nginx [--runs N] [--duration S] [--open-streams N] [--hold S] [--worker-cli PATH] [--pyworker URL [--pyworker-pid PID]] [--json FILE]',
+      '   or: --vs nginx [--runs N] [--duration S] [--open-streams N] [--hold S] [--worker-cli PATH] [--pyworker URL [--pyworker-pid PID] [--pyworker-model URL]] [--json FILE]',
     {
       quick: 'boolean',
       json: 'string',
@@ -412,6 +412,7 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
       'worker-cli': 'string',
       pyworker: 'string',
       'pyworker-pid': 'string',
+      'pyworker-model': 'string',
     },
   );
   if (args.vs !== undefined) {
@@ -445,7 +446,10 @@ async function vsNginxMain(args: Record<string, string | boolean | undefined>): 
       openStreams: num(args['open-streams']),
       holdS: num(args.hold),
       workerCli: typeof args['worker-cli'] === 'string' ? args['worker-cli'] : undefined,
-      pyworker: typeof args.pyworker === 'string' ? { url: args.pyworker, pid: num(args['pyworker-pid']) ?? null } : undefined,
+      pyworker:
+        typeof args.pyworker === 'string'
+          ? { url: args.pyworker, pid: num(args['pyworker-pid']) ?? null, modelUrl: typeof args['pyworker-model'] === 'string' ? args['pyworker-model'] : null }
+          : undefined,
       log,
     });
     process.stdout.write(formatVsNginx(report) + '\n');

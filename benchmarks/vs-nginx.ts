@@ -16,7 +16,8 @@
  * byte added, each over model-sim direct (raw keep-alive sockets, targets taking turns); 1,000 open
  * SSE streams at 10 events/s each (CPU share of one core and RSS while they flow). A PyWorker
  * already running in front of the same kind of model can be given (`--pyworker URL [--pyworker-pid
- * PID]`): it gets the plain c=64 row. `--worker-cli PATH` measures another build's dist/cli.js (a
+ * PID] [--pyworker-model URL]`, the last a nodeworker model-sim it proxies to): it gets the plain
+ * c=64 row. `--worker-cli PATH` measures another build's dist/cli.js (a
  * before/after on one machine); model-sim is always this build's.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -51,7 +52,7 @@ export interface VsNginxOptions {
   /** Another build's CLI for the worker (default: this build's dist/cli.js). */
   workerCli?: string;
   /** A running PyWorker (plain HTTP) and its pid for CPU (optional). */
-  pyworker?: { url: string; pid: number | null };
+  pyworker?: { url: string; pid: number | null /** The model-sim it proxies to (counts its requests); null: wrk's count. */; modelUrl: string | null };
   log?: (line: string) => void;
 }
 
@@ -140,7 +141,7 @@ export async function runVsNginx(opts: VsNginxOptions): Promise<VsNginxReport> {
         for (const target of ['nginx', 'worker'] as const) {
           const origin = target === 'nginx' ? (l.tls ? nginx.tlsUrl! : nginx.url) : l.tls ? tls.ready : plain.ready;
           const cpu = target === 'nginx' ? () => nginx.cpuSeconds() : () => cpuSeconds((l.tls ? tls : plain).pid);
-          measured[target] = await measureLoad(`${origin}/v1/completions`, bodyFor(target, COMPLETION), l.c, l.close, durationS, warmupS, cpu);
+          measured[target] = await measureLoad(`${origin}/v1/completions`, bodyFor(target, COMPLETION), l.c, l.close, durationS, warmupS, cpu, sim.ready);
         }
         l.r.worker.push(measured.worker.cpuUs);
         l.r.nginx.push(measured.nginx.cpuUs);
@@ -152,7 +153,16 @@ export async function runVsNginx(opts: VsNginxOptions): Promise<VsNginxReport> {
       }
       if (py) {
         const cpu = py && opts.pyworker!.pid ? () => treeCpuSeconds(opts.pyworker!.pid!) : () => Number.NaN;
-        const m = await measureLoad(`${opts.pyworker!.url}/v1/completions`, bodyFor('worker', COMPLETION), 64, false, durationS, warmupS, cpu);
+        const m = await measureLoad(
+          `${opts.pyworker!.url}/v1/completions`,
+          bodyFor('worker', COMPLETION),
+          64,
+          false,
+          durationS,
+          warmupS,
+          cpu,
+          opts.pyworker!.modelUrl,
+        );
         py.rps.push(m.rps);
         py.cpuUs.push(m.cpuUs);
         log(`vs-nginx:   PyWorker plain c=64: ${m.rps.toFixed(0)} req/s, ${m.cpuUs.toFixed(1)} µs CPU per request, errors ${m.errors}`);
@@ -239,7 +249,12 @@ async function setTokenRate(simUrl: string, tokenRate: number): Promise<void> {
   if (!r.ok) throw new Error(`model-sim refused /sim/control: ${r.status}`);
 }
 
-/** A warm-up, then a measured wrk load; the proxy's CPU µs per request served. */
+/**
+ * One wrk load of `warmupS + durationS` (+ a margin); the proxy's CPU µs per request and req/s are
+ * taken over the `durationS` window in its middle, with the requests counted by model-sim (every
+ * request of the load reaches it once). So wrk's connection set-up (64 TLS handshakes on a
+ * keep-alive row) stays out of a keep-alive figure, where on a busy machine it would be most of it.
+ */
 async function measureLoad(
   url: string,
   body: string,
@@ -248,12 +263,31 @@ async function measureLoad(
   durationS: number,
   warmupS: number,
   cpu: () => number,
+  simUrl: string | null,
 ): Promise<LoadResult & { cpuUs: number }> {
-  if (warmupS > 0) await runWrk({ url, body, concurrency, durationS: warmupS, close });
+  if (simUrl === null) {
+    // Nothing counts the requests mid-load (a PyWorker in front of a model we do not know): the whole load.
+    const c0 = cpu();
+    const whole = await runWrk({ url, body, concurrency, durationS: warmupS + durationS, close });
+    return { ...whole, cpuUs: ((cpu() - c0) * 1e6) / Math.max(1, whole.requests - whole.errors) };
+  }
+  const load = runWrk({ url, body, concurrency, durationS: warmupS + durationS + 1, close });
+  await sleep(warmupS * 1000 + 500);
   const c0 = cpu();
-  const load = await runWrk({ url, body, concurrency, durationS, close });
-  const served = Math.max(1, load.requests - load.errors);
-  return { ...load, cpuUs: ((cpu() - c0) * 1e6) / served };
+  const n0 = await modelFinished(simUrl);
+  const t0 = performance.now();
+  await sleep(durationS * 1000);
+  const c1 = cpu();
+  const n1 = await modelFinished(simUrl);
+  const seconds = (performance.now() - t0) / 1000;
+  const result = await load;
+  const served = Math.max(1, n1 - n0);
+  return { ...result, rps: served / seconds, cpuUs: ((c1 - c0) * 1e6) / served };
+}
+
+/** Requests model-sim has answered in full so far. */
+async function modelFinished(simUrl: string): Promise<number> {
+  return ((await fetch(`${simUrl}/sim/stats`).then((r) => r.json())) as { finished: number }).finished;
 }
 
 /** Open `n` SSE streams to `url` (lib/sse-clients.ts in its own process), hold them `holdS` seconds; the proxy's CPU share and peak RSS meanwhile. */
