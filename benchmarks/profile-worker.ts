@@ -6,9 +6,13 @@
  *
  * Run: `npm run build && node build/benchmarks/profile-worker.js [--concurrency 64] [--duration 8] [--top 20] [--keep DIR]`
  * (`--target stock` profiles the worker with node:http + undici on the request path, as before the
- * fast lane and the model client; `--target bare` the bare Node proxy.)
+ * fast lane and the model client; `--target bare` the bare Node proxy. `--tls` serves the worker
+ * over HTTPS (USE_SSL, a self-signed RSA-2048 certificate made here), `--close` sends
+ * `connection: close` (a new connection, a full handshake over TLS, per request), `--cli PATH`
+ * profiles another build's dist/cli.js.)
  */
-import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -30,7 +34,7 @@ export interface ProfileRun {
 }
 
 export async function profileWorker(
-  opts: { concurrency?: number; durationS?: number; top?: number; target?: ProfileTarget; keepDir?: string } = {},
+  opts: { concurrency?: number; durationS?: number; top?: number; target?: ProfileTarget; keepDir?: string; tls?: boolean; close?: boolean; cli?: string } = {},
 ): Promise<ProfileRun> {
   const dir = mkdtempSync(join(tmpdir(), 'profile-worker-'));
   const profDir = opts.keepDir ?? join(dir, 'prof');
@@ -41,9 +45,17 @@ export async function profileWorker(
     const sim = await startModelSim({ dir });
     procs.push(sim);
     const nodeArgs = ['--cpu-prof', `--cpu-prof-dir=${profDir}`];
+    let tls: { env: Record<string, string>; ca: Buffer } | undefined;
+    if (opts.tls) {
+      const [cert, key] = [join(dir, 'cert.pem'), join(dir, 'key.pem')];
+      execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1'], {
+        stdio: 'ignore',
+      });
+      tls = { env: { USE_SSL: 'true', SSL_CERT_PATH: cert, SSL_KEY_PATH: key }, ca: readFileSync(cert) };
+    }
     const proxy =
       target === 'worker'
-        ? await startCliWorker({ dir, modelUrl: sim.ready, nodeArgs })
+        ? await startCliWorker({ dir, modelUrl: sim.ready, nodeArgs, env: tls?.env, ca: tls?.ca, cli: opts.cli })
         : target === 'stock'
           ? await startPartsWorker({ dir, modelUrl: sim.ready, extensions: true, engineUrl: null, fastLane: false, modelClient: false, nodeArgs })
           : await startProcess(process.execPath, [...nodeArgs, join(LIB_DIR, 'bare-proxy.js'), sim.ready], {
@@ -54,6 +66,7 @@ export async function profileWorker(
       url: `${proxy.ready}/v1/completions`,
       body: bodyFor(target === 'bare' ? 'bare' : 'worker', { model: 'bench', prompt: 'Say hello.', max_tokens: 1 }),
       concurrency: opts.concurrency ?? 64,
+      close: opts.close,
     };
     const warm = await runLoad({ ...spec, durationS: 2 });
     const load = await runLoad({ ...spec, durationS: opts.durationS ?? 8 });
@@ -71,13 +84,20 @@ export async function profileWorker(
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  const args = benchArgs('profile-worker', '[--concurrency N] [--duration S] [--top N] [--target worker|bare|stock] [--keep DIR]', {
-    concurrency: 'string',
-    duration: 'string',
-    top: 'string',
-    target: 'string',
-    keep: 'string',
-  });
+  const args = benchArgs(
+    'profile-worker',
+    '[--concurrency N] [--duration S] [--top N] [--target worker|bare|stock] [--keep DIR] [--tls] [--close] [--cli PATH]',
+    {
+      tls: 'boolean',
+      close: 'boolean',
+      cli: 'string',
+      concurrency: 'string',
+      duration: 'string',
+      top: 'string',
+      target: 'string',
+      keep: 'string',
+    },
+  );
   const num = (k: string) => (typeof args[k] === 'string' ? Number(args[k]) : undefined);
   profileWorker({
     concurrency: num('concurrency'),
@@ -85,6 +105,9 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
     top: num('top'),
     target: args.target === 'bare' || args.target === 'stock' ? args.target : 'worker',
     keepDir: typeof args.keep === 'string' ? args.keep : undefined,
+    tls: args.tls === true,
+    close: args.close === true,
+    cli: typeof args.cli === 'string' ? args.cli : undefined,
   }).then(
     (r) => {
       process.stdout.write(

@@ -176,7 +176,7 @@ export async function runProxyBench(opts: ProxyBenchOptions = {}): Promise<Proxy
  * The client is a raw keep-alive socket per target (an HTTP client library would add its own
  * delays between the socket and the timestamps); every target answers SSE with chunked encoding.
  */
-async function measureStreams(targets: BenchTarget[], origin: (t: BenchTarget) => string, n: number, tokens: number): Promise<StreamRow[]> {
+export async function measureStreams(targets: BenchTarget[], origin: (t: BenchTarget) => string, n: number, tokens: number): Promise<StreamRow[]> {
   const payload = { model: 'bench', prompt: 'Say hello.', max_tokens: tokens, stream: true };
   const clients = new Map(await Promise.all(targets.map(async (t) => [t, await openStreamClient(origin(t), '/v1/completions', bodyFor(t, payload))] as const)));
   const arrivals = new Map<BenchTarget, number[][]>(targets.map((t) => [t, []]));

@@ -8,6 +8,8 @@
  *   options: --generator wrk|undici  --duration S  --json FILE  --skip a,b (proxy, streams, readiness, overhead, ablation, extras)
  *
  * Installs Debian's nginx and wrk with apt-get when missing (not in --quick mode).
+ *
+ *   npm run bench -- --vs nginx          # the worker against nginx, every row 3 times: medians, spreads, ratios (vs-nginx.ts)
  */
 import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -406,13 +408,73 @@ export function formatSuite(r: SuiteReport): string {
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  const args = benchArgs('run', '[--quick] [--json FILE] [--generator wrk|undici] [--duration S] [--skip SECTION,...]', {
-    quick: 'boolean',
-    json: 'string',
-    generator: 'string',
-    duration: 'string',
-    skip: 'string',
-  });
+  const args = benchArgs(
+    'run',
+    '[--quick] [--json FILE] [--generator wrk|undici] [--duration S] [--skip SECTION,...]\n' +
+      '   or: --vs nginx [--runs N] [--duration S] [--open-streams N] [--hold S] [--worker-cli PATH] [--pyworker URL [--pyworker-pid PID] [--pyworker-model URL]] [--json FILE]',
+    {
+      quick: 'boolean',
+      json: 'string',
+      generator: 'string',
+      duration: 'string',
+      skip: 'string',
+      vs: 'string',
+      runs: 'string',
+      'open-streams': 'string',
+      hold: 'string',
+      'worker-cli': 'string',
+      pyworker: 'string',
+      'pyworker-pid': 'string',
+      'pyworker-model': 'string',
+    },
+  );
+  if (args.vs !== undefined) {
+    process.exitCode = await vsNginxMain(args);
+  } else runSuiteMain(args);
+}
+
+/** `--vs nginx`: benchmarks/vs-nginx.ts, after making sure nginx and wrk are there. */
+async function vsNginxMain(args: Record<string, string | boolean | undefined>): Promise<number> {
+  if (args.vs !== 'nginx') {
+    process.stderr.write(`bench: --vs takes "nginx" (got ${JSON.stringify(args.vs)})\n`);
+    return 2;
+  }
+  const log = (l: string) => process.stderr.write(l + '\n');
+  const nginx = ensureCommand('nginx', 'nginx', { install: true, log });
+  const wrk = ensureCommand('wrk', 'wrk', { install: true, log });
+  if (!nginx || !wrk) {
+    process.stderr.write(
+      `bench --vs nginx needs ${[nginx ? '' : 'nginx', wrk ? '' : 'wrk'].filter(Boolean).join(' and ')}, which could not be installed here.\n` +
+        'Install them as .ci/run installs its tools (Debian/Ubuntu, as root): apt-get update && apt-get install -y --no-install-recommends nginx wrk\n',
+    );
+    return 2;
+  }
+  const num = (v: unknown) => (typeof v === 'string' ? Number(v) : undefined);
+  const { formatVsNginx, runVsNginx } = await import('./vs-nginx.js');
+  try {
+    const report = await runVsNginx({
+      nginx,
+      runs: num(args.runs),
+      durationS: num(args.duration),
+      openStreams: num(args['open-streams']),
+      holdS: num(args.hold),
+      workerCli: typeof args['worker-cli'] === 'string' ? args['worker-cli'] : undefined,
+      pyworker:
+        typeof args.pyworker === 'string'
+          ? { url: args.pyworker, pid: num(args['pyworker-pid']) ?? null, modelUrl: typeof args['pyworker-model'] === 'string' ? args['pyworker-model'] : null }
+          : undefined,
+      log,
+    });
+    process.stdout.write(formatVsNginx(report) + '\n');
+    if (typeof args.json === 'string') writeFileSync(args.json, JSON.stringify(report, null, 2));
+    return 0;
+  } catch (err) {
+    process.stderr.write(`bench --vs nginx failed: ${(err as Error).stack ?? (err as Error).message}\n`);
+    return 1;
+  }
+}
+
+function runSuiteMain(args: Record<string, string | boolean | undefined>): void {
   const gen = args.generator;
   const skip = typeof args.skip === 'string' ? (args.skip.split(',').filter((s) => (SECTIONS as string[]).includes(s)) as SuiteSection[]) : [];
   runSuite({

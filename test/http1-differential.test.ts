@@ -9,6 +9,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { seededRandom } from '../src/common/random.js';
 import { rawConnect, type RawExchange } from './helpers/raw-http.js';
+import { SCHEMES } from './helpers/tls.js';
 import { authData, echoModel, envelope, ledgerAudit, startTestModel, startTestWorker, waitFor, type TestModel, type TestWorker } from './helpers/worker.js';
 
 const MUTATIONS = Number(process.env.DIFF_MUTATIONS ?? 2000);
@@ -115,79 +116,82 @@ const ALLOWED: Array<{ reason: string; applies: (fast: string[], http: string[])
   },
 ];
 
-describe('differential: fast lane vs node:http', () => {
-  let fastModel: TestModel;
-  let httpModel: TestModel;
-  let fast: TestWorker;
-  let http: TestWorker;
+// Over plain HTTP and over TLS (USE_SSL): both listeners hand their sockets to the same fast lane.
+for (const scheme of SCHEMES)
+  describe(`differential: fast lane vs node:http (${scheme})`, () => {
+    const tls = scheme === 'https';
+    let fastModel: TestModel;
+    let httpModel: TestModel;
+    let fast: TestWorker;
+    let http: TestWorker;
 
-  beforeAll(async () => {
-    fastModel = await startTestModel(echoModel);
-    httpModel = await startTestModel(echoModel);
-    fast = await startTestWorker({ modelUrl: fastModel.url, requestPath: { fastLane: true } });
-    http = await startTestWorker({ modelUrl: httpModel.url, requestPath: { fastLane: false } });
-  });
-  afterAll(async () => {
-    await fast?.close();
-    await http?.close();
-    await fastModel?.close();
-    await httpModel?.close();
-  });
+    beforeAll(async () => {
+      fastModel = await startTestModel(echoModel);
+      httpModel = await startTestModel(echoModel);
+      fast = await startTestWorker({ modelUrl: fastModel.url, requestPath: { fastLane: true }, tls });
+      http = await startTestWorker({ modelUrl: httpModel.url, requestPath: { fastLane: false }, tls });
+    });
+    afterAll(async () => {
+      await fast?.close();
+      await http?.close();
+      await fastModel?.close();
+      await httpModel?.close();
+    });
 
-  it(`the corpus and ${MUTATIONS} seeded mutations of it get the same answers on both paths`, async () => {
-    const base = corpus().map((s) => Buffer.from(s, 'latin1'));
-    const rnd = seededRandom(SEED);
-    const cases: Buffer[] = [...base];
-    for (let i = 0; i < MUTATIONS; i++) cases.push(mutate(base[Math.floor(rnd() * base.length)]!, rnd));
+    it(`the corpus and ${MUTATIONS} seeded mutations of it get the same answers on both paths`, async () => {
+      const base = corpus().map((s) => Buffer.from(s, 'latin1'));
+      const rnd = seededRandom(SEED);
+      const cases: Buffer[] = [...base];
+      for (let i = 0; i < MUTATIONS; i++) cases.push(mutate(base[Math.floor(rnd() * base.length)]!, rnd));
 
-    const differing: number[] = [];
-    let next = 0;
-    const worker = async () => {
-      while (next < cases.length) {
-        const i = next++;
-        const [a, b] = await Promise.all([exchange(fast.url, cases[i]!, false), exchange(http.url, cases[i]!, false)]);
-        if (JSON.stringify(a) !== JSON.stringify(b)) differing.push(i);
-      }
-    };
-    await Promise.all(Array.from({ length: 16 }, worker));
+      const differing: number[] = [];
+      let next = 0;
+      const worker = async () => {
+        while (next < cases.length) {
+          const i = next++;
+          const [a, b] = await Promise.all([exchange(fast.url, cases[i]!, false), exchange(http.url, cases[i]!, false)]);
+          if (JSON.stringify(a) !== JSON.stringify(b)) differing.push(i);
+        }
+      };
+      await Promise.all(Array.from({ length: 16 }, worker));
 
-    // Again, one at a time and with patience: only differences that stay count.
-    const failures: string[] = [];
-    const allowed = new Map<string, number>();
-    const excusedCases: number[] = [];
-    for (const i of differing) {
-      const a = await exchange(fast.url, cases[i]!, true);
-      const b = await exchange(http.url, cases[i]!, true);
-      if (JSON.stringify(a) === JSON.stringify(b)) continue;
-      const rule = ALLOWED.find((r) => r.applies(a.answers, b.answers));
-      if (rule) {
-        allowed.set(rule.reason, (allowed.get(rule.reason) ?? 0) + 1);
-        excusedCases.push(i);
-        if (process.env.DIFF_VERBOSE)
-          console.log(
-            `excused case ${i} ${JSON.stringify(cases[i]!.toString('latin1'))}\n  fast lane: ${a.answers.join(' ; ')}\n  node:http: ${b.answers.join(' ; ')}`,
+      // Again, one at a time and with patience: only differences that stay count.
+      const failures: string[] = [];
+      const allowed = new Map<string, number>();
+      const excusedCases: number[] = [];
+      for (const i of differing) {
+        const a = await exchange(fast.url, cases[i]!, true);
+        const b = await exchange(http.url, cases[i]!, true);
+        if (JSON.stringify(a) === JSON.stringify(b)) continue;
+        const rule = ALLOWED.find((r) => r.applies(a.answers, b.answers));
+        if (rule) {
+          allowed.set(rule.reason, (allowed.get(rule.reason) ?? 0) + 1);
+          excusedCases.push(i);
+          if (process.env.DIFF_VERBOSE)
+            console.log(
+              `excused case ${i} ${JSON.stringify(cases[i]!.toString('latin1'))}\n  fast lane: ${a.answers.join(' ; ')}\n  node:http: ${b.answers.join(' ; ')}`,
+            );
+        } else
+          failures.push(
+            `case ${i} ${JSON.stringify(cases[i]!.toString('latin1').slice(0, 300))}:\n  fast lane: ${a.answers.join(' ; ').slice(0, 300)}\n  node:http: ${b.answers.join(' ; ').slice(0, 300)}`,
           );
-      } else
-        failures.push(
-          `case ${i} ${JSON.stringify(cases[i]!.toString('latin1').slice(0, 300))}:\n  fast lane: ${a.answers.join(' ; ').slice(0, 300)}\n  node:http: ${b.answers.join(' ; ').slice(0, 300)}`,
+      }
+      expect(failures.slice(0, 10), `${failures.length} of ${cases.length} cases differ`).toEqual([]);
+      // The allow-list stays short and honest: report what it excused.
+      console.log(`differential (${scheme}): ${cases.length} cases, ${differing.length} differed at first, excused: ${JSON.stringify([...allowed.entries()])}`);
+      // Both workers are whole afterwards.
+      for (const w of [fast, http]) {
+        await waitFor(
+          () => w.ledger.workingCount === 0,
+          10_000,
+          () => 'ledger idle',
         );
-    }
-    expect(failures.slice(0, 10), `${failures.length} of ${cases.length} cases differ`).toEqual([]);
-    // The allow-list stays short and honest: report what it excused.
-    console.log(`differential: ${cases.length} cases, ${differing.length} differed at first, excused: ${JSON.stringify([...allowed.entries()])}`);
-    // Both workers are whole afterwards.
-    for (const w of [fast, http]) {
-      await waitFor(
-        () => w.ledger.workingCount === 0,
-        10_000,
-        () => 'ledger idle',
-      );
-      ledgerAudit(w);
-      expect(w.lifecycle.state).toBe('ready');
-    }
-    // The valid corpus gets exactly the same answers on both paths, served (the test would be empty otherwise).
-    expect(excusedCases.filter((i) => i < base.length)).toEqual([]);
-    expect(fast.ledger.totals.served).toBeGreaterThan(0);
-    expect(http.ledger.totals.served).toBeGreaterThan(0);
-  }, 240_000);
-});
+        ledgerAudit(w);
+        expect(w.lifecycle.state).toBe('ready');
+      }
+      // The valid corpus gets exactly the same answers on both paths, served (the test would be empty otherwise).
+      expect(excusedCases.filter((i) => i < base.length)).toEqual([]);
+      expect(fast.ledger.totals.served).toBeGreaterThan(0);
+      expect(http.ledger.totals.served).toBeGreaterThan(0);
+    }, 240_000);
+  });

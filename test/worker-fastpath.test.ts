@@ -4,14 +4,21 @@
  * the model client (model-client.ts), which speaks HTTP/1.1 to the model itself. Real sockets on
  * loopback: raw clients that write exact bytes, and raw models that answer exact bytes.
  */
-import { createServer as createNetServer, connect, type Server as NetServer, type Socket } from 'node:net';
+import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import { afterAll, describe, expect, it } from 'vitest';
+import { openSocket } from './helpers/raw-http.js';
+import { SCHEMES } from './helpers/tls.js';
 import { authData, clientAgent, echoModel, envelope, ledgerAudit, postJson, startTestModel, startTestWorker, useResources, waitFor } from './helpers/worker.js';
 
 const res = useResources();
 const agent = clientAgent(16);
-afterAll(() => agent.close());
+const tlsAgent = clientAgent(16, { tls: true });
+afterAll(async () => {
+  await agent.close();
+  await tlsAgent.close();
+});
 
 /** The HTTP text of a POST to `path` with `body` (and extra header lines). */
 function post(path: string, body: string, extra = ''): string {
@@ -26,12 +33,7 @@ async function rawClient(url: string): Promise<{
   closed: Promise<void>;
   close(): void;
 }> {
-  const { port } = new URL(url);
-  const socket = connect(Number(port), '127.0.0.1');
-  await new Promise<void>((resolve, reject) => {
-    socket.once('connect', resolve);
-    socket.once('error', reject);
-  });
+  const socket = await openSocket(url);
   socket.on('error', () => undefined);
   let buf = Buffer.alloc(0);
   const waiting: Array<() => void> = [];
@@ -106,127 +108,219 @@ function parseAnswer(buf: Buffer): { answer: RawAnswer; length: number } | null 
   return { answer: { status, headers, body: buf.toString('utf8', at, at + len) }, length: at + len };
 }
 
-describe('fast lane', () => {
-  it('answers pipelined requests in order, handing a non-handler request to node:http mid-connection', async () => {
-    const model = await res.add(startTestModel(echoModel));
-    const w = await res.add(startTestWorker({ modelUrl: model.url }));
-    const c = await rawClient(w.url);
-    res.defer(() => c.close());
-    const one = JSON.stringify(envelope({ n: 1 }));
-    const two = JSON.stringify(envelope({ n: 2 }));
-    const three = JSON.stringify(envelope({ n: 3 }));
-    // Three handler requests and a GET in one write: the GET (and what follows it) goes to node:http.
-    c.write(post('/echo', one) + post('/echo', two) + 'GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n' + post('/echo', three));
-    const a = await c.answers(4);
-    expect(a.map((x) => x.status)).toEqual([200, 200, 200, 200]);
-    expect(JSON.parse(a[0]!.body)).toEqual({ echo: { n: 1 } });
-    expect(JSON.parse(a[1]!.body)).toEqual({ echo: { n: 2 } });
-    expect(JSON.parse(a[2]!.body).state).toBe('ready');
-    expect(JSON.parse(a[3]!.body)).toEqual({ echo: { n: 3 } });
-    // The connection is still good after the hand-over.
-    c.write(post('/echo', JSON.stringify(envelope({ n: 4 }))));
-    expect(JSON.parse((await c.answers(1))[0]!.body)).toEqual({ echo: { n: 4 } });
-    ledgerAudit(w);
+// Every fast-lane case runs over plain HTTP and over TLS (USE_SSL): the same lane reads both.
+for (const scheme of SCHEMES)
+  describe(`fast lane (${scheme})`, () => {
+    const tls = scheme === 'https';
+    const dispatcher = tls ? tlsAgent : agent;
+    it('answers pipelined requests in order, handing a non-handler request to node:http mid-connection', async () => {
+      const model = await res.add(startTestModel(echoModel));
+      const w = await res.add(startTestWorker({ modelUrl: model.url, tls }));
+      const c = await rawClient(w.url);
+      res.defer(() => c.close());
+      const one = JSON.stringify(envelope({ n: 1 }));
+      const two = JSON.stringify(envelope({ n: 2 }));
+      const three = JSON.stringify(envelope({ n: 3 }));
+      // Three handler requests and a GET in one write: the GET (and what follows it) goes to node:http.
+      c.write(post('/echo', one) + post('/echo', two) + 'GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n' + post('/echo', three));
+      const a = await c.answers(4);
+      expect(a.map((x) => x.status)).toEqual([200, 200, 200, 200]);
+      expect(JSON.parse(a[0]!.body)).toEqual({ echo: { n: 1 } });
+      expect(JSON.parse(a[1]!.body)).toEqual({ echo: { n: 2 } });
+      expect(JSON.parse(a[2]!.body).state).toBe('ready');
+      expect(JSON.parse(a[3]!.body)).toEqual({ echo: { n: 3 } });
+      // The connection is still good after the hand-over.
+      c.write(post('/echo', JSON.stringify(envelope({ n: 4 }))));
+      expect(JSON.parse((await c.answers(1))[0]!.body)).toEqual({ echo: { n: 4 } });
+      ledgerAudit(w);
+    });
+
+    it('serves a request that arrives a few bytes at a time', async () => {
+      const model = await res.add(startTestModel(echoModel));
+      const w = await res.add(startTestWorker({ modelUrl: model.url, tls }));
+      const c = await rawClient(w.url);
+      res.defer(() => c.close());
+      const text = post('/echo', JSON.stringify(envelope({ slow: 'drip' })));
+      for (let i = 0; i < text.length; i += 7) {
+        c.write(text.slice(i, i + 7));
+        await new Promise((r) => setTimeout(r, 2));
+      }
+      const [a] = await c.answers(1);
+      expect(a!.status).toBe(200);
+      expect(JSON.parse(a!.body)).toEqual({ echo: { slow: 'drip' } });
+      // A body of many reads (under the fast lane's 1 MiB), byte for byte.
+      const prompt = 'p'.repeat(600 * 1024);
+      const big = await postJson(w.url + '/echo', envelope({ prompt }), { dispatcher });
+      expect(big.status).toBe(200);
+      expect((big.json as { echo: { prompt: string } }).echo.prompt).toBe(prompt);
+    });
+
+    it('hands chunked bodies, Expect: 100-continue, HTTP/1.0 and large bodies to node:http, which serves them', async () => {
+      const model = await res.add(startTestModel(echoModel));
+      const w = await res.add(startTestWorker({ modelUrl: model.url, spec: { maxBodyBytes: 4 * 1024 * 1024 }, tls }));
+      const body = JSON.stringify(envelope({ how: 'chunked' }));
+      const chunked = await rawClient(w.url);
+      res.defer(() => chunked.close());
+      chunked.write(`POST /echo HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`);
+      expect(JSON.parse((await chunked.answers(1))[0]!.body)).toEqual({ echo: { how: 'chunked' } });
+
+      const expect100 = await rawClient(w.url);
+      res.defer(() => expect100.close());
+      const b2 = JSON.stringify(envelope({ how: 'expect' }));
+      expect100.write(`POST /echo HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: ${b2.length}\r\n\r\n`);
+      const [cont] = await expect100.answers(1);
+      expect(cont!.status).toBe(100);
+      expect100.write(b2);
+      expect(JSON.parse((await expect100.answers(1))[0]!.body)).toEqual({ echo: { how: 'expect' } });
+
+      const http10 = await rawClient(w.url);
+      res.defer(() => http10.close());
+      const b3 = JSON.stringify(envelope({ how: 'http/1.0' }));
+      http10.write(`POST /echo HTTP/1.0\r\ncontent-length: ${b3.length}\r\n\r\n${b3}`);
+      expect(JSON.parse((await http10.answers(1))[0]!.body)).toEqual({ echo: { how: 'http/1.0' } });
+
+      // Over the fast lane's 1 MiB: node:http streams it against the route's limit (4 MiB here).
+      const big = await postJson(w.url + '/echo', envelope({ prompt: 'z'.repeat(2 * 1024 * 1024) }), { dispatcher });
+      expect(big.status).toBe(200);
+      expect((big.json as { echo: { prompt: string } }).echo.prompt.length).toBe(2 * 1024 * 1024);
+      ledgerAudit(w);
+    });
+
+    it('closes the connection after an answer to "connection: close", and refuses malformed heads like node:http', async () => {
+      const model = await res.add(startTestModel(echoModel));
+      const w = await res.add(startTestWorker({ modelUrl: model.url, tls }));
+      const c = await rawClient(w.url);
+      res.defer(() => c.close());
+      c.write(post('/echo', JSON.stringify(envelope({ bye: true })), 'connection: close\r\n'));
+      const [a] = await c.answers(1);
+      expect(a!.status).toBe(200);
+      expect(a!.headers.connection).toBe('close');
+      await c.closed;
+
+      for (const bad of [
+        'POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello!',
+        'POST /echo HTTP/1.1\r\nhost: x\r\n folded: header\r\ncontent-length: 2\r\n\r\n{}',
+        'POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: -1\r\n\r\n',
+      ]) {
+        const b = await rawClient(w.url);
+        res.defer(() => b.close());
+        b.write(bad);
+        const [answer] = await b.answers(1);
+        expect(answer!.status, bad).toBe(400);
+        expect(JSON.parse(answer!.body).field).toBe('request');
+      }
+      // A request without Host is an HTTP/1.1 error node:http answers.
+      const noHost = await rawClient(w.url);
+      res.defer(() => noHost.close());
+      noHost.write('POST /echo HTTP/1.1\r\ncontent-length: 2\r\n\r\n{}');
+      expect((await noHost.answers(1))[0]!.status).toBe(400);
+    });
+
+    // A client that only half-closes still reads, and gets its answer (issue 21 row 10,
+    // test/worker-request-end.test.ts); one that closes its socket is gone: found out by the probe.
+    it('a client that closes its socket mid-request cancels it, and the model connection is closed', async () => {
+      let modelSawClose: Promise<number> | null = null;
+      const model = await res.add(
+        startTestModel((_q, _r, _b, conn) => {
+          modelSawClose = conn.closed; // never answers
+        }),
+      );
+      const w = await res.add(startTestWorker({ modelUrl: model.url, tls }));
+      const c = await rawClient(w.url);
+      c.write(post('/echo', JSON.stringify(envelope({ workload: 5 }))));
+      await waitFor(() => modelSawClose !== null);
+      c.close();
+      await modelSawClose;
+      await waitFor(() => w.ledger.totals.cancelled === 5);
+      ledgerAudit(w);
+    });
   });
 
-  it('serves a request that arrives a few bytes at a time', async () => {
+describe('TLS listener (USE_SSL)', () => {
+  /** The head of the first answer on `socket` to `text`, as raw bytes. */
+  const headOf = (socket: Socket, text: string) =>
+    new Promise<string>((resolve) => {
+      let got = '';
+      const onData = (d: Buffer) => {
+        got += d.toString('latin1');
+        const end = got.indexOf('\r\n\r\n');
+        if (end < 0) return;
+        socket.off('data', onData);
+        resolve(got.slice(0, end));
+      };
+      socket.on('data', onData);
+      socket.write(text);
+    });
+
+  it('TLS connections are read by the fast lane (its lowercase keep-alive lines), node:http only when the lane is off', async () => {
     const model = await res.add(startTestModel(echoModel));
-    const w = await res.add(startTestWorker({ modelUrl: model.url }));
-    const c = await rawClient(w.url);
-    res.defer(() => c.close());
-    const text = post('/echo', JSON.stringify(envelope({ slow: 'drip' })));
-    for (let i = 0; i < text.length; i += 7) {
-      c.write(text.slice(i, i + 7));
-      await new Promise((r) => setTimeout(r, 2));
+    for (const fastLane of [true, false]) {
+      const w = await res.add(startTestWorker({ modelUrl: model.url, tls: true, requestPath: { fastLane } }));
+      expect(w.url).toMatch(/^https:/);
+      const socket = await openSocket(w.url);
+      res.defer(() => void socket.destroy());
+      const head = await headOf(socket, post('/echo', JSON.stringify(envelope({ lane: fastLane }))));
+      expect(head).toMatch(/^HTTP\/1\.1 200 /);
+      // The fast lane writes its own framing lines; node:http writes "Connection: keep-alive".
+      if (fastLane) expect(head).toContain('\r\nconnection: keep-alive\r\nkeep-alive: timeout=65');
+      else expect(head).toContain('\r\nConnection: keep-alive');
     }
-    const [a] = await c.answers(1);
-    expect(a!.status).toBe(200);
-    expect(JSON.parse(a!.body)).toEqual({ echo: { slow: 'drip' } });
-    // A body of many reads (under the fast lane's 1 MiB), byte for byte.
-    const prompt = 'p'.repeat(600 * 1024);
-    const big = await postJson(w.url + '/echo', envelope({ prompt }), { dispatcher: agent });
-    expect(big.status).toBe(200);
-    expect((big.json as { echo: { prompt: string } }).echo.prompt).toBe(prompt);
   });
 
-  it('hands chunked bodies, Expect: 100-continue, HTTP/1.0 and large bodies to node:http, which serves them', async () => {
+  it('keeps a TLS connection alive across requests and resumes a session from its ticket (no full handshake)', async () => {
+    const { connect: tlsConnect } = await import('node:tls');
+    const { testCert } = await import('./helpers/tls.js');
     const model = await res.add(startTestModel(echoModel));
-    const w = await res.add(startTestWorker({ modelUrl: model.url, spec: { maxBodyBytes: 4 * 1024 * 1024 } }));
-    const body = JSON.stringify(envelope({ how: 'chunked' }));
-    const chunked = await rawClient(w.url);
-    res.defer(() => chunked.close());
-    chunked.write(`POST /echo HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`);
-    expect(JSON.parse((await chunked.answers(1))[0]!.body)).toEqual({ echo: { how: 'chunked' } });
-
-    const expect100 = await rawClient(w.url);
-    res.defer(() => expect100.close());
-    const b2 = JSON.stringify(envelope({ how: 'expect' }));
-    expect100.write(`POST /echo HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: ${b2.length}\r\n\r\n`);
-    const [cont] = await expect100.answers(1);
-    expect(cont!.status).toBe(100);
-    expect100.write(b2);
-    expect(JSON.parse((await expect100.answers(1))[0]!.body)).toEqual({ echo: { how: 'expect' } });
-
-    const http10 = await rawClient(w.url);
-    res.defer(() => http10.close());
-    const b3 = JSON.stringify(envelope({ how: 'http/1.0' }));
-    http10.write(`POST /echo HTTP/1.0\r\ncontent-length: ${b3.length}\r\n\r\n${b3}`);
-    expect(JSON.parse((await http10.answers(1))[0]!.body)).toEqual({ echo: { how: 'http/1.0' } });
-
-    // Over the fast lane's 1 MiB: node:http streams it against the route's limit (4 MiB here).
-    const big = await postJson(w.url + '/echo', envelope({ prompt: 'z'.repeat(2 * 1024 * 1024) }), { dispatcher: agent });
-    expect(big.status).toBe(200);
-    expect((big.json as { echo: { prompt: string } }).echo.prompt.length).toBe(2 * 1024 * 1024);
-    ledgerAudit(w);
-  });
-
-  it('closes the connection after an answer to "connection: close", and refuses malformed heads like node:http', async () => {
-    const model = await res.add(startTestModel(echoModel));
-    const w = await res.add(startTestWorker({ modelUrl: model.url }));
-    const c = await rawClient(w.url);
-    res.defer(() => c.close());
-    c.write(post('/echo', JSON.stringify(envelope({ bye: true })), 'connection: close\r\n'));
-    const [a] = await c.answers(1);
-    expect(a!.status).toBe(200);
-    expect(a!.headers.connection).toBe('close');
-    await c.closed;
-
-    for (const bad of [
-      'POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello!',
-      'POST /echo HTTP/1.1\r\nhost: x\r\n folded: header\r\ncontent-length: 2\r\n\r\n{}',
-      'POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: -1\r\n\r\n',
-    ]) {
-      const b = await rawClient(w.url);
-      res.defer(() => b.close());
-      b.write(bad);
-      const [answer] = await b.answers(1);
-      expect(answer!.status, bad).toBe(400);
-      expect(JSON.parse(answer!.body).field).toBe('request');
+    const w = await res.add(startTestWorker({ modelUrl: model.url, tls: true }));
+    const { port } = new URL(w.url);
+    const open = (session?: Buffer) =>
+      new Promise<TLSSocket>((resolve, reject) => {
+        const s = tlsConnect({ host: '127.0.0.1', port: Number(port), ca: testCert().ca, session });
+        s.once('secureConnect', () => resolve(s));
+        s.once('error', reject);
+      });
+    const first = await open();
+    res.defer(() => void first.destroy());
+    // TLS 1.3 tickets come after the handshake: take the first one the server sends.
+    const ticket = new Promise<Buffer>((r) => first.once('session', r));
+    expect(first.getProtocol()).toBe('TLSv1.3');
+    expect(first.alpnProtocol).toBe(false); // no ALPN asked: HTTP/1.1 all the same
+    for (let n = 0; n < 3; n++) {
+      const head = await headOf(first, post('/echo', JSON.stringify(envelope({ n }))));
+      expect(head).toMatch(/^HTTP\/1\.1 200 [\s\S]*keep-alive: timeout=65/);
     }
-    // A request without Host is an HTTP/1.1 error node:http answers.
-    const noHost = await rawClient(w.url);
-    res.defer(() => noHost.close());
-    noHost.write('POST /echo HTTP/1.1\r\ncontent-length: 2\r\n\r\n{}');
-    expect((await noHost.answers(1))[0]!.status).toBe(400);
+    expect(first.destroyed).toBe(false);
+    const session = await ticket;
+    first.end();
+    const second = await open(session);
+    res.defer(() => void second.destroy());
+    expect(second.isSessionReused()).toBe(true);
+    expect(await headOf(second, post('/echo', JSON.stringify(envelope({ resumed: true }))))).toMatch(/^HTTP\/1\.1 200 /);
+    // A client that asks for a ticket the worker never issued gets a full handshake, and is served.
+    const forged = Buffer.from(session);
+    forged.fill(0x41, Math.floor(forged.length / 2));
+    const third = await open(forged).catch(() => open());
+    res.defer(() => void third.destroy());
+    expect(third.isSessionReused()).toBe(false);
+    expect(await headOf(third, post('/echo', JSON.stringify(envelope({ full: true }))))).toMatch(/^HTTP\/1\.1 200 /);
+    ledgerAudit(w);
   });
 
-  // A client that only half-closes still reads, and gets its answer (issue 21 row 10,
-  // test/worker-request-end.test.ts); one that closes its socket is gone: found out by the probe.
-  it('a client that closes its socket mid-request cancels it, and the model connection is closed', async () => {
-    let modelSawClose: Promise<number> | null = null;
-    const model = await res.add(
-      startTestModel((_q, _r, _b, conn) => {
-        modelSawClose = conn.closed; // never answers
-      }),
-    );
-    const w = await res.add(startTestWorker({ modelUrl: model.url }));
-    const c = await rawClient(w.url);
-    c.write(post('/echo', JSON.stringify(envelope({ workload: 5 }))));
-    await waitFor(() => modelSawClose !== null);
-    c.close();
-    await modelSawClose;
-    await waitFor(() => w.ledger.totals.cancelled === 5);
-    ledgerAudit(w);
+  it('a client that connects and never finishes its TLS handshake is dropped after the header timeout', async () => {
+    const { connect: tcpConnect } = await import('node:net');
+    const model = await res.add(startTestModel(echoModel));
+    const w = await res.add(startTestWorker({ modelUrl: model.url, tls: true, timings: { headersTimeoutMs: 300 } }));
+    const raw = tcpConnect(Number(new URL(w.url).port), '127.0.0.1');
+    raw.on('error', () => undefined);
+    res.defer(() => void raw.destroy());
+    const closed = new Promise<void>((r) => raw.once('close', () => r()));
+    raw.write(Buffer.from([0x16, 0x03, 0x01])); // the start of a ClientHello, and then nothing
+    await closed;
+    expect(raw.destroyed).toBe(true);
+    // The worker still serves.
+    const socket = await openSocket(w.url);
+    res.defer(() => void socket.destroy());
+    expect(await headOf(socket, post('/echo', JSON.stringify(envelope({ after: 1 }))))).toMatch(/^HTTP\/1\.1 200 /);
   });
 });
 

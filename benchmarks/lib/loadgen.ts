@@ -18,6 +18,8 @@ export interface LoadSpec {
   bodies?: string[];
   concurrency: number;
   durationS: number;
+  /** Send `connection: close`: a new connection (and, over https, a new TLS handshake) per request (wrk only). */
+  close?: boolean;
 }
 
 export interface LoadResult {
@@ -44,6 +46,7 @@ export function hasWrk(): boolean {
 const WRK_SCRIPT = `
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+if os.getenv("BENCH_CLOSE") then wrk.headers["Connection"] = "close" end
 local f = io.open(os.getenv("BENCH_BODY_FILE"), "rb")
 wrk.body = f:read("*a")
 f:close()
@@ -83,7 +86,12 @@ export function runWrk(spec: LoadSpec): Promise<LoadResult> {
     // Through bash, whose `times` then prints wrk's CPU time (children: user, system).
     const wrkArgs = ['-t1', `-c${spec.concurrency}`, `-d${Math.max(1, Math.round(spec.durationS))}s`, '--timeout', '10s', '-s', script, spec.url];
     const child = spawn('bash', ['-c', 'wrk "$@"; code=$?; times; exit $code', 'bash', ...wrkArgs], {
-      env: { ...process.env, BENCH_BODY_FILE: bodyFile, ...(spec.bodies ? { BENCH_BODIES_FILE: bodiesFile } : {}) },
+      env: {
+        ...process.env,
+        BENCH_BODY_FILE: bodyFile,
+        ...(spec.bodies ? { BENCH_BODIES_FILE: bodiesFile } : {}),
+        ...(spec.close ? { BENCH_CLOSE: '1' } : {}),
+      },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';

@@ -11,6 +11,8 @@ import { childPids, freePort, startProcess, treeCpuSeconds, type BenchProcess } 
  */
 export interface NginxProxy {
   url: string;
+  /** The HTTPS listener's URL (null unless started with a certificate). */
+  tlsUrl: string | null;
   /** The master's pid. */
   pid: number;
   /** CPU seconds of the master and its worker together. */
@@ -19,7 +21,7 @@ export interface NginxProxy {
 }
 
 /** The configuration written for `startNginx` (exported for the docs and tests). */
-export function nginxConfig(opts: { dir: string; port: number; upstream: string; asRoot: boolean }): string {
+export function nginxConfig(opts: { dir: string; port: number; upstream: string; asRoot: boolean; tls?: NginxTls & { port: number } }): string {
   const u = new URL(opts.upstream);
   const d = opts.dir;
   return `# written by benchmarks/lib/nginx.ts
@@ -46,24 +48,47 @@ http {
   }
   server {
     listen 127.0.0.1:${opts.port} backlog=4096;
-    location / {
+${LOCATION}  }
+${
+  opts.tls
+    ? `  # TLS 1.3 only, nginx's defaults otherwise: session tickets on, no shared session cache.
+  server {
+    listen 127.0.0.1:${opts.tls.port} ssl backlog=4096;
+    ssl_certificate ${opts.tls.cert};
+    ssl_certificate_key ${opts.tls.key};
+    ssl_protocols TLSv1.3;
+${LOCATION}  }
+`
+    : ''
+}}
+`;
+}
+
+const LOCATION = `    location / {
       proxy_pass http://model;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_buffering off;
       proxy_read_timeout 300s;
     }
-  }
-}
 `;
+
+/** A certificate and key (PEM files) for nginx's HTTPS listener. */
+export interface NginxTls {
+  cert: string;
+  key: string;
 }
 
-/** Start `nginx` (path from tools.ts) proxying to `upstream`; resolves once it accepts connections. */
-export async function startNginx(nginx: string, upstream: string, dir: string): Promise<NginxProxy> {
+/**
+ * Start `nginx` (path from tools.ts) proxying to `upstream`, also over HTTPS when `tls` is given;
+ * resolves once it accepts connections.
+ */
+export async function startNginx(nginx: string, upstream: string, dir: string, tls?: NginxTls): Promise<NginxProxy> {
   mkdirSync(dir, { recursive: true });
   const port = await freePort();
+  const tlsPort = tls ? await freePort() : 0;
   const conf = join(dir, 'nginx.conf');
-  writeFileSync(conf, nginxConfig({ dir, port, upstream, asRoot: process.getuid?.() === 0 }));
+  writeFileSync(conf, nginxConfig({ dir, port, upstream, asRoot: process.getuid?.() === 0, tls: tls ? { ...tls, port: tlsPort } : undefined }));
   // -e: the error log before the configuration is read (else nginx tries /var/log/nginx).
   const proc: BenchProcess = await startProcess(nginx, ['-p', dir, '-c', conf, '-e', join(dir, 'error.log')], {});
   const url = `http://127.0.0.1:${port}`;
@@ -77,7 +102,7 @@ export async function startNginx(nginx: string, upstream: string, dir: string): 
     }
     await sleep(50);
   }
-  return { url, pid: proc.pid, cpuSeconds: () => treeCpuSeconds(proc.pid), stop: () => proc.stop() };
+  return { url, tlsUrl: tls ? `https://127.0.0.1:${tlsPort}` : null, pid: proc.pid, cpuSeconds: () => treeCpuSeconds(proc.pid), stop: () => proc.stop() };
 }
 
 async function canConnect(port: number): Promise<boolean> {

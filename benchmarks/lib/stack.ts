@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Agent, fetch as undiciFetch } from 'undici';
 import { sleep } from '#nodeworker/common/util.js';
 import { startProcess, type BenchProcess } from './procs.js';
 
@@ -65,6 +66,8 @@ export interface CliWorkerOptions {
   nodeArgs?: string[];
   fdLimit?: number;
   cli?: string;
+  /** The CA that signed the worker's certificate, when it serves HTTPS (USE_SSL in `env`). */
+  ca?: Buffer;
 }
 
 /** `node dist/cli.js worker --handler openai` with a cached perf; `ready` is its URL once ready. */
@@ -89,7 +92,7 @@ export async function startCliWorker(o: CliWorkerOptions): Promise<BenchProcess>
   });
   try {
     const url = await waitLogUrl(logFile, 20_000);
-    await waitReady(url, 30_000);
+    await waitReady(url, 30_000, o.ca);
     return { ...proc, ready: url };
   } catch (err) {
     await proc.stop(0);
@@ -166,18 +169,27 @@ export async function waitLogUrl(file: string, timeoutMs: number): Promise<strin
   const until = Date.now() + timeoutMs;
   for (;;) {
     const text = await readFile(file, 'utf8').catch(() => '');
-    const m = /"url":"(http:\/\/[\d.:]+)"[^\n]*"msg":"worker listening"/.exec(text);
+    const m = /"url":"(https?:\/\/[\d.:]+)"[^\n]*"msg":"worker listening"/.exec(text);
     if (m) return m[1]!;
     if (Date.now() > until) throw new Error(`the worker did not log its URL within ${timeoutMs} ms; log:\n${text.slice(-2000)}`);
     await sleep(50);
   }
 }
 
-/** Poll the worker's /healthz until its state is `ready`. */
-export async function waitReady(workerUrl: string, timeoutMs: number): Promise<void> {
+/** Poll the worker's /healthz until its state is `ready` (trusting `ca` over https). */
+export async function waitReady(workerUrl: string, timeoutMs: number, ca?: Buffer): Promise<void> {
   const until = Date.now() + timeoutMs;
+  const dispatcher = ca ? new Agent({ connect: { ca } }) : undefined;
+  try {
+    await pollReady(workerUrl, until, timeoutMs, dispatcher);
+  } finally {
+    await dispatcher?.close();
+  }
+}
+
+async function pollReady(workerUrl: string, until: number, timeoutMs: number, dispatcher: Agent | undefined): Promise<void> {
   for (;;) {
-    const state = await fetch(`${workerUrl}/healthz`).then(
+    const state = await undiciFetch(`${workerUrl}/healthz`, { dispatcher }).then(
       (r) => r.json() as Promise<{ state: string; reason?: string }>,
       () => null,
     );

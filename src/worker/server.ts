@@ -15,9 +15,10 @@ import type { Hono } from 'hono';
  * slow-drip clients, and a cap on open connections keeps a flood of clients from taking every
  * file descriptor (the model client and the health check need some too).
  *
- * The HTTP/1.1 the worker speaks itself lives in ./http1/: on plain HTTP the hot path has a fast
- * lane (http1/fast-lane.ts) that reads plain `POST <handler route> HTTP/1.1` requests itself and
- * hands every other request to node:http.
+ * The HTTP/1.1 the worker speaks itself lives in ./http1/: the hot path has a fast lane
+ * (http1/fast-lane.ts) that reads plain `POST <handler route> HTTP/1.1` requests itself and hands
+ * every other request to node:http. Over HTTPS the same lane reads the TLS sockets once their
+ * handshake is done ('secureConnection'), so production (USE_SSL) runs the same code as plain HTTP.
  */
 export interface ListenOptions {
   host: string;
@@ -27,7 +28,7 @@ export interface ListenOptions {
   headersTimeoutMs?: number;
   /** ms to receive the whole request, body included (default 60 s). */
   requestTimeoutMs?: number;
-  /** Serve handler routes on the fast lane (plain HTTP only; default true). */
+  /** Serve handler routes on the fast lane (HTTP and HTTPS; default true). */
   fastLane?: boolean;
   /**
    * Open client connections at most (default 10 000, and never more than the process's open-file
@@ -131,15 +132,14 @@ export async function listen(listener: RequestListener, opts: ListenOptions): Pr
     // The listener answers a missing Host itself, with a JSON 400 (see missingHost).
     requireHostHeader: false,
   };
-  const server: Server = opts.tls
-    ? (createHttpsServer({ ...serverOpts, cert: readFileSync(opts.tls.certPath), key: readFileSync(opts.tls.keyPath) }, listener) as unknown as Server)
-    : createHttpServer(serverOpts, listener);
-  const fastRoutes = opts.tls || opts.fastLane === false ? undefined : FAST_ROUTES.get(listener);
+  const server: Server = opts.tls ? createTlsServer(opts.tls, serverOpts, headersTimeout, listener) : createHttpServer(serverOpts, listener);
+  const fastRoutes = opts.fastLane === false ? undefined : FAST_ROUTES.get(listener);
   // A client that sends its whole request and then half-closes (shutdown(SHUT_WR)) still gets its
   // answer, and the connection closes after it (node's default closes at once and loses it).
   (server as Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
   server.maxConnections = connectionCap(opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS);
-  if (fastRoutes) LANES.set(server, new FastLane(server, fastRoutes, { headersTimeout, requestTimeout, checkEveryMs }));
+  if (fastRoutes)
+    LANES.set(server, new FastLane(server, fastRoutes, { headersTimeout, requestTimeout, checkEveryMs }, opts.tls ? 'secureConnection' : 'connection'));
   await new Promise<void>((resolve, reject) => {
     const onError = (err: Error) => reject(err);
     server.once('error', onError);
@@ -153,6 +153,9 @@ export async function listen(listener: RequestListener, opts: ListenOptions): Pr
   });
   // Errors after start (EMFILE, a client's bad TLS hello) must not crash the process.
   server.on('error', () => undefined);
+  // A TLS handshake that failed or timed out: https.Server passes it on to 'clientError', whose
+  // HTTP answer a socket without a session cannot carry (it would stay open): close it first.
+  if (opts.tls) server.prependListener('tlsClientError' as 'error', (_err: Error, socket: Duplex) => void socket.destroy());
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex & { _httpMessage?: ServerResponse | null }) => {
     const answer = () => {
       if (!socket.writable) return void socket.destroy();
@@ -189,6 +192,27 @@ function abortIncomplete(socket: Duplex, res: ServerResponse, code: string | und
     socket.end(clientErrorText(code));
     setTimeout(() => socket.destroy(), 1000).unref();
   } else socket.destroy();
+}
+
+/**
+ * The HTTPS listener, set up as nginx serves TLS by default: TLS 1.2 and 1.3, ALPN http/1.1,
+ * stateless session tickets (node's default: a random ticket key per process, so a client that
+ * reconnects resumes without a full handshake) and a 300 s session lifetime (nginx's
+ * ssl_session_timeout). A client that opens a connection and never finishes its handshake is
+ * dropped after the header timeout: the handshake is part of sending the request's head.
+ */
+function createTlsServer(tls: { certPath: string; keyPath: string }, serverOpts: object, headersTimeout: number, listener: RequestListener): Server {
+  return createHttpsServer(
+    {
+      ...serverOpts,
+      cert: readFileSync(tls.certPath),
+      key: readFileSync(tls.keyPath),
+      minVersion: 'TLSv1.2',
+      sessionTimeout: 300,
+      handshakeTimeout: headersTimeout,
+    },
+    listener,
+  ) as unknown as Server;
 }
 
 /** Stop accepting, close idle connections now and every connection after `forceAfterMs`. */

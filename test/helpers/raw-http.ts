@@ -5,6 +5,8 @@
  * Content-Length and never with Transfer-Encoding, and exactly the body its framing says).
  */
 import { connect, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import { testCert } from './tls.js';
 
 export interface RawAnswer {
   status: number;
@@ -100,14 +102,27 @@ export interface RawConnection {
   close(): void;
 }
 
-/** Open a connection to `url`'s host and port. */
-export async function rawConnect(url: string): Promise<RawConnection> {
+/**
+ * A connected socket to `url`'s host and port: TCP for http:, TLS for https: (trusting only the
+ * shared test certificate, helpers/tls.ts), resolved once bytes can be written.
+ */
+export async function openSocket(url: string): Promise<Socket> {
   const u = new URL(url);
-  const socket = connect({ host: u.hostname, port: Number(u.port), noDelay: true });
+  const port = Number(u.port);
+  const socket =
+    u.protocol === 'https:'
+      ? tlsConnect({ host: u.hostname, port, ca: testCert().ca, ALPNProtocols: ['http/1.1'] }).setNoDelay(true)
+      : connect({ host: u.hostname, port, noDelay: true });
   await new Promise<void>((resolve, reject) => {
-    socket.once('connect', resolve);
+    socket.once(u.protocol === 'https:' ? 'secureConnect' : 'connect', resolve);
     socket.once('error', reject);
   });
+  return socket;
+}
+
+/** Open a connection to `url`'s host and port (TLS for https:). */
+export async function rawConnect(url: string): Promise<RawConnection> {
+  const socket = await openSocket(url);
   socket.on('error', () => undefined);
   let buf = Buffer.alloc(0);
   let closed = false;

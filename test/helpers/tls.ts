@@ -1,5 +1,7 @@
 /** Certificates for the HTTPS tests, made by the openssl command-line tool. */
 import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 /**
@@ -19,3 +21,23 @@ export function selfSignedCert(dir: string, name: string, o: { subject: string; 
   );
   return { cert, key };
 }
+
+let shared: { dir: string; cert: string; key: string; ca: Buffer } | null = null;
+
+/**
+ * One self-signed certificate for 127.0.0.1 per test process (made on first use, removed at exit),
+ * for tests that run the same case over plain HTTP and over TLS. Clients trust it as their only CA.
+ */
+export function testCert(): { cert: string; key: string; ca: Buffer } {
+  if (!shared) {
+    const dir = mkdtempSync(join(tmpdir(), 'nodeworker-tls-'));
+    const { cert, key } = selfSignedCert(dir, 'loopback', { subject: '/CN=127.0.0.1', days: 1, extensions: ['subjectAltName=IP:127.0.0.1'] });
+    shared = { dir, cert, key, ca: readFileSync(cert) };
+    process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+  }
+  return shared;
+}
+
+/** The two schemes the client side of the fast lane is tested on. */
+export const SCHEMES = ['http', 'https'] as const;
+export type Scheme = (typeof SCHEMES)[number];

@@ -23,6 +23,7 @@ import { startModelSim, type ModelSim } from '../../src/model-sim/index.js';
 import { defineHandler, defineWorker, type HandlerSpec, type WorkerSpec } from '../../src/worker/config.js';
 import { parseWorkerEnv } from '../../src/worker/env.js';
 import { startWorker, type RunningWorker, type WorkerExtension, type WorkerTimings } from '../../src/worker/worker.js';
+import { testCert } from './tls.js';
 
 /** Something a test started and must stop. */
 export interface Closable {
@@ -274,6 +275,8 @@ export interface TestWorkerOptions {
   waitReady?: boolean;
   /** The request path's fast lane and own model client (both on by default). */
   requestPath?: { fastLane?: boolean; modelClient?: boolean };
+  /** Serve HTTPS (USE_SSL) with the shared test certificate (helpers/tls.ts); `url` is then https. */
+  tls?: boolean;
 }
 
 export interface TestWorker extends RunningWorker {
@@ -293,6 +296,7 @@ export async function startTestWorker(opts: TestWorkerOptions): Promise<TestWork
     WORKSPACE_DIR: workspaceDir,
     ...(opts.unsecured === false ? {} : { UNSECURED: 'true' }),
     ...(opts.reportAddr ? { REPORT_ADDR: opts.reportAddr } : {}),
+    ...(opts.tls ? { USE_SSL: 'true', SSL_CERT_PATH: testCert().cert, SSL_KEY_PATH: testCert().key } : {}),
     ...opts.env,
   });
   const definition = defineWorker({ ...opts.spec, modelServerUrl: opts.modelUrl, handlers: opts.handlers ?? [echoHandler()] });
@@ -346,9 +350,9 @@ export function envelope(payload: unknown, auth: Record<string, unknown> = authD
   return sessionId === undefined ? { auth_data: auth, payload } : { auth_data: auth, payload, session_id: sessionId };
 }
 
-/** A dispatcher for the test's client side; close it in afterAll/afterEach. */
-export function clientAgent(connections = 128): Agent {
-  return new Agent({ connections, keepAliveTimeout: 10_000, pipelining: 1 });
+/** A dispatcher for the test's client side (trusting the shared test certificate for https); close it in afterAll/afterEach. */
+export function clientAgent(connections = 128, opts: { tls?: boolean } = {}): Agent {
+  return new Agent({ connections, keepAliveTimeout: 10_000, pipelining: 1, ...(opts.tls ? { connect: { ca: testCert().ca } } : {}) });
 }
 
 export interface JsonAnswer {

@@ -5,7 +5,8 @@ import { probeHalfClosed } from './half-close.js';
 import type { ClientReply } from './reply.js';
 
 /**
- * The fast lane: the server side of HTTP/1.1 for the hot path, on plain HTTP. A connection is read
+ * The fast lane: the server side of HTTP/1.1 for the hot path, over plain TCP or TLS (the same code
+ * reads a TLSSocket's decrypted bytes: TLS ends in OpenSSL before this file). A connection is read
  * here, and a request that is exactly `POST <handler route> HTTP/1.1` with a Content-Length body
  * (no Transfer-Encoding, no Expect, no Upgrade, strictly well-formed by head.ts) goes to the
  * route's `fast` entry with its whole body and a `ClientReply` that writes the answer in one write.
@@ -136,15 +137,20 @@ export class FastLane {
   private readonly httpConnection: (socket: Socket) => void;
   private readonly sweeper: NodeJS.Timeout;
 
+  /**
+   * `event` is where node:http takes its connections: 'connection' on an http.Server,
+   * 'secureConnection' (a TLSSocket whose handshake is done) on an https.Server.
+   */
   constructor(
     readonly server: Server,
     readonly routes: Map<string, RouteFn>,
     readonly opts: { headersTimeout: number; requestTimeout: number; checkEveryMs: number },
+    event: 'connection' | 'secureConnection' = 'connection',
   ) {
     // node:http's own connection listener: connections the fast lane gives up go there.
-    this.httpConnection = server.listeners('connection')[0] as (socket: Socket) => void;
-    server.removeListener('connection', this.httpConnection);
-    server.on('connection', (socket: Socket) => {
+    this.httpConnection = server.listeners(event)[0] as (socket: Socket) => void;
+    server.removeListener(event, this.httpConnection);
+    server.on(event, (socket: Socket) => {
       if (this.closing) return socket.destroy();
       this.conns.add(new FastConnection(this, socket));
     });
