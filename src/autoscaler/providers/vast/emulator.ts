@@ -55,6 +55,8 @@ export const faultsSchema = z.strictObject({
   rate_limit_burst: z.number().int().min(0).optional(),
   /** The next N API calls answer 500/503. */
   server_errors: z.number().int().min(0).optional(),
+  /** The next N creates happen but their answer is lost (502): the client must find the instance by its label. */
+  lost_answers: z.number().int().min(0).optional(),
   /** The next N manage calls (PUT /instances/{id}/) answer 200 with success: false. */
   success_false: z.number().int().min(0).optional(),
   /** These instances die now: their processes are killed, actual_status becomes exited. */
@@ -116,7 +118,7 @@ export class VastEmulator {
   private readonly instances = new Map<number, EmuInstance>();
   private readonly local: LocalProvider;
   private readonly lastCall = new Map<string, number>();
-  private readonly pending = { offer_gone: 0, stuck_loading: 0, rate_limit_burst: 0, server_errors: 0, success_false: 0 };
+  private readonly pending = { offer_gone: 0, stuck_loading: 0, rate_limit_burst: 0, server_errors: 0, success_false: 0, lost_answers: 0 };
   /** What happened, for tests and the report. */
   readonly stats = { calls: 0, throttled: 0, server_errors: 0, success_false: 0, offers_gone: 0, created: 0, destroyed: 0, started: 0, stopped: 0 };
   private nextInstanceId = 7_100_000 + Math.floor(Math.random() * 1000) * 10;
@@ -269,7 +271,7 @@ export class VastEmulator {
 
   /** Apply faults (also callable from code). */
   inject(f: Faults): void {
-    for (const k of ['offer_gone', 'stuck_loading', 'rate_limit_burst', 'server_errors', 'success_false'] as const)
+    for (const k of ['offer_gone', 'stuck_loading', 'rate_limit_burst', 'server_errors', 'success_false', 'lost_answers'] as const)
       if (f[k] !== undefined) this.pending[k] += f[k];
     const hit = (ids: number[] | undefined, status: string, msg: string) => {
       for (const id of ids ?? []) {
@@ -375,7 +377,10 @@ export class VastEmulator {
     this.instances.set(id, inst);
     this.stats.created++;
     this.log.info({ event: 'vast_emulator', op: 'create', instance: id, machine: m.id, gpu: m.type.gpu_name, label: inst.label }, 'instance created');
-    send(res, 200, { success: true, new_contract: id, instance_api_key: `inst-${id}` });
+    if (this.pending.lost_answers > 0) {
+      this.pending.lost_answers--;
+      send(res, 502, { success: false, error: 'bad_gateway', msg: 'upstream timed out (injected; the instance was created)' });
+    } else send(res, 200, { success: true, new_contract: id, instance_api_key: `inst-${id}` });
     this.boot(inst, this.opts.create_seconds, this.opts.loading_seconds);
   }
 
