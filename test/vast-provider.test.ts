@@ -12,9 +12,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../src/common/log.js';
 import { VastApi, VastApiError } from '../src/autoscaler/providers/vast/api.js';
 import { vastConfigSchema } from '../src/autoscaler/providers/vast/config.js';
-import { VastEmulator } from '../src/autoscaler/providers/vast/emulator.js';
+import { emulatorOptionsSchema, VastEmulator } from '../src/autoscaler/providers/vast/emulator.js';
 import { CreateLedger } from '../src/autoscaler/providers/vast/ledger.js';
-import { VastProvider } from '../src/autoscaler/providers/vast/provider.js';
+import { VastProvider, vastProviderFactory } from '../src/autoscaler/providers/vast/provider.js';
+import { marketSchema } from '../src/autoscaler/providers/vast/market.js';
+import { loadAutoscalerConfig, readConfigFile } from '../src/autoscaler/config.js';
 import { matchesQuery, parseQuery, QueryError } from '../src/autoscaler/providers/vast/query.js';
 import type { WorkerSpec } from '../src/autoscaler/providers/types.js';
 
@@ -74,6 +76,37 @@ describe('query language', () => {
     expect(matchesQuery(offer, parseQuery('gpu_name in [RTX_3090,A100]'))).toBe(false);
     expect(matchesQuery(offer, parseQuery('gpu_name notin [RTX_3090]'))).toBe(true);
     expect(matchesQuery(offer, parseQuery('cpu_cores>4'))).toBe(false); // a field the offer lacks fails
+  });
+});
+
+describe('shipped examples', () => {
+  it('the example autoscaler config and market parse, with the provider section valid for kind vast', () => {
+    const cfg = loadAutoscalerConfig('src/autoscaler/autoscaler.vast.yaml');
+    const provider = vastConfigSchema.parse(cfg.provider);
+    expect(provider.base_url).toBe('http://127.0.0.1:8900');
+    expect(cfg.endpoints[0]!.workergroups[0]!.machine_types.map((m) => m.name)).toEqual(['RTX_3090', 'RTX_4090', 'A100_SXM4']);
+    const { emulator, ...market } = readConfigFile('src/autoscaler/vast-market.example.yaml') as Record<string, unknown>;
+    expect(marketSchema.parse(market).machine_types.map((m) => m.gpu_name)).toEqual(['RTX 3090', 'RTX 4090', 'A100 SXM4']);
+    expect(emulatorOptionsSchema.safeParse({ ...(emulator as object), api_key: KEY }).success).toBe(true);
+  });
+
+  it('a bad provider section names each bad field, and no key is no start', () => {
+    const bad = vastConfigSchema.safeParse({ kind: 'vast', base_url: 'not a url', max_dollars_per_hour: -1, bogus: 1 });
+    expect(bad.success).toBe(false);
+    expect(bad.error!.issues.map((i) => i.path.join('.') || (i as { keys?: string[] }).keys?.join(',')).sort()).toEqual([
+      'base_url',
+      'bogus',
+      'max_dollars_per_hour',
+    ]);
+    const saved = process.env.VAST_API_KEY;
+    delete process.env.VAST_API_KEY;
+    try {
+      expect(() => vastProviderFactory({ config: { kind: 'vast' }, clock: undefined as never, logger: pino({ level: 'silent' }), dataDir: tmpdir() })).toThrow(
+        /VAST_API_KEY/,
+      );
+    } finally {
+      if (saved !== undefined) process.env.VAST_API_KEY = saved;
+    }
   });
 });
 

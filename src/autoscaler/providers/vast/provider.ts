@@ -102,6 +102,8 @@ export class VastProvider implements Provider {
   private readonly creating = new Set<string>();
   /** Instances whose destroy failed: retried at each poll. */
   private readonly toDestroy = new Set<number>();
+  /** Ids destroyed lately: a listing taken before the destroy still shows them. */
+  private readonly released = new Set<number>();
   /** machine_id → until when (ms) its offers are skipped. */
   private readonly avoided = new Map<number, number>();
   private readonly listeners = new Set<(e: ProviderEvent) => void>();
@@ -419,6 +421,8 @@ export class VastProvider implements Provider {
       if (!(err instanceof VastApiError && (err.status === 404 || err.status === 410))) throw err;
     }
     this.ledger.append({ op: 'destroyed', id, at: Date.now() });
+    this.released.add(id);
+    if (this.released.size > 1000) this.released.delete(this.released.values().next().value!);
     this.insts.delete(id);
     this.toDestroy.delete(id);
     this.log.info({ event: 'vast_instance', op: 'destroyed', instance: id }, 'Vast instance destroyed');
@@ -516,12 +520,13 @@ export class VastProvider implements Provider {
           continue;
         }
         inst.status = vi.actual_status ?? null;
-        if (!inst.wantRunning) continue;
         const msg = vi.status_msg ?? '';
+        // Dead even while parked: it could never start again (Vast: destroy and re-rent).
         if (DEAD.has(inst.status ?? '') || /\bError\b/.test(msg)) {
-          await this.fail(inst, `instance ${inst.status ?? 'failed'}${msg ? `: ${msg}` : ''}`);
+          await this.fail(inst, `${inst.status ?? 'failed'}${msg ? `: ${msg}` : ''}`);
           continue;
         }
+        if (!inst.wantRunning) continue;
         const url = this.urlOf(vi);
         if (inst.status === 'running' && url) {
           if (!inst.announced || inst.url !== url) {
@@ -541,7 +546,7 @@ export class VastProvider implements Provider {
       if (this.adopted) {
         for (const vi of listed) {
           if (typeof vi.label !== 'string' || !vi.label.startsWith(this.labelPrefix)) continue;
-          if (this.insts.has(vi.id) || this.creating.has(vi.label)) continue;
+          if (this.insts.has(vi.id) || this.creating.has(vi.label) || this.released.has(vi.id)) continue;
           this.log.warn({ event: 'vast_reconcile', instance: vi.id, label: vi.label }, 'a labelled instance nobody owns: destroying it');
           await this.destroyNow(vi.id).catch(() => this.toDestroy.add(vi.id));
         }
