@@ -258,6 +258,28 @@ describe('against the emulator (no worker processes)', () => {
     expect(ours()).toEqual([]);
   });
 
+  it('avoids the machine of a worker released while running; destroys an instance whose worker was released while it was being created', async () => {
+    const p = provider();
+    emu.inject({ stuck_loading: 2 });
+    const a = await p.create(spec({ workerId: 70 }));
+    const machine = emu.list().find((i) => i.id === a.id)!.machine_id as number;
+    await p.destroy(a.id);
+    expect(p.avoidedMachines()).toEqual([machine]);
+    const b = await p.create(spec({ workerId: 71 }));
+    expect(emu.list().find((i) => i.id === b.id)!.machine_id).not.toBe(machine);
+    await p.stop(b.id);
+    await p.destroy(b.id); // parked, released for cost: its machine is fine
+    expect(p.avoidedMachines()).toEqual([machine]);
+    emu.inject({ stuck_loading: 1 });
+    const created = emu.stats.created;
+    const pending = p.create(spec({ workerId: 72 }));
+    await p.destroy(72); // the engine's proposed id, before the create answered
+    const c = await pending;
+    expect(emu.stats.created).toBe(created + 1);
+    expect(emu.list().some((i) => i.id === c.id)).toBe(false);
+    expect(p.instanceIds()).toEqual([]);
+  });
+
   it('refuses a create past max_dollars_per_hour', async () => {
     const p = provider({ max_dollars_per_hour: 0.5 });
     emu.inject({ stuck_loading: 2 });
@@ -295,6 +317,8 @@ describe('against the emulator (no worker processes)', () => {
     expect(second.engineId).toBe(first.engineId);
     const got = await second.adopt([{ ...spec({ workerId: keep.id }), running: true }]);
     expect(got).toEqual([{ id: keep.id, running: true }]);
+    // Every create settled: the journal starts afresh.
+    expect(new CreateLedger(join(dataDir, 'vast', 'creates.jsonl')).read()).toEqual([]);
     const ids = emu.list().map((i) => i.id);
     expect(ids).toContain(keep.id);
     expect(ids).not.toContain(orphan.id);

@@ -102,6 +102,8 @@ export class VastProvider implements Provider {
   private readonly creating = new Set<string>();
   /** Instances whose destroy failed: retried at each poll. */
   private readonly toDestroy = new Set<number>();
+  /** Creates in flight by the worker id the engine proposed, and whether the engine released it meanwhile. */
+  private readonly pendingCreates = new Map<number, { cancelled: boolean }>();
   /** Ids destroyed lately: a listing taken before the destroy still shows them. */
   private readonly released = new Set<number>();
   /** machine_id → until when (ms) its offers are skipped. */
@@ -180,6 +182,25 @@ export class VastProvider implements Provider {
       this.insts.set(id, { ...this.blankInst(id, label, spec), dry: true, dph: spec.dollarsPerHour });
       return { id };
     }
+    // The engine may release the worker (by the id it proposed) before the create answers.
+    const pending = { cancelled: false };
+    this.pendingCreates.set(spec.workerId, pending);
+    try {
+      const handle = await this.rent(spec, query, body, label);
+      if (pending.cancelled) {
+        this.log.info(
+          { event: 'vast_instance', instance: handle.id, worker: spec.workerId },
+          'worker released while its instance was being created: destroying it',
+        );
+        await this.destroyNow(handle.id).catch(() => this.toDestroy.add(handle.id));
+      }
+      return handle;
+    } finally {
+      this.pendingCreates.delete(spec.workerId);
+    }
+  }
+
+  private async rent(spec: WorkerSpec, query: Record<string, unknown>, body: Record<string, unknown>, label: string): Promise<WorkerHandle> {
     const tried = new Set<number>();
     let lastErr: Error | null = null;
     for (let attempt = 0; attempt < this.cfg.create_attempts; attempt++) {
@@ -402,7 +423,18 @@ export class VastProvider implements Provider {
       this.insts.delete(id);
       return this.dry(`DELETE /api/v0/instances/${id}/`, undefined);
     }
+    const pending = this.pendingCreates.get(id);
+    if (!inst && pending) {
+      pending.cancelled = true; // destroyed as soon as the create answers
+      return;
+    }
     if (!inst && !this.toDestroy.has(id)) return; // never ours (or already gone): nothing to touch
+    if (inst?.wantRunning && inst.machineId) {
+      // Parked workers are released for cost; one released while it should run is one whose worker
+      // failed (errored, never loaded, stopped answering): its machine is avoided like a failed one.
+      this.avoided.set(inst.machineId, Date.now() + this.cfg.avoid_machine_seconds * 1000);
+      this.log.info({ event: 'vast_avoid', machine: inst.machineId, instance: id }, 'worker released while running: avoiding its machine');
+    }
     try {
       await this.destroyNow(id);
     } catch (err) {
@@ -486,6 +518,8 @@ export class VastProvider implements Provider {
         at: Date.now(),
         reason: found.has(label) ? 'found at start: reconciled' : 'no instance at start: never created',
       });
+    // Every create is settled now: the journal starts afresh (it would otherwise grow forever).
+    if (this.pendingCreates.size === 0 && this.creating.size === 0) this.ledger.reset();
     this.log.info(
       { event: 'vast_adopted', adopted: [...kept], destroyed: orphans.map((o) => o.id), others_untouched: listed.length - ours.length },
       'Vast instances reconciled',
