@@ -71,7 +71,7 @@ describe('vast provider end to end (autoscaler process, emulator, real workers)'
       market: {
         machine_types: [
           { gpu_name: 'RTX 3090', count: 3, dph_base: 0.2, model_sim_args: '--load-seconds 0.3 --token-rate 1000 --capacity 100 --ttft-ms 5' },
-          { gpu_name: 'RTX 4090', count: 9, dph_base: 0.4, model_sim_args: '--load-seconds 0.3 --token-rate 1000 --capacity 400 --ttft-ms 5' },
+          { gpu_name: 'RTX 4090', count: 12, dph_base: 0.4, model_sim_args: '--load-seconds 0.3 --token-rate 1000 --capacity 400 --ttft-ms 5' },
           { gpu_name: 'A100 SXM4', count: 2, dph_base: 1.0, model_sim_args: '--load-seconds 0.3 --token-rate 1000 --capacity 600 --ttft-ms 5' },
         ],
       },

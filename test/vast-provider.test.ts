@@ -260,7 +260,7 @@ describe('against the emulator (no worker processes)', () => {
 
   it('avoids the machine of a worker released while running; destroys an instance whose worker was released while it was being created', async () => {
     const p = provider();
-    emu.inject({ stuck_loading: 2 });
+    emu.inject({ stuck_loading: 3 });
     const a = await p.create(spec({ workerId: 70 }));
     const machine = emu.list().find((i) => i.id === a.id)!.machine_id as number;
     await p.destroy(a.id);
@@ -269,6 +269,12 @@ describe('against the emulator (no worker processes)', () => {
     expect(emu.list().find((i) => i.id === b.id)!.machine_id).not.toBe(machine);
     await p.stop(b.id);
     await p.destroy(b.id); // parked, released for cost: its machine is fine
+    expect(p.avoidedMachines()).toEqual([machine]);
+    // A stop refused by the API (200 success:false): the release that follows is not the machine's fault.
+    const d = await p.create(spec({ workerId: 73 }));
+    emu.inject({ success_false: 1 });
+    await expect(p.stop(d.id)).rejects.toThrow(/success_false/);
+    await p.destroy(d.id);
     expect(p.avoidedMachines()).toEqual([machine]);
     emu.inject({ stuck_loading: 1 });
     const created = emu.stats.created;

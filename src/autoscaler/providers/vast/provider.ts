@@ -50,6 +50,8 @@ interface Inst {
   url?: string;
   /** Made by dry-run: never sent. */
   dry?: boolean;
+  /** A start/stop call for it failed: a release that follows is the API's fault, not the machine's. */
+  callFailed?: boolean;
 }
 
 /** An instance as `GET /instances` lists it (only the fields read here). */
@@ -398,7 +400,7 @@ export class VastProvider implements Provider {
     if (!inst) throw new Error(`no Vast instance ${id}`);
     if (inst.dry) return this.dry(`PUT /api/v0/instances/${id}/`, { state: 'running' });
     this.checkSpend(inst.endpoint, inst.dph - inst.storageDph);
-    await this.api.call('manage', 'PUT', `/instances/${id}/`, { state: 'running' }, { idempotent: true });
+    await this.manage(inst, 'running');
     inst.wantRunning = true;
     inst.announced = false;
     inst.bootAt = Date.now();
@@ -410,7 +412,7 @@ export class VastProvider implements Provider {
     const inst = this.insts.get(id);
     if (!inst) throw new Error(`no Vast instance ${id}`);
     if (inst.dry) return this.dry(`PUT /api/v0/instances/${id}/`, { state: 'stopped' });
-    await this.api.call('manage', 'PUT', `/instances/${id}/`, { state: 'stopped' }, { idempotent: true });
+    await this.manage(inst, 'stopped');
     inst.wantRunning = false;
     inst.announced = false;
     this.log.info({ event: 'vast_instance', op: 'stop', instance: id }, 'Vast instance stopped (its disk stays billed)');
@@ -429,7 +431,7 @@ export class VastProvider implements Provider {
       return;
     }
     if (!inst && !this.toDestroy.has(id)) return; // never ours (or already gone): nothing to touch
-    if (inst?.wantRunning && inst.machineId) {
+    if (inst?.wantRunning && !inst.callFailed && inst.machineId) {
       // Parked workers are released for cost; one released while it should run is one whose worker
       // failed (errored, never loaded, stopped answering): its machine is avoided like a failed one.
       this.avoided.set(inst.machineId, Date.now() + this.cfg.avoid_machine_seconds * 1000);
@@ -444,6 +446,15 @@ export class VastProvider implements Provider {
       throw err;
     }
     this.emit({ workerId: id, kind: 'destroyed' });
+  }
+
+  private async manage(inst: Inst, state: 'running' | 'stopped'): Promise<void> {
+    try {
+      await this.api.call('manage', 'PUT', `/instances/${inst.id}/`, { state }, { idempotent: true });
+    } catch (err) {
+      inst.callFailed = true;
+      throw err;
+    }
   }
 
   private async destroyNow(id: number): Promise<void> {
