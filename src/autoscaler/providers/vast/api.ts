@@ -70,7 +70,8 @@ export class VastApi {
   private async pace(kind: RateKind, extraMs = 0): Promise<void> {
     const wait = (this.nextAt.get(kind) ?? 0) - Date.now() + extraMs;
     if (wait > 0) await sleep(wait);
-    this.nextAt.set(kind, Date.now() + this.o.limits[kind] * 1000);
+    // 10 % over the threshold: a call delayed on its way would otherwise reach Vast too close to the next.
+    this.nextAt.set(kind, Date.now() + this.o.limits[kind] * 1100);
   }
 
   private async attempts<T>(kind: RateKind, method: string, path: string, body: unknown, opts: CallOptions): Promise<T> {
