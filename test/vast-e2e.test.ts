@@ -9,7 +9,7 @@
  * Needs `npm run build` (the autoscaler and on_start.sh run dist/).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -330,5 +330,9 @@ describe('vast provider end to end (autoscaler process, emulator, real workers)'
     await client.close();
     expect(await leaked()).toBe(0);
     figures.leaked_at_end = await leaked();
+    // The account key was never written to a log, in either run.
+    const logs = readdirSync(dir).filter((f) => f.startsWith('autoscaler-'));
+    expect(logs).toHaveLength(2);
+    for (const f of logs) expect(readFileSync(join(dir, f), 'utf8')).not.toContain(VAST_KEY);
   }, 120_000);
 });
