@@ -24,6 +24,10 @@ const commands: Record<string, Command> = {
     summary: 'run the reference autoscaler (--config FILE --port N)',
     load: async () => (await import('./autoscaler/cli.js')).runAutoscalerCli,
   },
+  'vast-emulator': {
+    summary: 'a Vast.ai API emulator whose instances are real local workers (--port N --market FILE)',
+    load: async () => (await import('./autoscaler/providers/vast/emulator-cli.js')).runVastEmulatorCli,
+  },
   simulate: {
     summary: 'replay a request trace against the autoscaler policy (--trace FILE)',
     load: async () => (await import('./autoscaler/simulate-cli.js')).runSimulateCli,

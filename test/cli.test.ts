@@ -66,6 +66,7 @@ describe('every command refuses what it does not know', () => {
     ['autoscaler', ['--config', 'x.yaml', '--prot', '18084'], '--prot'],
     ['init', ['dir', '--frce'], '--frce'],
     ['demo', ['--bogus'], '--bogus'],
+    ['vast-emulator', ['--market', 'x.yaml', '--prot', '1'], '--prot'],
   ];
   for (const [command, args, flag] of commands) {
     it(`nodeworker ${command} ${args.join(' ')}: exit 2 naming ${flag}`, () => {

@@ -51,8 +51,12 @@ it('ships what runs: the CLI, the library and its types, the handlers, configs, 
     'dist/handlers/hello.js',
     'dist/autoscaler/simulate.default.yaml',
     'dist/autoscaler/autoscaler.example.yaml',
+    'dist/autoscaler/autoscaler.vast.yaml',
+    'dist/autoscaler/vast-market.example.yaml',
+    'dist/autoscaler/providers/vast/emulator-cli.js',
     'dist/autoscaler/dashboard/client/app.js',
     'docs/autoscaler.md',
+    'docs/providers.md',
   ]) {
     expect(files, f).toContain(f);
   }

@@ -29,7 +29,11 @@ export const engineTimingSchema = z.strictObject({
 export type EngineTiming = z.output<typeof engineTimingSchema>;
 
 export const providerConfigSchema = z.looseObject({
-  /** `simulated` is built in; others are registered with `registerProvider`. */
+  /**
+   * `simulated` is built in; `local` and `vast` register themselves (providers/index.ts), others with
+   * `registerProvider`. Each kind's options are validated by its factory's own zod schema
+   * (`vastConfigSchema` in providers/vast/config.ts), every bad field named `provider.<field>`.
+   */
   kind: z.string().min(1).default('simulated'),
 });
 export type ProviderConfig = z.output<typeof providerConfigSchema>;

@@ -32,6 +32,10 @@ export { WORKER_STATES, ENDPOINT_STATES, type WorkerState, type EndpointState } 
 export { registerProvider, createProvider, providerKinds } from './providers/index.js';
 export type { Provider, ProviderContext, ProviderFactory, ProviderEvent, WorkerSpec, WorkerHandle, EngineLink } from './providers/types.js';
 export { LocalProvider, localConfigSchema, localLaunchSchema, localProviderFactory, type LocalConfig } from './providers/local.js';
+export { VastProvider, vastProviderFactory } from './providers/vast/provider.js';
+export { vastConfigSchema, vastLaunchSchema, type VastConfig, type VastLaunch } from './providers/vast/config.js';
+export { VastEmulator, emulatorOptionsSchema, faultsSchema } from './providers/vast/emulator.js';
+export { parseQuery, matchesQuery } from './providers/vast/query.js';
 export { SimulatedProvider, type SimMachine, type SimJob, type SimBilling } from './providers/simulated.js';
 export { runSimulation, type SimulationReport, type SimulationResult, type TimelineRow } from './simulate/run.js';
 export { loadSimulationConfig, type SimulationConfig } from './simulate/config.js';

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { fieldErrors } from '../params.js';
 import { SimulatedProvider } from './simulated.js';
 import { localProviderFactory } from './local.js';
+import { vastProviderFactory } from './vast/provider.js';
 import type { Provider, ProviderContext, ProviderFactory } from './types.js';
 
 export type { Provider, ProviderContext, ProviderFactory, ProviderEvent, WorkerHandle, WorkerSpec, EngineLink } from './types.js';
@@ -66,6 +67,9 @@ registerProvider('simulated', (ctx) => {
 
 // `local`: on_start.sh processes on this machine (providers/local.ts).
 registerProvider('local', localProviderFactory);
+
+// `vast`: rented Vast.ai instances (providers/vast/; the emulator stands in for the real API).
+registerProvider('vast', vastProviderFactory);
 
 /** Build the provider a config names; throws naming the known kinds when it is unknown. */
 export async function createProvider(ctx: ProviderContext): Promise<Provider> {
