@@ -137,6 +137,9 @@ const TIE_TOLERANCE = 1e-6;
 interface WorkerBook {
   outstanding: Map<number, RequestEntry>;
   unreportedLoad: number;
+  /** Routed requests in routing order from `unreportedHead` on; those settled or gone since are skipped lazily. */
+  unreported: RequestEntry[];
+  unreportedHead: number;
 }
 
 interface FailureScore {
@@ -157,8 +160,8 @@ export class EndpointRouter {
   /** Ended requests, oldest first. */
   private finished = new Map<number, FinishedRequest>();
   private failures = new Map<number, FailureScore>();
-  /** Turn counter that spreads ties. */
-  private turn = 0;
+  /** The worker last chosen among tied ones: the next tie goes to the first id after it (spreads ties in turn). */
+  private lastTurnId = 0;
   /** Requests routed, timed out, completed: counters for the admin API and simulation. */
   readonly stats = { routed: 0, queued: 0, timedOut: 0, succeeded: 0, failed: 0, rerouted: 0 };
 
@@ -369,42 +372,84 @@ export class EndpointRouter {
     // A request that already waited in the global queue may take only what is left of its budget at a worker.
     if (budget > 0 && entry) limit = Math.min(limit, Math.max(MIN_ROUTE_QUEUE_S, budget - (now - entry.createdAt) / 1000));
     const cost = entry?.cost ?? 100;
+    const avoid = entry && entry.avoid.size > 0 ? entry.avoid : null;
+    // One pass, no allocation (this runs for every request over every ready worker). Among the
+    // tied best, "in turn" is the first id after the last one chosen, wrapping to the lowest.
     let bestRank = Number.POSITIVE_INFINITY;
     let bestFinish = Number.POSITIVE_INFINITY;
-    let tied: Array<{ worker: RoutableWorker; wait: number }> = [];
+    let best: RoutableWorker | null = null;
+    let bestWait = 0;
+    let next: RoutableWorker | null = null;
+    let nextWait = 0;
+    let lowest: RoutableWorker | null = null;
+    let lowestWait = 0;
+    let tied = 0;
+    const after = this.lastTurnId;
     for (const w of this.opts.readyWorkers()) {
-      if (!(w.perf > 0) || !w.url || this.suspect(w, now)) continue;
-      if (entry) {
-        const at = entry.avoid.get(w.id);
+      if (!(w.perf > 0) || !w.url) continue;
+      if (avoid) {
+        const at = avoid.get(w.id);
         if (at !== undefined && now - at < avoidMs) continue;
       }
-      const load = this.expectedLoad(w);
+      const book = this.books.get(w.id);
+      if (book && book.unreportedLoad > 0 && this.suspectBook(book, w, now)) continue;
+      const load = Math.max(0, w.reportedLoad) + (book?.unreportedLoad ?? 0);
       const wait = load / w.perf;
       if (wait > limit) continue;
-      const rank = this.failing(w.id, now) ? 1 : 0;
+      const rank = this.failures.size > 0 && this.failing(w.id, now) ? 1 : 0;
       const finish = (load + cost) / w.perf;
       if (rank < bestRank || (rank === bestRank && finish < bestFinish * (1 - TIE_TOLERANCE))) {
+        // A strictly better worker: the tie set starts again with it alone.
         bestRank = rank;
         bestFinish = finish;
-        tied = [{ worker: w, wait }];
+        best = w;
+        bestWait = wait;
+        lowest = w;
+        lowestWait = wait;
+        next = w.id > after ? w : null;
+        nextWait = wait;
+        tied = 1;
       } else if (rank === bestRank && finish <= bestFinish * (1 + TIE_TOLERANCE)) {
-        tied.push({ worker: w, wait });
+        tied++;
+        if (w.id < lowest!.id) {
+          lowest = w;
+          lowestWait = wait;
+        }
+        if (w.id > after && (next === null || w.id < next.id)) {
+          next = w;
+          nextWait = wait;
+        }
       }
     }
-    if (tied.length === 0) return null;
-    if (tied.length === 1) return tied[0]!;
-    tied.sort((a, b) => a.worker.id - b.worker.id);
-    return tied[this.turn++ % tied.length]!;
+    if (best === null) return null;
+    if (tied === 1) return { worker: best, wait: bestWait };
+    const chosen = next ?? lowest!;
+    this.lastTurnId = chosen.id;
+    return { worker: chosen, wait: next ? nextWait : lowestWait };
   }
 
   /** True when requests sent to `w` over SUSPECT_AFTER_MS ago got no report from it since. */
   suspect(w: RoutableWorker, now: number): boolean {
     const book = this.books.get(w.id);
     if (!book || book.unreportedLoad <= 0) return false;
-    for (const e of book.outstanding.values()) {
-      if (e.reported) continue;
-      const at = e.routedAt ?? e.createdAt;
-      return now - at > SUSPECT_AFTER_MS && (w.lastReportAt ?? Number.NEGATIVE_INFINITY) <= at;
+    return this.suspectBook(book, w, now);
+  }
+
+  private suspectBook(book: WorkerBook, w: RoutableWorker, now: number): boolean {
+    // The oldest unreported request decides; the settled ones before it are dropped for good, so
+    // this stays O(1) per call however many reported requests the worker holds.
+    const list = book.unreported;
+    while (book.unreportedHead < list.length) {
+      const e = list[book.unreportedHead]!;
+      if (!e.reported && book.outstanding.get(e.idx) === e) {
+        const at = e.routedAt ?? e.createdAt;
+        return now - at > SUSPECT_AFTER_MS && (w.lastReportAt ?? Number.NEGATIVE_INFINITY) <= at;
+      }
+      book.unreportedHead++;
+    }
+    if (book.unreportedHead > 0) {
+      list.length = 0;
+      book.unreportedHead = 0;
     }
     return false;
   }
@@ -435,6 +480,7 @@ export class EndpointRouter {
     const book = this.book(w.id);
     book.outstanding.set(entry.idx, entry);
     book.unreportedLoad += entry.cost;
+    this.pushUnreported(book, entry);
     this.recentWaits.push({ at: now, wait: entry.expectedQueueTime });
     this.stats.routed++;
     this.opts.onRouted?.(entry);
@@ -461,10 +507,18 @@ export class EndpointRouter {
   private book(id: number): WorkerBook {
     let b = this.books.get(id);
     if (!b) {
-      b = { outstanding: new Map(), unreportedLoad: 0 };
+      b = { outstanding: new Map(), unreportedLoad: 0, unreported: [], unreportedHead: 0 };
       this.books.set(id, b);
     }
     return b;
+  }
+
+  private pushUnreported(book: WorkerBook, entry: RequestEntry): void {
+    if (book.unreportedHead > 1024 && book.unreportedHead * 2 > book.unreported.length) {
+      book.unreported = book.unreported.slice(book.unreportedHead);
+      book.unreportedHead = 0;
+    }
+    book.unreported.push(entry);
   }
 
   private settle(entry: RequestEntry, book: WorkerBook): void {
@@ -631,7 +685,10 @@ export class EndpointRouter {
       else if (entry.state === 'routed' && entry.workerId !== null) {
         const book = this.book(entry.workerId);
         book.outstanding.set(entry.idx, entry);
-        if (!entry.reported) book.unreportedLoad += entry.cost;
+        if (!entry.reported) {
+          book.unreportedLoad += entry.cost;
+          this.pushUnreported(book, entry);
+        }
       }
     }
   }
