@@ -98,6 +98,11 @@ export interface RouterOptions {
    * is under MIN_ROUTE_QUEUE_S.
    */
   queueBudget?: () => number;
+  /**
+   * True while a worker of the endpoint is starting or loading (a standby on its way): requests
+   * then wait for it rather than go to a worker that failed them or is failing.
+   */
+  standbyComing?: () => boolean;
   unreportedTtlMs: number;
   requestTtlMs: number;
   /** Called when a request gets a worker (at once or from the queue). */
@@ -160,6 +165,8 @@ export class EndpointRouter {
   /** Ended requests, oldest first. */
   private finished = new Map<number, FinishedRequest>();
   private failures = new Map<number, FailureScore>();
+  /** Workers that failed a request and have not served one well since: not ready capacity (see `unproven`). */
+  private failedSinceSuccess = new Set<number>();
   /** The worker last chosen among tied ones: the next tie goes to the first id after it (spreads ties in turn). */
   private lastTurnId = 0;
   /** Requests routed, timed out, completed: counters for the admin API and simulation. */
@@ -282,6 +289,17 @@ export class EndpointRouter {
   noteFailure(workerId: number): void {
     const now = this.opts.now();
     this.failures.set(workerId, { score: this.failureScore(workerId, now) + 1, at: now });
+    this.failedSinceSuccess.add(workerId);
+  }
+
+  /**
+   * True when the worker failed a request (a client re-routed away from it, or it reported a
+   * request failed) and has not served one well since: the scaler plans without its capacity, so
+   * a standby is started for the failover. Forgotten with its failure score (about 90 s after a
+   * single failure with no other), so a worker nobody sends requests to again is not held out forever.
+   */
+  unproven(workerId: number): boolean {
+    return this.failedSinceSuccess.has(workerId);
   }
 
   /** A worker answered well: half its failure score goes. */
@@ -361,11 +379,14 @@ export class EndpointRouter {
    * Null if none is under max_queue_time.
    */
   choose(entry?: RequestEntry): { worker: RoutableWorker; wait: number } | null {
-    if (!entry || entry.avoid.size === 0) return this.pick(entry, AVOID_MS);
-    return this.pick(entry, AVOID_MS) ?? this.pick(entry, AVOID_HARD_MS);
+    // With a standby on its way, a request waits for it rather than go back to a worker that
+    // failed it (or fails everything): the failover is what the standby was started for.
+    const standby = this.opts.standbyComing?.() ?? false;
+    if (!entry || entry.avoid.size === 0) return this.pick(entry, AVOID_MS, standby);
+    return this.pick(entry, AVOID_MS, standby) ?? (standby ? null : this.pick(entry, AVOID_HARD_MS, false));
   }
 
-  private pick(entry: RequestEntry | undefined, avoidMs: number): { worker: RoutableWorker; wait: number } | null {
+  private pick(entry: RequestEntry | undefined, avoidMs: number, healthyOnly: boolean): { worker: RoutableWorker; wait: number } | null {
     const now = this.opts.now();
     let limit = this.opts.maxQueueTime();
     const budget = this.opts.queueBudget?.() ?? 0;
@@ -396,7 +417,8 @@ export class EndpointRouter {
       const load = Math.max(0, w.reportedLoad) + (book?.unreportedLoad ?? 0);
       const wait = load / w.perf;
       if (wait > limit) continue;
-      const rank = this.failures.size > 0 && this.failing(w.id, now) ? 1 : 0;
+      const rank = this.failures.size > 0 && (this.failedSinceSuccess.has(w.id) || this.failing(w.id, now)) ? 1 : 0;
+      if (rank > 0 && healthyOnly) continue;
       const finish = (load + cost) / w.perf;
       if (rank < bestRank || (rank === bestRank && finish < bestFinish * (1 - TIE_TOLERANCE))) {
         // A strictly better worker: the tie set starts again with it alone.
@@ -422,7 +444,10 @@ export class EndpointRouter {
       }
     }
     if (best === null) return null;
-    if (tied === 1) return { worker: best, wait: bestWait };
+    if (tied === 1) {
+      this.lastTurnId = best.id;
+      return { worker: best, wait: bestWait };
+    }
     const chosen = next ?? lowest!;
     this.lastTurnId = chosen.id;
     return { worker: chosen, wait: next ? nextWait : lowestWait };
@@ -554,8 +579,10 @@ export class EndpointRouter {
       n++;
     }
     if (n > 0) {
-      if (success) this.noteSuccess(workerId);
-      else this.noteFailure(workerId);
+      if (success) {
+        this.noteSuccess(workerId);
+        this.failedSinceSuccess.delete(workerId);
+      } else this.noteFailure(workerId);
     }
     return n;
   }
@@ -577,6 +604,7 @@ export class EndpointRouter {
    */
   dropWorker(workerId: number): RequestEntry[] {
     this.failures.delete(workerId);
+    this.failedSinceSuccess.delete(workerId);
     const book = this.books.get(workerId);
     if (!book) return [];
     this.books.delete(workerId);
@@ -615,7 +643,11 @@ export class EndpointRouter {
       if (now - f.at <= FINISHED_KEEP_MS) break;
       this.finished.delete(idx);
     }
-    for (const id of [...this.failures.keys()]) if (this.failureScore(id, now) < 0.05) this.failures.delete(id);
+    for (const id of [...this.failures.keys()]) {
+      if (this.failureScore(id, now) >= 0.05) continue;
+      this.failures.delete(id);
+      this.failedSinceSuccess.delete(id);
+    }
     for (const [, book] of this.books) {
       for (const [idx, e] of book.outstanding) {
         const age = now - (e.routedAt ?? e.createdAt);
