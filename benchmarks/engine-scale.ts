@@ -26,6 +26,14 @@ export interface EngineHostStats {
   tickP50Ms: number;
   tickP99Ms: number;
   tickMaxMs: number;
+  /** Wall time of every tick in the window, saves included (ticks are synchronous: about their CPU). */
+  tickTotalMs: number;
+  /** The same ticks in CPU time of the engine's process (a loaded machine inflates wall time, not this). */
+  tickCpuP50Ms: number;
+  tickCpuMaxMs: number;
+  tickCpuTotalMs: number;
+  saveCpuP50Ms: number;
+  saveCpuP99Ms: number;
   saves: number;
   saveP50Ms: number;
   saveP99Ms: number;
@@ -58,8 +66,12 @@ export interface EngineScaleReport {
   engine: EngineHostStats;
   /** Engine CPU per answered /route/ call, µs (everything the process did in the window). */
   cpuPerCallUs: number;
+  /** The same without the ticks' time (the tick runs once a second whatever the load). */
+  cpuPerCallOutsideTickUs: number;
   /** The engine's CPU share of one core during the load. */
   cpuShare: number;
+  /** `engine.route()` called in a loop in the engine's process, no HTTP: CPU µs per call. */
+  routeOnlyUs: number;
 }
 
 /** Start the host, wait for its N workers, run the load, collect the host's figures, stop it. */
@@ -81,19 +93,22 @@ export async function runEngineScale(opts: EngineScaleOptions = {}): Promise<Eng
     const spec = { url: `${ready.url}/route/`, body, concurrency, durationS };
     // Warm-up: fills the fleet to its open requests and lets the JIT settle; not measured.
     await runLoad({ ...spec, durationS: Math.min(3, durationS) }, opts.generator ?? 'auto');
-    const stats = async (): Promise<EngineHostStats> => {
+    // One command to the host, and the JSON of the line it answers with.
+    const hostLine = async (cmd: string, answer: RegExp): Promise<Record<string, unknown>> => {
       const seen = host.output().length;
-      host.child.stdin!.write('stats\n');
-      for (let i = 0; i < 100; i++) {
-        const m = /ENGINE_HOST_STATS (\{.*\})/.exec(host.output().slice(seen));
-        if (m) return JSON.parse(m[1]!) as EngineHostStats;
+      host.child.stdin!.write(`${cmd}\n`);
+      for (let i = 0; i < 1200; i++) {
+        const m = answer.exec(host.output().slice(seen));
+        if (m) return JSON.parse(m[1]!) as Record<string, unknown>;
         await new Promise((r) => setTimeout(r, 50));
       }
-      throw new Error(`engine host gave no stats; output:\n${host.output().slice(-2000)}`);
+      throw new Error(`engine host did not answer ${cmd}; output:\n${host.output().slice(-2000)}`);
     };
+    const stats = async () => (await hostLine('stats', /ENGINE_HOST_STATS (\{.*\})/)) as unknown as EngineHostStats;
     host.child.stdin!.write('reset\n');
     const load = await runLoad(spec, opts.generator ?? 'auto');
     const engine = await stats();
+    const routeOnly = await hostLine('route-loop 20000', /ENGINE_HOST_ROUTE (\{.*\})/);
     const report: EngineScaleReport = {
       workers,
       open,
@@ -101,7 +116,9 @@ export async function runEngineScale(opts: EngineScaleOptions = {}): Promise<Eng
       load,
       engine,
       cpuPerCallUs: (engine.cpuSeconds * 1e6) / Math.max(1, load.requests),
+      cpuPerCallOutsideTickUs: (engine.cpuSeconds * 1e6 - engine.tickCpuTotalMs * 1e3) / Math.max(1, load.requests),
       cpuShare: engine.cpuSeconds / engine.seconds,
+      routeOnlyUs: Number(routeOnly.usPerCall),
     };
     log(`engine-scale: ${formatEngineScale(report).split('\n').join('\nengine-scale: ')}`);
     return report;
@@ -118,9 +135,10 @@ export function formatEngineScale(r: EngineScaleReport): string {
   const l = r.load;
   const lines = [
     `${r.workers} workers, ${e.openRequests} open requests, ${l.generator} c=${r.concurrency}, ${f(l.seconds)} s`,
-    `/route/: ${f(l.rps, 0)} req/s (${l.errors} errors), p50 ${f(l.p50, 2)} ms, p99 ${f(l.p99, 2)} ms; engine CPU ${f(r.cpuPerCallUs)} µs/call (${f(r.cpuShare * 100, 0)}% of a core)`,
-    `tick: ${e.ticks} ticks, p50 ${f(e.tickP50Ms, 2)} ms, p99 ${f(e.tickP99Ms, 2)} ms, max ${f(e.tickMaxMs, 2)} ms`,
-    `journal save: ${e.saves} saves, p50 ${f(e.saveP50Ms, 2)} ms, p99 ${f(e.saveP99Ms, 2)} ms, max ${f(e.saveMaxMs, 2)} ms`,
+    `/route/: ${f(l.rps, 0)} req/s (${l.errors} errors), p50 ${f(l.p50, 2)} ms, p99 ${f(l.p99, 2)} ms; engine CPU ${f(r.cpuPerCallUs)} µs/call, ${f(r.cpuPerCallOutsideTickUs)} µs outside the ticks (${f(r.cpuShare * 100, 0)}% of a core)`,
+    `engine.route() alone (no HTTP, in a loop): ${f(r.routeOnlyUs, 2)} µs CPU/call`,
+    `tick (save included): ${e.ticks} ticks, p50 ${f(e.tickP50Ms, 2)} ms, p99 ${f(e.tickP99Ms, 2)} ms, max ${f(e.tickMaxMs, 2)} ms; CPU p50 ${f(e.tickCpuP50Ms, 2)} ms, max ${f(e.tickCpuMaxMs, 2)} ms`,
+    `journal save: ${e.saves} saves, p50 ${f(e.saveP50Ms, 2)} ms, p99 ${f(e.saveP99Ms, 2)} ms, max ${f(e.saveMaxMs, 2)} ms; CPU p50 ${f(e.saveCpuP50Ms, 2)} ms, p99 ${f(e.saveCpuP99Ms, 2)} ms`,
     `event-loop delay: p99 ${f(e.loopDelayP99Ms, 2)} ms, max ${f(e.loopDelayMaxMs, 2)} ms; RSS ${f(e.rssMb, 0)} MB (peak ${f(e.rssPeakMb, 0)} MB)`,
     `routed ${e.routed}, queued now ${e.queued}, worker reports ${e.reports}, ready workers ${e.readyWorkers}`,
   ];

@@ -10,7 +10,8 @@
  * the next report. So the engine carries `--open` open requests all along, whatever the rate.
  *
  * Stdin commands (one a line): `reset` starts a measuring window; `stats` prints one line
- * `ENGINE_HOST_STATS {json}` for the window so far. Prints `ENGINE_HOST_READY {json}` once every
+ * `ENGINE_HOST_STATS {json}` for the window so far; `route-loop N` calls the engine's `route()`
+ * N times in a row (no HTTP) and prints `ENGINE_HOST_ROUTE {json}` with the CPU µs per call. Prints `ENGINE_HOST_READY {json}` once every
  * worker is ready. SIGTERM closes everything.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -191,22 +192,28 @@ async function main(): Promise<void> {
     if (e.workerId !== null) fleet.take(e.workerId, e.idx, e.cost);
   });
 
-  // Timings of the tick and of the journal save (wrapped where the engine calls them).
+  // Timings of the tick and of the journal save (wrapped where the engine calls them): wall time,
+  // and this process's CPU time, which a busy machine does not inflate by descheduling it.
   const ticks: number[] = [];
   const saves: number[] = [];
+  const tickCpu: number[] = [];
+  const saveCpu: number[] = [];
   const target = engine as unknown as Record<string, (...a: unknown[]) => unknown>;
-  for (const [name, into] of [
-    ['tick', ticks],
-    ['save', saves],
+  for (const [name, wall, cpu] of [
+    ['tick', ticks, tickCpu],
+    ['save', saves, saveCpu],
   ] as const) {
     const orig = target[name];
     if (typeof orig !== 'function') continue;
-    target[name] = function (this: unknown, ...a: unknown[]) {
+    target[name] = (...a: unknown[]) => {
       const t0 = performance.now();
+      const c0 = process.cpuUsage();
       try {
         return orig.apply(engine, a);
       } finally {
-        into.push(performance.now() - t0);
+        const c = process.cpuUsage(c0);
+        cpu.push((c.user + c.system) / 1000);
+        wall.push(performance.now() - t0);
       }
     };
   }
@@ -217,8 +224,7 @@ async function main(): Promise<void> {
   let rssPeak = 0;
   const rssTimer = setInterval(() => (rssPeak = Math.max(rssPeak, process.memoryUsage().rss)), 200);
   const reset = () => {
-    ticks.length = 0;
-    saves.length = 0;
+    for (const xs of [ticks, saves, tickCpu, saveCpu]) xs.length = 0;
     delay.reset();
     cpu0 = process.cpuUsage();
     t0 = performance.now();
@@ -234,6 +240,12 @@ async function main(): Promise<void> {
       tickP50Ms: pct(ticks, 50),
       tickP99Ms: pct(ticks, 99),
       tickMaxMs: ticks.length ? Math.max(...ticks) : Number.NaN,
+      tickTotalMs: ticks.reduce((a, b) => a + b, 0),
+      tickCpuP50Ms: pct(tickCpu, 50),
+      tickCpuMaxMs: tickCpu.length ? Math.max(...tickCpu) : Number.NaN,
+      tickCpuTotalMs: tickCpu.reduce((a, b) => a + b, 0),
+      saveCpuP50Ms: pct(saveCpu, 50),
+      saveCpuP99Ms: pct(saveCpu, 99),
       saves: saves.length,
       saveP50Ms: pct(saves, 50),
       saveP99Ms: pct(saves, 99),
@@ -261,6 +273,15 @@ async function main(): Promise<void> {
     const cmd = line.trim();
     if (cmd === 'reset') reset();
     else if (cmd === 'stats') process.stdout.write(`ENGINE_HOST_STATS ${JSON.stringify(stats())}\n`);
+    else if (cmd.startsWith('route-loop ')) {
+      const calls = Number(cmd.slice('route-loop '.length)) || 10_000;
+      const body = { endpoint: 'bench', api_key: apiKey, cost: COST, request_idx: 0, replay_timeout: 60 };
+      let routed = 0;
+      const c0 = process.cpuUsage();
+      for (let i = 0; i < calls; i++) if (engine.route({ ...body }).status === 200) routed++;
+      const c = process.cpuUsage(c0);
+      process.stdout.write(`ENGINE_HOST_ROUTE ${JSON.stringify({ calls, routed, usPerCall: (c.user + c.system) / calls })}\n`);
+    }
   });
 
   let closing = false;

@@ -88,7 +88,11 @@ export interface RouterOptions {
    * after `ttlSeconds` nor have its cost changed. Workers must run with STRICT_AUTH=true.
    */
   strictAuth?: { sign: (fields: Record<string, unknown>) => string; ttlSeconds: number; wallClock?: () => number };
-  /** The endpoint's ready workers, read at each choice. */
+  /**
+   * The endpoint's ready workers, read at each choice. The same array may be returned while its
+   * members stay the same workers (their load and report times may change in place); a change of
+   * members must come as another array (or another length).
+   */
   readyWorkers: () => readonly RoutableWorker[];
   /** The endpoint's current `max_queue_time`, s. */
   maxQueueTime: () => number;
@@ -169,6 +173,11 @@ export class EndpointRouter {
   private failedSinceSuccess = new Set<number>();
   /** The worker last chosen among tied ones: the next tie goes to the first id after it (spreads ties in turn). */
   private lastTurnId = 0;
+  /** booksOf()'s cache: the ready list it was built for, its books by position, and the drops it has seen. */
+  private slotList: readonly RoutableWorker[] | null = null;
+  private slotBooks: WorkerBook[] = [];
+  private slotVersion = -1;
+  private booksVersion = 0;
   /** Requests routed, timed out, completed: counters for the admin API and simulation. */
   readonly stats = { routed: 0, queued: 0, timedOut: 0, succeeded: 0, failed: 0, rerouted: 0 };
 
@@ -406,15 +415,18 @@ export class EndpointRouter {
     let lowestWait = 0;
     let tied = 0;
     const after = this.lastTurnId;
-    for (const w of this.opts.readyWorkers()) {
+    const list = this.opts.readyWorkers();
+    const books = this.booksOf(list);
+    for (let i = 0; i < list.length; i++) {
+      const w = list[i]!;
       if (!(w.perf > 0) || !w.url) continue;
       if (avoid) {
         const at = avoid.get(w.id);
         if (at !== undefined && now - at < avoidMs) continue;
       }
-      const book = this.books.get(w.id);
-      if (book && book.unreportedLoad > 0 && this.suspectBook(book, w, now)) continue;
-      const load = Math.max(0, w.reportedLoad) + (book?.unreportedLoad ?? 0);
+      const book = books[i]!;
+      if (book.unreportedLoad > 0 && this.suspectBook(book, w, now)) continue;
+      const load = Math.max(0, w.reportedLoad) + book.unreportedLoad;
       const wait = load / w.perf;
       if (wait > limit) continue;
       const rank = this.failures.size > 0 && (this.failedSinceSuccess.has(w.id) || this.failing(w.id, now)) ? 1 : 0;
@@ -466,7 +478,9 @@ export class EndpointRouter {
     const list = book.unreported;
     while (book.unreportedHead < list.length) {
       const e = list[book.unreportedHead]!;
-      if (!e.reported && book.outstanding.get(e.idx) === e) {
+      // Routed here and unreported means outstanding here: a request that left this worker
+      // (completed, re-routed, expired) was settled or re-queued on the way out.
+      if (!e.reported && e.state === 'routed' && e.workerId === w.id) {
         const at = e.routedAt ?? e.createdAt;
         return now - at > SUSPECT_AFTER_MS && (w.lastReportAt ?? Number.NEGATIVE_INFINITY) <= at;
       }
@@ -527,6 +541,20 @@ export class EndpointRouter {
       this.signatures.set(answer.url, signature);
     }
     answer.signature = signature;
+  }
+
+  /**
+   * The book of each worker of `list`, by position: the scan of every ready worker for every
+   * request then needs no map lookup. Rebuilt when the list is another array (the engine keeps
+   * one while its ready workers do not change) or a book was dropped since.
+   */
+  private booksOf(list: readonly RoutableWorker[]): WorkerBook[] {
+    if (list !== this.slotList || this.slotBooks.length !== list.length || this.slotVersion !== this.booksVersion) {
+      this.slotBooks = list.map((w) => this.book(w.id));
+      this.slotList = list;
+      this.slotVersion = this.booksVersion;
+    }
+    return this.slotBooks;
   }
 
   private book(id: number): WorkerBook {
@@ -608,6 +636,7 @@ export class EndpointRouter {
     const book = this.books.get(workerId);
     if (!book) return [];
     this.books.delete(workerId);
+    this.booksVersion++;
     for (const e of book.outstanding.values()) this.orphans.set(e.idx, e);
     return [...book.outstanding.values()];
   }
