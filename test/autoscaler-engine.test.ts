@@ -71,10 +71,10 @@ describe('router', () => {
       idxs.push(body.request_idx);
     }
     // Earliest expected finish, (load + 100) / perf: 2 (1.5 s); then 2 and 3 tie at 2 s and take
-    // turns (3, the first id after 2, which was chosen last); then 2 (2 s, then 2.5 s) beats 3 (6 s).
-    expect(picks).toEqual([2, 3, 2, 2]);
+    // turns (2 first); 3 (2 s) beats 2 (2.5 s); then 2 (2.5 s) beats 3 (4 s).
+    expect(picks).toEqual([2, 2, 3, 2]);
     // Worker 3 reports the request as working: counted once, through cur_load.
-    t.report(3, { max_perf: 50, cur_load: 100, num_requests_working: 1, working_request_idxs: [idxs[1]] });
+    t.report(3, { max_perf: 50, cur_load: 100, num_requests_working: 1, working_request_idxs: [idxs[2]] });
     const router = t.engine.endpoints.get('ep')!.router;
     expect(router.expectedLoad({ id: 3, url: 'x', perf: 50, reportedLoad: 100, lastReportAt: null })).toBe(100);
   });

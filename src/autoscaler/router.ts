@@ -171,8 +171,11 @@ export class EndpointRouter {
   private failures = new Map<number, FailureScore>();
   /** Workers that failed a request and have not served one well since: not ready capacity (see `unproven`). */
   private failedSinceSuccess = new Set<number>();
-  /** The worker last chosen among tied ones: the next tie goes to the first id after it (spreads ties in turn). */
-  private lastTurnId = 0;
+  /** Turn counter that spreads ties. */
+  private turn = 0;
+  /** pick()'s reused scratch: the workers tied for best, and their expected waits. */
+  private tiedScratch: RoutableWorker[] = [];
+  private tiedWaitScratch: number[] = [];
   /** booksOf()'s cache: the ready list it was built for, its books by position, and the drops it has seen. */
   private slotList: readonly RoutableWorker[] | null = null;
   private slotBooks: WorkerBook[] = [];
@@ -403,18 +406,13 @@ export class EndpointRouter {
     if (budget > 0 && entry) limit = Math.min(limit, Math.max(MIN_ROUTE_QUEUE_S, budget - (now - entry.createdAt) / 1000));
     const cost = entry?.cost ?? 100;
     const avoid = entry && entry.avoid.size > 0 ? entry.avoid : null;
-    // One pass, no allocation (this runs for every request over every ready worker). Among the
-    // tied best, "in turn" is the first id after the last one chosen, wrapping to the lowest.
+    // One pass over every ready worker for every request: no allocation (the tied ones go into a
+    // reused scratch array, and one of them is picked in turn by selection, not by sorting).
     let bestRank = Number.POSITIVE_INFINITY;
     let bestFinish = Number.POSITIVE_INFINITY;
-    let best: RoutableWorker | null = null;
-    let bestWait = 0;
-    let next: RoutableWorker | null = null;
-    let nextWait = 0;
-    let lowest: RoutableWorker | null = null;
-    let lowestWait = 0;
-    let tied = 0;
-    const after = this.lastTurnId;
+    const tied = this.tiedScratch;
+    const tiedWait = this.tiedWaitScratch;
+    let n = 0;
     const list = this.opts.readyWorkers();
     const books = this.booksOf(list);
     for (let i = 0; i < list.length; i++) {
@@ -429,40 +427,30 @@ export class EndpointRouter {
       const load = Math.max(0, w.reportedLoad) + book.unreportedLoad;
       const wait = load / w.perf;
       if (wait > limit) continue;
+      // Failing, or not served well since its last failure: only after every healthy worker, and
+      // not at all while a standby is coming.
       const rank = this.failures.size > 0 && (this.failedSinceSuccess.has(w.id) || this.failing(w.id, now)) ? 1 : 0;
-      if (rank > 0 && healthyOnly) continue;
+      if (healthyOnly && rank > 0) continue;
       const finish = (load + cost) / w.perf;
       if (rank < bestRank || (rank === bestRank && finish < bestFinish * (1 - TIE_TOLERANCE))) {
-        // A strictly better worker: the tie set starts again with it alone.
         bestRank = rank;
         bestFinish = finish;
-        best = w;
-        bestWait = wait;
-        lowest = w;
-        lowestWait = wait;
-        next = w.id > after ? w : null;
-        nextWait = wait;
-        tied = 1;
+        n = 0;
+        tied[n] = w;
+        tiedWait[n++] = wait;
       } else if (rank === bestRank && finish <= bestFinish * (1 + TIE_TOLERANCE)) {
-        tied++;
-        if (w.id < lowest!.id) {
-          lowest = w;
-          lowestWait = wait;
-        }
-        if (w.id > after && (next === null || w.id < next.id)) {
-          next = w;
-          nextWait = wait;
-        }
+        tied[n] = w;
+        tiedWait[n++] = wait;
       }
     }
-    if (best === null) return null;
-    if (tied === 1) {
-      this.lastTurnId = best.id;
-      return { worker: best, wait: bestWait };
-    }
-    const chosen = next ?? lowest!;
-    this.lastTurnId = chosen.id;
-    return { worker: chosen, wait: next ? nextWait : lowestWait };
+    if (n === 0) return null;
+    // Ties take turns in id order: the (turn mod n)-th smallest id.
+    const k = n === 1 ? 0 : selectById(tied, tiedWait, n, this.turn++ % n);
+    const out = { worker: tied[k]!, wait: tiedWait[k]! };
+    // Do not keep workers alive through the scratch array.
+    tied.length = 0;
+    tiedWait.length = 0;
+    return out;
   }
 
   /** True when requests sent to `w` over SUSPECT_AFTER_MS ago got no report from it since. */
@@ -753,4 +741,39 @@ export class EndpointRouter {
       }
     }
   }
+}
+
+/**
+ * Reorder the first `n` of `ws` (and `waits` alike) so that position `k` holds the k-th smallest
+ * id, as sorting by id would (Hoare's selection: O(n), no allocation); returns `k`.
+ */
+function selectById(ws: RoutableWorker[], waits: number[], n: number, k: number): number {
+  let lo = 0;
+  let hi = n - 1;
+  const swap = (a: number, b: number) => {
+    const w = ws[a]!;
+    ws[a] = ws[b]!;
+    ws[b] = w;
+    const t = waits[a]!;
+    waits[a] = waits[b]!;
+    waits[b] = t;
+  };
+  while (lo < hi) {
+    const pivot = ws[(lo + hi) >>> 1]!.id;
+    let i = lo;
+    let j = hi;
+    while (i <= j) {
+      while (ws[i]!.id < pivot) i++;
+      while (ws[j]!.id > pivot) j--;
+      if (i <= j) {
+        swap(i, j);
+        i++;
+        j--;
+      }
+    }
+    if (k <= j) hi = j;
+    else if (k >= i) lo = i;
+    else return k;
+  }
+  return k;
 }
