@@ -513,6 +513,12 @@ export class EndpointRouter {
     this.opts.onRouted?.(entry);
   }
 
+  /** Sign `url` ahead (a worker became ready), so its first request does not wait for RSA. No-op in strict mode. */
+  presign(url: string): void {
+    if (this.opts.strictAuth || this.signatures.has(url)) return;
+    this.signatures.set(url, this.opts.sign(url));
+  }
+
   /** Fill `answer.signature`: the url's (cached), or in strict mode every field with a fresh expiry. */
   private signAnswer(answer: RouteAnswer): void {
     const strict = this.opts.strictAuth;
