@@ -167,13 +167,21 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
     generator: 'string',
     json: 'string',
   });
-  const num = (v: unknown) => (typeof v === 'string' ? Number(v) : undefined);
+  const num = (v: unknown, flag: string) => {
+    if (typeof v !== 'string') return undefined;
+    const n = Number(v);
+    if (!(Number.isFinite(n) && n > 0)) {
+      process.stderr.write(`engine-scale: --${flag} must be a number > 0 (got ${JSON.stringify(v)})\n`);
+      process.exit(2);
+    }
+    return n;
+  };
   const gen = args.generator === 'wrk' || args.generator === 'undici' ? args.generator : 'auto';
   runEngineScale({
-    workers: num(args.workers),
-    open: num(args.open),
-    durationS: num(args.duration),
-    concurrency: num(args.concurrency),
+    workers: num(args.workers, 'workers'),
+    open: num(args.open, 'open'),
+    durationS: num(args.duration, 'duration'),
+    concurrency: num(args.concurrency, 'concurrency'),
     generator: gen,
     log: () => {},
   }).then(
