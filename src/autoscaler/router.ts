@@ -8,9 +8,10 @@ import type { QueueSignal } from './policy.js';
  * Guarantees:
  * - a request goes to the ready worker that would finish it first, (reported load + load routed
  *   to it but not yet seen in its reports + its cost) / perf, among those whose expected queue
- *   time is within `max_queue_time`; workers whose recent answers failed come only after every
- *   healthy one; ties (idle workers of equal speed) are spread in turn; otherwise it waits, and
- *   waiting requests leave the queue in arrival order;
+ *   time is within `max_queue_time`; workers whose recent answers failed (or that failed one and
+ *   have not served one well since: `unproven`) come only after every healthy one, and not at all
+ *   while a standby is starting (`standbyComing`); ties (idle workers of equal speed) are spread in
+ *   turn; otherwise it waits, and waiting requests leave the queue in arrival order;
  * - `reqnum` grows by one for every routed request of the endpoint;
  * - re-routing a routed request_idx (the client's failover) takes its load off the worker that
  *   failed it, counts a failure against that worker, and routes it afresh avoiding that worker
