@@ -5,7 +5,8 @@
  *
  *   node build/benchmarks/engine-scale.js [--workers 1000] [--open 10000] [--duration 10] [--concurrency 64] [--generator wrk|undici] [--json FILE]
  *
- * Measures, over the load window: `/route/` req/s and latency, the engine's CPU per call (all of
+ * Before the load, the host calls `engine.route()` `--open` times in a loop (no HTTP: the route-only
+ * CPU per call), which also fills the engine to its `--open` open requests. Measures, over the load window: `/route/` req/s and latency, the engine's CPU per call (all of
  * its CPU, reports and ticks included, over the calls answered), tick and journal save time
  * (p50/p99/max), event-loop delay (p99, max), RSS. Prints a table and each target with PASS/MISS.
  */
@@ -89,7 +90,7 @@ export async function runEngineScale(opts: EngineScaleOptions = {}): Promise<Eng
   try {
     const ready = JSON.parse(host.ready) as { url: string; apiKey: string; workers: number };
     log(`engine-scale: ${ready.workers} workers ready at ${ready.url}`);
-    const body = JSON.stringify({ endpoint: 'bench', api_key: ready.apiKey, cost: 100, request_idx: 0, replay_timeout: 60 });
+    const body = JSON.stringify({ endpoint: 'bench', api_key: ready.apiKey, cost: 10, request_idx: 0, replay_timeout: 60 });
     const spec = { url: `${ready.url}/route/`, body, concurrency, durationS };
     // Warm-up: fills the fleet to its open requests and lets the JIT settle; not measured.
     await runLoad({ ...spec, durationS: Math.min(3, durationS) }, opts.generator ?? 'auto');
@@ -105,10 +106,12 @@ export async function runEngineScale(opts: EngineScaleOptions = {}): Promise<Eng
       throw new Error(`engine host did not answer ${cmd}; output:\n${host.output().slice(-2000)}`);
     };
     const stats = async () => (await hostLine('stats', /ENGINE_HOST_STATS (\{.*\})/)) as unknown as EngineHostStats;
+    // engine.route() alone, as many calls as the fleet holds open: this also fills the engine to
+    // its `open` requests, so the measured window carries them from its first tick.
+    const routeOnly = await hostLine(`route-loop ${Math.max(open, 1000)}`, /ENGINE_HOST_ROUTE (\{.*\})/);
     host.child.stdin!.write('reset\n');
     const load = await runLoad(spec, opts.generator ?? 'auto');
     const engine = await stats();
-    const routeOnly = await hostLine('route-loop 20000', /ENGINE_HOST_ROUTE (\{.*\})/);
     const report: EngineScaleReport = {
       workers,
       open,
