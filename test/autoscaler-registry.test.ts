@@ -82,12 +82,20 @@ describe('registry', () => {
 
   it('the routable set is one array between changes: reports update its load in place, transitions rebuild it, starting workers are counted', () => {
     const { reg } = testRegistry();
-    reg.addEndpoint(endpointCfg('a'));
+    const ep = reg.addEndpoint(endpointCfg('a'));
     const w = addTestWorker(reg, 'a');
     const standby = addTestWorker(reg, 'a');
     w.url = 'http://127.0.0.1:9';
     w.maxPerf = 10;
+    // Becoming ready signs its url ahead (RSA off the request path).
+    const presigned: string[] = [];
+    const presign = ep.router.presign.bind(ep.router);
+    ep.router.presign = (url: string) => {
+      presigned.push(url);
+      presign(url);
+    };
     reg.transition(w, 'ready', 'test');
+    expect(presigned).toEqual(['http://127.0.0.1:9']);
     const first = reg.routable('a');
     expect(first.map((r) => r.id)).toEqual([w.id]);
     w.curLoad = 42;

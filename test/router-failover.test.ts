@@ -159,3 +159,36 @@ describe('router: picking among many workers', () => {
     expect(router.submit(8, 100, 60).workerId).toBe(9);
   });
 });
+
+describe('router: signatures off the request path', () => {
+  it('a url signed ahead (presign) is not signed again when a request is routed to it; strict mode signs every answer', () => {
+    const signed: string[] = [];
+    const workers: RoutableWorker[] = [{ id: 1, url: 'http://w1.invalid', perf: 100, reportedLoad: 0, lastReportAt: 0 }];
+    const base = { endpoint: 'e', now: () => 0, readyWorkers: () => workers, maxQueueTime: () => 30, unreportedTtlMs: 60_000, requestTtlMs: 3_600_000 };
+    const router = new EndpointRouter({
+      ...base,
+      sign: (url) => {
+        signed.push(url);
+        return `sig:${url}`;
+      },
+    });
+    router.presign('http://w1.invalid');
+    router.presign('http://w1.invalid');
+    expect(signed).toEqual(['http://w1.invalid']);
+    const e = router.submit(1, 10, 60);
+    expect(e.answer?.signature).toBe('sig:http://w1.invalid');
+    expect(signed).toEqual(['http://w1.invalid']);
+    // Strict mode: presign does nothing, each answer is signed whole.
+    let strictCalls = 0;
+    const strict = new EndpointRouter({
+      ...base,
+      sign: () => {
+        throw new Error('the url alone is never signed in strict mode');
+      },
+      strictAuth: { sign: () => `strict${++strictCalls}`, ttlSeconds: 60, wallClock: () => 0 },
+    });
+    strict.presign('http://w1.invalid');
+    expect(strict.submit(1, 10, 60).answer?.signature).toBe('strict1');
+    expect(strict.submit(2, 10, 60).answer?.signature).toBe('strict2');
+  });
+});
