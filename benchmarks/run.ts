@@ -5,7 +5,7 @@
  *
  *   npm run bench                       # the full suite (~4 minutes)
  *   node build/benchmarks/run.js --quick # a few seconds: tiny loads, undici generator (the smoke test)
- *   options: --generator wrk|undici  --duration S  --json FILE  --skip a,b (proxy, streams, readiness, overhead, ablation, extras)
+ *   options: --generator wrk|undici  --duration S  --json FILE  --skip a,b (proxy, streams, readiness, overhead, ablation, engine, extras)
  *
  * Installs Debian's nginx and wrk with apt-get when missing (not in --quick mode).
  *
@@ -20,6 +20,7 @@ import { fileURLToPath } from 'node:url';
 import { benchArgs } from './lib/args.js';
 import { measureLogwatchLatency, type LogwatchLatency } from './logwatch-latency.js';
 import { formatAblation, runAblationBench, type AblationReport } from './ablation-bench.js';
+import { evaluateEngineScale, formatEngineScale, runEngineScale, type EngineScaleReport } from './engine-scale.js';
 import { runOverheadBench, type OverheadReport } from './overhead-bench.js';
 import { formatProxyBench, runProxyBench, type BenchTarget, type ProxyBenchReport } from './proxy-bench.js';
 import { measurePerfAccuracy, measureReadyLatency, type AccuracyRow, type ReadyLatency } from './readiness-bench.js';
@@ -27,8 +28,8 @@ import { runStreamsBench, type StreamsBenchReport } from './streams-bench.js';
 import { ensureCommand } from './lib/tools.js';
 import { LIB_DIR } from './lib/stack.js';
 
-export type SuiteSection = 'proxy' | 'streams' | 'readiness' | 'overhead' | 'ablation' | 'extras';
-export const SECTIONS: SuiteSection[] = ['proxy', 'streams', 'readiness', 'overhead', 'ablation', 'extras'];
+export type SuiteSection = 'proxy' | 'streams' | 'readiness' | 'overhead' | 'ablation' | 'engine' | 'extras';
+export const SECTIONS: SuiteSection[] = ['proxy', 'streams', 'readiness', 'overhead', 'ablation', 'engine', 'extras'];
 
 export interface SuiteOptions {
   /** A tiny run (seconds): short loads, few samples, no installs, no slow extras. */
@@ -75,6 +76,8 @@ export interface SuiteReport {
   overhead: OverheadReport | null;
   /** What each request-path optimisation buys (before/after in this run). */
   ablation: AblationReport | null;
+  /** The autoscaler at scale: /route/ with 1,000 workers and 10,000 open requests (engine-scale.js). */
+  engine: EngineScaleReport | null;
   extras: ExtrasReport | null;
   /** Sections that failed, with the reason (the rest of the suite still runs). */
   failures: Array<{ section: SuiteSection; error: string }>;
@@ -137,6 +140,7 @@ export async function runSuite(opts: SuiteOptions = {}): Promise<SuiteReport> {
     accuracy: null,
     overhead: null,
     ablation: null,
+    engine: null,
     extras: null,
     failures: [],
   };
@@ -194,6 +198,13 @@ export async function runSuite(opts: SuiteOptions = {}): Promise<SuiteReport> {
       quick
         ? { durationS: 0.3, warmupS: 0, rounds: 1, concurrency: 8, generator, log }
         : { durationS: 3, warmupS: 1, rounds: 3, concurrency: 64, generator, log },
+    );
+  });
+  await section('engine', async () => {
+    report.engine = await runEngineScale(
+      quick
+        ? { workers: 100, open: 1000, durationS: 2, concurrency: 8, generator, log }
+        : { workers: 1000, open: 10_000, durationS: opts.durationS ?? 10, concurrency: 64, generator, log },
     );
   });
   await section('extras', async () => {
@@ -397,12 +408,25 @@ export function formatSuite(r: SuiteReport): string {
 
   lines.push('| target | goal | measured | result |', '| --- | --- | --- | --- |');
   for (const t of evaluateTargets(r)) lines.push(`| ${t.name} | ${t.goal} | ${t.measured} | ${t.status} |`);
+  if (r.engine) {
+    for (const t of evaluateEngineScale(r.engine))
+      lines.push(`| autoscaler, ${r.engine.workers} workers: ${t.name} | ${t.goal} | ${t.measured} | ${t.status} |`);
+  }
   if (r.failures.length) {
     lines.push('', 'Sections that failed:');
     for (const fl of r.failures) lines.push(`- ${fl.section}: ${fl.error}`);
   }
   if (r.ablation)
     lines.push('', 'What each request-path optimisation buys (same run, same load, worker processes side by side):', '', formatAblation(r.ablation));
+  if (r.engine)
+    lines.push(
+      '',
+      'The autoscaler at scale (engine-scale.js):',
+      '',
+      ...formatEngineScale(r.engine)
+        .split('\n')
+        .map((l) => `    ${l}`),
+    );
   if (r.proxy) lines.push('', '<details><summary>proxy benchmark detail</summary>', '', formatProxyBench(r.proxy), '', '</details>');
   return lines.join('\n');
 }

@@ -71,8 +71,52 @@ describe('registry', () => {
     expect(reg.routable('a')).toEqual([]);
     w.url = 'http://127.0.0.1:9';
     w.maxPerf = 10;
+    // The set is kept between requests: a report (reported) or a change (routableChanged) renews it.
+    expect(reg.routable('a')).toEqual([]);
+    reg.reported(w);
     expect(reg.routable('a').map((r) => r.id)).toEqual([w.id]);
     w.draining = true;
+    reg.routableChanged('a');
+    expect(reg.routable('a')).toEqual([]);
+  });
+
+  it('the routable set is one array between changes: reports update its load in place, transitions rebuild it, starting workers are counted', () => {
+    const { reg } = testRegistry();
+    const ep = reg.addEndpoint(endpointCfg('a'));
+    const w = addTestWorker(reg, 'a');
+    const standby = addTestWorker(reg, 'a');
+    w.url = 'http://127.0.0.1:9';
+    w.maxPerf = 10;
+    // Becoming ready signs its url ahead (RSA off the request path).
+    const presigned: string[] = [];
+    const presign = ep.router.presign.bind(ep.router);
+    ep.router.presign = (url: string) => {
+      presigned.push(url);
+      presign(url);
+    };
+    reg.transition(w, 'ready', 'test');
+    expect(presigned).toEqual(['http://127.0.0.1:9']);
+    const first = reg.routable('a');
+    expect(first.map((r) => r.id)).toEqual([w.id]);
+    w.curLoad = 42;
+    w.lastReportAt = 1234;
+    reg.reported(w);
+    expect(reg.routable('a')).toBe(first);
+    expect(first[0]!.reportedLoad).toBe(42);
+    expect(first[0]!.lastReportAt).toBe(1234);
+    // A new perf changes the choice: a new set.
+    w.maxPerf = 20;
+    reg.reported(w);
+    expect(reg.routable('a')).not.toBe(first);
+    expect(reg.routable('a')[0]!.perf).toBe(20);
+    expect(reg.routableOf('a').starting).toBe(0);
+    standby.url = 'http://127.0.0.1:10';
+    reg.transition(standby, 'ready', 'test');
+    reg.transition(standby, 'inactive', 'test');
+    reg.transition(standby, 'starting', 'test');
+    expect(reg.routableOf('a').starting).toBe(1);
+    expect(reg.routable('a').map((r) => r.id)).toEqual([w.id]);
+    reg.transition(w, 'errored', 'test');
     expect(reg.routable('a')).toEqual([]);
   });
 

@@ -45,7 +45,9 @@ describe('npm run bench (quick mode)', () => {
       expect(out).toContain(row);
     }
     const targets = out.split('\n').filter((l) => /^\| .* \| (PASS|MISS|n\/a) \|$/.test(l));
-    expect(targets).toHaveLength(8);
+    // 8 of the worker, 4 of the autoscaler at scale.
+    expect(targets).toHaveLength(12);
+    expect(out).toMatch(/^\| autoscaler, 100 workers: \/route\/ throughput \|/m);
     expect(out).toContain('| stock (node:http + undici) |');
 
     const report = JSON.parse(readFileSync(jsonFile, 'utf8')) as SuiteReport;
@@ -65,5 +67,13 @@ describe('npm run bench (quick mode)', () => {
     expect(report.overhead!.onRps).toBeGreaterThan(0);
     expect(report.ablation!.rows.map((r) => r.errors)).toEqual([0, 0, 0, 0]);
     expect(report.extras!.logwatch!.p50Ms).toBeGreaterThan(0);
+    // The autoscaler at scale: every worker ready, /route/ answered without errors, ticks and saves seen.
+    const eng = report.engine!;
+    expect(eng.engine.readyWorkers).toBe(100);
+    expect(eng.load.requests).toBeGreaterThan(0);
+    expect(eng.load.errors).toBe(0);
+    expect(eng.engine.routed).toBeGreaterThan(0);
+    expect(eng.engine.ticks).toBeGreaterThan(0);
+    expect(eng.cpuPerCallUs).toBeGreaterThan(0);
   }, 180_000); // about 50 s alone (fixed-length load runs); generous for a loaded machine
 });

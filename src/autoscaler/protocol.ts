@@ -142,6 +142,7 @@ export class Protocol {
       }
     }
     rec.lastReportBusy = rec.reqsWorking > 0;
+    reg.reported(rec);
     const ep = reg.endpoints.get(rec.endpoint);
     ep?.router.markReported(rec.id, r.working_request_idxs);
 

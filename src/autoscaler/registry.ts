@@ -119,6 +119,14 @@ export class EngineError extends Error {
   }
 }
 
+/** The workers of an endpoint the router may choose, kept between requests (see `Registry.routable`). */
+export interface RoutableSet {
+  list: RoutableWorker[];
+  byId: Map<number, RoutableWorker>;
+  /** Workers of the endpoint starting (inactive → ready, seconds away): a standby is coming. */
+  starting: number;
+}
+
 export interface RegistryOptions {
   clock: Clock;
   logger: Logger;
@@ -149,6 +157,8 @@ export function sameSecret(a: string, b: string): boolean {
 export class Registry {
   readonly endpoints = new Map<string, EndpointRuntime>();
   readonly workers = new Map<number, WorkerRecord>();
+  /** routableOf()'s cache, by endpoint name. */
+  private readonly routableSets = new Map<string, RoutableSet>();
   readonly perf = new PerfBook();
   /** Numeric ids of workergroups (the console API names them by number), by `endpoint/workergroup`. */
   readonly wgIds = new Map<string, number>();
@@ -224,6 +234,7 @@ export class Registry {
       // The message is the one the worker's strictSignedMessage rebuilds: json.dumps(indent=4, sort_keys=True).
       strictAuth: strict ? { sign: (fields) => signMessage(key, pythonJsonDumps(fields)), ttlSeconds: strict.ttlSeconds } : undefined,
       readyWorkers: () => this.routable(ep.name),
+      standbyComing: () => this.routableOf(ep.name).starting > 0,
       // The plan may hold requests in the global queue sooner than max_queue_time (capacity is coming).
       maxQueueTime: () => Math.min(ep.params.max_queue_time, ep.lastPlan?.routeQueueLimit ?? Number.POSITIVE_INFINITY),
       queueBudget: () => ep.lastPlan?.routeQueueBudget ?? 0,
@@ -269,6 +280,7 @@ export class Registry {
   removeEndpoint(name: string): void {
     const ep = this.mustEndpoint(name);
     this.endpoints.delete(name);
+    this.routableChanged(name);
     for (const wg of ep.workergroups.keys()) this.wgIds.delete(`${name}/${wg}`);
     this.log.info({ event: 'endpoint_state', endpoint: name, from: ep.state, to: null, reason: 'deleted' }, 'endpoint deleted');
   }
@@ -346,14 +358,51 @@ export class Registry {
     return [...this.workers.values()].filter((w) => w.endpoint === endpoint);
   }
 
-  /** Ready workers of an endpoint that may take new requests (not draining, URL and perf known). */
-  routable(endpoint: string): RoutableWorker[] {
-    const out: RoutableWorker[] = [];
+  /**
+   * Ready workers of an endpoint that may take new requests (not draining, URL and perf known).
+   * The router reads this for every request: it is kept, one array per endpoint, until a worker's
+   * routability may have changed (`routableChanged`); reports update its load in place (`reported`).
+   * Callers must not change it.
+   */
+  routable(endpoint: string): readonly RoutableWorker[] {
+    return this.routableOf(endpoint).list;
+  }
+
+  /** The cached routable set of an endpoint, built when missing, with how many of its workers are starting. */
+  routableOf(endpoint: string): RoutableSet {
+    let set = this.routableSets.get(endpoint);
+    if (set) return set;
+    set = { list: [], byId: new Map(), starting: 0 };
     for (const w of this.workers.values()) {
-      if (w.endpoint === endpoint && w.state === 'ready' && !w.draining && w.url && w.maxPerf > 0)
-        out.push({ id: w.id, url: w.url, perf: w.maxPerf, reportedLoad: w.curLoad, lastReportAt: w.lastReportAt });
+      if (w.endpoint !== endpoint) continue;
+      if (w.state === 'starting') set.starting++;
+      if (w.state === 'ready' && !w.draining && w.url && w.maxPerf > 0) {
+        const rw: RoutableWorker = { id: w.id, url: w.url, perf: w.maxPerf, reportedLoad: w.curLoad, lastReportAt: w.lastReportAt };
+        set.list.push(rw);
+        set.byId.set(w.id, rw);
+      }
     }
-    return out;
+    this.routableSets.set(endpoint, set);
+    return set;
+  }
+
+  /** Something that decides whether workers may take requests changed (state, draining, url, perf, id): rebuild at next use. */
+  routableChanged(endpoint?: string): void {
+    if (endpoint === undefined) this.routableSets.clear();
+    else this.routableSets.delete(endpoint);
+  }
+
+  /** A report updated `w`: its load and report time go into the routable set in place. */
+  reported(w: WorkerRecord): void {
+    const rw = this.routableSets.get(w.endpoint)?.byId.get(w.id);
+    if (!rw) {
+      // Not routable yet: a report may just have made it so (url, perf).
+      if (w.state === 'ready' && w.url && w.maxPerf > 0) this.routableChanged(w.endpoint);
+      return;
+    }
+    if (rw.url !== w.url || rw.perf !== w.maxPerf) return this.routableChanged(w.endpoint);
+    rw.reportedLoad = w.curLoad;
+    rw.lastReportAt = w.lastReportAt;
   }
 
   /** No request routed to it is unfinished, and its last report said none is working. */
@@ -374,6 +423,7 @@ export class Registry {
     this.workers.delete(rec.id);
     rec.id = id;
     this.workers.set(id, rec);
+    this.routableChanged(rec.endpoint);
   }
 
   /** Move a worker to `to` if the move is legal; logs it with its reason and emits it. */
@@ -387,8 +437,11 @@ export class Registry {
     w.draining = false;
     w.stateSince = this.clock.now();
     w.stateReason = reason;
+    this.routableChanged(w.endpoint);
     this.logTransition(w, from, to, reason);
     const ep = this.endpoints.get(w.endpoint);
+    // Sign its url now, off the request path (RSA is the dearest step of a route; cached per url).
+    if (to === 'ready' && w.url) ep?.router.presign(w.url);
     if (to === 'errored' || to === 'inactive' || to === 'destroyed') {
       const lost = ep?.router.dropWorker(w.id) ?? [];
       if (lost.length > 0)

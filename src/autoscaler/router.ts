@@ -8,9 +8,10 @@ import type { QueueSignal } from './policy.js';
  * Guarantees:
  * - a request goes to the ready worker that would finish it first, (reported load + load routed
  *   to it but not yet seen in its reports + its cost) / perf, among those whose expected queue
- *   time is within `max_queue_time`; workers whose recent answers failed come only after every
- *   healthy one; ties (idle workers of equal speed) are spread in turn; otherwise it waits, and
- *   waiting requests leave the queue in arrival order;
+ *   time is within `max_queue_time`; workers whose recent answers failed (or that failed one and
+ *   have not served one well since: `unproven`) come only after every healthy one, and not at all
+ *   while a standby is starting (`standbyComing`); ties (idle workers of equal speed) are spread in
+ *   turn; otherwise it waits, and waiting requests leave the queue in arrival order;
  * - `reqnum` grows by one for every routed request of the endpoint;
  * - re-routing a routed request_idx (the client's failover) takes its load off the worker that
  *   failed it, counts a failure against that worker, and routes it afresh avoiding that worker
@@ -88,7 +89,11 @@ export interface RouterOptions {
    * after `ttlSeconds` nor have its cost changed. Workers must run with STRICT_AUTH=true.
    */
   strictAuth?: { sign: (fields: Record<string, unknown>) => string; ttlSeconds: number; wallClock?: () => number };
-  /** The endpoint's ready workers, read at each choice. */
+  /**
+   * The endpoint's ready workers, read at each choice. The same array may be returned while its
+   * members stay the same workers (their load and report times may change in place); a change of
+   * members must come as another array (or another length).
+   */
   readyWorkers: () => readonly RoutableWorker[];
   /** The endpoint's current `max_queue_time`, s. */
   maxQueueTime: () => number;
@@ -98,6 +103,11 @@ export interface RouterOptions {
    * is under MIN_ROUTE_QUEUE_S.
    */
   queueBudget?: () => number;
+  /**
+   * True while a worker of the endpoint is starting or loading (a standby on its way): requests
+   * then wait for it rather than go to a worker that failed them or is failing.
+   */
+  standbyComing?: () => boolean;
   unreportedTtlMs: number;
   requestTtlMs: number;
   /** Called when a request gets a worker (at once or from the queue). */
@@ -137,6 +147,9 @@ const TIE_TOLERANCE = 1e-6;
 interface WorkerBook {
   outstanding: Map<number, RequestEntry>;
   unreportedLoad: number;
+  /** Routed requests in routing order from `unreportedHead` on; those settled or gone since are skipped lazily. */
+  unreported: RequestEntry[];
+  unreportedHead: number;
 }
 
 interface FailureScore {
@@ -157,8 +170,18 @@ export class EndpointRouter {
   /** Ended requests, oldest first. */
   private finished = new Map<number, FinishedRequest>();
   private failures = new Map<number, FailureScore>();
+  /** Workers that failed a request and have not served one well since: not ready capacity (see `unproven`). */
+  private failedSinceSuccess = new Set<number>();
   /** Turn counter that spreads ties. */
   private turn = 0;
+  /** pick()'s reused scratch: the workers tied for best, and their expected waits. */
+  private tiedScratch: RoutableWorker[] = [];
+  private tiedWaitScratch: number[] = [];
+  /** booksOf()'s cache: the ready list it was built for, its books by position, and the drops it has seen. */
+  private slotList: readonly RoutableWorker[] | null = null;
+  private slotBooks: WorkerBook[] = [];
+  private slotVersion = -1;
+  private booksVersion = 0;
   /** Requests routed, timed out, completed: counters for the admin API and simulation. */
   readonly stats = { routed: 0, queued: 0, timedOut: 0, succeeded: 0, failed: 0, rerouted: 0 };
 
@@ -279,6 +302,17 @@ export class EndpointRouter {
   noteFailure(workerId: number): void {
     const now = this.opts.now();
     this.failures.set(workerId, { score: this.failureScore(workerId, now) + 1, at: now });
+    this.failedSinceSuccess.add(workerId);
+  }
+
+  /**
+   * True when the worker failed a request (a client re-routed away from it, or it reported a
+   * request failed) and has not served one well since: the scaler plans without its capacity, so
+   * a standby is started for the failover. Forgotten with its failure score (about 90 s after a
+   * single failure with no other), so a worker nobody sends requests to again is not held out forever.
+   */
+  unproven(workerId: number): boolean {
+    return this.failedSinceSuccess.has(workerId);
   }
 
   /** A worker answered well: half its failure score goes. */
@@ -358,53 +392,92 @@ export class EndpointRouter {
    * Null if none is under max_queue_time.
    */
   choose(entry?: RequestEntry): { worker: RoutableWorker; wait: number } | null {
-    if (!entry || entry.avoid.size === 0) return this.pick(entry, AVOID_MS);
-    return this.pick(entry, AVOID_MS) ?? this.pick(entry, AVOID_HARD_MS);
+    // With a standby on its way, a request waits for it rather than go back to a worker that
+    // failed it (or fails everything): the failover is what the standby was started for.
+    const standby = this.opts.standbyComing?.() ?? false;
+    if (!entry || entry.avoid.size === 0) return this.pick(entry, AVOID_MS, standby);
+    return this.pick(entry, AVOID_MS, standby) ?? (standby ? null : this.pick(entry, AVOID_HARD_MS, false));
   }
 
-  private pick(entry: RequestEntry | undefined, avoidMs: number): { worker: RoutableWorker; wait: number } | null {
+  private pick(entry: RequestEntry | undefined, avoidMs: number, healthyOnly: boolean): { worker: RoutableWorker; wait: number } | null {
     const now = this.opts.now();
     let limit = this.opts.maxQueueTime();
     const budget = this.opts.queueBudget?.() ?? 0;
     // A request that already waited in the global queue may take only what is left of its budget at a worker.
     if (budget > 0 && entry) limit = Math.min(limit, Math.max(MIN_ROUTE_QUEUE_S, budget - (now - entry.createdAt) / 1000));
     const cost = entry?.cost ?? 100;
+    const avoid = entry && entry.avoid.size > 0 ? entry.avoid : null;
+    // One pass over every ready worker for every request: no allocation (the tied ones go into a
+    // reused scratch array, and one of them is picked in turn by selection, not by sorting).
     let bestRank = Number.POSITIVE_INFINITY;
     let bestFinish = Number.POSITIVE_INFINITY;
-    let tied: Array<{ worker: RoutableWorker; wait: number }> = [];
-    for (const w of this.opts.readyWorkers()) {
-      if (!(w.perf > 0) || !w.url || this.suspect(w, now)) continue;
-      if (entry) {
-        const at = entry.avoid.get(w.id);
+    const tied = this.tiedScratch;
+    const tiedWait = this.tiedWaitScratch;
+    let n = 0;
+    const list = this.opts.readyWorkers();
+    const books = this.booksOf(list);
+    for (let i = 0; i < list.length; i++) {
+      const w = list[i]!;
+      if (!(w.perf > 0) || !w.url) continue;
+      if (avoid) {
+        const at = avoid.get(w.id);
         if (at !== undefined && now - at < avoidMs) continue;
       }
-      const load = this.expectedLoad(w);
+      const book = books[i]!;
+      if (book.unreportedLoad > 0 && this.suspectBook(book, w, now)) continue;
+      const load = Math.max(0, w.reportedLoad) + book.unreportedLoad;
       const wait = load / w.perf;
       if (wait > limit) continue;
-      const rank = this.failing(w.id, now) ? 1 : 0;
+      // Failing, or not served well since its last failure: only after every healthy worker, and
+      // not at all while a standby is coming.
+      const rank = this.failures.size > 0 && (this.failedSinceSuccess.has(w.id) || this.failing(w.id, now)) ? 1 : 0;
+      if (healthyOnly && rank > 0) continue;
       const finish = (load + cost) / w.perf;
       if (rank < bestRank || (rank === bestRank && finish < bestFinish * (1 - TIE_TOLERANCE))) {
         bestRank = rank;
         bestFinish = finish;
-        tied = [{ worker: w, wait }];
+        n = 0;
+        tied[n] = w;
+        tiedWait[n++] = wait;
       } else if (rank === bestRank && finish <= bestFinish * (1 + TIE_TOLERANCE)) {
-        tied.push({ worker: w, wait });
+        tied[n] = w;
+        tiedWait[n++] = wait;
       }
     }
-    if (tied.length === 0) return null;
-    if (tied.length === 1) return tied[0]!;
-    tied.sort((a, b) => a.worker.id - b.worker.id);
-    return tied[this.turn++ % tied.length]!;
+    if (n === 0) return null;
+    // Ties take turns in id order: the (turn mod n)-th smallest id.
+    const k = n === 1 ? 0 : selectById(tied, tiedWait, n, this.turn++ % n);
+    const out = { worker: tied[k]!, wait: tiedWait[k]! };
+    // Do not keep workers alive through the scratch array.
+    tied.length = 0;
+    tiedWait.length = 0;
+    return out;
   }
 
   /** True when requests sent to `w` over SUSPECT_AFTER_MS ago got no report from it since. */
   suspect(w: RoutableWorker, now: number): boolean {
     const book = this.books.get(w.id);
     if (!book || book.unreportedLoad <= 0) return false;
-    for (const e of book.outstanding.values()) {
-      if (e.reported) continue;
-      const at = e.routedAt ?? e.createdAt;
-      return now - at > SUSPECT_AFTER_MS && (w.lastReportAt ?? Number.NEGATIVE_INFINITY) <= at;
+    return this.suspectBook(book, w, now);
+  }
+
+  private suspectBook(book: WorkerBook, w: RoutableWorker, now: number): boolean {
+    // The oldest unreported request decides; the settled ones before it are dropped for good, so
+    // this stays O(1) per call however many reported requests the worker holds.
+    const list = book.unreported;
+    while (book.unreportedHead < list.length) {
+      const e = list[book.unreportedHead]!;
+      // Routed here and unreported means outstanding here: a request that left this worker
+      // (completed, re-routed, expired) was settled or re-queued on the way out.
+      if (!e.reported && e.state === 'routed' && e.workerId === w.id) {
+        const at = e.routedAt ?? e.createdAt;
+        return now - at > SUSPECT_AFTER_MS && (w.lastReportAt ?? Number.NEGATIVE_INFINITY) <= at;
+      }
+      book.unreportedHead++;
+    }
+    if (book.unreportedHead > 0) {
+      list.length = 0;
+      book.unreportedHead = 0;
     }
     return false;
   }
@@ -435,9 +508,16 @@ export class EndpointRouter {
     const book = this.book(w.id);
     book.outstanding.set(entry.idx, entry);
     book.unreportedLoad += entry.cost;
+    this.pushUnreported(book, entry);
     this.recentWaits.push({ at: now, wait: entry.expectedQueueTime });
     this.stats.routed++;
     this.opts.onRouted?.(entry);
+  }
+
+  /** Sign `url` ahead (a worker became ready), so its first request does not wait for RSA. No-op in strict mode. */
+  presign(url: string): void {
+    if (this.opts.strictAuth || this.signatures.has(url)) return;
+    this.signatures.set(url, this.opts.sign(url));
   }
 
   /** Fill `answer.signature`: the url's (cached), or in strict mode every field with a fresh expiry. */
@@ -458,13 +538,35 @@ export class EndpointRouter {
     answer.signature = signature;
   }
 
+  /**
+   * The book of each worker of `list`, by position: the scan of every ready worker for every
+   * request then needs no map lookup. Rebuilt when the list is another array (the engine keeps
+   * one while its ready workers do not change) or a book was dropped since.
+   */
+  private booksOf(list: readonly RoutableWorker[]): WorkerBook[] {
+    if (list !== this.slotList || this.slotBooks.length !== list.length || this.slotVersion !== this.booksVersion) {
+      this.slotBooks = list.map((w) => this.book(w.id));
+      this.slotList = list;
+      this.slotVersion = this.booksVersion;
+    }
+    return this.slotBooks;
+  }
+
   private book(id: number): WorkerBook {
     let b = this.books.get(id);
     if (!b) {
-      b = { outstanding: new Map(), unreportedLoad: 0 };
+      b = { outstanding: new Map(), unreportedLoad: 0, unreported: [], unreportedHead: 0 };
       this.books.set(id, b);
     }
     return b;
+  }
+
+  private pushUnreported(book: WorkerBook, entry: RequestEntry): void {
+    if (book.unreportedHead > 1024 && book.unreportedHead * 2 > book.unreported.length) {
+      book.unreported = book.unreported.slice(book.unreportedHead);
+      book.unreportedHead = 0;
+    }
+    book.unreported.push(entry);
   }
 
   private settle(entry: RequestEntry, book: WorkerBook): void {
@@ -500,8 +602,10 @@ export class EndpointRouter {
       n++;
     }
     if (n > 0) {
-      if (success) this.noteSuccess(workerId);
-      else this.noteFailure(workerId);
+      if (success) {
+        this.noteSuccess(workerId);
+        this.failedSinceSuccess.delete(workerId);
+      } else this.noteFailure(workerId);
     }
     return n;
   }
@@ -523,9 +627,11 @@ export class EndpointRouter {
    */
   dropWorker(workerId: number): RequestEntry[] {
     this.failures.delete(workerId);
+    this.failedSinceSuccess.delete(workerId);
     const book = this.books.get(workerId);
     if (!book) return [];
     this.books.delete(workerId);
+    this.booksVersion++;
     for (const e of book.outstanding.values()) this.orphans.set(e.idx, e);
     return [...book.outstanding.values()];
   }
@@ -561,7 +667,11 @@ export class EndpointRouter {
       if (now - f.at <= FINISHED_KEEP_MS) break;
       this.finished.delete(idx);
     }
-    for (const id of [...this.failures.keys()]) if (this.failureScore(id, now) < 0.05) this.failures.delete(id);
+    for (const id of [...this.failures.keys()]) {
+      if (this.failureScore(id, now) >= 0.05) continue;
+      this.failures.delete(id);
+      this.failedSinceSuccess.delete(id);
+    }
     for (const [, book] of this.books) {
       for (const [idx, e] of book.outstanding) {
         const age = now - (e.routedAt ?? e.createdAt);
@@ -631,8 +741,46 @@ export class EndpointRouter {
       else if (entry.state === 'routed' && entry.workerId !== null) {
         const book = this.book(entry.workerId);
         book.outstanding.set(entry.idx, entry);
-        if (!entry.reported) book.unreportedLoad += entry.cost;
+        if (!entry.reported) {
+          book.unreportedLoad += entry.cost;
+          this.pushUnreported(book, entry);
+        }
       }
     }
   }
+}
+
+/**
+ * Reorder the first `n` of `ws` (and `waits` alike) so that position `k` holds the k-th smallest
+ * id, as sorting by id would (Hoare's selection: O(n), no allocation); returns `k`.
+ */
+function selectById(ws: RoutableWorker[], waits: number[], n: number, k: number): number {
+  let lo = 0;
+  let hi = n - 1;
+  const swap = (a: number, b: number) => {
+    const w = ws[a]!;
+    ws[a] = ws[b]!;
+    ws[b] = w;
+    const t = waits[a]!;
+    waits[a] = waits[b]!;
+    waits[b] = t;
+  };
+  while (lo < hi) {
+    const pivot = ws[(lo + hi) >>> 1]!.id;
+    let i = lo;
+    let j = hi;
+    while (i <= j) {
+      while (ws[i]!.id < pivot) i++;
+      while (ws[j]!.id > pivot) j--;
+      if (i <= j) {
+        swap(i, j);
+        i++;
+        j--;
+      }
+    }
+    if (k <= j) hi = j;
+    else if (k >= i) lo = i;
+    else return k;
+  }
+  return k;
 }

@@ -128,6 +128,7 @@ export class Scaler {
       else {
         w.draining = true;
         w.drainReason = 'rolling update';
+        reg.routableChanged(w.endpoint);
       }
     }
   }
@@ -157,11 +158,13 @@ export class Scaler {
     const machines = this.machinesOf(ep);
     const estimates = typeEstimates(machines);
     const fallback = [...estimates.values()].reduce((a, b) => a + b, 0) / Math.max(1, estimates.size) || 100;
-    // A ready worker that stopped answering is no capacity to plan with (the router already avoids it).
+    // A ready worker that stopped answering is no capacity to plan with (the router already avoids
+    // it); nor is one that failed a request and has not served one well since: a standby is
+    // started for the failover, and kept while it lasts (the policy neither keeps nor stops a suspect).
     const suspects = new Set(
       reg
         .routable(ep.name)
-        .filter((r) => ep.router.suspect(r, now))
+        .filter((r) => ep.router.suspect(r, now) || ep.router.unproven(r.id))
         .map((r) => r.id),
     );
     const workers: PolicyWorker[] = reg
@@ -210,6 +213,7 @@ export class Scaler {
     for (const w of reg.workersOf(ep.name)) {
       if (w.draining && !w.updatePending && !stopping.has(w.id)) {
         w.draining = false;
+        reg.routableChanged(w.endpoint);
         reg.log.info({ event: 'drain_cancelled', worker: w.id, endpoint: ep.name }, 'worker needed again: drain cancelled');
       }
     }
@@ -232,6 +236,7 @@ export class Scaler {
         if (!w.draining) {
           w.draining = true;
           w.drainReason = d.reason;
+          reg.routableChanged(w.endpoint);
           reg.log.info(
             { event: 'draining', worker: w.id, endpoint: w.endpoint, outstanding: ep.router.outstanding(w.id), reason: d.reason },
             'worker draining before stop',
@@ -279,7 +284,10 @@ export class Scaler {
       })
       .then((handle) => {
         if (handle.id !== proposed && rec.id === proposed) this.reg.rekeyWorker(rec, handle.id);
-        if (handle.url && !rec.url) rec.url = handle.url;
+        if (handle.url && !rec.url) {
+          rec.url = handle.url;
+          this.reg.routableChanged(rec.endpoint);
+        }
       })
       .catch((err: unknown) => this.failWorker(rec, `provider create failed: ${errText(err)}`));
     return rec;
@@ -311,7 +319,10 @@ export class Scaler {
   onProviderEvent(e: ProviderEvent): void {
     const w = this.reg.workers.get(e.workerId);
     if (!w) return;
-    if (e.url && !w.url) w.url = e.url;
+    if (e.url && !w.url) {
+      w.url = e.url;
+      this.reg.routableChanged(w.endpoint);
+    }
     if (e.kind === 'running') {
       if (w.state === 'created') this.reg.transition(w, 'loading', e.reason ?? 'instance running');
     } else if (e.kind === 'exited') {
@@ -403,7 +414,10 @@ export class Scaler {
       else if (shouldRun(w) && !r.running) reg.transition(w, 'errored', 'its instance stopped while the autoscaler was down');
       else {
         adopted++;
-        if (r.url && !w.url) w.url = r.url;
+        if (r.url && !w.url) {
+          w.url = r.url;
+          reg.routableChanged(w.endpoint);
+        }
       }
     }
     reg.log.info({ event: 'workers_adopted', adopted, remembered: remembered.length }, 'remembered workers taken back');

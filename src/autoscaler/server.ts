@@ -9,10 +9,15 @@ import { Journal } from './journal.js';
 import { join } from 'node:path';
 import { mkdirSync } from 'node:fs';
 import { createApp } from './http.js';
+import { createServer as createHttpServer, type RequestListener, type ServerOptions } from 'node:http';
+import { withProtocolFastPath } from './http-fast.js';
 import { mountDashboard, type DashboardOptions } from './dashboard/routes.js';
 import { loadOrCreateAccountKey, loadOrCreateAdminKey, loadOrCreateKeys } from './keys.js';
 import { createProvider } from './providers/index.js';
 import type { Provider } from './providers/types.js';
+
+/** Largest body the API accepts (the hono app and the fast path alike). */
+const MAX_BODY_BYTES = 1024 * 1024;
 
 /** Options of `startAutoscaler`. */
 export interface StartAutoscalerOptions {
@@ -106,10 +111,22 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
   engine.restore();
   for (const ep of cfg.endpoints) if (!engine.endpoints.has(ep.name)) engine.addEndpoint(ep);
 
-  const app = createApp(engine, { adminKey: admin.key, accountKey: account.key, publicKeyPem: keys.publicKeyPem, logger });
+  const app = createApp(engine, { adminKey: admin.key, accountKey: account.key, publicKeyPem: keys.publicKeyPem, logger, maxBodyBytes: MAX_BODY_BYTES });
   const dashboard = opts.dashboard === false ? null : mountDashboard(app, { engine, clock, providerKind: provider.kind }, opts.dashboard);
+  // The hot protocol routes are answered on node:http directly, everything else by the hono app.
+  const fast = (listener: RequestListener) =>
+    withProtocolFastPath(listener, {
+      routes: {
+        '/route': (b) => engine.route(b),
+        '/worker_status': (b) => engine.workerStatus(b),
+        '/delete_requests': (b) => engine.deleteRequests(b),
+      },
+      maxBodyBytes: MAX_BODY_BYTES,
+      logger,
+    });
+  const createServer = ((o: ServerOptions, listener: RequestListener) => createHttpServer(o, fast(listener))) as typeof createHttpServer;
   const server: ServerType = await new Promise((resolve, reject) => {
-    const s = serve({ fetch: app.fetch, port: opts.port ?? 0, hostname: host }, () => resolve(s));
+    const s = serve({ fetch: app.fetch, port: opts.port ?? 0, hostname: host, createServer }, () => resolve(s));
     s.once('error', reject);
   });
   const port = (server.address() as AddressInfo).port;

@@ -101,6 +101,7 @@ export class EngineStore {
       reg.workers.set(w.id, { ...w, probing: false, updatePending: w.updatePending ?? false });
       out.workers++;
     }
+    reg.routableChanged();
     const perf = store.get('meta', 'perf') as Record<string, { benchmarks: number; benchmarkMean: number; measured: number; measuredEwma: number }> | undefined;
     // Replayed through the book's own API: n benchmarks of the mean, n measurements of the average.
     for (const [key, k] of Object.entries(perf ?? {})) {

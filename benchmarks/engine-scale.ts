@@ -1,0 +1,200 @@
+/**
+ * The live engine at 1,000 workers (issue 22 point 4): the autoscaler (lib/engine-host.js: the real
+ * server, a fleet of N ready workers reporting like PyWorker, `--open` requests open all along)
+ * under a closed-loop `/route/` load from wrk (or the undici generator in its own process).
+ *
+ *   node build/benchmarks/engine-scale.js [--workers 1000] [--open 10000] [--duration 10] [--concurrency 64] [--generator wrk|undici] [--json FILE]
+ *
+ * Before the load, the host calls `engine.route()` `--open` times in a loop (no HTTP: the route-only
+ * CPU per call), which also fills the engine to its `--open` open requests. Measures, over the load window: `/route/` req/s and latency, the engine's CPU per call (all of
+ * its CPU, reports and ticks included, over the calls answered), tick and journal save time
+ * (p50/p99/max), event-loop delay (p99, max), RSS. Prints a table and each target with PASS/MISS.
+ */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { benchArgs } from './lib/args.js';
+import { runLoad, type LoadResult } from './lib/loadgen.js';
+import { startProcess } from './lib/procs.js';
+import { LIB_DIR } from './lib/stack.js';
+
+export const ENGINE_TARGETS = { routeRps: 10_000, tickMs: 10, saveP99Ms: 20, stallMs: 50 } as const;
+
+export interface EngineHostStats {
+  seconds: number;
+  cpuSeconds: number;
+  ticks: number;
+  tickP50Ms: number;
+  tickP99Ms: number;
+  tickMaxMs: number;
+  /** Wall time of every tick in the window, saves included (ticks are synchronous: about their CPU). */
+  tickTotalMs: number;
+  /** The same ticks in CPU time of the engine's process (a loaded machine inflates wall time, not this). */
+  tickCpuP50Ms: number;
+  tickCpuMaxMs: number;
+  tickCpuTotalMs: number;
+  saveCpuP50Ms: number;
+  saveCpuP99Ms: number;
+  saves: number;
+  saveP50Ms: number;
+  saveP99Ms: number;
+  saveMaxMs: number;
+  loopDelayP99Ms: number;
+  loopDelayMaxMs: number;
+  rssMb: number;
+  rssPeakMb: number;
+  readyWorkers: number;
+  openRequests: number;
+  routed: number;
+  queued: number;
+  reports: number;
+}
+
+export interface EngineScaleOptions {
+  workers?: number;
+  open?: number;
+  durationS?: number;
+  concurrency?: number;
+  generator?: 'auto' | 'wrk' | 'undici';
+  log?: (line: string) => void;
+}
+
+export interface EngineScaleReport {
+  workers: number;
+  open: number;
+  concurrency: number;
+  load: LoadResult;
+  engine: EngineHostStats;
+  /** Engine CPU per answered /route/ call, µs (everything the process did in the window). */
+  cpuPerCallUs: number;
+  /** The same without the ticks' time (the tick runs once a second whatever the load). */
+  cpuPerCallOutsideTickUs: number;
+  /** The engine's CPU share of one core during the load. */
+  cpuShare: number;
+  /** `engine.route()` called in a loop in the engine's process, no HTTP: CPU µs per call. */
+  routeOnlyUs: number;
+}
+
+/** Start the host, wait for its N workers, run the load, collect the host's figures, stop it. */
+export async function runEngineScale(opts: EngineScaleOptions = {}): Promise<EngineScaleReport> {
+  const log = opts.log ?? ((l: string) => process.stderr.write(l + '\n'));
+  const workers = opts.workers ?? 1000;
+  const open = opts.open ?? 10_000;
+  const durationS = opts.durationS ?? 10;
+  const concurrency = opts.concurrency ?? 64;
+  const host = await startProcess(process.execPath, [join(LIB_DIR, 'engine-host.js'), '--workers', String(workers), '--open', String(open)], {
+    readyLine: /ENGINE_HOST_READY (\{.*\})/,
+    timeoutMs: 120_000,
+    stdin: true,
+  });
+  try {
+    const ready = JSON.parse(host.ready) as { url: string; apiKey: string; workers: number };
+    log(`engine-scale: ${ready.workers} workers ready at ${ready.url}`);
+    const body = JSON.stringify({ endpoint: 'bench', api_key: ready.apiKey, cost: 10, request_idx: 0, replay_timeout: 60 });
+    const spec = { url: `${ready.url}/route/`, body, concurrency, durationS };
+    // Warm-up: fills the fleet to its open requests and lets the JIT settle; not measured.
+    await runLoad({ ...spec, durationS: Math.min(3, durationS) }, opts.generator ?? 'auto');
+    // One command to the host, and the JSON of the line it answers with.
+    const hostLine = async (cmd: string, answer: RegExp): Promise<Record<string, unknown>> => {
+      const seen = host.output().length;
+      host.child.stdin!.write(`${cmd}\n`);
+      for (let i = 0; i < 1200; i++) {
+        const m = answer.exec(host.output().slice(seen));
+        if (m) return JSON.parse(m[1]!) as Record<string, unknown>;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      throw new Error(`engine host did not answer ${cmd}; output:\n${host.output().slice(-2000)}`);
+    };
+    const stats = async () => (await hostLine('stats', /ENGINE_HOST_STATS (\{.*\})/)) as unknown as EngineHostStats;
+    // engine.route() alone, as many calls as the fleet holds open: this also fills the engine to
+    // its `open` requests, so the measured window carries them from its first tick.
+    const routeOnly = await hostLine(`route-loop ${Math.max(open, 1000)}`, /ENGINE_HOST_ROUTE (\{.*\})/);
+    host.child.stdin!.write('reset\n');
+    const load = await runLoad(spec, opts.generator ?? 'auto');
+    const engine = await stats();
+    const report: EngineScaleReport = {
+      workers,
+      open,
+      concurrency,
+      load,
+      engine,
+      cpuPerCallUs: (engine.cpuSeconds * 1e6) / Math.max(1, load.requests),
+      cpuPerCallOutsideTickUs: (engine.cpuSeconds * 1e6 - engine.tickCpuTotalMs * 1e3) / Math.max(1, load.requests),
+      cpuShare: engine.cpuSeconds / engine.seconds,
+      routeOnlyUs: Number(routeOnly.usPerCall),
+    };
+    log(`engine-scale: ${formatEngineScale(report).split('\n').join('\nengine-scale: ')}`);
+    return report;
+  } finally {
+    await host.stop();
+  }
+}
+
+const f = (n: number, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : '–');
+
+/** The figures, one a line, then each target with PASS/MISS. */
+export function formatEngineScale(r: EngineScaleReport): string {
+  const e = r.engine;
+  const l = r.load;
+  const lines = [
+    `${r.workers} workers, ${e.openRequests} open requests, ${l.generator} c=${r.concurrency}, ${f(l.seconds)} s`,
+    `/route/: ${f(l.rps, 0)} req/s (${l.errors} errors), p50 ${f(l.p50, 2)} ms, p99 ${f(l.p99, 2)} ms; engine CPU ${f(r.cpuPerCallUs)} µs/call, ${f(r.cpuPerCallOutsideTickUs)} µs outside the ticks (${f(r.cpuShare * 100, 0)}% of a core)`,
+    `engine.route() alone (no HTTP, in a loop): ${f(r.routeOnlyUs, 2)} µs CPU/call`,
+    `tick (save included): ${e.ticks} ticks, p50 ${f(e.tickP50Ms, 2)} ms, p99 ${f(e.tickP99Ms, 2)} ms, max ${f(e.tickMaxMs, 2)} ms; CPU p50 ${f(e.tickCpuP50Ms, 2)} ms, max ${f(e.tickCpuMaxMs, 2)} ms`,
+    `journal save: ${e.saves} saves, p50 ${f(e.saveP50Ms, 2)} ms, p99 ${f(e.saveP99Ms, 2)} ms, max ${f(e.saveMaxMs, 2)} ms; CPU p50 ${f(e.saveCpuP50Ms, 2)} ms, p99 ${f(e.saveCpuP99Ms, 2)} ms`,
+    `event-loop delay: p99 ${f(e.loopDelayP99Ms, 2)} ms, max ${f(e.loopDelayMaxMs, 2)} ms; RSS ${f(e.rssMb, 0)} MB (peak ${f(e.rssPeakMb, 0)} MB)`,
+    `routed ${e.routed}, queued now ${e.queued}, worker reports ${e.reports}, ready workers ${e.readyWorkers}`,
+  ];
+  for (const t of evaluateEngineScale(r)) lines.push(`${t.status} ${t.name}: ${t.measured} (goal ${t.goal})`);
+  return lines.join('\n');
+}
+
+export function evaluateEngineScale(r: EngineScaleReport): Array<{ name: string; goal: string; measured: string; status: 'PASS' | 'MISS' }> {
+  const T = ENGINE_TARGETS;
+  const e = r.engine;
+  const judge = (name: string, goal: string, measured: string, ok: boolean) => ({ name, goal, measured, status: ok ? ('PASS' as const) : ('MISS' as const) });
+  return [
+    judge('/route/ throughput', `≥ ${T.routeRps} req/s`, `${f(r.load.rps, 0)} req/s`, r.load.rps >= T.routeRps),
+    judge('tick', `≤ ${T.tickMs} ms`, `max ${f(e.tickMaxMs, 2)} ms`, e.tickMaxMs <= T.tickMs),
+    judge('journal save p99', `≤ ${T.saveP99Ms} ms`, `${f(e.saveP99Ms, 2)} ms`, e.saveP99Ms <= T.saveP99Ms),
+    judge('event-loop stall', `≤ ${T.stallMs} ms`, `max ${f(e.loopDelayMaxMs, 2)} ms`, e.loopDelayMaxMs <= T.stallMs),
+  ];
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const args = benchArgs('engine-scale', '[--workers N] [--open N] [--duration S] [--concurrency C] [--generator wrk|undici] [--json FILE]', {
+    workers: 'string',
+    open: 'string',
+    duration: 'string',
+    concurrency: 'string',
+    generator: 'string',
+    json: 'string',
+  });
+  const num = (v: unknown, flag: string) => {
+    if (typeof v !== 'string') return undefined;
+    const n = Number(v);
+    if (!(Number.isFinite(n) && n > 0)) {
+      process.stderr.write(`engine-scale: --${flag} must be a number > 0 (got ${JSON.stringify(v)})\n`);
+      process.exit(2);
+    }
+    return n;
+  };
+  const gen = args.generator === 'wrk' || args.generator === 'undici' ? args.generator : 'auto';
+  runEngineScale({
+    workers: num(args.workers, 'workers'),
+    open: num(args.open, 'open'),
+    durationS: num(args.duration, 'duration'),
+    concurrency: num(args.concurrency, 'concurrency'),
+    generator: gen,
+    log: () => {},
+  }).then(
+    (r) => {
+      process.stdout.write(formatEngineScale(r) + '\n');
+      if (typeof args.json === 'string') writeFileSync(args.json, JSON.stringify(r, null, 2));
+    },
+    (err: Error) => {
+      process.stderr.write(`engine-scale failed: ${err.stack ?? err.message}\n`);
+      process.exitCode = 1;
+    },
+  );
+}

@@ -1,0 +1,310 @@
+/**
+ * The autoscaler under test for `engine-scale.ts`, in its own process so that the load generator's
+ * CPU is never charged to it: the real server (`startAutoscaler`: hono, /route/, the tick, the
+ * journal) with a light fleet of N in-process workers that report the way PyWorker does (a
+ * `/worker_status/` every second while something changed, every 10 s otherwise; `/delete_requests/`
+ * every second), through the engine's own protocol methods as the simulated provider does.
+ *
+ * Every request routed to a worker stays open (listed in its reports' `working_request_idxs`)
+ * until the fleet holds more than `--open` requests; the oldest is then finished and deleted in
+ * the next report. So the engine carries `--open` open requests all along, whatever the rate.
+ *
+ * Stdin commands (one a line): `reset` starts a measuring window; `stats` prints one line
+ * `ENGINE_HOST_STATS {json}` for the window so far; `route-loop N` calls the engine's `route()`
+ * N times in a row (no HTTP) and prints `ENGINE_HOST_ROUTE {json}` with the CPU µs per call. Prints `ENGINE_HOST_READY {json}` once every
+ * worker is ready. SIGTERM closes everything.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { createInterface } from 'node:readline';
+import { createLogger } from '#nodeworker/common/log.js';
+import { startAutoscaler } from '#nodeworker/autoscaler/server.js';
+import type { EngineLink, Provider, ProviderEvent, WorkerHandle, WorkerSpec } from '#nodeworker/autoscaler/providers/types.js';
+import { benchArgs } from './args.js';
+
+const PERF = 100;
+// Small enough that 10 open requests a worker (10,000 over 1,000) are 1 s of queue, inside the policy's queue budget.
+const COST = 10;
+
+interface FleetWorker {
+  id: number;
+  mtoken: string;
+  /** request_idx → cost of the requests it holds. */
+  open: Map<number, number>;
+  done: number[];
+  changed: boolean;
+  lastReportAt: number;
+  served: number;
+}
+
+/** N workers that are ready at once and report like PyWorker; nothing is ever contacted over the network. */
+class LightFleet implements Provider {
+  readonly kind = 'light-fleet';
+  readonly workers = new Map<number, FleetWorker>();
+  private link: EngineLink | null = null;
+  private listeners = new Set<(e: ProviderEvent) => void>();
+  /** Every open request, oldest first: [worker id, request_idx]. */
+  private order: Array<[number, number]> = [];
+  private orderHead = 0;
+  private timer: NodeJS.Timeout;
+  reports = 0;
+
+  constructor(private openTarget: number) {
+    this.timer = setInterval(() => this.reportAll(), 1000);
+  }
+
+  attach(link: EngineLink): void {
+    this.link = link;
+  }
+
+  async create(spec: WorkerSpec): Promise<WorkerHandle> {
+    const w: FleetWorker = { id: spec.workerId, mtoken: spec.masterToken, open: new Map(), done: [], changed: true, lastReportAt: 0, served: 0 };
+    this.workers.set(w.id, w);
+    // The first report after the engine has taken the handle: model loaded, benchmarked.
+    setImmediate(() => {
+      for (const l of this.listeners) l({ workerId: w.id, kind: 'running' });
+      this.report(w, Date.now());
+    });
+    return { id: w.id, url: `http://127.0.0.1:9/w${w.id}` };
+  }
+
+  /** The engine routed a request to `workerId`: it is working until the fleet holds too many. */
+  take(workerId: number, idx: number, cost: number): void {
+    const w = this.workers.get(workerId);
+    if (!w) return;
+    w.open.set(idx, cost);
+    w.changed = true;
+    this.order.push([workerId, idx]);
+    while (this.order.length - this.orderHead > this.openTarget) {
+      const [wid, oldest] = this.order[this.orderHead++]!;
+      const ow = this.workers.get(wid);
+      if (ow?.open.delete(oldest)) {
+        ow.done.push(oldest);
+        ow.served += COST;
+      }
+    }
+    if (this.orderHead > 65_536) {
+      this.order = this.order.slice(this.orderHead);
+      this.orderHead = 0;
+    }
+  }
+
+  private report(w: FleetWorker, now: number): void {
+    if (!this.link) return;
+    let curLoad = 0;
+    for (const c of w.open.values()) curLoad += c;
+    this.link.workerStatus({
+      id: w.id,
+      mtoken: w.mtoken,
+      version: 'bench',
+      loadtime: 1,
+      cur_load: curLoad,
+      rej_load: 0,
+      new_load: 0,
+      error_msg: '',
+      max_perf: PERF,
+      cur_perf: w.served,
+      cur_capacity: 0,
+      max_capacity: 0,
+      num_requests_working: w.open.size,
+      num_requests_recieved: 0,
+      additional_disk_usage: 0,
+      working_request_idxs: [...w.open.keys()],
+      url: `http://127.0.0.1:9/w${w.id}`,
+    });
+    this.reports++;
+    w.served = 0;
+    w.changed = false;
+    w.lastReportAt = now;
+  }
+
+  private reportAll(): void {
+    const now = Date.now();
+    for (const w of this.workers.values()) {
+      if (w.done.length > 0) {
+        this.link?.deleteRequests({ worker_id: w.id, mtoken: w.mtoken, request_idxs: w.done, success: true });
+        w.done = [];
+      }
+      if (w.changed || now - w.lastReportAt >= 10_000) this.report(w, now);
+    }
+  }
+
+  openCount(): number {
+    return this.order.length - this.orderHead;
+  }
+
+  async start(): Promise<void> {}
+  async stop(): Promise<void> {}
+  async destroy(id: number): Promise<void> {
+    this.workers.delete(id);
+  }
+  async probe(): Promise<boolean> {
+    return true;
+  }
+  subscribe(l: (e: ProviderEvent) => void): () => void {
+    this.listeners.add(l);
+    return () => this.listeners.delete(l);
+  }
+  async close(): Promise<void> {
+    clearInterval(this.timer);
+  }
+}
+
+/** Percentile of an unsorted sample (nearest rank). */
+function pct(xs: number[], p: number): number {
+  if (xs.length === 0) return Number.NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
+}
+
+async function main(): Promise<void> {
+  const args = benchArgs('lib/engine-host', '[--workers N] [--open N]', { workers: 'string', open: 'string' });
+  const n = Number(args.workers ?? 1000);
+  const openTarget = Number(args.open ?? 10_000);
+  const dataDir = mkdtempSync(join(tmpdir(), 'engine-scale-'));
+  const fleet = new LightFleet(openTarget);
+  const apiKey = 'engine-scale-client-key';
+  const running = await startAutoscaler({
+    config: {
+      persist: true,
+      endpoints: [
+        {
+          name: 'bench',
+          api_key: apiKey,
+          max_workers: n,
+          // An active-capacity floor of exactly N workers of PERF each: the real policy keeps N ready.
+          min_load: n * PERF,
+          target_util: 1,
+          cold_workers: 0,
+          cold_mult: 0,
+          workergroups: [{ name: 'light', machine_types: [{ name: 'std', dollars_per_hour: 1, expected_perf: PERF }] }],
+        },
+      ],
+    },
+    provider: fleet,
+    dataDir,
+    logger: createLogger('engine-host', { level: 'warn' }),
+    dashboard: false,
+  });
+  const engine = running.engine;
+  engine.on('routed', (e) => {
+    if (e.workerId !== null) fleet.take(e.workerId, e.idx, e.cost);
+  });
+
+  // Timings of the tick and of the journal save (wrapped where the engine calls them): wall time,
+  // and this process's CPU time, which a busy machine does not inflate by descheduling it.
+  const ticks: number[] = [];
+  const saves: number[] = [];
+  const tickCpu: number[] = [];
+  const saveCpu: number[] = [];
+  // The scaler's timer calls its own tick (which ends with the store's save); an engine without
+  // those parts (before the split: measuring an older build) ticks and saves itself.
+  const parts = engine as unknown as { scaler?: object; store?: object | null };
+  for (const [obj, name, wall, cpu] of [
+    [parts.scaler ?? engine, 'tick', ticks, tickCpu],
+    ['store' in parts ? parts.store : engine, 'save', saves, saveCpu],
+  ] as const) {
+    const target = obj as unknown as Record<string, (...a: unknown[]) => unknown> | null;
+    const orig = target?.[name];
+    if (!target || typeof orig !== 'function') continue;
+    target[name] = (...a: unknown[]) => {
+      const t0 = performance.now();
+      const c0 = process.cpuUsage();
+      try {
+        return orig.apply(obj, a);
+      } finally {
+        const c = process.cpuUsage(c0);
+        cpu.push((c.user + c.system) / 1000);
+        wall.push(performance.now() - t0);
+      }
+    };
+  }
+  const delay = monitorEventLoopDelay({ resolution: 10 });
+  delay.enable();
+  let cpu0 = process.cpuUsage();
+  let t0 = performance.now();
+  let rssPeak = 0;
+  const rssTimer = setInterval(() => (rssPeak = Math.max(rssPeak, process.memoryUsage().rss)), 200);
+  const reset = () => {
+    for (const xs of [ticks, saves, tickCpu, saveCpu]) xs.length = 0;
+    delay.reset();
+    cpu0 = process.cpuUsage();
+    t0 = performance.now();
+    rssPeak = process.memoryUsage().rss;
+  };
+  const stats = () => {
+    const cpu = process.cpuUsage(cpu0);
+    const ep = engine.endpoints.get('bench');
+    return {
+      seconds: (performance.now() - t0) / 1000,
+      cpuSeconds: (cpu.user + cpu.system) / 1e6,
+      ticks: ticks.length,
+      tickP50Ms: pct(ticks, 50),
+      tickP99Ms: pct(ticks, 99),
+      tickMaxMs: ticks.length ? Math.max(...ticks) : Number.NaN,
+      tickTotalMs: ticks.reduce((a, b) => a + b, 0),
+      tickCpuP50Ms: pct(tickCpu, 50),
+      tickCpuMaxMs: tickCpu.length ? Math.max(...tickCpu) : Number.NaN,
+      tickCpuTotalMs: tickCpu.reduce((a, b) => a + b, 0),
+      saveCpuP50Ms: pct(saveCpu, 50),
+      saveCpuP99Ms: pct(saveCpu, 99),
+      saves: saves.length,
+      saveP50Ms: pct(saves, 50),
+      saveP99Ms: pct(saves, 99),
+      saveMaxMs: saves.length ? Math.max(...saves) : Number.NaN,
+      loopDelayP99Ms: delay.percentile(99) / 1e6,
+      loopDelayMaxMs: delay.max / 1e6,
+      rssMb: process.memoryUsage().rss / 2 ** 20,
+      rssPeakMb: rssPeak / 2 ** 20,
+      readyWorkers: [...engine.workers.values()].filter((w) => w.state === 'ready').length,
+      openRequests: fleet.openCount(),
+      routed: ep?.router.stats.routed ?? 0,
+      queued: ep?.router.waiting() ?? 0,
+      reports: fleet.reports,
+    };
+  };
+
+  const readyTimer = setInterval(() => {
+    const ready = [...engine.workers.values()].filter((w) => w.state === 'ready').length;
+    if (ready < n) return;
+    clearInterval(readyTimer);
+    process.stdout.write(`ENGINE_HOST_READY ${JSON.stringify({ url: running.url, apiKey, workers: ready, pid: process.pid })}\n`);
+  }, 100);
+
+  createInterface({ input: process.stdin }).on('line', (line) => {
+    const cmd = line.trim();
+    if (cmd === 'reset') reset();
+    else if (cmd === 'stats') process.stdout.write(`ENGINE_HOST_STATS ${JSON.stringify(stats())}\n`);
+    else if (cmd.startsWith('route-loop ')) {
+      const calls = Number(cmd.slice('route-loop '.length)) || 10_000;
+      const body = { endpoint: 'bench', api_key: apiKey, cost: COST, request_idx: 0, replay_timeout: 60 };
+      let routed = 0;
+      const c0 = process.cpuUsage();
+      for (let i = 0; i < calls; i++) if (engine.route({ ...body }).status === 200) routed++;
+      const c = process.cpuUsage(c0);
+      process.stdout.write(`ENGINE_HOST_ROUTE ${JSON.stringify({ calls, routed, usPerCall: (c.user + c.system) / calls })}\n`);
+    }
+  });
+
+  let closing = false;
+  const close = async () => {
+    if (closing) return;
+    closing = true;
+    clearInterval(readyTimer);
+    clearInterval(rssTimer);
+    delay.disable();
+    await running.close();
+    rmSync(dataDir, { recursive: true, force: true });
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void close());
+  process.on('SIGINT', () => void close());
+  process.stdin.on('end', () => void close());
+}
+
+main().catch((err: Error) => {
+  process.stderr.write(`engine-host failed: ${err.stack ?? err.message}\n`);
+  process.exit(1);
+});
