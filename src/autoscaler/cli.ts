@@ -2,7 +2,7 @@ import { parseFlags, usageFailed, type Flags } from '../common/args.js';
 import { ConfigError } from './config.js';
 import { startAutoscaler } from './server.js';
 
-const USAGE = `usage: nodeworker autoscaler --config FILE [--port N] [--host H] [--data-dir DIR]
+const USAGE = `usage: nodeworker autoscaler --config FILE [--port N] [--host H] [--data-dir DIR] [--repair]
 
 Runs the reference autoscaler (the serverless engine): /route/, /worker_status/,
 /delete_requests/, /pubkey/, /get_endpoint_workers/ and the admin API under /admin/.
@@ -13,6 +13,9 @@ Runs the reference autoscaler (the serverless engine): /route/, /worker_status/,
   --data-dir DIR   where the signing key and a generated admin key are kept (default: env
                    AUTOSCALER_DATA_DIR, else the config's data_dir, else
                    $XDG_STATE_HOME/nodeworker/autoscaler or ~/.local/state/nodeworker/autoscaler)
+  --repair         start even if the state journal (DIR/engine-state.jsonl) is damaged: keep every
+                   intact record and move the damaged file aside (without it, damage other than a
+                   torn last record stops start-up with a message naming the file and byte offset)
 
 The admin key comes from env AUTOSCALER_ADMIN_KEY, else the config's admin_key, else it is
 generated into DIR/admin_key.`;
@@ -21,7 +24,7 @@ generated into DIR/admin_key.`;
 export async function runAutoscalerCli(argv: string[]): Promise<number> {
   let args: Flags;
   try {
-    args = parseFlags(argv, { config: 'string', port: 'string', host: 'string', 'data-dir': 'string' });
+    args = parseFlags(argv, { config: 'string', port: 'string', host: 'string', 'data-dir': 'string', repair: 'boolean' });
   } catch (err) {
     return usageFailed('nodeworker autoscaler', err, 'nodeworker autoscaler --help');
   }
@@ -45,6 +48,7 @@ export async function runAutoscalerCli(argv: string[]): Promise<number> {
       port,
       host: typeof args.host === 'string' ? args.host : undefined,
       dataDir: typeof args['data-dir'] === 'string' ? args['data-dir'] : process.env.AUTOSCALER_DATA_DIR || undefined,
+      repair: args.repair === true,
     });
   } catch (err) {
     const msg = err instanceof ConfigError || err instanceof Error ? err.message : String(err);

@@ -6,6 +6,7 @@ import { createRealClock, type Clock } from './clock.js';
 import { loadAutoscalerConfig, parseAutoscalerConfig, type AutoscalerConfig, type AutoscalerConfigInput } from './config.js';
 import { Engine } from './engine.js';
 import { Journal } from './journal.js';
+import { validateRecord } from './store.js';
 import { join } from 'node:path';
 import { mkdirSync } from 'node:fs';
 import { createApp } from './http.js';
@@ -24,6 +25,8 @@ export interface StartAutoscalerOptions {
   host?: string;
   /** Where the key and the generated admin key live (default: config `data_dir`, else the user's state dir: defaultDataDir()). */
   dataDir?: string;
+  /** `--repair`: open a damaged state journal by keeping every intact record (the damaged file is moved aside). */
+  repair?: boolean;
   /** A ready provider; default: built from the config's `provider` section. */
   provider?: Provider;
   /** Default: the real clock. */
@@ -79,11 +82,23 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
   let store: Journal | undefined;
   if (cfg.persist) {
     mkdirSync(dataDir, { recursive: true });
-    store = new Journal(join(dataDir, 'engine-state.jsonl'));
+    // Damage other than a torn last record throws JournalDamagedError (file and offset) unless repairing.
+    store = new Journal(join(dataDir, 'engine-state.jsonl'), { validate: validateRecord, repair: opts.repair ?? false });
     if (store.recovered.droppedBytes > 0)
       logger.warn(
         { event: 'journal_torn', path: store.path, dropped_bytes: store.recovered.droppedBytes },
         'the state journal ended in a torn write (a crash): the partial record was dropped',
+      );
+    if (store.recovered.skipped > 0)
+      logger.warn(
+        {
+          event: 'journal_repaired',
+          path: store.path,
+          skipped: store.recovered.skipped,
+          first_bad_offset: store.recovered.firstBadOffset,
+          moved_to: store.recovered.movedTo,
+        },
+        'the state journal was damaged: every intact record kept, the damaged file moved aside',
       );
   }
 
@@ -100,6 +115,7 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
     strictAuth: cfg.strict_auth ? { ttlSeconds: cfg.strict_auth.ttl_seconds } : undefined,
     accountKey: account.key,
     store,
+    repairStore: opts.repair ?? false,
   });
   // The journal first: an endpoint it remembers keeps its state (admin changes included); the
   // config only adds endpoints not seen before.
@@ -135,7 +151,11 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
       closing ??= (async () => {
         dashboard?.close();
         engine.close();
-        store?.close();
+        try {
+          store?.close();
+        } catch (err) {
+          logger.error({ event: 'store_close_failed', error: err instanceof Error ? err.message : String(err) }, 'the last state could not be written');
+        }
         await provider.close();
         await new Promise<void>((resolve) => {
           server.close(() => resolve());
