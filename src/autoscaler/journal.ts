@@ -94,9 +94,11 @@ export function crc32(buf: Uint8Array): number {
   return (c ^ -1) >>> 0;
 }
 
-/** One record as bytes on disk. */
-export function encodeRecord(line: Line): Buffer {
-  const json = Buffer.from(JSON.stringify(line), 'utf8');
+/** One record as bytes on disk (`valueJson`: JSON.stringify(line.v), when the caller has it already). */
+export function encodeRecord(line: Line, valueJson?: string): Buffer {
+  const text =
+    valueJson !== undefined && 'v' in line ? `{"k":${JSON.stringify(line.k)},"id":${JSON.stringify(line.id)},"v":${valueJson}}` : JSON.stringify(line);
+  const json = Buffer.from(text, 'utf8');
   const head = Buffer.from(`${crc32(json).toString(16).padStart(8, '0')} ${json.length} `, 'latin1');
   return Buffer.concat([head, json, Buffer.from('\n')]);
 }
@@ -228,11 +230,11 @@ export class Journal {
     return this.data.get(kind)?.get(id);
   }
 
-  /** Set a record; durable at the next flush(). */
-  put(kind: string, id: string, value: unknown): void {
+  /** Set a record; durable at the next flush(). `json`: JSON.stringify(value), if the caller made it already. */
+  put(kind: string, id: string, value: unknown, json?: string): void {
     const line: Line = { k: kind, id, v: value };
     this.apply(line);
-    this.queue(kind, id, encodeRecord(line));
+    this.queue(kind, id, encodeRecord(line, json));
   }
 
   private queue(kind: string, id: string, rec: Buffer): void {

@@ -260,7 +260,7 @@ export class EngineStore {
       const json = JSON.stringify(value);
       if (this.saved.get(key) === json) return;
       this.saved.set(key, json);
-      store.put(kind, id, value);
+      store.put(kind, id, value, json);
     };
     put(
       'meta',
