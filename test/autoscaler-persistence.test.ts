@@ -254,6 +254,17 @@ describe('a full disk', () => {
       expect(health!.store.error).toMatch(/ENOSPC/);
       const metrics = await (await fetch(`${p.url}/metrics`)).text();
       expect(metrics).toMatch(/^autoscaler_store_ok 0$/m);
+      // The dashboard's first frame says it too.
+      const ac = new AbortController();
+      const res = await fetch(`${p.url}/admin/dashboard/stream`, { headers: { authorization: 'Bearer proc-admin-key-1234' }, signal: ac.signal });
+      const reader = res.body!.getReader();
+      let text = '';
+      while (!/^data: .*$/m.test(text)) text += new TextDecoder().decode((await reader.read()).value);
+      ac.abort();
+      const init = JSON.parse(/^data: (.*)$/m.exec(text)![1]!) as { kind: string; store: { ok: boolean; error: string } };
+      expect(init.kind).toBe('init');
+      expect(init.store.ok).toBe(false);
+      expect(init.store.error).toMatch(/ENOSPC/);
       expect(p.child.exitCode).toBeNull();
       // Space returns: the next ticks write everything.
       rmSync(filler);
