@@ -112,7 +112,7 @@ describe('engine state across a restart', () => {
     await settle();
     e1.close();
     const j = new Journal(path);
-    j.put('endpoint', 'broken', { id: 9, createdAt: 0, lastActivityAt: null, config: { name: 'broken', max_workers: 'many' }, wgIds: {} });
+    j.put('endpoint', 'broken', { id: 9, createdAt: 0, lastActivityAt: null, config: { name: 'broken', max_workers: 'many' }, wgIds: [] });
     j.close();
     const e2 = make(new RecordingProvider(), clock, new Journal(path));
     expect(e2.restore().endpoints).toBe(1);

@@ -1,8 +1,8 @@
-import { appendFileSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Journal } from '../src/autoscaler/journal.js';
+import { crc32, encodeRecord, Journal, JournalDamagedError } from '../src/autoscaler/journal.js';
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -28,7 +28,8 @@ describe('journal', () => {
     const again = new Journal(p);
     expect([...again.all('worker')]).toEqual([['1', { state: 'ready' }]]);
     expect(again.get('meta', 'counters')).toEqual({ next: 7 });
-    expect(again.recovered).toEqual({ lines: 5, droppedBytes: 0 });
+    // Changes of one key between two flushes are written once: 3 records (worker 1, the delete of worker 2, meta).
+    expect(again.recovered).toEqual({ lines: 3, droppedBytes: 0, skipped: 0, firstBadOffset: null, movedTo: null });
     again.close();
   });
 
@@ -39,8 +40,9 @@ describe('journal', () => {
     j.flush();
     j.close();
     const whole = readFileSync(p, 'utf8');
-    // A crash in the middle of writing the next line: no newline, half a JSON object.
-    appendFileSync(p, '{"k":"worker","id":"1","v":{"state":"err');
+    // A crash in the middle of writing the next record: no newline, half of it on disk.
+    const next = encodeRecord({ k: 'worker', id: '1', v: { state: 'errored' } });
+    appendFileSync(p, next.subarray(0, next.length - 9));
     const after = new Journal(p);
     expect(after.get('worker', '1')).toEqual({ state: 'ready' });
     expect(after.recovered.droppedBytes).toBeGreaterThan(0);
@@ -53,13 +55,63 @@ describe('journal', () => {
     third.close();
   });
 
-  it('stops at the first damaged line: a line of garbage (even newline-terminated) and what follows are not trusted', () => {
+  it('damage before the end stops opening, naming the file and offset; --repair keeps every intact record and moves the file aside', () => {
     const p = path();
-    writeFileSync(p, '{"k":"a","id":"1","v":1}\n\u0000\u0000garbage\n{"k":"a","id":"2","v":2}\n');
-    const j = new Journal(p);
-    expect([...j.all('a').keys()]).toEqual(['1']);
-    expect(j.recovered.lines).toBe(1);
+    const a = encodeRecord({ k: 'a', id: '1', v: 1 });
+    const c = encodeRecord({ k: 'a', id: '2', v: 2 });
+    writeFileSync(p, Buffer.concat([a, Buffer.from('\u0000\u0000garbage\n'), c]));
+    const err = (() => {
+      try {
+        new Journal(p);
+      } catch (e) {
+        return e as JournalDamagedError;
+      }
+      return null;
+    })();
+    expect(err).toBeInstanceOf(JournalDamagedError);
+    expect(err!.message).toContain(p);
+    expect(err!.offset).toBe(a.length);
+    expect(err!.message).toContain(`offset ${a.length}`);
+    // Nothing was changed by the refusal.
+    expect(readFileSync(p).length).toBe(a.length + 10 + c.length);
+    const j = new Journal(p, { repair: true });
+    expect([...j.all('a').entries()]).toEqual([
+      ['1', 1],
+      ['2', 2],
+    ]);
+    expect(j.recovered).toMatchObject({ lines: 2, skipped: 1, firstBadOffset: a.length });
+    expect(existsSync(j.recovered.movedTo!)).toBe(true);
     j.close();
+    // The clean journal opens without --repair.
+    expect(new Journal(p).all('a').size).toBe(2);
+  });
+
+  it('a zero-filled or unheadered file is damage, not a torn write; an empty file is a fresh start', () => {
+    const p = path();
+    writeFileSync(p, Buffer.alloc(300));
+    expect(() => new Journal(p)).toThrow(/offset 0/);
+    writeFileSync(p, '{"k":"a","id":"1","v":1}\n');
+    expect(() => new Journal(p)).toThrow(JournalDamagedError);
+    writeFileSync(p, '');
+    expect(new Journal(p).recovered.lines).toBe(0);
+  });
+
+  it('refuses records with a "__proto__" key, with v: null where the schema wants an object, and a checksum that does not match', () => {
+    const p = path();
+    const validate = (_k: string, _id: string, v: unknown) => (v !== null && typeof v === 'object' ? null : 'must be an object');
+    const good = encodeRecord({ k: 'w', id: '1', v: { a: 1 } });
+    const proto = Buffer.from(good.toString().replace('{"a":1}', '{"__proto__":{"polluted":1}}'));
+    const protoBody = proto.subarray(proto.indexOf(' ', 9) + 1, proto.length - 1);
+    const protoRec = Buffer.from(`${crc32(protoBody).toString(16).padStart(8, '0')} ${protoBody.length} ${protoBody.toString()}\n`);
+    for (const bad of [protoRec, encodeRecord({ k: 'w', id: '2', v: null }), Buffer.from(good.toString().replace('"a":1', '"a":2'))]) {
+      writeFileSync(p, Buffer.concat([good, bad, good]));
+      expect(() => new Journal(p, { validate })).toThrow(new RegExp(`offset ${good.length}`));
+      const j = new Journal(p, { validate, repair: true });
+      expect(j.recovered.skipped).toBe(1);
+      expect(j.get('w', '1')).toEqual({ a: 1 });
+      expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+      j.close();
+    }
   });
 
   it('compacts when the journal grows long: same state, fewer lines, and it keeps working', () => {

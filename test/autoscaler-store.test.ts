@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Journal } from '../src/autoscaler/journal.js';
-import { EngineStore, IDX_RESERVE } from '../src/autoscaler/store.js';
+import { ID_BLOCK } from '../src/autoscaler/registry.js';
+import { EngineStore } from '../src/autoscaler/store.js';
 import { addTestWorker, endpointCfg, testRegistry } from './helpers/engine-parts.js';
 
 /** The store alone: a registry saved to a real journal file and restored into a fresh registry. */
@@ -40,8 +41,8 @@ describe('store', () => {
     expect([back.state, back.mtoken]).toEqual(['loading', w.mtoken]);
     expect(fresh.reg.endpoints.get('a')!.apiKey).toBe('a-key-1234');
     // An unclean stop reserves request ids ahead: none issued before the crash is issued again.
-    expect(fresh.reg.next.requestIdx).toBe(IDX_RESERVE + 1);
-    expect(fresh.reg.allocWorkerId()).toBe(w.id + 1);
+    expect(fresh.reg.next.requestIdx).toBe(2 + ID_BLOCK.requestIdx);
+    expect(fresh.reg.allocWorkerId()).toBe(w.id + 1 + ID_BLOCK.worker);
   });
 
   it('a final save reserves nothing ahead; deleted workers leave the journal', () => {

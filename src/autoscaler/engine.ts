@@ -10,7 +10,7 @@ import { Protocol } from './protocol.js';
 import type { EngineLink, Provider } from './providers/types.js';
 import { EngineError, Registry, type EndpointRuntime, type EngineEvents, type WorkerRecord } from './registry.js';
 import { Scaler } from './scaler.js';
-import { EngineStore, type Restored } from './store.js';
+import { EngineStore, type Restored, type StoreHealth } from './store.js';
 import type { Outcome } from './wire.js';
 
 /**
@@ -45,6 +45,8 @@ export interface EngineOptions {
   accountKey?: string;
   /** Where the engine keeps its state (endpoints, workers, learned perf, pending requests) across restarts. */
   store?: Journal;
+  /** `--repair`: start from the intact records even when the id reservation copy is damaged or the journal lost every record. */
+  repairStore?: boolean;
 }
 
 export class Engine implements EngineLink {
@@ -73,7 +75,7 @@ export class Engine implements EngineLink {
     this.endpoints = this.registry.endpoints;
     this.workers = this.registry.workers;
     this.perf = this.registry.perf;
-    this.store = opts.store ? new EngineStore(this.registry, opts.store) : null;
+    this.store = opts.store ? new EngineStore(this.registry, opts.store, { repair: opts.repairStore ?? false }) : null;
     this.scaler = new Scaler(this.registry, {
       clock: opts.clock,
       provider: opts.provider,
@@ -212,6 +214,11 @@ export class Engine implements EngineLink {
   /** Take back an earlier run's state, before the config's endpoints are added. */
   restore(): Restored {
     return this.store ? this.store.restore() : { endpoints: 0, workers: 0, requests: 0 };
+  }
+
+  /** The persistence's health (null without a store): /healthz, the dashboard and /metrics show it. */
+  storeHealth(): StoreHealth | null {
+    return this.store?.health() ?? null;
   }
 
   // ---------------------------------------------------------------- views

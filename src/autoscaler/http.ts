@@ -55,6 +55,24 @@ function invalid(c: Context, error: z.ZodError, what: string): Response {
   return c.json(errorBody(`invalid ${what}`, fieldErrors(error)), 400);
 }
 
+/** Prometheus text of the engine's own health (no secrets, so no key needed, as the worker's /metrics). */
+function engineMetrics(engine: Engine): string {
+  const h = engine.storeHealth();
+  const lines: string[] = [];
+  const g = (name: string, help: string, type: 'gauge' | 'counter', v: number) =>
+    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`, `${name} ${v}`);
+  g('autoscaler_endpoints', 'Endpoints the engine manages.', 'gauge', engine.endpoints.size);
+  g('autoscaler_workers', 'Workers the engine knows (destroyed ones kept a while included).', 'gauge', engine.workers.size);
+  if (h) {
+    g('autoscaler_store_ok', '1 when the state journal is written, 0 while writes fail (routing goes on from memory).', 'gauge', h.ok ? 1 : 0);
+    g('autoscaler_store_write_failures_total', 'Failed saves and id reservations since start.', 'counter', h.failures);
+    g('autoscaler_store_pending_records', 'Records kept in memory that are not yet durable.', 'gauge', h.pendingRecords);
+    g('autoscaler_store_skipped_records', 'Damaged journal records skipped at start (--repair).', 'gauge', h.skippedRecords);
+    g('autoscaler_store_ids_beyond_reservation', '1 while ids are handed out past the last durable reservation.', 'gauge', h.idsBeyondReservation ? 1 : 0);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
 /** Build the app: protocol routes, `/pubkey/`, `/healthz` and `/admin/…`. */
 export function createApp(engine: Engine, opts: HttpOptions): Hono {
   // strict: false: each path answers with and without its trailing slash (PyWorker posts to /worker_status/).
@@ -87,7 +105,12 @@ export function createApp(engine: Engine, opts: HttpOptions): Hono {
     protocol((b) => engine.endpointWorkers(b)),
   );
   app.get('/pubkey', (c) => c.text(opts.publicKeyPem, 200, { 'content-type': 'text/plain; charset=utf-8' }));
-  app.get('/healthz', (c) => c.json({ ok: true }));
+  // Routing works from memory even when the state cannot be written: still 200, with the store's health.
+  app.get('/healthz', (c) => {
+    const store = engine.storeHealth();
+    return c.json({ ok: true, ...(store ? { store } : {}) });
+  });
+  app.get('/metrics', (c) => c.text(engineMetrics(engine), 200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' }));
   if (opts.accountKey) mountConsole(app, engine, { accountKey: opts.accountKey, adminKey: opts.adminKey });
 
   // ---- admin

@@ -1,83 +1,214 @@
-import { closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, ftruncateSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { z } from 'zod';
 
 /**
- * A small durable key-value store: an append-only journal of JSON lines, `{"k": kind, "id": id,
- * "v": value}` (or `"del": true`), fsync'd at every `flush()`. Opening replays it: the last line
- * for a key wins. When the journal holds many more lines than live keys it is compacted: every
- * live record is written to `<path>.tmp`, fsync'd, renamed over the journal, and the directory
- * fsync'd, so a crash at any point leaves either the old or the new file whole.
+ * A small durable key-value store: an append-only journal of checked records, fsync'd at every
+ * `flush()`. Each record is one line, `<crc32 hex8> <byte length> <json>\n`, the JSON being
+ * `{"k": kind, "id": id, "v": value}` (or `"del": true`). Opening replays it: the last record for
+ * a key wins. When the journal holds many more records than live keys it is compacted: every live
+ * record is written to `<path>.tmp`, fsync'd, renamed over the journal, and the directory fsync'd,
+ * so a crash at any point leaves either the old or the new file whole.
  *
- * A crash in the middle of an append leaves a torn last line (no newline, or not JSON): it is
- * dropped at open and the file cut back to the last whole line, so later appends start clean.
- * Lines after a broken one are dropped too (an append-only file is only trusted up to its first
- * damage); `recovered` says how much was dropped.
+ * What opening trusts (write-ahead-log rules):
+ * - every record's length and CRC-32 are checked, its envelope is validated by zod, and its value
+ *   by the caller's `validate` (the store's schemas); a key `__proto__` anywhere refuses the record;
+ * - only a torn LAST record (no newline after it, and a prefix of a record's shape) counts as a
+ *   crash: it is dropped and the file cut back, so later appends start clean;
+ * - any other damage (a bad record with whole records after it, a whole bad last record, a file
+ *   of zeros) throws JournalDamagedError naming the file and byte offset, unless `repair` is set:
+ *   then every intact record is kept, the damaged file is moved aside (`<path>.damaged-<time>`)
+ *   and a clean journal of the intact records takes its place. Bad records are counted either way.
+ *
+ * Writes never leave a partial record in the middle: each flush writes at the end of the last
+ * good record, and a failed write (ENOSPC, EIO, read-only) leaves the records pending, cuts the
+ * file back when it can, and is tried again at the next flush. The file can also be missing or
+ * unopenable at open (read-only data dir): the journal then works from memory and retries.
  */
 
 export interface JournalOptions {
-  /** Compact when lines > max(minLinesToCompact, compactRatio × live keys). */
+  /** Compact when records > max(minLinesToCompact, compactRatio × live keys). */
   compactRatio?: number;
   minLinesToCompact?: number;
+  /** Also compact when the file is larger than max(minBytesToCompact, compactRatio × its size after the last compaction). */
+  minBytesToCompact?: number;
+  /** Keep every intact record of a damaged journal and move the damaged file aside, rather than refuse to open. */
+  repair?: boolean;
+  /** Check a record's value at open: null when valid, else why not (the record is then damage). */
+  validate?: (kind: string, id: string, value: unknown) => string | null;
 }
 
-interface Line {
-  k: string;
-  id: string;
-  v?: unknown;
-  del?: true;
+/** The journal holds damage other than a torn last record: start-up stops here unless repairing. */
+export class JournalDamagedError extends Error {
+  constructor(
+    readonly path: string,
+    readonly offset: number,
+    readonly reason: string,
+    readonly badRecords: number,
+  ) {
+    super(
+      `the state journal ${path} is damaged at byte offset ${offset} (${reason}; ${badRecords} bad record(s) in all): ` +
+        'start with --repair to keep every intact record and move the damaged file aside',
+    );
+    this.name = 'JournalDamagedError';
+  }
+}
+
+export interface JournalRecovery {
+  /** Records replayed. */
+  lines: number;
+  /** Bytes of a torn last record dropped (a crash mid-append). */
+  droppedBytes: number;
+  /** Damaged records skipped (only with `repair`; otherwise opening throws). */
+  skipped: number;
+  /** Byte offset of the first damaged record, or null. */
+  firstBadOffset: number | null;
+  /** Where the damaged file was moved (repair), or null. */
+  movedTo: string | null;
+}
+
+const envelopeSchema = z.union([
+  z.strictObject({ k: z.string().min(1).max(64), id: z.string().min(1).max(512), v: z.unknown() }),
+  z.strictObject({ k: z.string().min(1).max(64), id: z.string().min(1).max(512), del: z.literal(true) }),
+]);
+type Line = z.output<typeof envelopeSchema>;
+
+const HEADER = /^([0-9a-f]{8}) (\d{1,10}) /;
+/** What the start of a record looks like, for telling a torn tail from garbage. */
+const HEADER_PREFIX = /^[0-9a-f]{0,8}$|^[0-9a-f]{8} \d{0,10}$|^[0-9a-f]{8} \d{1,10} /;
+
+const CRC_TABLE = (() => {
+  const t = new Int32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    t[n] = c;
+  }
+  return t;
+})();
+
+/** CRC-32 (IEEE), as zlib computes it. */
+export function crc32(buf: Uint8Array): number {
+  let c = -1;
+  for (let i = 0; i < buf.length; i++) c = CRC_TABLE[(c ^ buf[i]!) & 0xff]! ^ (c >>> 8);
+  return (c ^ -1) >>> 0;
+}
+
+/** One record as bytes on disk (`valueJson`: JSON.stringify(line.v), when the caller has it already). */
+export function encodeRecord(line: Line, valueJson?: string): Buffer {
+  const text =
+    valueJson !== undefined && 'v' in line ? `{"k":${JSON.stringify(line.k)},"id":${JSON.stringify(line.id)},"v":${valueJson}}` : JSON.stringify(line);
+  const json = Buffer.from(text, 'utf8');
+  const head = Buffer.from(`${crc32(json).toString(16).padStart(8, '0')} ${json.length} `, 'latin1');
+  return Buffer.concat([head, json, Buffer.from('\n')]);
+}
+
+function noProtoKeys(key: string, value: unknown): unknown {
+  if (key === '__proto__') throw new Error('a "__proto__" key');
+  return value;
 }
 
 export class Journal {
   /** kind → id → value, as replayed and updated since. */
   private readonly data = new Map<string, Map<string, unknown>>();
-  private pending: string[] = [];
+  /** Records not yet written, by `kind/id`: a key changed twice before a flush is written once (its last value). */
+  private pending = new Map<string, Buffer>();
+  /** File size after the last compaction (or at open): the byte-growth trigger of compaction. */
+  private compactedSize = 0;
+  private readonly minBytes: number;
   private lines = 0;
-  private fd: number;
+  private fd = -1;
+  /** Bytes of whole, written records: the next append goes here. */
+  private fileSize = 0;
+  /** A failed append may have left bytes past `fileSize` that a shorter next append would not cover. */
+  private dirtyTail = false;
   private readonly ratio: number;
   private readonly minLines: number;
-  /** What opening found: whole lines replayed, bytes dropped after the last good line. */
-  readonly recovered: { lines: number; droppedBytes: number };
+  /** What opening found. */
+  readonly recovered: JournalRecovery;
 
   constructor(
     readonly path: string,
-    opts: JournalOptions = {},
+    private readonly opts: JournalOptions = {},
   ) {
     this.ratio = opts.compactRatio ?? 4;
     this.minLines = opts.minLinesToCompact ?? 1000;
-    let good = 0;
-    let dropped = 0;
-    if (existsSync(path)) {
-      const buf = readFileSync(path);
-      let start = 0;
-      for (;;) {
-        const nl = buf.indexOf(0x0a, start);
-        if (nl < 0) break;
-        const line = this.parse(buf.subarray(start, nl).toString('utf8'));
-        if (!line) break;
-        this.apply(line);
-        this.lines++;
-        start = nl + 1;
-      }
-      good = start;
-      dropped = buf.length - start;
+    this.minBytes = opts.minBytesToCompact ?? 64 * 1024;
+    const buf = existsSync(path) ? readFileSync(path) : Buffer.alloc(0);
+    const scan = this.scan(buf);
+    this.recovered = { lines: this.lines, droppedBytes: scan.torn, skipped: scan.bad.length, firstBadOffset: scan.bad[0]?.offset ?? null, movedTo: null };
+    if (scan.bad.length > 0) {
+      const first = scan.bad[0]!;
+      if (!opts.repair) throw new JournalDamagedError(path, first.offset, first.reason, scan.bad.length);
+      const aside = `${path}.damaged-${new Date().toISOString().replace(/[:.]/g, '-')}`;
+      renameSync(path, aside);
+      this.recovered.movedTo = aside;
+      this.compact();
+      return;
     }
-    this.recovered = { lines: this.lines, droppedBytes: dropped };
-    this.fd = openSync(path, existsSync(path) ? 'r+' : 'w+', 0o600);
-    if (dropped > 0) {
-      ftruncateSync(this.fd, good);
+    this.fileSize = buf.length - scan.torn;
+    this.compactedSize = this.fileSize;
+    try {
+      this.tryOpen();
+    } catch {
+      // A read-only or full data dir: work from memory; flush() tries again (and reports the error).
+    }
+    if (scan.torn > 0 && this.fd >= 0) {
+      ftruncateSync(this.fd, this.fileSize);
       fsyncSync(this.fd);
     }
   }
 
-  private parse(text: string): Line | null {
-    if (text.trim() === '') return null;
-    try {
-      const v = JSON.parse(text) as Line;
-      if (!v || typeof v !== 'object' || typeof v.k !== 'string' || typeof v.id !== 'string') return null;
-      return v;
-    } catch {
-      return null;
+  /** Replay every good record; returns the bad ones (offset, why) and the bytes of a torn tail. */
+  private scan(buf: Buffer): { bad: Array<{ offset: number; reason: string }>; torn: number } {
+    const bad: Array<{ offset: number; reason: string }> = [];
+    let start = 0;
+    while (start < buf.length) {
+      const nl = buf.indexOf(0x0a, start);
+      if (nl < 0) {
+        // No newline after it: a torn append if it looks like the start of a record; else damage.
+        const tail = buf.subarray(start);
+        const head = HEADER.exec(tail.subarray(0, 24).toString('latin1'));
+        const prefix = HEADER_PREFIX.test(tail.subarray(0, 24).toString('latin1'));
+        if (prefix && (!head || tail.length - head[0].length <= Number(head[2]))) return { bad, torn: tail.length };
+        bad.push({ offset: start, reason: 'a last record that is not a prefix of a record' });
+        return { bad, torn: 0 };
+      }
+      const why = this.replayRecord(buf.subarray(start, nl));
+      if (why) bad.push({ offset: start, reason: why });
+      start = nl + 1;
     }
+    return { bad, torn: 0 };
+  }
+
+  /** Check and apply one record (without its newline); returns why it is bad, or null. */
+  private replayRecord(rec: Buffer): string | null {
+    const head = HEADER.exec(rec.subarray(0, 24).toString('latin1'));
+    if (!head) return 'no record header';
+    const body = rec.subarray(head[0].length);
+    if (body.length !== Number(head[2])) return `length ${body.length} where the header says ${head[2]}`;
+    if (crc32(body) !== Number.parseInt(head[1]!, 16)) return 'checksum mismatch';
+    let raw: unknown;
+    try {
+      raw = JSON.parse(body.toString('utf8'), noProtoKeys);
+    } catch (err) {
+      return `not JSON: ${err instanceof Error ? err.message : String(err)}`;
+    }
+    const env = envelopeSchema.safeParse(raw);
+    if (!env.success) return `not a journal record: ${env.error.issues[0]?.message ?? 'invalid'}`;
+    const line = env.data;
+    if (!('del' in line)) {
+      const why = this.opts.validate?.(line.k, line.id, line.v);
+      if (why) return `invalid ${line.k} ${JSON.stringify(line.id)}: ${why}`;
+    }
+    this.apply(line);
+    this.lines++;
+    return null;
+  }
+
+  private tryOpen(): void {
+    if (this.fd >= 0) return;
+    this.fd = openSync(this.path, existsSync(this.path) ? 'r+' : 'w+', 0o600);
   }
 
   private apply(line: Line): void {
@@ -86,7 +217,7 @@ export class Journal {
       m = new Map();
       this.data.set(line.k, m);
     }
-    if (line.del) m.delete(line.id);
+    if ('del' in line) m.delete(line.id);
     else m.set(line.id, line.v);
   }
 
@@ -99,11 +230,17 @@ export class Journal {
     return this.data.get(kind)?.get(id);
   }
 
-  /** Set a record; durable at the next flush(). */
-  put(kind: string, id: string, value: unknown): void {
+  /** Set a record; durable at the next flush(). `json`: JSON.stringify(value), if the caller made it already. */
+  put(kind: string, id: string, value: unknown, json?: string): void {
     const line: Line = { k: kind, id, v: value };
     this.apply(line);
-    this.pending.push(JSON.stringify(line));
+    this.queue(kind, id, encodeRecord(line, json));
+  }
+
+  private queue(kind: string, id: string, rec: Buffer): void {
+    const key = `${kind}\u0000${id}`;
+    this.pending.delete(key);
+    this.pending.set(key, rec);
   }
 
   /** Remove a record; durable at the next flush(). */
@@ -111,7 +248,7 @@ export class Journal {
     if (!this.data.get(kind)?.has(id)) return;
     const line: Line = { k: kind, id, del: true };
     this.apply(line);
-    this.pending.push(JSON.stringify(line));
+    this.queue(kind, id, encodeRecord(line));
   }
 
   /** Live keys. */
@@ -121,48 +258,99 @@ export class Journal {
     return n;
   }
 
-  /** Lines in the file now (after flush). */
+  /** Records in the file now (after flush). */
   lineCount(): number {
     return this.lines;
   }
 
-  /** Append what changed and fsync; compact when the file grew too long. */
+  /** Records not yet durable (a failed flush keeps them here for the next one). */
+  pendingCount(): number {
+    return this.pending.size;
+  }
+
+  /**
+   * Append what changed and fsync; compact when the file grew too long. Throws the file system's
+   * error (ENOSPC, EROFS, EIO…) with nothing half-written left behind; the records stay pending.
+   */
   flush(): void {
-    if (this.pending.length > 0) {
-      const text = this.pending.join('\n') + '\n';
-      this.lines += this.pending.length;
-      this.pending = [];
-      // Appended at the end of what is on disk (the fd is not O_APPEND, so open can cut a torn tail).
-      writeSync(this.fd, text, fstatSync(this.fd).size);
-      fsyncSync(this.fd);
+    if (this.pending.size > 0) {
+      this.tryOpen();
+      const text = Buffer.concat([...this.pending.values()]);
+      try {
+        let off = 0;
+        while (off < text.length) off += writeSync(this.fd, text, off, text.length - off, this.fileSize + off);
+        if (this.dirtyTail) ftruncateSync(this.fd, this.fileSize + text.length);
+        fsyncSync(this.fd);
+        this.dirtyTail = false;
+      } catch (err) {
+        this.dirtyTail = true;
+        // Cut a partial append back, so the next attempt (or a crash now) leaves whole records only.
+        try {
+          if (this.fd >= 0) {
+            ftruncateSync(this.fd, this.fileSize);
+            this.dirtyTail = false;
+          }
+        } catch {
+          /* the next flush writes over it at the same offset */
+        }
+        // A full disk: a compaction may fit where the append did not (dead records freed).
+        if ((err as NodeJS.ErrnoException).code === 'ENOSPC') {
+          try {
+            this.compact();
+            return;
+          } catch {
+            /* still full: reported below, retried at the next flush */
+          }
+        }
+        throw err;
+      }
+      this.fileSize += text.length;
+      this.lines += this.pending.size;
+      this.pending.clear();
     }
-    if (this.lines > Math.max(this.minLines, this.ratio * this.size())) this.compact();
+    if (this.lines > Math.max(this.minLines, this.ratio * this.size()) || this.fileSize > Math.max(this.minBytes, this.ratio * this.compactedSize))
+      this.compact();
   }
 
   /** Rewrite the journal with only the live records (atomic: tmp file, fsync, rename, fsync dir). */
   compact(): void {
     const tmp = `${this.path}.tmp`;
-    const out: string[] = [];
-    for (const [k, m] of this.data) for (const [id, v] of m) out.push(JSON.stringify({ k, id, v }));
+    const out: Buffer[] = [];
+    for (const [k, m] of this.data) for (const [id, v] of m) out.push(encodeRecord({ k, id, v }));
+    const text = Buffer.concat(out);
     const fd = openSync(tmp, 'w', 0o600);
     try {
-      if (out.length > 0) writeSync(fd, out.join('\n') + '\n');
+      let off = 0;
+      while (off < text.length) off += writeSync(fd, text, off, text.length - off, off);
       fsyncSync(fd);
-    } finally {
+    } catch (err) {
       closeSync(fd);
+      try {
+        unlinkSync(tmp);
+      } catch {
+        /* nothing to clean */
+      }
+      throw err;
     }
+    closeSync(fd);
     renameSync(tmp, this.path);
     syncDir(dirname(this.path));
-    closeSync(this.fd);
+    if (this.fd >= 0) closeSync(this.fd);
     this.fd = openSync(this.path, 'r+');
+    this.fileSize = text.length;
+    this.compactedSize = text.length;
     this.lines = out.length;
-    this.pending = [];
+    this.pending.clear();
+    this.dirtyTail = false;
   }
 
   close(): void {
-    this.flush();
-    closeSync(this.fd);
-    this.fd = -1;
+    try {
+      this.flush();
+    } finally {
+      if (this.fd >= 0) closeSync(this.fd);
+      this.fd = -1;
+    }
   }
 }
 

@@ -48,6 +48,8 @@ export class Protocol {
     } else {
       if (!reg.issuedRequestIdx(body.request_idx)) return fail(404, 'request_idx', `request_idx ${body.request_idx} was never issued by this engine`);
       entry = ep.router.get(body.request_idx);
+      // request_idx is one sequence across endpoints: another endpoint's live request is not this client's to re-route.
+      if (!entry && this.ownedElsewhere(ep, body.request_idx)) return fail(404, 'request_idx', `request_idx ${body.request_idx} belongs to another endpoint`);
       if (entry && entry.state !== 'routed') {
         // A poll: the client is still there, so its replay_timeout starts over.
         ep.router.touch(entry, body.replay_timeout);
@@ -69,6 +71,11 @@ export class Protocol {
       }
     }
     return this.answer(ep, entry);
+  }
+
+  private ownedElsewhere(ep: EndpointRuntime, idx: number): boolean {
+    for (const other of this.reg.endpoints.values()) if (other !== ep && other.router.get(idx)) return true;
+    return false;
   }
 
   private answer(ep: EndpointRuntime, entry: RequestEntry): Outcome {

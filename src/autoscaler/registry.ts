@@ -147,6 +147,11 @@ export interface IdCounters {
   requestIdx: number;
 }
 
+/** A new reservation is made when fewer than this many ids of a kind are left reserved. */
+export const ID_LOW_WATER: Readonly<IdCounters> = { worker: 500, endpoint: 50, workergroup: 50, requestIdx: 50_000 };
+/** How many ids of each kind a reservation covers beyond the next one. */
+export const ID_BLOCK: Readonly<IdCounters> = { worker: 1_000, endpoint: 100, workergroup: 100, requestIdx: 100_000 };
+
 /** Constant-time string comparison (through SHA-256, so lengths do not leak either). */
 export function sameSecret(a: string, b: string): boolean {
   const ha = createHash('sha256').update(a).digest();
@@ -189,14 +194,27 @@ export class Registry {
 
   // ---------------------------------------------------------------- ids
 
+  /**
+   * Ids below these are reserved durably (the store fsyncs the reservation before any id of it is
+   * handed out), so a crash never lets an id be issued twice. Without a store nothing is reserved.
+   */
+  reserved: IdCounters = { worker: 0, endpoint: 0, workergroup: 0, requestIdx: 0 };
+  /** Set by the store: make a new reservation (synchronous; on failure `reserved` stays as it was). */
+  reserveIds: (() => void) | null = null;
+
+  private alloc(kind: keyof IdCounters): number {
+    if (this.reserveIds && this.next[kind] + ID_LOW_WATER[kind] > this.reserved[kind]) this.reserveIds();
+    return this.next[kind]++;
+  }
+
   /** A new worker id (never one handed out before). */
   allocWorkerId(): number {
-    return this.next.worker++;
+    return this.alloc('worker');
   }
 
   /** A new request_idx, unique across every endpoint of this engine. */
   allocRequestIdx(): number {
-    return this.next.requestIdx++;
+    return this.alloc('requestIdx');
   }
 
   /** True when `idx` was handed out by this engine (now or before a restart). */
@@ -212,7 +230,7 @@ export class Registry {
     const params = endpointParamsSchema.parse(paramsOf(cfg));
     const now = this.clock.now();
     const ep: EndpointRuntime = {
-      id: this.next.endpoint++,
+      id: this.alloc('endpoint'),
       name: cfg.name,
       apiKey: cfg.api_key ?? randomBytes(18).toString('base64url'),
       state: cfg.state,
@@ -252,7 +270,7 @@ export class Registry {
     for (const wg of cfg.workergroups) {
       if (ep.workergroups.has(wg.name)) throw new EngineError(409, { 'workergroups.name': `duplicate workergroup "${wg.name}"` }, 'duplicate workergroup');
       ep.workergroups.set(wg.name, wg);
-      this.wgIds.set(`${ep.name}/${wg.name}`, this.next.workergroup++);
+      this.wgIds.set(`${ep.name}/${wg.name}`, this.alloc('workergroup'));
     }
     this.endpoints.set(ep.name, ep);
     this.log.info({ event: 'endpoint_state', endpoint: ep.name, from: null, to: ep.state, reason: 'created' }, 'endpoint created');
@@ -289,7 +307,7 @@ export class Registry {
     const ep = this.mustEndpoint(endpoint);
     if (ep.workergroups.has(wg.name)) throw new EngineError(409, { name: `workergroup "${wg.name}" already exists` }, 'workergroup exists');
     ep.workergroups.set(wg.name, wg);
-    this.wgIds.set(`${endpoint}/${wg.name}`, this.next.workergroup++);
+    this.wgIds.set(`${endpoint}/${wg.name}`, this.alloc('workergroup'));
     this.log.info({ event: 'workergroup', endpoint, workergroup: wg.name, change: 'created' }, 'workergroup created');
     return wg;
   }

@@ -1,11 +1,12 @@
 import { defaultDataDir } from './data-dir.js';
-import type { AddressInfo } from 'node:net';
-import { serve, type ServerType } from '@hono/node-server';
+import { Server as NetServerClass, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
+import { createAdaptorServer, serve, type ServerType } from '@hono/node-server';
 import { createLogger, type Logger } from '../common/log.js';
 import { createRealClock, type Clock } from './clock.js';
 import { loadAutoscalerConfig, parseAutoscalerConfig, type AutoscalerConfig, type AutoscalerConfigInput } from './config.js';
 import { Engine } from './engine.js';
 import { Journal } from './journal.js';
+import { validateRecord } from './store.js';
 import { join } from 'node:path';
 import { mkdirSync } from 'node:fs';
 import { createApp } from './http.js';
@@ -29,6 +30,8 @@ export interface StartAutoscalerOptions {
   host?: string;
   /** Where the key and the generated admin key live (default: config `data_dir`, else the user's state dir: defaultDataDir()). */
   dataDir?: string;
+  /** `--repair`: open a damaged state journal by keeping every intact record (the damaged file is moved aside). */
+  repair?: boolean;
   /** A ready provider; default: built from the config's `provider` section. */
   provider?: Provider;
   /** Default: the real clock. */
@@ -42,10 +45,24 @@ export interface StartAutoscalerOptions {
   probe?: (url: string, timeoutMs: number) => Promise<boolean>;
   /** The dashboard at `/` and `/dashboard` (docs/dashboard.md); false leaves it out. */
   dashboard?: DashboardOptions | false;
+  /**
+   * A reload's successor: the predecessor's listening socket, already accepting (its connections
+   * wait, unread, in `pending` until this server takes them). `port`/`host` are then ignored.
+   */
+  inherited?: { listener: NetServer; pending: Socket[] };
 }
 
 /** A running autoscaler. */
 export interface RunningAutoscaler {
+  /** The listening socket (what a reload hands to its successor). */
+  listener: NetServer;
+  /**
+   * The first half of a reload: stop accepting (the successor holds the same socket, so clients
+   * wait in its backlog rather than being refused), let the requests in flight finish, save the
+   * state a last time and close the journal. The provider is left running: the successor adopts
+   * its workers from the journal.
+   */
+  handOver(): Promise<void>;
   /** `http://host:port`, also the REPORT_ADDR given to workers unless `public_url` is set. */
   url: string;
   port: number;
@@ -84,11 +101,23 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
   let store: Journal | undefined;
   if (cfg.persist) {
     mkdirSync(dataDir, { recursive: true });
-    store = new Journal(join(dataDir, 'engine-state.jsonl'));
+    // Damage other than a torn last record throws JournalDamagedError (file and offset) unless repairing.
+    store = new Journal(join(dataDir, 'engine-state.jsonl'), { validate: validateRecord, repair: opts.repair ?? false });
     if (store.recovered.droppedBytes > 0)
       logger.warn(
         { event: 'journal_torn', path: store.path, dropped_bytes: store.recovered.droppedBytes },
         'the state journal ended in a torn write (a crash): the partial record was dropped',
+      );
+    if (store.recovered.skipped > 0)
+      logger.warn(
+        {
+          event: 'journal_repaired',
+          path: store.path,
+          skipped: store.recovered.skipped,
+          first_bad_offset: store.recovered.firstBadOffset,
+          moved_to: store.recovered.movedTo,
+        },
+        'the state journal was damaged: every intact record kept, the damaged file moved aside',
       );
   }
 
@@ -105,6 +134,7 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
     strictAuth: cfg.strict_auth ? { ttlSeconds: cfg.strict_auth.ttl_seconds } : undefined,
     accountKey: account.key,
     store,
+    repairStore: opts.repair ?? false,
   });
   // The journal first: an endpoint it remembers keeps its state (admin changes included); the
   // config only adds endpoints not seen before.
@@ -125,11 +155,24 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
       logger,
     });
   const createServer = ((o: ServerOptions, listener: RequestListener) => createHttpServer(o, fast(listener))) as typeof createHttpServer;
-  const server: ServerType = await new Promise((resolve, reject) => {
-    const s = serve({ fetch: app.fetch, port: opts.port ?? 0, hostname: host, createServer }, () => resolve(s));
-    s.once('error', reject);
-  });
-  const port = (server.address() as AddressInfo).port;
+  let server: ServerType;
+  let listener: NetServer;
+  if (opts.inherited) {
+    // Take over the predecessor's socket: connections it queued are served now, later ones as they come.
+    const inherited = opts.inherited;
+    server = createAdaptorServer({ fetch: app.fetch, createServer });
+    listener = inherited.listener;
+    listener.removeAllListeners('connection');
+    listener.on('connection', (sock: Socket) => server.emit('connection', sock));
+    for (const sock of inherited.pending.splice(0)) server.emit('connection', sock);
+  } else {
+    server = await new Promise((resolve, reject) => {
+      const s = serve({ fetch: app.fetch, port: opts.port ?? 0, hostname: host, createServer }, () => resolve(s));
+      s.once('error', reject);
+    });
+    listener = server as unknown as NetServer;
+  }
+  const port = (listener.address() as AddressInfo).port;
   const urlHost = host.includes(':') ? `[${host}]` : host === '0.0.0.0' ? '127.0.0.1' : host;
   selfUrl = `http://${urlHost}:${port}`;
   await engine.adoptWorkers();
@@ -137,7 +180,48 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
   logger.info({ event: 'listening', url: selfUrl, endpoints: cfg.endpoints.map((e) => e.name), provider: provider.kind }, 'autoscaler listening');
 
   let closing: Promise<void> | null = null;
+  // Every connection, so a hand-over can let each finish its request rather than reset it.
+  const sockets = new Set<Socket>();
+  server.on('connection', (sock: Socket) => {
+    sockets.add(sock);
+    sock.once('close', () => sockets.delete(sock));
+  });
+  let handingOver = false;
+  // While handing over, every answer says `Connection: close`: the client's next request opens a new
+  // connection, which the successor accepts.
+  server.prependListener('request', (_req, res) => {
+    if (handingOver) res.shouldKeepAlive = false;
+  });
+  /**
+   * Stop accepting without resetting anything: a connection accepted but not yet read is answered
+   * (http.Server.close would drop it as idle: a reset for its client). Waits until every connection
+   * ended, at most `graceMs` (then the idle keep-alive ones left are closed).
+   */
+  const stopAccepting = async (graceMs: number) => {
+    handingOver = true;
+    // net.Server's close, not http.Server's: that one also drops idle (accepted, unread) connections.
+    NetServerClass.prototype.close.call(listener);
+    (server as { keepAliveTimeout?: number }).keepAliveTimeout = 50;
+    const end = Date.now() + graceMs;
+    while (sockets.size > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+    for (const sock of sockets) sock.destroy();
+  };
   return {
+    listener,
+    handOver() {
+      closing ??= (async () => {
+        dashboard?.close();
+        await stopAccepting(3000);
+        engine.close();
+        try {
+          store?.close();
+        } catch (err) {
+          logger.error({ event: 'store_close_failed', error: err instanceof Error ? err.message : String(err) }, 'the last state could not be written');
+        }
+        logger.info({ event: 'handed_over' }, 'autoscaler handed its socket and state to its successor');
+      })();
+      return closing;
+    },
     url: selfUrl,
     port,
     engine,
@@ -152,8 +236,13 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
       closing ??= (async () => {
         dashboard?.close();
         engine.close();
-        store?.close();
+        try {
+          store?.close();
+        } catch (err) {
+          logger.error({ event: 'store_close_failed', error: err instanceof Error ? err.message : String(err) }, 'the last state could not be written');
+        }
         await provider.close();
+        if (listener !== (server as unknown)) listener.close();
         await new Promise<void>((resolve) => {
           server.close(() => resolve());
           (server as { closeAllConnections?: () => void }).closeAllConnections?.();

@@ -1,18 +1,26 @@
-import type { Journal } from './journal.js';
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { z } from 'zod';
+import { JournalDamagedError, type Journal } from './journal.js';
 import { endpointSchema, fieldErrors } from './params.js';
-import type { Registry, WorkerRecord } from './registry.js';
+import { ID_BLOCK, type IdCounters, type Registry, type WorkerRecord } from './registry.js';
 import type { PendingRequest } from './router.js';
+import { WORKER_STATES } from './states.js';
 
 /**
  * Persistence of the registry in a journal (see journal.ts): `save` writes what changed since the
  * last save and fsyncs it (every tick, and at close); `restore` takes back an earlier run's state
  * before the config's endpoints are added (an endpoint the journal knows keeps its journal state).
  *
- * request_idx is saved IDX_RESERVE ahead except at close, so after a crash no id is issued twice.
+ * Ids: the registry hands out only ids below a reservation that `reserve` has made durable first:
+ * the reservation is a journal record (fsync'd) and a second copy in `<journal>.ids` (written
+ * atomically), so losing either still never lets an id restart below one ever issued. At restore
+ * the next id of each kind is above the reservation, every id in any record, and both copies.
+ *
+ * A failed write (a full disk, a read-only data dir) never stops the engine: it keeps routing from
+ * memory, `health()` says what failed since when, and every tick tries again (the journal keeps
+ * what it could not write). Every record's value is validated here by zod at restore.
  */
-
-/** request_idx values reserved ahead in the journal, so ids issued just before a crash are never issued again. */
-export const IDX_RESERVE = 100_000;
 
 export interface Restored {
   endpoints: number;
@@ -20,43 +28,255 @@ export interface Restored {
   requests: number;
 }
 
+/** The store's state for /healthz, the dashboard and /metrics. */
+export interface StoreHealth {
+  ok: boolean;
+  /** The last write error (`ENOSPC: no space left on device, write`), or null. */
+  error: string | null;
+  /** Since when writes fail (ms), or null. */
+  failingSince: number | null;
+  /** Failed saves and reservations since start. */
+  failures: number;
+  /** Records written in memory but not yet durable. */
+  pendingRecords: number;
+  /** Damaged records skipped at start (only with --repair). */
+  skippedRecords: number;
+  /** ids are being handed out beyond the last durable reservation (writes failed for that long). */
+  idsBeyondReservation: boolean;
+}
+
+const num = z.number().refine(Number.isFinite, 'must be finite');
+const safeId = z.number().int().min(1).max(Number.MAX_SAFE_INTEGER);
+const ms = num.nullable();
+
+const idsSchema = z.strictObject({ worker: safeId, endpoint: safeId, workergroup: safeId, requestIdx: safeId });
+
+const workerSchema = z.object({
+  id: safeId,
+  endpoint: z.string().min(1),
+  workergroup: z.string().min(1),
+  machineType: z.string().min(1),
+  typeKey: z.string().min(1),
+  dollarsPerHour: num,
+  storageDollarsPerHour: num,
+  dlperf: num,
+  state: z.enum(WORKER_STATES),
+  stateSince: num,
+  stateReason: z.string(),
+  mtoken: z.string().min(1),
+  url: z.string().nullable(),
+  createdAt: num,
+  loadedAt: ms,
+  startedAt: ms,
+  lastReportAt: ms,
+  reports: num,
+  maxPerf: num,
+  curPerf: num,
+  measuredPerf: num,
+  curLoad: num,
+  newLoad: num,
+  curLoadAvg: num,
+  reqsWorking: num,
+  diskUsage: num,
+  rejLoad: num.default(0),
+  errorMsg: z.string(),
+  loadtime: num,
+  benchmarked: z.boolean(),
+  lastReportBusy: z.boolean(),
+  probing: z.boolean(),
+  lastProbeOkAt: ms,
+  draining: z.boolean(),
+  drainReason: z.string(),
+  updatePending: z.boolean().default(false),
+});
+
+const endpointRecordSchema = z.object({
+  id: safeId,
+  createdAt: num,
+  lastActivityAt: ms,
+  /** Parsed by endpointSchema at restore: a config that no longer parses is skipped with a warning. */
+  config: z.object({ name: z.string().min(1) }).passthrough(),
+  wgIds: z.array(z.tuple([z.string().min(1), safeId])),
+});
+
+const answerSchema = z.object({ url: z.string() }).passthrough();
+const pendingSchema = z.object({
+  idx: safeId,
+  cost: num,
+  createdAt: num,
+  replayTimeoutMs: num,
+  state: z.enum(['queued', 'routed', 'timed_out']),
+  workerId: safeId.nullable(),
+  routedAt: ms,
+  answer: answerSchema.nullable(),
+  reported: z.boolean(),
+  expectedQueueTime: ms,
+  lastSeenAt: num,
+  avoid: z.array(z.tuple([safeId, num])),
+  attempts: num,
+  delivered: z.boolean(),
+});
+const requestsSchema = z.object({ reqnum: z.number().int().min(0), pending: z.array(pendingSchema) });
+
+const perfSchema = z.array(
+  z.tuple([
+    z.string().min(1),
+    z.object({ benchmarks: z.number().int().min(0).max(1e6), benchmarkMean: num, measured: z.number().int().min(0).max(1e6), measuredEwma: num }),
+  ]),
+);
+
+/** Zod check of each record kind, with its key: used by the journal at open. */
+export function validateRecord(kind: string, id: string, value: unknown): string | null {
+  const check = (r: { success: boolean; error?: z.ZodError }) =>
+    r.success
+      ? null
+      : Object.entries(fieldErrors(r.error!))
+          .map(([k, v]) => `${k}: ${v}`)
+          .join('; ') || 'invalid';
+  switch (kind) {
+    case 'meta':
+      if (id === 'ids') return check(idsSchema.safeParse(value));
+      if (id === 'perf') return check(perfSchema.safeParse(value));
+      return `unknown meta record "${id}"`;
+    case 'worker': {
+      const r = workerSchema.safeParse(value);
+      if (r.success && String(r.data.id) !== id) return `worker record ${r.data.id} stored under "${id}"`;
+      return check(r);
+    }
+    case 'endpoint': {
+      const r = endpointRecordSchema.safeParse(value);
+      if (r.success && r.data.config.name !== id) return `endpoint "${r.data.config.name}" stored under "${id}"`;
+      return check(r);
+    }
+    case 'requests':
+      return check(requestsSchema.safeParse(value));
+    default:
+      return `unknown kind "${kind}"`;
+  }
+}
+
 export class EngineStore {
   /** Last JSON saved per journal key: only what changed is written. */
   private saved = new Map<string, string>();
+  private readonly idsPath: string;
+  private failures = 0;
+  private error: string | null = null;
+  private failingSince: number | null = null;
+  private lastReserveTry = Number.NEGATIVE_INFINITY;
+  private beyond = false;
 
   constructor(
     private readonly reg: Registry,
     readonly journal: Journal,
-  ) {}
+    private readonly opts: { repair?: boolean } = {},
+  ) {
+    this.idsPath = `${journal.path}.ids`;
+    reg.reserveIds = () => this.reserveFromAlloc();
+  }
 
-  /** Write what changed since the last save and fsync it; `final` at close (no id reserved ahead). */
+  health(): StoreHealth {
+    return {
+      ok: this.error === null,
+      error: this.error,
+      failingSince: this.failingSince,
+      failures: this.failures,
+      pendingRecords: this.journal.pendingCount(),
+      skippedRecords: this.journal.recovered.skipped,
+      idsBeyondReservation: this.beyond,
+    };
+  }
+
+  private failed(op: string, err: unknown): void {
+    const msg = err instanceof Error ? err.message : String(err);
+    this.failures++;
+    if (this.error === null) {
+      this.failingSince = this.reg.clock.now();
+      this.reg.log.error(
+        { event: 'store_failing', op, error: msg, path: this.journal.path },
+        'cannot write the state journal: serving from memory, retrying every tick',
+      );
+    }
+    this.error = msg;
+  }
+
+  private succeeded(): void {
+    if (this.error !== null) {
+      this.reg.log.warn(
+        { event: 'store_recovered', failed_for_ms: this.reg.clock.now() - (this.failingSince ?? 0), failures: this.failures },
+        'the state journal is written again',
+      );
+    }
+    this.error = null;
+    this.failingSince = null;
+  }
+
+  /** From an id allocation below the low water: at most one try a second while writes fail. */
+  private reserveFromAlloc(): void {
+    const now = this.reg.clock.now();
+    if (this.error !== null && now - this.lastReserveTry < 1000) return this.noteBeyond();
+    this.lastReserveTry = now;
+    if (!this.reserve()) this.noteBeyond();
+  }
+
+  private noteBeyond(): void {
+    const reg = this.reg;
+    const over = (Object.keys(reg.next) as Array<keyof IdCounters>).some((k) => reg.next[k] >= reg.reserved[k]);
+    if (over && !this.beyond)
+      reg.log.error({ event: 'ids_not_durable' }, 'ids are handed out beyond the last durable reservation (the journal cannot be written)');
+    this.beyond = over;
+  }
+
+  /**
+   * Reserve the next block of every id kind, durably (journal fsync + the `.ids` copy), before any
+   * of it is handed out. `exact`: reserve nothing ahead (a clean stop). Returns false when it failed.
+   */
+  reserve(exact = false): boolean {
+    const reg = this.reg;
+    const ceil = {} as IdCounters;
+    for (const k of Object.keys(reg.next) as Array<keyof IdCounters>) ceil[k] = exact ? reg.next[k] : Math.max(reg.reserved[k], reg.next[k] + ID_BLOCK[k]);
+    try {
+      this.journal.put('meta', 'ids', ceil);
+      this.saved.set('meta/ids', JSON.stringify(ceil));
+      this.journal.flush();
+      writeFileAtomic(this.idsPath, JSON.stringify(ceil));
+    } catch (err) {
+      this.failed('reserve', err);
+      return false;
+    }
+    reg.reserved = ceil;
+    this.beyond = false;
+    this.succeeded();
+    return true;
+  }
+
+  /** Write what changed since the last save and fsync it; `final` at close (no id reserved ahead). Never throws. */
   save(final = false): void {
     const reg = this.reg;
     const store = this.journal;
-    const live = new Set<string>();
+    const live = new Set<string>(['meta/ids']);
     const put = (kind: string, id: string, value: unknown) => {
       const key = `${kind}/${id}`;
       live.add(key);
       const json = JSON.stringify(value);
       if (this.saved.get(key) === json) return;
       this.saved.set(key, json);
-      store.put(kind, id, value);
+      store.put(kind, id, value, json);
     };
-    const next = reg.next;
-    put('meta', 'counters', {
-      nextWorkerId: next.worker,
-      nextEndpointId: next.endpoint,
-      nextWorkergroupId: next.workergroup,
-      nextRequestIdx: next.requestIdx + (final ? 0 : IDX_RESERVE - ((next.requestIdx - 1) % IDX_RESERVE)),
-    });
-    put('meta', 'perf', reg.perf.snapshot());
+    put(
+      'meta',
+      'perf',
+      Object.entries(reg.perf.snapshot()).map(([k, v]) => [
+        k,
+        { benchmarks: v.benchmarks, benchmarkMean: v.benchmarkMean, measured: v.measured, measuredEwma: v.measuredEwma },
+      ]),
+    );
     for (const ep of reg.endpoints.values()) {
       put('endpoint', ep.name, {
         id: ep.id,
         createdAt: ep.createdAt,
         lastActivityAt: ep.lastActivityAt,
         config: { name: ep.name, api_key: ep.apiKey, state: ep.state, ...ep.params, workergroups: [...ep.workergroups.values()] },
-        wgIds: Object.fromEntries([...ep.workergroups.keys()].map((wg) => [wg, reg.wgIds.get(`${ep.name}/${wg}`)])),
+        wgIds: [...ep.workergroups.keys()].map((wg) => [wg, reg.wgIds.get(`${ep.name}/${wg}`)]).filter((p) => p[1] !== undefined),
       });
       put('requests', ep.name, { reqnum: ep.router.lastReqnum(), pending: ep.router.exportPending() });
     }
@@ -67,17 +287,47 @@ export class EngineStore {
       store.delete(key.slice(0, slash), key.slice(slash + 1));
       this.saved.delete(key);
     }
-    store.flush();
+    if (final) {
+      // A clean stop: the next start continues at the exact next ids.
+      this.reserve(true);
+      return;
+    }
+    try {
+      store.flush();
+    } catch (err) {
+      this.failed('save', err);
+      return;
+    }
+    // A reservation that failed earlier is made again as soon as the disk takes writes.
+    if (this.beyond || (Object.keys(reg.next) as Array<keyof IdCounters>).some((k) => reg.next[k] >= reg.reserved[k])) this.reserve();
+    else this.succeeded();
   }
 
-  /** Take back the state of an earlier run into the (empty) registry. Returns what was restored. */
+  /** Take back the state of an earlier run into the (empty) registry, then reserve ids. Returns what was restored. */
   restore(): Restored {
+    const hook = this.reg.reserveIds;
+    // Ids taken while restoring (endpoints, workergroups) are renumbered from the records: no reservation for them.
+    this.reg.reserveIds = null;
+    try {
+      return this.restoreRecords();
+    } finally {
+      this.reg.reserveIds = hook;
+    }
+  }
+
+  private restoreRecords(): Restored {
     const reg = this.reg;
     const store = this.journal;
     const out = { endpoints: 0, workers: 0, requests: 0 };
-    const counters = store.get('meta', 'counters') as Record<string, number> | undefined;
+    const fromFile = this.readIdsFile();
+    if (fromFile && store.lineCount() === 0 && !this.opts.repair) {
+      throw new JournalDamagedError(store.path, 0, `it holds no record although ${this.idsPath} says ids were issued`, 1);
+    }
+    const seen: IdCounters = { worker: 0, endpoint: 0, workergroup: 0, requestIdx: 0 };
     for (const [name, raw] of store.all('endpoint')) {
-      const rec = raw as { id: number; createdAt: number; lastActivityAt: number | null; config: unknown; wgIds: Record<string, number> };
+      const rec = endpointRecordSchema.parse(raw);
+      seen.endpoint = Math.max(seen.endpoint, rec.id);
+      for (const [, id] of rec.wgIds) seen.workergroup = Math.max(seen.workergroup, id);
       const parsed = endpointSchema.safeParse(rec.config);
       if (!parsed.success) {
         reg.log.warn({ event: 'restore_skipped', endpoint: name, fields: fieldErrors(parsed.error) }, 'a remembered endpoint no longer parses: skipped');
@@ -87,34 +337,81 @@ export class EngineStore {
       ep.id = rec.id;
       ep.createdAt = rec.createdAt;
       ep.lastActivityAt = rec.lastActivityAt;
-      for (const [wg, id] of Object.entries(rec.wgIds ?? {})) if (typeof id === 'number') reg.wgIds.set(`${ep.name}/${wg}`, id);
-      const reqs = store.get('requests', name) as { reqnum: number; pending: PendingRequest[] } | undefined;
-      if (reqs) {
-        ep.router.importPending(reqs.pending, reqs.reqnum);
-        out.requests += reqs.pending.length;
+      for (const [wg, id] of rec.wgIds) if (ep.workergroups.has(wg)) reg.wgIds.set(`${ep.name}/${wg}`, id);
+      const reqs = store.get('requests', name);
+      if (reqs !== undefined) {
+        const r = requestsSchema.parse(reqs);
+        for (const p of r.pending) seen.requestIdx = Math.max(seen.requestIdx, p.idx);
+        ep.router.importPending(r.pending as PendingRequest[], r.reqnum);
+        out.requests += r.pending.length;
       }
       out.endpoints++;
     }
     for (const raw of store.all('worker').values()) {
-      const w = raw as WorkerRecord;
+      const w = workerSchema.parse(raw) as WorkerRecord;
+      seen.worker = Math.max(seen.worker, w.id);
       if (!reg.endpoints.has(w.endpoint)) continue;
-      reg.workers.set(w.id, { ...w, probing: false, updatePending: w.updatePending ?? false });
+      reg.workers.set(w.id, { ...w, probing: false });
       out.workers++;
     }
     reg.routableChanged();
-    const perf = store.get('meta', 'perf') as Record<string, { benchmarks: number; benchmarkMean: number; measured: number; measuredEwma: number }> | undefined;
     // Replayed through the book's own API: n benchmarks of the mean, n measurements of the average.
-    for (const [key, k] of Object.entries(perf ?? {})) {
+    const perf = store.get('meta', 'perf');
+    for (const [key, k] of perf === undefined ? [] : perfSchema.parse(perf)) {
       for (let i = 0; i < k.benchmarks; i++) reg.perf.addBenchmark(key, k.benchmarkMean);
       for (let i = 0; i < k.measured; i++) reg.perf.addMeasured(key, k.measuredEwma);
     }
-    const maxId = (xs: number[]) => xs.reduce((a, b) => Math.max(a, b), 0);
-    const next = reg.next;
-    next.worker = Math.max(counters?.nextWorkerId ?? 1, maxId([...reg.workers.keys()]) + 1);
-    next.endpoint = Math.max(counters?.nextEndpointId ?? 1, maxId([...reg.endpoints.values()].map((e) => e.id)) + 1);
-    next.workergroup = Math.max(counters?.nextWorkergroupId ?? 1, maxId([...reg.wgIds.values()]) + 1);
-    next.requestIdx = Math.max(next.requestIdx, counters?.nextRequestIdx ?? 1);
-    if (out.endpoints > 0) reg.log.info({ event: 'restored', ...out, next_request_idx: next.requestIdx }, 'engine state restored from the journal');
+    const fromJournal = store.get('meta', 'ids') === undefined ? null : idsSchema.parse(store.get('meta', 'ids'));
+    for (const k of Object.keys(reg.next) as Array<keyof IdCounters>) {
+      reg.next[k] = Math.max(reg.next[k], seen[k] + 1, fromJournal?.[k] ?? 1, fromFile?.[k] ?? 1);
+    }
+    const skipped = store.recovered.skipped;
+    if (out.endpoints > 0 || skipped > 0)
+      reg.log.info({ event: 'restored', ...out, skipped_records: skipped, next_request_idx: reg.next.requestIdx }, 'engine state restored from the journal');
+    this.reserve();
     return out;
+  }
+
+  /** The second copy of the reservation; damage there is damage (unless repairing: then it is ignored). */
+  private readIdsFile(): IdCounters | null {
+    if (!existsSync(this.idsPath)) return null;
+    const text = readFileSync(this.idsPath, 'utf8');
+    let parsed: z.ZodSafeParseResult<IdCounters>;
+    try {
+      parsed = idsSchema.safeParse(JSON.parse(text));
+    } catch {
+      parsed = { success: false } as z.ZodSafeParseResult<IdCounters>;
+    }
+    if (parsed.success) return parsed.data;
+    if (this.opts.repair) {
+      this.reg.log.warn({ event: 'ids_file_ignored', path: this.idsPath }, 'the id reservation copy is damaged: ignored (--repair)');
+      return null;
+    }
+    throw new JournalDamagedError(this.idsPath, 0, 'not a valid id reservation', 1);
+  }
+}
+
+/** Write a small file so that a crash leaves the old or the new content whole: tmp, fsync, rename, fsync dir. */
+function writeFileAtomic(path: string, text: string): void {
+  const tmp = `${path}.tmp`;
+  const fd = openSync(tmp, 'w', 0o600);
+  try {
+    const buf = Buffer.from(text);
+    let off = 0;
+    while (off < buf.length) off += writeSync(fd, buf, off, buf.length - off, off);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, path);
+  try {
+    const dfd = openSync(dirname(path), 'r');
+    try {
+      fsyncSync(dfd);
+    } finally {
+      closeSync(dfd);
+    }
+  } catch {
+    /* some filesystems cannot fsync a directory; the rename is still atomic */
   }
 }

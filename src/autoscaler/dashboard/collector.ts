@@ -9,6 +9,7 @@ import {
   type InitFrame,
   type ReportStamp,
   type Sample,
+  type StoreStatus,
   type TickFrame,
   type WorkerRow,
 } from './client/frames.js';
@@ -164,7 +165,13 @@ export class DashboardCollector {
       workers: [...this.rows.values()].map((r) => r.row),
       history: Object.fromEntries([...this.tracks].map(([name, t]) => [name, t.ring.columns()])),
       report: this.lastReport,
+      store: this.storeStatus(),
     };
+  }
+
+  private storeStatus(): StoreStatus | null {
+    const h = this.engine.storeHealth();
+    return h && { ok: h.ok, error: h.error, failingSince: h.failingSince };
   }
 
   /** Sample the engine now and send the delta to every stream; returns the frame (tests read it). */
@@ -178,7 +185,17 @@ export class DashboardCollector {
       else byEndpoint.set(w.endpoint, [w]);
     }
 
-    const frame: TickFrame = { kind: 'tick', now, endpoints: [], removedEndpoints: [], samples: {}, upsert: [], remove: [], report: null };
+    const frame: TickFrame = {
+      kind: 'tick',
+      now,
+      endpoints: [],
+      removedEndpoints: [],
+      samples: {},
+      upsert: [],
+      remove: [],
+      report: null,
+      store: this.storeStatus(),
+    };
     for (const ep of this.engine.endpoints.values()) {
       let track = this.tracks.get(ep.name);
       if (!track) {

@@ -160,7 +160,9 @@ class Dashboard {
   /** Redraw what `change` touched; null redraws everything (a new selection). */
   private render(change: Change | null): void {
     const m = this.model;
-    setText(this.clock, `engine time ${new Date(m.now).toISOString().replace('T', ' ').slice(0, 19)} · provider ${m.provider}`);
+    // A state journal that cannot be written is said here: the engine routes on from memory.
+    const store = m.store && !m.store.ok ? ` · STATE NOT SAVED: ${m.store.error ?? 'write failed'} (routing from memory, retrying)` : '';
+    setText(this.clock, `engine time ${new Date(m.now).toISOString().replace('T', ' ').slice(0, 19)} · provider ${m.provider}${store}`);
     const names = [...m.endpoints.keys()].sort();
     if (!this.selected || !m.endpoints.has(this.selected)) this.selected = names[0] ?? null;
     this.renderTabs(names);

@@ -103,6 +103,15 @@ export interface InitFrame {
   workers: WorkerRow[];
   history: Record<string, SampleColumns>;
   report: ReportStamp | null;
+  /** The engine's state journal: null without persistence; `ok: false` while it cannot be written. */
+  store: StoreStatus | null;
+}
+
+/** What the page shows of the state journal (the rest is on /healthz and /metrics). */
+export interface StoreStatus {
+  ok: boolean;
+  error: string | null;
+  failingSince: number | null;
 }
 
 /** Every later frame: what changed since the previous one. */
@@ -120,6 +129,7 @@ export interface TickFrame {
   /** Ids of workers the engine forgot. */
   remove: number[];
   report: ReportStamp | null;
+  store: StoreStatus | null;
 }
 
 export type Frame = InitFrame | TickFrame;

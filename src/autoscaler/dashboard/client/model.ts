@@ -1,4 +1,13 @@
-import { SAMPLE_KEYS, emptyColumns, type EndpointSummary, type Frame, type ReportStamp, type SampleColumns, type WorkerRow } from './frames.js';
+import {
+  SAMPLE_KEYS,
+  emptyColumns,
+  type EndpointSummary,
+  type Frame,
+  type ReportStamp,
+  type SampleColumns,
+  type StoreStatus,
+  type WorkerRow,
+} from './frames.js';
 
 /**
  * The page's copy of the engine's state, built from the stream's frames. No DOM: the views
@@ -31,6 +40,8 @@ export class DashboardModel {
   readonly workers = new Map<number, WorkerRow>();
   readonly history = new Map<string, SampleColumns>();
   report: ReportStamp | null = null;
+  /** The state journal's health (null: no persistence). */
+  store: StoreStatus | null = null;
   /** Frames applied since the last init. */
   ticks = 0;
 
@@ -46,6 +57,7 @@ export class DashboardModel {
       reportChanged: false,
     };
     this.now = frame.now;
+    this.store = frame.store;
     if (frame.kind === 'init') {
       this.provider = frame.provider;
       this.sampleMs = frame.sampleMs;
