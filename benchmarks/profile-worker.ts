@@ -48,9 +48,29 @@ export async function profileWorker(
     let tls: { env: Record<string, string>; ca: Buffer } | undefined;
     if (opts.tls) {
       const [cert, key] = [join(dir, 'cert.pem'), join(dir, 'key.pem')];
-      execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1'], {
-        stdio: 'ignore',
-      });
+      execFileSync(
+        'openssl',
+        [
+          'req',
+          '-x509',
+          '-newkey',
+          'rsa:2048',
+          '-nodes',
+          '-keyout',
+          key,
+          '-out',
+          cert,
+          '-days',
+          '1',
+          '-subj',
+          '/CN=127.0.0.1',
+          '-addext',
+          'subjectAltName=IP:127.0.0.1',
+        ],
+        {
+          stdio: 'ignore',
+        },
+      );
       tls = { env: { USE_SSL: 'true', SSL_CERT_PATH: cert, SSL_KEY_PATH: key }, ca: readFileSync(cert) };
     }
     const proxy =
