@@ -8,13 +8,14 @@ import { DEFAULT_FRONTIER_FLOORS, frontierHeadlines, frontierMarkdown, reactiveF
 import { oracleCost } from './simulate/oracle.js';
 import { DEFAULT_SIM_MACHINE } from './providers/simulated.js';
 import { writeSimulationOutputs } from './simulate/outputs.js';
-import { patternByName, syntheticPatterns } from './simulate/patterns.js';
+import { overlaid, patternByName, syntheticPatterns } from './simulate/patterns.js';
+import { readConfigFile } from './config.js';
 import { runSimulation } from './simulate/run.js';
 import { loadTrace, type TraceRequest } from './simulate/trace.js';
 
-const USAGE = `usage: nodeworker simulate (--trace FILE | --pattern NAME [--draw K]) [--policy default|kpa] [--speed X] [--config FILE] [--out DIR] [--no-panic] [--log]
+const USAGE = `usage: nodeworker simulate (--trace FILE | --pattern NAME [--draw K]) [--rate K] [--max-workers N] [--policy default|kpa] [--speed X] [--config FILE] [--out DIR] [--no-panic] [--log]
        nodeworker simulate --compare [--trace FILE]... [--draws N] [--config FILE] [--out DIR]
-       nodeworker simulate --frontier [--trace FILE] [--config FILE] [--out DIR] [--serving pooled|workers]
+       nodeworker simulate --frontier [--trace FILE | --pattern NAME] [--rate K] [--config FILE] [--out DIR] [--serving pooled|workers]
 
 Replays a request trace (CSV: TIMESTAMP,ContextTokens,GeneratedTokens) against the autoscaler's
 own policy and router with a simulated fleet on a fake clock, and reports cost (GPU-hours, $)
@@ -38,6 +39,10 @@ against an oracle that knows the future, queue time p50/p99, and workers by stat
                   cost vs queue p99 and writes frontier.json and frontier.md into --out
   --serving MODE  with --frontier: pooled (one fluid server of the ready capacity, default) or
                   workers (each ready worker serves one request at a time)
+  --rate K        K time-shifted copies of the trace or pattern overlaid (seeded, deterministic;
+                  a fractional K thins): K times the traffic with the same shape of bursts.
+                  endpoint.max_workers is scaled by K unless --max-workers or the --config file gives it
+  --max-workers N the endpoint's max_workers, whatever --rate is
   --speed X       compress time X-fold (X=2: the same requests in half the time); default 1
   --config FILE   JSON/YAML merged over the default config (src/autoscaler/simulate.default.yaml)
   --out DIR       where report.json, timeline.csv, timeline.svg go (default .artifacts/simulate)
@@ -54,6 +59,8 @@ const OPTIONS = {
   frontier: { type: 'boolean' },
   serving: { type: 'string' },
   speed: { type: 'string' },
+  rate: { type: 'string' },
+  'max-workers': { type: 'string' },
   config: { type: 'string' },
   out: { type: 'string' },
   'no-panic': { type: 'boolean' },
@@ -83,6 +90,12 @@ export async function runSimulateCli(argv: string[]): Promise<number> {
   if (!POLICY_NAMES.includes(policy)) return usageError(`--policy must be one of ${POLICY_NAMES.join(', ')}, got ${JSON.stringify(args.policy)}`);
   const speed = args.speed === undefined ? 1 : Number(args.speed);
   if (!(speed > 0) || !Number.isFinite(speed)) return usageError(`--speed must be a number > 0, got ${String(args.speed)}`);
+  const rate = args.rate === undefined ? 1 : Number(args.rate);
+  if (!(rate > 0) || !Number.isFinite(rate) || rate > 1000) return usageError(`--rate must be a number in (0, 1000], got ${String(args.rate)}`);
+  const maxWorkersArg = args['max-workers'] === undefined ? undefined : Number(args['max-workers']);
+  if (maxWorkersArg !== undefined && (!Number.isInteger(maxWorkersArg) || maxWorkersArg < 0))
+    return usageError(`--max-workers must be a whole number ≥ 0, got ${String(args['max-workers'])}`);
+  if (args.compare && args.rate !== undefined) return usageError('--compare runs its own rates (×1, ×10, ×100): drop --rate');
   const traces = args.trace ?? [];
   const draws = args.draws === undefined ? 1 : Number(args.draws);
   if (!Number.isInteger(draws) || draws < 1 || draws > 100) return usageError(`--draws must be an integer from 1 to 100, got ${String(args.draws)}`);
@@ -91,9 +104,9 @@ export async function runSimulateCli(argv: string[]): Promise<number> {
   if (!Number.isInteger(draw) || draw < 0) return usageError(`--draw must be an integer ≥ 0, got ${String(args.draw)}`);
   if (args.draw !== undefined && !args.pattern) return usageError('--draw goes with --pattern');
   if (args.frontier) {
-    const conflicts = (['compare', 'pattern', 'policy', 'no-panic', 'log', 'draws', 'draw'] as const).filter((k) => args[k] !== undefined).map((k) => `--${k}`);
+    const conflicts = (['compare', 'policy', 'no-panic', 'log', 'draws'] as const).filter((k) => args[k] !== undefined).map((k) => `--${k}`);
     if (conflicts.length > 0) return usageError(`--frontier cannot be combined with ${conflicts.join(', ')}: the frontier runs its own idealised controllers`);
-    if (traces.length > 1) return usageError(`--frontier takes one --trace, got ${traces.length}`);
+    if (traces.length + (args.pattern ? 1 : 0) > 1) return usageError(`--frontier takes one --trace or --pattern, got ${traces.length + (args.pattern ? 1 : 0)}`);
     if (args.serving !== undefined && args.serving !== 'pooled' && args.serving !== 'workers')
       return usageError(`--serving must be pooled or workers, got ${JSON.stringify(args.serving)}`);
   } else if (args.serving !== undefined) return usageError('--serving applies to --frontier only');
@@ -104,6 +117,7 @@ export async function runSimulateCli(argv: string[]): Promise<number> {
   let config: SimulationConfig;
   try {
     config = loadSimulationConfig(args.config);
+    config = withMaxWorkers(config, rate, maxWorkersArg ?? configMaxWorkers(args.config));
   } catch (err) {
     process.stderr.write(`nodeworker simulate: ${(err as Error).message}\n`);
     return 1;
@@ -119,11 +133,26 @@ export async function runSimulateCli(argv: string[]): Promise<number> {
     return null;
   };
 
+  const unknownPattern = () =>
+    usageError(
+      `--pattern must be one of ${syntheticPatterns()
+        .map((x) => x.name)
+        .join(', ')}, got ${JSON.stringify(args.pattern)}`,
+    );
   if (args.frontier) {
-    const file = traces[0] ?? resolve('data/azure-llm-2023-code.csv');
-    const requests = load(file);
+    let requests: TraceRequest[] | null;
+    let file: string;
+    if (args.pattern) {
+      const p = patternByName(args.pattern, draw);
+      if (!p) return unknownPattern();
+      requests = p.requests.map((r) => ({ ...r, at: r.at / speed }));
+      file = `pattern:${p.name}`;
+    } else {
+      file = traces[0] ?? resolve('data/azure-llm-2023-code.csv');
+      requests = load(file);
+    }
     if (!requests) return 1;
-    return runFrontier(config, requests, file, outDir, args.config, args.serving === 'workers' ? 'workers' : 'pooled');
+    return runFrontier(config, overlaid(requests, rate), file, outDir, args.config, args.serving === 'workers' ? 'workers' : 'pooled', rate);
   }
 
   if (args.compare) {
@@ -148,12 +177,7 @@ export async function runSimulateCli(argv: string[]): Promise<number> {
   let label: string;
   if (args.pattern) {
     const p = patternByName(args.pattern, draw);
-    if (!p)
-      return usageError(
-        `--pattern must be one of ${syntheticPatterns()
-          .map((x) => x.name)
-          .join(', ')}, got ${JSON.stringify(args.pattern)}`,
-      );
+    if (!p) return unknownPattern();
     requests = speed === 1 ? p.requests : p.requests.map((r) => ({ ...r, at: r.at / speed }));
     params = p.params;
     label = `pattern ${p.name}${draw > 0 ? ` (draw ${draw})` : ''}`;
@@ -163,9 +187,10 @@ export async function runSimulateCli(argv: string[]): Promise<number> {
     requests = r;
     label = traces[0]!;
   }
+  if (rate !== 1) label += ` ×${rate} (max_workers ${config.endpoint.max_workers})`;
   const result = await runSimulation({
     config,
-    requests,
+    requests: overlaid(requests, rate),
     params,
     policy,
     panic: !args['no-panic'],
@@ -201,6 +226,7 @@ function runFrontier(
   outDir: string,
   configFile: string | undefined,
   serving: Serving,
+  rate = 1,
 ): number {
   const sim = (name: string) => ({ ...DEFAULT_SIM_MACHINE, ...config.provider.defaults, ...config.provider.machines?.[name] });
   const machines = config.endpoint.workergroups.flatMap((wg) =>
@@ -246,4 +272,18 @@ function runFrontier(
     ].join('\n') + '\n',
   );
   return 0;
+}
+
+/** The max_workers an override config file sets, if it sets one (then --rate leaves it alone). */
+function configMaxWorkers(file: string | undefined): number | undefined {
+  if (!file) return undefined;
+  const raw = readConfigFile(file) as { endpoint?: { max_workers?: unknown } } | null;
+  const v = raw?.endpoint?.max_workers;
+  return typeof v === 'number' ? v : undefined;
+}
+
+/** `config` with max_workers `given`, or else scaled by `rate` (K times the traffic may need K times the fleet). */
+export function withMaxWorkers(config: SimulationConfig, rate: number, given: number | undefined): SimulationConfig {
+  const max = given ?? (rate > 1 ? Math.ceil(config.endpoint.max_workers * rate) : config.endpoint.max_workers);
+  return max === config.endpoint.max_workers ? config : { ...config, endpoint: { ...config.endpoint, max_workers: max } };
 }
