@@ -4,7 +4,7 @@ import { parseArgs } from 'node:util';
 import { POLICY_NAMES, type PolicyName } from './policies.js';
 import { compareTable, defaultWorkloads, runCompare } from './simulate/compare.js';
 import { loadSimulationConfig, defaultSimulationConfigPath, type SimulationConfig } from './simulate/config.js';
-import { DEFAULT_FRONTIER_FLOORS, frontierHeadlines, frontierMarkdown, reactiveFrontier, type Serving } from './simulate/frontier.js';
+import { DEFAULT_FRONTIER_FLOORS, SERVINGS, scaledSizes, frontierHeadlines, frontierMarkdown, reactiveFrontier, type Serving } from './simulate/frontier.js';
 import { oracleCost } from './simulate/oracle.js';
 import { DEFAULT_SIM_MACHINE } from './providers/simulated.js';
 import { writeSimulationOutputs } from './simulate/outputs.js';
@@ -37,8 +37,9 @@ against an oracle that knows the future, queue time p50/p99, and workers by stat
                   instant detection, unlimited stopped workers, start_time to serve) swept over its
                   parameters on one trace (default: the shipped one); prints the Pareto frontier of
                   cost vs queue p99 and writes frontier.json and frontier.md into --out
-  --serving MODE  with --frontier: pooled (one fluid server of the ready capacity, default) or
-                  workers (each ready worker serves one request at a time)
+  --serving MODE  with --frontier: pooled (one fluid server of the ready capacity, default),
+                  workers (each ready worker serves one request at a time, oldest first) or
+                  smallest (separate workers, a free one takes the smallest waiting request)
   --rate K        K time-shifted copies of the trace or pattern overlaid (seeded, deterministic;
                   a fractional K thins): K times the traffic with the same shape of bursts.
                   endpoint.max_workers is scaled by K unless --max-workers or the --config file gives it
@@ -107,8 +108,8 @@ export async function runSimulateCli(argv: string[]): Promise<number> {
     const conflicts = (['compare', 'policy', 'no-panic', 'log', 'draws'] as const).filter((k) => args[k] !== undefined).map((k) => `--${k}`);
     if (conflicts.length > 0) return usageError(`--frontier cannot be combined with ${conflicts.join(', ')}: the frontier runs its own idealised controllers`);
     if (traces.length + (args.pattern ? 1 : 0) > 1) return usageError(`--frontier takes one --trace or --pattern, got ${traces.length + (args.pattern ? 1 : 0)}`);
-    if (args.serving !== undefined && args.serving !== 'pooled' && args.serving !== 'workers')
-      return usageError(`--serving must be pooled or workers, got ${JSON.stringify(args.serving)}`);
+    if (args.serving !== undefined && !(SERVINGS as readonly string[]).includes(args.serving))
+      return usageError(`--serving must be one of ${SERVINGS.join(', ')}, got ${JSON.stringify(args.serving)}`);
   } else if (args.serving !== undefined) return usageError('--serving applies to --frontier only');
   if (args.compare && (args.pattern || args.policy)) return usageError('--compare runs every policy and pattern: drop --pattern and --policy');
   if (!args.compare && !args.frontier && traces.length + (args.pattern ? 1 : 0) !== 1)
@@ -152,7 +153,7 @@ export async function runSimulateCli(argv: string[]): Promise<number> {
       requests = load(file);
     }
     if (!requests) return 1;
-    return runFrontier(config, overlaid(requests, rate), file, outDir, args.config, args.serving === 'workers' ? 'workers' : 'pooled', rate);
+    return runFrontier(config, overlaid(requests, rate), file, outDir, args.config, (args.serving ?? 'pooled') as Serving, rate);
   }
 
   if (args.compare) {
@@ -241,7 +242,7 @@ function runFrontier(
   }
   // The config's own floor (min_load in whole workers) is swept too, whatever it is.
   const ownFloor = Math.min(ep.max_workers, Math.ceil(ep.min_load / best.perf - 1e-9));
-  const floors = [...new Set([...DEFAULT_FRONTIER_FLOORS, ownFloor])].filter((f) => f <= ep.max_workers).sort((a, b) => a - b);
+  const floors = [...new Set([...scaledSizes(DEFAULT_FRONTIER_FLOORS, rate), ownFloor])].filter((f) => f <= ep.max_workers).sort((a, b) => a - b);
   const started = performance.now();
   const result = reactiveFrontier(requests, {
     machines,
@@ -251,6 +252,12 @@ function runFrontier(
     cap: ep.max_workers,
     floors,
     serving,
+    rate,
+    onProgress: process.stderr.isTTY
+      ? (done, total) => process.stderr.write(`\r${done}/${total} points\x1b[K${done === total ? '\n' : ''}`)
+      : (done, total) => {
+          if (done === total || done % 500 === 0) process.stderr.write(`${done}/${total} points\n`);
+        },
   });
   const wallSeconds = (performance.now() - started) / 1000;
   const label = basename(file);
