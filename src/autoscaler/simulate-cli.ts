@@ -14,7 +14,7 @@ import { runSimulation } from './simulate/run.js';
 import { loadTrace, type TraceRequest } from './simulate/trace.js';
 
 const USAGE = `usage: nodeworker simulate (--trace FILE | --pattern NAME [--draw K]) [--rate K] [--max-workers N] [--policy default|kpa] [--speed X] [--config FILE] [--out DIR] [--no-panic] [--log]
-       nodeworker simulate --compare [--trace FILE]... [--draws N] [--config FILE] [--out DIR]
+       nodeworker simulate --compare [--trace FILE]... [--draws N] [--no-scale] [--config FILE] [--out DIR]
        nodeworker simulate --frontier [--trace FILE | --pattern NAME] [--rate K] [--config FILE] [--out DIR] [--serving pooled|workers]
 
 Replays a request trace (CSV: TIMESTAMP,ContextTokens,GeneratedTokens) against the autoscaler's
@@ -29,8 +29,11 @@ against an oracle that knows the future, queue time p50/p99, and workers by stat
                   compare table's first draw; 1, 2, … use other seeds)
   --policy NAME   default (this engine's policy) or kpa (the Knative-KPA-style baseline); default: default
   --compare       both policies on every trace given (default: the shipped one), its variants
-                  (halves, rate ×0.5/×2, shuffled gaps) and the synthetic patterns; prints a table
+                  (halves, rate ×0.5/×2, shuffled gaps), its ×10 and ×100 overlays (--rate) and
+                  the synthetic patterns; prints a table
                   and writes compare.json and compare.md into --out
+  --no-scale      with --compare: leave out the ×10 and ×100 rows (each trace overlaid 10 and
+                  100 times, max_workers scaled alike; the ×100 runs take a minute or more each)
   --draws N       with --compare: draw each synthetic pattern N times (other seeds) and report
                   the means, and in how many draws the default beat the baseline; default 1
   --frontier      the reactive frontier: an idealised family of causal controllers (pooled queue,
@@ -62,6 +65,7 @@ const OPTIONS = {
   speed: { type: 'string' },
   rate: { type: 'string' },
   'max-workers': { type: 'string' },
+  'no-scale': { type: 'boolean' },
   config: { type: 'string' },
   out: { type: 'string' },
   'no-panic': { type: 'boolean' },
@@ -96,6 +100,7 @@ export async function runSimulateCli(argv: string[]): Promise<number> {
   const maxWorkersArg = args['max-workers'] === undefined ? undefined : Number(args['max-workers']);
   if (maxWorkersArg !== undefined && (!Number.isInteger(maxWorkersArg) || maxWorkersArg < 0))
     return usageError(`--max-workers must be a whole number ≥ 0, got ${String(args['max-workers'])}`);
+  if (args['no-scale'] && !args.compare) return usageError('--no-scale goes with --compare');
   if (args.compare && args.rate !== undefined) return usageError('--compare runs its own rates (×1, ×10, ×100): drop --rate');
   const traces = args.trace ?? [];
   const draws = args.draws === undefined ? 1 : Number(args.draws);
@@ -167,7 +172,7 @@ export async function runSimulateCli(argv: string[]): Promise<number> {
     const progress = process.stderr.isTTY
       ? (done: number, total: number, label: string) => process.stderr.write(`\r${done}/${total} ${label}\x1b[K${done === total ? '\n' : ''}`)
       : undefined;
-    const rows = await runCompare({ config, workloads: defaultWorkloads(named, draws), policies: POLICY_NAMES, panic: !args['no-panic'], onRun: progress });
+    const rows = await runCompare({ config, workloads: defaultWorkloads(named, draws, { maxWorkers: config.endpoint.max_workers, rates: args['no-scale'] ? [] : undefined }), policies: POLICY_NAMES, panic: !args['no-panic'], onRun: progress });
     const { markdown, path } = compareTable(rows, outDir);
     process.stdout.write(markdown + `\nwrote ${path}\n`);
     return 0;
