@@ -45,7 +45,7 @@ describe('npm run bench (quick mode)', () => {
       expect(out).toContain(row);
     }
     const targets = out.split('\n').filter((l) => /^\| .* \| (PASS|MISS|n\/a) \|$/.test(l));
-    expect(targets).toHaveLength(8);
+    expect(targets).toHaveLength(10);
     expect(out).toContain('| stock (node:http + undici) |');
 
     const report = JSON.parse(readFileSync(jsonFile, 'utf8')) as SuiteReport;
@@ -65,5 +65,10 @@ describe('npm run bench (quick mode)', () => {
     expect(report.overhead!.onRps).toBeGreaterThan(0);
     expect(report.ablation!.rows.map((r) => r.errors)).toEqual([0, 0, 0, 0]);
     expect(report.extras!.logwatch!.p50Ms).toBeGreaterThan(0);
+    // The simulator section (×1 in quick mode): the whole trace served, in its own process.
+    expect(report.simulate!.rate).toBe(1);
+    expect(report.simulate!.requests).toBe(8819);
+    expect(report.simulate!.timedOut).toBe(0);
+    expect(report.simulate!.maxRssMb).toBeGreaterThan(0);
   }, 180_000); // about 50 s alone (fixed-length load runs); generous for a loaded machine
 });

@@ -112,7 +112,8 @@ export async function runSimulateCli(argv: string[]): Promise<number> {
   if (args.frontier) {
     const conflicts = (['compare', 'policy', 'no-panic', 'log', 'draws'] as const).filter((k) => args[k] !== undefined).map((k) => `--${k}`);
     if (conflicts.length > 0) return usageError(`--frontier cannot be combined with ${conflicts.join(', ')}: the frontier runs its own idealised controllers`);
-    if (traces.length + (args.pattern ? 1 : 0) > 1) return usageError(`--frontier takes one --trace or --pattern, got ${traces.length + (args.pattern ? 1 : 0)}`);
+    if (traces.length + (args.pattern ? 1 : 0) > 1)
+      return usageError(`--frontier takes one --trace or --pattern, got ${traces.length + (args.pattern ? 1 : 0)}`);
     if (args.serving !== undefined && !(SERVINGS as readonly string[]).includes(args.serving))
       return usageError(`--serving must be one of ${SERVINGS.join(', ')}, got ${JSON.stringify(args.serving)}`);
   } else if (args.serving !== undefined) return usageError('--serving applies to --frontier only');
@@ -172,7 +173,13 @@ export async function runSimulateCli(argv: string[]): Promise<number> {
     const progress = process.stderr.isTTY
       ? (done: number, total: number, label: string) => process.stderr.write(`\r${done}/${total} ${label}\x1b[K${done === total ? '\n' : ''}`)
       : undefined;
-    const rows = await runCompare({ config, workloads: defaultWorkloads(named, draws, { maxWorkers: config.endpoint.max_workers, rates: args['no-scale'] ? [] : undefined }), policies: POLICY_NAMES, panic: !args['no-panic'], onRun: progress });
+    const rows = await runCompare({
+      config,
+      workloads: defaultWorkloads(named, draws, { maxWorkers: config.endpoint.max_workers, rates: args['no-scale'] ? [] : undefined }),
+      policies: POLICY_NAMES,
+      panic: !args['no-panic'],
+      onRun: progress,
+    });
     const { markdown, path } = compareTable(rows, outDir);
     process.stdout.write(markdown + `\nwrote ${path}\n`);
     return 0;

@@ -60,11 +60,9 @@ export function defaultWorkloads(
   const maxWorkers = opts.maxWorkers ?? 16;
   return [
     ...traces.flatMap((t) =>
-      [
-        { name: t.name, requests: t.requests },
-        ...traceVariants(t.name, t.requests),
-        ...rates.map((k) => ratedWorkload(t.name, t.requests, k, maxWorkers)),
-      ].map((w) => [w]),
+      [{ name: t.name, requests: t.requests }, ...traceVariants(t.name, t.requests), ...rates.map((k) => ratedWorkload(t.name, t.requests, k, maxWorkers))].map(
+        (w) => [w],
+      ),
     ),
     ...patternDraws[0]!.map((_, i) => patternDraws.map((d) => d[i]!)),
   ];

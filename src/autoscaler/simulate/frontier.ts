@@ -574,8 +574,7 @@ export function reactiveFrontier(requests: readonly TraceRequest[], opts: Fronti
   const controllers: ReactiveParams[] = [];
   for (const win of grid.win)
     for (const horizon of grid.horizon)
-      for (const hold of grid.hold)
-        for (const fore of grid.fore) for (const headroom of headrooms) controllers.push({ win, horizon, hold, fore, headroom });
+      for (const hold of grid.hold) for (const fore of grid.fore) for (const headroom of headrooms) controllers.push({ win, horizon, hold, fore, headroom });
   const total = floors.length * controllers.length + alwaysOn.length;
   const points: FrontierPoint[] = [];
   const done = () => {

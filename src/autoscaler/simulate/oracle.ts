@@ -142,7 +142,7 @@ function fifoWaits(requests: readonly TraceRequest[], plan: readonly number[], p
     let best = Number.POSITIVE_INFINITY;
     let bi = 0;
     for (let i = 0; i < width; i++) {
-      let s = r.at > freeAt[i]! ? r.at : freeAt[i]!;
+      let s = Math.max(r.at, freeAt[i]!);
       if (s >= best) continue; // it cannot start sooner here: skip the minute walk
       // Machine i exists in minutes whose plan has more than i machines; after the trace, machine 0 drains the rest.
       let m = Math.floor(s / 60);
