@@ -154,7 +154,9 @@ describe('nodeworker simulate on the shared trace', () => {
     // The GPU time splits into working, idle and not serving; working is the trace's work at the true perf.
     const b = report.cost.breakdown;
     expect(b.working.hours + b.idle.hours + b.notServing.hours).toBeCloseTo(report.cost.gpuHours, 3);
-    expect(b.working.hours).toBeCloseTo(report.oracle.fluid.gpuHours, 2);
+    // Within 3%: the warm-up's last requests (the trace's end, replayed) are still served in the first
+    // billed seconds, and the trace's last ones may finish after the billed minutes.
+    expect(Math.abs(b.working.hours - report.oracle.fluid.gpuHours) / report.oracle.fluid.gpuHours).toBeLessThan(0.03);
     // Over the target: the requests slower than target_queue_time, consistent with the p99.
     expect(report.queueTime.target).toBe(10);
     expect(report.queueTime.overTargetShare > 0.01).toBe(report.queueTime.p99 > 10);
