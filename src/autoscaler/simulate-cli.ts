@@ -15,7 +15,7 @@ import { loadTrace, type TraceRequest } from './simulate/trace.js';
 
 const USAGE = `usage: nodeworker simulate (--trace FILE | --pattern NAME [--draw K]) [--rate K] [--max-workers N] [--policy default|kpa] [--speed X] [--config FILE] [--out DIR] [--no-panic] [--log]
        nodeworker simulate --compare [--trace FILE]... [--draws N] [--no-scale] [--config FILE] [--out DIR]
-       nodeworker simulate --frontier [--trace FILE | --pattern NAME] [--rate K] [--config FILE] [--out DIR] [--serving pooled|workers]
+       nodeworker simulate --frontier [--trace FILE | --pattern NAME] [--rate K] [--config FILE] [--out DIR] [--serving pooled|workers|smallest]
 
 Replays a request trace (CSV: TIMESTAMP,ContextTokens,GeneratedTokens) against the autoscaler's
 own policy and router with a simulated fleet on a fake clock, and reports cost (GPU-hours, $)
@@ -30,16 +30,18 @@ against an oracle that knows the future, queue time p50/p99, and workers by stat
   --policy NAME   default (this engine's policy) or kpa (the Knative-KPA-style baseline); default: default
   --compare       both policies on every trace given (default: the shipped one), its variants
                   (halves, rate ×0.5/×2, shuffled gaps), its ×10 and ×100 overlays (--rate) and
-                  the synthetic patterns; prints a table
-                  and writes compare.json and compare.md into --out
+                  the synthetic patterns; prints a table and writes compare.json and compare.md
+                  into --out
   --no-scale      with --compare: leave out the ×10 and ×100 rows (each trace overlaid 10 and
                   100 times, max_workers scaled alike; the ×100 runs take a minute or more each)
   --draws N       with --compare: draw each synthetic pattern N times (other seeds) and report
                   the means, and in how many draws the default beat the baseline; default 1
-  --frontier      the reactive frontier: an idealised family of causal controllers (pooled queue,
-                  instant detection, unlimited stopped workers, start_time to serve) swept over its
-                  parameters on one trace (default: the shipped one); prints the Pareto frontier of
-                  cost vs queue p99 and writes frontier.json and frontier.md into --out
+  --frontier      the reactive frontier: an idealised family of causal controllers (instant
+                  detection, free stopped workers, start_time to serve; rate window, backlog
+                  drain, headroom, memory of recent peaks, floors) swept over its parameters on one
+                  trace or pattern (default: the shipped trace; with --rate its floors, fleet sizes
+                  and cap scale by K); prints the Pareto frontier of cost vs queue p99 and writes
+                  frontier.json and frontier.md into --out
   --serving MODE  with --frontier: pooled (one fluid server of the ready capacity, default),
                   workers (each ready worker serves one request at a time, oldest first) or
                   smallest (separate workers, a free one takes the smallest waiting request)
