@@ -5,7 +5,7 @@
  *
  *   npm run bench                       # the full suite (~4 minutes)
  *   node build/benchmarks/run.js --quick # a few seconds: tiny loads, undici generator (the smoke test)
- *   options: --generator wrk|undici  --duration S  --json FILE  --skip a,b (proxy, streams, readiness, overhead, ablation, engine, extras)
+ *   options: --generator wrk|undici  --duration S  --json FILE  --skip a,b (proxy, streams, readiness, overhead, ablation, engine, extras, simulate)
  *
  * Installs Debian's nginx and wrk with apt-get when missing (not in --quick mode).
  *
@@ -27,9 +27,10 @@ import { measurePerfAccuracy, measureReadyLatency, type AccuracyRow, type ReadyL
 import { runStreamsBench, type StreamsBenchReport } from './streams-bench.js';
 import { ensureCommand } from './lib/tools.js';
 import { LIB_DIR } from './lib/stack.js';
+import { SIMULATE_TARGETS, type SimulateScaleResult } from './simulate-scale.js';
 
-export type SuiteSection = 'proxy' | 'streams' | 'readiness' | 'overhead' | 'ablation' | 'engine' | 'extras';
-export const SECTIONS: SuiteSection[] = ['proxy', 'streams', 'readiness', 'overhead', 'ablation', 'engine', 'extras'];
+export type SuiteSection = 'proxy' | 'streams' | 'readiness' | 'overhead' | 'ablation' | 'engine' | 'extras' | 'simulate';
+export const SECTIONS: SuiteSection[] = ['proxy', 'streams', 'readiness', 'overhead', 'ablation', 'engine', 'extras', 'simulate'];
 
 export interface SuiteOptions {
   /** A tiny run (seconds): short loads, few samples, no installs, no slow extras. */
@@ -79,6 +80,8 @@ export interface SuiteReport {
   /** The autoscaler at scale: /route/ with 1,000 workers and 10,000 open requests (engine-scale.js). */
   engine: EngineScaleReport | null;
   extras: ExtrasReport | null;
+  /** One simulated hour of the code trace at ×100 (quick mode: ×1), in its own process (simulate-scale.js). */
+  simulate: SimulateScaleResult | null;
   /** Sections that failed, with the reason (the rest of the suite still runs). */
   failures: Array<{ section: SuiteSection; error: string }>;
 }
@@ -142,6 +145,7 @@ export async function runSuite(opts: SuiteOptions = {}): Promise<SuiteReport> {
     ablation: null,
     engine: null,
     extras: null,
+    simulate: null,
     failures: [],
   };
   const section = async (name: SuiteSection, fn: () => Promise<void>) => {
@@ -223,6 +227,11 @@ export async function runSuite(opts: SuiteOptions = {}): Promise<SuiteReport> {
       };
     }
     report.extras = extras;
+  });
+  await section('simulate', async () => {
+    const r = await runJsonScript(join(LIB_DIR, '..', 'simulate-scale.js'), ['--rate', quick ? '1' : '100']);
+    report.simulate = r as unknown as SimulateScaleResult;
+    log(`bench: simulate ×${r.rate}: ${r.wallSeconds} s wall, ${r.cpuSeconds} s CPU, peak RSS ${r.maxRssMb} MB`);
   });
   report.machine.loadEnd = loadavg()[0]!;
   report.seconds = (performance.now() - t0) / 1000;
@@ -328,6 +337,22 @@ export function evaluateTargets(r: SuiteReport): TargetResult[] {
     worst ? worst.ratio : Number.NaN,
     (v) => Math.abs(v - 1) <= TARGETS.perfTolerance,
     r.accuracy?.length ? r.accuracy.map((a) => `${a.capacity}: ${a.ratio.toFixed(3)}`).join(', ') : '–',
+  );
+
+  const sim = r.simulate;
+  judge(
+    `simulated hour of the code trace ×${sim?.rate ?? 100}: wall time`,
+    `≤ ${SIMULATE_TARGETS.seconds} s`,
+    sim && sim.rate >= 100 ? sim.wallSeconds : Number.NaN,
+    (v) => v <= SIMULATE_TARGETS.seconds,
+    sim ? `${f(sim.wallSeconds)} s (${f(sim.cpuSeconds)} s CPU) for ${sim.requests} requests` : '–',
+  );
+  judge(
+    `simulated hour of the code trace ×${sim?.rate ?? 100}: peak RSS`,
+    `≤ ${SIMULATE_TARGETS.rssMb} MB`,
+    sim && sim.rate >= 100 ? sim.maxRssMb : Number.NaN,
+    (v) => v <= SIMULATE_TARGETS.rssMb,
+    sim ? `${sim.maxRssMb} MB` : '–',
   );
 
   const o = r.overhead;

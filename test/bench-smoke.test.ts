@@ -45,8 +45,8 @@ describe('npm run bench (quick mode)', () => {
       expect(out).toContain(row);
     }
     const targets = out.split('\n').filter((l) => /^\| .* \| (PASS|MISS|n\/a) \|$/.test(l));
-    // 8 of the worker, 4 of the autoscaler at scale.
-    expect(targets).toHaveLength(12);
+    // 8 of the worker, 4 of the autoscaler at scale, 2 of the simulator.
+    expect(targets).toHaveLength(14);
     expect(out).toMatch(/^\| autoscaler, 100 workers: \/route\/ throughput \|/m);
     expect(out).toContain('| stock (node:http + undici) |');
 
@@ -75,5 +75,10 @@ describe('npm run bench (quick mode)', () => {
     expect(eng.engine.routed).toBeGreaterThan(0);
     expect(eng.engine.ticks).toBeGreaterThan(0);
     expect(eng.cpuPerCallUs).toBeGreaterThan(0);
+    // The simulator section (×1 in quick mode): the whole trace served, in its own process.
+    expect(report.simulate!.rate).toBe(1);
+    expect(report.simulate!.requests).toBe(8819);
+    expect(report.simulate!.timedOut).toBe(0);
+    expect(report.simulate!.maxRssMb).toBeGreaterThan(0);
   }, 180_000); // about 50 s alone (fixed-length load runs); generous for a loaded machine
 });

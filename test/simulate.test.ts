@@ -154,7 +154,9 @@ describe('nodeworker simulate on the shared trace', () => {
     // The GPU time splits into working, idle and not serving; working is the trace's work at the true perf.
     const b = report.cost.breakdown;
     expect(b.working.hours + b.idle.hours + b.notServing.hours).toBeCloseTo(report.cost.gpuHours, 3);
-    expect(b.working.hours).toBeCloseTo(report.oracle.fluid.gpuHours, 2);
+    // Within 3%: the warm-up's last requests (the trace's end, replayed) are still served in the first
+    // billed seconds, and the trace's last ones may finish after the billed minutes.
+    expect(Math.abs(b.working.hours - report.oracle.fluid.gpuHours) / report.oracle.fluid.gpuHours).toBeLessThan(0.03);
     // Over the target: the requests slower than target_queue_time, consistent with the p99.
     expect(report.queueTime.target).toBe(10);
     expect(report.queueTime.overTargetShare > 0.01).toBe(report.queueTime.p99 > 10);
@@ -199,7 +201,8 @@ describe('nodeworker simulate on the shared trace', () => {
     const t0 = parseTimestamp(lines[1]!.split(',')[0]!);
     const short = join(out, 'short.csv');
     writeFileSync(short, lines.filter((l, i) => i === 0 || parseTimestamp(l.split(',')[0]!) - t0 < 600_000).join('\n') + '\n');
-    expect(await runSimulateCli(['--compare', '--trace', short, '--draws', '2', '--out', out])).toBe(0);
+    // --no-scale: the ×10 and ×100 rows are left out here (simulate-scale.test.ts covers them).
+    expect(await runSimulateCli(['--compare', '--trace', short, '--draws', '2', '--no-scale', '--out', out])).toBe(0);
     const rows = JSON.parse(readFileSync(join(out, 'compare.json'), 'utf8')) as CompareRow[];
     const workloads = [...new Set(rows.map((r) => r.workload))];
     expect(workloads).toEqual([

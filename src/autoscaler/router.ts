@@ -169,6 +169,13 @@ export class EndpointRouter {
   private orphans = new Map<number, RequestEntry>();
   /** Ended requests, oldest first. */
   private finished = new Map<number, FinishedRequest>();
+  /**
+   * The same ends in the order they were recorded (a record whose id ended again later is stale).
+   * Evicting from here, not by iterating the Map from its front: a Map deleted from the front keeps
+   * its holes until the next rehash, so every `keys().next()` walks them (quadratic at 100k ends).
+   */
+  private finishedOrder: FinishedRequest[] = [];
+  private finishedHead = 0;
   private failures = new Map<number, FailureScore>();
   /** Workers that failed a request and have not served one well since: not ready capacity (see `unproven`). */
   private failedSinceSuccess = new Set<number>();
@@ -611,9 +618,29 @@ export class EndpointRouter {
   }
 
   private finish(entry: RequestEntry, success: boolean): void {
-    this.finished.delete(entry.idx);
-    this.finished.set(entry.idx, { idx: entry.idx, workerId: entry.workerId, cost: entry.cost, success, at: this.opts.now() });
-    if (this.finished.size > FINISHED_MAX) this.finished.delete(this.finished.keys().next().value!);
+    const rec: FinishedRequest = { idx: entry.idx, workerId: entry.workerId, cost: entry.cost, success, at: this.opts.now() };
+    this.finished.set(entry.idx, rec);
+    this.finishedOrder.push(rec);
+    while (this.finished.size > FINISHED_MAX) this.evictFinished();
+  }
+
+  /** Forget the oldest recorded end (skipping records superseded by a later end of the same id). */
+  private evictFinished(): void {
+    while (this.finishedHead < this.finishedOrder.length) {
+      const rec = this.finishedOrder[this.finishedHead++]!;
+      if (this.finished.get(rec.idx) === rec) {
+        this.finished.delete(rec.idx);
+        break;
+      }
+    }
+    this.compactFinished();
+  }
+
+  private compactFinished(): void {
+    if (this.finishedHead > 1024 && this.finishedHead * 2 > this.finishedOrder.length) {
+      this.finishedOrder = this.finishedOrder.slice(this.finishedHead);
+      this.finishedHead = 0;
+    }
   }
 
   /** Requests routed to `workerId` and not yet deleted. */
@@ -663,10 +690,13 @@ export class EndpointRouter {
         if (this.entries.get(idx) === e && e.state === 'routed') this.entries.delete(idx);
       }
     }
-    for (const [idx, f] of this.finished) {
-      if (now - f.at <= FINISHED_KEEP_MS) break;
-      this.finished.delete(idx);
+    while (this.finishedHead < this.finishedOrder.length) {
+      const rec = this.finishedOrder[this.finishedHead]!;
+      if (now - rec.at <= FINISHED_KEEP_MS) break;
+      this.finishedHead++;
+      if (this.finished.get(rec.idx) === rec) this.finished.delete(rec.idx);
     }
+    this.compactFinished();
     for (const id of [...this.failures.keys()]) {
       if (this.failureScore(id, now) >= 0.05) continue;
       this.failures.delete(id);

@@ -4,17 +4,18 @@ import { parseArgs } from 'node:util';
 import { POLICY_NAMES, type PolicyName } from './policies.js';
 import { compareTable, defaultWorkloads, runCompare } from './simulate/compare.js';
 import { loadSimulationConfig, defaultSimulationConfigPath, type SimulationConfig } from './simulate/config.js';
-import { DEFAULT_FRONTIER_FLOORS, frontierHeadlines, frontierMarkdown, reactiveFrontier, type Serving } from './simulate/frontier.js';
+import { DEFAULT_FRONTIER_FLOORS, SERVINGS, scaledSizes, frontierHeadlines, frontierMarkdown, reactiveFrontier, type Serving } from './simulate/frontier.js';
 import { oracleCost } from './simulate/oracle.js';
 import { DEFAULT_SIM_MACHINE } from './providers/simulated.js';
 import { writeSimulationOutputs } from './simulate/outputs.js';
-import { patternByName, syntheticPatterns } from './simulate/patterns.js';
+import { overlaid, patternByName, syntheticPatterns } from './simulate/patterns.js';
+import { readConfigFile } from './config.js';
 import { runSimulation } from './simulate/run.js';
 import { loadTrace, type TraceRequest } from './simulate/trace.js';
 
-const USAGE = `usage: nodeworker simulate (--trace FILE | --pattern NAME [--draw K]) [--policy default|kpa] [--speed X] [--config FILE] [--out DIR] [--no-panic] [--log]
-       nodeworker simulate --compare [--trace FILE]... [--draws N] [--config FILE] [--out DIR]
-       nodeworker simulate --frontier [--trace FILE] [--config FILE] [--out DIR] [--serving pooled|workers]
+const USAGE = `usage: nodeworker simulate (--trace FILE | --pattern NAME [--draw K]) [--rate K] [--max-workers N] [--policy default|kpa] [--speed X] [--config FILE] [--out DIR] [--no-panic] [--log]
+       nodeworker simulate --compare [--trace FILE]... [--draws N] [--no-scale] [--config FILE] [--out DIR]
+       nodeworker simulate --frontier [--trace FILE | --pattern NAME] [--rate K] [--config FILE] [--out DIR] [--serving pooled|workers|smallest]
 
 Replays a request trace (CSV: TIMESTAMP,ContextTokens,GeneratedTokens) against the autoscaler's
 own policy and router with a simulated fleet on a fake clock, and reports cost (GPU-hours, $)
@@ -28,16 +29,26 @@ against an oracle that knows the future, queue time p50/p99, and workers by stat
                   compare table's first draw; 1, 2, … use other seeds)
   --policy NAME   default (this engine's policy) or kpa (the Knative-KPA-style baseline); default: default
   --compare       both policies on every trace given (default: the shipped one), its variants
-                  (halves, rate ×0.5/×2, shuffled gaps) and the synthetic patterns; prints a table
-                  and writes compare.json and compare.md into --out
+                  (halves, rate ×0.5/×2, shuffled gaps), its ×10 and ×100 overlays (--rate) and
+                  the synthetic patterns; prints a table and writes compare.json and compare.md
+                  into --out
+  --no-scale      with --compare: leave out the ×10 and ×100 rows (each trace overlaid 10 and
+                  100 times, max_workers scaled alike; the ×100 runs take a minute or more each)
   --draws N       with --compare: draw each synthetic pattern N times (other seeds) and report
                   the means, and in how many draws the default beat the baseline; default 1
-  --frontier      the reactive frontier: an idealised family of causal controllers (pooled queue,
-                  instant detection, unlimited stopped workers, start_time to serve) swept over its
-                  parameters on one trace (default: the shipped one); prints the Pareto frontier of
-                  cost vs queue p99 and writes frontier.json and frontier.md into --out
-  --serving MODE  with --frontier: pooled (one fluid server of the ready capacity, default) or
-                  workers (each ready worker serves one request at a time)
+  --frontier      the reactive frontier: an idealised family of causal controllers (instant
+                  detection, free stopped workers, start_time to serve; rate window, backlog
+                  drain, headroom, memory of recent peaks, floors) swept over its parameters on one
+                  trace or pattern (default: the shipped trace; with --rate its floors, fleet sizes
+                  and cap scale by K); prints the Pareto frontier of cost vs queue p99 and writes
+                  frontier.json and frontier.md into --out
+  --serving MODE  with --frontier: pooled (one fluid server of the ready capacity, default),
+                  workers (each ready worker serves one request at a time, oldest first) or
+                  smallest (separate workers, a free one takes the smallest waiting request)
+  --rate K        K time-shifted copies of the trace or pattern overlaid (seeded, deterministic;
+                  a fractional K thins): K times the traffic with the same shape of bursts.
+                  endpoint.max_workers is scaled by K unless --max-workers or the --config file gives it
+  --max-workers N the endpoint's max_workers, whatever --rate is
   --speed X       compress time X-fold (X=2: the same requests in half the time); default 1
   --config FILE   JSON/YAML merged over the default config (src/autoscaler/simulate.default.yaml)
   --out DIR       where report.json, timeline.csv, timeline.svg go (default .artifacts/simulate)
@@ -54,6 +65,9 @@ const OPTIONS = {
   frontier: { type: 'boolean' },
   serving: { type: 'string' },
   speed: { type: 'string' },
+  rate: { type: 'string' },
+  'max-workers': { type: 'string' },
+  'no-scale': { type: 'boolean' },
   config: { type: 'string' },
   out: { type: 'string' },
   'no-panic': { type: 'boolean' },
@@ -83,6 +97,13 @@ export async function runSimulateCli(argv: string[]): Promise<number> {
   if (!POLICY_NAMES.includes(policy)) return usageError(`--policy must be one of ${POLICY_NAMES.join(', ')}, got ${JSON.stringify(args.policy)}`);
   const speed = args.speed === undefined ? 1 : Number(args.speed);
   if (!(speed > 0) || !Number.isFinite(speed)) return usageError(`--speed must be a number > 0, got ${String(args.speed)}`);
+  const rate = args.rate === undefined ? 1 : Number(args.rate);
+  if (!(rate > 0) || !Number.isFinite(rate) || rate > 1000) return usageError(`--rate must be a number in (0, 1000], got ${String(args.rate)}`);
+  const maxWorkersArg = args['max-workers'] === undefined ? undefined : Number(args['max-workers']);
+  if (maxWorkersArg !== undefined && (!Number.isInteger(maxWorkersArg) || maxWorkersArg < 0))
+    return usageError(`--max-workers must be a whole number ≥ 0, got ${String(args['max-workers'])}`);
+  if (args['no-scale'] && !args.compare) return usageError('--no-scale goes with --compare');
+  if (args.compare && args.rate !== undefined) return usageError('--compare runs its own rates (×1, ×10, ×100): drop --rate');
   const traces = args.trace ?? [];
   const draws = args.draws === undefined ? 1 : Number(args.draws);
   if (!Number.isInteger(draws) || draws < 1 || draws > 100) return usageError(`--draws must be an integer from 1 to 100, got ${String(args.draws)}`);
@@ -91,11 +112,12 @@ export async function runSimulateCli(argv: string[]): Promise<number> {
   if (!Number.isInteger(draw) || draw < 0) return usageError(`--draw must be an integer ≥ 0, got ${String(args.draw)}`);
   if (args.draw !== undefined && !args.pattern) return usageError('--draw goes with --pattern');
   if (args.frontier) {
-    const conflicts = (['compare', 'pattern', 'policy', 'no-panic', 'log', 'draws', 'draw'] as const).filter((k) => args[k] !== undefined).map((k) => `--${k}`);
+    const conflicts = (['compare', 'policy', 'no-panic', 'log', 'draws'] as const).filter((k) => args[k] !== undefined).map((k) => `--${k}`);
     if (conflicts.length > 0) return usageError(`--frontier cannot be combined with ${conflicts.join(', ')}: the frontier runs its own idealised controllers`);
-    if (traces.length > 1) return usageError(`--frontier takes one --trace, got ${traces.length}`);
-    if (args.serving !== undefined && args.serving !== 'pooled' && args.serving !== 'workers')
-      return usageError(`--serving must be pooled or workers, got ${JSON.stringify(args.serving)}`);
+    if (traces.length + (args.pattern ? 1 : 0) > 1)
+      return usageError(`--frontier takes one --trace or --pattern, got ${traces.length + (args.pattern ? 1 : 0)}`);
+    if (args.serving !== undefined && !(SERVINGS as readonly string[]).includes(args.serving))
+      return usageError(`--serving must be one of ${SERVINGS.join(', ')}, got ${JSON.stringify(args.serving)}`);
   } else if (args.serving !== undefined) return usageError('--serving applies to --frontier only');
   if (args.compare && (args.pattern || args.policy)) return usageError('--compare runs every policy and pattern: drop --pattern and --policy');
   if (!args.compare && !args.frontier && traces.length + (args.pattern ? 1 : 0) !== 1)
@@ -104,6 +126,7 @@ export async function runSimulateCli(argv: string[]): Promise<number> {
   let config: SimulationConfig;
   try {
     config = loadSimulationConfig(args.config);
+    config = withMaxWorkers(config, rate, maxWorkersArg ?? configMaxWorkers(args.config));
   } catch (err) {
     process.stderr.write(`nodeworker simulate: ${(err as Error).message}\n`);
     return 1;
@@ -119,11 +142,26 @@ export async function runSimulateCli(argv: string[]): Promise<number> {
     return null;
   };
 
+  const unknownPattern = () =>
+    usageError(
+      `--pattern must be one of ${syntheticPatterns()
+        .map((x) => x.name)
+        .join(', ')}, got ${JSON.stringify(args.pattern)}`,
+    );
   if (args.frontier) {
-    const file = traces[0] ?? resolve('data/azure-llm-2023-code.csv');
-    const requests = load(file);
+    let requests: TraceRequest[] | null;
+    let file: string;
+    if (args.pattern) {
+      const p = patternByName(args.pattern, draw);
+      if (!p) return unknownPattern();
+      requests = p.requests.map((r) => ({ ...r, at: r.at / speed }));
+      file = `pattern:${p.name}`;
+    } else {
+      file = traces[0] ?? resolve('data/azure-llm-2023-code.csv');
+      requests = load(file);
+    }
     if (!requests) return 1;
-    return runFrontier(config, requests, file, outDir, args.config, args.serving === 'workers' ? 'workers' : 'pooled');
+    return runFrontier(config, overlaid(requests, rate), file, outDir, args.config, (args.serving ?? 'pooled') as Serving, rate);
   }
 
   if (args.compare) {
@@ -137,7 +175,13 @@ export async function runSimulateCli(argv: string[]): Promise<number> {
     const progress = process.stderr.isTTY
       ? (done: number, total: number, label: string) => process.stderr.write(`\r${done}/${total} ${label}\x1b[K${done === total ? '\n' : ''}`)
       : undefined;
-    const rows = await runCompare({ config, workloads: defaultWorkloads(named, draws), policies: POLICY_NAMES, panic: !args['no-panic'], onRun: progress });
+    const rows = await runCompare({
+      config,
+      workloads: defaultWorkloads(named, draws, { maxWorkers: config.endpoint.max_workers, rates: args['no-scale'] ? [] : undefined }),
+      policies: POLICY_NAMES,
+      panic: !args['no-panic'],
+      onRun: progress,
+    });
     const { markdown, path } = compareTable(rows, outDir);
     process.stdout.write(markdown + `\nwrote ${path}\n`);
     return 0;
@@ -148,12 +192,7 @@ export async function runSimulateCli(argv: string[]): Promise<number> {
   let label: string;
   if (args.pattern) {
     const p = patternByName(args.pattern, draw);
-    if (!p)
-      return usageError(
-        `--pattern must be one of ${syntheticPatterns()
-          .map((x) => x.name)
-          .join(', ')}, got ${JSON.stringify(args.pattern)}`,
-      );
+    if (!p) return unknownPattern();
     requests = speed === 1 ? p.requests : p.requests.map((r) => ({ ...r, at: r.at / speed }));
     params = p.params;
     label = `pattern ${p.name}${draw > 0 ? ` (draw ${draw})` : ''}`;
@@ -163,9 +202,10 @@ export async function runSimulateCli(argv: string[]): Promise<number> {
     requests = r;
     label = traces[0]!;
   }
+  if (rate !== 1) label += ` ×${rate} (max_workers ${config.endpoint.max_workers})`;
   const result = await runSimulation({
     config,
-    requests,
+    requests: overlaid(requests, rate),
     params,
     policy,
     panic: !args['no-panic'],
@@ -201,6 +241,7 @@ function runFrontier(
   outDir: string,
   configFile: string | undefined,
   serving: Serving,
+  rate = 1,
 ): number {
   const sim = (name: string) => ({ ...DEFAULT_SIM_MACHINE, ...config.provider.defaults, ...config.provider.machines?.[name] });
   const machines = config.endpoint.workergroups.flatMap((wg) =>
@@ -215,7 +256,7 @@ function runFrontier(
   }
   // The config's own floor (min_load in whole workers) is swept too, whatever it is.
   const ownFloor = Math.min(ep.max_workers, Math.ceil(ep.min_load / best.perf - 1e-9));
-  const floors = [...new Set([...DEFAULT_FRONTIER_FLOORS, ownFloor])].filter((f) => f <= ep.max_workers).sort((a, b) => a - b);
+  const floors = [...new Set([...scaledSizes(DEFAULT_FRONTIER_FLOORS, rate), ownFloor])].filter((f) => f <= ep.max_workers).sort((a, b) => a - b);
   const started = performance.now();
   const result = reactiveFrontier(requests, {
     machines,
@@ -225,6 +266,12 @@ function runFrontier(
     cap: ep.max_workers,
     floors,
     serving,
+    rate,
+    onProgress: process.stderr.isTTY
+      ? (done, total) => process.stderr.write(`\r${done}/${total} points\x1b[K${done === total ? '\n' : ''}`)
+      : (done, total) => {
+          if (done === total || done % 500 === 0) process.stderr.write(`${done}/${total} points\n`);
+        },
   });
   const wallSeconds = (performance.now() - started) / 1000;
   const label = basename(file);
@@ -246,4 +293,18 @@ function runFrontier(
     ].join('\n') + '\n',
   );
   return 0;
+}
+
+/** The max_workers an override config file sets, if it sets one (then --rate leaves it alone). */
+function configMaxWorkers(file: string | undefined): number | undefined {
+  if (!file) return undefined;
+  const raw = readConfigFile(file) as { endpoint?: { max_workers?: unknown } } | null;
+  const v = raw?.endpoint?.max_workers;
+  return typeof v === 'number' ? v : undefined;
+}
+
+/** `config` with max_workers `given`, or else scaled by `rate` (K times the traffic may need K times the fleet). */
+export function withMaxWorkers(config: SimulationConfig, rate: number, given: number | undefined): SimulationConfig {
+  const max = given ?? (rate > 1 ? Math.ceil(config.endpoint.max_workers * rate) : config.endpoint.max_workers);
+  return max === config.endpoint.max_workers ? config : { ...config, endpoint: { ...config.endpoint, max_workers: max } };
 }

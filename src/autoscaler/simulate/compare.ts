@@ -2,7 +2,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { PolicyName } from '../policies.js';
 import type { SimulationConfig } from './config.js';
-import { IDLE_SECONDS, IDLE_TIMEOUT, syntheticPatterns, traceVariants, type Workload } from './patterns.js';
+import { IDLE_SECONDS, IDLE_TIMEOUT, overlaid, syntheticPatterns, traceVariants, type Workload } from './patterns.js';
 import { runSimulation, type SimulationResult } from './run.js';
 import type { TraceRequest } from './trace.js';
 
@@ -37,14 +37,33 @@ export interface CompareRow {
   beatsBaseline?: number;
 }
 
+/** The rates `--compare` runs each given trace at besides ×1 (`simulate --rate`). */
+export const COMPARE_RATES: readonly number[] = [10, 100];
+
+/** A trace at `rate` times its traffic (`simulate --rate`), with max_workers scaled alike. */
+export function ratedWorkload(name: string, requests: readonly TraceRequest[], rate: number, maxWorkers: number): Workload {
+  return { name: `${name} ×${rate}`, requests: overlaid(requests, rate), params: { max_workers: Math.ceil(maxWorkers * rate) } };
+}
+
 /**
- * The shipped/given traces, each with its variants, then the synthetic patterns: one group per
- * workload, holding its draws (a trace is one draw; a pattern `draws` draws with other seeds).
+ * The shipped/given traces, each with its variants and its ×10 and ×100 overlays, then the
+ * synthetic patterns: one group per workload, holding its draws (a trace is one draw; a pattern
+ * `draws` draws with other seeds). `maxWorkers` is the config's, scaled for the overlays.
  */
-export function defaultWorkloads(traces: ReadonlyArray<{ name: string; requests: TraceRequest[] }>, draws = 1): Workload[][] {
+export function defaultWorkloads(
+  traces: ReadonlyArray<{ name: string; requests: TraceRequest[] }>,
+  draws = 1,
+  opts: { rates?: readonly number[]; maxWorkers?: number } = {},
+): Workload[][] {
   const patternDraws = Array.from({ length: Math.max(1, draws) }, (_, k) => syntheticPatterns(k));
+  const rates = opts.rates ?? COMPARE_RATES;
+  const maxWorkers = opts.maxWorkers ?? 16;
   return [
-    ...traces.flatMap((t) => [{ name: t.name, requests: t.requests }, ...traceVariants(t.name, t.requests)].map((w) => [w])),
+    ...traces.flatMap((t) =>
+      [{ name: t.name, requests: t.requests }, ...traceVariants(t.name, t.requests), ...rates.map((k) => ratedWorkload(t.name, t.requests, k, maxWorkers))].map(
+        (w) => [w],
+      ),
+    ),
     ...patternDraws[0]!.map((_, i) => patternDraws.map((d) => d[i]!)),
   ];
 }

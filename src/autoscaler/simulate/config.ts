@@ -16,6 +16,12 @@ export const simulationConfigSchema = z.strictObject({
   client: z.strictObject({ replay_timeout: z.number().gt(0).default(60) }).default({ replay_timeout: 60 }),
   /** Simulated seconds the engine runs before the first request, so the trace meets a settled fleet; not billed. */
   warmup_seconds: z.number().min(0).default(1200),
+  /**
+   * The last this-many seconds of the warm-up replay the end of the trace (not counted, not billed):
+   * the trace meets a fleet sized for its traffic, as a live endpoint's hour follows the hour before
+   * (without it, ×10 traffic meets a fleet sized for nothing and queues through a recruit's load time).
+   */
+  warmup_traffic_seconds: z.number().min(0).default(600),
   /** After the last arrival, at most this long is simulated for requests to finish. */
   drain_seconds: z.number().min(0).default(600),
   /** Timeline resolution (CSV rows, plot points). */

@@ -26,12 +26,14 @@ import type { TraceRequest } from './trace.js';
 export interface ReactiveParams {
   /** Seconds of arrivals the rate is measured over. */
   win: number;
-  /** Seconds the backlog beyond one second of ready work is sized to drain in. */
+  /** Seconds the backlog beyond one second of ready work is sized to drain in (the backlog-drain term). */
   horizon: number;
-  /** Seconds of arrivals whose rate is kept when scaling down. */
+  /** Memory of recent peaks, s: the fleet is not cut below the highest rate-based need of the last `hold` s. */
   hold: number;
   /** Weight of the backlog the shortfall (rate − ready capacity) builds during a start, 0..1. */
   fore: number;
+  /** Headroom multiplier on the measured rate (1: size for the rate exactly). Absent: 1. */
+  headroom?: number;
 }
 
 /** One swept controller and what it reached. */
@@ -69,18 +71,35 @@ export interface FrontierGrid {
   horizon: readonly number[];
   hold: readonly number[];
   fore: readonly number[];
+  /** Headroom multipliers (absent: [1]). */
+  headroom?: readonly number[];
 }
 
-/** The default grid: 4 × 6 × 4 × 3 = 288 controllers per floor. */
+/** The default grid: 3 × 4 × 5 × 2 × 4 = 480 controllers per floor. */
 export const DEFAULT_FRONTIER_GRID: FrontierGrid = {
-  win: [2, 3, 5, 10],
-  horizon: [1, 2, 5, 10, 20, 60],
-  hold: [5, 10, 30, 60],
-  fore: [0, 0.5, 1],
+  win: [2, 5, 10],
+  horizon: [2, 5, 10, 30],
+  hold: [10, 30, 60, 120, 300],
+  fore: [0, 1],
+  headroom: [1, 1.25, 1.5, 2],
 };
 
-/** The default floors: scale to zero (`min_load: 0`), the default one worker, and two. */
-export const DEFAULT_FRONTIER_FLOORS: readonly number[] = [0, 1, 2];
+/** The default floors at ×1: scale to zero (`min_load: 0`) up to six workers always ready (scaled with the rate). */
+export const DEFAULT_FRONTIER_FLOORS: readonly number[] = [0, 1, 2, 3, 4, 5, 6];
+
+/** The default always-on sizes at ×1 (scaled with the rate). */
+export const DEFAULT_ALWAYS_ON: readonly number[] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+
+/** The default cap of the reactive family at ×1 (scaled with the rate). */
+export const DEFAULT_FRONTIER_CAP = 16;
+
+/**
+ * Sizes swept at ×1 (`base`) for `rate` times the traffic: each scaled by the rate and rounded (×10
+ * floors are 0, 10, 20…, not every integer: the sweep's length does not grow with the rate).
+ */
+export function scaledSizes(base: readonly number[], rate: number): number[] {
+  return [...new Set(base.map((b) => Math.round(b * rate)))].sort((a, b) => a - b);
+}
 
 export interface FrontierOptions {
   /** Machine types (true perf and price); the model uses the best perf per dollar, like the oracle. */
@@ -102,8 +121,15 @@ export interface FrontierOptions {
   grid?: FrontierGrid;
   /** How ready workers serve the queue (default pooled). */
   serving?: Serving;
-  /** Fleet sizes of the always-on family (default 1..8). */
+  /** Fleet sizes of the always-on family (default DEFAULT_ALWAYS_ON scaled by `rate`). */
   alwaysOn?: readonly number[];
+  /**
+   * The traffic's multiple of the ×1 trace (`simulate --rate`): the default floors, always-on sizes
+   * and cap are the ×1 ones scaled by it (default 1).
+   */
+  rate?: number;
+  /** Called every few points with (done, total): the sweep at ×100 takes minutes. */
+  onProgress?: (done: number, total: number) => void;
 }
 
 /** The sweep, its Pareto frontier and the two headline points. */
@@ -118,6 +144,8 @@ export interface FrontierResult {
   budget: number;
   floors: number[];
   cap: number;
+  /** The traffic's multiple of the ×1 trace the sizes were scaled by. */
+  rate: number;
   dt: number;
   serving: Serving;
   oracle: { fluidDollars: number; wholeWorkersDollars: number; wholeWorkerMinutes: number };
@@ -176,10 +204,14 @@ export function prepareTrace(requests: readonly TraceRequest[], dt = 0.1): Prepa
  * - `workers`: each ready worker serves one request at a time at `perf` and takes the oldest
  *   waiting request when free (n separate servers, one global FIFO queue); a worker stopped while
  *   busy finishes its request first (billed) and takes no other.
- * Neither starts every request no later than the other: pooled finishes the head sooner, separate
- * workers start the next request without waiting for the head; the sweep can run either.
+ * - `smallest`: separate workers with size-aware dispatch: a free worker takes the smallest waiting
+ *   request (shortest job first), so a long request no longer holds up the short ones behind it.
+ * None starts every request no later than the others: pooled finishes the head sooner, separate
+ * workers start the next request without waiting for the head, smallest-first trades the wait of
+ * the largest requests for everyone else's; the sweep can run any.
  */
-export type Serving = 'pooled' | 'workers';
+export type Serving = 'pooled' | 'workers' | 'smallest';
+export const SERVINGS: readonly Serving[] = ['pooled', 'workers', 'smallest'];
 
 /** The machine and timings a run is priced and paced by. */
 export interface ReactiveModel {
@@ -205,29 +237,34 @@ export interface ReactiveRun {
  * One controller on the model: `params` null = always-on (`floor` workers, never scaled).
  * Each second (before serving that step): rate = load arrived over the last `win` s / win;
  * forecast backlog fb = backlog + fore × max(0, rate − ready capacity) × startSeconds; need =
- * ceil((rate + max(0, fb − 1 s of ready capacity) / horizon) / perf) within [floor, cap]; if fewer
- * than need are ready + starting, start the difference; otherwise, with at most one second of ready
- * work queued, scale down to max(floor, need, ceil(rate over the last `hold` s / perf), the workers
- * that drain the backlog within a second), cancelling starting workers first.
+ * ceil((headroom × rate + max(0, fb − 1 s of ready capacity) / horizon) / perf) within [floor, cap];
+ * if fewer than need are ready + starting, start the difference; otherwise, with at most one second
+ * of ready work queued, scale down to max(floor, need, the highest ceil(headroom × rate / perf) of
+ * the last `hold` s (memory of recent peaks), the workers that drain the backlog within a second),
+ * cancelling starting workers first.
  */
 export function runReactive(trace: PreparedTrace, model: ReactiveModel, params: ReactiveParams | null, floor: number, cap: number): ReactiveRun {
   const { at, work, step, cum, dt, stepsPerSecond: sps } = trace;
   const { perf, startSeconds, billedSteps } = model;
-  const pooled = (model.serving ?? 'pooled') === 'pooled';
+  const serving = model.serving ?? 'pooled';
+  const pooled = serving === 'pooled';
+  const smallest = serving === 'smallest';
   const n = at.length;
   if (params === null) cap = floor;
   if (!(perf > 0)) throw new Error(`perf must be > 0, got ${perf}`);
   if (!Number.isInteger(floor) || floor < 0) throw new Error(`floor must be a whole number ≥ 0, got ${floor}`);
   if (!Number.isInteger(cap) || cap < Math.max(1, floor)) throw new Error(`cap must be a whole number ≥ max(1, floor ${floor}), got ${cap}`);
+  const headroom = params?.headroom ?? 1;
   if (params) {
     for (const key of ['win', 'horizon', 'hold'] as const) {
       if (!(params[key] > 0)) throw new Error(`${key} must be > 0, got ${params[key]}`);
     }
     if (!(params.fore >= 0)) throw new Error(`fore must be ≥ 0, got ${params.fore}`);
+    if (!(headroom >= 1)) throw new Error(`headroom must be ≥ 1, got ${headroom}`);
   }
   const startSteps = Math.max(0, Math.round(startSeconds * sps));
   const winSteps = params ? Math.max(1, Math.round(params.win * sps)) : 1;
-  const holdSteps = params ? Math.max(1, Math.round(params.hold * sps)) : 1;
+  const holdSeconds = params ? Math.max(1, Math.round(params.hold)) : 1;
   const lastCum = cum.length - 1;
   /** Load arrived in the `span` steps up to and including step k. */
   const arrived = (k: number, span: number): number => {
@@ -244,16 +281,22 @@ export function runReactive(trace: PreparedTrace, model: ReactiveModel, params: 
   let activations = 0;
   let maxWorkers = floor;
   let workerSteps = 0;
+  // Memory of recent peaks: (second, rate need) pairs with falling needs (a sliding-window maximum).
+  const peakAt: number[] = [];
+  const peakNeed: number[] = [];
+  let peakHead = 0;
   // Queue: requests [head, next) have arrived and are unfinished; only the head can be part-served.
   let next = 0;
   let head = 0;
   let headLeft = n > 0 ? work[0]! : 0;
   let headStarted = false;
   let backlog = 0;
-  // Separate workers: remaining work of each ready worker's request, the next request to start,
-  // and the requests stopped workers finish before they go.
+  // Separate workers: remaining work of each ready worker's request, the next request to start
+  // (FIFO) or the waiting requests by size (smallest first), and the requests stopped workers finish
+  // before they go.
   const left = new Float64Array(Math.max(cap, floor));
   let nextStart = 0;
+  const heap = smallest ? new SizeHeap(work) : null;
   const draining: number[] = [];
 
   // With at least one worker whenever a request waits, everything is served by then.
@@ -261,28 +304,44 @@ export function runReactive(trace: PreparedTrace, model: ReactiveModel, params: 
   const bound = Math.max(billedSteps, lastStep) + Math.ceil((cum[lastCum]! / perf + startSeconds + 2) * sps) + 10;
   for (let k = 0; ; k++) {
     if (k > bound) throw new Error(`the reactive model did not drain its queue by step ${bound} (a bug)`);
-    while (next < n && step[next]! <= k) backlog += work[next++]!;
+    while (next < n && step[next]! <= k) {
+      if (heap) heap.push(next);
+      backlog += work[next++]!;
+    }
     while (startHead < starts.length && starts[startHead]! <= k) {
       ready++;
       startHead++;
     }
     if (params && k % sps === 0) {
+      const second = k / sps;
       const rate = arrived(k, winSteps) / params.win;
       const readyCap = ready * perf;
       const forecast = backlog + params.fore * Math.max(0, rate - readyCap) * startSeconds;
-      let need = Math.ceil((rate + Math.max(0, forecast - readyCap) / params.horizon) / perf - 1e-9);
+      const rateNeed = Math.ceil((headroom * rate) / perf - 1e-9);
+      let need = Math.ceil((headroom * rate + Math.max(0, forecast - readyCap) / params.horizon) / perf - 1e-9);
       // A waiting request needs a worker even when its work is zero or lost to rounding.
-      const waiting = pooled ? head < next : nextStart < next;
+      const waiting = pooled ? head < next : heap ? heap.size > 0 : nextStart < next;
       need = Math.min(cap, Math.max(floor, need, waiting ? 1 : 0));
+      while (peakAt.length > peakHead && peakNeed[peakNeed.length - 1]! <= rateNeed) {
+        peakAt.pop();
+        peakNeed.pop();
+      }
+      peakAt.push(second);
+      peakNeed.push(rateNeed);
+      while (peakAt[peakHead]! <= second - holdSeconds) peakHead++;
+      if (peakHead > 64 && peakHead * 2 > peakAt.length) {
+        peakAt.splice(0, peakHead);
+        peakNeed.splice(0, peakHead);
+        peakHead = 0;
+      }
       const starting = starts.length - startHead;
       if (ready + starting < need) {
         for (let j = ready + starting; j < need; j++) starts.push(k + startSteps);
         activations += need - ready - starting;
       } else if (backlog <= readyCap) {
-        const held = Math.ceil(arrived(k, holdSteps) / params.hold / perf - 1e-9);
         // Never below the workers that drain the backlog within a second (cutting to `need` alone
         // would leave up to a second of the whole fleet's work to the few that remain).
-        const keep = Math.max(floor, need, held, Math.ceil(backlog / perf - 1e-9));
+        const keep = Math.min(cap, Math.max(floor, need, peakNeed[peakHead]!, Math.ceil(backlog / perf - 1e-9)));
         while (starts.length > startHead && ready + starts.length - startHead > keep) starts.pop();
         if (ready > keep) {
           if (!pooled) stopWorkers(left, ready, keep, draining);
@@ -295,7 +354,7 @@ export function runReactive(trace: PreparedTrace, model: ReactiveModel, params: 
       }
     }
     if (!pooled) {
-      // Serve: each ready worker its own request, the oldest waiting one when it is free.
+      // Serve: each ready worker its own request; a free one takes the oldest (or smallest) waiting one.
       const perStep = perf * dt;
       let busy = 0;
       for (let w = 0; w < ready; w++) {
@@ -304,9 +363,16 @@ export function runReactive(trace: PreparedTrace, model: ReactiveModel, params: 
           if (left[w]! <= 1e-9) {
             backlog -= left[w]!;
             left[w] = 0;
-            if (nextStart >= next) break;
-            waits[nextStart] = Math.max(0, k * dt - at[nextStart]!);
-            left[w] = work[nextStart++]!;
+            let r: number;
+            if (heap) {
+              if (heap.size === 0) break;
+              r = heap.pop();
+            } else {
+              if (nextStart >= next) break;
+              r = nextStart++;
+            }
+            waits[r] = Math.max(0, k * dt - at[r]!);
+            left[w] = work[r]!;
             continue;
           }
           const use = Math.min(c, left[w]!);
@@ -325,11 +391,13 @@ export function runReactive(trace: PreparedTrace, model: ReactiveModel, params: 
           draining.splice(d, 1);
         }
       }
-      if ((nextStart === next && busy === 0 && draining.length === 0) || backlog < 0) backlog = 0;
+      const queued = heap ? heap.size > 0 : nextStart < next;
+      if ((!queued && busy === 0 && draining.length === 0) || backlog < 0) backlog = 0;
       const live = ready + starts.length - startHead + draining.length;
       if (k < billedSteps) workerSteps += live;
       if (live > maxWorkers) maxWorkers = live;
-      if (nextStart >= n && busy === 0 && draining.length === 0 && k + 1 >= billedSteps) break;
+      const allStarted = next >= n && !queued;
+      if (allStarted && busy === 0 && draining.length === 0 && k + 1 >= billedSteps) break;
       continue;
     }
     // Serve: the ready capacity of this step flows to the queue head first.
@@ -357,6 +425,51 @@ export function runReactive(trace: PreparedTrace, model: ReactiveModel, params: 
     if (head >= n && k + 1 >= billedSteps) break;
   }
   return { workerSeconds: workerSteps * dt, waits, activations, maxWorkers };
+}
+
+/** Waiting requests by size (their workload; ties: the earlier first): a binary min-heap of indices. */
+class SizeHeap {
+  private readonly items: number[] = [];
+  constructor(private readonly work: Float64Array) {}
+  get size(): number {
+    return this.items.length;
+  }
+  private less(a: number, b: number): boolean {
+    const wa = this.work[a]!;
+    const wb = this.work[b]!;
+    return wa < wb || (wa === wb && a < b);
+  }
+  push(i: number): void {
+    const h = this.items;
+    h.push(i);
+    let c = h.length - 1;
+    while (c > 0) {
+      const p = (c - 1) >> 1;
+      if (!this.less(h[c]!, h[p]!)) break;
+      [h[c], h[p]] = [h[p]!, h[c]!];
+      c = p;
+    }
+  }
+  pop(): number {
+    const h = this.items;
+    const top = h[0]!;
+    const last = h.pop()!;
+    if (h.length > 0) {
+      h[0] = last;
+      let p = 0;
+      for (;;) {
+        const l = 2 * p + 1;
+        const r = l + 1;
+        let m = p;
+        if (l < h.length && this.less(h[l]!, h[m]!)) m = l;
+        if (r < h.length && this.less(h[r]!, h[m]!)) m = r;
+        if (m === p) break;
+        [h[m], h[p]] = [h[p]!, h[m]!];
+        p = m;
+      }
+    }
+    return top;
+  }
 }
 
 /**
@@ -411,12 +524,14 @@ export function reactiveFrontier(requests: readonly TraceRequest[], opts: Fronti
   const startSeconds = opts.startSeconds ?? 15;
   const targetQueueTime = opts.targetQueueTime ?? 10;
   const budget = opts.budget ?? 1.5;
-  const floors = [...(opts.floors ?? DEFAULT_FRONTIER_FLOORS)];
-  const cap = opts.cap ?? 16;
+  const rate = opts.rate ?? 1;
+  if (!(rate > 0)) throw new Error(`rate must be > 0, got ${rate}`);
+  const floors = [...(opts.floors ?? scaledSizes(DEFAULT_FRONTIER_FLOORS, rate))];
+  const cap = opts.cap ?? Math.max(1, Math.round(DEFAULT_FRONTIER_CAP * rate));
   const grid = opts.grid ?? DEFAULT_FRONTIER_GRID;
   const serving = opts.serving ?? 'pooled';
-  if (serving !== 'pooled' && serving !== 'workers') throw new Error(`serving must be pooled or workers, got ${JSON.stringify(serving)}`);
-  const alwaysOn = [...(opts.alwaysOn ?? [1, 2, 3, 4, 5, 6, 7, 8])];
+  if (!SERVINGS.includes(serving)) throw new Error(`serving must be one of ${SERVINGS.join(', ')}, got ${JSON.stringify(serving)}`);
+  const alwaysOn = [...(opts.alwaysOn ?? scaledSizes(DEFAULT_ALWAYS_ON, rate).filter((k) => k >= 1))];
   if (!(startSeconds >= 0)) throw new Error(`startSeconds must be ≥ 0, got ${startSeconds}`);
   if (!(targetQueueTime >= 0)) throw new Error(`targetQueueTime must be ≥ 0, got ${targetQueueTime}`);
   if (!Number.isInteger(minutes) || minutes < 1) throw new Error(`minutes must be a whole number ≥ 1, got ${minutes}`);
@@ -455,12 +570,25 @@ export function reactiveFrontier(requests: readonly TraceRequest[], opts: Fronti
     };
   };
 
+  const headrooms = grid.headroom ?? [1];
+  const controllers: ReactiveParams[] = [];
+  for (const win of grid.win)
+    for (const horizon of grid.horizon)
+      for (const hold of grid.hold) for (const fore of grid.fore) for (const headroom of headrooms) controllers.push({ win, horizon, hold, fore, headroom });
+  const total = floors.length * controllers.length + alwaysOn.length;
   const points: FrontierPoint[] = [];
+  const done = () => {
+    if (opts.onProgress && (points.length % 50 === 0 || points.length === total)) opts.onProgress(points.length, total);
+  };
   for (const floor of floors)
-    for (const win of grid.win)
-      for (const horizon of grid.horizon)
-        for (const hold of grid.hold) for (const fore of grid.fore) points.push(point('reactive', { win, horizon, hold, fore }, floor, cap));
-  for (const k of alwaysOn) points.push(point('always-on', undefined, k, k));
+    for (const c of controllers) {
+      points.push(point('reactive', c, floor, cap));
+      done();
+    }
+  for (const k of alwaysOn) {
+    points.push(point('always-on', undefined, k, k));
+    done();
+  }
 
   const frontier = paretoFrontier(points);
   const byCost = (a: FrontierPoint, b: FrontierPoint) => a.workerSeconds - b.workerSeconds || a.p99 - b.p99;
@@ -477,6 +605,7 @@ export function reactiveFrontier(requests: readonly TraceRequest[], opts: Fronti
     budget,
     floors,
     cap,
+    rate,
     dt,
     serving,
     oracle: { fluidDollars: round(oracle.fluid.dollars, 4), wholeWorkersDollars: round(oracle.wholeWorkers.dollars, 4), wholeWorkerMinutes },
@@ -494,11 +623,11 @@ function round(x: number, digits: number): number {
   return Math.round(x * f) / f;
 }
 
-/** A point's controller in words: `always-on 5` or `floor 1 win 3 horizon 5 hold 15 fore 0.5`. */
+/** A point's controller in words: `always-on 5` or `floor 1 win 5 horizon 5 hold 60 fore 1 headroom 1.5`. */
 export function describePoint(p: FrontierPoint): string {
   if (!p.params) return `always-on ${p.floor}`;
-  const { win, horizon, hold, fore } = p.params;
-  return `floor ${p.floor} win ${win} horizon ${horizon} hold ${hold} fore ${fore}`;
+  const { win, horizon, hold, fore, headroom } = p.params;
+  return `floor ${p.floor} win ${win} horizon ${horizon} hold ${hold} fore ${fore} headroom ${headroom ?? 1}`;
 }
 
 /** The two headline sentences: cheapest point meeting the target, best p99 within the budget. */
@@ -525,7 +654,7 @@ export function frontierMarkdown(r: FrontierResult, label = 'trace'): string {
     `# Reactive frontier: ${label}`,
     '',
     `${r.requests} requests, ${r.minutes} billed minutes; ${r.machine} (perf ${r.perf} load/s, $${r.dollarsPerHour}/h), start ${r.startSeconds} s, ` +
-      `floor ${r.floors.join('/')}, cap ${r.cap}, dt ${r.dt} s, ${r.serving === 'pooled' ? 'one pooled server' : 'separate workers'}; target queue time ${r.targetQueueTime} s; whole-workers oracle $${r.oracle.wholeWorkersDollars.toFixed(3)} ` +
+      `floor ${r.floors.join('/')}, cap ${r.cap}, dt ${r.dt} s, ${r.serving === 'pooled' ? 'one pooled server' : r.serving === 'workers' ? 'separate workers, oldest request first' : 'separate workers, smallest request first'}; target queue time ${r.targetQueueTime} s; whole-workers oracle $${r.oracle.wholeWorkersDollars.toFixed(3)} ` +
       `(${r.oracle.wholeWorkerMinutes} worker-minutes), fluid oracle $${r.oracle.fluidDollars.toFixed(3)}. ${r.points.length} points ` +
       `(${r.points.length - r.alwaysOn.length} reactive, ${r.alwaysOn.length} always-on).`,
     '',

@@ -154,3 +154,39 @@ export function syntheticPatterns(draw = 0): Workload[] {
 export function patternByName(name: string, draw = 0): Workload | undefined {
   return syntheticPatterns(draw).find((p) => p.name === name);
 }
+
+/**
+ * `simulate --rate K`: K time-shifted copies of `requests` overlaid. Copy 0 is the trace itself; copy
+ * c ≥ 1 is rotated by a seeded offset in [0, span) (arrivals past the end wrap to the start), so the
+ * copies' bursts fall at different times, as independent users of the same kind would send them. A
+ * fractional K thins: the last copy keeps each request with probability frac(K) (K < 1 thins the
+ * trace itself). Deterministic for a seed; the result is sorted by time.
+ */
+export function overlaid(requests: readonly TraceRequest[], rate: number, seed = 17): TraceRequest[] {
+  if (!(rate > 0) || !Number.isFinite(rate)) throw new Error(`rate must be a number > 0, got ${rate}`);
+  if (rate === 1 || requests.length === 0) return [...requests];
+  const rand = seededRandom(seed);
+  const span = requests[requests.length - 1]!.at;
+  // Wrap on the billed minutes so a copy rotated past the end lands inside the same billing window.
+  const period = Math.max(60, Math.ceil(span / 60) * 60);
+  const whole = Math.floor(rate);
+  const frac = rate - whole;
+  const copies = whole + (frac > 1e-9 ? 1 : 0);
+  const out: TraceRequest[] = [];
+  for (let c = 0; c < copies; c++) {
+    const offset = c === 0 ? 0 : rand() * period;
+    const keep = c === copies - 1 && frac > 1e-9 ? frac : 1;
+    for (const r of requests) {
+      // The random draw is made for every request of a thinned copy so the kept set depends only on the seed.
+      if (keep < 1 && rand() >= keep) continue;
+      let at = r.at + offset;
+      if (at >= period) at -= period;
+      out.push({ ...r, at });
+    }
+  }
+  out.sort((a, b) => a.at - b.at);
+  // Time starts at the first arrival, as a parsed trace does.
+  const t0 = out[0]?.at ?? 0;
+  if (t0 > 0) for (const r of out) r.at -= t0;
+  return out;
+}
