@@ -53,6 +53,9 @@ it('ships what runs: the CLI, the library and its types, the handlers, configs, 
     'dist/autoscaler/autoscaler.example.yaml',
     'dist/autoscaler/dashboard/client/app.js',
     'docs/autoscaler.md',
+    // simulate --compare/--frontier default to it, from any directory (issue 25 item 8); its licence note beside it
+    'data/azure-llm-2023-code.csv',
+    'data/README.md',
   ]) {
     expect(files, f).toContain(f);
   }
@@ -66,7 +69,8 @@ it('ships no key, secret, test, source, benchmark, script, run output, map or CI
       /(^|\/)(test|tests|__tests__)\//.test(f) ||
       /\.test\.[jt]s$/.test(f) ||
       (/\.ts$/.test(f) && !/\.d\.ts$/.test(f)) ||
-      /^(src|handlers|benchmarks|scripts|build|data|\.ci|\.artifacts|autoscaler-data|load-results|node_modules)\//.test(f),
+      (/^data\//.test(f) && !['data/azure-llm-2023-code.csv', 'data/README.md'].includes(f)) ||
+      /^(src|handlers|benchmarks|scripts|build|\.ci|\.artifacts|autoscaler-data|load-results|node_modules)\//.test(f),
   );
   expect(forbidden).toEqual([]);
 });

@@ -1,5 +1,6 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
+import { packagePath } from '../common/package-root.js';
 import { parseArgs } from 'node:util';
 import { POLICY_NAMES, type PolicyName } from './policies.js';
 import { compareTable, defaultWorkloads, runCompare } from './simulate/compare.js';
@@ -12,6 +13,9 @@ import { patternByName, syntheticPatterns } from './simulate/patterns.js';
 import { runSimulation } from './simulate/run.js';
 import { loadTrace, type TraceRequest } from './simulate/trace.js';
 
+/** The one-hour Azure trace, shipped in the package (data/), found from the package root, not the cwd. */
+const SHIPPED_TRACE = packagePath('data', 'azure-llm-2023-code.csv');
+
 const USAGE = `usage: nodeworker simulate (--trace FILE | --pattern NAME [--draw K]) [--policy default|kpa] [--speed X] [--config FILE] [--out DIR] [--no-panic] [--log]
        nodeworker simulate --compare [--trace FILE]... [--draws N] [--config FILE] [--out DIR]
        nodeworker simulate --frontier [--trace FILE] [--config FILE] [--out DIR] [--serving pooled|workers]
@@ -20,7 +24,8 @@ Replays a request trace (CSV: TIMESTAMP,ContextTokens,GeneratedTokens) against t
 own policy and router with a simulated fleet on a fake clock, and reports cost (GPU-hours, $)
 against an oracle that knows the future, queue time p50/p99, and workers by state over time.
 
-  --trace FILE    the trace, e.g. data/azure-llm-2023-code.csv (with --compare: repeatable)
+  --trace FILE    the trace (CSV; with --compare: repeatable); --compare and --frontier default to
+                  the shipped one, ${SHIPPED_TRACE}
   --pattern NAME  a synthetic workload instead: ${syntheticPatterns()
     .map((p) => p.name)
     .join(', ')}
@@ -39,7 +44,7 @@ against an oracle that knows the future, queue time p50/p99, and workers by stat
   --serving MODE  with --frontier: pooled (one fluid server of the ready capacity, default) or
                   workers (each ready worker serves one request at a time)
   --speed X       compress time X-fold (X=2: the same requests in half the time); default 1
-  --config FILE   JSON/YAML merged over the default config (src/autoscaler/simulate.default.yaml)
+  --config FILE   JSON/YAML merged over the default config (${defaultSimulationConfigPath()})
   --out DIR       where report.json, timeline.csv, timeline.svg go (default .artifacts/simulate)
   --no-panic      turn the panic window off (panic_window 0)
   --log           write the engine's JSON log to DIR/engine.log`;
@@ -120,14 +125,14 @@ export async function runSimulateCli(argv: string[]): Promise<number> {
   };
 
   if (args.frontier) {
-    const file = traces[0] ?? resolve('data/azure-llm-2023-code.csv');
+    const file = traces[0] ?? SHIPPED_TRACE;
     const requests = load(file);
     if (!requests) return 1;
     return runFrontier(config, requests, file, outDir, args.config, args.serving === 'workers' ? 'workers' : 'pooled');
   }
 
   if (args.compare) {
-    const files = traces.length > 0 ? traces : [resolve('data/azure-llm-2023-code.csv')];
+    const files = traces.length > 0 ? traces : [SHIPPED_TRACE];
     const named: Array<{ name: string; requests: TraceRequest[] }> = [];
     for (const f of files) {
       const requests = load(f);
