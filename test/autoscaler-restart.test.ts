@@ -28,7 +28,11 @@ const waitFor = <T>(what: string, fn: () => T | undefined | null | false, ms = 4
 const MORE_THAN_TWO_CAN_SERVE = 1e12;
 /** The fleet of both tests: two workers kept across a restart (model-sim at 200 tokens/s). */
 const fleetConfig = (name: string) =>
-  localFleetConfig({ tokenRate: 200, keepWorkers: true, endpoint: { name, api_key: API_KEY, cold_workers: 2, max_workers: 2, min_load: MORE_THAN_TWO_CAN_SERVE } });
+  localFleetConfig({
+    tokenRate: 200,
+    keepWorkers: true,
+    endpoint: { name, api_key: API_KEY, cold_workers: 2, max_workers: 2, min_load: MORE_THAN_TWO_CAN_SERVE },
+  });
 
 describe('autoscaler restart', () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'as-restart-'));

@@ -184,7 +184,7 @@ describe('cadence', () => {
 
   it('nothing more often than the idle period when nothing changes', async () => {
     const engine = await res.add(startEngine());
-    const { ledger, lifecycle, reporter } = rig([engine.url], { tickMs: 50, idleMs: 700 });
+    const { lifecycle, reporter } = rig([engine.url], { tickMs: 50, idleMs: 700 });
     makeReady(lifecycle);
     reporter.start();
     await engine.waitFor(() => engine.statuses.length >= 3, 5000);
