@@ -57,6 +57,8 @@ export interface WorkerTimings {
   pubkeyBaseDelayMs: number;
   /** How often loading progress is logged (5 s). */
   progressLogMs: number;
+  /** While loading: how often the worker logs what it waits for (30 s). */
+  waitingLogMs: number;
   /** Clients must send all request headers within this (10 s), the whole request within requestTimeoutMs (60 s). */
   headersTimeoutMs: number;
   requestTimeoutMs: number;
@@ -71,6 +73,7 @@ const DEFAULT_TIMINGS: WorkerTimings = {
   reportRetryDelayMs: 2000,
   pubkeyBaseDelayMs: 1000,
   progressLogMs: 5000,
+  waitingLogMs: 30_000,
   headersTimeoutMs: 10_000,
   requestTimeoutMs: 60_000,
 };
