@@ -36,7 +36,7 @@ beforeAll(() => {
 });
 afterAll(() => {
   rmSync(root, { recursive: true, force: true });
-});
+}, 120_000); // two node_modules trees: slow to remove on a busy machine
 
 /** Run a command; resolves with its stdout; on failure the error carries both outputs. */
 function sh(cmd: string, args: string[], cwd: string): Promise<string> {
@@ -89,7 +89,7 @@ it('clone → npm ci → simulate → pack → install the tarball → nodeworke
   await sh(NPM, ['run', 'build'], scaffold);
   expect(existsSync(join(scaffold, 'dist', 'worker.js'))).toBe(true);
   const tested = await sh(NPM, ['test'], scaffold);
-  expect(tested).toMatch(/Tests\s+4 passed \(4\)/);
+  expect(tested.replace(/\x1b\[[0-9;]*m/g, '')).toMatch(/Tests\s+4 passed \(4\)/);
 
   // The shipped trace is found from the installed package, whatever the working directory (issue 25 item 8).
   const frontier = await sh(NPM, ['exec', '--offline', '--', 'nodeworker', 'simulate', '--frontier', '--out', join(root, 'frontier')], project);
