@@ -1,7 +1,7 @@
 import { createLogger, type Logger } from '../common/log.js';
 import { parseFlags, usageFailed, type Flags } from '../common/args.js';
 import { ConfigError } from '../common/protocol.js';
-import { LOG_LEVELS, type EnvSource } from './env.js';
+import { envHints, LOG_LEVELS, type EnvSource } from './env.js';
 import { loadWorkerDefinition } from './load-definition.js';
 import { startFailureReporter } from './reporter.js';
 import { DEFAULT_MODEL_URL, loadWorkerConfig, salvageReportTarget, type ReportTarget, type WorkerConfig } from './worker-config.js';
@@ -41,6 +41,7 @@ export async function runWorkerCli(argv: string[]): Promise<number | void> {
     });
     config = loaded.config;
     logger = createLogger('nodeworker', { level: config.log.level, destination: config.log.file ?? undefined });
+    for (const hint of envHints(process.env)) logger.warn(hint);
     worker = await startWorker({ definition: loaded.definition, config, logger, extensions: defaultExtensions() });
   } catch (err) {
     return startupFailed(err as Error, config?.report ?? salvageReportTarget(process.env), logger ?? fallbackLogger(process.env));
@@ -87,7 +88,9 @@ function fallbackLogger(raw: EnvSource): Logger {
 function startupFailed(err: Error, target: ReportTarget | null, logger: Logger): Promise<number> | number {
   const message = err instanceof ConfigError ? err.message : `worker failed to start: ${err.message}`;
   process.stderr.write(`nodeworker: ${message}\n`);
-  logger.error({ err: message }, 'start-up failed');
+  // Once on the screen: the log record too only when the log goes elsewhere (LOG_FILE), else the
+  // same message showed twice, the second time as JSON with its newlines escaped.
+  if (process.env.LOG_FILE) logger.error({ err: message }, 'start-up failed');
   if (!target || target.addrs.length === 0) return 1;
   const reporter = startFailureReporter({ ...target, errorMsg: message.slice(0, 2000), logger });
   return new Promise<number>((resolve) => {

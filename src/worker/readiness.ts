@@ -180,7 +180,10 @@ export function startReadiness(d: ReadinessDeps): Readiness {
   const recoverModel = () => {
     if (!healthOnly || modelError === null || lifecycle.state === 'draining' || signal.aborted) return;
     // Never two benchmarks at once: take the model back when the running one has ended.
-    if (benchmarkRunning) return void (recoverAfterBenchmark = true);
+    if (benchmarkRunning) {
+      recoverAfterBenchmark = true;
+      return;
+    }
     logger.info({ cleared: modelError }, 'model health path answers again: benchmarking it again');
     if (ledger.errorMsg === modelError) ledger.setErrorMsg('');
     modelError = null;
@@ -219,7 +222,9 @@ export function startReadiness(d: ReadinessDeps): Readiness {
     lifecycle.to('benchmarking', why);
     benchmarkRunning = true;
     recoverAfterBenchmark = false;
-    const perf = await benchmark().finally(() => (benchmarkRunning = false));
+    const perf = await benchmark().finally(() => {
+      benchmarkRunning = false;
+    });
     if (perf === null) {
       // Health-only: the health check goes on, so a model that went away during the benchmark
       // and comes back is benchmarked again (recoverModel).
