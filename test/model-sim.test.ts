@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startModelSim, type ModelSim, type ModelSimOptions } from '../src/model-sim/index.js';
+import { optionsFromFlags } from '../src/model-sim/options.js';
 
 const CLI = resolve(__dirname, '..', 'dist', 'cli.js');
 
@@ -462,5 +463,14 @@ describe('CLI', () => {
     expect(log).toContain(`To see the GUI go to: ${url}`);
     expect(log).toContain('Stopped server');
     expect(sim.out()).not.toContain('To see the GUI'); // log lines go to the file only
+  });
+});
+
+describe('flavor names', () => {
+  it('--flavor vllm is accepted as openai, as the worker accepts --handler vllm', () => {
+    const { options, problems } = optionsFromFlags({ flavor: 'vllm', _: [] });
+    expect(problems).toEqual([]);
+    expect(options.flavor).toBe('openai');
+    expect(optionsFromFlags({ flavor: 'nope', _: [] }).options.flavor).toBe('nope'); // refused later, by the check
   });
 });
