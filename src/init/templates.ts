@@ -22,7 +22,8 @@ export function packageJson(v: TemplateValues): string {
     scripts: {
       build: 'tsc -p tsconfig.json',
       test: 'vitest run',
-      start: 'nodeworker worker --handler dist/worker.js',
+      // exec: the worker replaces npm's shell, so npm's SIGTERM reaches it (no orphan).
+      start: 'exec nodeworker worker --handler dist/worker.js',
     },
     dependencies: { nodeworker: v.nodeworkerSpec, zod: v.versions.zod },
     devDependencies: { '@types/node': v.versions.typesNode, typescript: v.versions.typescript, vitest: v.versions.vitest },

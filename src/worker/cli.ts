@@ -1,5 +1,6 @@
 import { createLogger, type Logger } from '../common/log.js';
 import { parseFlags, usageFailed, type Flags } from '../common/args.js';
+import { stopWhenOrphanedUnderNpm } from '../common/orphan-guard.js';
 import { ConfigError } from '../common/protocol.js';
 import { envHints, LOG_LEVELS, type EnvSource } from './env.js';
 import { loadWorkerDefinition } from './load-definition.js';
@@ -68,6 +69,8 @@ export async function runWorkerCli(argv: string[]): Promise<number | void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  // `npm start` / `npx nodeworker worker`: npm's SIGTERM ends its shell, not us (see orphan-guard).
+  stopWhenOrphanedUnderNpm((why) => stop(why));
   // Last resort. The request path catches its own errors in every socket callback (proxy.ts,
   // http1/), so the ledger stays whole; anything that still escapes is logged rather than allowed
   // to end the process and every request in flight with it.
