@@ -468,9 +468,9 @@ describe('CLI', () => {
 
 describe('flavor names', () => {
   it('--flavor vllm is accepted as openai, as the worker accepts --handler vllm', () => {
-    const { options, problems } = optionsFromFlags({ flavor: 'vllm', _: [] });
+    const { options, problems } = optionsFromFlags({ flavor: 'vllm', _: [] as string[] });
     expect(problems).toEqual([]);
     expect(options.flavor).toBe('openai');
-    expect(optionsFromFlags({ flavor: 'nope', _: [] }).options.flavor).toBe('nope'); // refused later, by the check
+    expect(optionsFromFlags({ flavor: 'nope', _: [] as string[] }).options.flavor).toBe('nope'); // refused later, by the check
   });
 });
