@@ -466,11 +466,14 @@ describe('CLI', () => {
   });
 });
 
+/** parseFlags' shape: the flags and no positionals. */
+const flags = (f: Record<string, string>) => ({ ...f, _: [] }) as unknown as Parameters<typeof optionsFromFlags>[0];
+
 describe('flavor names', () => {
   it('--flavor vllm is accepted as openai, as the worker accepts --handler vllm', () => {
-    const { options, problems } = optionsFromFlags({ flavor: 'vllm', _: [] as string[] });
+    const { options, problems } = optionsFromFlags(flags({ flavor: 'vllm' }));
     expect(problems).toEqual([]);
     expect(options.flavor).toBe('openai');
-    expect(optionsFromFlags({ flavor: 'nope', _: [] as string[] }).options.flavor).toBe('nope'); // refused later, by the check
+    expect(optionsFromFlags(flags({ flavor: 'nope' })).options.flavor).toBe('nope'); // refused later, by the check
   });
 });
