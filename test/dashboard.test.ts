@@ -264,4 +264,37 @@ describe.skipIf(!CHROMIUM_TOOL.available)('dashboard in Chromium', () => {
     await page.screenshot({ path: join(ARTIFACTS, 'dashboard-200.png') });
     expect(errors).toEqual([]);
   }, 60_000);
+
+  it('reads right at 1280 px and at 420 px: no sideways page scroll, the workers tables share one column grid (issue 25 item 9)', async () => {
+    const d = await demo({ workers: 4, bootSeconds: 0.3, loadSeconds: 1, requestsPerSecond: 4 });
+    const { page, errors } = await browser();
+    await page.goto(`${d.autoscaler.url}/dashboard`);
+    await unlock(page, ADMIN);
+    await page.waitForSelector('[data-state-group="ready"] tr[data-worker-id]', { timeout: 30_000 });
+    // Column left edges (relative to their table) of every visible workers table: one grid for all.
+    const grids = () =>
+      page.$$eval('.workers-table', (tables) =>
+        tables
+          .filter((t) => (t as HTMLElement).offsetParent !== null)
+          .map((t) => {
+            const left = t.getBoundingClientRect().left;
+            return { layout: getComputedStyle(t).tableLayout, edges: [...t.querySelectorAll('th')].map((th) => Math.round(th.getBoundingClientRect().left - left)) };
+          }),
+      );
+    for (const width of [1280, 420]) {
+      await page.setViewportSize({ width, height: 900 });
+      await page.waitForTimeout(300); // a frame or two at the new size
+      const page_ = await page.evaluate(() => ({ scroll: document.documentElement.scrollWidth, view: document.documentElement.clientWidth }));
+      expect(page_.scroll, `page width at ${width} px`).toBeLessThanOrEqual(page_.view);
+      const g = await grids();
+      expect(g.length).toBeGreaterThan(0);
+      for (const t of g) {
+        expect(t.layout).toBe('fixed');
+        expect(t.edges).toEqual(g[0]!.edges);
+      }
+      await page.screenshot({ path: join(ARTIFACTS, `dashboard-${width}.png`), fullPage: true });
+    }
+    expect(errors).toEqual([]);
+  }, 60_000);
+
 });
