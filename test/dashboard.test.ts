@@ -278,7 +278,10 @@ describe.skipIf(!CHROMIUM_TOOL.available)('dashboard in Chromium', () => {
           .filter((t) => (t as HTMLElement).offsetParent !== null)
           .map((t) => {
             const left = t.getBoundingClientRect().left;
-            return { layout: getComputedStyle(t).tableLayout, edges: Array.from(t.querySelectorAll('th')).map((th) => Math.round(th.getBoundingClientRect().left - left)) };
+            return {
+              layout: getComputedStyle(t).tableLayout,
+              edges: Array.from(t.querySelectorAll('th')).map((th) => Math.round(th.getBoundingClientRect().left - left)),
+            };
           }),
       );
     for (const width of [1280, 420]) {
@@ -296,5 +299,4 @@ describe.skipIf(!CHROMIUM_TOOL.available)('dashboard in Chromium', () => {
     }
     expect(errors).toEqual([]);
   }, 60_000);
-
 });
