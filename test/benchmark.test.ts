@@ -234,7 +234,7 @@ describe('nodeworker benchmark', () => {
     expect(Number(readFileSync(join(ws, BENCHMARK_CACHE_FILE), 'utf8'))).toBe(result.perf);
     const cached = await runCli(['--handler', 'tgi', '--model-url', m.url, '--json', '--use-cache', '--workspace', ws]);
     expect(JSON.parse(cached.stdout)).toEqual({ perf: result.perf, rounds: [], cached: true });
-  });
+  }, 120_000); // five CLI processes: a hang guard, not a speed bound (a busy machine takes 30 s+)
 
   it.skipIf(spawnSync('script', ['--version']).error !== undefined)('draws a progress bar on a terminal', async () => {
     const m = await sim();
