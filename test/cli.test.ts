@@ -87,7 +87,7 @@ describe('every command refuses what it does not know', () => {
       expect(r.code, `${file}: ${r.stderr}`).toBe(2);
       expect(r.stderr, file).toContain(`unknown option ${flag}`);
     }
-  });
+  }, 120_000); // CLI processes: a hang guard, not a speed bound (30 s ran out on a busy machine)
 
   it('nodeworker --version prints the package version; no command is a usage error', () => {
     const v = run(CLI, ['--version']);
@@ -137,7 +137,7 @@ describe('nodeworker autoscaler', () => {
       child.kill('SIGTERM');
       await new Promise((r) => (child.exitCode === null ? child.once('exit', r) : r(null)));
     }
-  });
+  }, 120_000); // CLI processes: a hang guard, not a speed bound (30 s ran out on a busy machine)
 
   it('the default data dir follows XDG_STATE_HOME, else ~/.local/state', () => {
     expect(defaultDataDir({ XDG_STATE_HOME: '/s' }, '/h')).toBe('/s/nodeworker/autoscaler');
