@@ -10,6 +10,7 @@ import {
   parseScriptFlags,
   commonOptions,
   runIfMain,
+  runExitCode,
   summaryText,
   numberFlag,
   OptionProblems,
@@ -120,7 +121,7 @@ export async function runLoadCli(argv: string[]): Promise<number> {
       stop: stop.signal,
     });
     process.stdout.write(summaryText(r));
-    return 0;
+    return runExitCode('load', r);
   } finally {
     stop.dispose();
     await common.target.close();

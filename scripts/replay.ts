@@ -12,6 +12,7 @@ import {
   commonOptions,
   parseScriptFlags,
   runIfMain,
+  runExitCode,
   summaryText,
   numberFlag,
   OptionProblems,
@@ -139,7 +140,7 @@ export async function runReplayCli(argv: string[]): Promise<number> {
       stop: stop.signal,
     });
     process.stdout.write(summaryText(r, [`trace      ${TRACE_ATTRIBUTION}`]));
-    return 0;
+    return runExitCode('replay', r);
   } finally {
     stop.dispose();
     await common.target.close();

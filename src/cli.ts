@@ -3,6 +3,7 @@
  * `nodeworker <command>`: each command lives in its own module and is loaded
  * only when asked for, so `nodeworker model-sim` does not pay for the autoscaler.
  */
+import { closest } from './common/args.js';
 import { WORKER_VERSION } from './worker/version.js';
 
 type Command = { summary: string; load: () => Promise<(argv: string[]) => Promise<number | void>> };
@@ -65,7 +66,8 @@ export async function main(argv: string[]): Promise<number | void> {
   }
   const command = commands[name];
   if (!command) {
-    process.stderr.write(`nodeworker: unknown command "${name}"\n\n${usage()}\n`);
+    const near = closest(name, Object.keys(commands));
+    process.stderr.write(`nodeworker: unknown command "${name}"${near ? ` (did you mean ${near}?)` : ''}\n\n${usage()}\n`);
     return 2;
   }
   const run = await command.load();

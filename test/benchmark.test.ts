@@ -140,12 +140,14 @@ describe('runBenchmark', () => {
     // capacity 2000 tok/s, one request alone 200 tok/s: 10 requests or more saturate it.
     const m = await sim({ capacity: 2000, tokenRate: 200, ttftMs: 5 });
     const saturated = await runBenchmark({ handler: tgiHandler(100, { runs: 2, concurrency: 20, warmup: false }), model: pool(m.url) });
-    // Loose band: the exact accuracy (±5%) is measured by benchmarks/readiness-bench.ts.
-    expect(saturated.perf / 2000).toBeGreaterThan(0.85);
+    // Only bounds a machine's speed cannot break (timers never fire early; a busy machine only
+    // measures less): the accuracy (±5%) is measured by benchmarks/readiness-bench.ts.
     expect(saturated.perf / 2000).toBeLessThan(1.05);
     const starved = await runBenchmark({ handler: tgiHandler(100, { runs: 1, concurrency: 4, warmup: false }), model: pool(m.url) });
     // 4 requests × 200 tok/s = 800 tok/s at most.
     expect(starved.perf).toBeLessThan(810);
+    // The same machine measured both: saturating the model measures more than starving it.
+    expect(saturated.perf).toBeGreaterThan(starved.perf);
   });
 });
 
@@ -232,7 +234,7 @@ describe('nodeworker benchmark', () => {
     expect(Number(readFileSync(join(ws, BENCHMARK_CACHE_FILE), 'utf8'))).toBe(result.perf);
     const cached = await runCli(['--handler', 'tgi', '--model-url', m.url, '--json', '--use-cache', '--workspace', ws]);
     expect(JSON.parse(cached.stdout)).toEqual({ perf: result.perf, rounds: [], cached: true });
-  });
+  }, 120_000); // five CLI processes: a hang guard, not a speed bound (a busy machine takes 30 s+)
 
   it.skipIf(spawnSync('script', ['--version']).error !== undefined)('draws a progress bar on a terminal', async () => {
     const m = await sim();

@@ -88,7 +88,7 @@ describe('every command refuses what it does not know', () => {
       expect(r.code, `${file}: ${r.stderr}`).toBe(2);
       expect(r.stderr, file).toContain(`unknown option ${flag}`);
     }
-  });
+  }, 120_000); // CLI processes: a hang guard, not a speed bound (30 s ran out on a busy machine)
 
   it('nodeworker --version prints the package version; no command is a usage error', () => {
     const v = run(CLI, ['--version']);
@@ -138,7 +138,7 @@ describe('nodeworker autoscaler', () => {
       child.kill('SIGTERM');
       await new Promise((r) => (child.exitCode === null ? child.once('exit', r) : r(null)));
     }
-  });
+  }, 120_000); // CLI processes: a hang guard, not a speed bound (30 s ran out on a busy machine)
 
   it('the default data dir follows XDG_STATE_HOME, else ~/.local/state', () => {
     expect(defaultDataDir({ XDG_STATE_HOME: '/s' }, '/h')).toBe('/s/nodeworker/autoscaler');
@@ -154,6 +154,33 @@ describe('init dependency spec', () => {
     writeFileSync(join(installed, 'package.json'), JSON.stringify({ name: 'nodeworker', version: '3.1.4' }));
     expect(defaultNodeworkerSpec(installed)).toBe('^3.1.4');
     expect(defaultNodeworkerSpec(`${REPO}/`)).toBe(`file:${REPO}`);
+  });
+
+  it('is what the installed copy came from: a tarball by its absolute path, a git url, a registry version', () => {
+    const project = join(tmp, 'from-tarball');
+    const installed = join(project, 'node_modules', 'nodeworker');
+    mkdirSync(installed, { recursive: true });
+    writeFileSync(join(installed, 'package.json'), JSON.stringify({ name: 'nodeworker', version: '0.1.0' }));
+    const lock = (resolved: string) =>
+      writeFileSync(
+        join(project, 'node_modules', '.package-lock.json'),
+        JSON.stringify({ packages: { 'node_modules/nodeworker': { version: '0.1.0', resolved } } }),
+      );
+    // `^0.1.0` would be E404 with no registry holding nodeworker: the scaffold must name the tarball.
+    writeFileSync(join(project, 'nodeworker-0.1.0.tgz'), 'not really a tarball');
+    lock('file:nodeworker-0.1.0.tgz');
+    expect(defaultNodeworkerSpec(installed)).toBe(`file:${join(project, 'nodeworker-0.1.0.tgz')}`);
+    // The tarball moved away since: the installed package directory still holds the same files.
+    lock('file:../gone/nodeworker-0.1.0.tgz');
+    expect(defaultNodeworkerSpec(installed)).toBe(`file:${installed}`);
+    lock('git+ssh://git@example.invalid/you/nodeworker.git#0123abc');
+    expect(defaultNodeworkerSpec(installed)).toBe('git+ssh://git@example.invalid/you/nodeworker.git#0123abc');
+    lock('https://registry.npmjs.org/nodeworker/-/nodeworker-0.1.0.tgz');
+    expect(defaultNodeworkerSpec(installed)).toBe('^0.1.0');
+    // No lockfile: the project's package.json spec.
+    rmSync(join(project, 'node_modules', '.package-lock.json'));
+    writeFileSync(join(project, 'package.json'), JSON.stringify({ dependencies: { nodeworker: 'file:nodeworker-0.1.0.tgz' } }));
+    expect(defaultNodeworkerSpec(installed)).toBe(`file:${join(project, 'nodeworker-0.1.0.tgz')}`);
   });
 });
 

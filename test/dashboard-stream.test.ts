@@ -255,6 +255,31 @@ describe('dashboard over HTTP', () => {
     });
     expect(patch.status).toBe(200);
     await waitFor('the new target_util in the stream', () => s.model.endpoints.get('small')?.params.target_util === 0.5);
+    // A floor no fleet of max_workers can serve: the chart's target is drawn at what max_workers
+    // of the fastest known machine reach, not at the floor (issue 25 item 9).
+    const floor = await fetch(`${as.url}/admin/endpoints/small`, {
+      method: 'PATCH',
+      headers: { authorization: `Bearer ${ADMIN}` },
+      body: JSON.stringify({ min_load: 1e9 }),
+    });
+    expect(floor.status).toBe(200);
+    const reach = () => {
+      const ep = s.model.endpoints.get('small');
+      const perfs = [
+        ...[...s.model.workers.values()].map((w) => w.perf ?? 0),
+        ...(ep?.workergroups.flatMap((g) => g.machine_types.map((m) => m.perf ?? 0)) ?? []),
+      ];
+      return 2 * Math.max(0, ...perfs);
+    };
+    const lastTarget = () => (s.model.history.get('small') as SampleColumns | undefined)?.target.at(-1) ?? null;
+    // Before issue 25 the drawn target went to 1e9 here; now it settles at the reach, and stays there.
+    await waitFor('the target drawn at the reach of max_workers', () => {
+      const t = lastTarget();
+      return t !== null && reach() > 0 && Math.abs(t - reach()) <= 1;
+    });
+    const more = s.frames.length;
+    await waitFor('two more ticks', () => s.frames.length >= more + 2);
+    expect(lastTarget()!).toBeLessThanOrEqual(reach() + 1);
 
     // Deleting the endpoint: removed from the stream, its workers forgotten once the engine drops them.
     const del = await fetch(`${as.url}/admin/endpoints/small`, { method: 'DELETE', headers: { authorization: `Bearer ${ADMIN}` } });

@@ -62,6 +62,15 @@ describe('nodeworker init', () => {
     expect(test.stdout.replace(/\x1b\[[0-9;]*m/g, '')).toMatch(/Tests\s+4 passed \(4\)/);
   }, 60_000);
 
+  it('never tells the user to run an UNSECURED worker on every interface', async () => {
+    const dir = join(root, 'loopback');
+    await run(process.execPath, [CLI, 'init', dir]);
+    const lines = ['README.md', 'worker.ts'].flatMap((f) => readFileSync(join(dir, f), 'utf8').split('\n'));
+    const unsecured = lines.filter((l) => /UNSECURED=true\b.*nodeworker worker/.test(l));
+    expect(unsecured.length).toBeGreaterThanOrEqual(2);
+    for (const l of unsecured) expect(l).toMatch(/WORKER_HOST=127\.0\.0\.1\b/);
+  });
+
   it('takes another nodeworker spec and a name', async () => {
     const dir = join(root, 'second');
     await run(process.execPath, [CLI, 'init', dir, '--nodeworker-spec', 'git+https://example.invalid/nodeworker.git#v0.1.0', '--name', 'llm-worker']);

@@ -271,22 +271,18 @@ describe('watchLog', () => {
     expect(r.events.map((e) => e.line)).toEqual(['Downloading 10%', 'Downloading 100%', 'Application startup complete']);
   });
 
-  it('acts on a ready line within 50 ms of the write (median of 10)', async () => {
+  // How fast (the ready-line latency) is a benchmark (benchmarks/, `npm run bench`), not a test.
+  it('acts on each of 10 ready lines appended one after another, once each', async () => {
     const file = path.join(dir, 'model.log');
     fs.writeFileSync(file, 'booting\n');
     const r = record(file);
     await pause(100);
-    const latencies: number[] = [];
     for (let i = 0; i < 10; i++) {
-      const t0 = performance.now();
       const seen = r.next(r.lineIs(`Application startup complete ${i}`));
       fs.appendFileSync(file, `Application startup complete ${i}\n`);
       await seen;
-      latencies.push(performance.now() - t0);
-      await pause(20);
     }
-    latencies.sort((a, b) => a - b);
-    expect(latencies[5]).toBeLessThan(50);
+    expect(r.events.filter((e) => e.kind === 'load').map((e) => e.line)).toEqual(Array.from({ length: 10 }, (_, i) => `Application startup complete ${i}`));
   });
 
   it('close() releases every watcher and timer and stops delivering', async () => {

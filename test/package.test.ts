@@ -57,6 +57,10 @@ it('ships what runs: the CLI, the library and its types, the handlers, configs, 
     'dist/autoscaler/dashboard/client/app.js',
     'docs/autoscaler.md',
     'docs/providers.md',
+    // simulate --compare/--frontier default to it, from any directory (issue 25 item 8); its licence note beside it
+    'data/azure-llm-2023-code.csv',
+    'data/README.md',
+    'LICENSE',
   ]) {
     expect(files, f).toContain(f);
   }
@@ -70,7 +74,8 @@ it('ships no key, secret, test, source, benchmark, script, run output, map or CI
       /(^|\/)(test|tests|__tests__)\//.test(f) ||
       /\.test\.[jt]s$/.test(f) ||
       (/\.ts$/.test(f) && !/\.d\.ts$/.test(f)) ||
-      /^(src|handlers|benchmarks|scripts|build|data|\.ci|\.artifacts|autoscaler-data|load-results|node_modules)\//.test(f),
+      (/^data\//.test(f) && !['data/azure-llm-2023-code.csv', 'data/README.md'].includes(f)) ||
+      /^(src|handlers|benchmarks|scripts|build|\.ci|\.artifacts|autoscaler-data|load-results|node_modules)\//.test(f),
   );
   expect(forbidden).toEqual([]);
 });
@@ -90,4 +95,11 @@ it('is small, and the browser driver used only by a test is not a runtime depend
   const pkg = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { dependencies: Record<string, string>; devDependencies: Record<string, string> };
   expect(Object.keys(pkg.dependencies)).not.toContain('playwright-core');
   expect(Object.keys(pkg.devDependencies)).toContain('playwright-core');
+});
+
+it('pins exactly the dependency whose private internals src/worker/logwatch.ts relies on, and ships the MIT licence it declares', () => {
+  const pkg = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { dependencies: Record<string, string>; license: string };
+  expect(pkg.dependencies['tail-file']).toMatch(/^\d+\.\d+\.\d+$/);
+  expect(pkg.license).toBe('MIT');
+  expect(readFileSync(join(REPO, 'LICENSE'), 'utf8')).toMatch(/^MIT License\n/);
 });

@@ -7,6 +7,7 @@ import { appendFileSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readF
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { createLogger } from '../src/common/log.js';
 import { startModelSim, type ModelSim, type ModelSimOptions } from '../src/model-sim/index.js';
 import { BENCHMARK_CACHE_FILE, NO_SUCCESS_ERROR } from '../src/worker/benchmark.js';
 import type { WorkerSpec } from '../src/worker/config.js';
@@ -295,5 +296,65 @@ describe('benchmark and health in the readiness sequence', () => {
     await w.close();
     expect(w.lifecycle.state).toBe('draining');
     expect(w.ledger.errorMsg).toBe('');
+  });
+});
+
+describe('readiness without a model log (issue 25 items 4 and 5)', () => {
+  /** A worker whose JSON log goes to a file the test reads. */
+  async function loggedWorker(s: Setup, env: Record<string, string>) {
+    const logPath = join(s.dir, 'worker.jsonl');
+    const logger = createLogger('worker', { destination: logPath, format: 'json', level: 'info' });
+    const w = await startWorker({
+      definition: tgiDefinition({ modelServerUrl: s.modelUrl }),
+      env: parseWorkerEnv({ WORKER_PORT: '0', WORKER_HOST: '127.0.0.1', CONTAINER_ID: '7', UNSECURED: 'true', WORKSPACE_DIR: s.dir, ...env }),
+      logger,
+      timings: { ...FAST, waitingLogMs: 100 },
+    });
+    cleanups.defer(() => w.close());
+    const lines = () => (existsSync(logPath) ? readFileSync(logPath, 'utf8') : '');
+    return { w, lines };
+  }
+
+  it('waits for the health path before benchmarking a model that comes up later, saying what it waits for', async () => {
+    const s = await setup();
+    const { w, lines } = await loggedWorker(s, {});
+    // Nothing listens on the model's port yet: the worker waits (and says so) instead of benchmarking.
+    await waitFor(
+      () => /still loading after \d+ s: waiting for GET http:\/\/127\.0\.0\.1:\d+\/health to answer 200 \(no MODEL_LOG\)/.test(lines()),
+      10_000,
+      () => `the waiting line; log:\n${lines()}`,
+    );
+    expect(w.lifecycle.state).toBe('loading');
+    expect(w.ledger.errorMsg).toBe('');
+    const m = await sim(s);
+    await waitState(w, 'ready');
+    // Every benchmark request reached the model: a warm-up and the rounds, none refused.
+    expect(m.stats().started).toBe(1 + RUNS * CONCURRENCY);
+    expect(w.ledger.errorMsg).toBe('');
+    expect(w.ledger.maxPerf).toBeGreaterThan(0);
+  });
+
+  it('a model that goes away errors the worker; when it answers again the worker is ready again', async () => {
+    const s = await setup();
+    const m = await sim(s, { loadSeconds: 0 });
+    const { w } = await loggedWorker(s, {});
+    await waitState(w, 'ready');
+    await m.close();
+    await waitState(w, 'errored');
+    expect(w.ledger.errorMsg).toMatch(/model health check failed/);
+    await sim(s, { loadSeconds: 0 });
+    await waitState(w, 'ready');
+    expect(w.ledger.errorMsg).toBe('');
+  });
+
+  it('a MODEL_LOG that never appears: the worker says every so often that the file does not exist yet', async () => {
+    const s = await setup();
+    const { w, lines } = await loggedWorker(s, { MODEL_LOG: s.log });
+    await waitFor(
+      () => lines().includes(`waiting for the model log ${s.log}, which does not exist yet`),
+      10_000,
+      () => `the waiting line; log:\n${lines()}`,
+    );
+    expect(w.lifecycle.state).toBe('loading');
   });
 });

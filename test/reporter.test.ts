@@ -169,21 +169,28 @@ describe('worker_status from a running worker', () => {
 });
 
 describe('cadence', () => {
-  it('reports a change within a tick, and nothing more often than the idle period when nothing changes', async () => {
+  it('reports a change without waiting for the idle period', async () => {
     const engine = await res.add(startEngine());
-    const { ledger, lifecycle, reporter } = rig([engine.url], { tickMs: 50, idleMs: 700 });
+    // An idle period far beyond the wait below: a report that arrives was sent because of the change.
+    const { ledger, lifecycle, reporter } = rig([engine.url], { tickMs: 50, idleMs: 600_000 });
+    makeReady(lifecycle);
+    reporter.start();
+    await engine.waitFor(() => engine.statuses.length >= 1, 5000);
+    const before = engine.statuses.length;
+    serve(ledger, 10, 'success');
+    await engine.waitFor(() => engine.statuses.length > before, 10_000);
+    expect(engine.statuses[before]!.body.cur_perf).toBe(10);
+  });
+
+  it('nothing more often than the idle period when nothing changes', async () => {
+    const engine = await res.add(startEngine());
+    const { lifecycle, reporter } = rig([engine.url], { tickMs: 50, idleMs: 700 });
     makeReady(lifecycle);
     reporter.start();
     await engine.waitFor(() => engine.statuses.length >= 3, 5000);
     const idleGaps = engine.statuses.slice(1).map((s, i) => s.at - engine.statuses[i]!.at);
     // Arrival gaps jitter with scheduling on a busy machine; a per-tick sender would show ~50 ms gaps.
     for (const g of idleGaps) expect(g).toBeGreaterThanOrEqual(450);
-    const before = engine.statuses.length;
-    const changedAt = Date.now();
-    serve(ledger, 10, 'success');
-    await engine.waitFor(() => engine.statuses.length > before, 5000);
-    expect(engine.statuses[before]!.at - changedAt).toBeLessThan(500); // loose: one 50 ms tick in theory
-    expect(engine.statuses[before]!.body.cur_perf).toBe(10);
   });
 
   it('while the model is not loaded, reports only every idle period, changes or not', async () => {
@@ -250,12 +257,12 @@ describe('REPORT_ADDR failover', () => {
   it('gives up on an address that does not answer within the timeout', async () => {
     const first = await res.add(startEngine());
     const second = await res.add(startEngine());
-    first.slow(5000);
+    // The first never answers within the test's life: without the 200 ms timeout sendStatus would
+    // hang until the test times out, so returning at all shows the timeout (no wall-clock bound).
+    first.slow(600_000);
     const { lifecycle, reporter } = rig([first.url, second.url], { timeoutMs: 200, idleMs: 60_000 });
     makeReady(lifecycle);
-    const t0 = Date.now();
     expect(await reporter.sendStatus()).toBe(true);
-    expect(Date.now() - t0).toBeLessThan(4000); // 3 × 200 ms, not 3 × 5 s
     expect(first.posts.length).toBe(3);
     expect(first.statuses.length).toBe(0); // never acknowledged: the client had left
     expect(second.statuses.length).toBe(1);

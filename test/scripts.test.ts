@@ -3,6 +3,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { PassThrough } from 'node:stream';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import openaiWorker from '../handlers/openai.js';
@@ -126,6 +128,42 @@ describe('load.js', () => {
       expect(Number(row.ttft_ms)).toBeLessThan(Number(row.latency_ms));
     }
     expect(checkSvg(join(out, 'plot.svg'))).toContain('time to first byte');
+  });
+
+  it('against an unreachable autoscaler: names ECONNREFUSED, keeps its own drain cancellations apart, exits 1', async () => {
+    // A port nobody listens on: the client retries /route/ until the drain (1 s) cancels it.
+    const port = await new Promise<number>((ok) => {
+      const srv = createServer().listen(0, '127.0.0.1', () => {
+        const p = (srv.address() as AddressInfo).port;
+        srv.close(() => ok(p));
+      });
+    });
+    const out = join(dir, 'load-unreachable');
+    const err = await run(process.execPath, [
+      LOAD,
+      '--autoscaler',
+      `http://127.0.0.1:${port}`,
+      '--endpoint',
+      'e',
+      '--api-key',
+      'k',
+      '--rate',
+      '2',
+      '--duration',
+      '1',
+      '--arrivals',
+      'uniform',
+      '--drain',
+      '1',
+      '--out',
+      out,
+    ]).catch((e: { code: number; stdout: string; stderr: string }) => e);
+    const { code, stdout, stderr } = err as { code: number; stdout: string; stderr: string };
+    expect(code, `${stdout}\n${stderr}`).toBe(1);
+    expect(stderr).toMatch(/nothing succeeded \(2 sent; most common failure: DRAINED \(ECONNREFUSED\)\)/);
+    expect(stdout).toMatch(/ok 0, errors 0, shed 0, cancelled by the drain 2/);
+    expect(stdout).toMatch(/failures {3}DRAINED \(ECONNREFUSED\) ×2/);
+    expect(csv(join(out, 'requests.csv')).map((r) => r.error)).toEqual(['DRAINED (ECONNREFUSED)', 'DRAINED (ECONNREFUSED)']);
   });
 
   it('refuses bad flags naming each one, with exit code 2', async () => {

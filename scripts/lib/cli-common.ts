@@ -178,13 +178,25 @@ export function isMain(metaUrl: string): boolean {
 export function summaryText(r: RunResult, extra: string[] = []): string {
   return (
     [
-      `requests   sent ${r.sent}, ok ${r.ok}, errors ${r.errors}, shed ${r.shed} in ${r.elapsedS.toFixed(1)} s`,
+      `requests   sent ${r.sent}, ok ${r.ok}, errors ${r.errors}, shed ${r.shed}, cancelled by the drain ${r.drained} in ${r.elapsedS.toFixed(1)} s`,
+      ...(r.errorCauses.length ? [`failures   ${r.errorCauses.map(([why, n]) => `${why} ×${n}`).join(', ')}`] : []),
       `latency    p50 ${ms(r.p50)}, p95 ${ms(r.p95)}, p99 ${ms(r.p99)}`,
       `throughput ${r.throughput.toFixed(1)} load/s`,
       `wrote      ${r.files.requests}, ${r.files.timeline}, ${r.files.plot}`,
       ...extra,
     ].join('\n') + '\n'
   );
+}
+
+/**
+ * The exit code of a finished run: 1 when requests were sent and none succeeded (an unreachable
+ * target must not look like a run), else 0. Says why on stderr.
+ */
+export function runExitCode(name: string, r: RunResult): number {
+  if (r.sent === 0 || r.ok > 0) return 0;
+  const why = r.errorCauses[0]?.[0] ?? 'no answer';
+  process.stderr.write(`${name}: nothing succeeded (${r.sent} sent; most common failure: ${why})\n`);
+  return 1;
 }
 
 /** Run a script's CLI when it is the process's entry point; a thrown error becomes exit code 1. */

@@ -44,6 +44,15 @@ export class Recorder {
   readonly records: RequestRecord[] = [];
   /** Planned arrivals that were not sent because `maxInflight` requests were already open. */
   readonly shed: number[] = [];
+  /** Planned times of requests the run's own drain cancelled (error "DRAINED …"). */
+  readonly drained: number[] = [];
+
+  /** Failed rows by error text (shed ones left out), most frequent first: what went wrong, named. */
+  errorCauses(): Array<[string, number]> {
+    const counts = new Map<string, number>();
+    for (const r of this.records) if (!r.ok && r.error !== 'SHED') counts.set(r.error, (counts.get(r.error) ?? 0) + 1);
+    return [...counts].sort((a, b) => b[1] - a[1]);
+  }
   private planned: number[] = [];
 
   planArrival(atS: number): void {
@@ -85,7 +94,8 @@ export class Recorder {
         offeredRps: b.planned / bucketS,
         completedRps: b.done.length / bucketS,
         okRps: ok.length / bucketS,
-        errorRps: (b.done.length - ok.length) / bucketS,
+        // The run's own drain cancellations are not the target's errors: left out of the plot.
+        errorRps: b.done.filter((r) => !r.ok && !r.error.startsWith('DRAINED')).length / bucketS,
         throughput: ok.reduce((s, r) => s + r.cost, 0) / bucketS,
         p50: percentile(lat, 50),
         p95: percentile(lat, 95),

@@ -38,8 +38,13 @@ export interface RunOptions {
 export interface RunResult {
   sent: number;
   ok: number;
+  /** Failed requests: the target's failures (not shed, not cancelled by the drain). */
   errors: number;
   shed: number;
+  /** Still open when the drain time ran out, cancelled by this run: apart from errors. */
+  drained: number;
+  /** Errors (drained ones included) by their error text, most frequent first. */
+  errorCauses: Array<[string, number]>;
   p50: number;
   p95: number;
   p99: number;
@@ -110,6 +115,12 @@ export async function runPlan(o: RunOptions): Promise<RunResult> {
     const t = performance.now();
     const done = o.target.send(req, o.timeoutMs, cancel.signal).then((outcome) => {
       inflight--;
+      // Cancelled by our own drain: not the target's failure; kept apart from errors (and the plot).
+      if (!outcome.ok && cancel.signal.aborted) {
+        const cause = outcome.error.replace(/^ABORTED ?/, '');
+        outcome = { ...outcome, error: cause ? `DRAINED (${cause})` : 'DRAINED' };
+        rec.drained.push(p.atS);
+      }
       rec.add({ id, plannedS: p.atS, sentS, doneS: nowS(), latencyMs: performance.now() - t, cost: req.cost, route: req.route, ...outcome });
     });
     open.add(done);
@@ -128,8 +139,10 @@ export async function runPlan(o: RunOptions): Promise<RunResult> {
   const result = {
     sent,
     ok: all.ok,
-    errors: all.errors - rec.shed.length,
+    errors: all.errors - rec.shed.length - rec.drained.length,
     shed: rec.shed.length,
+    drained: rec.drained.length,
+    errorCauses: rec.errorCauses(),
     p50: all.p50,
     p95: all.p95,
     p99: all.p99,

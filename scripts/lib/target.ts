@@ -37,19 +37,27 @@ export function autoscalerTarget(opts: { autoscalerUrl: string; endpoint: string
     description: `endpoint "${opts.endpoint}" via ${opts.autoscalerUrl}`,
     async send(req, timeoutMs, signal) {
       const t0 = performance.now();
+      // The last retried failure: when the request ends aborted or out of tries, its real cause
+      // (ECONNREFUSED…) is named instead of only ABORTED.
+      let lastRetry = '';
+      const onRetry = (r: { reason: string }) => {
+        lastRetry = r.reason;
+      };
       try {
         if (req.stream) {
-          const stream = await ep.request(req.route, req.payload, { cost: req.cost, stream: true, timeout: timeoutMs, signal });
+          const stream = await ep.request(req.route, req.payload, { cost: req.cost, stream: true, timeout: timeoutMs, signal, onRetry });
           let ttft: number | null = null;
           for await (const _ of stream.chunks()) if (ttft === null) ttft = performance.now() - t0;
           return { ok: true, status: stream.status, ttftMs: ttft, attempts: 1, error: '' };
         }
-        const r = await ep.request(req.route, req.payload, { cost: req.cost, timeout: timeoutMs, signal });
+        const r = await ep.request(req.route, req.payload, { cost: req.cost, timeout: timeoutMs, signal, onRetry });
         return { ok: true, status: r.status, ttftMs: null, attempts: r.attempts, error: '' };
       } catch (err) {
         const status = typeof (err as { status?: unknown }).status === 'number' ? (err as { status: number }).status : 0;
         const attempts = Array.isArray((err as { attempts?: unknown }).attempts) ? (err as { attempts: unknown[] }).attempts.length : 1;
-        return { ok: false, status, ttftMs: null, attempts, error: err instanceof ServerlessError ? err.code : shortError(err) };
+        const code = err instanceof ServerlessError ? err.code : shortError(err);
+        const cause = systemCode(`${(err as Error)?.message ?? ''} ${lastRetry}`);
+        return { ok: false, status, ttftMs: null, attempts, error: cause && cause !== code ? `${code} ${cause}` : code };
       }
     },
     close: () => client.close(),
@@ -85,6 +93,11 @@ export function workerTarget(workerUrl: string): Target {
     },
     close: () => agent.close(),
   };
+}
+
+/** A system or undici error code named in a text ("connection refused (ECONNREFUSED)"), if any. */
+export function systemCode(text: string): string | null {
+  return /\b(E[A-Z]{3,}|UND_ERR_[A-Z_]+)\b/.exec(text)?.[1] ?? null;
 }
 
 function shortError(err: unknown): string {

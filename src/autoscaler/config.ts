@@ -2,7 +2,9 @@ import { readFileSync } from 'node:fs';
 import { extname } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { closest } from '../common/args.js';
 import { ConfigError } from '../common/protocol.js';
+import { knownKeysAt } from '../common/schema-keys.js';
 import { endpointSchema, fieldErrors } from './params.js';
 
 /**
@@ -76,6 +78,13 @@ export function parseAutoscalerConfig(input: unknown, source = 'config'): Autosc
   const parsed = autoscalerConfigSchema.safeParse(input ?? {});
   if (!parsed.success) {
     const fields = fieldErrors(parsed.error);
+    // An unknown key next to a known one of nearly the same name (max_worker): say which.
+    for (const [key, message] of Object.entries(fields)) {
+      if (message !== 'unknown field') continue;
+      const path = key.split('.');
+      const near = closest(path.at(-1)!, knownKeysAt(autoscalerConfigSchema, path.slice(0, -1)));
+      if (near) fields[key] = `unknown field (did you mean ${near}?)`;
+    }
     const lines = Object.entries(fields).map(([k, v]) => `  ${k}: ${v}`);
     throw new ConfigError(`${source} is invalid:\n${lines.join('\n')}`, fields);
   }
@@ -107,8 +116,20 @@ export function readConfigFile(path: string): unknown {
   try {
     return extname(path).toLowerCase() === '.json' ? JSON.parse(text) : parseYaml(text);
   } catch (err) {
-    throw new ConfigError(`${path} is not valid ${extname(path) === '.json' ? 'JSON' : 'YAML'}: ${(err as Error).message}`);
+    throw new ConfigError(`${path} is not valid ${extname(path) === '.json' ? 'JSON' : 'YAML'}: ${withLineAndColumn((err as Error).message, text)}`);
   }
+}
+
+/** JSON.parse names a character position: add the line and column, and show the line (YAML's errors have them already). */
+function withLineAndColumn(message: string, text: string): string {
+  const m = / at position (\d+)/.exec(message);
+  if (!m || /line \d+/.test(message)) return message;
+  const pos = Math.min(Number(m[1]), text.length);
+  const before = text.slice(0, pos).split('\n');
+  const line = before.length;
+  const column = before.at(-1)!.length + 1;
+  const source = text.split('\n')[line - 1] ?? '';
+  return `${message.replace(m[0], '')} at line ${line}, column ${column}\n  ${source}\n  ${' '.repeat(column - 1)}^`;
 }
 
 /** Read and validate the engine config file. */

@@ -89,15 +89,17 @@ export interface RunningAutoscaler {
 export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<RunningAutoscaler> {
   const cfg = typeof opts.config === 'string' ? loadAutoscalerConfig(opts.config) : parseAutoscalerConfig(opts.config);
   const dataDir = opts.dataDir ?? cfg.data_dir ?? defaultDataDir();
+  const clock = opts.clock ?? createRealClock();
+  const logger = opts.logger ?? createLogger('autoscaler');
+  // The provider validates its part of the config: before any key is generated, so a bad config
+  // leaves nothing behind in the data dir.
+  const provider = opts.provider ?? (await createProvider({ config: cfg.provider as Record<string, unknown>, clock, logger, dataDir }));
   const keys = loadOrCreateKeys(dataDir, cfg.private_key_path);
   const admin = loadOrCreateAdminKey(dataDir, opts.adminKey ?? process.env.AUTOSCALER_ADMIN_KEY ?? cfg.admin_key);
   const account = loadOrCreateAccountKey(dataDir, opts.accountKey ?? process.env.AUTOSCALER_ACCOUNT_KEY ?? cfg.account_key);
-  const clock = opts.clock ?? createRealClock();
-  const logger = opts.logger ?? createLogger('autoscaler');
   if (keys.created) logger.info({ event: 'key_created', path: keys.keyPath }, 'generated the route-signing key');
   if (admin.created) logger.info({ event: 'admin_key_created', path: admin.path }, 'generated an admin key (read it from this file)');
   if (account.created) logger.info({ event: 'account_key_created', path: account.path }, 'generated an account key for the Vast SDK (read it from this file)');
-  const provider = opts.provider ?? (await createProvider({ config: cfg.provider as Record<string, unknown>, clock, logger, dataDir }));
   let store: Journal | undefined;
   if (cfg.persist) {
     mkdirSync(dataDir, { recursive: true });

@@ -1,5 +1,6 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
+import { packagePath } from '../common/package-root.js';
 import { parseArgs } from 'node:util';
 import { POLICY_NAMES, type PolicyName } from './policies.js';
 import { compareTable, defaultWorkloads, runCompare } from './simulate/compare.js';
@@ -13,6 +14,9 @@ import { readConfigFile } from './config.js';
 import { runSimulation } from './simulate/run.js';
 import { loadTrace, type TraceRequest } from './simulate/trace.js';
 
+/** The one-hour Azure trace, shipped in the package (data/), found from the package root, not the cwd. */
+const SHIPPED_TRACE = packagePath('data', 'azure-llm-2023-code.csv');
+
 const USAGE = `usage: nodeworker simulate (--trace FILE | --pattern NAME [--draw K]) [--rate K] [--max-workers N] [--policy default|kpa] [--speed X] [--config FILE] [--out DIR] [--no-panic] [--log]
        nodeworker simulate --compare [--trace FILE]... [--draws N] [--no-scale] [--config FILE] [--out DIR]
        nodeworker simulate --frontier [--trace FILE | --pattern NAME] [--rate K] [--config FILE] [--out DIR] [--serving pooled|workers|smallest]
@@ -21,7 +25,8 @@ Replays a request trace (CSV: TIMESTAMP,ContextTokens,GeneratedTokens) against t
 own policy and router with a simulated fleet on a fake clock, and reports cost (GPU-hours, $)
 against an oracle that knows the future, queue time p50/p99, and workers by state over time.
 
-  --trace FILE    the trace, e.g. data/azure-llm-2023-code.csv (with --compare: repeatable)
+  --trace FILE    the trace (CSV; with --compare: repeatable); --compare and --frontier default to
+                  the shipped one, ${SHIPPED_TRACE}
   --pattern NAME  a synthetic workload instead: ${syntheticPatterns()
     .map((p) => p.name)
     .join(', ')}
@@ -50,7 +55,7 @@ against an oracle that knows the future, queue time p50/p99, and workers by stat
                   endpoint.max_workers is scaled by K unless --max-workers or the --config file gives it
   --max-workers N the endpoint's max_workers, whatever --rate is
   --speed X       compress time X-fold (X=2: the same requests in half the time); default 1
-  --config FILE   JSON/YAML merged over the default config (src/autoscaler/simulate.default.yaml)
+  --config FILE   JSON/YAML merged over the default config (${defaultSimulationConfigPath()})
   --out DIR       where report.json, timeline.csv, timeline.svg go (default .artifacts/simulate)
   --no-panic      turn the panic window off (panic_window 0)
   --log           write the engine's JSON log to DIR/engine.log`;
@@ -157,7 +162,7 @@ export async function runSimulateCli(argv: string[]): Promise<number> {
       requests = p.requests.map((r) => ({ ...r, at: r.at / speed }));
       file = `pattern:${p.name}`;
     } else {
-      file = traces[0] ?? resolve('data/azure-llm-2023-code.csv');
+      file = traces[0] ?? SHIPPED_TRACE;
       requests = load(file);
     }
     if (!requests) return 1;
@@ -165,7 +170,7 @@ export async function runSimulateCli(argv: string[]): Promise<number> {
   }
 
   if (args.compare) {
-    const files = traces.length > 0 ? traces : [resolve('data/azure-llm-2023-code.csv')];
+    const files = traces.length > 0 ? traces : [SHIPPED_TRACE];
     const named: Array<{ name: string; requests: TraceRequest[] }> = [];
     for (const f of files) {
       const requests = load(f);

@@ -80,8 +80,8 @@ function usageMessage(err: Error & { code?: string }, known: string[]): string {
   }
 }
 
-/** The known flag nearest to a misspelt one (edit distance ≤ 2), for the hint. */
-function closest(name: string, known: string[]): string | null {
+/** The known name nearest to a misspelt one (edit distance ≤ 2), for a did-you-mean hint; null when none is that near. */
+export function closest(name: string, known: readonly string[]): string | null {
   let best: string | null = null;
   let bestDistance = 3;
   for (const k of known) {

@@ -1,4 +1,5 @@
 import { mkdtempSync, rmSync } from 'node:fs';
+import { stopWhenOrphanedUnderNpm } from '../common/orphan-guard.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TransitionEvent } from '../autoscaler/engine.js';
@@ -103,6 +104,8 @@ export async function runDemoCli(argv: string[]): Promise<number> {
   };
   const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
   for (const sig of SIGNALS) process.on(sig, onSignal);
+  // `npm start`: npm's SIGTERM ends its shell, not us; stop as if signalled (see orphan-guard).
+  stopWhenOrphanedUnderNpm(() => onSignal('SIGTERM'));
 
   const logger = createLogger('autoscaler', { destination: logFile });
   let as: RunningAutoscaler | null = null;

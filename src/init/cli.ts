@@ -8,9 +8,10 @@ Creates a custom worker project in DIR: worker.ts (one handler, defineWorker), a
 it against nodeworker's model simulator, package.json, tsconfig.json and a short README.
 
   --name NAME              npm package name (default: DIR's name)
-  --nodeworker-spec SPEC   how the project depends on nodeworker (default: ^<this version> when
-                           nodeworker is installed, file:<this checkout> when run from a git
-                           checkout), e.g. git+https://github.com/you/nodeworker.git or ^0.1.0
+  --nodeworker-spec SPEC   how the project depends on nodeworker (default: what this nodeworker
+                           was installed from: ^<version> from a registry, its git url, or the
+                           absolute file: path of the tarball or directory; file:<this checkout>
+                           when run from a git checkout), e.g. git+https://github.com/you/nodeworker.git
   --force                  write into a non-empty DIR (files of the same names are replaced)
 
 Then: cd DIR && npm install && npm run build && npm test`;

@@ -12,7 +12,7 @@ export interface ScaffoldOptions {
   dir: string;
   /** npm package name (default: the directory's name, made valid). */
   name?: string;
-  /** Dependency spec of nodeworker (default: `^<version>` when installed, `file:<checkout>` from a checkout). */
+  /** Dependency spec of nodeworker (default: what the installed copy came from, `file:<checkout>` from a checkout; see defaultNodeworkerSpec). */
   nodeworkerSpec?: string;
   /** Write into a non-empty directory, replacing files of the same names. */
   force?: boolean;
@@ -37,13 +37,52 @@ export class ScaffoldError extends Error {
 }
 
 /**
- * How a new project depends on this nodeworker unless told: an installed copy (anywhere under a
- * node_modules directory, npx's cache included) gives `^<its version>` from the registry; a git
- * checkout gives `file:<checkout>`, so unreleased changes are used.
+ * How a new project depends on this nodeworker unless told. A git checkout gives `file:<checkout>`,
+ * so unreleased changes are used. An installed copy (under a node_modules directory, npx's cache
+ * included) gives what it was installed from, since `^<version>` only installs when a registry
+ * holds that version: a registry install gives `^<version>`, a git install its git url, a tarball
+ * or directory install its absolute `file:` path (the installed package directory itself when that
+ * path is gone).
  */
 export function defaultNodeworkerSpec(root: string = PACKAGE_ROOT): string {
-  const installed = root.split(sep).includes('node_modules');
-  return installed ? `^${packageVersion(root)}` : `file:${root.replace(/[\\/]+$/, '')}`;
+  const clean = root.replace(/[\\/]+$/, '');
+  const parts = clean.split(sep);
+  const at = parts.lastIndexOf('node_modules');
+  if (at < 0) return `file:${clean}`;
+  const project = parts.slice(0, at).join(sep) || sep;
+  const resolved = installedFrom(project, parts.slice(at + 1).join('/'));
+  if (resolved === undefined || /^https?:/.test(resolved) || /^[~^<>=\d]/.test(resolved)) return `^${packageVersion(clean)}`;
+  if (resolved.startsWith('file:')) {
+    const target = resolve(project, resolved.slice('file:'.length));
+    return existsSync(target) ? `file:${target}` : `file:${clean}`;
+  }
+  return resolved; // git+https://…, github:…: installs again the same way
+}
+
+/**
+ * Where npm says the package at node_modules/<name> of `project` came from: the `resolved` of its
+ * lockfile entry, else the spec in the project's package.json. Undefined when neither says.
+ */
+function installedFrom(project: string, name: string): string | undefined {
+  for (const lock of [join(project, 'node_modules', '.package-lock.json'), join(project, 'package-lock.json')]) {
+    try {
+      const parsed = JSON.parse(readFileSync(lock, 'utf8')) as { packages?: Record<string, { resolved?: unknown }> };
+      const resolved = parsed.packages?.[`node_modules/${name}`]?.resolved;
+      if (typeof resolved === 'string' && resolved !== '') return resolved;
+    } catch {
+      // no lockfile, or not one npm wrote: try the next source
+    }
+  }
+  try {
+    const pkg = JSON.parse(readFileSync(join(project, 'package.json'), 'utf8')) as Record<string, Record<string, unknown> | undefined>;
+    for (const field of ['dependencies', 'devDependencies', 'optionalDependencies']) {
+      const spec = pkg[field]?.[name];
+      if (typeof spec === 'string' && spec !== '') return /^(\.|\/)/.test(spec) ? `file:${spec}` : spec;
+    }
+  } catch {
+    // no package.json above node_modules (npx's cache may have none)
+  }
+  return undefined;
 }
 
 function packageVersion(root: string): string {

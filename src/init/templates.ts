@@ -22,7 +22,8 @@ export function packageJson(v: TemplateValues): string {
     scripts: {
       build: 'tsc -p tsconfig.json',
       test: 'vitest run',
-      start: 'nodeworker worker --handler dist/worker.js',
+      // exec: the worker replaces npm's shell, so npm's SIGTERM reaches it (no orphan).
+      start: 'exec nodeworker worker --handler dist/worker.js',
     },
     dependencies: { nodeworker: v.nodeworkerSpec, zod: v.versions.zod },
     devDependencies: { '@types/node': v.versions.typesNode, typescript: v.versions.typescript, vitest: v.versions.vitest },
@@ -62,7 +63,8 @@ export function workerTs(): string {
  * to clients, and tells the serverless engine what each request costs.
  *
  * Build it with \`npm run build\`; run it with
- *   MODEL_LOG=/var/log/model.log CONTAINER_ID=1 UNSECURED=true npx nodeworker worker --handler dist/worker.js
+ *   MODEL_LOG=/var/log/model.log CONTAINER_ID=1 UNSECURED=true WORKER_HOST=127.0.0.1 npx nodeworker worker --handler dist/worker.js
+ * (UNSECURED skips signature checks: keep such a worker on loopback, as WORKER_HOST does here)
  * (on Vast the template's on-start script sets the environment; see nodeworker's docs/deploy.md).
  */
 import { z } from 'zod';
@@ -236,10 +238,13 @@ Try it by hand (two terminals):
 
 \`\`\`sh
 npx nodeworker model-sim --flavor openai --port 8000 --log-file /tmp/model.log
-MODEL_LOG=/tmp/model.log UNSECURED=true CONTAINER_ID=1 npx nodeworker worker --handler dist/worker.js
-curl -s localhost:3000/generate -H 'content-type: application/json' \\
+MODEL_LOG=/tmp/model.log UNSECURED=true WORKER_HOST=127.0.0.1 CONTAINER_ID=1 npx nodeworker worker --handler dist/worker.js
+curl -s 127.0.0.1:3000/generate -H 'content-type: application/json' \\
   -d '{"auth_data":{"cost":1,"endpoint":"e","reqnum":1,"request_idx":1,"signature":"","url":""},"payload":{"prompt":"Hi"}}'
 \`\`\`
+
+\`UNSECURED=true\` turns signature checks off, so the worker above listens on loopback only
+(\`WORKER_HOST=127.0.0.1\`; the default is every interface): never expose such a worker.
 
 Deploy: on the GPU instance, build this project and start the worker with
 \`nodeworker worker --handler /path/to/${v.name}/dist/worker.js\` (or \`BACKEND=/path/to/dist/worker.js\`

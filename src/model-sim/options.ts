@@ -7,6 +7,8 @@
 /** The model servers the simulator can imitate. */
 export const FLAVORS = ['openai', 'tgi', 'comfyui'] as const;
 export type Flavor = (typeof FLAVORS)[number];
+/** Other names of a flavor, as the worker's handler names have them (`--handler vllm` is openai). */
+export const FLAVOR_ALIASES: Readonly<Record<string, Flavor>> = { vllm: 'openai' };
 
 /** How to start a simulator; every field but `flavor` is optional (defaults in OPTION_SPECS). */
 export interface ModelSimOptions {
@@ -103,9 +105,9 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
     key: 'flavor',
     flag: 'flavor',
     kind: 'flavor',
-    metavar: 'openai|tgi|comfyui',
+    metavar: 'openai|vllm|tgi|comfyui',
     defaultText: 'openai',
-    help: 'which server to imitate: vLLM (OpenAI API), TGI, ComfyUI (api wrapper)',
+    help: 'which server to imitate: vLLM (OpenAI API; vllm is another name of openai), TGI, ComfyUI (api wrapper)',
   },
   {
     key: 'port',
@@ -336,7 +338,7 @@ export function optionsFromFlags(flags: Record<string, string | boolean | undefi
       }
       options[spec.key] = n;
     } else {
-      options[spec.key] = raw;
+      options[spec.key] = spec.kind === 'flavor' ? (FLAVOR_ALIASES[raw] ?? raw) : raw;
     }
   }
   if (options.flavor === undefined && !problems.some((p) => p.key === 'flavor')) options.flavor = 'openai';

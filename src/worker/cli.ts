@@ -1,7 +1,8 @@
 import { createLogger, type Logger } from '../common/log.js';
 import { parseFlags, usageFailed, type Flags } from '../common/args.js';
+import { stopWhenOrphanedUnderNpm } from '../common/orphan-guard.js';
 import { ConfigError } from '../common/protocol.js';
-import { LOG_LEVELS, type EnvSource } from './env.js';
+import { envHints, LOG_LEVELS, type EnvSource } from './env.js';
 import { loadWorkerDefinition } from './load-definition.js';
 import { startFailureReporter } from './reporter.js';
 import { DEFAULT_MODEL_URL, loadWorkerConfig, salvageReportTarget, type ReportTarget, type WorkerConfig } from './worker-config.js';
@@ -41,6 +42,7 @@ export async function runWorkerCli(argv: string[]): Promise<number | void> {
     });
     config = loaded.config;
     logger = createLogger('nodeworker', { level: config.log.level, destination: config.log.file ?? undefined });
+    for (const hint of envHints(process.env)) logger.warn(hint);
     worker = await startWorker({ definition: loaded.definition, config, logger, extensions: defaultExtensions() });
   } catch (err) {
     return startupFailed(err as Error, config?.report ?? salvageReportTarget(process.env), logger ?? fallbackLogger(process.env));
@@ -67,6 +69,8 @@ export async function runWorkerCli(argv: string[]): Promise<number | void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  // `npm start` / `npx nodeworker worker`: npm's SIGTERM ends its shell, not us (see orphan-guard).
+  stopWhenOrphanedUnderNpm((why) => stop(why));
   // Last resort. The request path catches its own errors in every socket callback (proxy.ts,
   // http1/), so the ledger stays whole; anything that still escapes is logged rather than allowed
   // to end the process and every request in flight with it.
@@ -87,7 +91,9 @@ function fallbackLogger(raw: EnvSource): Logger {
 function startupFailed(err: Error, target: ReportTarget | null, logger: Logger): Promise<number> | number {
   const message = err instanceof ConfigError ? err.message : `worker failed to start: ${err.message}`;
   process.stderr.write(`nodeworker: ${message}\n`);
-  logger.error({ err: message }, 'start-up failed');
+  // Once on the screen: the log record too only when the log goes elsewhere (LOG_FILE), else the
+  // same message showed twice, the second time as JSON with its newlines escaped.
+  if (process.env.LOG_FILE) logger.error({ err: message }, 'start-up failed');
   if (!target || target.addrs.length === 0) return 1;
   const reporter = startFailureReporter({ ...target, errorMsg: message.slice(0, 2000), logger });
   return new Promise<number>((resolve) => {

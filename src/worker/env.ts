@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { closest } from '../common/args.js';
 import { ConfigError, fieldErrors } from '../common/protocol.js';
 
 /**
@@ -117,7 +118,7 @@ function withoutEmpty(env: EnvSource): EnvSource {
 export function checkWorkerEnv(env: EnvSource, opts: { containerIdRequired?: boolean } = {}): { env?: WorkerEnv; problems: Record<string, string> } {
   const schema = opts.containerIdRequired === false ? envSchema.extend({ CONTAINER_ID: containerId.optional() }) : envSchema;
   const parsed = schema.safeParse(withoutEmpty(env));
-  if (!parsed.success) return { problems: fieldErrors(parsed.error, '', '(environment)') };
+  if (!parsed.success) return { problems: withHints(fieldErrors(parsed.error, '', '(environment)'), env) };
   const e = parsed.data as z.output<typeof envSchema>;
   const publicPort = env[`VAST_TCP_PORT_${e.WORKER_PORT}`] || String(e.WORKER_PORT);
   const scheme = e.USE_SSL ? 'https' : 'http';
@@ -136,4 +137,48 @@ export function parseWorkerEnv(env: EnvSource = process.env): WorkerEnv {
   const { env: parsed, problems } = checkWorkerEnv(env);
   if (!parsed) throw ConfigError.listing('invalid environment', problems);
   return parsed;
+}
+
+/** Every variable the worker reads (the schema's, plus the per-port public port family). */
+export const WORKER_ENV_NAMES: readonly string[] = Object.keys(envSchema.shape);
+
+/**
+ * Names people write for a worker variable that are too far from it for an edit-distance match:
+ * the generic names of other servers and the PyWorker's own spellings.
+ */
+const ENV_ALIASES: Record<string, string> = {
+  PORT: 'WORKER_PORT',
+  HOST: 'WORKER_HOST',
+  MODEL_URL: 'MODEL_SERVER_URL',
+  MODEL_SERVER: 'MODEL_SERVER_URL',
+  MODEL_LOG_FILE: 'MODEL_LOG',
+  HEALTH_ENDPOINT: 'MODEL_HEALTH_ENDPOINT',
+  HANDLER: 'BACKEND',
+};
+
+/**
+ * Variables that are set, not read by the worker, and look like a worker variable that is not set
+ * (`CONTAINERID` for CONTAINER_ID, `MODEL_URL` for MODEL_SERVER_URL, `PORT` for WORKER_PORT):
+ * unknown name → the name meant. Other variables of the environment are none of the worker's business.
+ */
+export function envNearMisses(env: EnvSource): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const [name, value] of Object.entries(env)) {
+    if (value === undefined || WORKER_ENV_NAMES.includes(name)) continue;
+    const meant = ENV_ALIASES[name] ?? (name.length >= 6 && /^[A-Z0-9_]+$/.test(name) ? closest(name, WORKER_ENV_NAMES) : null);
+    if (meant && env[meant] === undefined) out.set(name, meant);
+  }
+  return out;
+}
+
+/** Did-you-mean hints for start-up warnings: one sentence per near miss. */
+export function envHints(env: EnvSource): string[] {
+  return [...envNearMisses(env)].map(([name, meant]) => `${name} is set but not read: did you mean ${meant}?`);
+}
+
+/** The problems of a bad environment, each missing variable's with the near miss that was set instead. */
+function withHints(problems: Record<string, string>, env: EnvSource): Record<string, string> {
+  const out = { ...problems };
+  for (const [name, meant] of envNearMisses(env)) if (out[meant] !== undefined) out[meant] += ` (${name} is set: did you mean ${meant}?)`;
+  return out;
 }

@@ -1,6 +1,8 @@
-import { existsSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { extname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { closest } from '../common/args.js';
 import { ConfigError, defineWorker, type WorkerDefinition, type WorkerSpec } from './config.js';
 
 /**
@@ -41,7 +43,8 @@ async function loadBuiltin(module: string): Promise<WorkerSpec> {
 async function loadModule(path: string): Promise<WorkerSpec> {
   const file = resolve(path);
   if (!existsSync(file)) {
-    throw new ConfigError([`handler "${path}" is neither a built-in (${builtinList()}) nor an existing file`]);
+    const near = closest(path, Object.keys(BUILTIN_HANDLERS));
+    throw new ConfigError([`handler "${path}" is neither a built-in (${builtinList()}) nor an existing file${near ? ` (did you mean ${near}?)` : ''}`]);
   }
   if (['.ts', '.mts', '.cts'].includes(extname(file))) {
     throw new ConfigError([
@@ -52,11 +55,28 @@ async function loadModule(path: string): Promise<WorkerSpec> {
   try {
     mod = (await import(pathToFileURL(file).href)) as { default?: unknown };
   } catch (err) {
-    throw new ConfigError([`handler module ${file} failed to load: ${(err as Error).message}`]);
+    // V8's SyntaxError from import() names no file or line: find them (see syntaxErrorAt).
+    const where = err instanceof SyntaxError ? syntaxErrorAt(file) : null;
+    throw new ConfigError([`handler module ${file} failed to load: ${where ?? (err as Error).message}`]);
   }
   const exported = mod.default as WorkerSpec | WorkerDefinition | undefined;
   if (!exported || typeof exported !== 'object') throw new ConfigError([`handler module ${file} has no default export (export default defineWorker({...}))`]);
   return 'spec' in exported && 'handlers' in exported && 'benchmarkHandler' in exported ? (exported as WorkerDefinition).spec : (exported as WorkerSpec);
+}
+
+/**
+ * `file:line:column: SyntaxError: …` and the line with its caret, from Node's own syntax check of
+ * the file's text (`node --check`, which prints the location that import() leaves out); null
+ * when the check passes (the error is then in a module it imports, named by Node's message).
+ */
+function syntaxErrorAt(file: string): string | null {
+  const type = file.endsWith('.cjs') ? 'commonjs' : 'module';
+  const r = spawnSync(process.execPath, [`--input-type=${type}`, '--check'], { input: readFileSync(file), encoding: 'utf8', timeout: 20_000 });
+  const m = /^\[stdin\]:(\d+)\n([^\n]*)\n([^\n]*)\n\n(SyntaxError: [^\n]*)/.exec(r.stderr ?? '');
+  if (!m) return null;
+  const [, line, code, caret, message] = m;
+  const column = caret!.indexOf('^') + 1;
+  return `${message} at ${file}:${line}:${column}\n  ${code}\n  ${caret}`;
 }
 
 function stripUndefined<T extends object>(o: T): Partial<T> {

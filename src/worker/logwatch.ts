@@ -2,7 +2,10 @@
  * Model log watching (PROTOCOL §5): tail the model server's log and turn lines that contain a
  * configured substring into readiness events.
  *
- * The reading itself is done by the `tail-file` package (1.4.x). What it does, read from its code:
+ * The reading itself is done by the `tail-file` package, pinned to exactly 1.4.16 in package.json
+ * because this module replaces some of its methods and reads its private fields (TailInternals
+ * below): a patch release may rename them, so an upgrade is a reviewed change with
+ * test/logwatch.test.ts run, never a silent `^` bump. What it does, read from its code:
  * - it is event-driven: `fs.watch` on the log's *directory* (inotify on Linux reports writes to
  *   files inside it), then a read from the last byte position. There is no poll interval option
  *   (`pollInterval` does not exist; unknown options are silently copied onto the object), and the

@@ -274,6 +274,15 @@ export function createHandlerRoute(deps: ProxyDeps, handler: ResolvedHandler): R
     if (handler.maxQueueTime !== null && sessionId === null && ledger.expectedQueueTime() > handler.maxQueueTime) {
       ledger.reject(entry);
       if (logger.isLevelEnabled('debug')) logger.debug({ rid: entry.id, request_idx: entry.requestIdx, route }, 'rejected: queue time over max_queue_time');
+      // PROTOCOL: the queue-time 429 is bodiless. A worker that is not ready yet (perf unknown, so
+      // any queue is too long) says why in JSON, naming its state, instead of an empty 429.
+      const state = lifecycle.state;
+      if (state === 'starting' || state === 'loading' || state === 'benchmarking' || state === 'errored')
+        return replyJson(reply, 429, {
+          error: `the worker is not ready (${state}): it serves once the model is loaded and benchmarked`,
+          field: 'worker',
+          state,
+        });
       return replyEmpty(reply, 429);
     }
     ledger.start(entry);

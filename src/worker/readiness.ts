@@ -1,3 +1,4 @@
+import { statSync } from 'node:fs';
 import type { Dispatcher } from 'undici';
 import type { Logger } from '../common/log.js';
 import { fetchPublicKey, type AuthChecker } from './auth.js';
@@ -32,6 +33,8 @@ export interface ReadinessTimings {
   healthIntervalMs: number;
   /** Public key fetch: first back-off step. */
   pubkeyBaseDelayMs: number;
+  /** While loading: how often to log what the worker waits for (a missing MODEL_LOG, a silent health path). */
+  waitingLogMs?: number;
 }
 
 export interface ReadinessDeps {
@@ -166,16 +169,47 @@ export function startReadiness(d: ReadinessDeps): Readiness {
     }
   };
 
+  // Without a model log or hook the health path is all the worker knows of the model: it waits for
+  // it before benchmarking, and a model that fails and comes back (health failing, then passing)
+  // is taken back: benchmarked again and ready, instead of errored for good.
+  const logFile = config.model.logFile;
+  const spec = d.definition.spec;
+  const healthOnly = !spec.lifecycle && !logFile && config.model.healthPath !== null;
+  let benchmarkRunning = false;
+  let recoverAfterBenchmark = false;
+  const recoverModel = () => {
+    if (!healthOnly || modelError === null || lifecycle.state === 'draining' || signal.aborted) return;
+    // Never two benchmarks at once: take the model back when the running one has ended.
+    if (benchmarkRunning) {
+      recoverAfterBenchmark = true;
+      return;
+    }
+    logger.info({ cleared: modelError }, 'model health path answers again: benchmarking it again');
+    if (ledger.errorMsg === modelError) ledger.setErrorMsg('');
+    modelError = null;
+    benchmarkStarted = false;
+    lifecycle.to('loading', 'model health path answers again');
+    void onModelLoaded('model health path answers again');
+  };
+
+  const startHealth = (): Healthcheck => {
+    health ??= startHealthcheck({
+      url: config.model.url + config.model.healthPath,
+      intervalMs: t.healthIntervalMs,
+      onFailure: (message, { transient }) => (transient ? failTransient(message) : fail(message)),
+      onRecovery: () => {
+        recoverTransient();
+        recoverModel();
+      },
+    });
+    return health;
+  };
+
   /** Resolves true once the model answers its health path (or the fixed wait passed); false when it failed or closed. */
   const healthy = async (): Promise<boolean> => {
     const path = config.model.healthPath;
     if (path === null) return waitOrAbort(t.noHealthWaitMs, signal);
-    health = startHealthcheck({
-      url: config.model.url + path,
-      intervalMs: t.healthIntervalMs,
-      onFailure: (message, { transient }) => (transient ? failTransient(message) : fail(message)),
-      onRecovery: recoverTransient,
-    });
+    const health = startHealth();
     const ok = await health.waitForFirstSuccess(t.healthDeadlineMs, signal).catch(() => false);
     if (!ok && !signal.aborted) fail(`model health check did not succeed within ${Math.round(t.healthDeadlineMs / 1000)} s: GET ${config.model.url}${path}`);
     return ok;
@@ -186,8 +220,17 @@ export function startReadiness(d: ReadinessDeps): Readiness {
     if (benchmarkStarted || modelError !== null || signal.aborted) return;
     benchmarkStarted = true;
     lifecycle.to('benchmarking', why);
-    const perf = await benchmark();
-    if (perf === null) return;
+    benchmarkRunning = true;
+    recoverAfterBenchmark = false;
+    const perf = await benchmark().finally(() => {
+      benchmarkRunning = false;
+    });
+    if (perf === null) {
+      // Health-only: the health check goes on, so a model that went away during the benchmark
+      // and comes back is benchmarked again (recoverModel).
+      if (healthOnly && recoverAfterBenchmark) recoverModel();
+      return;
+    }
     ledger.setMaxPerf(perf);
     if (!(await healthy())) return;
     if (!(await keyReady)) return;
@@ -195,9 +238,7 @@ export function startReadiness(d: ReadinessDeps): Readiness {
     lifecycle.to('ready', `model loaded, perf ${perf.toFixed(1)} load/s`);
   };
 
-  // Readiness source: a lifecycle hook, the model's log, or (neither) at once.
-  const spec = d.definition.spec;
-  const logFile = config.model.logFile;
+  // Readiness source: a lifecycle hook, the model's log, its health path, or (none) at once.
   let logWatch: LogWatch | null = null;
   lifecycle.to('loading', spec.lifecycle ? 'starting the model through the lifecycle hook' : logFile ? `watching ${logFile}` : 'no model log configured');
   if (spec.lifecycle) {
@@ -219,19 +260,71 @@ export function startReadiness(d: ReadinessDeps): Readiness {
         else logger.info({ source: 'model' }, e.line.slice(0, 2000));
       },
     });
+  } else if (healthOnly) {
+    const url = config.model.url + config.model.healthPath;
+    logger.info({ url: redactedUrl(url) }, 'no MODEL_LOG and no lifecycle hook: waiting for the model health path to answer 200 before benchmarking');
+    const check = startHealth();
+    void check.waitForFirstSuccess(MAX_TIMER_MS, signal).then((ok) => {
+      if (ok) void onModelLoaded(`model health path answers 200: GET ${redactedUrl(url)}`);
+    });
   } else {
-    logger.warn('no MODEL_LOG and no lifecycle hook: assuming the model is loaded now');
+    logger.warn('no MODEL_LOG, no lifecycle hook and no health path: assuming the model is loaded now');
     void onModelLoaded('no model log configured');
   }
+
+  // While loading, say every so often what the worker is waiting for: a silent "loading" for
+  // ever (a MODEL_LOG path that never appears, a model that never answers) looks like a hang.
+  const waitingSince = Date.now();
+  const waitingLog = setInterval(() => {
+    if (lifecycle.state !== 'loading') return;
+    const seconds = Math.round((Date.now() - waitingSince) / 1000);
+    if (logFile && !spec.lifecycle) {
+      let size: number | null = null;
+      try {
+        size = statSync(logFile).size;
+      } catch {
+        // missing (or unreadable): said below
+      }
+      const onLoad = config.model.logActions.onLoad.map((p) => JSON.stringify(p)).join(' or ');
+      logger.info(
+        { path: logFile, exists: size !== null, seconds },
+        size === null
+          ? `still loading after ${seconds} s: waiting for the model log ${logFile}, which does not exist yet (MODEL_LOG; the model server writes it), for a line containing ${onLoad}`
+          : `still loading after ${seconds} s: waiting in ${logFile} (${size} bytes) for a line containing ${onLoad}`,
+      );
+    } else if (healthOnly) {
+      logger.info(
+        { url: redactedUrl(config.model.url + config.model.healthPath), seconds },
+        `still loading after ${seconds} s: waiting for GET ${redactedUrl(config.model.url + config.model.healthPath)} to answer 200 (no MODEL_LOG)`,
+      );
+    } else logger.info({ seconds }, `still loading after ${seconds} s: waiting for the lifecycle hook to call ready()`);
+  }, t.waitingLogMs ?? 30_000);
+  waitingLog.unref();
 
   return {
     fail,
     async close() {
+      clearInterval(waitingLog);
       (health as Healthcheck | null)?.stop();
       await logWatch?.close();
       await spec.lifecycle?.stop?.();
     },
   };
+}
+
+/** The longest delay a Node timer takes (about 24.8 days): "no deadline" for a wait. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** A URL for the log: any user:password part removed. */
+function redactedUrl(raw: string): string {
+  try {
+    const u = new URL(raw);
+    u.username = '';
+    u.password = '';
+    return u.toString();
+  } catch {
+    return raw;
+  }
 }
 
 /** True after `ms`, false when `signal` aborts first. */

@@ -70,6 +70,8 @@ export interface WorkerTimings {
    */
   headersTimeoutMs?: number;
   requestTimeoutMs?: number;
+  /** While loading: how often the worker logs what it waits for (30 s). */
+  waitingLogMs: number;
 }
 
 const DEFAULT_TIMINGS: WorkerTimings = {
@@ -81,6 +83,7 @@ const DEFAULT_TIMINGS: WorkerTimings = {
   reportRetryDelayMs: 2000,
   pubkeyBaseDelayMs: 1000,
   progressLogMs: 5000,
+  waitingLogMs: 30_000,
 };
 
 export { SUPERVISOR_ERROR_MARKER };

@@ -265,13 +265,26 @@ export class DashboardCollector {
       t: now / 1000,
       load: round(windowRate(ep.history, now, dtS)),
       capacity: round(capacity),
-      target: ep.lastPlan ? round(ep.lastPlan.activeTarget) : null,
+      target: ep.lastPlan ? round(this.reachableTarget(ep, workers, ep.lastPlan.activeTarget)) : null,
       queued: ep.router.waiting(),
       qp50: waits.length > 0 ? round(percentile(waits, 50)) : null,
       qp99: waits.length > 0 ? round(percentile(waits, 99)) : null,
       rejected: round(rejected),
       ...states,
     };
+  }
+
+  /**
+   * The active target as the capacity chart draws it: at most what max_workers of the fastest
+   * known machine can serve. The policy's target may ask for more (a burst, a min_load floor);
+   * drawn as is it sat far above every reachable capacity and squashed the chart.
+   */
+  private reachableTarget(ep: EndpointRuntime, workers: readonly WorkerRecord[], target: number): number {
+    let best = 0;
+    for (const w of workers) best = Math.max(best, w.maxPerf);
+    for (const m of this.engine.machinesOf(ep)) best = Math.max(best, m.perf ?? 0);
+    const reach = ep.params.max_workers * best;
+    return reach > 0 ? Math.min(target, reach) : target;
   }
 
   /**

@@ -68,7 +68,17 @@ button:disabled { opacity: .6; cursor: default; }
 table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: 3px 8px; border-bottom: 1px solid var(--line); white-space: nowrap; }
 th { font-weight: 600; font-size: 12px; color: var(--muted); }
-.workers-table td.note { max-width: 420px; overflow: hidden; text-overflow: ellipsis; }
+/* One fixed grid of columns for every state's table, so the ready, inactive, … tables line up. */
+.workers-table { table-layout: fixed; min-width: 640px; }
+.workers-table th, .workers-table td { overflow: hidden; text-overflow: ellipsis; }
+.workers-table th:nth-child(1) { width: 6%; }
+.workers-table th:nth-child(2) { width: 14%; }
+.workers-table th:nth-child(3) { width: 9%; }
+.workers-table th:nth-child(4), .workers-table th:nth-child(5), .workers-table th:nth-child(6), .workers-table th:nth-child(7) { width: 8%; }
+.workers-table th:nth-child(8) { width: 11%; }
+/* A narrow screen scrolls a wide table inside its group, never the whole page sideways. */
+.group { overflow-x: auto; max-width: 100%; }
+@media (max-width: 600px) { main { padding: 8px 8px 32px; } }
 .note.error { color: var(--bad); }
 .group { margin: 8px 0; }
 .group > summary { cursor: pointer; font-weight: 600; padding: 4px 0; }

@@ -70,7 +70,18 @@ export class EndpointView {
     setText(this.tiles.get('load')!, `${fmt(num('stableLoad'))} load/s`);
     setText(this.tiles.get('target')!, `${fmt(num('activeTarget'))} load/s`);
     setText(this.tiles.get('capacity')!, `${fmt(num('readyCapacity'))} load/s`);
-    setText(this.tiles.get('panic')!, p ? (p.panicking ? `yes (${fmt(num('panicLoad'))} load/s)` : 'no') : '–');
+    // Panic mode is held for a while after the burst that started it: say so when demand is now
+    // below ready capacity, instead of a bare "yes (0 load/s)".
+    const panicText = () => {
+      if (!p) return '–';
+      if (!p.panicking) return 'no';
+      const demand = num('panicLoad');
+      const ready = num('readyCapacity');
+      return demand !== null && ready !== null && demand < ready
+        ? `held (demand ${fmt(demand)} load/s, below ready ${fmt(ready)})`
+        : `yes (demand ${fmt(demand)} load/s)`;
+    };
+    setText(this.tiles.get('panic')!, panicText());
     setText(this.tiles.get('queue')!, `${ep.queue.waiting} waiting, ${fmtDuration(ep.queue.queueTime)}`);
     const r = ep.requests;
     setText(this.tiles.get('requests')!, `${r.routed ?? 0} routed, ${r.succeeded ?? 0} ok, ${r.failed ?? 0} failed, ${r.timedOut ?? 0} timed out`);
