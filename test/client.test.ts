@@ -158,7 +158,7 @@ let autoscaler: RunningAutoscaler;
 let client: Serverless;
 const API_KEY = 'client-test-api-key';
 
-async function waitForReady(endpoint: string, count: number, timeoutMs = 25_000): Promise<void> {
+async function waitForReady(endpoint: string, count: number, timeoutMs = 75_000): Promise<void> {
   const ep = client.endpoint(endpoint);
   const until = Date.now() + timeoutMs;
   for (;;) {
@@ -217,7 +217,7 @@ beforeAll(async () => {
   });
   client = new Serverless({ autoscalerUrl: autoscaler.url, apiKey: API_KEY, retry: { baseDelayMs: 150, maxDelayMs: 1000, maxAttempts: 20 }, timeout: 20_000 });
   await Promise.all([waitForReady('llm', 2), waitForReady('tight', 1)]);
-}, 45_000);
+}, 90_000); // a hang guard: real worker processes start in seconds alone, far slower on a loaded machine
 
 afterAll(async () => {
   await client?.close();

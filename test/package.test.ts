@@ -91,7 +91,8 @@ it('every shipped module has a source (a stale build must not ship deleted code)
 it('is small, and the browser driver used only by a test is not a runtime dependency', () => {
   // Before issue 16: 664 files, 3.9 MB unpacked (tests, sources, benchmarks, maps, a private key).
   expect(pack.entryCount).toBeLessThan(400);
-  expect(pack.unpackedSize).toBeLessThan(2_000_000);
+  // Since issues 23 and 25: the Vast provider and emulator, and the 320 KB trace `simulate` replays.
+  expect(pack.unpackedSize).toBeLessThan(2_500_000);
   const pkg = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { dependencies: Record<string, string>; devDependencies: Record<string, string> };
   expect(Object.keys(pkg.dependencies)).not.toContain('playwright-core');
   expect(Object.keys(pkg.devDependencies)).toContain('playwright-core');

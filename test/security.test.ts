@@ -360,7 +360,7 @@ describe('constant-time comparison of secrets', () => {
         });
     }
     expect(offenders).toEqual([]);
-    for (const f of ['src/worker/management.ts', 'src/worker/sessions.ts', 'src/autoscaler/engine.ts'])
+    for (const f of ['src/worker/management.ts', 'src/worker/sessions.ts', 'src/autoscaler/registry.ts'])
       expect(readFileSync(f, 'utf8')).toContain('timingSafeEqual');
   });
 });

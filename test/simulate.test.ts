@@ -230,7 +230,7 @@ describe('nodeworker simulate on the shared trace', () => {
     const md = readFileSync(join(out, 'compare.md'), 'utf8');
     expect(md).toContain('| step-x4 | default | 2 |');
     expect(md).toMatch(/\| (yes|no) \([0-2] of 2 draws\) \|/);
-  });
+  }, 240_000); // about 20 s alone; the patterns and draws make it the slowest simulate case on a loaded machine
 
   it('draws of a pattern are other arrivals from the same rates; the compare row is their mean', () => {
     const a = patternByName('step-x4', 0)!;

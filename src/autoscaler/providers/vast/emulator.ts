@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { z } from 'zod';
 import type { Logger } from '../../../common/log.js';
 import { fieldErrors } from '../../params.js';
+import { sameSecret } from '../../registry.js';
 import { LocalProvider, localConfigSchema } from '../local.js';
 import type { RateKind } from './config.js';
 import { type Market, type MachineTypeSpec, marketSchema } from './market.js';
@@ -205,7 +206,7 @@ export class VastEmulator {
       if (url.pathname.startsWith('/admin/')) return this.admin(method, url, body, req, res);
       if (!url.pathname.startsWith('/api/v0/')) return send(res, 404, { success: false, error: 'not_found', msg: `no route ${method} ${url.pathname}` });
       const key = (req.headers.authorization ?? '').replace(/^Bearer\s+/i, '') || url.searchParams.get('api_key') || '';
-      if (key !== this.opts.api_key) return send(res, 401, { success: false, error: 'auth_error', msg: 'Invalid user key' });
+      if (!sameSecret(key, this.opts.api_key)) return send(res, 401, { success: false, error: 'auth_error', msg: 'Invalid user key' });
       const kind = KIND_OF_ROUTE(method, url.pathname);
       if (!kind) return send(res, 404, { success: false, error: 'not_found', msg: `no route ${method} ${url.pathname}` });
       this.stats.calls++;
@@ -258,7 +259,7 @@ export class VastEmulator {
 
   private admin(method: string, url: URL, body: string, req: IncomingMessage, res: ServerResponse): void {
     const key = (req.headers.authorization ?? '').replace(/^Bearer\s+/i, '');
-    if (key !== this.opts.api_key) return send(res, 401, { success: false, error: 'auth_error', msg: 'Invalid user key' });
+    if (!sameSecret(key, this.opts.api_key)) return send(res, 401, { success: false, error: 'auth_error', msg: 'Invalid user key' });
     if (method === 'GET' && url.pathname === '/admin/stats') return send(res, 200, { ...this.stats, pending: { ...this.pending } });
     if (method === 'POST' && url.pathname === '/admin/faults') {
       const parsed = faultsSchema.safeParse(parseJson(body) ?? undefined);
