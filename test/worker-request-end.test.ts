@@ -138,8 +138,8 @@ const CASES: Array<{ name: string; bytes: string; fin?: boolean }> = [
   { name: 'a chunked body cut by the client (FIN)', bytes: `${chunkedHead}a\r\n01234`, fin: true },
 ];
 
-/** Send `bytes`, then wait (up to 20 s) for an answer and for the close. */
-async function exchange(url: string, bytes: string, fin = false): Promise<{ status: number | null; closed: boolean; body: string }> {
+/** Send `bytes`, then wait (up to 20 s) for an answer and (unless `untilClose` is false) for the close. */
+async function exchange(url: string, bytes: string, fin = false, untilClose = true): Promise<{ status: number | null; closed: boolean; body: string }> {
   const c = await rawConnect(url);
   try {
     c.write(bytes);
@@ -152,7 +152,7 @@ async function exchange(url: string, bytes: string, fin = false): Promise<{ stat
       answers.push(...x.answers);
     }
     const first = answers.find((a) => a.status >= 200) ?? x.cut;
-    if (!x.closed) x = await c.read(1, { timeoutMs: 10_000 });
+    if (!x.closed && untilClose) x = await c.read(1, { timeoutMs: 10_000 });
     return { status: first?.status ?? null, closed: x.closed, body: first?.body.toString('utf8') ?? '' };
   } finally {
     c.close();
@@ -206,7 +206,7 @@ for (const scheme of SCHEMES) {
         let refused = 0;
         for (let i = 0; i < 150 && served === null; i++) {
           const body = text(auth(5));
-          const r = await exchange(capped.url, `${lengthHead(Buffer.byteLength(body))}${body}`).catch(() => ({ status: null }));
+          const r = await exchange(capped.url, `${lengthHead(Buffer.byteLength(body))}${body}`, false, false).catch(() => ({ status: null }));
           if (r.status !== null) served = r.status;
           else {
             refused++;
