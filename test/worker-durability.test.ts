@@ -6,8 +6,9 @@
  *  - row 17: a worker without REPORT_ADDR keeps no delete backlog (and no file); the backlog of a
  *    worker whose engine never acknowledges is bounded.
  *  - row 8: strict auth_data signed for worker A's URL is a 401 at worker B (two worker processes).
- *  - row 16: a model answer with `Transfer-Encoding: gzip, chunked` is a 502, trailers are bounded,
- *    and a model that trickles trailer lines forever is cut at modelAnswerTimeoutMs (504).
+ *  - row 16: a model answer with `Transfer-Encoding: gzip, chunked` is a 502, trailers are bounded
+ *    (502), and a model that trickles trailer lines forever is cut at modelAnswerTimeoutMs (504);
+ *    worker processes on both paths, over plain HTTP and TLS, before a raw TCP model.
  *  - row 18: a probe's deadline leaves nothing on the long-lived stop signal.
  */
 import { getEventListeners } from 'node:events';
@@ -21,11 +22,11 @@ import { deadline } from '../src/common/deadline.js';
 import { pythonJsonDumps, signMessage } from '../src/common/signature.js';
 import { Ledger } from '../src/worker/ledger.js';
 import { readUnreported, UNREPORTED_FILE, UnreportedFile } from '../src/worker/unreported.js';
-import { authMaker, useStage, waitUntil } from './faults/harness.js';
-import { authData, envelope, freePort, postJson, startTestWorker, useResources } from './helpers/worker.js';
+import { authMaker, completionWorkload, dispatcherFor, type SimProcess, useStage, waitUntil } from './faults/harness.js';
+import { SCHEMES } from './helpers/tls.js';
+import { freePort } from './helpers/worker.js';
 
 const stage = useStage();
-const res = useResources();
 
 const completionBody = (a: Record<string, unknown>, maxTokens: number) => JSON.stringify({ auth_data: a, payload: { prompt: 'hi', max_tokens: maxTokens } });
 
@@ -36,7 +37,7 @@ async function complete(url: string, a: Record<string, unknown>, maxTokens: numb
 }
 
 async function metric(url: string, name: string): Promise<string[]> {
-  const r = await request(`${url}/metrics`);
+  const r = await request(`${url}/metrics`, { dispatcher: dispatcherFor(url) });
   return (await r.body.text()).split('\n').filter((l) => l.startsWith(name));
 }
 
@@ -220,8 +221,11 @@ describe('strict auth binds the worker (row 8)', () => {
   });
 });
 
-/** A raw model: answers every request with `answer(socket)` once its body is in. */
-async function rawModel(answer: (socket: Socket) => void): Promise<{ url: string; close(): Promise<void> }> {
+/**
+ * A raw model for worker processes: `GET /health` is a 200 (the worker's readiness and health
+ * check); a POST is answered by its prompt with one of `answers` (written as given, on raw TCP).
+ */
+async function rawModel(answers: Record<string, (socket: Socket) => void>): Promise<{ url: string; close(): Promise<void> }> {
   const sockets = new Set<Socket>();
   const server: NetServer = createNetServer((socket) => {
     sockets.add(socket);
@@ -230,12 +234,29 @@ async function rawModel(answer: (socket: Socket) => void): Promise<{ url: string
     let buf = Buffer.alloc(0);
     socket.on('data', (d: Buffer) => {
       buf = Buffer.concat([buf, d]);
-      const headEnd = buf.indexOf('\r\n\r\n');
-      if (headEnd < 0) return;
-      const len = Number(/content-length: (\d+)/i.exec(buf.toString('latin1', 0, headEnd))?.[1] ?? 0);
-      if (buf.length < headEnd + 4 + len) return;
-      buf = buf.subarray(headEnd + 4 + len);
-      answer(socket);
+      for (;;) {
+        const headEnd = buf.indexOf('\r\n\r\n');
+        if (headEnd < 0) return;
+        const head = buf.toString('latin1', 0, headEnd);
+        const len = Number(/content-length: (\d+)/i.exec(head)?.[1] ?? 0);
+        if (buf.length < headEnd + 4 + len) return;
+        const body = buf.toString('utf8', headEnd + 4, headEnd + 4 + len);
+        buf = buf.subarray(headEnd + 4 + len);
+        if (head.startsWith('GET ')) {
+          socket.write('HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}');
+          continue;
+        }
+        let prompt = '';
+        try {
+          prompt = String((JSON.parse(body) as { prompt?: unknown }).prompt);
+        } catch {
+          /* no JSON: no such answer */
+        }
+        const answer = answers[prompt];
+        if (answer) answer(socket);
+        else socket.destroy();
+        return;
+      }
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -249,50 +270,75 @@ async function rawModel(answer: (socket: Socket) => void): Promise<{ url: string
   };
 }
 
-describe("the model's answer (row 16)", () => {
-  for (const fastLane of [true, false]) {
-    const path = fastLane ? 'fast lane' : 'node:http';
-    it(`${path}: Transfer-Encoding gzip, chunked is a 502 naming the model, counted errored`, async () => {
-      const model = await res.add(
-        rawModel((s) =>
-          s.write('HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: gzip, chunked\r\n\r\n5\r\n\x1f\x8b\x08\x00\x00\r\n0\r\n\r\n'),
-        ),
-      );
-      const w = await res.add(startTestWorker({ modelUrl: model.url, requestPath: { fastLane } }));
-      const r = await postJson(`${w.url}/echo`, envelope({}, authData()));
-      expect(r.status).toBe(502);
-      expect(r.json.field).toBe('model');
-      expect(w.ledger.totals.errored).toBe(100);
-    });
+/** The model answers of row 16, by prompt. */
+const ROW16_ANSWERS: Record<string, (socket: Socket) => void> = {
+  // A content coding the worker cannot pass on as the JSON it says it is.
+  gzip: (s) => s.write('HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: gzip, chunked\r\n\r\n5\r\n\x1f\x8b\x08\x00\x00\r\n0\r\n\r\n'),
+  // The body ends, then trailer lines come one at a time, forever.
+  trickle: (s) => {
+    s.write('HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n');
+    const t = setInterval(() => s.write('x-more: 1\r\n'), 50);
+    s.on('close', () => clearInterval(t));
+  },
+  // More than 16 KiB of trailers.
+  trailers: (s) =>
+    s.write(`HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n${'x-pad: yyyyyyyy\r\n'.repeat(1200)}\r\n`),
+};
 
-    it(`${path}: a model that trickles trailer lines forever is cut at modelAnswerTimeoutMs`, async () => {
-      const model = await res.add(
-        rawModel((s) => {
-          s.write('HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n');
-          const t = setInterval(() => s.write('x-more: 1\r\n'), 50);
-          s.on('close', () => clearInterval(t));
+describe("the model's answer (row 16): worker processes, both paths, plain and TLS", () => {
+  for (const scheme of SCHEMES) {
+    it(`over ${scheme}: gzip coding and over-long trailers are a 502, trailers trickled forever a 504 at modelAnswerTimeoutMs; each reported failed`, async () => {
+      const engine = await stage.engine();
+      const model = await rawModel(ROW16_ANSWERS);
+      stage.defer(() => model.close());
+      // The worker processes need a model log saying the model is up (the openai handler's onLoad line).
+      const logFile = join(stage.dir(), 'model.log');
+      writeFileSync(logFile, 'Application startup complete.\n');
+      const sim = { url: model.url, logFile } as SimProcess;
+      const tls = scheme === 'https';
+      const spec = { modelAnswerTimeoutMs: 1000 };
+      const [fast, plain] = await Promise.all([
+        stage.worker({ sim, reportAddr: engine.url, spec, tls }),
+        stage.worker({ sim, reportAddr: engine.url, spec, tls, env: { FAULT_REQUEST_PATH: '{"fastLane":false}' } }),
+      ]);
+      const expected = { gzip: [502, 'model'], trickle: [504, 'model'], trailers: [502, 'model'] } as const;
+      await Promise.all(
+        [fast, plain].map(async (w) => {
+          const label = w === fast ? 'fast lane' : 'node:http';
+          const auth = authMaker(engine, w.url);
+          const sent: number[] = [];
+          for (const [prompt, [status, field]] of Object.entries(expected)) {
+            const a = auth(5);
+            sent.push(a.request_idx);
+            const r = await request(`${w.url}/v1/completions`, {
+              method: 'POST',
+              headers: { 'content-type': 'application/json' },
+              body: JSON.stringify({ auth_data: a, payload: { prompt, max_tokens: 4 } }),
+              dispatcher: dispatcherFor(w.url),
+            });
+            const text = await r.body.text();
+            expect({ status: r.statusCode, field: JSON.parse(text).field }, `${label}: ${prompt}`).toEqual({ status, field });
+          }
+          // Every one counted errored (the handler's workload: prompt tokens + max_tokens) and reported failed.
+          const errored = Object.keys(expected).reduce((sum, prompt) => sum + completionWorkload(prompt, 4), 0);
+          expect(await metric(w.url, 'nodeworker_workload_total{kind="errored"}'), label).toEqual([`nodeworker_workload_total{kind="errored"} ${errored}`]);
+          await engine.waitFor(
+            () => sent.every((idx) => engine.delivered().some((d) => d.idx === idx)),
+            10_000,
+            () => `${label}: ${sent} reported; delivered ${JSON.stringify(engine.delivered())}`,
+          );
+          for (const idx of sent)
+            expect(
+              engine
+                .delivered()
+                .filter((d) => d.idx === idx)
+                .map((d) => d.success),
+              `${label}: ${idx}`,
+            ).toEqual([false]);
         }),
       );
-      const w = await res.add(startTestWorker({ modelUrl: model.url, requestPath: { fastLane }, spec: { modelAnswerTimeoutMs: 500 } }));
-      const r = await postJson(`${w.url}/echo`, envelope({}, authData()));
-      expect(r.status).toBe(504);
-      expect(r.json.field).toBe('model');
-      expect(w.ledger.totals.errored).toBe(100);
     });
   }
-
-  it('trailers over 16 KiB are a 502', async () => {
-    const model = await res.add(
-      rawModel((s) =>
-        s.write(
-          `HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n${'x-pad: yyyyyyyy\r\n'.repeat(1200)}\r\n`,
-        ),
-      ),
-    );
-    const w = await res.add(startTestWorker({ modelUrl: model.url }));
-    const r = await postJson(`${w.url}/echo`, envelope({}, authData()));
-    expect(r.status).toBe(502);
-  });
 });
 
 describe('probe deadlines leave nothing on the stop signal (row 18)', () => {

@@ -210,6 +210,10 @@ function createTlsServer(tls: { certPath: string; keyPath: string }, serverOpts:
       minVersion: 'TLSv1.2',
       sessionTimeout: 300,
       handshakeTimeout: headersTimeout,
+      // A client's FIN (after its close_notify) must not close our side: a half-closed client with a
+      // whole request still reads its answer (issue 21 row 10). http.Server's sockets are half-open
+      // always; https.Server's are not unless asked, which ended every such request unanswered.
+      allowHalfOpen: true,
     },
     listener,
   ) as unknown as Server;

@@ -23,6 +23,7 @@ import { Agent, errors as undiciErrors, request } from 'undici';
 import { expect } from 'vitest';
 import { startEngine, type TestEngine } from '../helpers/engine.js';
 import { useResources } from '../helpers/worker.js';
+import { testCert } from '../helpers/tls.js';
 import {
   checkAccounting,
   totalsFromMetrics,
@@ -227,6 +228,8 @@ export interface WorkerProcessOptions {
   spec?: Record<string, unknown>;
   /** Wait for state ready (default true). */
   waitReady?: boolean;
+  /** USE_SSL with the shared test certificate (helpers/tls.ts): the worker serves HTTPS. */
+  tls?: boolean;
 }
 
 export interface WorkerProcess {
@@ -241,6 +244,19 @@ export interface WorkerProcess {
 }
 
 let nextContainerId = 700;
+/**
+ * How long a worker process may take to listen and to be ready: generous, because a machine shared
+ * by many test processes can take many seconds to start several at once (a bound, not a measure).
+ */
+const START_TIMEOUT_MS = 45_000;
+
+let tlsAgent: Agent | null = null;
+/** undici's global dispatcher for http:, one trusting the test certificate for https: (USE_SSL workers). */
+export function dispatcherFor(url: string): Agent | undefined {
+  if (!url.startsWith('https:')) return undefined;
+  tlsAgent ??= new Agent({ connect: { ca: testCert().ca } });
+  return tlsAgent;
+}
 
 /** The worker (test/faults/worker-process.mjs), resolved once it listens (and is ready, by default). */
 export async function startWorkerProcess(stage: Stage, o: WorkerProcessOptions): Promise<WorkerProcess> {
@@ -267,20 +283,21 @@ export async function startWorkerProcess(stage: Stage, o: WorkerProcessOptions):
     BENCHMARK_CONCURRENCY: '8',
     FAULT_TIMINGS: JSON.stringify({ ...FAST_TIMINGS, ...o.timings }),
     FAULT_SPEC: JSON.stringify(o.spec ?? {}),
+    ...(o.tls ? { USE_SSL: 'true', SSL_CERT_PATH: testCert().cert, SSL_KEY_PATH: testCert().key } : {}),
     ...o.env,
   });
-  const url = await proc.waitFor(/FAULT_WORKER_LISTENING (\S+)/, 15_000);
+  const url = await proc.waitFor(/FAULT_WORKER_LISTENING (\S+)/, START_TIMEOUT_MS);
   const w: WorkerProcess = {
     url,
     id,
     logFile,
     proc,
     async healthz() {
-      const r = await request(`${url}/healthz`);
+      const r = await request(`${url}/healthz`, { dispatcher: dispatcherFor(url) });
       return r.body.json();
     },
     async metrics() {
-      const r = await request(`${url}/metrics`);
+      const r = await request(`${url}/metrics`, { dispatcher: dispatcherFor(url) });
       return r.body.text();
     },
     async terminate(timeoutMs = 30_000) {
@@ -295,7 +312,7 @@ export async function startWorkerProcess(stage: Stage, o: WorkerProcessOptions):
   if (o.waitReady !== false)
     await waitUntil(
       async () => (await w.healthz()).state === 'ready',
-      15_000,
+      START_TIMEOUT_MS,
       async () => `worker ready: ${JSON.stringify(await w.healthz())}`,
     );
   return w;
