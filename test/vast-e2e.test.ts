@@ -176,6 +176,10 @@ describe('vast provider end to end (autoscaler process, emulator, real workers)'
       JSON.stringify(ids) === JSON.stringify(inst);
     return ok ? f : null;
   };
+  /** Learned perf per dollar of each machine type, from the engine's perf book. */
+  const perfPerDollar = (perf: Record<string, { estimate: number | null }>) =>
+    Object.fromEntries(TYPES.map((t, i) => [t, Math.round((perf[`gpu/${t}`]?.estimate ?? 0) / [0.25, 0.45, 1.1][i]!)]));
+  const learned = async () => (await admin<{ perf: Record<string, { estimate: number | null }> }>('/admin/status')).perf;
   const leaked = async () => {
     const ids = new Set((await fleet()).map((w) => w.id));
     return ours().filter((i) => !ids.has(Number(i.id))).length;
@@ -189,8 +193,8 @@ describe('vast provider end to end (autoscaler process, emulator, real workers)'
       return TYPES.every((t) => (s.perf[`gpu/${t}`]?.benchmarks ?? 0) >= 1) ? s.perf : null;
     });
     figures.learned_at_s = (Date.now() - t0) / 1000;
-    const value = Object.fromEntries(TYPES.map((t, i) => [t, perf[`gpu/${t}`]!.estimate! / [0.25, 0.45, 1.1][i]!]));
-    figures.perf_per_dollar = Object.fromEntries(Object.entries(value).map(([k, v]) => [k, Math.round(v)]));
+    const value = perfPerDollar(perf);
+    figures.perf_per_dollar = value;
     expect(Object.entries(value).sort((a, b) => b[1] - a[1])[0]![0]).toBe(BEST); // the market's intended ranking
     const f = await waitFor('three RTX_4090 workers, nothing else', () => settled(3, BEST));
     figures.converged_at_s = (Date.now() - t0) / 1000;
@@ -205,14 +209,6 @@ describe('vast provider end to end (autoscaler process, emulator, real workers)'
     const hostPort = (inst.ports as Record<string, Array<{ HostPort: unknown }>>)['3000/tcp']![0]!.HostPort;
     expect(typeof hostPort).toBe('string');
     expect(ready.url).toBe(`http://127.0.0.1:${hostPort}`);
-    // Learned: from here the workergroup rents only the winner. (Under the light load of the next
-    // steps the engine's measured-throughput correction would lower the 4090's estimate below an
-    // idle A100 benchmark, an engine matter outside the provider; pinning keeps these steps about
-    // the provider.)
-    await admin('/admin/endpoints/vast/workergroups/gpu', {
-      method: 'PATCH',
-      body: JSON.stringify({ machine_types: [{ name: BEST, dollars_per_hour: 0.45, storage_dollars_per_hour: 0.01 }] }),
-    });
     // Someone else's instance of the account was never touched.
     expect(emu.list().filter((i) => String(i.label).startsWith('someone-else'))).toHaveLength(1);
     expect(await leaked()).toBe(0);
@@ -304,6 +300,13 @@ describe('vast provider end to end (autoscaler process, emulator, real workers)'
     figures.requests = results.length;
     figures.lost = results.filter((r) => !r.ok).length;
     figures.faults_survived = survived;
+    // Busy but never saturated (three clients on workers that batch hundreds): what the workers
+    // served was demand, not capacity, so the learned values stand and the winner stays the winner.
+    const after = perfPerDollar(await learned());
+    figures.perf_per_dollar_after_faults = after;
+    expect(Object.entries(after).sort((a, b) => b[1] - a[1])[0]![0]).toBe(BEST);
+    // More 4090s were benchmarked since (their mean moves a little); the defect took it to ~0.27×.
+    expect(after[BEST]).toBeGreaterThan(0.6 * (figures.perf_per_dollar as Record<string, number>)[BEST]!);
     expect(results.filter((r) => !r.ok)).toEqual([]);
     expect(Object.keys(survived)).toHaveLength(8);
   }, 240_000);

@@ -1,7 +1,7 @@
 /**
  * What the engine has learned about each machine type: perf from benchmarks (`max_perf` of
  * the first ready report) and throughput measured while workers were saturated (`cur_perf`
- * per second between two busy reports). Recruitment ranks types by the learned perf per dollar.
+ * per second over an interval `saturatedInterval` accepts). Recruitment ranks types by the learned perf per dollar.
  */
 
 /** Benchmarks and measurements of one machine type (keyed `workergroup/machine_type`). */
@@ -24,6 +24,42 @@ export const MEASURED_KEEP = 64;
 export const MEASURED_QUANTILE = 0.9;
 /** Measured throughput raises a type's estimate by at most this factor over its benchmark. */
 export const MAX_UPWARD = 1.1;
+
+/** One report interval of a worker, as the engine saw it (PROTOCOL §4 fields, load units). */
+export interface ReportInterval {
+  /** Seconds between the two reports. */
+  dt: number;
+  /** `cur_perf`: load served in the interval. */
+  served: number;
+  /** `cur_load` of the previous report and of this one: load in flight at each end. */
+  loadBefore: number;
+  loadAfter: number;
+  /** `num_requests_working` at each end. */
+  workingBefore: number;
+  workingAfter: number;
+  /** `rej_load`: load the worker refused in the interval (its own queue was over its limit). */
+  rejected: number;
+  /** The perf the engine believes the worker has (its type's estimate, else its benchmark); 0 if unknown. */
+  believed: number;
+}
+
+/**
+ * Whether an interval measured the worker's capacity rather than its demand. Busy is not saturated:
+ * a continuous-batching model with one request in flight is busy all the time and serves a fraction
+ * of what it can. Evidence of saturation the reports carry: the worker refused load (`rej_load`), or
+ * at BOTH ends it held at least an interval's worth of work at the believed perf, so it could not
+ * have run out of work in between: what it served then is what it can do. A worker with less waiting
+ * than that was limited by demand, and its throughput says nothing about its capacity.
+ * (Limitation: `cur_load` counts whole requests, so a model whose single requests take longer than
+ * the interval (long streams) can hold that much load without a queue; the quantile in `sustained`
+ * and the ×0.25 floor of `estimate` bound what such intervals can do.)
+ */
+export function saturatedInterval(i: ReportInterval): boolean {
+  if (!(i.dt >= 1) || !(i.served > 0) || i.workingBefore <= 0 || i.workingAfter <= 0) return false;
+  if (i.rejected > 0) return true;
+  if (!(i.believed > 0)) return true; // nothing believed yet: nothing a low sample could drag down
+  return Math.min(i.loadBefore, i.loadAfter) >= i.believed * i.dt;
+}
 
 /** The perf book: learns per type, answers estimates. */
 export class PerfBook {

@@ -1,6 +1,7 @@
 import { errorBody } from '../common/protocol.js';
 import { fieldErrors } from './params.js';
 import type { EndpointRuntime, Registry, WorkerRecord } from './registry.js';
+import { saturatedInterval } from './perf-model.js';
 import { round, sameSecret } from './registry.js';
 import type { RequestEntry } from './router.js';
 import { deleteRequestsSchema, endpointWorkersSchema, fail, routeBodySchema, workerStatusSchema, type Outcome } from './wire.js';
@@ -130,6 +131,9 @@ export class Protocol {
     rec.lastReportAt = now;
     rec.reports++;
     if (r.url) rec.url = r.url;
+    // The previous report's numbers, before this one overwrites them: the interval's start.
+    const loadBefore = rec.curLoad;
+    const workingBefore = rec.reqsWorking;
     rec.curLoad = Math.max(0, r.cur_load);
     rec.newLoad = Math.max(0, r.new_load);
     rec.curLoadAvg = rec.reports === 1 ? rec.curLoad : rec.curLoadAvg + LOAD_AVG_ALPHA * (rec.curLoad - rec.curLoadAvg);
@@ -142,8 +146,18 @@ export class Protocol {
     const dt = prevAt === null ? 0 : (now - prevAt) / 1000;
     if (dt > 0) {
       rec.curPerf = Math.max(0, r.cur_perf) / dt;
-      // Only an interval that started and ended busy measures capacity rather than demand.
-      if (rec.lastReportBusy && rec.reqsWorking > 0 && dt >= 1 && rec.curPerf > 0) {
+      // Only a saturated interval measures capacity; a busy but demand-limited one never corrects the estimate.
+      const saturated = saturatedInterval({
+        dt,
+        served: Math.max(0, r.cur_perf),
+        loadBefore,
+        loadAfter: rec.curLoad,
+        workingBefore,
+        workingAfter: rec.reqsWorking,
+        rejected: Math.max(0, r.rej_load),
+        believed: reg.perf.estimate(rec.typeKey) ?? rec.maxPerf,
+      });
+      if (saturated) {
         rec.measuredPerf = rec.measuredPerf === 0 ? rec.curPerf : rec.measuredPerf + 0.2 * (rec.curPerf - rec.measuredPerf);
         reg.perf.addMeasured(rec.typeKey, rec.curPerf);
       }
