@@ -22,6 +22,7 @@ describe('server-sent events', () => {
     expect(events[1]!.json).toEqual({ b: 2 });
     expect(events[2]).toMatchObject({ event: 'done', id: '7', json: undefined });
     expect(events[3]!.event).toBe('message');
+    expect(events[3]!.id).toBe('7'); // the last event id carries over, as in the HTML standard
   });
 
   it('gives the same events however the bytes are split (property)', () => {

@@ -14,7 +14,9 @@ import { endpointSchema } from '../src/autoscaler/params.js';
 import { SimulatedProvider } from '../src/autoscaler/providers/simulated.js';
 import type { Frame, InitFrame, SampleColumns } from '../src/autoscaler/dashboard/client/frames.js';
 import { DashboardModel } from '../src/autoscaler/dashboard/client/model.js';
+import { plannedPerfNote } from '../src/autoscaler/dashboard/client/planned-perf.js';
 import { SseParser } from '../src/autoscaler/dashboard/client/sse.js';
+import { SseDecoder } from '../src/client/stream.js';
 import { demoEndpoint } from '../src/autoscaler/dashboard/demo.js';
 import { SampleRing } from '../src/autoscaler/dashboard/ring.js';
 import { startAutoscaler } from '../src/autoscaler/server.js';
@@ -145,6 +147,31 @@ describe('dashboard pieces', () => {
       { event: 'message', data: 'z' },
     ]);
   });
+
+  it('the page and the TS client parse server-sent events alike (one parser, eventsource-parser)', () => {
+    // Hostile input: CR-only line ends split across chunks, an unknown field, a bad retry,
+    // "data" without a colon, an event block with no data, and the last event with no blank line.
+    const text = 'event: a\rdata: 1\r\rbogus: x\nretry: soon\ndata\n\nevent: nodata\n\n: c\ndata:2\r\ndata: 3\r\n\r\nevent: last\ndata: end';
+    const page = new SseParser();
+    const client = new SseDecoder();
+    const fromPage: Array<{ event: string; data: string }> = [];
+    const fromClient: Array<{ event: string; data: string }> = [];
+    for (let i = 0; i < text.length; i += 3) {
+      fromPage.push(...page.push(text.slice(i, i + 3)));
+      fromClient.push(...client.push(text.slice(i, i + 3)).map((e) => ({ event: e.event, data: e.data })));
+    }
+    const expected = [
+      { event: 'a', data: '1' },
+      { event: 'message', data: '' },
+      { event: 'message', data: '2\n3' },
+    ];
+    expect(fromPage).toEqual(expected);
+    expect(fromClient).toEqual(expected);
+    // The client also delivers the last event when the stream ends without its blank line; the
+    // page's stream never ends that way (the server ends every frame).
+    expect(client.end().map((e) => ({ event: e.event, data: e.data }))).toEqual([{ event: 'last', data: 'end' }]);
+    expect(page.push('\n\n')).toEqual([{ event: 'last', data: 'end' }]);
+  });
 });
 
 describe('dashboard over HTTP', () => {
@@ -167,6 +194,16 @@ describe('dashboard over HTTP', () => {
     expect(uplot.headers.get('content-type')).toMatch(/javascript/);
     expect(await uplot.text()).toContain('export { uPlot as default }');
     expect((await fetch(`${url}/dashboard/assets/vendor/uPlot.min.css`)).status).toBe(200);
+    // The page's SSE parser is eventsource-parser's ESM build, named in the import map (issue 25 item 12).
+    const esp = await fetch(`${url}/dashboard/assets/vendor/eventsource-parser.js`);
+    expect(esp.status).toBe(200);
+    expect(esp.headers.get('content-type')).toMatch(/javascript/);
+    const espText = await esp.text();
+    expect(espText).toMatch(/export\s*\{[^}]*createParser/);
+    expect(espText).not.toMatch(/^\s*import\b/m); // runs in the browser with no further module to resolve
+    expect(espText).not.toContain('sourceMappingURL');
+    const html = await (await fetch(`${url}/dashboard`)).text();
+    expect(html).toContain('"eventsource-parser":"/dashboard/assets/vendor/eventsource-parser.js"');
     const css = await fetch(`${url}/dashboard/assets/dashboard.css`);
     expect(css.headers.get('content-type')).toMatch(/^text\/css/);
     expect(await css.text()).toContain('.field-error');
@@ -291,6 +328,64 @@ describe('dashboard over HTTP', () => {
     expect(raw).not.toContain(ADMIN);
     expect(raw).not.toContain('small-client-key');
     for (const w of as.engine.workers.values()) expect(raw).not.toContain(w.mtoken);
+  });
+
+  it("says what a type's planned perf is: the mean of its workers' benchmarks scaled by measured throughput, not a worker's perf (issue 25 item 9)", async () => {
+    const as = await startAutoscaler({
+      config: {
+        provider: { kind: 'simulated', defaults: { boot_time: 0.2, load_time: 0.4 } },
+        endpoints: [demoEndpoint('planned', 'planned-client-key', 2)],
+      },
+      dataDir: tmp(),
+      adminKey: ADMIN,
+      logger: silent(),
+      dashboard: { sampleMs: 100, historySize: 5 },
+    });
+    defer(() => as.close());
+    const benchmarked = await waitFor('a benchmarked worker', () => [...as.engine.workers.values()].find((w) => w.maxPerf > 0));
+    const key = benchmarked.typeKey;
+    const mean = as.engine.perf.get(key)!.benchmarkMean;
+    // Saturated throughput measured at 0.9 of the benchmark (a throttled GPU): the engine now plans
+    // with less than any of the type's workers benchmarked.
+    for (let i = 0; i < 6; i++) as.engine.perf.addMeasured(key, 0.9 * mean);
+    const typeName = key.split('/')[1]!;
+    const machine = await waitFor('the scaled estimate in an init frame', async () => {
+      const init = await initFrame(as.url);
+      const m = init.endpoints.find((e) => e.name === 'planned')!.workergroups[0]!.machine_types.find((t) => t.name === typeName)!;
+      return m.perf_basis.source === 'benchmarks+measured' ? { m, init } : null;
+    });
+    const { m, init } = machine;
+    expect(m.perf).toBeCloseTo(0.9 * mean, 1);
+    expect(m.perf_basis.benchmark_mean).toBeCloseTo(as.engine.perf.get(key)!.benchmarkMean, 1);
+    expect(m.perf_basis.benchmarks).toBe(as.engine.perf.get(key)!.benchmarks);
+    expect(m.perf_basis.measured).toBe(6);
+    expect(m.perf_basis.sustained).toBeCloseTo(0.9 * mean, 1);
+    // The figure matches no worker's perf, and the page says why, naming the figure that does relate.
+    const perfs = init.workers.filter((w) => w.type === key && w.perf > 0).map((w) => w.perf);
+    expect(perfs.length).toBeGreaterThan(0);
+    for (const p of perfs) expect(Math.abs(p - m.perf!)).toBeGreaterThan(1);
+    const note = plannedPerfNote(m);
+    expect(note).toContain(`mean benchmark ${Math.round(m.perf_basis.benchmark_mean!)}`);
+    expect(note).toContain('× 0.9,');
+    expect(note).toContain('measured while saturated (');
+    // Every other type of the fleet says where its figure comes from too (config or not yet known).
+    for (const t of init.endpoints[0]!.workergroups[0]!.machine_types) {
+      expect(['benchmarks', 'benchmarks+measured', 'expected_perf', 'unknown']).toContain(t.perf_basis.source);
+      expect(plannedPerfNote(t)).not.toBe('');
+    }
+  });
+
+  it('planned-perf notes for each source', () => {
+    const basis = { benchmarks: 0, benchmark_mean: null, measured: 0, sustained: null };
+    expect(plannedPerfNote({ perf: 1042, perf_basis: { ...basis, source: 'benchmarks', benchmarks: 1, benchmark_mean: 1042 } })).toBe(
+      'mean benchmark of 1 worker',
+    );
+    expect(plannedPerfNote({ perf: 500, expected_perf: 500, perf_basis: { ...basis, source: 'expected_perf' } })).toMatch(/^expected_perf from the config/);
+    expect(plannedPerfNote({ perf: null, perf_basis: { ...basis, source: 'unknown' } })).toMatch(/^unknown until/);
+    expect(plannedPerfNote({ perf: 980, perf_basis: { ...basis, source: 'measured', measured: 7, sustained: 980 } })).toMatch(/7 samples\); no benchmark yet$/);
+    expect(
+      plannedPerfNote({ perf: 980, perf_basis: { source: 'benchmarks+measured', benchmarks: 3, benchmark_mean: 1042, measured: 12, sustained: 980 } }),
+    ).toBe('mean benchmark 1042 of 3 workers × 0.94, from the throughput measured while saturated (980, 12 samples)');
   });
 
   it('charts rejected load: requests that time out in the engine queue', async () => {

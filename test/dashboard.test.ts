@@ -142,6 +142,16 @@ describe.skipIf(!CHROMIUM_TOOL.available)('dashboard in Chromium', () => {
     const readyIds = await rowsIn(page, 'ready').evaluateAll((trs) => trs.map((tr) => Number(tr.getAttribute('data-worker-id'))));
     for (const id of readyIds) expect(d.autoscaler.engine.workers.get(id)?.state).toBe('ready');
     expect(await page.textContent('[data-state-group="ready"] .count')).toBe(String(readyIds.length));
+    // The machine types table says what its planned perf is, relating it to the workers' benchmarks
+    // (issue 25 item 9): a benchmarked type reads "mean benchmark of N workers".
+    await page.waitForFunction(
+      () => Array.from(document.querySelectorAll('[data-col="planned-perf"]')).some((td) => /mean benchmark/.test(td.textContent ?? '')),
+      undefined,
+      {
+        timeout: 10_000,
+      },
+    );
+    expect(await page.textContent('.machines thead')).toContain('planned perf (load/s)');
 
     // The charts draw live data: load arrived, capacity of the ready workers, workers by state, queue time.
     await page.waitForFunction(

@@ -1,3 +1,4 @@
+import { createParser, type EventSourceParser } from 'eventsource-parser';
 import { StreamInterruptedError } from './errors.js';
 
 /**
@@ -88,57 +89,42 @@ export class LineSplitter {
   }
 }
 
-/** The server-sent events parser of the HTML standard, incremental. */
+/**
+ * Server-sent events, incremental. The parsing is `eventsource-parser`'s (the dashboard page uses
+ * the same parser); this adds what the client promises on top: `event` defaults to "message",
+ * `id` is the last event id seen so far (as in the HTML standard), `data` is parsed as JSON when
+ * it is JSON, and a last event without its blank line is still delivered when the stream ends.
+ */
 export class SseDecoder {
-  private lines = new LineSplitter();
-  private data: string[] = [];
-  private event = '';
+  private out: SseEvent[] = [];
   private id: string | undefined;
+  private readonly parser: EventSourceParser = createParser({
+    onEvent: (m) => {
+      if (m.id !== undefined) this.id = m.id;
+      const e: SseEvent = { type: 'sse', event: m.event ?? 'message', data: m.data, json: tryJson(m.data) };
+      if (this.id !== undefined) e.id = this.id;
+      this.out.push(e);
+    },
+    // "retry" and unknown fields are ignored, as browsers do.
+  });
 
   push(text: string): SseEvent[] {
-    return this.feed(this.lines.push(text));
+    this.parser.feed(text);
+    return this.take();
   }
 
   /** Events still buffered when the stream ends (a last event without its blank line). */
   end(): SseEvent[] {
-    const out = this.feed(this.lines.end());
-    const last = this.dispatch();
-    if (last) out.push(last);
-    return out;
+    // Ending the pending line, then a blank line, dispatches whatever event was still open.
+    this.parser.feed('\n\n');
+    this.parser.reset();
+    return this.take();
   }
 
-  private feed(lines: string[]): SseEvent[] {
-    const out: SseEvent[] = [];
-    for (const line of lines) {
-      if (line === '') {
-        const e = this.dispatch();
-        if (e) out.push(e);
-        continue;
-      }
-      if (line.startsWith(':')) continue; // a comment (keep-alive)
-      const colon = line.indexOf(':');
-      const field = colon < 0 ? line : line.slice(0, colon);
-      let value = colon < 0 ? '' : line.slice(colon + 1);
-      if (value.startsWith(' ')) value = value.slice(1);
-      if (field === 'data') this.data.push(value);
-      else if (field === 'event') this.event = value;
-      else if (field === 'id' && !value.includes('\0')) this.id = value;
-      // "retry" and unknown fields are ignored, as browsers do.
-    }
-    return out;
-  }
-
-  private dispatch(): SseEvent | null {
-    if (this.data.length === 0) {
-      this.event = '';
-      return null;
-    }
-    const data = this.data.join('\n');
-    const e: SseEvent = { type: 'sse', event: this.event || 'message', data, json: tryJson(data) };
-    if (this.id !== undefined) e.id = this.id;
-    this.data = [];
-    this.event = '';
-    return e;
+  private take(): SseEvent[] {
+    const done = this.out;
+    this.out = [];
+    return done;
   }
 }
 

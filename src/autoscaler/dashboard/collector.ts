@@ -7,6 +7,7 @@ import {
   type ChartState,
   type EndpointSummary,
   type InitFrame,
+  type PerfBasis,
   type ReportStamp,
   type Sample,
   type StoreStatus,
@@ -298,6 +299,30 @@ export class DashboardCollector {
     return Math.max(0, total - prev);
   }
 
+  /** Where a type's planned perf comes from (the same precedence as Scaler.machinesOf). */
+  private perfBasis(key: string, expected: number | undefined): PerfBasis {
+    const k = this.engine.perf.get(key);
+    const sustained = this.engine.perf.sustained(key);
+    const benchmarks = k?.benchmarks ?? 0;
+    const source: PerfBasis['source'] =
+      benchmarks > 0
+        ? sustained !== null
+          ? 'benchmarks+measured'
+          : 'benchmarks'
+        : sustained !== null
+          ? 'measured'
+          : expected !== undefined
+            ? 'expected_perf'
+            : 'unknown';
+    return {
+      source,
+      benchmarks,
+      benchmark_mean: benchmarks > 0 ? round(k!.benchmarkMean) : null,
+      measured: k?.measured ?? 0,
+      sustained: sustained === null ? null : round(sustained),
+    };
+  }
+
   private summarize(ep: EndpointRuntime): EndpointSummary {
     const planned = new Map(this.engine.machinesOf(ep).map((m) => [m.key, m.perf]));
     const q = ep.router.signal();
@@ -318,6 +343,7 @@ export class DashboardCollector {
           storage_dollars_per_hour: m.storage_dollars_per_hour,
           ...(m.expected_perf !== undefined ? { expected_perf: m.expected_perf } : {}),
           perf: ((p) => (p === null || p === undefined ? null : round(p)))(planned.get(`${wg.name}/${m.name}`)),
+          perf_basis: this.perfBasis(`${wg.name}/${m.name}`, m.expected_perf),
         })),
       })),
     };

@@ -2,14 +2,16 @@ import { createHash } from 'node:crypto';
 
 /**
  * The dashboard's HTML shell. It holds no data and no secret: everything comes from the
- * admin-key-guarded stream once the page has the key. uPlot is resolved through an import
- * map, so the compiled client keeps its plain `import uPlot from 'uplot'`.
+ * admin-key-guarded stream once the page has the key. uPlot and eventsource-parser are resolved
+ * through an import map, so the compiled client keeps its plain imports of both packages.
  */
 
 /** Where the page's static files are served. */
 export const ASSET_BASE = '/dashboard/assets';
 
-const IMPORT_MAP = JSON.stringify({ imports: { uplot: `${ASSET_BASE}/vendor/uPlot.esm.js` } });
+const IMPORT_MAP = JSON.stringify({
+  imports: { uplot: `${ASSET_BASE}/vendor/uPlot.esm.js`, 'eventsource-parser': `${ASSET_BASE}/vendor/eventsource-parser.js` },
+});
 
 /** CSP hash of the inline import map, the only inline script. */
 const IMPORT_MAP_HASH = `'sha256-${createHash('sha256').update(IMPORT_MAP).digest('base64')}'`;

@@ -16,7 +16,7 @@ import { errorBody } from '../../common/protocol.js';
  * The dashboard's routes, mounted on the autoscaler's app:
  *
  * - `GET /` and `GET /dashboard`: the page (no data in it);
- * - `GET /dashboard/assets/…`: the compiled client modules, its CSS, uPlot from node_modules;
+ * - `GET /dashboard/assets/…`: the compiled client modules, its CSS, uPlot and eventsource-parser from node_modules;
  * - `GET /admin/dashboard/stream`: server-sent events (`init`, then one `tick` per sample);
  * - `GET /admin/dashboard/report` (+ `/timeline.svg`): the last `simulate` run (`report: null`
  *   and a `message` when there is none).
@@ -62,6 +62,16 @@ function uplotDir(): string {
   return dirname(createRequire(import.meta.url).resolve('uplot'));
 }
 
+/**
+ * eventsource-parser's ESM build, for the page's import map. It imports nothing, so it runs in the
+ * browser as is; its source-map comment is dropped because the map is not served.
+ */
+function eventsourceParserModule(): string {
+  // require.resolve gives the CommonJS entry; the ESM build sits beside it.
+  const dir = dirname(createRequire(import.meta.url).resolve('eventsource-parser'));
+  return readFileSync(join(dir, 'index.js'), 'utf8').replace(/^\/\/# sourceMappingURL=.*$/m, '');
+}
+
 function notFound(c: Context, field: string, message: string) {
   return c.json(errorBody(message, { [field]: message }), 404);
 }
@@ -78,6 +88,7 @@ export function mountDashboard(app: Hono, deps: DashboardDeps, opts: DashboardOp
     reportDir,
   });
   const vendor = uplotDir();
+  const esParser = eventsourceParserModule();
   const client = clientDir();
 
   const page = (c: Context) => c.body(dashboardHtml(), 200, PAGE_HEADERS);
@@ -92,6 +103,7 @@ export function mountDashboard(app: Hono, deps: DashboardDeps, opts: DashboardOp
     });
   app.get(`${ASSET_BASE}/dashboard.css`, (c) => asset(c, DASHBOARD_CSS, 'text/css; charset=utf-8'));
   app.get(`${ASSET_BASE}/vendor/uPlot.esm.js`, (c) => asset(c, readFileSync(join(vendor, 'uPlot.esm.js')), 'text/javascript; charset=utf-8'));
+  app.get(`${ASSET_BASE}/vendor/eventsource-parser.js`, (c) => asset(c, esParser, 'text/javascript; charset=utf-8'));
   app.get(`${ASSET_BASE}/vendor/uPlot.min.css`, (c) => asset(c, readFileSync(join(vendor, 'uPlot.min.css')), 'text/css; charset=utf-8'));
   app.get(`${ASSET_BASE}/:file`, (c) => {
     const file = c.req.param('file');

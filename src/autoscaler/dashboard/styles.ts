@@ -87,5 +87,8 @@ th { font-weight: 600; font-size: 12px; color: var(--muted); }
 tr.state-errored td { background: #fef2f2; }
 .report-table th { width: 120px; }
 .report-table td { white-space: normal; }
+/* The planned-perf cell says in words what the figure is; it wraps rather than widen a narrow page. */
+.machines { overflow-x: auto; }
+.machines th, .machines td[data-col="planned-perf"] { white-space: normal; }
 img.timeline { max-width: min(100%, 1100px); margin-top: 10px; border: 1px solid var(--line); border-radius: 6px; }
 `;

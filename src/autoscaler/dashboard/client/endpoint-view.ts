@@ -3,6 +3,7 @@ import { CHARTS, ChartPanel } from './charts.js';
 import { fmt, fmtDuration, h, setText } from './dom.js';
 import type { EndpointSummary, SampleColumns, WorkerRow } from './frames.js';
 import { ParamsForm, type PatchEndpoint } from './params-form.js';
+import { plannedPerfNote } from './planned-perf.js';
 import { WorkersView } from './workers-view.js';
 
 /**
@@ -42,7 +43,17 @@ export class EndpointView {
       'section',
       { class: 'machines card' },
       h('h3', {}, 'Machine types'),
-      h('table', {}, h('thead', {}, h('tr', {}, ...['workergroup / type', '$/h', 'storage $/h', 'perf planned'].map((c) => h('th', {}, c)))), this.machines),
+      h(
+        'p',
+        { class: 'muted small' },
+        "Planned perf: load/s the engine counts on per worker of the type, learned from all of the type's workers; each worker's own benchmark is its perf in the workers table.",
+      ),
+      h(
+        'table',
+        {},
+        h('thead', {}, h('tr', {}, ...['workergroup / type', '$/h', 'storage $/h', 'planned perf (load/s)'].map((c) => h('th', {}, c)))),
+        this.machines,
+      ),
     );
     this.form = new ParamsForm(name, patch);
     this.chartGrid = h('div', { class: 'charts' });
@@ -94,7 +105,7 @@ export class EndpointView {
             h('td', {}, `${wg.name} / ${m.name}`),
             h('td', {}, fmt(m.dollars_per_hour, 3)),
             h('td', {}, fmt(m.storage_dollars_per_hour, 3)),
-            h('td', {}, fmt(m.perf, 0)),
+            h('td', { 'data-col': 'planned-perf' }, fmt(m.perf, 0), h('div', { class: 'muted small' }, plannedPerfNote(m))),
           ),
         ),
       ),

@@ -68,6 +68,23 @@ export interface MachineSummary {
   expected_perf?: number;
   /** Perf the engine plans with for this type now (learned, else expected), null when unknown. */
   perf: number | null;
+  /** What `perf` is made of, so the page can relate it to the workers' own benchmarked perf. */
+  perf_basis: PerfBasis;
+}
+
+/**
+ * The parts of a type's planned perf. It is not any one worker's perf: it is the mean of the
+ * benchmarks of every worker of the type so far, scaled by the throughput measured while they were
+ * saturated (bounded ×0.25…×1.1), or the config's `expected_perf` while nothing was learned.
+ */
+export interface PerfBasis {
+  source: 'benchmarks' | 'benchmarks+measured' | 'measured' | 'expected_perf' | 'unknown';
+  /** Workers of the type benchmarked so far, and the mean of their `max_perf`. */
+  benchmarks: number;
+  benchmark_mean: number | null;
+  /** Saturated-throughput samples so far, and the sustained figure taken from them (null below the trust threshold). */
+  measured: number;
+  sustained: number | null;
 }
 
 /** An endpoint as the page shows it (no api_key). */

@@ -1,9 +1,11 @@
 /// <reference lib="dom" />
+import { createParser, type EventSourceParser } from 'eventsource-parser';
+
 /**
  * Server-sent events read with `fetch`, because EventSource cannot send the
  * `Authorization` header the admin API wants (and a key in the URL would end up in logs and
- * history). The parser follows the text/event-stream format: `event:` and `data:` lines,
- * blank line ends an event, `:` starts a comment.
+ * history). Parsing is `eventsource-parser`'s, the same parser the TS client uses; the page gets
+ * it through its import map (served from node_modules like uPlot).
  */
 
 /** One event of the stream. */
@@ -14,35 +16,17 @@ export interface SseEvent {
 
 /** Incremental text/event-stream parser: feed it chunks as they arrive, get whole events back. */
 export class SseParser {
-  private buffer = '';
-  private event = '';
-  private data: string[] = [];
+  private out: SseEvent[] = [];
+  private readonly parser: EventSourceParser = createParser({
+    onEvent: (e) => this.out.push({ event: e.event ?? 'message', data: e.data }),
+  });
 
   /** Add a chunk; returns the events it completed, in order. */
   push(chunk: string): SseEvent[] {
-    this.buffer += chunk;
-    const out: SseEvent[] = [];
-    for (;;) {
-      const nl = this.buffer.search(/\r\n|\r|\n/);
-      // A lone trailing \r may be the first half of \r\n: wait for the next chunk.
-      if (nl < 0 || (this.buffer[nl] === '\r' && nl === this.buffer.length - 1)) break;
-      const line = this.buffer.slice(0, nl);
-      this.buffer = this.buffer.slice(nl + (this.buffer.startsWith('\r\n', nl) ? 2 : 1));
-      if (line === '') {
-        if (this.data.length > 0) out.push({ event: this.event || 'message', data: this.data.join('\n') });
-        this.event = '';
-        this.data = [];
-        continue;
-      }
-      if (line.startsWith(':')) continue;
-      const colon = line.indexOf(':');
-      const field = colon < 0 ? line : line.slice(0, colon);
-      let value = colon < 0 ? '' : line.slice(colon + 1);
-      if (value.startsWith(' ')) value = value.slice(1);
-      if (field === 'event') this.event = value;
-      else if (field === 'data') this.data.push(value);
-    }
-    return out;
+    this.parser.feed(chunk);
+    const done = this.out;
+    this.out = [];
+    return done;
   }
 }
 
