@@ -92,7 +92,6 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
   if (keys.created) logger.info({ event: 'key_created', path: keys.keyPath }, 'generated the route-signing key');
   if (admin.created) logger.info({ event: 'admin_key_created', path: admin.path }, 'generated an admin key (read it from this file)');
   if (account.created) logger.info({ event: 'account_key_created', path: account.path }, 'generated an account key for the Vast SDK (read it from this file)');
-  const provider = opts.provider ?? (await createProvider({ config: cfg.provider as Record<string, unknown>, clock, logger, dataDir }));
   let store: Journal | undefined;
   if (cfg.persist) {
     mkdirSync(dataDir, { recursive: true });
@@ -115,6 +114,9 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
         'the state journal was damaged: every intact record kept, the damaged file moved aside',
       );
   }
+
+  // After the journal: a damaged one stops start-up before the provider touches any worker of an earlier run.
+  const provider = opts.provider ?? (await createProvider({ config: cfg.provider as Record<string, unknown>, clock, logger, dataDir }));
 
   const host = opts.host ?? '127.0.0.1';
   let selfUrl = '';
