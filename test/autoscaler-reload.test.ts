@@ -179,6 +179,7 @@ describe('reload (SIGUSR2)', () => {
       await waitForValue('the successor stopped', () => !alive(successor), 30_000);
     } finally {
       clearInterval(remember);
+      for (const x of workerPids()) pids.add(x);
     }
   }, 400_000);
 });
