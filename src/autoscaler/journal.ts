@@ -1,5 +1,6 @@
 import { closeSync, existsSync, fsyncSync, ftruncateSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
+import * as zlib from 'node:zlib';
 import { z } from 'zod';
 
 /**
@@ -87,8 +88,17 @@ const CRC_TABLE = (() => {
   return t;
 })();
 
+/** zlib's own CRC-32 where Node has it (20.15+), ~30x faster than the table loop below. */
+const nativeCrc32 = (zlib as { crc32?: (data: Uint8Array) => number }).crc32;
+
 /** CRC-32 (IEEE), as zlib computes it. */
 export function crc32(buf: Uint8Array): number {
+  if (nativeCrc32) return nativeCrc32(buf) >>> 0;
+  return crc32Table(buf);
+}
+
+/** The same CRC-32 in JS (Node 20.11–20.14 have no zlib.crc32). */
+export function crc32Table(buf: Uint8Array): number {
   let c = -1;
   for (let i = 0; i < buf.length; i++) c = CRC_TABLE[(c ^ buf[i]!) & 0xff]! ^ (c >>> 8);
   return (c ^ -1) >>> 0;

@@ -123,6 +123,9 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
       );
   }
 
+  // After the journal: a damaged one stops start-up before the provider touches any worker of an earlier run.
+  const provider = opts.provider ?? (await createProvider({ config: cfg.provider as Record<string, unknown>, clock, logger, dataDir }));
+
   const host = opts.host ?? '127.0.0.1';
   let selfUrl = '';
   const engine = new Engine({
