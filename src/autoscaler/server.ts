@@ -14,7 +14,7 @@ import { createServer as createHttpServer, type RequestListener, type ServerOpti
 import { withProtocolFastPath } from './http-fast.js';
 import { mountDashboard, type DashboardOptions } from './dashboard/routes.js';
 import { loadOrCreateAccountKey, loadOrCreateAdminKey, loadOrCreateKeys } from './keys.js';
-import { createProvider } from './providers/index.js';
+import { createProvider, providerFactory } from './providers/index.js';
 import type { Provider } from './providers/types.js';
 
 /** Largest body the API accepts (the hono app and the fast path alike). */
@@ -91,9 +91,9 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
   const dataDir = opts.dataDir ?? cfg.data_dir ?? defaultDataDir();
   const clock = opts.clock ?? createRealClock();
   const logger = opts.logger ?? createLogger('autoscaler');
-  // The provider validates its part of the config: before any key is generated, so a bad config
-  // leaves nothing behind in the data dir.
-  const provider = opts.provider ?? (await createProvider({ config: cfg.provider as Record<string, unknown>, clock, logger, dataDir }));
+  // An unknown provider kind is refused before any key is generated, so a bad config leaves nothing
+  // behind in the data dir; the provider itself is made after the journal (see below).
+  if (!opts.provider) providerFactory(cfg.provider as Record<string, unknown>);
   const keys = loadOrCreateKeys(dataDir, cfg.private_key_path);
   const admin = loadOrCreateAdminKey(dataDir, opts.adminKey ?? process.env.AUTOSCALER_ADMIN_KEY ?? cfg.admin_key);
   const account = loadOrCreateAccountKey(dataDir, opts.accountKey ?? process.env.AUTOSCALER_ACCOUNT_KEY ?? cfg.account_key);
