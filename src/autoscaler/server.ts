@@ -6,6 +6,7 @@ import { createRealClock, type Clock } from './clock.js';
 import { loadAutoscalerConfig, parseAutoscalerConfig, type AutoscalerConfig, type AutoscalerConfigInput } from './config.js';
 import { Engine } from './engine.js';
 import { Journal } from './journal.js';
+import { migrateLegacyJournal } from './legacy-journal.js';
 import { validateRecord } from './store.js';
 import { join } from 'node:path';
 import { mkdirSync } from 'node:fs';
@@ -104,7 +105,24 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
   if (cfg.persist) {
     mkdirSync(dataDir, { recursive: true });
     // Damage other than a torn last record throws JournalDamagedError (file and offset) unless repairing.
-    store = new Journal(join(dataDir, 'engine-state.jsonl'), { validate: validateRecord, repair: opts.repair ?? false });
+    const journalPath = join(dataDir, 'engine-state.jsonl');
+    // A data dir of the previous release (plain JSON lines): migrated to checked records first.
+    const migrated = migrateLegacyJournal(journalPath, { validate: validateRecord, repair: opts.repair ?? false });
+    if (migrated)
+      logger.warn(
+        {
+          event: 'journal_migrated',
+          path: journalPath,
+          legacy_lines: migrated.lines,
+          records: migrated.records,
+          skipped: migrated.skipped,
+          dropped_bytes: migrated.droppedBytes,
+          next_ids: migrated.ids,
+          legacy_copy: migrated.movedTo,
+        },
+        "the state journal was in the previous release's format: migrated to checked records (the old file kept aside)",
+      );
+    store = new Journal(journalPath, { validate: validateRecord, repair: opts.repair ?? false });
     if (store.recovered.droppedBytes > 0)
       logger.warn(
         { event: 'journal_torn', path: store.path, dropped_bytes: store.recovered.droppedBytes },
