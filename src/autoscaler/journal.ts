@@ -121,6 +121,11 @@ function noProtoKeys(key: string, value: unknown): unknown {
 export class Journal {
   /** kind → id → value, as replayed and updated since. */
   private readonly data = new Map<string, Map<string, unknown>>();
+  /**
+   * kind → id → the live record's bytes as last encoded: compaction writes these as they are, so
+   * it costs a write and an fsync, not a JSON encoding of every live record.
+   */
+  private readonly bytes = new Map<string, Map<string, Buffer>>();
   /** Records not yet written, by `kind/id`: a key changed twice before a flush is written once (its last value). */
   private pending = new Map<string, Buffer>();
   /** File size after the last compaction (or at open): the byte-growth trigger of compaction. */
@@ -212,8 +217,20 @@ export class Journal {
       if (why) return `invalid ${line.k} ${JSON.stringify(line.id)}: ${why}`;
     }
     this.apply(line);
+    // The record's bytes with the newline that follows it in the file (no copy).
+    this.keepBytes(line.k, line.id, 'del' in line ? null : Buffer.from(rec.buffer, rec.byteOffset, rec.length + 1));
     this.lines++;
     return null;
+  }
+
+  private keepBytes(kind: string, id: string, rec: Buffer | null): void {
+    let m = this.bytes.get(kind);
+    if (!m) {
+      m = new Map();
+      this.bytes.set(kind, m);
+    }
+    if (rec) m.set(id, rec);
+    else m.delete(id);
   }
 
   private tryOpen(): void {
@@ -244,7 +261,9 @@ export class Journal {
   put(kind: string, id: string, value: unknown, json?: string): void {
     const line: Line = { k: kind, id, v: value };
     this.apply(line);
-    this.queue(kind, id, encodeRecord(line, json));
+    const rec = encodeRecord(line, json);
+    this.keepBytes(kind, id, rec);
+    this.queue(kind, id, rec);
   }
 
   private queue(kind: string, id: string, rec: Buffer): void {
@@ -258,6 +277,7 @@ export class Journal {
     if (!this.data.get(kind)?.has(id)) return;
     const line: Line = { k: kind, id, del: true };
     this.apply(line);
+    this.keepBytes(kind, id, null);
     this.queue(kind, id, encodeRecord(line));
   }
 
@@ -326,7 +346,7 @@ export class Journal {
   compact(): void {
     const tmp = `${this.path}.tmp`;
     const out: Buffer[] = [];
-    for (const [k, m] of this.data) for (const [id, v] of m) out.push(encodeRecord({ k, id, v }));
+    for (const [k, m] of this.data) for (const [id, v] of m) out.push(this.bytes.get(k)?.get(id) ?? encodeRecord({ k, id, v }));
     const text = Buffer.concat(out);
     const fd = openSync(tmp, 'w', 0o600);
     try {

@@ -594,8 +594,9 @@ export class EndpointRouter {
 
   private settle(entry: RequestEntry, book: WorkerBook): void {
     if (!entry.reported) {
+      // Not a journal change on its own: after a restart the next report (or unreportedTtlMs)
+      // settles it again, and leaving it out saves one record per routed request.
       entry.reported = true;
-      this.changed?.add(entry.idx);
       book.unreportedLoad = Math.max(0, book.unreportedLoad - entry.cost);
     }
   }
