@@ -108,9 +108,15 @@ export function crc32Table(buf: Uint8Array): number {
 export function encodeRecord(line: Line, valueJson?: string): Buffer {
   const text =
     valueJson !== undefined && 'v' in line ? `{"k":${JSON.stringify(line.k)},"id":${JSON.stringify(line.id)},"v":${valueJson}}` : JSON.stringify(line);
-  const json = Buffer.from(text, 'utf8');
-  const head = Buffer.from(`${crc32(json).toString(16).padStart(8, '0')} ${json.length} `, 'latin1');
-  return Buffer.concat([head, json, Buffer.from('\n')]);
+  // One buffer: header (fixed 8 hex digits, the length), JSON, newline; the CRC over the JSON part.
+  const len = Buffer.byteLength(text, 'utf8');
+  const lenText = String(len);
+  const at = 9 + lenText.length + 1;
+  const out = Buffer.allocUnsafe(at + len + 1);
+  out.write(text, at, 'utf8');
+  out.write(`${crc32(out.subarray(at, at + len)).toString(16).padStart(8, '0')} ${lenText} `, 0, 'latin1');
+  out[at + len] = 0x0a;
+  return out;
 }
 
 function noProtoKeys(key: string, value: unknown): unknown {
