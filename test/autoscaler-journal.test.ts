@@ -2,7 +2,7 @@ import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { crc32, encodeRecord, Journal, JournalDamagedError } from '../src/autoscaler/journal.js';
+import { crc32, crc32Table, encodeRecord, Journal, JournalDamagedError } from '../src/autoscaler/journal.js';
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -84,6 +84,14 @@ describe('journal', () => {
     j.close();
     // The clean journal opens without --repair.
     expect(new Journal(p).all('a').size).toBe(2);
+  });
+
+  it('CRC-32 is the IEEE one, natively or in JS', () => {
+    const data = Buffer.from('123456789');
+    expect(crc32(data)).toBe(0xcbf43926);
+    expect(crc32Table(data)).toBe(0xcbf43926);
+    const big = Buffer.from(Array.from({ length: 5000 }, (_, i) => (i * 31) & 0xff));
+    expect(crc32Table(big)).toBe(crc32(big));
   });
 
   it('a zero-filled or unheadered file is damage, not a torn write; an empty file is a fresh start', () => {

@@ -287,4 +287,50 @@ describe('a full disk', () => {
     },
     90_000,
   );
+
+  it.skipIf(typeof fs === 'string')(
+    'a read-only data dir at start: it serves from memory, /healthz names the error, writing resumes once it is writable',
+    async () => {
+      if (typeof fs === 'string') return;
+      const d = { dir: join(fs.dir, 'data-ro'), config: '' };
+      mkdirSync(d.dir);
+      d.config = writeNoWorkerConfig(d.dir);
+      // A first run writes the keys and a journal; then the directory is mounted read-only over itself.
+      const first = await start(d);
+      const idxs = [await routeNew(first)];
+      await stopProc(first);
+      execFileSync('mount', ['--bind', d.dir, d.dir], { stdio: 'pipe' });
+      let mounted = true;
+      try {
+        execFileSync('mount', ['-o', 'remount,ro,bind', d.dir], { stdio: 'pipe' });
+        const p = await start(d);
+        for (let i = 0; i < 50; i++) idxs.push(await routeNew(p));
+        const health = await waitForHealth(p, (h) => !h.store.ok);
+        expect(health.store.ok).toBe(false);
+        expect(health.store.error).toMatch(/EROFS|read-only/);
+        execFileSync('umount', [d.dir], { stdio: 'pipe' });
+        mounted = false;
+        expect((await waitForHealth(p, (h) => h.store.ok)).store.ok).toBe(true);
+        expect(new Set(idxs).size).toBe(idxs.length);
+        await stopProc(p, 'SIGKILL');
+      } finally {
+        if (mounted) execFileSync('umount', [d.dir], { stdio: 'pipe' });
+      }
+      const again = await start(d);
+      expect(await routeNew(again)).toBeGreaterThan(Math.max(...idxs));
+      await stopProc(again);
+    },
+    90_000,
+  );
 });
+
+type Health = { ok: boolean; store: { ok: boolean; error: string | null } };
+async function waitForHealth(p: AutoscalerProc, until: (h: Health) => boolean): Promise<Health> {
+  const deadline = Date.now() + 20_000;
+  let h = (await (await fetch(`${p.url}/healthz`)).json()) as Health;
+  while (!until(h) && Date.now() < deadline) {
+    await new Promise((s) => setTimeout(s, 100));
+    h = (await (await fetch(`${p.url}/healthz`)).json()) as Health;
+  }
+  return h;
+}

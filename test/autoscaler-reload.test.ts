@@ -31,19 +31,23 @@ afterAll(async () => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 }, 30_000);
 
-/** SIGUSR2, then the successor's pid once it listens. */
+/** SIGUSR2, then the successor's pid once it listens (on a loaded machine its start can take a while). */
 async function reload(p: AutoscalerProc): Promise<number> {
   const before = (p.stderr().match(/autoscaler listening on/g) ?? []).length;
   p.child.kill('SIGUSR2');
-  const pid = await waitForValue(
-    'the successor listening',
+  const fail = (err: unknown) => {
+    throw new Error(`${String(err)}\nits stderr:\n${p.stderr()}`);
+  };
+  const pid = await waitForValue<number>(
+    'the hand-over',
     () => {
       const m = /handed over to pid (\d+)/.exec(p.stderr());
-      return m && (p.stderr().match(/autoscaler listening on/g) ?? []).length > before ? Number(m[1]) : null;
+      return m ? Number(m[1]) : null;
     },
-    60_000,
-  );
+    120_000,
+  ).catch(fail);
   pids.add(pid);
+  await waitForValue('the successor listening', () => (p.stderr().match(/autoscaler listening on/g) ?? []).length > before, 120_000).catch(fail);
   return pid;
 }
 
@@ -82,9 +86,20 @@ describe('reload (SIGUSR2)', () => {
     // The second reload is the successor's own (its socket was inherited): signal it directly.
     const stderrBefore = p.stderr();
     process.kill(first, 'SIGUSR2');
-    await waitForValue('the second successor', () => /handed over to pid (\d+)/g.exec(p.stderr().slice(stderrBefore.length)), 60_000);
+    await waitForValue('the second successor', () => /handed over to pid (\d+)/g.exec(p.stderr().slice(stderrBefore.length)), 120_000);
     const second = Number(/handed over to pid (\d+)/.exec(p.stderr().slice(stderrBefore.length))![1]);
     pids.add(second);
+    await waitForValue(
+      'the second successor listening',
+      () =>
+        (
+          p
+            .stderr()
+            .slice(stderrBefore.length)
+            .match(/autoscaler listening on/g) ?? []
+        ).length > 0,
+      120_000,
+    );
     const mark2 = idxs.length;
     await waitForValue('routes after the second reload', () => idxs.length >= mark2 + 40, 30_000);
     stop = true;
@@ -95,7 +110,7 @@ describe('reload (SIGUSR2)', () => {
     expect(alive(first)).toBe(false);
     process.kill(second, 'SIGTERM');
     await waitForValue('the last one stopped', () => !alive(second), 20_000);
-  }, 180_000);
+  }, 400_000);
 
   it('the Vast SDK under load across a reload with real workers: 0 failed', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'as-reload-sdk-'));
@@ -164,6 +179,7 @@ describe('reload (SIGUSR2)', () => {
       await waitForValue('the successor stopped', () => !alive(successor), 30_000);
     } finally {
       clearInterval(remember);
+      for (const x of workerPids()) pids.add(x);
     }
-  }, 240_000);
+  }, 400_000);
 });

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -65,5 +65,81 @@ describe('store', () => {
     expect([...fresh.reg.workers.keys()]).toEqual([2]);
     expect(fresh.reg.next.requestIdx).toBe(2);
     expect(fresh.reg.next.worker).toBe(3);
+  });
+});
+
+describe('one record per open request, written when it changes', () => {
+  const reqIds = (j: Journal) => [...j.all('req').keys()].sort();
+
+  it('new, polled and timed-out requests each write their own record; a tick with nothing changed writes nothing', () => {
+    const path = journalPath();
+    const { reg, clock } = testRegistry();
+    reg.addEndpoint(endpointCfg('a'));
+    const ep = reg.endpoints.get('a')!;
+    const idxs = [0, 1, 2].map(() => ep.router.submit(reg.allocRequestIdx(), 100, 60).idx);
+    const j = new Journal(path);
+    const store = new EngineStore(reg, j);
+    store.save(false);
+    expect(reqIds(j)).toEqual(idxs.map(String).sort());
+    expect((j.get('requests', 'a') as { pending: unknown[] }).pending).toEqual([]);
+    const lines = j.lineCount();
+    store.save(false);
+    expect(j.lineCount()).toBe(lines);
+    // A poll of one request rewrites that record only.
+    clock.advanceBy(30_000);
+    ep.router.touch(ep.router.get(idxs[1]!)!, 60);
+    store.save(false);
+    expect(j.lineCount()).toBe(lines + 1);
+    expect((j.get('req', String(idxs[1])) as { lastSeenAt: number }).lastSeenAt).toBe(clock.now());
+    // The other two time out: their records are deleted; the polled one stays.
+    clock.advanceBy(40_000);
+    ep.router.expire();
+    store.save(false);
+    expect(reqIds(j)).toEqual([String(idxs[1])]);
+    const next = ep.router.submit(reg.allocRequestIdx(), 100, 60).idx;
+    store.save(false);
+    j.close();
+
+    // Restored in queue order; the first save after it rewrites nothing (the records are there).
+    const fresh = testRegistry({ clock });
+    const j2 = new Journal(path);
+    const s2 = new EngineStore(fresh.reg, j2);
+    expect(s2.restore().requests).toBe(2);
+    expect(
+      fresh.reg.endpoints
+        .get('a')!
+        .router.exportPending()
+        .map((p) => p.idx),
+    ).toEqual([idxs[1], next]);
+    const before = readFileSync(path).length;
+    s2.save(false);
+    const written = readFileSync(path).subarray(before).toString('utf8');
+    expect(written).not.toContain('"k":"req"');
+    expect(written).not.toContain('"k":"worker"');
+    j2.close();
+  });
+
+  it('a journal of the one-record-per-endpoint shape restores, and its first save moves the requests to their own records', () => {
+    const path = journalPath();
+    const { reg } = testRegistry();
+    reg.addEndpoint(endpointCfg('a'));
+    const ep = reg.endpoints.get('a')!;
+    const idxs = [0, 1].map(() => ep.router.submit(reg.allocRequestIdx(), 100, 60).idx);
+    const j = new Journal(path);
+    const store = new EngineStore(reg, j);
+    store.save(false);
+    // Rewrite as the earlier shape did: the endpoint's requests in one record, none of their own.
+    j.put('requests', 'a', { reqnum: 0, pending: ep.router.exportPending() });
+    for (const idx of idxs) j.delete('req', String(idx));
+    j.close();
+
+    const fresh = testRegistry();
+    const j2 = new Journal(path);
+    const s2 = new EngineStore(fresh.reg, j2);
+    expect(s2.restore().requests).toBe(2);
+    s2.save(false);
+    expect(reqIds(j2)).toEqual(idxs.map(String).sort());
+    expect((j2.get('requests', 'a') as { pending: unknown[] }).pending).toEqual([]);
+    j2.close();
   });
 });

@@ -1,5 +1,6 @@
 import { closeSync, existsSync, fsyncSync, ftruncateSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
+import * as zlib from 'node:zlib';
 import { z } from 'zod';
 
 /**
@@ -87,8 +88,17 @@ const CRC_TABLE = (() => {
   return t;
 })();
 
+/** zlib's own CRC-32 where Node has it (20.15+), ~30x faster than the table loop below. */
+const nativeCrc32 = (zlib as { crc32?: (data: Uint8Array) => number }).crc32;
+
 /** CRC-32 (IEEE), as zlib computes it. */
 export function crc32(buf: Uint8Array): number {
+  if (nativeCrc32) return nativeCrc32(buf) >>> 0;
+  return crc32Table(buf);
+}
+
+/** The same CRC-32 in JS (Node 20.11–20.14 have no zlib.crc32). */
+export function crc32Table(buf: Uint8Array): number {
   let c = -1;
   for (let i = 0; i < buf.length; i++) c = CRC_TABLE[(c ^ buf[i]!) & 0xff]! ^ (c >>> 8);
   return (c ^ -1) >>> 0;
@@ -98,9 +108,15 @@ export function crc32(buf: Uint8Array): number {
 export function encodeRecord(line: Line, valueJson?: string): Buffer {
   const text =
     valueJson !== undefined && 'v' in line ? `{"k":${JSON.stringify(line.k)},"id":${JSON.stringify(line.id)},"v":${valueJson}}` : JSON.stringify(line);
-  const json = Buffer.from(text, 'utf8');
-  const head = Buffer.from(`${crc32(json).toString(16).padStart(8, '0')} ${json.length} `, 'latin1');
-  return Buffer.concat([head, json, Buffer.from('\n')]);
+  // One buffer: header (fixed 8 hex digits, the length), JSON, newline; the CRC over the JSON part.
+  const len = Buffer.byteLength(text, 'utf8');
+  const lenText = String(len);
+  const at = 9 + lenText.length + 1;
+  const out = Buffer.allocUnsafe(at + len + 1);
+  out.write(text, at, 'utf8');
+  out.write(`${crc32(out.subarray(at, at + len)).toString(16).padStart(8, '0')} ${lenText} `, 0, 'latin1');
+  out[at + len] = 0x0a;
+  return out;
 }
 
 function noProtoKeys(key: string, value: unknown): unknown {
@@ -111,6 +127,11 @@ function noProtoKeys(key: string, value: unknown): unknown {
 export class Journal {
   /** kind → id → value, as replayed and updated since. */
   private readonly data = new Map<string, Map<string, unknown>>();
+  /**
+   * kind → id → the live record's bytes as last encoded: compaction writes these as they are, so
+   * it costs a write and an fsync, not a JSON encoding of every live record.
+   */
+  private readonly bytes = new Map<string, Map<string, Buffer>>();
   /** Records not yet written, by `kind/id`: a key changed twice before a flush is written once (its last value). */
   private pending = new Map<string, Buffer>();
   /** File size after the last compaction (or at open): the byte-growth trigger of compaction. */
@@ -202,8 +223,20 @@ export class Journal {
       if (why) return `invalid ${line.k} ${JSON.stringify(line.id)}: ${why}`;
     }
     this.apply(line);
+    // The record's bytes with the newline that follows it in the file (no copy).
+    this.keepBytes(line.k, line.id, 'del' in line ? null : Buffer.from(rec.buffer, rec.byteOffset, rec.length + 1));
     this.lines++;
     return null;
+  }
+
+  private keepBytes(kind: string, id: string, rec: Buffer | null): void {
+    let m = this.bytes.get(kind);
+    if (!m) {
+      m = new Map();
+      this.bytes.set(kind, m);
+    }
+    if (rec) m.set(id, rec);
+    else m.delete(id);
   }
 
   private tryOpen(): void {
@@ -234,7 +267,9 @@ export class Journal {
   put(kind: string, id: string, value: unknown, json?: string): void {
     const line: Line = { k: kind, id, v: value };
     this.apply(line);
-    this.queue(kind, id, encodeRecord(line, json));
+    const rec = encodeRecord(line, json);
+    this.keepBytes(kind, id, rec);
+    this.queue(kind, id, rec);
   }
 
   private queue(kind: string, id: string, rec: Buffer): void {
@@ -248,6 +283,7 @@ export class Journal {
     if (!this.data.get(kind)?.has(id)) return;
     const line: Line = { k: kind, id, del: true };
     this.apply(line);
+    this.keepBytes(kind, id, null);
     this.queue(kind, id, encodeRecord(line));
   }
 
@@ -316,7 +352,7 @@ export class Journal {
   compact(): void {
     const tmp = `${this.path}.tmp`;
     const out: Buffer[] = [];
-    for (const [k, m] of this.data) for (const [id, v] of m) out.push(encodeRecord({ k, id, v }));
+    for (const [k, m] of this.data) for (const [id, v] of m) out.push(this.bytes.get(k)?.get(id) ?? encodeRecord({ k, id, v }));
     const text = Buffer.concat(out);
     const fd = openSync(tmp, 'w', 0o600);
     try {

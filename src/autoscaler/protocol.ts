@@ -81,7 +81,10 @@ export class Protocol {
 
   private answer(ep: EndpointRuntime, entry: RequestEntry): Outcome {
     if (entry.state === 'routed' && entry.answer) {
-      entry.delivered = true;
+      if (!entry.delivered) {
+        entry.delivered = true;
+        ep.router.noteChanged(entry.idx);
+      }
       return { status: 200, body: entry.answer };
     }
     if (entry.state === 'timed_out') {

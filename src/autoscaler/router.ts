@@ -53,6 +53,12 @@ export interface FinishedRequest {
   at: number;
 }
 
+/** A request as plain data (the signature is made again at import: it is most of the bytes). */
+function plainPending(e: RequestEntry): PendingRequest {
+  const { avoid, endpoint: _e, answer, ...rest } = e;
+  return { ...rest, answer: answer && { ...answer, signature: '' }, avoid: [...avoid] };
+}
+
 /** One request the router knows. */
 export interface RequestEntry {
   idx: number;
@@ -189,6 +195,12 @@ export class EndpointRouter {
   private slotBooks: WorkerBook[] = [];
   private slotVersion = -1;
   private booksVersion = 0;
+  /**
+   * Ids whose journal record may be stale (changed, opened or ended) since the last `takeChanges()`;
+   * null until the journal asks for it (`trackChanges()`), so an engine without persistence (the
+   * simulator) keeps nothing.
+   */
+  private changed: Set<number> | null = null;
   /** Requests routed, timed out, completed: counters for the admin API and simulation. */
   readonly stats = { routed: 0, queued: 0, timedOut: 0, succeeded: 0, failed: 0, rerouted: 0 };
 
@@ -215,6 +227,7 @@ export class EndpointRouter {
       delivered: false,
     };
     this.entries.set(idx, entry);
+    this.changed?.add(idx);
     this.queue.push(entry);
     this.stats.queued++;
     this.drain();
@@ -224,6 +237,7 @@ export class EndpointRouter {
   /** The client asked about `idx` again: its replay_timeout starts over. */
   touch(entry: RequestEntry, replayTimeoutS?: number): void {
     entry.lastSeenAt = this.opts.now();
+    this.changed?.add(entry.idx);
     if (replayTimeoutS !== undefined) entry.replayTimeoutMs = replayTimeoutS * 1000;
   }
 
@@ -291,6 +305,7 @@ export class EndpointRouter {
 
   /** A routed entry back to queued, first in line: it has waited longest. */
   private requeueFirst(entry: RequestEntry): void {
+    this.changed?.add(entry.idx);
     entry.state = 'queued';
     entry.workerId = null;
     entry.routedAt = null;
@@ -496,6 +511,7 @@ export class EndpointRouter {
 
   private assign(entry: RequestEntry, w: RoutableWorker, wait: number): void {
     const now = this.opts.now();
+    this.changed?.add(entry.idx);
     entry.state = 'routed';
     entry.workerId = w.id;
     entry.routedAt = now;
@@ -578,6 +594,8 @@ export class EndpointRouter {
 
   private settle(entry: RequestEntry, book: WorkerBook): void {
     if (!entry.reported) {
+      // Not a journal change on its own: after a restart the next report (or unreportedTtlMs)
+      // settles it again, and leaving it out saves one record per routed request.
       entry.reported = true;
       book.unreportedLoad = Math.max(0, book.unreportedLoad - entry.cost);
     }
@@ -603,6 +621,7 @@ export class EndpointRouter {
       this.settle(entry, book);
       book.outstanding.delete(idx);
       this.entries.delete(idx);
+      this.changed?.add(idx);
       this.finish(entry, success);
       if (success) this.stats.succeeded++;
       else this.stats.failed++;
@@ -659,7 +678,10 @@ export class EndpointRouter {
     if (!book) return [];
     this.books.delete(workerId);
     this.booksVersion++;
-    for (const e of book.outstanding.values()) this.orphans.set(e.idx, e);
+    for (const e of book.outstanding.values()) {
+      this.orphans.set(e.idx, e);
+      this.changed?.add(e.idx);
+    }
     return [...book.outstanding.values()];
   }
 
@@ -671,6 +693,7 @@ export class EndpointRouter {
       const e = this.queue[i]!;
       if (e.state === 'queued' && now - e.lastSeenAt > e.replayTimeoutMs) {
         e.state = 'timed_out';
+        this.changed?.add(e.idx);
         this.stats.timedOut++;
         removed = true;
         this.opts.onTimedOut?.(e);
@@ -687,7 +710,10 @@ export class EndpointRouter {
     for (const [idx, e] of this.orphans) {
       if (now - (e.routedAt ?? e.createdAt) > this.opts.requestTtlMs || this.entries.get(idx) !== e || e.state !== 'routed') {
         this.orphans.delete(idx);
-        if (this.entries.get(idx) === e && e.state === 'routed') this.entries.delete(idx);
+        if (this.entries.get(idx) === e && e.state === 'routed') {
+          this.entries.delete(idx);
+          this.changed?.add(idx);
+        }
       }
     }
     while (this.finishedHead < this.finishedOrder.length) {
@@ -709,6 +735,7 @@ export class EndpointRouter {
         if (age > this.opts.requestTtlMs) {
           book.outstanding.delete(idx);
           this.entries.delete(idx);
+          this.changed?.add(idx);
         }
       }
     }
@@ -749,14 +776,45 @@ export class EndpointRouter {
   /** The requests still open (queued in queue order, then routed), as plain data for the engine's journal. */
   exportPending(): PendingRequest[] {
     const out: PendingRequest[] = [];
-    const plain = (e: RequestEntry): PendingRequest => {
-      const { avoid, endpoint: _e, answer, ...rest } = e;
-      // The signature is made again at import: it is most of the bytes.
-      return { ...rest, answer: answer && { ...answer, signature: '' }, avoid: [...avoid] };
-    };
-    for (let i = this.head; i < this.queue.length; i++) if (this.queue[i]!.state === 'queued') out.push(plain(this.queue[i]!));
-    for (const book of this.books.values()) for (const e of book.outstanding.values()) out.push(plain(e));
+    for (let i = this.head; i < this.queue.length; i++) if (this.queue[i]!.state === 'queued') out.push(plainPending(this.queue[i]!));
+    for (const book of this.books.values()) for (const e of book.outstanding.values()) out.push(plainPending(e));
     return out;
+  }
+
+  /**
+   * Start recording which requests change (for the journal's one record per open request);
+   * returns every open request now, as exportPending, for the first full write.
+   */
+  trackChanges(): PendingRequest[] {
+    this.changed = new Set();
+    return this.exportPending();
+  }
+
+  /**
+   * The requests changed since the last call (or trackChanges()): each id with its plain data while
+   * it is open (what exportPending would give), or null once it is not (ended, timed out, orphaned).
+   * Null when changes are not tracked yet.
+   */
+  takeChanges(): Array<[number, PendingRequest | null]> | null {
+    if (!this.changed) return null;
+    const out: Array<[number, PendingRequest | null]> = [];
+    for (const idx of this.changed) {
+      const e = this.entries.get(idx);
+      out.push([idx, e && this.isOpen(e) ? plainPending(e) : null]);
+    }
+    this.changed.clear();
+    return out;
+  }
+
+  /** Something outside the router changed this request (the protocol marked it delivered). */
+  noteChanged(idx: number): void {
+    this.changed?.add(idx);
+  }
+
+  /** What exportPending lists: queued, or routed and still on its worker's book. */
+  private isOpen(e: RequestEntry): boolean {
+    if (e.state === 'queued') return true;
+    return e.state === 'routed' && e.workerId !== null && this.books.get(e.workerId)?.outstanding.get(e.idx) === e;
   }
 
   /** Take back requests exported before a restart (routed ones count on their worker again). */
@@ -767,6 +825,7 @@ export class EndpointRouter {
       const entry: RequestEntry = { ...p, endpoint: this.opts.endpoint, avoid: new Map(p.avoid), answer: p.answer && { ...p.answer } };
       if (entry.answer && !entry.answer.signature) this.signAnswer(entry.answer);
       this.entries.set(entry.idx, entry);
+      this.changed?.add(entry.idx);
       if (entry.state === 'queued') this.queue.push(entry);
       else if (entry.state === 'routed' && entry.workerId !== null) {
         const book = this.book(entry.workerId);

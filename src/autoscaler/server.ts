@@ -6,6 +6,7 @@ import { createRealClock, type Clock } from './clock.js';
 import { loadAutoscalerConfig, parseAutoscalerConfig, type AutoscalerConfig, type AutoscalerConfigInput } from './config.js';
 import { Engine } from './engine.js';
 import { Journal } from './journal.js';
+import { migrateLegacyJournal } from './legacy-journal.js';
 import { validateRecord } from './store.js';
 import { join } from 'node:path';
 import { mkdirSync } from 'node:fs';
@@ -14,7 +15,7 @@ import { createServer as createHttpServer, type RequestListener, type ServerOpti
 import { withProtocolFastPath } from './http-fast.js';
 import { mountDashboard, type DashboardOptions } from './dashboard/routes.js';
 import { loadOrCreateAccountKey, loadOrCreateAdminKey, loadOrCreateKeys } from './keys.js';
-import { createProvider } from './providers/index.js';
+import { createProvider, providerFactory } from './providers/index.js';
 import type { Provider } from './providers/types.js';
 
 /** Largest body the API accepts (the hono app and the fast path alike). */
@@ -91,9 +92,9 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
   const dataDir = opts.dataDir ?? cfg.data_dir ?? defaultDataDir();
   const clock = opts.clock ?? createRealClock();
   const logger = opts.logger ?? createLogger('autoscaler');
-  // The provider validates its part of the config: before any key is generated, so a bad config
-  // leaves nothing behind in the data dir.
-  const provider = opts.provider ?? (await createProvider({ config: cfg.provider as Record<string, unknown>, clock, logger, dataDir }));
+  // An unknown provider kind is refused before any key is generated, so a bad config leaves nothing
+  // behind in the data dir; the provider itself is made after the journal (see below).
+  if (!opts.provider) providerFactory(cfg.provider as Record<string, unknown>);
   const keys = loadOrCreateKeys(dataDir, cfg.private_key_path);
   const admin = loadOrCreateAdminKey(dataDir, opts.adminKey ?? process.env.AUTOSCALER_ADMIN_KEY ?? cfg.admin_key);
   const account = loadOrCreateAccountKey(dataDir, opts.accountKey ?? process.env.AUTOSCALER_ACCOUNT_KEY ?? cfg.account_key);
@@ -104,7 +105,24 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
   if (cfg.persist) {
     mkdirSync(dataDir, { recursive: true });
     // Damage other than a torn last record throws JournalDamagedError (file and offset) unless repairing.
-    store = new Journal(join(dataDir, 'engine-state.jsonl'), { validate: validateRecord, repair: opts.repair ?? false });
+    const journalPath = join(dataDir, 'engine-state.jsonl');
+    // A data dir of the previous release (plain JSON lines): migrated to checked records first.
+    const migrated = migrateLegacyJournal(journalPath, { validate: validateRecord, repair: opts.repair ?? false });
+    if (migrated)
+      logger.warn(
+        {
+          event: 'journal_migrated',
+          path: journalPath,
+          legacy_lines: migrated.lines,
+          records: migrated.records,
+          skipped: migrated.skipped,
+          dropped_bytes: migrated.droppedBytes,
+          next_ids: migrated.ids,
+          legacy_copy: migrated.movedTo,
+        },
+        "the state journal was in the previous release's format: migrated to checked records (the old file kept aside)",
+      );
+    store = new Journal(journalPath, { validate: validateRecord, repair: opts.repair ?? false });
     if (store.recovered.droppedBytes > 0)
       logger.warn(
         { event: 'journal_torn', path: store.path, dropped_bytes: store.recovered.droppedBytes },
@@ -122,6 +140,9 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
         'the state journal was damaged: every intact record kept, the damaged file moved aside',
       );
   }
+
+  // After the journal: a damaged one stops start-up before the provider touches any worker of an earlier run.
+  const provider = opts.provider ?? (await createProvider({ config: cfg.provider as Record<string, unknown>, clock, logger, dataDir }));
 
   const host = opts.host ?? '127.0.0.1';
   let selfUrl = '';

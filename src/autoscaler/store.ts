@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { JournalDamagedError, type Journal } from './journal.js';
 import { endpointSchema, fieldErrors } from './params.js';
 import { ID_BLOCK, type IdCounters, type Registry, type WorkerRecord } from './registry.js';
-import type { PendingRequest } from './router.js';
+import type { EndpointRouter, PendingRequest } from './router.js';
 import { WORKER_STATES } from './states.js';
 
 /**
@@ -116,7 +116,10 @@ const pendingSchema = z.object({
   attempts: num,
   delivered: z.boolean(),
 });
+/** Per endpoint: its reqnum (and, in journals written before one record per request, its open requests). */
 const requestsSchema = z.object({ reqnum: z.number().int().min(0), pending: z.array(pendingSchema) });
+/** One open request (`req/<idx>`), with the endpoint it belongs to. */
+const reqSchema = pendingSchema.extend({ endpoint: z.string().min(1) });
 
 const perfSchema = z.array(
   z.tuple([
@@ -150,14 +153,21 @@ export function validateRecord(kind: string, id: string, value: unknown): string
     }
     case 'requests':
       return check(requestsSchema.safeParse(value));
+    case 'req': {
+      const r = reqSchema.safeParse(value);
+      if (r.success && String(r.data.idx) !== id) return `request ${r.data.idx} stored under "${id}"`;
+      return check(r);
+    }
     default:
       return `unknown kind "${kind}"`;
   }
 }
 
 export class EngineStore {
-  /** Last JSON saved per journal key: only what changed is written. */
+  /** Last JSON saved per journal key (meta, endpoints, reqnums): only what changed is written. */
   private saved = new Map<string, string>();
+  /** Each worker as last written (see saveWorkers). */
+  private savedWorkers = new Map<number, WorkerRecord>();
   private readonly idsPath: string;
   private failures = 0;
   private error: string | null = null;
@@ -278,14 +288,17 @@ export class EngineStore {
         config: { name: ep.name, api_key: ep.apiKey, state: ep.state, ...ep.params, workergroups: [...ep.workergroups.values()] },
         wgIds: [...ep.workergroups.keys()].map((wg) => [wg, reg.wgIds.get(`${ep.name}/${wg}`)]).filter((p) => p[1] !== undefined),
       });
-      put('requests', ep.name, { reqnum: ep.router.lastReqnum(), pending: ep.router.exportPending() });
+      put('requests', ep.name, { reqnum: ep.router.lastReqnum(), pending: [] });
+      this.saveRequests(ep.name, ep.router);
     }
-    for (const w of reg.workers.values()) put('worker', String(w.id), { ...w, probing: false });
+    this.saveWorkers();
     for (const key of [...this.saved.keys()]) {
       if (live.has(key)) continue;
       const slash = key.indexOf('/');
       store.delete(key.slice(0, slash), key.slice(slash + 1));
       this.saved.delete(key);
+      // An endpoint gone: its open requests' records go with it.
+      if (key.startsWith('requests/')) this.dropRequests(key.slice(slash + 1));
     }
     if (final) {
       // A clean stop: the next start continues at the exact next ids.
@@ -301,6 +314,56 @@ export class EngineStore {
     // A reservation that failed earlier is made again as soon as the disk takes writes.
     if (this.beyond || (Object.keys(reg.next) as Array<keyof IdCounters>).some((k) => reg.next[k] >= reg.reserved[k])) this.reserve();
     else this.succeeded();
+  }
+
+  /**
+   * One record per open request (`req/<idx>`), written when it changes: the router records which
+   * ids changed (route, poll, report, end), so a save costs what changed, not what is open. The
+   * first save of an endpoint writes all its open requests and drops records of ones not open.
+   */
+  private saveRequests(endpoint: string, router: EndpointRouter): void {
+    const store = this.journal;
+    const changes = router.takeChanges();
+    if (changes === null) {
+      const open = router.trackChanges();
+      const keep = new Set<string>();
+      for (const p of open) {
+        const id = String(p.idx);
+        keep.add(id);
+        store.put('req', id, { ...p, endpoint });
+      }
+      for (const [id, v] of store.all('req')) if ((v as { endpoint: string }).endpoint === endpoint && !keep.has(id)) store.delete('req', id);
+      return;
+    }
+    for (const [idx, p] of changes) {
+      if (p) store.put('req', String(idx), { ...p, endpoint });
+      else store.delete('req', String(idx));
+    }
+  }
+
+  /**
+   * Worker records: each compared field by field with the copy last written (every field is a
+   * primitive), so a tick with 1,000 workers costs no JSON unless a worker changed; the probe flag
+   * is not state (saved as false).
+   */
+  private saveWorkers(): void {
+    const store = this.journal;
+    for (const w of this.reg.workers.values()) {
+      const prev = this.savedWorkers.get(w.id);
+      if (prev && sameWorker(prev, w)) continue;
+      const copy = { ...w, probing: false };
+      this.savedWorkers.set(w.id, copy);
+      store.put('worker', String(w.id), copy);
+    }
+    for (const id of this.savedWorkers.keys()) {
+      if (this.reg.workers.has(id)) continue;
+      this.savedWorkers.delete(id);
+      store.delete('worker', String(id));
+    }
+  }
+
+  private dropRequests(endpoint: string): void {
+    for (const [id, v] of [...this.journal.all('req')]) if ((v as { endpoint: string }).endpoint === endpoint) this.journal.delete('req', id);
   }
 
   /** Take back the state of an earlier run into the (empty) registry, then reserve ids. Returns what was restored. */
@@ -324,6 +387,19 @@ export class EngineStore {
       throw new JournalDamagedError(store.path, 0, `it holds no record although ${this.idsPath} says ids were issued`, 1);
     }
     const seen: IdCounters = { worker: 0, endpoint: 0, workergroup: 0, requestIdx: 0 };
+    // Open requests by endpoint, queue order kept (oldest first; routed ones follow in any order).
+    const reqsOf = new Map<string, PendingRequest[]>();
+    for (const raw of store.all('req').values()) {
+      const { endpoint, ...p } = reqSchema.parse(raw);
+      seen.requestIdx = Math.max(seen.requestIdx, p.idx);
+      let list = reqsOf.get(endpoint);
+      if (!list) {
+        list = [];
+        reqsOf.set(endpoint, list);
+      }
+      list.push(p as PendingRequest);
+    }
+    for (const list of reqsOf.values()) list.sort((a, b) => a.createdAt - b.createdAt || a.idx - b.idx);
     for (const [name, raw] of store.all('endpoint')) {
       const rec = endpointRecordSchema.parse(raw);
       seen.endpoint = Math.max(seen.endpoint, rec.id);
@@ -345,6 +421,12 @@ export class EngineStore {
         ep.router.importPending(r.pending as PendingRequest[], r.reqnum);
         out.requests += r.pending.length;
       }
+      const own = reqsOf.get(name) ?? [];
+      ep.router.importPending(own, 0);
+      out.requests += own.length;
+      // Its requests' records are in the journal as restored: from here on only changes are written
+      // (a journal of the earlier one-record-per-endpoint shape is written per request at the first save).
+      if (reqs === undefined || requestsSchema.parse(reqs).pending.length === 0) ep.router.trackChanges();
       out.endpoints++;
     }
     for (const raw of store.all('worker').values()) {
@@ -352,6 +434,7 @@ export class EngineStore {
       seen.worker = Math.max(seen.worker, w.id);
       if (!reg.endpoints.has(w.endpoint)) continue;
       reg.workers.set(w.id, { ...w, probing: false });
+      this.savedWorkers.set(w.id, { ...w, probing: false });
       out.workers++;
     }
     reg.routableChanged();
@@ -389,6 +472,15 @@ export class EngineStore {
     }
     throw new JournalDamagedError(this.idsPath, 0, 'not a valid id reservation', 1);
   }
+}
+
+/** Whether a worker's fields are those last written (the probe flag aside). */
+function sameWorker(prev: WorkerRecord, w: WorkerRecord): boolean {
+  for (const k in w) {
+    if (k === 'probing') continue;
+    if (prev[k as keyof WorkerRecord] !== w[k as keyof WorkerRecord]) return false;
+  }
+  return true;
 }
 
 /** Write a small file so that a crash leaves the old or the new content whole: tmp, fsync, rename, fsync dir. */

@@ -29,6 +29,8 @@ export interface AutoscalerProc {
   child: ChildProcess;
   url: string;
   stderr: () => string;
+  /** What it logged (pino writes to stdout). */
+  stdout: () => string;
   /** Resolves with the exit code (or the signal's name). */
   exited: Promise<number | string>;
 }
@@ -36,17 +38,22 @@ export interface AutoscalerProc {
 /** Start one; resolves once it listens, rejects with its stderr if it exits first. */
 export function startAutoscalerProc(o: { config: string; dataDir: string; port?: number; args?: string[] }): Promise<AutoscalerProc> {
   const child = spawn(process.execPath, [CLI, 'autoscaler', '--config', o.config, '--data-dir', o.dataDir, '--port', String(o.port ?? 0), ...(o.args ?? [])], {
-    stdio: ['ignore', 'ignore', 'pipe'],
+    stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, AUTOSCALER_ADMIN_KEY: 'proc-admin-key-1234' },
   });
   let err = '';
+  let out = '';
+  child.stdout!.setEncoding('utf8');
+  child.stdout!.on('data', (d: string) => {
+    out += d;
+  });
   const exited = new Promise<number | string>((resolve) => child.once('exit', (code, sig) => resolve(code ?? sig ?? -1)));
   return new Promise((resolve, reject) => {
     child.stderr!.setEncoding('utf8');
     child.stderr!.on('data', (d: string) => {
       err += d;
       const m = /autoscaler listening on (http:\/\/\S+)/.exec(err);
-      if (m) resolve({ child, url: m[1]!, stderr: () => err, exited });
+      if (m) resolve({ child, url: m[1]!, stderr: () => err, stdout: () => out, exited });
     });
     void exited.then((code) => reject(new Error(`autoscaler exited (${code}) before listening:\n${err}`)));
   });

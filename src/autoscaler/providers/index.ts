@@ -73,8 +73,13 @@ registerProvider('vast', vastProviderFactory);
 
 /** Build the provider a config names; throws naming the known kinds when it is unknown. */
 export async function createProvider(ctx: ProviderContext): Promise<Provider> {
-  const kind = String(ctx.config.kind ?? 'simulated');
+  return providerFactory(ctx.config)(ctx);
+}
+
+/** The factory a config's `provider.kind` names; throws naming the known kinds when it is unknown (no side effect: a check before any key or file is made). */
+export function providerFactory(config: Record<string, unknown>): ProviderFactory {
+  const kind = String(config.kind ?? 'simulated');
   const factory = registry.get(kind);
   if (!factory) throw new Error(`provider.kind "${kind}" is unknown (known: ${providerKinds().join(', ')})`);
-  return factory(ctx);
+  return factory;
 }
