@@ -114,7 +114,13 @@ export function encodeRecord(line: Line, valueJson?: string): Buffer {
   const at = 9 + lenText.length + 1;
   const out = Buffer.allocUnsafe(at + len + 1);
   out.write(text, at, 'utf8');
-  out.write(`${crc32(out.subarray(at, at + len)).toString(16).padStart(8, '0')} ${lenText} `, 0, 'latin1');
+  out.write(
+    `${crc32(out.subarray(at, at + len))
+      .toString(16)
+      .padStart(8, '0')} ${lenText} `,
+    0,
+    'latin1',
+  );
   out[at + len] = 0x0a;
   return out;
 }
