@@ -19,6 +19,7 @@ import { marketSchema } from '../src/autoscaler/providers/vast/market.js';
 import { loadAutoscalerConfig, readConfigFile } from '../src/autoscaler/config.js';
 import { matchesQuery, parseQuery, QueryError } from '../src/autoscaler/providers/vast/query.js';
 import type { WorkerSpec } from '../src/autoscaler/providers/types.js';
+import { waitFor } from './helpers/worker.js';
 
 const KEY = 'vast-test-secret-key-0123';
 const FAST = { search: 0.02, list: 0.02, show: 0.02, manage: 0.02, destroy: 0.02, create: 0.02 };
@@ -186,6 +187,25 @@ describe('against the emulator (no worker processes)', () => {
     const faults = await get('/admin/faults', { method: 'POST', headers: auth, body: JSON.stringify({ offer_gone: -1, bogus: 1 }) });
     expect(faults.status).toBe(400);
     expect(Object.keys(faults.body.fields as object).sort()).toEqual(['bogus', 'offer_gone']);
+  });
+
+  it('an instance whose container errored stays dead when stopped: a start cannot revive it', async () => {
+    const a = api();
+    emu.inject({ stuck_loading: 1 }); // no processes: the instance stays loading until the fault
+    const offers = (await a.call<{ offers: Array<{ id: number }> }>('search', 'POST', '/bundles/', { gpu_name: { eq: 'RTX 3090' } }, { idempotent: true }))
+      .offers;
+    const made = await a.call<{ new_contract: number }>('create', 'PUT', `/asks/${offers[0]!.id}/`, { image: 'x', label: 'test.dead' });
+    const id = made.new_contract;
+    const view = () => emu.list().find((i) => i.id === id)!;
+    await waitFor(() => view().actual_status === 'loading');
+    emu.inject({ error: [id] });
+    expect(view()).toMatchObject({ actual_status: 'exited', status_msg: expect.stringContaining('Error') });
+    await a.call('manage', 'PUT', `/instances/${id}/`, { state: 'stopped' }, { idempotent: true });
+    // The stop's continuation (no processes to end) ran before the answer left this process.
+    expect(view()).toMatchObject({ actual_status: 'exited', intended_status: 'stopped' });
+    await expect(a.call('manage', 'PUT', `/instances/${id}/`, { state: 'running' }, { idempotent: true })).rejects.toThrow(/exited: cannot start/);
+    expect(view().actual_status).toBe('exited');
+    await a.call('destroy', 'DELETE', `/instances/${id}/`, undefined, { idempotent: true });
   });
 
   it('spaces calls, waits past a 429 (no Retry-After), retries 5xx, and turns success:false into an error', async () => {

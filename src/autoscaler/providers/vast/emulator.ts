@@ -403,7 +403,9 @@ export class VastEmulator {
       this.stats.stopped++;
       const gen = inst.gen;
       void this.endProcs(inst, 'stop').then(() => {
-        if (inst.gen === gen && inst.intended === 'stopped' && inst.actual !== 'offline') inst.actual = 'stopped';
+        // A dead container (exited, offline: an injected error or kill) stays dead when stopped, as on
+        // Vast: stopping it must not turn it into a clean parked instance that a start would revive.
+        if (inst.gen === gen && inst.intended === 'stopped' && !DEAD.has(inst.actual ?? '')) inst.actual = 'stopped';
       });
     } else if (b.state === 'running' && inst.intended !== 'running') {
       if (DEAD.has(inst.actual ?? '')) return send(res, 200, { success: false, msg: `instance is ${inst.actual}: cannot start` });
