@@ -194,7 +194,7 @@ describe('against the emulator (no worker processes)', () => {
     emu.inject({ stuck_loading: 1 }); // no processes: the instance stays loading until the fault
     const offers = (await a.call<{ offers: Array<{ id: number }> }>('search', 'POST', '/bundles/', { gpu_name: { eq: 'RTX 3090' } }, { idempotent: true }))
       .offers;
-    const made = await a.call<{ new_contract: number }>('create', 'PUT', `/asks/${offers[0]!.id}/`, { image: 'x', label: 'test.dead' });
+    const made = await a.call<{ new_contract: number }>('create', 'PUT', `/asks/${offers[0]!.id}/`, { image: 'x', label: 'test.dead' }, { idempotent: false });
     const id = made.new_contract;
     const view = () => emu.list().find((i) => i.id === id)!;
     await waitFor(() => view().actual_status === 'loading');
