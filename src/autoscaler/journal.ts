@@ -1,4 +1,5 @@
 import { closeSync, existsSync, fsyncSync, ftruncateSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { syncDir } from '../common/sync-dir.js';
 import { dirname } from 'node:path';
 import * as zlib from 'node:zlib';
 import { z } from 'zod';
@@ -393,18 +394,5 @@ export class Journal {
       if (this.fd >= 0) closeSync(this.fd);
       this.fd = -1;
     }
-  }
-}
-
-function syncDir(dir: string): void {
-  try {
-    const fd = openSync(dir, 'r');
-    try {
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-  } catch {
-    /* some filesystems cannot fsync a directory; the rename is still atomic */
   }
 }

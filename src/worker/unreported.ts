@@ -1,4 +1,5 @@
 import { closeSync, fdatasync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { syncDir } from '../common/sync-dir.js';
 import { dirname, join } from 'node:path';
 
 /**
@@ -251,20 +252,6 @@ export class UnreportedFile {
     } catch {
       /* already closed */
     }
-  }
-}
-
-/** fsync a directory so a rename in it survives a crash of the machine (best effort). */
-function syncDir(dir: string): void {
-  try {
-    const fd = openSync(dir, 'r');
-    try {
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-  } catch {
-    /* not every file system lets a directory be opened or synced */
   }
 }
 

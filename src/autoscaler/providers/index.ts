@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { fieldErrors } from '../params.js';
+import { parseProviderSection } from './section.js';
 import { SimulatedProvider } from './simulated.js';
 import { localProviderFactory } from './local.js';
 import { vastProviderFactory } from './vast/provider.js';
@@ -46,16 +46,7 @@ export const simulatedConfigSchema = z.strictObject({
 export type SimulatedConfig = z.output<typeof simulatedConfigSchema>;
 
 registerProvider('simulated', (ctx) => {
-  const parsed = simulatedConfigSchema.safeParse({ kind: 'simulated', ...ctx.config });
-  if (!parsed.success) {
-    const fields = fieldErrors(parsed.error, 'provider');
-    throw new Error(
-      `provider config is invalid:\n${Object.entries(fields)
-        .map(([k, v]) => `  ${k}: ${v}`)
-        .join('\n')}`,
-    );
-  }
-  const c = parsed.data;
+  const c = parseProviderSection(simulatedConfigSchema, ctx.config, 'simulated');
   return new SimulatedProvider({
     clock: ctx.clock,
     seed: c.seed,

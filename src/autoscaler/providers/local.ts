@@ -1,4 +1,5 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { parseProviderSection } from './section.js';
 import { join, resolve } from 'node:path';
 import { execa } from 'execa';
 import { z } from 'zod';
@@ -661,14 +662,5 @@ export function defaultScript(): string {
 
 /** The registry's factory for `kind: local`: validates the section, then builds the provider. */
 export function localProviderFactory(ctx: ProviderContext): LocalProvider {
-  const parsed = localConfigSchema.safeParse({ ...ctx.config, kind: 'local' });
-  if (!parsed.success) {
-    const fields = fieldErrors(parsed.error, 'provider');
-    throw new Error(
-      `provider config is invalid:\n${Object.entries(fields)
-        .map(([k, v]) => `  ${k}: ${v}`)
-        .join('\n')}`,
-    );
-  }
-  return new LocalProvider({ config: parsed.data, dataDir: ctx.dataDir, logger: ctx.logger });
+  return new LocalProvider({ config: parseProviderSection(localConfigSchema, ctx.config, 'local'), dataDir: ctx.dataDir, logger: ctx.logger });
 }

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { parseProviderSection } from '../section.js';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from '../../../common/log.js';
@@ -653,16 +654,7 @@ const round = (x: number) => Math.round(x * 1000) / 1000;
 
 /** The registry's factory for `kind: vast`. */
 export function vastProviderFactory(ctx: ProviderContext): VastProvider {
-  const parsed = vastConfigSchema.safeParse({ ...ctx.config, kind: 'vast' });
-  if (!parsed.success) {
-    const fields = fieldErrors(parsed.error, 'provider');
-    throw new Error(
-      `provider config is invalid:\n${Object.entries(fields)
-        .map(([k, v]) => `  ${k}: ${v}`)
-        .join('\n')}`,
-    );
-  }
-  const cfg = parsed.data;
+  const cfg = parseProviderSection(vastConfigSchema, ctx.config, 'vast');
   let apiKey = '';
   if (cfg.api_key_file) {
     try {
