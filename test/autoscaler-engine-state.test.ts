@@ -16,10 +16,18 @@ import { fakeClockEngine, RecordingProvider } from './helpers/autoscaler.js';
 /** A provider that can take back the workers listed in `adoptable` after a restart. */
 class Adopter extends RecordingProvider {
   adoptable: number[] | null = null;
+  /** Found intact but parked (stopped on purpose). */
+  parked: number[] = [];
   adopted: AdoptSpec[] = [];
   async adopt(specs: AdoptSpec[]): Promise<AdoptResult[]> {
     this.adopted = specs;
-    return specs.filter((s) => (this.adoptable ?? []).includes(s.workerId)).map((s) => ({ id: s.workerId, running: true }));
+    return specs.flatMap((s): AdoptResult[] =>
+      this.parked.includes(s.workerId)
+        ? [{ id: s.workerId, running: false, stopped: true }]
+        : (this.adoptable ?? []).includes(s.workerId)
+          ? [{ id: s.workerId, running: true }]
+          : [],
+    );
   }
 }
 
@@ -97,6 +105,39 @@ describe('engine state across a restart', () => {
     expect(p2.specs.every((s) => s.workerId > p1.specs[1]!.workerId)).toBe(true);
     const fresh = e2.route({ endpoint: 'ep', api_key: 'client-key-1234', cost: 10 }).body as { request_idx: number };
     expect(fresh.request_idx).toBeGreaterThan(queued.request_idx);
+  });
+
+  it('a worker remembered ready whose instance was found parked (the park outran its journal record) becomes inactive, not errored', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'engine-state-'));
+    dirs.push(dir);
+    const clock = new FakeClock(1_000_000);
+    const p1 = new RecordingProvider();
+    const e1 = make(p1, clock, new Journal(join(dir, 'state.jsonl')));
+    e1.addEndpoint(endpointSchema.parse(EP));
+    e1.start();
+    clock.advanceBy(1000);
+    await settle();
+    for (const s of p1.specs)
+      e1.workerStatus({ id: s.workerId, mtoken: s.masterToken, loadtime: 2, max_perf: 100, url: `http://127.0.0.1:${20000 + s.workerId}` });
+    clock.advanceBy(1000);
+    const [a, b] = p1.specs.map((s) => s.workerId) as [number, number];
+    expect([e1.workers.get(a)!.state, e1.workers.get(b)!.state]).toEqual(['ready', 'ready']);
+    e1.close();
+
+    const p2 = new Adopter();
+    p2.adoptable = [a];
+    p2.parked = [b];
+    const e2 = make(p2, clock, new Journal(join(dir, 'state.jsonl')));
+    e2.restore();
+    await e2.adoptWorkers();
+    expect(e2.workers.get(a)!.state).toBe('ready');
+    expect(e2.workers.get(b)!.state).toBe('inactive');
+    // A parked worker keeps its learned perf: it can be activated, never replaced for this.
+    e2.start();
+    clock.advanceBy(1000);
+    await settle();
+    expect(p2.specs).toEqual([]);
+    expect(e2.workers.get(b)!.state).not.toBe('errored');
   });
 
   it('a provider that cannot adopt: every remembered worker is errored and replaced; a remembered endpoint that no longer parses is skipped', async () => {

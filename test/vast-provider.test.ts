@@ -356,5 +356,24 @@ describe('against the emulator (no worker processes)', () => {
     expect(readFileSync(logPath, 'utf8')).not.toContain(KEY);
   });
 
+  it('at start, an instance remembered running but found parked is handed back as parked: kept, neither waited for nor started', async () => {
+    const dataDir = join(dir, 'restart-parked');
+    const first = provider({}, dataDir);
+    emu.inject({ stuck_loading: 1 });
+    const h = await first.create(spec({ workerId: 20 }));
+    await first.stop(h.id); // the park went through; the engine was killed before it journaled it
+    await first.close();
+    const second = provider({ start_timeout_seconds: 1, boot_timeout_seconds: 1 }, dataDir);
+    const manages = emu.stats.calls;
+    expect(await second.adopt([{ ...spec({ workerId: h.id }), running: true }])).toEqual([{ id: h.id, running: false, stopped: true }]);
+    expect(emu.stats.calls).toBe(manages + 1); // the list only: no start behind the engine's back
+    // Past every boot/start timeout, a poll keeps it (a waited-for instance would be destroyed).
+    await new Promise((r) => setTimeout(r, 1100));
+    await second.poll();
+    expect(emu.list().find((i) => i.id === h.id)).toMatchObject({ intended_status: 'stopped' });
+    await second.destroy(h.id);
+    expect(ours()).toEqual([]);
+  });
+
   const foreignId = () => emu.list().find((i) => String(i.label).startsWith('someone-else'))!.id;
 });

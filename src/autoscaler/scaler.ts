@@ -411,6 +411,8 @@ export class Scaler {
     for (const w of remembered) {
       const r = got.get(w.id);
       if (!r) reg.transition(w, 'errored', 'its instance was gone after the autoscaler restarted');
+      else if (shouldRun(w) && !r.running && r.stopped && w.state === 'ready' && reg.transition(w, 'inactive', 'its instance was found parked at the restart'))
+        adopted++;
       else if (shouldRun(w) && !r.running) reg.transition(w, 'errored', 'its instance stopped while the autoscaler was down');
       else {
         adopted++;

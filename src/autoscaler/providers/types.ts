@@ -56,6 +56,12 @@ export interface AdoptResult {
   id: number;
   /** Its processes / instance run now. */
   running: boolean;
+  /**
+   * The instance is intact but parked (stopped on purpose): it can be started again. A worker the
+   * engine remembered as ready then becomes inactive, not errored: the park was made, and only its
+   * journal record was lost (the autoscaler was killed between the two).
+   */
+  stopped?: boolean;
   url?: string;
 }
 

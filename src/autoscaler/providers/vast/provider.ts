@@ -499,8 +499,12 @@ export class VastProvider implements Provider {
       inst.status = vi.actual_status ?? null;
       const url = this.urlOf(vi);
       const runs = vi.actual_status === 'running' || vi.actual_status === 'loading' || vi.actual_status === null || vi.actual_status === undefined;
-      inst.wantRunning = s.running;
-      if (s.running && runs && url) {
+      // Parked on purpose (the intended status is the user's target): the engine's park went
+      // through and the autoscaler was killed before it journaled it. Kept as a standby, not
+      // waited for (it would time out and be replaced) nor started behind the engine's back.
+      const parked = s.running && vi.intended_status === 'stopped';
+      inst.wantRunning = s.running && !parked;
+      if (s.running && runs && url && !parked) {
         inst.url = url;
         inst.announced = true;
       }
@@ -510,6 +514,10 @@ export class VastProvider implements Provider {
       }
       this.insts.set(vi.id, inst);
       kept.add(vi.id);
+      if (parked) {
+        out.push({ id: vi.id, running: false, stopped: true });
+        continue;
+      }
       out.push({ id: vi.id, running: s.running ? runs || vi.intended_status === 'running' : false, ...(inst.url ? { url: inst.url } : {}) });
     }
     // Everything else labelled for this engine is nobody's: destroyed, never leaked.
