@@ -22,13 +22,16 @@ import type { EndpointState, WorkerState } from './states.js';
  *     queued work (global queue and workers, less a second per ready worker) drained within
  *     `target_queue_time`, which also caps the queue a worker holds (the plan's routeQueueLimit);
  *     recruitment target
- *     R = max(stable load / target_util, min_load); with the scale-to-zero gate (min_load 0 and
- *     inactivity_timeout) deciding whether either may be 0 or keeps one worker;
+ *     R = max(stable load / target_util, min_load); both at least the burst reserve (burstReserve:
+ *     ready capacity for a repeat of the last burst the fleet did not absorb, kept `release_delay`);
+ *     with the scale-to-zero gate (min_load 0 and inactivity_timeout) deciding whether either may be
+ *     0 or keeps one worker;
  *  5. inactive target I = max(cold_mult × long load, min_cold_load), and at least `cold_workers`
  *     workers with the model loaded: the largest wins;
  *  6. moves: the active set is the prefix, by perf per dollar, of ready/starting/inactive workers
  *     that covers A: its inactive members are started (seconds); ready non-members are stopped
- *     (drained first when busy) when the calm target was low for `scale_down_delay`; new workers are
+ *     (drained first when busy) when the calm target (stable or still-arriving load, queued work,
+ *     the burst reserve: no surge or panic terms) was low for `scale_down_delay`; new workers are
  *     recruited for what R + I still lack (a variety of machine types first, then the best learned
  *     perf per dollar); inactive workers are released after `release_delay` when the capacity they
  *     hold was not needed during it, or when another type is REPLACE_RATIO better per dollar;
