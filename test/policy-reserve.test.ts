@@ -84,6 +84,37 @@ describe('the policy keeps a reserve after a burst it did not absorb', () => {
     expect(kinds(out.decisions, 'stop').length).toBe(3);
   });
 
+  it('once the scale-to-zero gate opened on idleness, the reserve yields: zero active workers', () => {
+    const memory = burst().memory;
+    const idle = { ...params, min_load: 0, inactivity_timeout: 30 };
+    const out = decide(
+      input({
+        now: NOW + 60_000,
+        history: steadyHistory(0, 4000, NOW + 60_000),
+        workers: [1, 2, 3, 4].map((i) => worker(i, 'ready')),
+        memory,
+        lastActivityAt: NOW,
+        params: idle,
+      }),
+    );
+    expect(out.plan.zeroAllowed).toBe(true);
+    expect(out.plan.burstReserve).toBe(0);
+    expect(kinds(out.decisions, 'stop').length).toBe(4);
+    // Still within inactivity_timeout, the reserve holds.
+    const early = decide(
+      input({
+        now: NOW + 60_000,
+        history: steadyHistory(0, 4000, NOW + 60_000),
+        workers: [1, 2, 3, 4].map((i) => worker(i, 'ready')),
+        memory,
+        lastActivityAt: NOW + 50_000,
+        params: idle,
+      }),
+    );
+    expect(early.plan.burstReserve).toBeGreaterThan(100);
+    expect(kinds(early.decisions, 'stop').length).toBe(2);
+  });
+
   it('steady load the ready fleet covers, however high, is no surge and leaves no reserve', () => {
     const out = decide(input({ history: burstHistory(300, D, 0, 0), workers: [1, 2, 3, 4].map((i) => worker(i, 'ready')), params }));
     expect(out.plan.surgeLoad).toBe(0);

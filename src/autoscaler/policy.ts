@@ -381,7 +381,12 @@ export function decide(input: PolicyInput): PolicyOutput {
   const startS = memory.startSeconds ?? START_PRIOR_S;
   const burstWindow = Math.round(startS + SURGE_WINDOWS_S[0]);
   memory.recentSurges = pushPeak(memory.recentSurges ?? [], now, surge > 0 ? windowRate(input.history, now, burstWindow) : 0, P.release_delay * 1000);
-  const reserve = burstReserve(P.target_queue_time, startS, memory.recentSurges[0]!.need);
+  // Once the scale-to-zero gate opened on idleness (min_load 0, no request for inactivity_timeout)
+  // the endpoint asked for zero: no reserve is held against its next burst.
+  const idleFor = input.lastActivityAt === null ? Number.POSITIVE_INFINITY : (now - input.lastActivityAt) / 1000;
+  const zeroAllowed = P.min_load === 0 && (P.inactivity_timeout === 0 || (P.inactivity_timeout > 0 && idleFor >= P.inactivity_timeout));
+  const idledToZero = zeroAllowed && P.inactivity_timeout > 0;
+  const reserve = idledToZero ? 0 : burstReserve(P.target_queue_time, startS, memory.recentSurges[0]!.need);
   plan.burstReserve = reserve;
   A = Math.max(A, reserve);
   R = Math.max(R, reserve);
@@ -403,8 +408,6 @@ export function decide(input: PolicyInput): PolicyOutput {
   const others = ready.length + starting.length + loading.length + inactive.length > 1;
   plan.routeQueueLimit = P.target_queue_time > 0 && others ? Math.min(P.max_queue_time, P.target_queue_time) : P.max_queue_time;
   plan.routeQueueBudget = P.target_queue_time > 0 && others ? P.target_queue_time : 0;
-  const idleFor = input.lastActivityAt === null ? Number.POSITIVE_INFINITY : (now - input.lastActivityAt) / 1000;
-  const zeroAllowed = P.min_load === 0 && (P.inactivity_timeout === 0 || (P.inactivity_timeout > 0 && idleFor >= P.inactivity_timeout));
   if (!zeroAllowed) {
     // Keeps one worker active.
     A = Math.max(A, EPS);
