@@ -17,7 +17,7 @@ const config = loadSimulationConfig();
 const code = loadTrace(CODE_TRACE).requests;
 
 describe('the shipped code trace', () => {
-  it('default: no request lost (failures re-routed), p99, late share and cost well below the old policy, and it beats KPA on cost and p99', async () => {
+  it('default: no request lost (failures re-routed), p99, late share and cost well below the old policy, and it beats KPA on cost, p99 and late share', async () => {
     const [def, kpa] = await Promise.all([
       runSimulation({ config, requests: code, policy: 'default' }),
       runSimulation({ config, requests: code, policy: 'kpa' }),
@@ -27,14 +27,17 @@ describe('the shipped code trace', () => {
     expect(d.requests.served).toBe(code.length);
     // A worker died silently in this seeded run: its requests were re-routed, not lost.
     expect(d.requests.retried).toBeGreaterThan(0);
-    expect(d.queueTime.p99).toBeLessThan(24);
+    // p99 19.6 s with the burst reserve (22.8 s before it).
+    expect(d.queueTime.p99).toBeLessThan(20);
     // 2.85× since the warm-up replays the trace's end (2.64× when the trace met a fleet sized for no
     // traffic): the fleet the warm-up leaves is the one the trace's last minutes needed. Below the
     // old policy's 2.9× on the simulation of its day, and half KPA's (asserted below).
     expect(d.costRatio.vsWholeWorkers).toBeLessThan(2.9);
     expect(d.cost.dollars).toBeLessThan(0.6 * kpa.report.cost.dollars);
-    // Requests over the 10 s target: 15.4% (25% before the surge test and the queue budget; KPA 16.0% at 2× the cost).
-    expect(d.queueTime.overTargetShare).toBeLessThan(0.18);
+    // Requests over the 10 s target: 10.0% with the burst reserve at the same cost (15.4% before it,
+    // 25% before the surge test and the queue budget; KPA 16.0% at 2× the cost).
+    expect(d.queueTime.overTargetShare).toBeLessThan(0.11);
+    expect(d.queueTime.overTargetShare).toBeLessThanOrEqual(kpa.report.queueTime.overTargetShare);
     // Against the baseline: cheaper, at an equal or better p99.
     expect(d.cost.dollars).toBeLessThan(kpa.report.cost.dollars);
     expect(d.queueTime.p99).toBeLessThanOrEqual(kpa.report.queueTime.p99);

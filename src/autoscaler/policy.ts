@@ -22,13 +22,16 @@ import type { EndpointState, WorkerState } from './states.js';
  *     queued work (global queue and workers, less a second per ready worker) drained within
  *     `target_queue_time`, which also caps the queue a worker holds (the plan's routeQueueLimit);
  *     recruitment target
- *     R = max(stable load / target_util, min_load); with the scale-to-zero gate (min_load 0 and
- *     inactivity_timeout) deciding whether either may be 0 or keeps one worker;
+ *     R = max(stable load / target_util, min_load); both at least the burst reserve (burstReserve:
+ *     ready capacity for a repeat of the last burst the fleet did not absorb, kept `release_delay`);
+ *     with the scale-to-zero gate (min_load 0 and inactivity_timeout) deciding whether either may be
+ *     0 or keeps one worker;
  *  5. inactive target I = max(cold_mult × long load, min_cold_load), and at least `cold_workers`
  *     workers with the model loaded: the largest wins;
  *  6. moves: the active set is the prefix, by perf per dollar, of ready/starting/inactive workers
  *     that covers A: its inactive members are started (seconds); ready non-members are stopped
- *     (drained first when busy) when the calm target was low for `scale_down_delay`; new workers are
+ *     (drained first when busy) when the calm target (stable or still-arriving load, queued work,
+ *     the burst reserve: no surge or panic terms) was low for `scale_down_delay`; new workers are
  *     recruited for what R + I still lack (a variety of machine types first, then the best learned
  *     perf per dollar); inactive workers are released after `release_delay` when the capacity they
  *     hold was not needed during it, or when another type is REPLACE_RATIO better per dollar;
@@ -92,6 +95,8 @@ export interface PolicyMemory {
   startSeconds?: number | null;
   /** Loaded capacity needed (active + inactive targets) over the last `release_delay`, as a decreasing run of peaks. */
   recentNeeds?: ReadonlyArray<{ at: number; need: number }>;
+  /** Rate over the burst window (start time + detection) at each surge of the last `release_delay`, as a decreasing run of peaks: the burst reserve plans for the first. */
+  recentSurges?: ReadonlyArray<{ at: number; need: number }>;
 }
 
 export const INITIAL_MEMORY: PolicyMemory = {
@@ -103,6 +108,7 @@ export const INITIAL_MEMORY: PolicyMemory = {
   starting: [],
   startSeconds: null,
   recentNeeds: [],
+  recentSurges: [],
 };
 
 /** Confidence of the surge test: a window's load must exceed the ready capacity by this many standard errors (≈ 97.7% one-sided). */
@@ -128,6 +134,25 @@ export function surgeLoad(history: LoadHistoryView, now: number, stableWindowS: 
     if ((w.load - SURGE_Z * Math.sqrt(w.squares)) / w.seconds > readyCap) surge = Math.max(surge, w.load / w.seconds);
   }
   return surge;
+}
+
+/**
+ * The burst reserve, load/s of ready capacity: what keeps the wait of requests within
+ * `target_queue_time` (T) while workers started for a burst become ready. A burst at rate λ meets
+ * ready capacity C < λ; capacity started once it is seen serves D s later (D = start time + the
+ * surge test's shortest window). A request arriving x s into the burst finds λx of work ahead
+ * of it and starts by x + w where C·(x + w) = λx, unless the started capacity serves it first
+ * (at D): its wait is min(x(λ − C)/C, D − x), largest at x = D·C/λ, where it is D(1 − C/λ).
+ * That is ≤ T for C ≥ λ(1 − T/D), and nothing is needed when a start takes less than T.
+ * λ is the highest rate over D s seen at a surge (arrivals significantly above the ready
+ * capacity) in the last `release_delay` — the same memory that keeps loaded capacity that was
+ * needed: a burst the fleet did not absorb is planned for until it has not recurred for that
+ * long; a step the fleet caught up with, or steady load, leaves no reserve.
+ */
+export function burstReserve(targetQueueS: number, startS: number, surgeRate: number): number {
+  const D = startS + SURGE_WINDOWS_S[0];
+  if (!(targetQueueS > 0) || D <= targetQueueS) return 0;
+  return (1 - targetQueueS / D) * surgeRate;
 }
 
 /** Seconds of work a busy worker holds in the normal course (being served, reported, deleted): not a backlog. */
@@ -199,6 +224,8 @@ export interface Plan {
    * MIN_ROUTE_QUEUE_S), so a request that waited for capacity is not queued again behind a full worker.
    */
   routeQueueBudget?: number;
+  /** Ready capacity held for a repeat of the last burst the fleet did not absorb (see burstReserve); 0 when none. */
+  burstReserve?: number;
 }
 
 export interface PolicyOutput {
@@ -349,8 +376,28 @@ export function decide(input: PolicyInput): PolicyOutput {
   const backlogRate = Math.max(0, backlog - readyCap * PIPELINE_S) / Math.max(drainHorizon, 1);
   let A = Math.max((anticipated + backlogRate) / P.target_util, P.min_load);
   let R = Math.max((stableLoad + input.queue.waitingLoad / Math.max(P.stable_window, 1)) / P.target_util, P.min_load);
-  // The scale-down delay holds the calm target: surge capacity is held by the panic hold only.
-  const calmTarget = A;
+  // The burst reserve: ready capacity held, between bursts, for a repeat of the last one the fleet
+  // did not absorb (see burstReserve). It is capacity that lasts, so recruitment plans for it too.
+  const startS = memory.startSeconds ?? START_PRIOR_S;
+  const burstWindow = Math.round(startS + SURGE_WINDOWS_S[0]);
+  memory.recentSurges = pushPeak(memory.recentSurges ?? [], now, surge > 0 ? windowRate(input.history, now, burstWindow) : 0, P.release_delay * 1000);
+  // Once the scale-to-zero gate opened on idleness (min_load 0, no request for inactivity_timeout)
+  // the endpoint asked for zero: no reserve is held against its next burst.
+  const idleFor = input.lastActivityAt === null ? Number.POSITIVE_INFINITY : (now - input.lastActivityAt) / 1000;
+  const zeroAllowed = P.min_load === 0 && (P.inactivity_timeout === 0 || (P.inactivity_timeout > 0 && idleFor >= P.inactivity_timeout));
+  const idledToZero = zeroAllowed && P.inactivity_timeout > 0;
+  const reserve = idledToZero ? 0 : burstReserve(P.target_queue_time, startS, memory.recentSurges[0]!.need);
+  plan.burstReserve = reserve;
+  A = Math.max(A, reserve);
+  R = Math.max(R, reserve);
+  // The scale-down delay holds the calm target: the stable load, the queued work and the reserve.
+  // Surge and panic capacity is held by the panic hold only (ski rental: idle longer than a start
+  // costs more than starting again); without a panic window there is no panic hold, and the
+  // scale-down delay holds the surge too.
+  const recent = windowSums(input.history, now, burstWindow);
+  const recentLoad = Math.max(0, recent.load - SURGE_Z * Math.sqrt(recent.squares)) / recent.seconds;
+  const calmLoad = P.panic_window > 0 ? Math.max(stableLoad, recentLoad) : anticipated;
+  const calmTarget = Math.max((calmLoad + backlogRate) / P.target_util, P.min_load, reserve);
   if (memory.panicking) {
     A = Math.max(A, memory.panicTarget);
     memory.panicTarget = A;
@@ -361,8 +408,6 @@ export function decide(input: PolicyInput): PolicyOutput {
   const others = ready.length + starting.length + loading.length + inactive.length > 1;
   plan.routeQueueLimit = P.target_queue_time > 0 && others ? Math.min(P.max_queue_time, P.target_queue_time) : P.max_queue_time;
   plan.routeQueueBudget = P.target_queue_time > 0 && others ? P.target_queue_time : 0;
-  const idleFor = input.lastActivityAt === null ? Number.POSITIVE_INFINITY : (now - input.lastActivityAt) / 1000;
-  const zeroAllowed = P.min_load === 0 && (P.inactivity_timeout === 0 || (P.inactivity_timeout > 0 && idleFor >= P.inactivity_timeout));
   if (!zeroAllowed) {
     // Keeps one worker active.
     A = Math.max(A, EPS);
