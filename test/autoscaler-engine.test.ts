@@ -106,6 +106,49 @@ describe('router', () => {
   });
 });
 
+describe('a worker that goes silent with requests', () => {
+  it('is probed as soon as the router suspects it, long before stale_after_seconds: dead, it is errored; alive, it stays and is probed once per silence', async () => {
+    const t = setup({ cold_workers: 2, max_workers: 2, cold_mult: 0, min_load: 150 });
+    const alive = new Map<number, boolean>();
+    const probed: number[] = [];
+    t.provider.probe = async (id: number) => {
+      probed.push(id);
+      return alive.get(id) ?? true;
+    };
+    await t.advance(1000);
+    t.report(1);
+    t.report(2);
+    // One worker takes a request and says nothing more; the other keeps reporting.
+    const first = t.route({ cost: 10 }).body as { worker_id: number; request_idx: number };
+    const silent = first.worker_id;
+    const other = silent === 1 ? 2 : 1;
+    const tickFor = async (ms: number) => {
+      for (let at = 0; at < ms; at += 1000) {
+        await t.advance(1000);
+        t.report(other);
+      }
+    };
+    // It answers its probe: kept, and probed once for this silence.
+    await tickFor(10_000);
+    expect(probed.filter((id) => id === silent)).toEqual([silent]);
+    expect(t.engine.workers.get(silent)!.state).toBe('ready');
+    // It finishes that request and reports again (a new silence may be probed again), takes a
+    // request, and dies.
+    expect(t.engine.deleteRequests({ worker_id: silent, mtoken: t.spec(silent).masterToken, request_idxs: [first.request_idx], success: true }).status).toBe(
+      200,
+    );
+    t.report(silent, { cur_load: 0 });
+    alive.set(silent, false);
+    let r = t.route({ cost: 10 }).body as { worker_id: number };
+    while (r.worker_id !== silent) r = t.route({ cost: 10 }).body as { worker_id: number };
+    await tickFor(8000);
+    expect(probed.filter((id) => id === silent)).toEqual([silent, silent]);
+    // Errored within seconds (stale_after_seconds is 30), not after half a minute.
+    expect(t.engine.workers.get(silent)!.state).not.toBe('ready');
+    expect(probed).not.toContain(other);
+  });
+});
+
 describe('engine states', () => {
   it('drains a busy worker before stopping it, and stops it once its requests are deleted', async () => {
     const t = setup({ cold_workers: 2, max_workers: 2, min_load: 150, scale_down_delay: 0, inactivity_timeout: 0 });

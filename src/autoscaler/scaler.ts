@@ -15,7 +15,8 @@ import { errText, newWorkerRecord, round, roundPlan, type EndpointRuntime, type 
  * - every state change goes through the registry's `transition`;
  * - an errored worker is destroyed at the next tick and the policy recruits its replacement;
  * - a worker silent for `stale_after_seconds` is probed (`GET {url}/healthz`, or the
- *   provider's probe) and errored when the probe fails.
+ *   provider's probe) and errored when the probe fails; so is one the router suspects (requests
+ *   sent to it went unreported for seconds), at once and once per silence.
  */
 
 export interface ScalerOptions {
@@ -48,6 +49,8 @@ export async function httpProbe(url: string, timeoutMs: number): Promise<boolean
 
 export class Scaler {
   private tickTimer: number | null = null;
+  /** The last report time of each silent worker when it was probed: one probe per silence. */
+  private readonly suspectProbed = new WeakMap<WorkerRecord, number>();
   private readonly provider: Provider;
   private readonly timing: EngineTiming;
 
@@ -161,12 +164,19 @@ export class Scaler {
     // A ready worker that stopped answering is no capacity to plan with (the router already avoids
     // it); nor is one that failed a request and has not served one well since: a standby is
     // started for the failover, and kept while it lasts (the policy neither keeps nor stops a suspect).
-    const suspects = new Set(
-      reg
-        .routable(ep.name)
-        .filter((r) => ep.router.suspect(r, now) || ep.router.unproven(r.id))
-        .map((r) => r.id),
-    );
+    const suspects = new Set<number>();
+    for (const r of reg.routable(ep.name)) {
+      const silent = ep.router.suspect(r, now);
+      if (silent || ep.router.unproven(r.id)) suspects.add(r.id);
+      // Requests sent to it went unreported for SUSPECT_AFTER_MS: ask it now (once per silence)
+      // rather than at stale_after_seconds, so a worker that died silently gives its requests
+      // back in seconds, not half a minute.
+      const w = silent ? reg.workers.get(r.id) : undefined;
+      if (w && !w.probing && w.url && w.state === 'ready' && this.suspectProbed.get(w) !== (w.lastReportAt ?? 0)) {
+        this.suspectProbed.set(w, w.lastReportAt ?? 0);
+        this.probeWorker(w, now, 'requests routed to it got no report');
+      }
+    }
     const workers: PolicyWorker[] = reg
       .workersOf(ep.name)
       .filter((w) => w.state !== 'destroyed')
