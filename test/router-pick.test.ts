@@ -269,3 +269,41 @@ describe('indexed pick', () => {
     expect(router.submit(6, 100, 60).workerId).toBe(1);
   });
 });
+
+describe('plain copies of requests (journal records)', () => {
+  /** The copy the router made before its literal one: every field but avoid/endpoint, answer unsigned. */
+  function oldPlain(e: RequestEntry) {
+    const { avoid, endpoint: _e, answer, ...rest } = e;
+    return { ...rest, answer: answer && { ...answer, signature: '' }, avoid: [...avoid] };
+  }
+
+  for (const strict of [false, true]) {
+    it(`hold exactly the fields the old copy held (${strict ? 'strict' : 'plain'} signing)`, () => {
+      let now = 1_000;
+      const list: RoutableWorker[] = [1, 2, 3].map((id) => ({ id, url: `http://w${id}.invalid`, perf: 100, reportedLoad: 0, lastReportAt: 0 }));
+      const router = new EndpointRouter({
+        endpoint: 'e',
+        now: () => now,
+        sign: (url) => `sig:${url}`,
+        strictAuth: strict ? { sign: () => 'strict-sig', ttlSeconds: 60, wallClock: () => 1_700_000_000_000 } : undefined,
+        readyWorkers: () => list,
+        maxQueueTime: () => 0.5,
+        unreportedTtlMs: 20_000,
+        requestTtlMs: 600_000,
+      });
+      const entries: RequestEntry[] = [];
+      for (let i = 1; i <= 12; i++) entries.push(router.submit(i, 20, 60)); // some queue: 0.5 s of 100/s is 50
+      now += 5_000;
+      entries[0]!.delivered = true; // the client was given its url (the protocol marks this)
+      router.reroute(1, 20, 30); // a failover: an avoid list, attempts 2
+      now += 1_000;
+      router.touch(entries[5]!, 90);
+      const plain = router.exportPending();
+      expect(plain.length).toBe(12);
+      expect(plain.some((p) => p.state === 'queued') && plain.some((p) => p.state === 'routed')).toBe(true);
+      expect(plain.some((p) => p.avoid.length > 0)).toBe(true);
+      for (const p of plain) expect(JSON.parse(JSON.stringify(p))).toEqual(JSON.parse(JSON.stringify(oldPlain(router.get(p.idx)!))));
+      if (strict) expect(plain.find((p) => p.answer)!.answer!.expires_at).toBeGreaterThan(0);
+    });
+  }
+});

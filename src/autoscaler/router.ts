@@ -53,10 +53,42 @@ export interface FinishedRequest {
   at: number;
 }
 
-/** A request as plain data (the signature is made again at import: it is most of the bytes). */
+/**
+ * A request as plain data (the signature is made again at import: it is most of the bytes). One
+ * object literal of the fields (no rest/spread copies: the journal makes one per changed request).
+ */
 function plainPending(e: RequestEntry): PendingRequest {
-  const { avoid, endpoint: _e, answer, ...rest } = e;
-  return { ...rest, answer: answer && { ...answer, signature: '' }, avoid: [...avoid] };
+  const a = e.answer;
+  return {
+    idx: e.idx,
+    cost: e.cost,
+    createdAt: e.createdAt,
+    replayTimeoutMs: e.replayTimeoutMs,
+    state: e.state,
+    workerId: e.workerId,
+    routedAt: e.routedAt,
+    answer: a && (a.expires_at === undefined ? plainAnswer(a) : { ...a, signature: '' }),
+    reported: e.reported,
+    expectedQueueTime: e.expectedQueueTime,
+    lastSeenAt: e.lastSeenAt,
+    avoid: e.avoid.size === 0 ? [] : [...e.avoid],
+    attempts: e.attempts,
+    delivered: e.delivered,
+  };
+}
+
+/** The answer's fields as the router fills them (strict mode's expires_at aside), the signature left out. */
+function plainAnswer(a: RouteAnswer): RouteAnswer {
+  return {
+    url: a.url,
+    request_idx: a.request_idx,
+    reqnum: a.reqnum,
+    cost: a.cost,
+    endpoint: a.endpoint,
+    signature: '',
+    worker_id: a.worker_id,
+    status: a.status,
+  };
 }
 
 /** One request the router knows. */
@@ -987,6 +1019,11 @@ export class EndpointRouter {
     }
     this.changed.clear();
     return out;
+  }
+
+  /** True once `trackChanges()` was called: `takeChanges()` then answers. */
+  tracking(): boolean {
+    return this.changed !== null;
   }
 
   /** Something outside the router changed this request (the protocol marked it delivered). */
