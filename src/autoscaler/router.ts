@@ -229,7 +229,9 @@ export class EndpointRouter {
   private entries = new Map<number, RequestEntry>();
   private books = new Map<number, WorkerBook>();
   private signatures = new Map<string, string>();
+  /** Waits of recent routings, oldest first from `recentHead` (older ones are cut lazily, not spliced). */
   private recentWaits: Array<{ at: number; wait: number }> = [];
+  private recentHead = 0;
   private reqnum = 0;
   /** Routed requests whose worker went away: kept so the client's re-route finds them. */
   private orphans = new Map<number, RequestEntry>();
@@ -958,9 +960,13 @@ export class EndpointRouter {
   }
 
   private trimWaits(now: number): void {
-    let cut = 0;
-    while (cut < this.recentWaits.length && now - this.recentWaits[cut]!.at > RECENT_WAIT_MS) cut++;
-    if (cut > 0) this.recentWaits.splice(0, cut);
+    const waits = this.recentWaits;
+    while (this.recentHead < waits.length && now - waits[this.recentHead]!.at > RECENT_WAIT_MS) this.recentHead++;
+    // Compact now and then: a splice from the front at every tick copied every wait kept (10 s of routings).
+    if (this.recentHead > 1024 && this.recentHead * 2 > waits.length) {
+      this.recentWaits = waits.slice(this.recentHead);
+      this.recentHead = 0;
+    }
   }
 
   /** The queue as the policy sees it. */
@@ -979,7 +985,12 @@ export class EndpointRouter {
     }
     let workerBacklog = 0;
     for (const w of this.opts.readyWorkers()) workerBacklog += this.expectedLoad(w);
-    const recent = this.recentWaits.length > 0 ? this.recentWaits.reduce((s, w) => s + w.wait, 0) / this.recentWaits.length : 0;
+    // Summed front to back, as before the lazy cut: the same float, the same plan.
+    const waits = this.recentWaits;
+    let sum = 0;
+    for (let i = this.recentHead; i < waits.length; i++) sum += waits[i]!.wait;
+    const kept = waits.length - this.recentHead;
+    const recent = kept > 0 ? sum / kept : 0;
     return { waiting, waitingLoad, queueTime: Math.max(oldest, recent), workerBacklog };
   }
 
