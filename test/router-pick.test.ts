@@ -85,20 +85,39 @@ function referenceChoose(router: EndpointRouter, w: World, entry: RequestEntry |
   return referencePick(router, w, entry, AVOID_HARD_MS, false, turn);
 }
 
+/** The index's own invariant: each perf group in (load, id) order, each slot's load the worker's expected load. */
+function checkIndex(router: EndpointRouter, w: World, where: string): void {
+  const groups = (router as unknown as { groups: Array<{ perf: number; slots: Array<{ load: number; w: RoutableWorker }> }> }).groups;
+  const inList = new Set(w.list);
+  for (const g of groups) {
+    for (let i = 0; i < g.slots.length; i++) {
+      const s = g.slots[i]!;
+      if (!inList.has(s.w)) continue; // a stale index (the list changed): rebuilt at the next pick
+      if (s.load !== router.expectedLoad(s.w)) throw new Error(`${where}: worker ${s.w.id} indexed at ${s.load}, its load is ${router.expectedLoad(s.w)}`);
+      const prev = g.slots[i - 1];
+      if (prev && (prev.load > s.load || (prev.load === s.load && prev.w.id > s.w.id))) throw new Error(`${where}: group ${g.perf} out of order at ${i}`);
+    }
+  }
+}
+
 function turnOf(router: EndpointRouter): number {
   return (router as unknown as { turn: number }).turn;
 }
 
-function runCase(seed: number, steps: number, calm = false): { compared: number; ties: number; nulls: number } {
+function runCase(seed: number, steps: number, calm = false, fleet = 60): { compared: number; ties: number; nulls: number } {
   const r = rng(seed);
   const int = (n: number) => Math.floor(r() * n);
-  const perfs = [50, 100, 100, 200];
+  // Big fleets: few perfs and few load levels, so many workers share a load (as at steady state)
+  // and one request moves a worker past dozens of equal ones.
+  const big = fleet > 100;
+  const perfs = big ? [100, 100, 100, 200] : [50, 100, 100, 200];
+  const someLoad = () => (big ? 100 * int(3) : r() < 0.3 ? 0 : 50 * int(30));
   const w: World = { now: 1_000_000, list: [], maxQueue: 30, budget: 0, failedIds: new Set(), routed: new Map() };
-  const fleetSize = 1 + int(60);
+  const fleetSize = 1 + int(fleet);
   let nextId = 1;
   const makeWorker = (): RoutableWorker => {
     const id = nextId++;
-    return { id, url: `http://w${id}.invalid`, perf: perfs[int(perfs.length)]!, reportedLoad: r() < 0.3 ? 0 : 50 * int(20), lastReportAt: w.now };
+    return { id, url: `http://w${id}.invalid`, perf: perfs[int(perfs.length)]!, reportedLoad: someLoad(), lastReportAt: w.now };
   };
   for (let i = 0; i < fleetSize; i++) w.list.push(makeWorker());
   let standby = false;
@@ -125,7 +144,7 @@ function runCase(seed: number, steps: number, calm = false): { compared: number;
     } else if (op < 45 && w.list.length > 0) {
       // A report: a new load (told to the router) and, sometimes, its requests seen as working.
       const x = w.list[int(w.list.length)]!;
-      x.reportedLoad = r() < 0.3 ? 0 : 50 * int(30);
+      x.reportedLoad = someLoad();
       x.lastReportAt = w.now;
       router.workerChanged(x.id);
       if (r() < 0.7) router.markReported(x.id, w.routed.get(x.id) ?? []);
@@ -187,6 +206,7 @@ function runCase(seed: number, steps: number, calm = false): { compared: number;
           delivered: false,
         };
       }
+      checkIndex(router, w, `seed ${seed} step ${step}`);
       const turn = turnOf(router);
       const want = referenceChoose(router, w, entry, standby, turn);
       const got = router.choose(entry);
@@ -244,6 +264,12 @@ describe('indexed pick', () => {
     let ties = 0;
     for (let seed = 101; seed <= 140; seed++) ties += runCase(seed, 600, true).ties;
     expect(ties).toBeGreaterThan(500);
+  });
+
+  it('chooses what the linear scan chooses in fleets of hundreds (loads step past many equal workers)', () => {
+    let ties = 0;
+    for (let seed = 201; seed <= 206; seed++) ties += runCase(seed, 3000, seed % 2 === 0, 500).ties;
+    expect(ties).toBeGreaterThan(100);
   });
 
   it('follows a report told with workerChanged: the lighter worker wins', () => {

@@ -755,18 +755,28 @@ export class EndpointRouter {
       if (slotBefore(slots[mid]!, s.load, id)) lo = mid + 1;
       else hi = mid;
     }
-    let i = slots[lo] === s ? lo : slots.indexOf(s);
+    const i = slots[lo] === s ? lo : slots.indexOf(s);
     if (i < 0) return;
+    const up = load > s.load;
     s.load = load;
-    while (i > 0 && slotBefore(s, slots[i - 1]!.load, slots[i - 1]!.w.id)) {
-      slots[i] = slots[i - 1]!;
-      i--;
+    // Where it goes: bisect the side it moves to (itself at i left out).
+    lo = up ? i + 1 : 0;
+    hi = up ? slots.length : i;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (slotBefore(slots[mid]!, load, id)) lo = mid + 1;
+      else hi = mid;
     }
-    while (i < slots.length - 1 && slotBefore(slots[i + 1]!, load, id)) {
-      slots[i] = slots[i + 1]!;
-      i++;
+    const j = up ? lo - 1 : lo;
+    if (Math.abs(j - i) > 32) {
+      // A long move (a load step past many workers of equal load): splice moves memory in one go.
+      slots.splice(i, 1);
+      slots.splice(j, 0, s);
+      return;
     }
-    slots[i] = s;
+    if (up) for (let k = i; k < j; k++) slots[k] = slots[k + 1]!;
+    else for (let k = i; k > j; k--) slots[k] = slots[k - 1]!;
+    slots[j] = s;
   }
 
   /**
