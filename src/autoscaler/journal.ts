@@ -126,16 +126,31 @@ export function encodeRecord(line: Line, valueJson?: string): Buffer {
   return out;
 }
 
+/** Buffers per writev call: Linux's IOV_MAX (a synchronous writev of more writes only the first 1024). */
+const IOV_MAX = 1024;
+
 /**
- * Write `parts` (`total` bytes) at `position`, in order, with no copy into one buffer: writev
- * (libuv splits it at IOV_MAX); a short write goes on from where it stopped.
+ * Write `parts` (`total` bytes) at `position`, in order, with no copy into one buffer: writev in
+ * batches of IOV_MAX; a short write goes on from where it stopped.
  */
 function writeAll(fd: number, parts: Buffer[], total: number, position: number): void {
-  const done = parts.length === 0 ? 0 : writevSync(fd, parts, position);
-  if (done >= total) return;
-  const rest = Buffer.concat(parts).subarray(done);
-  let off = 0;
-  while (off < rest.length) off += writeSync(fd, rest, off, rest.length - off, position + done + off);
+  let done = 0;
+  let i = 0;
+  while (i < parts.length) {
+    const batch = parts.slice(i, i + IOV_MAX);
+    let want = 0;
+    for (const b of batch) want += b.length;
+    const n = writevSync(fd, batch, position + done);
+    if (n < want) {
+      // Short: write the rest of this batch from where it stopped, then go on with the next.
+      const rest = Buffer.concat(batch).subarray(n);
+      let off = 0;
+      while (off < rest.length) off += writeSync(fd, rest, off, rest.length - off, position + done + n + off);
+    }
+    done += want;
+    i += IOV_MAX;
+  }
+  if (done !== total) throw new Error(`journal write: ${done} bytes written of ${total}`);
 }
 
 function noProtoKeys(key: string, value: unknown): unknown {
