@@ -229,8 +229,12 @@ export class EndpointRouter {
   private entries = new Map<number, RequestEntry>();
   private books = new Map<number, WorkerBook>();
   private signatures = new Map<string, string>();
-  /** Waits of recent routings, oldest first from `recentHead` (older ones are cut lazily, not spliced). */
-  private recentWaits: Array<{ at: number; wait: number }> = [];
+  /**
+   * Waits of recent routings and their times, oldest first from `recentHead` (older ones are cut
+   * lazily, not spliced). Two arrays of numbers, not an object per routing: nothing for the GC.
+   */
+  private recentAt: number[] = [];
+  private recentWait: number[] = [];
   private recentHead = 0;
   private reqnum = 0;
   /** Routed requests whose worker went away: kept so the client's re-route finds them. */
@@ -253,7 +257,8 @@ export class EndpointRouter {
   private tiedScratch: RoutableWorker[] = [];
   private tiedWaitScratch: number[] = [];
   /** Every routing in order, with its time: the front is the oldest request still unreported (see `suspectsPossible`). */
-  private unreportedFifo: Array<{ e: RequestEntry; at: number }> = [];
+  private fifoEntries: RequestEntry[] = [];
+  private fifoAt: number[] = [];
   private fifoHead = 0;
   private fifoDisordered = false;
   /** The pick index: the ready list it was built for, its perf groups, and the book drops it has seen. */
@@ -596,9 +601,10 @@ export class EndpointRouter {
    * reported or gone since are dropped from the front for good.
    */
   private suspectsPossible(now: number): boolean {
-    const fifo = this.unreportedFifo;
+    const fifo = this.fifoEntries;
     while (this.fifoHead < fifo.length) {
-      const { e, at } = fifo[this.fifoHead]!;
+      const e = fifo[this.fifoHead]!;
+      const at = this.fifoAt[this.fifoHead]!;
       if (
         !e.reported &&
         e.state === 'routed' &&
@@ -610,6 +616,7 @@ export class EndpointRouter {
       this.fifoHead++;
     }
     fifo.length = 0;
+    this.fifoAt.length = 0;
     this.fifoHead = 0;
     this.fifoDisordered = false;
     return false;
@@ -673,7 +680,8 @@ export class EndpointRouter {
     this.reindex(book);
     this.pushUnreported(book, entry);
     this.pushFifo(entry, now);
-    this.recentWaits.push({ at: now, wait: entry.expectedQueueTime });
+    this.recentAt.push(now);
+    this.recentWait.push(entry.expectedQueueTime);
     this.stats.routed++;
     this.opts.onRouted?.(entry);
   }
@@ -806,15 +814,17 @@ export class EndpointRouter {
   }
 
   private pushFifo(e: RequestEntry, at: number): void {
-    if (this.fifoHead > 1024 && this.fifoHead * 2 > this.unreportedFifo.length) {
-      this.unreportedFifo = this.unreportedFifo.slice(this.fifoHead);
+    if (this.fifoHead > 1024 && this.fifoHead * 2 > this.fifoEntries.length) {
+      this.fifoEntries = this.fifoEntries.slice(this.fifoHead);
+      this.fifoAt = this.fifoAt.slice(this.fifoHead);
       this.fifoHead = 0;
     }
     // Out of time order (requests taken back at a restart, a clock that stepped back): the front
     // is then not the oldest, and suspects are looked for one by one until the list empties.
-    const last = this.unreportedFifo[this.unreportedFifo.length - 1];
-    if (last && at < last.at) this.fifoDisordered = true;
-    this.unreportedFifo.push({ e, at });
+    const last = this.fifoAt[this.fifoAt.length - 1];
+    if (last !== undefined && at < last) this.fifoDisordered = true;
+    this.fifoEntries.push(e);
+    this.fifoAt.push(at);
   }
 
   private settle(entry: RequestEntry, book: WorkerBook): void {
@@ -970,11 +980,12 @@ export class EndpointRouter {
   }
 
   private trimWaits(now: number): void {
-    const waits = this.recentWaits;
-    while (this.recentHead < waits.length && now - waits[this.recentHead]!.at > RECENT_WAIT_MS) this.recentHead++;
+    const times = this.recentAt;
+    while (this.recentHead < times.length && now - times[this.recentHead]! > RECENT_WAIT_MS) this.recentHead++;
     // Compact now and then: a splice from the front at every tick copied every wait kept (10 s of routings).
-    if (this.recentHead > 1024 && this.recentHead * 2 > waits.length) {
-      this.recentWaits = waits.slice(this.recentHead);
+    if (this.recentHead > 1024 && this.recentHead * 2 > times.length) {
+      this.recentAt = times.slice(this.recentHead);
+      this.recentWait = this.recentWait.slice(this.recentHead);
       this.recentHead = 0;
     }
   }
@@ -996,9 +1007,9 @@ export class EndpointRouter {
     let workerBacklog = 0;
     for (const w of this.opts.readyWorkers()) workerBacklog += this.expectedLoad(w);
     // Summed front to back, as before the lazy cut: the same float, the same plan.
-    const waits = this.recentWaits;
+    const waits = this.recentWait;
     let sum = 0;
-    for (let i = this.recentHead; i < waits.length; i++) sum += waits[i]!.wait;
+    for (let i = this.recentHead; i < waits.length; i++) sum += waits[i]!;
     const kept = waits.length - this.recentHead;
     const recent = kept > 0 ? sum / kept : 0;
     return { waiting, waitingLoad, queueTime: Math.max(oldest, recent), workerBacklog };
