@@ -272,6 +272,43 @@ describe('indexed pick', () => {
     expect(ties).toBeGreaterThan(100);
   });
 
+  it('after a restart (requests taken back, routed long ago and never reported) suspects are found as the scan finds them', () => {
+    for (let seed = 301; seed <= 320; seed++) {
+      const r = rng(seed);
+      const w: World = { now: 1_000_000, list: [], maxQueue: 30, budget: 0, failedIds: new Set(), routed: new Map() };
+      for (let id = 1; id <= 40; id++) w.list.push({ id, url: `http://w${id}.invalid`, perf: 100, reportedLoad: 0, lastReportAt: w.now });
+      const opts = {
+        endpoint: 'e',
+        now: () => w.now,
+        sign: (url: string) => `sig:${url}`,
+        readyWorkers: () => w.list,
+        maxQueueTime: () => w.maxQueue,
+        unreportedTtlMs: 600_000,
+        requestTtlMs: 6_000_000,
+      };
+      const before = new EndpointRouter(opts);
+      // Routed over a minute; taken back newest first (the worst order for a list kept oldest first).
+      for (let i = 1; i <= 60; i++) {
+        for (const x of w.list) x.lastReportAt = w.now; // reporting then: nobody suspect before the restart
+        before.submit(i, 10, 600);
+        w.now += Math.floor(r() * 2_000);
+      }
+      const pending = before.exportPending().sort((a, b) => (b.routedAt ?? 0) - (a.routedAt ?? 0));
+      const after = new EndpointRouter(opts);
+      after.importPending(pending, before.lastReqnum());
+      w.now += 500 + Math.floor(r() * 2_000);
+      // Half the workers have reported since; the others' last report is from before their requests.
+      for (const x of w.list) x.lastReportAt = r() < 0.5 ? w.now : 1_000_000;
+      for (let i = 0; i < 30; i++) {
+        const want = referenceChoose(after, w, undefined, false, turnOf(after));
+        const got = after.choose();
+        expect(got?.worker.id ?? null, `seed ${seed} #${i}`).toBe(want?.id ?? null);
+        after.submit(1000 + i, 10, 600);
+        w.now += 200;
+      }
+    }
+  });
+
   it('follows a report told with workerChanged: the lighter worker wins', () => {
     const list: RoutableWorker[] = [
       { id: 1, url: 'http://a.invalid', perf: 100, reportedLoad: 0, lastReportAt: 0 },
