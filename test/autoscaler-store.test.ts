@@ -180,4 +180,31 @@ describe('staging between saves (EngineStore.stage)', () => {
     expect([...j2.all('req').keys()].sort()).toEqual([String(first), String(kept)].sort());
     j2.close();
   });
+
+  it('a worker that reported is encoded by stage, written by the save, and restored with what it reported', () => {
+    const path = journalPath();
+    const { reg } = testRegistry();
+    reg.addEndpoint(endpointCfg('a'));
+    const w = addTestWorker(reg, 'a');
+    const other = addTestWorker(reg, 'a');
+    const j = new Journal(path);
+    const store = new EngineStore(reg, j);
+    store.save(false);
+    const size = readFileSync(path).length;
+    w.curLoad = 123;
+    w.lastReportAt = 4_567;
+    reg.reported(w);
+    other.curLoad = 9; // changed without a report: left to the save's full comparison
+    store.stage();
+    expect(j.pendingCount()).toBe(1);
+    expect(readFileSync(path).length).toBe(size);
+    store.save(false);
+    j.close();
+    const fresh = testRegistry();
+    const j2 = new Journal(path);
+    new EngineStore(fresh.reg, j2).restore();
+    j2.close();
+    expect([fresh.reg.workers.get(w.id)!.curLoad, fresh.reg.workers.get(w.id)!.lastReportAt]).toEqual([123, 4_567]);
+    expect(fresh.reg.workers.get(other.id)!.curLoad).toBe(9);
+  });
 });

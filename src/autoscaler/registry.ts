@@ -187,6 +187,11 @@ export class Registry {
   readonly workers = new Map<number, WorkerRecord>();
   /** routableOf()'s cache, by endpoint name. */
   private readonly routableSets = new Map<string, RoutableSet>();
+  /**
+   * Workers that reported since the store last looked (null while no store asks: the simulator
+   * keeps nothing): the store encodes their records between ticks (`EngineStore.stage`).
+   */
+  reportedSince: Set<number> | null = null;
   readonly perf = new PerfBook();
   /** Numeric ids of workergroups (the console API names them by number), by `endpoint/workergroup`. */
   readonly wgIds = new Map<string, number>();
@@ -435,6 +440,7 @@ export class Registry {
 
   /** A report updated `w`: its load and report time go into the routable set in place. */
   reported(w: WorkerRecord): void {
+    this.reportedSince?.add(w.id);
     const rw = this.routableSets.get(w.endpoint)?.byId.get(w.id);
     if (!rw) {
       // Not routable yet: a report may just have made it so (url, perf).

@@ -182,6 +182,7 @@ export class EngineStore {
   ) {
     this.idsPath = `${journal.path}.ids`;
     reg.reserveIds = () => this.reserveFromAlloc();
+    reg.reportedSince = new Set();
   }
 
   health(): StoreHealth {
@@ -325,6 +326,15 @@ export class EngineStore {
   stage(): void {
     try {
       for (const ep of this.reg.endpoints.values()) if (ep.router.tracking()) this.saveRequests(ep.name, ep.router);
+      // Workers that reported (their load, report time…): encoded now, not all in the tick's save.
+      const reported = this.reg.reportedSince;
+      if (reported && reported.size > 0 && this.savedWorkers.size > 0) {
+        for (const id of reported) {
+          const w = this.reg.workers.get(id);
+          if (w) this.saveWorker(w);
+        }
+        reported.clear();
+      }
     } catch (err) {
       this.failed('stage', err);
     }
@@ -363,18 +373,22 @@ export class EngineStore {
    */
   private saveWorkers(): void {
     const store = this.journal;
-    for (const w of this.reg.workers.values()) {
-      const prev = this.savedWorkers.get(w.id);
-      if (prev && sameWorker(prev, w)) continue;
-      const copy = { ...w, probing: false };
-      this.savedWorkers.set(w.id, copy);
-      store.put('worker', String(w.id), copy);
-    }
+    this.reg.reportedSince?.clear();
+    for (const w of this.reg.workers.values()) this.saveWorker(w);
     for (const id of this.savedWorkers.keys()) {
       if (this.reg.workers.has(id)) continue;
       this.savedWorkers.delete(id);
       store.delete('worker', String(id));
     }
+  }
+
+  /** Queue the worker's record when a field differs from the copy last queued. */
+  private saveWorker(w: WorkerRecord): void {
+    const prev = this.savedWorkers.get(w.id);
+    if (prev && sameWorker(prev, w)) return;
+    const copy = { ...w, probing: false };
+    this.savedWorkers.set(w.id, copy);
+    this.journal.put('worker', String(w.id), copy);
   }
 
   private dropRequests(endpoint: string): void {
