@@ -309,6 +309,32 @@ describe('indexed pick', () => {
     }
   });
 
+  it('keeps its routing list as short as the unreported requests, on the slow path too (a failing worker)', () => {
+    let now = 0;
+    const list: RoutableWorker[] = [1, 2, 3].map((id) => ({ id, url: `http://w${id}.invalid`, perf: 100, reportedLoad: 0, lastReportAt: 0 }));
+    const router = new EndpointRouter({
+      endpoint: 'e',
+      now: () => now,
+      sign: () => 's',
+      readyWorkers: () => list,
+      maxQueueTime: () => 30,
+      unreportedTtlMs: 60_000,
+      requestTtlMs: 600_000,
+    });
+    router.noteFailure(3); // failures present all along: picks never take the quick path
+    const fifo = router as unknown as { fifoEntries: unknown[]; fifoHead: number };
+    for (let i = 1; i <= 50_000; i++) {
+      const e = router.submit(i, 1, 60);
+      now += 1;
+      // Each request is reported and ended at once, as a live worker does within a second.
+      router.markReported(e.workerId!, [i]);
+      router.complete(e.workerId!, [i], true);
+    }
+    expect(router.stats.routed).toBe(50_000);
+    expect(fifo.fifoEntries.length - fifo.fifoHead).toBeLessThanOrEqual(1);
+    expect(fifo.fifoEntries.length).toBeLessThan(5_000);
+  });
+
   it('follows a report told with workerChanged: the lighter worker wins', () => {
     const list: RoutableWorker[] = [
       { id: 1, url: 'http://a.invalid', perf: 100, reportedLoad: 0, lastReportAt: 0 },

@@ -601,6 +601,18 @@ export class EndpointRouter {
    * reported or gone since are dropped from the front for good.
    */
   private suspectsPossible(now: number): boolean {
+    const at = this.fifoFront();
+    if (at === null) return false;
+    return this.fifoDisordered || now - at > SUSPECT_AFTER_MS;
+  }
+
+  /**
+   * Drop from the front of the routing fifo the requests reported or gone since; returns the
+   * routing time of the first still unreported one, or null (the fifo is then emptied). Run at
+   * every routing too, so the fifo holds no more than the unreported requests' span (a request
+   * unreported for `unreportedTtlMs` is settled by `expire`) whatever path the picks take.
+   */
+  private fifoFront(): number | null {
     const fifo = this.fifoEntries;
     while (this.fifoHead < fifo.length) {
       const e = fifo[this.fifoHead]!;
@@ -612,14 +624,14 @@ export class EndpointRouter {
         e.workerId !== null &&
         this.books.get(e.workerId)?.outstanding.get(e.idx) === e
       )
-        return this.fifoDisordered || now - at > SUSPECT_AFTER_MS;
+        return at;
       this.fifoHead++;
     }
     fifo.length = 0;
     this.fifoAt.length = 0;
     this.fifoHead = 0;
     this.fifoDisordered = false;
-    return false;
+    return null;
   }
 
   /** True when requests sent to `w` over SUSPECT_AFTER_MS ago got no report from it since. */
@@ -814,6 +826,7 @@ export class EndpointRouter {
   }
 
   private pushFifo(e: RequestEntry, at: number): void {
+    this.fifoFront();
     if (this.fifoHead > 1024 && this.fifoHead * 2 > this.fifoEntries.length) {
       this.fifoEntries = this.fifoEntries.slice(this.fifoHead);
       this.fifoAt = this.fifoAt.slice(this.fifoHead);
