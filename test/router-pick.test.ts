@@ -333,6 +333,9 @@ describe('indexed pick', () => {
     expect(router.stats.routed).toBe(50_000);
     expect(fifo.fifoEntries.length - fifo.fifoHead).toBeLessThanOrEqual(1);
     expect(fifo.fifoEntries.length).toBeLessThan(5_000);
+    // So do the workers' own lists of unreported requests.
+    const books = (router as unknown as { books: Map<number, { unreported: unknown[] }> }).books;
+    for (const id of [1, 2, 3]) expect(books.get(id)?.unreported.length ?? 0, `worker ${id}`).toBeLessThan(5_000);
   });
 
   it('follows a report told with workerChanged: the lighter worker wins', () => {

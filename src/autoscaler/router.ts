@@ -818,6 +818,14 @@ export class EndpointRouter {
   }
 
   private pushUnreported(book: WorkerBook, entry: RequestEntry): void {
+    // Settled or gone requests leave the front here too: a pick no longer visits every worker
+    // (suspectBook's own trimming), and the list must not grow with a worker's routings.
+    const list = book.unreported;
+    while (book.unreportedHead < list.length) {
+      const e = list[book.unreportedHead]!;
+      if (!e.reported && e.state === 'routed' && e.workerId === entry.workerId) break;
+      book.unreportedHead++;
+    }
     if (book.unreportedHead > 1024 && book.unreportedHead * 2 > book.unreported.length) {
       book.unreported = book.unreported.slice(book.unreportedHead);
       book.unreportedHead = 0;
