@@ -126,7 +126,7 @@ export function encodeRecord(line: Line, valueJson?: string): Buffer {
   return out;
 }
 
-/** Buffers per writev call: Linux's IOV_MAX (a synchronous writev of more writes only the first 1024). */
+/** Buffers per writev call: Linux's IOV_MAX (libuv splits a longer list itself; batches keep each call's list small). */
 const IOV_MAX = 1024;
 
 /**
