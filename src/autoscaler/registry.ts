@@ -159,7 +159,23 @@ export const ID_BLOCK: Readonly<IdCounters> = { worker: 1_000, endpoint: 100, wo
  * the object's setup cost 4× the digest (a third of a ×100 simulation's CPU was here).
  */
 export function sameSecret(a: string, b: string): boolean {
-  return timingSafeEqual(sha256(a), sha256(b));
+  return timingSafeEqual(sha256(a), secretDigest(b));
+}
+
+/**
+ * Digests of the secrets compared against (`b`: an endpoint's api_key, the account or admin key,
+ * a worker's mtoken), kept: each `/route/` or report then hashes only what it was given. One per
+ * secret in use; emptied if it ever holds 10,000 (secrets rotated many times), so it stays small.
+ */
+const secretDigests = new Map<string, Buffer>();
+function secretDigest(secret: string): Buffer {
+  let d = secretDigests.get(secret);
+  if (!d) {
+    if (secretDigests.size >= 10_000) secretDigests.clear();
+    d = sha256(secret);
+    secretDigests.set(secret, d);
+  }
+  return d;
 }
 
 // crypto.hash() arrived in Node 20.12; package.json allows 20.11, which gets the Hash object.
@@ -171,6 +187,11 @@ export class Registry {
   readonly workers = new Map<number, WorkerRecord>();
   /** routableOf()'s cache, by endpoint name. */
   private readonly routableSets = new Map<string, RoutableSet>();
+  /**
+   * Workers that reported since the store last looked (null while no store asks: the simulator
+   * keeps nothing): the store encodes their records between ticks (`EngineStore.stage`).
+   */
+  reportedSince: Set<number> | null = null;
   readonly perf = new PerfBook();
   /** Numeric ids of workergroups (the console API names them by number), by `endpoint/workergroup`. */
   readonly wgIds = new Map<string, number>();
@@ -419,6 +440,7 @@ export class Registry {
 
   /** A report updated `w`: its load and report time go into the routable set in place. */
   reported(w: WorkerRecord): void {
+    this.reportedSince?.add(w.id);
     const rw = this.routableSets.get(w.endpoint)?.byId.get(w.id);
     if (!rw) {
       // Not routable yet: a report may just have made it so (url, perf).
@@ -426,8 +448,11 @@ export class Registry {
       return;
     }
     if (rw.url !== w.url || rw.perf !== w.maxPerf) return this.routableChanged(w.endpoint);
-    rw.reportedLoad = w.curLoad;
     rw.lastReportAt = w.lastReportAt;
+    if (rw.reportedLoad !== w.curLoad) {
+      rw.reportedLoad = w.curLoad;
+      this.endpoints.get(w.endpoint)?.router.workerChanged(w.id);
+    }
   }
 
   /** No request routed to it is unfinished, and its last report said none is working. */

@@ -53,10 +53,42 @@ export interface FinishedRequest {
   at: number;
 }
 
-/** A request as plain data (the signature is made again at import: it is most of the bytes). */
+/**
+ * A request as plain data (the signature is made again at import: it is most of the bytes). One
+ * object literal of the fields (no rest/spread copies: the journal makes one per changed request).
+ */
 function plainPending(e: RequestEntry): PendingRequest {
-  const { avoid, endpoint: _e, answer, ...rest } = e;
-  return { ...rest, answer: answer && { ...answer, signature: '' }, avoid: [...avoid] };
+  const a = e.answer;
+  return {
+    idx: e.idx,
+    cost: e.cost,
+    createdAt: e.createdAt,
+    replayTimeoutMs: e.replayTimeoutMs,
+    state: e.state,
+    workerId: e.workerId,
+    routedAt: e.routedAt,
+    answer: a && (a.expires_at === undefined ? plainAnswer(a) : { ...a, signature: '' }),
+    reported: e.reported,
+    expectedQueueTime: e.expectedQueueTime,
+    lastSeenAt: e.lastSeenAt,
+    avoid: e.avoid.size === 0 ? [] : [...e.avoid],
+    attempts: e.attempts,
+    delivered: e.delivered,
+  };
+}
+
+/** The answer's fields as the router fills them (strict mode's expires_at aside), the signature left out. */
+function plainAnswer(a: RouteAnswer): RouteAnswer {
+  return {
+    url: a.url,
+    request_idx: a.request_idx,
+    reqnum: a.reqnum,
+    cost: a.cost,
+    endpoint: a.endpoint,
+    signature: '',
+    worker_id: a.worker_id,
+    status: a.status,
+  };
 }
 
 /** One request the router knows. */
@@ -97,8 +129,10 @@ export interface RouterOptions {
   strictAuth?: { sign: (fields: Record<string, unknown>) => string; ttlSeconds: number; wallClock?: () => number };
   /**
    * The endpoint's ready workers, read at each choice. The same array may be returned while its
-   * members stay the same workers (their load and report times may change in place); a change of
-   * members must come as another array (or another length).
+   * members stay the same workers; a change of members (or of a member's perf or url) must come
+   * as another array (or another length). A member's `lastReportAt` may change in place; a change
+   * of its `reportedLoad` in place must be told with `workerChanged(id)` (the router keeps its
+   * workers ordered by load).
    */
   readyWorkers: () => readonly RoutableWorker[];
   /** The endpoint's current `max_queue_time`, s. */
@@ -156,6 +190,32 @@ interface WorkerBook {
   /** Routed requests in routing order from `unreportedHead` on; those settled or gone since are skipped lazily. */
   unreported: RequestEntry[];
   unreportedHead: number;
+  /** Its place in the pick index while its worker is ready (null otherwise). */
+  slot: Slot | null;
+}
+
+/** A ready worker in the pick index, with the load it is ordered by. */
+interface Slot {
+  w: RoutableWorker;
+  book: WorkerBook;
+  /** max(0, reportedLoad) + unreportedLoad, as of the last reindex. */
+  load: number;
+  group: PerfGroup;
+}
+
+/**
+ * The ready workers of one perf, ordered by (load, id). Within one perf the order by load is the
+ * order by expected finish (load + cost) / perf and by expected wait, whatever the request's cost,
+ * so the best of a group is its first eligible worker and the workers under a wait limit or tied
+ * for a finish time are a prefix: a pick looks at a few workers per perf, not at every worker.
+ */
+interface PerfGroup {
+  perf: number;
+  slots: Slot[];
+}
+
+function slotBefore(a: Slot, load: number, id: number): boolean {
+  return a.load < load || (a.load === load && a.w.id < id);
 }
 
 interface FailureScore {
@@ -169,7 +229,13 @@ export class EndpointRouter {
   private entries = new Map<number, RequestEntry>();
   private books = new Map<number, WorkerBook>();
   private signatures = new Map<string, string>();
-  private recentWaits: Array<{ at: number; wait: number }> = [];
+  /**
+   * Waits of recent routings and their times, oldest first from `recentHead` (older ones are cut
+   * lazily, not spliced). Two arrays of numbers, not an object per routing: nothing for the GC.
+   */
+  private recentAt: number[] = [];
+  private recentWait: number[] = [];
+  private recentHead = 0;
   private reqnum = 0;
   /** Routed requests whose worker went away: kept so the client's re-route finds them. */
   private orphans = new Map<number, RequestEntry>();
@@ -190,10 +256,16 @@ export class EndpointRouter {
   /** pick()'s reused scratch: the workers tied for best, and their expected waits. */
   private tiedScratch: RoutableWorker[] = [];
   private tiedWaitScratch: number[] = [];
-  /** booksOf()'s cache: the ready list it was built for, its books by position, and the drops it has seen. */
-  private slotList: readonly RoutableWorker[] | null = null;
-  private slotBooks: WorkerBook[] = [];
-  private slotVersion = -1;
+  /** Every routing in order, with its time: the front is the oldest request still unreported (see `suspectsPossible`). */
+  private fifoEntries: RequestEntry[] = [];
+  private fifoAt: number[] = [];
+  private fifoHead = 0;
+  private fifoDisordered = false;
+  /** The pick index: the ready list it was built for, its perf groups, and the book drops it has seen. */
+  private indexList: readonly RoutableWorker[] | null = null;
+  private indexLength = -1;
+  private groups: PerfGroup[] = [];
+  private indexVersion = -1;
   private booksVersion = 0;
   /**
    * Ids whose journal record may be stale (changed, opened or ended) since the last `takeChanges()`;
@@ -429,40 +501,57 @@ export class EndpointRouter {
     if (budget > 0 && entry) limit = Math.min(limit, Math.max(MIN_ROUTE_QUEUE_S, budget - (now - entry.createdAt) / 1000));
     const cost = entry?.cost ?? 100;
     const avoid = entry && entry.avoid.size > 0 ? entry.avoid : null;
-    // One pass over every ready worker for every request: no allocation (the tied ones go into a
-    // reused scratch array, and one of them is picked in turn by selection, not by sorting).
-    let bestRank = Number.POSITIVE_INFINITY;
-    let bestFinish = Number.POSITIVE_INFINITY;
+    const groups = this.indexFor(this.opts.readyWorkers());
+    const anyFailures = this.failures.size > 0;
+    // Failing, or not served well since its last failure: only after every healthy worker, and
+    // not at all while a standby is coming.
+    const rankOf = (id: number) => (anyFailures && (this.failedSinceSuccess.has(id) || this.failing(id, now)) ? 1 : 0);
+    const eligible = (s: Slot) => {
+      if (avoid) {
+        const at = avoid.get(s.w.id);
+        if (at !== undefined && now - at < avoidMs) return false;
+      }
+      return !(s.book.unreportedLoad > 0 && this.suspectBook(s.book, s.w, now));
+    };
+    // Pass 1: the earliest finish of each rank. In a group the first eligible healthy worker is
+    // the group's best; the walk stops there (or at the wait limit: the rest wait longer).
+    let best0 = Number.POSITIVE_INFINITY;
+    let best1 = Number.POSITIVE_INFINITY;
+    for (const g of groups) {
+      let seen1 = false;
+      for (const s of g.slots) {
+        if (s.load / g.perf > limit) break;
+        if (!eligible(s)) continue;
+        const finish = (s.load + cost) / g.perf;
+        if (rankOf(s.w.id) === 0) {
+          if (finish < best0) best0 = finish;
+          break;
+        }
+        if (!seen1 && !healthyOnly) {
+          seen1 = true;
+          if (finish < best1) best1 = finish;
+        }
+      }
+    }
+    const rank = best0 < Number.POSITIVE_INFINITY ? 0 : 1;
+    const best = rank === 0 ? best0 : best1;
+    if (!(best < Number.POSITIVE_INFINITY)) return null;
+    // Pass 2: every worker of that rank whose finish is within TIE_TOLERANCE of the best (a
+    // prefix of each group). The tied ones go into a reused scratch array, no allocation.
+    const bound = best * (1 + TIE_TOLERANCE);
+    if (!avoid && !anyFailures && !this.suspectsPossible(now)) {
+      const quick = this.pickInPrefix(groups, cost, limit, bound);
+      if (quick) return quick;
+    }
     const tied = this.tiedScratch;
     const tiedWait = this.tiedWaitScratch;
     let n = 0;
-    const list = this.opts.readyWorkers();
-    const books = this.booksOf(list);
-    for (let i = 0; i < list.length; i++) {
-      const w = list[i]!;
-      if (!(w.perf > 0) || !w.url) continue;
-      if (avoid) {
-        const at = avoid.get(w.id);
-        if (at !== undefined && now - at < avoidMs) continue;
-      }
-      const book = books[i]!;
-      if (book.unreportedLoad > 0 && this.suspectBook(book, w, now)) continue;
-      const load = Math.max(0, w.reportedLoad) + book.unreportedLoad;
-      const wait = load / w.perf;
-      if (wait > limit) continue;
-      // Failing, or not served well since its last failure: only after every healthy worker, and
-      // not at all while a standby is coming.
-      const rank = this.failures.size > 0 && (this.failedSinceSuccess.has(w.id) || this.failing(w.id, now)) ? 1 : 0;
-      if (healthyOnly && rank > 0) continue;
-      const finish = (load + cost) / w.perf;
-      if (rank < bestRank || (rank === bestRank && finish < bestFinish * (1 - TIE_TOLERANCE))) {
-        bestRank = rank;
-        bestFinish = finish;
-        n = 0;
-        tied[n] = w;
-        tiedWait[n++] = wait;
-      } else if (rank === bestRank && finish <= bestFinish * (1 + TIE_TOLERANCE)) {
-        tied[n] = w;
+    for (const g of groups) {
+      for (const s of g.slots) {
+        const wait = s.load / g.perf;
+        if (wait > limit || (s.load + cost) / g.perf > bound) break;
+        if (!eligible(s) || rankOf(s.w.id) !== rank) continue;
+        tied[n] = s.w;
         tiedWait[n++] = wait;
       }
     }
@@ -474,6 +563,75 @@ export class EndpointRouter {
     tied.length = 0;
     tiedWait.length = 0;
     return out;
+  }
+
+  /**
+   * The tie of pass 2 without looking at each tied worker, when every worker is eligible (no
+   * avoid list, no failures, no suspect possible): a group's tied workers are then the prefix up to
+   * the bound (found by bisection), and when one group holds them all at one load they are in id
+   * order, so the (turn mod n)-th smallest id is the (turn mod n)-th of the prefix. Null when the
+   * tie spans groups or loads (the caller then walks the prefixes).
+   */
+  private pickInPrefix(groups: PerfGroup[], cost: number, limit: number, bound: number): { worker: RoutableWorker; wait: number } | null {
+    let only: PerfGroup | null = null;
+    let n = 0;
+    for (const g of groups) {
+      const slots = g.slots;
+      let lo = 0;
+      let hi = slots.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        const load = slots[mid]!.load;
+        if (load / g.perf > limit || (load + cost) / g.perf > bound) hi = mid;
+        else lo = mid + 1;
+      }
+      if (lo === 0) continue;
+      if (only) return null;
+      only = g;
+      n = lo;
+    }
+    if (!only || only.slots[0]!.load !== only.slots[n - 1]!.load) return null;
+    const s = only.slots[n === 1 ? 0 : this.turn++ % n]!;
+    return { worker: s.w, wait: s.load / only.perf };
+  }
+
+  /**
+   * False when no worker can be suspect now: the oldest routed request no report has shown yet
+   * (of a worker still holding it) was routed within SUSPECT_AFTER_MS. O(1) amortized: requests
+   * reported or gone since are dropped from the front for good.
+   */
+  private suspectsPossible(now: number): boolean {
+    const at = this.fifoFront();
+    if (at === null) return false;
+    return this.fifoDisordered || now - at > SUSPECT_AFTER_MS;
+  }
+
+  /**
+   * Drop from the front of the routing fifo the requests reported or gone since; returns the
+   * routing time of the first still unreported one, or null (the fifo is then emptied). Run at
+   * every routing too, so the fifo holds no more than the unreported requests' span (a request
+   * unreported for `unreportedTtlMs` is settled by `expire`) whatever path the picks take.
+   */
+  private fifoFront(): number | null {
+    const fifo = this.fifoEntries;
+    while (this.fifoHead < fifo.length) {
+      const e = fifo[this.fifoHead]!;
+      const at = this.fifoAt[this.fifoHead]!;
+      if (
+        !e.reported &&
+        e.state === 'routed' &&
+        (e.routedAt ?? e.createdAt) === at &&
+        e.workerId !== null &&
+        this.books.get(e.workerId)?.outstanding.get(e.idx) === e
+      )
+        return at;
+      this.fifoHead++;
+    }
+    fifo.length = 0;
+    this.fifoAt.length = 0;
+    this.fifoHead = 0;
+    this.fifoDisordered = false;
+    return null;
   }
 
   /** True when requests sent to `w` over SUSPECT_AFTER_MS ago got no report from it since. */
@@ -531,8 +689,11 @@ export class EndpointRouter {
     const book = this.book(w.id);
     book.outstanding.set(entry.idx, entry);
     book.unreportedLoad += entry.cost;
+    this.reindex(book);
     this.pushUnreported(book, entry);
-    this.recentWaits.push({ at: now, wait: entry.expectedQueueTime });
+    this.pushFifo(entry, now);
+    this.recentAt.push(now);
+    this.recentWait.push(entry.expectedQueueTime);
     this.stats.routed++;
     this.opts.onRouted?.(entry);
   }
@@ -562,34 +723,129 @@ export class EndpointRouter {
   }
 
   /**
-   * The book of each worker of `list`, by position: the scan of every ready worker for every
-   * request then needs no map lookup. Rebuilt when the list is another array (the engine keeps
-   * one while its ready workers do not change) or a book was dropped since.
+   * The pick index of `list`: its workers (perf > 0, with a url) grouped by perf, each group
+   * ordered by (load, id). Rebuilt when the list is another array (the engine keeps one while its
+   * ready workers do not change) or a book was dropped since; kept in order as loads change
+   * (`reindex`), so a pick never sorts.
    */
-  private booksOf(list: readonly RoutableWorker[]): WorkerBook[] {
-    if (list !== this.slotList || this.slotBooks.length !== list.length || this.slotVersion !== this.booksVersion) {
-      this.slotBooks = list.map((w) => this.book(w.id));
-      this.slotList = list;
-      this.slotVersion = this.booksVersion;
+  private indexFor(list: readonly RoutableWorker[]): PerfGroup[] {
+    if (list === this.indexList && list.length === this.indexLength && this.indexVersion === this.booksVersion) return this.groups;
+    for (const g of this.groups) for (const s of g.slots) if (s.book.slot === s) s.book.slot = null;
+    const byPerf = new Map<number, PerfGroup>();
+    for (const w of list) {
+      if (!(w.perf > 0) || !w.url) continue;
+      let g = byPerf.get(w.perf);
+      if (!g) {
+        g = { perf: w.perf, slots: [] };
+        byPerf.set(w.perf, g);
+      }
+      const book = this.book(w.id);
+      const slot: Slot = { w, book, load: 0, group: g };
+      slot.load = this.loadOf(slot);
+      book.slot = slot;
+      g.slots.push(slot);
     }
-    return this.slotBooks;
+    this.groups = [...byPerf.values()];
+    for (const g of this.groups) g.slots.sort((a, b) => a.load - b.load || a.w.id - b.w.id);
+    this.indexList = list;
+    this.indexLength = list.length;
+    this.indexVersion = this.booksVersion;
+    return this.groups;
+  }
+
+  /** The load a slot is ordered by: what pick compares (a load that is not a number sorts last). */
+  private loadOf(s: Slot): number {
+    const load = Math.max(0, s.w.reportedLoad) + s.book.unreportedLoad;
+    return Number.isNaN(load) ? Number.POSITIVE_INFINITY : load;
+  }
+
+  /** A worker's load changed: move its slot to its new place (a few steps: loads change by one request). */
+  private reindex(book: WorkerBook): void {
+    const s = book.slot;
+    if (!s) return;
+    const load = this.loadOf(s);
+    if (load === s.load) return;
+    const slots = s.group.slots;
+    const id = s.w.id;
+    // Where it is now: binary search by its current key.
+    let lo = 0;
+    let hi = slots.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (slotBefore(slots[mid]!, s.load, id)) lo = mid + 1;
+      else hi = mid;
+    }
+    const i = slots[lo] === s ? lo : slots.indexOf(s);
+    if (i < 0) return;
+    const up = load > s.load;
+    s.load = load;
+    // Where it goes: bisect the side it moves to (itself at i left out).
+    lo = up ? i + 1 : 0;
+    hi = up ? slots.length : i;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (slotBefore(slots[mid]!, load, id)) lo = mid + 1;
+      else hi = mid;
+    }
+    const j = up ? lo - 1 : lo;
+    if (Math.abs(j - i) > 32) {
+      // A long move (a load step past many workers of equal load): splice moves memory in one go.
+      slots.splice(i, 1);
+      slots.splice(j, 0, s);
+      return;
+    }
+    if (up) for (let k = i; k < j; k++) slots[k] = slots[k + 1]!;
+    else for (let k = i; k > j; k--) slots[k] = slots[k - 1]!;
+    slots[j] = s;
+  }
+
+  /**
+   * The worker's `reportedLoad` changed in place (a report): its place in the pick index follows.
+   * Unknown or not ready: nothing to do.
+   */
+  workerChanged(workerId: number): void {
+    const book = this.books.get(workerId);
+    if (book) this.reindex(book);
   }
 
   private book(id: number): WorkerBook {
     let b = this.books.get(id);
     if (!b) {
-      b = { outstanding: new Map(), unreportedLoad: 0, unreported: [], unreportedHead: 0 };
+      b = { outstanding: new Map(), unreportedLoad: 0, unreported: [], unreportedHead: 0, slot: null };
       this.books.set(id, b);
     }
     return b;
   }
 
   private pushUnreported(book: WorkerBook, entry: RequestEntry): void {
+    // Settled or gone requests leave the front here too: a pick no longer visits every worker
+    // (suspectBook's own trimming), and the list must not grow with a worker's routings.
+    const list = book.unreported;
+    while (book.unreportedHead < list.length) {
+      const e = list[book.unreportedHead]!;
+      if (!e.reported && e.state === 'routed' && e.workerId === entry.workerId) break;
+      book.unreportedHead++;
+    }
     if (book.unreportedHead > 1024 && book.unreportedHead * 2 > book.unreported.length) {
       book.unreported = book.unreported.slice(book.unreportedHead);
       book.unreportedHead = 0;
     }
     book.unreported.push(entry);
+  }
+
+  private pushFifo(e: RequestEntry, at: number): void {
+    this.fifoFront();
+    if (this.fifoHead > 1024 && this.fifoHead * 2 > this.fifoEntries.length) {
+      this.fifoEntries = this.fifoEntries.slice(this.fifoHead);
+      this.fifoAt = this.fifoAt.slice(this.fifoHead);
+      this.fifoHead = 0;
+    }
+    // Out of time order (requests taken back at a restart, a clock that stepped back): the front
+    // is then not the oldest, and suspects are looked for one by one until the list empties.
+    const last = this.fifoAt[this.fifoAt.length - 1];
+    if (last !== undefined && at < last) this.fifoDisordered = true;
+    this.fifoEntries.push(e);
+    this.fifoAt.push(at);
   }
 
   private settle(entry: RequestEntry, book: WorkerBook): void {
@@ -598,6 +854,7 @@ export class EndpointRouter {
       // settles it again, and leaving it out saves one record per routed request.
       entry.reported = true;
       book.unreportedLoad = Math.max(0, book.unreportedLoad - entry.cost);
+      this.reindex(book);
     }
   }
 
@@ -677,6 +934,7 @@ export class EndpointRouter {
     const book = this.books.get(workerId);
     if (!book) return [];
     this.books.delete(workerId);
+    book.slot = null;
     this.booksVersion++;
     for (const e of book.outstanding.values()) {
       this.orphans.set(e.idx, e);
@@ -743,9 +1001,14 @@ export class EndpointRouter {
   }
 
   private trimWaits(now: number): void {
-    let cut = 0;
-    while (cut < this.recentWaits.length && now - this.recentWaits[cut]!.at > RECENT_WAIT_MS) cut++;
-    if (cut > 0) this.recentWaits.splice(0, cut);
+    const times = this.recentAt;
+    while (this.recentHead < times.length && now - times[this.recentHead]! > RECENT_WAIT_MS) this.recentHead++;
+    // Compact now and then: a splice from the front at every tick copied every wait kept (10 s of routings).
+    if (this.recentHead > 1024 && this.recentHead * 2 > times.length) {
+      this.recentAt = times.slice(this.recentHead);
+      this.recentWait = this.recentWait.slice(this.recentHead);
+      this.recentHead = 0;
+    }
   }
 
   /** The queue as the policy sees it. */
@@ -764,7 +1027,12 @@ export class EndpointRouter {
     }
     let workerBacklog = 0;
     for (const w of this.opts.readyWorkers()) workerBacklog += this.expectedLoad(w);
-    const recent = this.recentWaits.length > 0 ? this.recentWaits.reduce((s, w) => s + w.wait, 0) / this.recentWaits.length : 0;
+    // Summed front to back, as before the lazy cut: the same float, the same plan.
+    const waits = this.recentWait;
+    let sum = 0;
+    for (let i = this.recentHead; i < waits.length; i++) sum += waits[i]!;
+    const kept = waits.length - this.recentHead;
+    const recent = kept > 0 ? sum / kept : 0;
     return { waiting, waitingLoad, queueTime: Math.max(oldest, recent), workerBacklog };
   }
 
@@ -806,6 +1074,11 @@ export class EndpointRouter {
     return out;
   }
 
+  /** True once `trackChanges()` was called: `takeChanges()` then answers. */
+  tracking(): boolean {
+    return this.changed !== null;
+  }
+
   /** Something outside the router changed this request (the protocol marked it delivered). */
   noteChanged(idx: number): void {
     this.changed?.add(idx);
@@ -832,7 +1105,9 @@ export class EndpointRouter {
         book.outstanding.set(entry.idx, entry);
         if (!entry.reported) {
           book.unreportedLoad += entry.cost;
+          this.reindex(book);
           this.pushUnreported(book, entry);
+          this.pushFifo(entry, entry.routedAt ?? entry.createdAt);
         }
       }
     }

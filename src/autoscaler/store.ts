@@ -182,6 +182,7 @@ export class EngineStore {
   ) {
     this.idsPath = `${journal.path}.ids`;
     reg.reserveIds = () => this.reserveFromAlloc();
+    reg.reportedSince = new Set();
   }
 
   health(): StoreHealth {
@@ -317,6 +318,29 @@ export class EngineStore {
   }
 
   /**
+   * Encode the requests changed since the last save or stage into the journal's pending records,
+   * without writing: a busy second's records are then encoded in small slices between requests,
+   * not all at once in the tick's save (which writes and fsyncs them, durable as before). Does
+   * nothing before the first save (that one writes every open request). Never throws.
+   */
+  stage(): void {
+    try {
+      for (const ep of this.reg.endpoints.values()) if (ep.router.tracking()) this.saveRequests(ep.name, ep.router);
+      // Workers that reported (their load, report time…): encoded now, not all in the tick's save.
+      const reported = this.reg.reportedSince;
+      if (reported && reported.size > 0 && this.savedWorkers.size > 0) {
+        for (const id of reported) {
+          const w = this.reg.workers.get(id);
+          if (w) this.saveWorker(w);
+        }
+        reported.clear();
+      }
+    } catch (err) {
+      this.failed('stage', err);
+    }
+  }
+
+  /**
    * One record per open request (`req/<idx>`), written when it changes: the router records which
    * ids changed (route, poll, report, end), so a save costs what changed, not what is open. The
    * first save of an endpoint writes all its open requests and drops records of ones not open.
@@ -336,7 +360,8 @@ export class EngineStore {
       return;
     }
     for (const [idx, p] of changes) {
-      if (p) store.put('req', String(idx), { ...p, endpoint });
+      // The plain copy is ours (takeChanges made it): the endpoint goes on it, no second copy.
+      if (p) store.put('req', String(idx), Object.assign(p, { endpoint }));
       else store.delete('req', String(idx));
     }
   }
@@ -348,18 +373,22 @@ export class EngineStore {
    */
   private saveWorkers(): void {
     const store = this.journal;
-    for (const w of this.reg.workers.values()) {
-      const prev = this.savedWorkers.get(w.id);
-      if (prev && sameWorker(prev, w)) continue;
-      const copy = { ...w, probing: false };
-      this.savedWorkers.set(w.id, copy);
-      store.put('worker', String(w.id), copy);
-    }
+    this.reg.reportedSince?.clear();
+    for (const w of this.reg.workers.values()) this.saveWorker(w);
     for (const id of this.savedWorkers.keys()) {
       if (this.reg.workers.has(id)) continue;
       this.savedWorkers.delete(id);
       store.delete('worker', String(id));
     }
+  }
+
+  /** Queue the worker's record when a field differs from the copy last queued. */
+  private saveWorker(w: WorkerRecord): void {
+    const prev = this.savedWorkers.get(w.id);
+    if (prev && sameWorker(prev, w)) return;
+    const copy = { ...w, probing: false };
+    this.savedWorkers.set(w.id, copy);
+    this.journal.put('worker', String(w.id), copy);
   }
 
   private dropRequests(endpoint: string): void {
