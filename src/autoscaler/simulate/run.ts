@@ -37,6 +37,12 @@ export interface SimulationOptions {
   params?: Record<string, unknown>;
   /** Times a client re-routes a request whose worker failed before giving up on it (default 5). */
   maxRetries?: number;
+  /**
+   * Send every /route/, report and delete through the engine's validated entry points, as network
+   * input would come, instead of the trusted in-process ones. Same results, slower: for the test
+   * that the two paths agree.
+   */
+  validated?: boolean;
 }
 
 /** One timeline row, every `sample_seconds`. */
@@ -124,6 +130,20 @@ interface ClientRecord {
 
 const flush = () => new Promise<void>((resolve) => setImmediate(resolve));
 
+/** What the client reads of a /route/ answer: its status, the worker (null while queued) and the request_idx. */
+interface RouteOut {
+  status: number;
+  workerId: number | null;
+  idx: number;
+}
+
+/** A wire answer of /route/ read as the client reads it. */
+function routeOut(out: { status: number; body: unknown }): RouteOut {
+  const body = out.body as Record<string, unknown>;
+  if (out.status !== 200) return { status: out.status, workerId: null, idx: 0 };
+  return { status: 200, workerId: typeof body.url === 'string' ? Number(body.worker_id) : null, idx: Number(body.request_idx) };
+}
+
 /** Run the simulation to the end of the trace (plus the drain) and build its report. */
 export async function runSimulation(opts: SimulationOptions): Promise<SimulationResult> {
   const wallStart = performance.now();
@@ -138,6 +158,7 @@ export async function runSimulation(opts: SimulationOptions): Promise<Simulation
     workerMaxQueueTime: cfg.provider.worker_max_queue_time,
     defaults: cfg.provider.defaults,
     machines: cfg.provider.machines,
+    validateReports: opts.validated ?? false,
   });
   const engine = new Engine({
     clock,
@@ -177,19 +198,26 @@ export async function runSimulation(opts: SimulationOptions): Promise<Simulation
     else if (r === 'unavailable') retry(rec);
   };
   /** The answer of /route/ for `rec`: forward it, wait for the queue, or give up. */
-  const follow = (rec: ClientRecord, out: { status: number; body: unknown }) => {
-    const body = out.body as Record<string, unknown>;
-    if (out.status === 200 && typeof body.url === 'string') {
+  const follow = (rec: ClientRecord, out: RouteOut) => {
+    if (out.status === 200 && out.workerId !== null) {
       // An engine that answers the failed worker again for this request_idx: ask as a new request.
-      if (rec.failedWorker !== null && Number(body.worker_id) === rec.failedWorker && rec.idx === Number(body.request_idx)) return follow(rec, route(rec, 0));
-      dispatch(rec, Number(body.worker_id), Number(body.request_idx));
+      if (rec.failedWorker !== null && out.workerId === rec.failedWorker && rec.idx === out.idx) return follow(rec, route(rec, 0));
+      dispatch(rec, out.workerId, out.idx);
     } else if (out.status === 200) {
-      rec.idx = Number(body.request_idx);
+      rec.idx = out.idx;
       waiting.set(rec.idx, rec);
     } else finish(rec, 'rejected');
   };
-  const route = (rec: ClientRecord, idx: number) =>
-    engine.route({ endpoint: ep.name, api_key: ep.apiKey, cost: rec.workload, request_idx: idx, replay_timeout: cfg.client.replay_timeout });
+  const validated = opts.validated ?? false;
+  const route = (rec: ClientRecord, idx: number): RouteOut => {
+    const body = { cost: rec.workload, request_idx: idx, replay_timeout: cfg.client.replay_timeout };
+    if (validated) return routeOut(engine.route({ endpoint: ep.name, api_key: ep.apiKey, ...body }));
+    const out = engine.routeTrusted(ep, body);
+    if ('status' in out) return { status: out.status, workerId: null, idx: 0 };
+    // The status the wire answer would have: 200 routed or queued, 408 timed out.
+    if (out.state === 'timed_out') return { status: 408, workerId: null, idx: out.idx };
+    return { status: 200, workerId: out.state === 'routed' && out.answer ? out.workerId : null, idx: out.idx };
+  };
   // As the Vast SDK does after a worker failure: re-route with the same request_idx; an engine
   // that has forgotten it (404) gets the request as a new one. Queue time counts from the first try.
   const retry = (rec: ClientRecord) => {
