@@ -43,6 +43,8 @@ export interface SimulationOptions {
    * that the two paths agree.
    */
   validated?: boolean;
+  /** Called with the engine once the run is over, before it closes (tests read its state). */
+  atEnd?: (engine: Engine) => void;
 }
 
 /** One timeline row, every `sample_seconds`. */
@@ -352,6 +354,7 @@ export async function runSimulation(opts: SimulationOptions): Promise<Simulation
     if (arrivalsDone && billing !== null && (pending === 0 || stepEnd >= lastArrival + cfg.drain_seconds * 1000)) break;
   }
   const simulatedSeconds = (clock.now() - t0) / 1000;
+  opts.atEnd?.(engine);
   engine.close();
   await provider.close();
   logger.flush();
