@@ -82,7 +82,9 @@ export async function runEngineScale(opts: EngineScaleOptions = {}): Promise<Eng
   const open = opts.open ?? 10_000;
   const durationS = opts.durationS ?? 10;
   const concurrency = opts.concurrency ?? 64;
-  const host = await startProcess(process.execPath, [join(LIB_DIR, 'engine-host.js'), '--workers', String(workers), '--open', String(open)], {
+  // ENGINE_SCALE_PROF_DIR=dir: the host writes a V8 CPU profile there (--cpu-prof), to see where its time goes.
+  const prof = process.env.ENGINE_SCALE_PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.ENGINE_SCALE_PROF_DIR}`] : [];
+  const host = await startProcess(process.execPath, [...prof, join(LIB_DIR, 'engine-host.js'), '--workers', String(workers), '--open', String(open)], {
     readyLine: /ENGINE_HOST_READY (\{.*\})/,
     timeoutMs: 120_000,
     stdin: true,

@@ -36,6 +36,7 @@ describe('router queue budget', () => {
   it('a fresh request may take a worker with up to the budget of queue', () => {
     const { router, workers } = setup(10);
     workers[0]!.reportedLoad = 500; // 5 s of queue
+    router.workerChanged(workers[0]!.id);
     const e = router.submit(1, 10, 60);
     expect(e.state).toBe('routed');
     expect(e.workerId).toBe(1);
@@ -53,9 +54,11 @@ describe('router queue budget', () => {
       expect(e.state).toBe('queued');
       at(8_000);
       workers[0]!.reportedLoad = 500; // 5 s: more than the 2 s left of its budget
+      router.workerChanged(workers[0]!.id);
       router.drain();
       expect(e.state).toBe('queued');
       workers[1]!.reportedLoad = 150; // 1.5 s
+      router.workerChanged(workers[1]!.id);
       router.drain();
       expect(e.state).toBe('routed');
       expect(e.workerId).toBe(2);
@@ -70,10 +73,12 @@ describe('router queue budget', () => {
     at(15_000);
     // Both are past their budget (15 s and 10 s waited): only a queue under MIN_ROUTE_QUEUE_S takes them.
     workers[0]!.reportedLoad = (MIN_ROUTE_QUEUE_S + 1) * 100; // 3 s
+    router.workerChanged(workers[0]!.id);
     router.drain();
     expect(old.state).toBe('queued');
     expect(young.state).toBe('queued');
     workers[0]!.reportedLoad = (MIN_ROUTE_QUEUE_S - 0.5) * 100; // 1.5 s
+    router.workerChanged(workers[0]!.id);
     router.drain();
     expect(old.state).toBe('routed');
     expect(old.workerId).toBe(1);

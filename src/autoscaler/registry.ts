@@ -426,8 +426,11 @@ export class Registry {
       return;
     }
     if (rw.url !== w.url || rw.perf !== w.maxPerf) return this.routableChanged(w.endpoint);
-    rw.reportedLoad = w.curLoad;
     rw.lastReportAt = w.lastReportAt;
+    if (rw.reportedLoad !== w.curLoad) {
+      rw.reportedLoad = w.curLoad;
+      this.endpoints.get(w.endpoint)?.router.workerChanged(w.id);
+    }
   }
 
   /** No request routed to it is unfinished, and its last report said none is working. */

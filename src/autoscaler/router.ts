@@ -97,8 +97,10 @@ export interface RouterOptions {
   strictAuth?: { sign: (fields: Record<string, unknown>) => string; ttlSeconds: number; wallClock?: () => number };
   /**
    * The endpoint's ready workers, read at each choice. The same array may be returned while its
-   * members stay the same workers (their load and report times may change in place); a change of
-   * members must come as another array (or another length).
+   * members stay the same workers; a change of members (or of a member's perf or url) must come
+   * as another array (or another length). A member's `lastReportAt` may change in place; a change
+   * of its `reportedLoad` in place must be told with `workerChanged(id)` (the router keeps its
+   * workers ordered by load).
    */
   readyWorkers: () => readonly RoutableWorker[];
   /** The endpoint's current `max_queue_time`, s. */
@@ -156,6 +158,32 @@ interface WorkerBook {
   /** Routed requests in routing order from `unreportedHead` on; those settled or gone since are skipped lazily. */
   unreported: RequestEntry[];
   unreportedHead: number;
+  /** Its place in the pick index while its worker is ready (null otherwise). */
+  slot: Slot | null;
+}
+
+/** A ready worker in the pick index, with the load it is ordered by. */
+interface Slot {
+  w: RoutableWorker;
+  book: WorkerBook;
+  /** max(0, reportedLoad) + unreportedLoad, as of the last reindex. */
+  load: number;
+  group: PerfGroup;
+}
+
+/**
+ * The ready workers of one perf, ordered by (load, id). Within one perf the order by load is the
+ * order by expected finish (load + cost) / perf and by expected wait, whatever the request's cost,
+ * so the best of a group is its first eligible worker and the workers under a wait limit or tied
+ * for a finish time are a prefix: a pick looks at a few workers per perf, not at every worker.
+ */
+interface PerfGroup {
+  perf: number;
+  slots: Slot[];
+}
+
+function slotBefore(a: Slot, load: number, id: number): boolean {
+  return a.load < load || (a.load === load && a.w.id < id);
 }
 
 interface FailureScore {
@@ -190,10 +218,15 @@ export class EndpointRouter {
   /** pick()'s reused scratch: the workers tied for best, and their expected waits. */
   private tiedScratch: RoutableWorker[] = [];
   private tiedWaitScratch: number[] = [];
-  /** booksOf()'s cache: the ready list it was built for, its books by position, and the drops it has seen. */
-  private slotList: readonly RoutableWorker[] | null = null;
-  private slotBooks: WorkerBook[] = [];
-  private slotVersion = -1;
+  /** Every routing in order, with its time: the front is the oldest request still unreported (see `suspectsPossible`). */
+  private unreportedFifo: Array<{ e: RequestEntry; at: number }> = [];
+  private fifoHead = 0;
+  private fifoDisordered = false;
+  /** The pick index: the ready list it was built for, its perf groups, and the book drops it has seen. */
+  private indexList: readonly RoutableWorker[] | null = null;
+  private indexLength = -1;
+  private groups: PerfGroup[] = [];
+  private indexVersion = -1;
   private booksVersion = 0;
   /**
    * Ids whose journal record may be stale (changed, opened or ended) since the last `takeChanges()`;
@@ -429,40 +462,57 @@ export class EndpointRouter {
     if (budget > 0 && entry) limit = Math.min(limit, Math.max(MIN_ROUTE_QUEUE_S, budget - (now - entry.createdAt) / 1000));
     const cost = entry?.cost ?? 100;
     const avoid = entry && entry.avoid.size > 0 ? entry.avoid : null;
-    // One pass over every ready worker for every request: no allocation (the tied ones go into a
-    // reused scratch array, and one of them is picked in turn by selection, not by sorting).
-    let bestRank = Number.POSITIVE_INFINITY;
-    let bestFinish = Number.POSITIVE_INFINITY;
+    const groups = this.indexFor(this.opts.readyWorkers());
+    const anyFailures = this.failures.size > 0;
+    // Failing, or not served well since its last failure: only after every healthy worker, and
+    // not at all while a standby is coming.
+    const rankOf = (id: number) => (anyFailures && (this.failedSinceSuccess.has(id) || this.failing(id, now)) ? 1 : 0);
+    const eligible = (s: Slot) => {
+      if (avoid) {
+        const at = avoid.get(s.w.id);
+        if (at !== undefined && now - at < avoidMs) return false;
+      }
+      return !(s.book.unreportedLoad > 0 && this.suspectBook(s.book, s.w, now));
+    };
+    // Pass 1: the earliest finish of each rank. In a group the first eligible healthy worker is
+    // the group's best; the walk stops there (or at the wait limit: the rest wait longer).
+    let best0 = Number.POSITIVE_INFINITY;
+    let best1 = Number.POSITIVE_INFINITY;
+    for (const g of groups) {
+      let seen1 = false;
+      for (const s of g.slots) {
+        if (s.load / g.perf > limit) break;
+        if (!eligible(s)) continue;
+        const finish = (s.load + cost) / g.perf;
+        if (rankOf(s.w.id) === 0) {
+          if (finish < best0) best0 = finish;
+          break;
+        }
+        if (!seen1 && !healthyOnly) {
+          seen1 = true;
+          if (finish < best1) best1 = finish;
+        }
+      }
+    }
+    const rank = best0 < Number.POSITIVE_INFINITY ? 0 : 1;
+    const best = rank === 0 ? best0 : best1;
+    if (!(best < Number.POSITIVE_INFINITY)) return null;
+    // Pass 2: every worker of that rank whose finish is within TIE_TOLERANCE of the best (a
+    // prefix of each group). The tied ones go into a reused scratch array, no allocation.
+    const bound = best * (1 + TIE_TOLERANCE);
+    if (!avoid && !anyFailures && !this.suspectsPossible(now)) {
+      const quick = this.pickInPrefix(groups, cost, limit, bound);
+      if (quick) return quick;
+    }
     const tied = this.tiedScratch;
     const tiedWait = this.tiedWaitScratch;
     let n = 0;
-    const list = this.opts.readyWorkers();
-    const books = this.booksOf(list);
-    for (let i = 0; i < list.length; i++) {
-      const w = list[i]!;
-      if (!(w.perf > 0) || !w.url) continue;
-      if (avoid) {
-        const at = avoid.get(w.id);
-        if (at !== undefined && now - at < avoidMs) continue;
-      }
-      const book = books[i]!;
-      if (book.unreportedLoad > 0 && this.suspectBook(book, w, now)) continue;
-      const load = Math.max(0, w.reportedLoad) + book.unreportedLoad;
-      const wait = load / w.perf;
-      if (wait > limit) continue;
-      // Failing, or not served well since its last failure: only after every healthy worker, and
-      // not at all while a standby is coming.
-      const rank = this.failures.size > 0 && (this.failedSinceSuccess.has(w.id) || this.failing(w.id, now)) ? 1 : 0;
-      if (healthyOnly && rank > 0) continue;
-      const finish = (load + cost) / w.perf;
-      if (rank < bestRank || (rank === bestRank && finish < bestFinish * (1 - TIE_TOLERANCE))) {
-        bestRank = rank;
-        bestFinish = finish;
-        n = 0;
-        tied[n] = w;
-        tiedWait[n++] = wait;
-      } else if (rank === bestRank && finish <= bestFinish * (1 + TIE_TOLERANCE)) {
-        tied[n] = w;
+    for (const g of groups) {
+      for (const s of g.slots) {
+        const wait = s.load / g.perf;
+        if (wait > limit || (s.load + cost) / g.perf > bound) break;
+        if (!eligible(s) || rankOf(s.w.id) !== rank) continue;
+        tied[n] = s.w;
         tiedWait[n++] = wait;
       }
     }
@@ -474,6 +524,61 @@ export class EndpointRouter {
     tied.length = 0;
     tiedWait.length = 0;
     return out;
+  }
+
+  /**
+   * The tie of pass 2 without looking at each tied worker, when every worker is eligible (no
+   * avoid list, no failures, no suspect possible): a group's tied workers are then the prefix up to
+   * the bound (found by bisection), and when one group holds them all at one load they are in id
+   * order, so the (turn mod n)-th smallest id is the (turn mod n)-th of the prefix. Null when the
+   * tie spans groups or loads (the caller then walks the prefixes).
+   */
+  private pickInPrefix(groups: PerfGroup[], cost: number, limit: number, bound: number): { worker: RoutableWorker; wait: number } | null {
+    let only: PerfGroup | null = null;
+    let n = 0;
+    for (const g of groups) {
+      const slots = g.slots;
+      let lo = 0;
+      let hi = slots.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        const load = slots[mid]!.load;
+        if (load / g.perf > limit || (load + cost) / g.perf > bound) hi = mid;
+        else lo = mid + 1;
+      }
+      if (lo === 0) continue;
+      if (only) return null;
+      only = g;
+      n = lo;
+    }
+    if (!only || only.slots[0]!.load !== only.slots[n - 1]!.load) return null;
+    const s = only.slots[n === 1 ? 0 : this.turn++ % n]!;
+    return { worker: s.w, wait: s.load / only.perf };
+  }
+
+  /**
+   * False when no worker can be suspect now: the oldest routed request no report has shown yet
+   * (of a worker still holding it) was routed within SUSPECT_AFTER_MS. O(1) amortized: requests
+   * reported or gone since are dropped from the front for good.
+   */
+  private suspectsPossible(now: number): boolean {
+    const fifo = this.unreportedFifo;
+    while (this.fifoHead < fifo.length) {
+      const { e, at } = fifo[this.fifoHead]!;
+      if (
+        !e.reported &&
+        e.state === 'routed' &&
+        (e.routedAt ?? e.createdAt) === at &&
+        e.workerId !== null &&
+        this.books.get(e.workerId)?.outstanding.get(e.idx) === e
+      )
+        return this.fifoDisordered || now - at > SUSPECT_AFTER_MS;
+      this.fifoHead++;
+    }
+    fifo.length = 0;
+    this.fifoHead = 0;
+    this.fifoDisordered = false;
+    return false;
   }
 
   /** True when requests sent to `w` over SUSPECT_AFTER_MS ago got no report from it since. */
@@ -531,7 +636,9 @@ export class EndpointRouter {
     const book = this.book(w.id);
     book.outstanding.set(entry.idx, entry);
     book.unreportedLoad += entry.cost;
+    this.reindex(book);
     this.pushUnreported(book, entry);
+    this.pushFifo(entry, now);
     this.recentWaits.push({ at: now, wait: entry.expectedQueueTime });
     this.stats.routed++;
     this.opts.onRouted?.(entry);
@@ -562,23 +669,85 @@ export class EndpointRouter {
   }
 
   /**
-   * The book of each worker of `list`, by position: the scan of every ready worker for every
-   * request then needs no map lookup. Rebuilt when the list is another array (the engine keeps
-   * one while its ready workers do not change) or a book was dropped since.
+   * The pick index of `list`: its workers (perf > 0, with a url) grouped by perf, each group
+   * ordered by (load, id). Rebuilt when the list is another array (the engine keeps one while its
+   * ready workers do not change) or a book was dropped since; kept in order as loads change
+   * (`reindex`), so a pick never sorts.
    */
-  private booksOf(list: readonly RoutableWorker[]): WorkerBook[] {
-    if (list !== this.slotList || this.slotBooks.length !== list.length || this.slotVersion !== this.booksVersion) {
-      this.slotBooks = list.map((w) => this.book(w.id));
-      this.slotList = list;
-      this.slotVersion = this.booksVersion;
+  private indexFor(list: readonly RoutableWorker[]): PerfGroup[] {
+    if (list === this.indexList && list.length === this.indexLength && this.indexVersion === this.booksVersion) return this.groups;
+    for (const g of this.groups) for (const s of g.slots) if (s.book.slot === s) s.book.slot = null;
+    const byPerf = new Map<number, PerfGroup>();
+    for (const w of list) {
+      if (!(w.perf > 0) || !w.url) continue;
+      let g = byPerf.get(w.perf);
+      if (!g) {
+        g = { perf: w.perf, slots: [] };
+        byPerf.set(w.perf, g);
+      }
+      const book = this.book(w.id);
+      const slot: Slot = { w, book, load: 0, group: g };
+      slot.load = this.loadOf(slot);
+      book.slot = slot;
+      g.slots.push(slot);
     }
-    return this.slotBooks;
+    this.groups = [...byPerf.values()];
+    for (const g of this.groups) g.slots.sort((a, b) => a.load - b.load || a.w.id - b.w.id);
+    this.indexList = list;
+    this.indexLength = list.length;
+    this.indexVersion = this.booksVersion;
+    return this.groups;
+  }
+
+  /** The load a slot is ordered by: what pick compares (a load that is not a number sorts last). */
+  private loadOf(s: Slot): number {
+    const load = Math.max(0, s.w.reportedLoad) + s.book.unreportedLoad;
+    return Number.isNaN(load) ? Number.POSITIVE_INFINITY : load;
+  }
+
+  /** A worker's load changed: move its slot to its new place (a few steps: loads change by one request). */
+  private reindex(book: WorkerBook): void {
+    const s = book.slot;
+    if (!s) return;
+    const load = this.loadOf(s);
+    if (load === s.load) return;
+    const slots = s.group.slots;
+    const id = s.w.id;
+    // Where it is now: binary search by its current key.
+    let lo = 0;
+    let hi = slots.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (slotBefore(slots[mid]!, s.load, id)) lo = mid + 1;
+      else hi = mid;
+    }
+    let i = slots[lo] === s ? lo : slots.indexOf(s);
+    if (i < 0) return;
+    s.load = load;
+    while (i > 0 && slotBefore(s, slots[i - 1]!.load, slots[i - 1]!.w.id)) {
+      slots[i] = slots[i - 1]!;
+      i--;
+    }
+    while (i < slots.length - 1 && slotBefore(slots[i + 1]!, load, id)) {
+      slots[i] = slots[i + 1]!;
+      i++;
+    }
+    slots[i] = s;
+  }
+
+  /**
+   * The worker's `reportedLoad` changed in place (a report): its place in the pick index follows.
+   * Unknown or not ready: nothing to do.
+   */
+  workerChanged(workerId: number): void {
+    const book = this.books.get(workerId);
+    if (book) this.reindex(book);
   }
 
   private book(id: number): WorkerBook {
     let b = this.books.get(id);
     if (!b) {
-      b = { outstanding: new Map(), unreportedLoad: 0, unreported: [], unreportedHead: 0 };
+      b = { outstanding: new Map(), unreportedLoad: 0, unreported: [], unreportedHead: 0, slot: null };
       this.books.set(id, b);
     }
     return b;
@@ -592,12 +761,25 @@ export class EndpointRouter {
     book.unreported.push(entry);
   }
 
+  private pushFifo(e: RequestEntry, at: number): void {
+    if (this.fifoHead > 1024 && this.fifoHead * 2 > this.unreportedFifo.length) {
+      this.unreportedFifo = this.unreportedFifo.slice(this.fifoHead);
+      this.fifoHead = 0;
+    }
+    // Out of time order (requests taken back at a restart, a clock that stepped back): the front
+    // is then not the oldest, and suspects are looked for one by one until the list empties.
+    const last = this.unreportedFifo[this.unreportedFifo.length - 1];
+    if (last && at < last.at) this.fifoDisordered = true;
+    this.unreportedFifo.push({ e, at });
+  }
+
   private settle(entry: RequestEntry, book: WorkerBook): void {
     if (!entry.reported) {
       // Not a journal change on its own: after a restart the next report (or unreportedTtlMs)
       // settles it again, and leaving it out saves one record per routed request.
       entry.reported = true;
       book.unreportedLoad = Math.max(0, book.unreportedLoad - entry.cost);
+      this.reindex(book);
     }
   }
 
@@ -677,6 +859,7 @@ export class EndpointRouter {
     const book = this.books.get(workerId);
     if (!book) return [];
     this.books.delete(workerId);
+    book.slot = null;
     this.booksVersion++;
     for (const e of book.outstanding.values()) {
       this.orphans.set(e.idx, e);
@@ -832,7 +1015,9 @@ export class EndpointRouter {
         book.outstanding.set(entry.idx, entry);
         if (!entry.reported) {
           book.unreportedLoad += entry.cost;
+          this.reindex(book);
           this.pushUnreported(book, entry);
+          this.pushFifo(entry, entry.routedAt ?? entry.createdAt);
         }
       }
     }
