@@ -86,6 +86,23 @@ describe('journal', () => {
     expect(new Journal(p).all('a').size).toBe(2);
   });
 
+  it('one flush of more records than writev takes at once (IOV_MAX) writes them all, in order, readable again', () => {
+    const p = path();
+    const j = new Journal(p, { minLinesToCompact: 1_000_000, minBytesToCompact: 1e9 });
+    for (let i = 0; i < 3000; i++) j.put('req', String(i), { i, pad: 'x'.repeat(i % 50) });
+    for (let i = 0; i < 3000; i += 3) j.delete('req', String(i));
+    j.flush();
+    for (let i = 1; i < 3000; i += 3) j.put('req', String(i), { i, again: true });
+    j.close();
+    const again = new Journal(p);
+    expect(again.recovered.skipped).toBe(0);
+    expect(again.all('req').size).toBe(2000);
+    expect(again.get('req', '1')).toEqual({ i: 1, again: true });
+    expect(again.get('req', '2')).toEqual({ i: 2, pad: 'x'.repeat(2) });
+    expect(again.get('req', '3')).toBeUndefined();
+    again.close();
+  });
+
   it('CRC-32 is the IEEE one, natively or in JS', () => {
     const data = Buffer.from('123456789');
     expect(crc32(data)).toBe(0xcbf43926);

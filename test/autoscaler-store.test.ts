@@ -143,3 +143,41 @@ describe('one record per open request, written when it changes', () => {
     j2.close();
   });
 });
+
+describe('staging between saves (EngineStore.stage)', () => {
+  it('encodes changed requests without writing; the save writes them; a request opened and closed between saves leaves no record', () => {
+    const path = journalPath();
+    const { reg } = testRegistry();
+    reg.addEndpoint(endpointCfg('a'));
+    const w = addTestWorker(reg, 'a');
+    reg.transition(w, 'loading', 'test');
+    const ep = reg.endpoints.get('a')!;
+    const j = new Journal(path);
+    const store = new EngineStore(reg, j);
+    // Before the first save nothing is tracked: stage does nothing.
+    const first = ep.router.submit(reg.allocRequestIdx(), 100, 60).idx;
+    store.stage();
+    expect(j.pendingCount()).toBe(0);
+    store.save(false);
+    const size = readFileSync(path).length;
+    const kept = ep.router.submit(reg.allocRequestIdx(), 100, 60).idx;
+    const gone = ep.router.submit(reg.allocRequestIdx(), 100, 60).idx;
+    store.stage();
+    // Encoded and pending, not written: the file has not grown.
+    expect(j.pendingCount()).toBe(2);
+    expect(readFileSync(path).length).toBe(size);
+    // `gone` times out before the save: its pending record becomes a delete, nothing of it survives.
+    ep.router.touch(ep.router.get(kept)!, 600);
+    ep.router.touch(ep.router.get(first)!, 600);
+    (ep.router.get(gone) as { replayTimeoutMs: number }).replayTimeoutMs = -1;
+    ep.router.expire();
+    store.stage();
+    store.save(false);
+    j.close();
+    const fresh = testRegistry();
+    const j2 = new Journal(path);
+    expect(new EngineStore(fresh.reg, j2).restore().requests).toBe(2);
+    expect([...j2.all('req').keys()].sort()).toEqual([String(first), String(kept)].sort());
+    j2.close();
+  });
+});

@@ -45,8 +45,9 @@ describe('npm run bench (quick mode)', () => {
       expect(out).toContain(row);
     }
     const targets = out.split('\n').filter((l) => /^\| .* \| (PASS|MISS|n\/a) \|$/.test(l));
-    // 8 of the worker, 4 of the autoscaler at scale, 3 of the simulator (CPU, wall, RSS).
-    expect(targets).toHaveLength(15);
+    // 8 of the worker, 7 of the autoscaler at scale (4 in wall time, 3 in its CPU time), 3 of the simulator (CPU, wall, RSS).
+    expect(targets).toHaveLength(18);
+    expect(out).toMatch(/^\| autoscaler, 100 workers: tick CPU \|/m);
     expect(out).toMatch(/^\| autoscaler, 100 workers: \/route\/ throughput \|/m);
     expect(out).toContain('| stock (node:http + undici) |');
 

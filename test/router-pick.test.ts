@@ -85,20 +85,39 @@ function referenceChoose(router: EndpointRouter, w: World, entry: RequestEntry |
   return referencePick(router, w, entry, AVOID_HARD_MS, false, turn);
 }
 
+/** The index's own invariant: each perf group in (load, id) order, each slot's load the worker's expected load. */
+function checkIndex(router: EndpointRouter, w: World, where: string): void {
+  const groups = (router as unknown as { groups: Array<{ perf: number; slots: Array<{ load: number; w: RoutableWorker }> }> }).groups;
+  const inList = new Set(w.list);
+  for (const g of groups) {
+    for (let i = 0; i < g.slots.length; i++) {
+      const s = g.slots[i]!;
+      if (!inList.has(s.w)) continue; // a stale index (the list changed): rebuilt at the next pick
+      if (s.load !== router.expectedLoad(s.w)) throw new Error(`${where}: worker ${s.w.id} indexed at ${s.load}, its load is ${router.expectedLoad(s.w)}`);
+      const prev = g.slots[i - 1];
+      if (prev && (prev.load > s.load || (prev.load === s.load && prev.w.id > s.w.id))) throw new Error(`${where}: group ${g.perf} out of order at ${i}`);
+    }
+  }
+}
+
 function turnOf(router: EndpointRouter): number {
   return (router as unknown as { turn: number }).turn;
 }
 
-function runCase(seed: number, steps: number, calm = false): { compared: number; ties: number; nulls: number } {
+function runCase(seed: number, steps: number, calm = false, fleet = 60): { compared: number; ties: number; nulls: number } {
   const r = rng(seed);
   const int = (n: number) => Math.floor(r() * n);
-  const perfs = [50, 100, 100, 200];
+  // Big fleets: few perfs and few load levels, so many workers share a load (as at steady state)
+  // and one request moves a worker past dozens of equal ones.
+  const big = fleet > 100;
+  const perfs = big ? [100, 100, 100, 200] : [50, 100, 100, 200];
+  const someLoad = () => (big ? 100 * int(3) : r() < 0.3 ? 0 : 50 * int(30));
   const w: World = { now: 1_000_000, list: [], maxQueue: 30, budget: 0, failedIds: new Set(), routed: new Map() };
-  const fleetSize = 1 + int(60);
+  const fleetSize = 1 + int(fleet);
   let nextId = 1;
   const makeWorker = (): RoutableWorker => {
     const id = nextId++;
-    return { id, url: `http://w${id}.invalid`, perf: perfs[int(perfs.length)]!, reportedLoad: r() < 0.3 ? 0 : 50 * int(20), lastReportAt: w.now };
+    return { id, url: `http://w${id}.invalid`, perf: perfs[int(perfs.length)]!, reportedLoad: someLoad(), lastReportAt: w.now };
   };
   for (let i = 0; i < fleetSize; i++) w.list.push(makeWorker());
   let standby = false;
@@ -125,7 +144,7 @@ function runCase(seed: number, steps: number, calm = false): { compared: number;
     } else if (op < 45 && w.list.length > 0) {
       // A report: a new load (told to the router) and, sometimes, its requests seen as working.
       const x = w.list[int(w.list.length)]!;
-      x.reportedLoad = r() < 0.3 ? 0 : 50 * int(30);
+      x.reportedLoad = someLoad();
       x.lastReportAt = w.now;
       router.workerChanged(x.id);
       if (r() < 0.7) router.markReported(x.id, w.routed.get(x.id) ?? []);
@@ -187,6 +206,7 @@ function runCase(seed: number, steps: number, calm = false): { compared: number;
           delivered: false,
         };
       }
+      checkIndex(router, w, `seed ${seed} step ${step}`);
       const turn = turnOf(router);
       const want = referenceChoose(router, w, entry, standby, turn);
       const got = router.choose(entry);
@@ -246,6 +266,49 @@ describe('indexed pick', () => {
     expect(ties).toBeGreaterThan(500);
   });
 
+  it('chooses what the linear scan chooses in fleets of hundreds (loads step past many equal workers)', () => {
+    let ties = 0;
+    for (let seed = 201; seed <= 206; seed++) ties += runCase(seed, 3000, seed % 2 === 0, 500).ties;
+    expect(ties).toBeGreaterThan(100);
+  });
+
+  it('after a restart (requests taken back, routed long ago and never reported) suspects are found as the scan finds them', () => {
+    for (let seed = 301; seed <= 320; seed++) {
+      const r = rng(seed);
+      const w: World = { now: 1_000_000, list: [], maxQueue: 30, budget: 0, failedIds: new Set(), routed: new Map() };
+      for (let id = 1; id <= 40; id++) w.list.push({ id, url: `http://w${id}.invalid`, perf: 100, reportedLoad: 0, lastReportAt: w.now });
+      const opts = {
+        endpoint: 'e',
+        now: () => w.now,
+        sign: (url: string) => `sig:${url}`,
+        readyWorkers: () => w.list,
+        maxQueueTime: () => w.maxQueue,
+        unreportedTtlMs: 600_000,
+        requestTtlMs: 6_000_000,
+      };
+      const before = new EndpointRouter(opts);
+      // Routed over a minute; taken back newest first (the worst order for a list kept oldest first).
+      for (let i = 1; i <= 60; i++) {
+        for (const x of w.list) x.lastReportAt = w.now; // reporting then: nobody suspect before the restart
+        before.submit(i, 10, 600);
+        w.now += Math.floor(r() * 2_000);
+      }
+      const pending = before.exportPending().sort((a, b) => (b.routedAt ?? 0) - (a.routedAt ?? 0));
+      const after = new EndpointRouter(opts);
+      after.importPending(pending, before.lastReqnum());
+      w.now += 500 + Math.floor(r() * 2_000);
+      // Half the workers have reported since; the others' last report is from before their requests.
+      for (const x of w.list) x.lastReportAt = r() < 0.5 ? w.now : 1_000_000;
+      for (let i = 0; i < 30; i++) {
+        const want = referenceChoose(after, w, undefined, false, turnOf(after));
+        const got = after.choose();
+        expect(got?.worker.id ?? null, `seed ${seed} #${i}`).toBe(want?.id ?? null);
+        after.submit(1000 + i, 10, 600);
+        w.now += 200;
+      }
+    }
+  });
+
   it('follows a report told with workerChanged: the lighter worker wins', () => {
     const list: RoutableWorker[] = [
       { id: 1, url: 'http://a.invalid', perf: 100, reportedLoad: 0, lastReportAt: 0 },
@@ -268,4 +331,42 @@ describe('indexed pick', () => {
     for (let i = 1; i <= 5; i++) expect(router.submit(i, 100, 60).workerId).toBe(2);
     expect(router.submit(6, 100, 60).workerId).toBe(1);
   });
+});
+
+describe('plain copies of requests (journal records)', () => {
+  /** The copy the router made before its literal one: every field but avoid/endpoint, answer unsigned. */
+  function oldPlain(e: RequestEntry) {
+    const { avoid, endpoint: _e, answer, ...rest } = e;
+    return { ...rest, answer: answer && { ...answer, signature: '' }, avoid: [...avoid] };
+  }
+
+  for (const strict of [false, true]) {
+    it(`hold exactly the fields the old copy held (${strict ? 'strict' : 'plain'} signing)`, () => {
+      let now = 1_000;
+      const list: RoutableWorker[] = [1, 2, 3].map((id) => ({ id, url: `http://w${id}.invalid`, perf: 100, reportedLoad: 0, lastReportAt: 0 }));
+      const router = new EndpointRouter({
+        endpoint: 'e',
+        now: () => now,
+        sign: (url) => `sig:${url}`,
+        strictAuth: strict ? { sign: () => 'strict-sig', ttlSeconds: 60, wallClock: () => 1_700_000_000_000 } : undefined,
+        readyWorkers: () => list,
+        maxQueueTime: () => 0.5,
+        unreportedTtlMs: 20_000,
+        requestTtlMs: 600_000,
+      });
+      const entries: RequestEntry[] = [];
+      for (let i = 1; i <= 12; i++) entries.push(router.submit(i, 20, 60)); // some queue: 0.5 s of 100/s is 50
+      now += 5_000;
+      entries[0]!.delivered = true; // the client was given its url (the protocol marks this)
+      router.reroute(1, 20, 30); // a failover: an avoid list, attempts 2
+      now += 1_000;
+      router.touch(entries[5]!, 90);
+      const plain = router.exportPending();
+      expect(plain.length).toBe(12);
+      expect(plain.some((p) => p.state === 'queued') && plain.some((p) => p.state === 'routed')).toBe(true);
+      expect(plain.some((p) => p.avoid.length > 0)).toBe(true);
+      for (const p of plain) expect(JSON.parse(JSON.stringify(p))).toEqual(JSON.parse(JSON.stringify(oldPlain(router.get(p.idx)!))));
+      if (strict) expect(plain.find((p) => p.answer)!.answer!.expires_at).toBeGreaterThan(0);
+    });
+  }
 });

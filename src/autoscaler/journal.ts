@@ -1,4 +1,4 @@
-import { closeSync, existsSync, fsyncSync, ftruncateSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { close, closeSync, existsSync, fsyncSync, ftruncateSync, openSync, readFileSync, renameSync, unlinkSync, writeSync, writevSync } from 'node:fs';
 import { syncDir } from '../common/sync-dir.js';
 import { dirname } from 'node:path';
 import * as zlib from 'node:zlib';
@@ -126,6 +126,33 @@ export function encodeRecord(line: Line, valueJson?: string): Buffer {
   return out;
 }
 
+/** Buffers per writev call: Linux's IOV_MAX (a synchronous writev of more writes only the first 1024). */
+const IOV_MAX = 1024;
+
+/**
+ * Write `parts` (`total` bytes) at `position`, in order, with no copy into one buffer: writev in
+ * batches of IOV_MAX; a short write goes on from where it stopped.
+ */
+function writeAll(fd: number, parts: Buffer[], total: number, position: number): void {
+  let done = 0;
+  let i = 0;
+  while (i < parts.length) {
+    const batch = parts.slice(i, i + IOV_MAX);
+    let want = 0;
+    for (const b of batch) want += b.length;
+    const n = writevSync(fd, batch, position + done);
+    if (n < want) {
+      // Short: write the rest of this batch from where it stopped, then go on with the next.
+      const rest = Buffer.concat(batch).subarray(n);
+      let off = 0;
+      while (off < rest.length) off += writeSync(fd, rest, off, rest.length - off, position + done + n + off);
+    }
+    done += want;
+    i += IOV_MAX;
+  }
+  if (done !== total) throw new Error(`journal write: ${done} bytes written of ${total}`);
+}
+
 function noProtoKeys(key: string, value: unknown): unknown {
   if (key === '__proto__') throw new Error('a "__proto__" key');
   return value;
@@ -139,8 +166,17 @@ export class Journal {
    * it costs a write and an fsync, not a JSON encoding of every live record.
    */
   private readonly bytes = new Map<string, Map<string, Buffer>>();
-  /** Records not yet written, by `kind/id`: a key changed twice before a flush is written once (its last value). */
-  private pending = new Map<string, Buffer>();
+  /** Records not yet written, by kind then id: a key changed twice before a write is written once (its last value). */
+  private pending = new Map<string, Map<string, Buffer>>();
+  private pendingSize = 0;
+  /**
+   * Records appended by `write()` since the last fsync, by kind then id: if the fsync fails they
+   * are cut from the file and queued again (unless changed since), as if never written.
+   */
+  private unsynced: Array<Map<string, Map<string, Buffer>>> = [];
+  private unsyncedLines = 0;
+  /** Bytes known durable (fsync'd): a failed fsync cuts the file back to here. */
+  private syncedSize = 0;
   /** File size after the last compaction (or at open): the byte-growth trigger of compaction. */
   private compactedSize = 0;
   private readonly minBytes: number;
@@ -175,6 +211,7 @@ export class Journal {
       return;
     }
     this.fileSize = buf.length - scan.torn;
+    this.syncedSize = this.fileSize;
     this.compactedSize = this.fileSize;
     try {
       this.tryOpen();
@@ -280,9 +317,15 @@ export class Journal {
   }
 
   private queue(kind: string, id: string, rec: Buffer): void {
-    const key = `${kind}\u0000${id}`;
-    this.pending.delete(key);
-    this.pending.set(key, rec);
+    // Nested by kind, not keyed by "kind/id": the id string (its hash cached by V8) serves every map.
+    let m = this.pending.get(kind);
+    if (!m) {
+      m = new Map();
+      this.pending.set(kind, m);
+    }
+    const size = m.size;
+    m.set(id, rec);
+    this.pendingSize += m.size - size;
   }
 
   /** Remove a record; durable at the next flush(). */
@@ -308,7 +351,45 @@ export class Journal {
 
   /** Records not yet durable (a failed flush keeps them here for the next one). */
   pendingCount(): number {
-    return this.pending.size;
+    return this.pendingSize;
+  }
+
+  /**
+   * Append what changed, without fsync (the records reach the page cache; `flush()` makes them
+   * durable): lets a caller spread the writing of a busy second over it. Throws the file system's
+   * error with nothing half-written left behind; the records then stay pending.
+   */
+  write(): void {
+    if (this.pendingSize === 0) return;
+    this.tryOpen();
+    const parts: Buffer[] = [];
+    for (const m of this.pending.values()) for (const rec of m.values()) parts.push(rec);
+    let total = 0;
+    for (const b of parts) total += b.length;
+    try {
+      writeAll(this.fd, parts, total, this.fileSize);
+      if (this.dirtyTail) ftruncateSync(this.fd, this.fileSize + total);
+      this.dirtyTail = false;
+    } catch (err) {
+      this.dirtyTail = true;
+      // Cut a partial append back, so the next attempt (or a crash now) leaves whole records only.
+      try {
+        if (this.fd >= 0) {
+          ftruncateSync(this.fd, this.fileSize);
+          this.dirtyTail = false;
+        }
+      } catch {
+        /* the next write goes over it at the same offset */
+      }
+      throw err;
+    }
+    this.fileSize += total;
+    this.lines += this.pendingSize;
+    this.unsyncedLines += this.pendingSize;
+    // The written maps themselves are kept (no copy) until the fsync says they are durable.
+    this.unsynced.push(this.pending);
+    this.pending = new Map();
+    this.pendingSize = 0;
   }
 
   /**
@@ -316,43 +397,51 @@ export class Journal {
    * error (ENOSPC, EROFS, EIO…) with nothing half-written left behind; the records stay pending.
    */
   flush(): void {
-    if (this.pending.size > 0) {
-      this.tryOpen();
-      const text = Buffer.concat([...this.pending.values()]);
-      try {
-        let off = 0;
-        while (off < text.length) off += writeSync(this.fd, text, off, text.length - off, this.fileSize + off);
-        if (this.dirtyTail) ftruncateSync(this.fd, this.fileSize + text.length);
+    try {
+      this.write();
+      if (this.fileSize !== this.syncedSize || this.dirtyTail) {
         fsyncSync(this.fd);
-        this.dirtyTail = false;
-      } catch (err) {
-        this.dirtyTail = true;
-        // Cut a partial append back, so the next attempt (or a crash now) leaves whole records only.
-        try {
-          if (this.fd >= 0) {
-            ftruncateSync(this.fd, this.fileSize);
-            this.dirtyTail = false;
-          }
-        } catch {
-          /* the next flush writes over it at the same offset */
-        }
-        // A full disk: a compaction may fit where the append did not (dead records freed).
-        if ((err as NodeJS.ErrnoException).code === 'ENOSPC') {
-          try {
-            this.compact();
-            return;
-          } catch {
-            /* still full: reported below, retried at the next flush */
-          }
-        }
-        throw err;
+        this.syncedSize = this.fileSize;
       }
-      this.fileSize += text.length;
-      this.lines += this.pending.size;
-      this.pending.clear();
+      this.unsynced.length = 0;
+      this.unsyncedLines = 0;
+    } catch (err) {
+      this.unwrite();
+      // A full disk: a compaction may fit where the append did not (dead records freed).
+      if ((err as NodeJS.ErrnoException).code === 'ENOSPC') {
+        try {
+          this.compact();
+          return;
+        } catch {
+          /* still full: reported below, retried at the next flush */
+        }
+      }
+      throw err;
     }
     if (this.lines > Math.max(this.minLines, this.ratio * this.size()) || this.fileSize > Math.max(this.minBytes, this.ratio * this.compactedSize))
       this.compact();
+  }
+
+  /**
+   * A write or fsync failed: the records appended since the last good fsync may not be on disk.
+   * Cut the file back to what is durable and queue them again (a key changed since keeps its newer
+   * pending record), so the next flush writes them whole.
+   */
+  private unwrite(): void {
+    if (this.fileSize === this.syncedSize && this.unsynced.length === 0) return;
+    try {
+      if (this.fd >= 0) ftruncateSync(this.fd, this.syncedSize);
+      this.dirtyTail = false;
+    } catch {
+      this.dirtyTail = true;
+    }
+    // Newest write first: a key written twice keeps its later record, and a pending one beats both.
+    for (let i = this.unsynced.length - 1; i >= 0; i--)
+      for (const [kind, u] of this.unsynced[i]!) for (const [id, rec] of u) if (!this.pending.get(kind)?.has(id)) this.queue(kind, id, rec);
+    this.lines -= this.unsyncedLines;
+    this.unsyncedLines = 0;
+    this.unsynced.length = 0;
+    this.fileSize = this.syncedSize;
   }
 
   /** Rewrite the journal with only the live records (atomic: tmp file, fsync, rename, fsync dir). */
@@ -360,11 +449,11 @@ export class Journal {
     const tmp = `${this.path}.tmp`;
     const out: Buffer[] = [];
     for (const [k, m] of this.data) for (const [id, v] of m) out.push(this.bytes.get(k)?.get(id) ?? encodeRecord({ k, id, v }));
-    const text = Buffer.concat(out);
+    let total = 0;
+    for (const b of out) total += b.length;
     const fd = openSync(tmp, 'w', 0o600);
     try {
-      let off = 0;
-      while (off < text.length) off += writeSync(fd, text, off, text.length - off, off);
+      writeAll(fd, out, total, 0);
       fsyncSync(fd);
     } catch (err) {
       closeSync(fd);
@@ -378,12 +467,18 @@ export class Journal {
     closeSync(fd);
     renameSync(tmp, this.path);
     syncDir(dirname(this.path));
-    if (this.fd >= 0) closeSync(this.fd);
+    // The old file is unlinked by the rename: closing its last descriptor frees its blocks, which
+    // for a journal of megabytes took tens of ms on the event loop. Closed on the thread pool.
+    if (this.fd >= 0) close(this.fd, () => {});
     this.fd = openSync(this.path, 'r+');
-    this.fileSize = text.length;
-    this.compactedSize = text.length;
+    this.fileSize = total;
+    this.syncedSize = total;
+    this.compactedSize = total;
     this.lines = out.length;
     this.pending.clear();
+    this.pendingSize = 0;
+    this.unsynced.length = 0;
+    this.unsyncedLines = 0;
     this.dirtyTail = false;
   }
 

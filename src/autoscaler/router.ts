@@ -53,10 +53,42 @@ export interface FinishedRequest {
   at: number;
 }
 
-/** A request as plain data (the signature is made again at import: it is most of the bytes). */
+/**
+ * A request as plain data (the signature is made again at import: it is most of the bytes). One
+ * object literal of the fields (no rest/spread copies: the journal makes one per changed request).
+ */
 function plainPending(e: RequestEntry): PendingRequest {
-  const { avoid, endpoint: _e, answer, ...rest } = e;
-  return { ...rest, answer: answer && { ...answer, signature: '' }, avoid: [...avoid] };
+  const a = e.answer;
+  return {
+    idx: e.idx,
+    cost: e.cost,
+    createdAt: e.createdAt,
+    replayTimeoutMs: e.replayTimeoutMs,
+    state: e.state,
+    workerId: e.workerId,
+    routedAt: e.routedAt,
+    answer: a && (a.expires_at === undefined ? plainAnswer(a) : { ...a, signature: '' }),
+    reported: e.reported,
+    expectedQueueTime: e.expectedQueueTime,
+    lastSeenAt: e.lastSeenAt,
+    avoid: e.avoid.size === 0 ? [] : [...e.avoid],
+    attempts: e.attempts,
+    delivered: e.delivered,
+  };
+}
+
+/** The answer's fields as the router fills them (strict mode's expires_at aside), the signature left out. */
+function plainAnswer(a: RouteAnswer): RouteAnswer {
+  return {
+    url: a.url,
+    request_idx: a.request_idx,
+    reqnum: a.reqnum,
+    cost: a.cost,
+    endpoint: a.endpoint,
+    signature: '',
+    worker_id: a.worker_id,
+    status: a.status,
+  };
 }
 
 /** One request the router knows. */
@@ -199,7 +231,13 @@ export class EndpointRouter {
   private entries = new Map<number, RequestEntry>();
   private books = new Map<number, WorkerBook>();
   private signatures = new Map<string, string>();
-  private recentWaits: Array<{ at: number; wait: number }> = [];
+  /**
+   * Waits of recent routings and their times, oldest first from `recentHead` (older ones are cut
+   * lazily, not spliced). Two arrays of numbers, not an object per routing: nothing for the GC.
+   */
+  private recentAt: number[] = [];
+  private recentWait: number[] = [];
+  private recentHead = 0;
   private reqnum = 0;
   /** Routed requests whose worker went away: kept so the client's re-route finds them. */
   private orphans = new Map<number, RequestEntry>();
@@ -221,7 +259,8 @@ export class EndpointRouter {
   private tiedScratch: RoutableWorker[] = [];
   private tiedWaitScratch: number[] = [];
   /** Every routing in order, with its time: the front is the oldest request still unreported (see `suspectsPossible`). */
-  private unreportedFifo: Array<{ e: RequestEntry; at: number }> = [];
+  private fifoEntries: RequestEntry[] = [];
+  private fifoAt: number[] = [];
   private fifoHead = 0;
   private fifoDisordered = false;
   /** The pick index: the ready list it was built for, its perf groups, and the book drops it has seen. */
@@ -565,9 +604,10 @@ export class EndpointRouter {
    * reported or gone since are dropped from the front for good.
    */
   private suspectsPossible(now: number): boolean {
-    const fifo = this.unreportedFifo;
+    const fifo = this.fifoEntries;
     while (this.fifoHead < fifo.length) {
-      const { e, at } = fifo[this.fifoHead]!;
+      const e = fifo[this.fifoHead]!;
+      const at = this.fifoAt[this.fifoHead]!;
       if (
         !e.reported &&
         e.state === 'routed' &&
@@ -579,6 +619,7 @@ export class EndpointRouter {
       this.fifoHead++;
     }
     fifo.length = 0;
+    this.fifoAt.length = 0;
     this.fifoHead = 0;
     this.fifoDisordered = false;
     return false;
@@ -642,7 +683,8 @@ export class EndpointRouter {
     this.reindex(book);
     this.pushUnreported(book, entry);
     this.pushFifo(entry, now);
-    this.recentWaits.push({ at: now, wait: entry.expectedQueueTime });
+    this.recentAt.push(now);
+    this.recentWait.push(entry.expectedQueueTime);
     this.stats.routed++;
     this.opts.onRouted?.(entry);
   }
@@ -724,18 +766,28 @@ export class EndpointRouter {
       if (slotBefore(slots[mid]!, s.load, id)) lo = mid + 1;
       else hi = mid;
     }
-    let i = slots[lo] === s ? lo : slots.indexOf(s);
+    const i = slots[lo] === s ? lo : slots.indexOf(s);
     if (i < 0) return;
+    const up = load > s.load;
     s.load = load;
-    while (i > 0 && slotBefore(s, slots[i - 1]!.load, slots[i - 1]!.w.id)) {
-      slots[i] = slots[i - 1]!;
-      i--;
+    // Where it goes: bisect the side it moves to (itself at i left out).
+    lo = up ? i + 1 : 0;
+    hi = up ? slots.length : i;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (slotBefore(slots[mid]!, load, id)) lo = mid + 1;
+      else hi = mid;
     }
-    while (i < slots.length - 1 && slotBefore(slots[i + 1]!, load, id)) {
-      slots[i] = slots[i + 1]!;
-      i++;
+    const j = up ? lo - 1 : lo;
+    if (Math.abs(j - i) > 32) {
+      // A long move (a load step past many workers of equal load): splice moves memory in one go.
+      slots.splice(i, 1);
+      slots.splice(j, 0, s);
+      return;
     }
-    slots[i] = s;
+    if (up) for (let k = i; k < j; k++) slots[k] = slots[k + 1]!;
+    else for (let k = i; k > j; k--) slots[k] = slots[k - 1]!;
+    slots[j] = s;
   }
 
   /**
@@ -765,15 +817,17 @@ export class EndpointRouter {
   }
 
   private pushFifo(e: RequestEntry, at: number): void {
-    if (this.fifoHead > 1024 && this.fifoHead * 2 > this.unreportedFifo.length) {
-      this.unreportedFifo = this.unreportedFifo.slice(this.fifoHead);
+    if (this.fifoHead > 1024 && this.fifoHead * 2 > this.fifoEntries.length) {
+      this.fifoEntries = this.fifoEntries.slice(this.fifoHead);
+      this.fifoAt = this.fifoAt.slice(this.fifoHead);
       this.fifoHead = 0;
     }
     // Out of time order (requests taken back at a restart, a clock that stepped back): the front
     // is then not the oldest, and suspects are looked for one by one until the list empties.
-    const last = this.unreportedFifo[this.unreportedFifo.length - 1];
-    if (last && at < last.at) this.fifoDisordered = true;
-    this.unreportedFifo.push({ e, at });
+    const last = this.fifoAt[this.fifoAt.length - 1];
+    if (last !== undefined && at < last) this.fifoDisordered = true;
+    this.fifoEntries.push(e);
+    this.fifoAt.push(at);
   }
 
   private settle(entry: RequestEntry, book: WorkerBook): void {
@@ -929,9 +983,14 @@ export class EndpointRouter {
   }
 
   private trimWaits(now: number): void {
-    let cut = 0;
-    while (cut < this.recentWaits.length && now - this.recentWaits[cut]!.at > RECENT_WAIT_MS) cut++;
-    if (cut > 0) this.recentWaits.splice(0, cut);
+    const times = this.recentAt;
+    while (this.recentHead < times.length && now - times[this.recentHead]! > RECENT_WAIT_MS) this.recentHead++;
+    // Compact now and then: a splice from the front at every tick copied every wait kept (10 s of routings).
+    if (this.recentHead > 1024 && this.recentHead * 2 > times.length) {
+      this.recentAt = times.slice(this.recentHead);
+      this.recentWait = this.recentWait.slice(this.recentHead);
+      this.recentHead = 0;
+    }
   }
 
   /** The queue as the policy sees it. */
@@ -950,7 +1009,12 @@ export class EndpointRouter {
     }
     let workerBacklog = 0;
     for (const w of this.opts.readyWorkers()) workerBacklog += this.expectedLoad(w);
-    const recent = this.recentWaits.length > 0 ? this.recentWaits.reduce((s, w) => s + w.wait, 0) / this.recentWaits.length : 0;
+    // Summed front to back, as before the lazy cut: the same float, the same plan.
+    const waits = this.recentWait;
+    let sum = 0;
+    for (let i = this.recentHead; i < waits.length; i++) sum += waits[i]!;
+    const kept = waits.length - this.recentHead;
+    const recent = kept > 0 ? sum / kept : 0;
     return { waiting, waitingLoad, queueTime: Math.max(oldest, recent), workerBacklog };
   }
 
@@ -990,6 +1054,11 @@ export class EndpointRouter {
     }
     this.changed.clear();
     return out;
+  }
+
+  /** True once `trackChanges()` was called: `takeChanges()` then answers. */
+  tracking(): boolean {
+    return this.changed !== null;
   }
 
   /** Something outside the router changed this request (the protocol marked it delivered). */

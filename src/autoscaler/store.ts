@@ -317,6 +317,20 @@ export class EngineStore {
   }
 
   /**
+   * Encode the requests changed since the last save or stage into the journal's pending records,
+   * without writing: a busy second's records are then encoded in small slices between requests,
+   * not all at once in the tick's save (which writes and fsyncs them, durable as before). Does
+   * nothing before the first save (that one writes every open request). Never throws.
+   */
+  stage(): void {
+    try {
+      for (const ep of this.reg.endpoints.values()) if (ep.router.tracking()) this.saveRequests(ep.name, ep.router);
+    } catch (err) {
+      this.failed('stage', err);
+    }
+  }
+
+  /**
    * One record per open request (`req/<idx>`), written when it changes: the router records which
    * ids changed (route, poll, report, end), so a save costs what changed, not what is open. The
    * first save of an endpoint writes all its open requests and drops records of ones not open.
@@ -336,7 +350,8 @@ export class EngineStore {
       return;
     }
     for (const [idx, p] of changes) {
-      if (p) store.put('req', String(idx), { ...p, endpoint });
+      // The plain copy is ours (takeChanges made it): the endpoint goes on it, no second copy.
+      if (p) store.put('req', String(idx), Object.assign(p, { endpoint }));
       else store.delete('req', String(idx));
     }
   }
