@@ -231,7 +231,7 @@ export async function runSuite(opts: SuiteOptions = {}): Promise<SuiteReport> {
   await section('simulate', async () => {
     const r = await runJsonScript(join(LIB_DIR, '..', 'simulate-scale.js'), ['--rate', quick ? '1' : '100']);
     report.simulate = r as unknown as SimulateScaleResult;
-    log(`bench: simulate ×${r.rate}: ${r.wallSeconds} s wall, ${r.cpuSeconds} s CPU, peak RSS ${r.maxRssMb} MB`);
+    log(`bench: simulate ×${r.rate}: ${r.wallSeconds} s wall, ${r.cpuSeconds} s CPU (${r.gcSeconds} s GC), peak RSS ${r.maxRssMb} MB`);
   });
   report.machine.loadEnd = loadavg()[0]!;
   report.seconds = (performance.now() - t0) / 1000;
@@ -340,6 +340,14 @@ export function evaluateTargets(r: SuiteReport): TargetResult[] {
   );
 
   const sim = r.simulate;
+  // CPU time is what the run costs whatever the neighbours do; wall time on shared cores measures them too.
+  judge(
+    `simulated hour of the code trace ×${sim?.rate ?? 100}: CPU time`,
+    `≤ ${SIMULATE_TARGETS.seconds} s`,
+    sim && sim.rate >= 100 ? sim.cpuSeconds : Number.NaN,
+    (v) => v <= SIMULATE_TARGETS.seconds,
+    sim ? `${f(sim.cpuSeconds)} s (GC pauses ${f(sim.gcSeconds)} s) for ${sim.requests} requests` : '–',
+  );
   judge(
     `simulated hour of the code trace ×${sim?.rate ?? 100}: wall time`,
     `≤ ${SIMULATE_TARGETS.seconds} s`,

@@ -45,8 +45,8 @@ describe('npm run bench (quick mode)', () => {
       expect(out).toContain(row);
     }
     const targets = out.split('\n').filter((l) => /^\| .* \| (PASS|MISS|n\/a) \|$/.test(l));
-    // 8 of the worker, 7 of the autoscaler at scale (4 in wall time, 3 in its CPU time), 2 of the simulator.
-    expect(targets).toHaveLength(17);
+    // 8 of the worker, 7 of the autoscaler at scale (4 in wall time, 3 in its CPU time), 3 of the simulator (CPU, wall, RSS).
+    expect(targets).toHaveLength(18);
     expect(out).toMatch(/^\| autoscaler, 100 workers: tick CPU \|/m);
     expect(out).toMatch(/^\| autoscaler, 100 workers: \/route\/ throughput \|/m);
     expect(out).toContain('| stock (node:http + undici) |');
@@ -81,5 +81,7 @@ describe('npm run bench (quick mode)', () => {
     expect(report.simulate!.requests).toBe(8819);
     expect(report.simulate!.timedOut).toBe(0);
     expect(report.simulate!.maxRssMb).toBeGreaterThan(0);
+    expect(report.simulate!.cpuSeconds).toBeGreaterThan(0);
+    expect(report.simulate!.gcSeconds).toBeGreaterThanOrEqual(0);
   }, 180_000); // about 50 s alone (fixed-length load runs); generous for a loaded machine
 });

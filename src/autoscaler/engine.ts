@@ -11,7 +11,8 @@ import type { EngineLink, Provider } from './providers/types.js';
 import { EngineError, Registry, type EndpointRuntime, type EngineEvents, type WorkerRecord } from './registry.js';
 import { Scaler } from './scaler.js';
 import { EngineStore, type Restored, type StoreHealth } from './store.js';
-import type { Outcome } from './wire.js';
+import type { RequestEntry } from './router.js';
+import type { DeleteRequestsBody, Outcome, RouteBody, WorkerStatusReport } from './wire.js';
 
 /**
  * The engine: one facade over four parts with one job each (as Knative splits autoscaler,
@@ -182,6 +183,19 @@ export class Engine implements EngineLink {
 
   deleteRequests(raw: unknown): Outcome {
     return this.protocol.deleteRequests(raw);
+  }
+
+  /** `route` for the in-process simulator (see Protocol.routeTrusted): no parse, no key check, the entry as answer. */
+  routeTrusted(ep: EndpointRuntime, body: Pick<RouteBody, 'cost' | 'request_idx' | 'replay_timeout'>): RequestEntry | Outcome {
+    return this.protocol.routeTrusted(ep, body);
+  }
+
+  workerStatusTrusted(report: WorkerStatusReport): Outcome {
+    return this.protocol.workerStatusTrusted(report);
+  }
+
+  deleteRequestsTrusted(body: DeleteRequestsBody): Outcome {
+    return this.protocol.deleteRequestsTrusted(body);
   }
 
   endpointWorkers(raw: unknown): Outcome {

@@ -64,6 +64,11 @@ export function saturatedInterval(i: ReportInterval): boolean {
 /** The perf book: learns per type, answers estimates. */
 export class PerfBook {
   private types = new Map<string, TypeKnowledge>();
+  /**
+   * `sustained` per type until its next measurement: it is read on every report and every tick,
+   * and sorting the recent samples each time was most of what a ×100 simulation allocated.
+   */
+  private sustainedCache = new Map<string, number | null>();
 
   private entry(key: string): TypeKnowledge {
     let k = this.types.get(key);
@@ -90,6 +95,7 @@ export class PerfBook {
     k.measuredEwma = k.measured === 1 ? throughput : k.measuredEwma + EWMA_ALPHA * (throughput - k.measuredEwma);
     k.recent.push(throughput);
     if (k.recent.length > MEASURED_KEEP) k.recent.shift();
+    this.sustainedCache.delete(key);
   }
 
   /**
@@ -98,10 +104,14 @@ export class PerfBook {
    * served over two intervals whole (high samples); the upper quantile is what a saturated worker does.
    */
   sustained(key: string): number | null {
+    const cached = this.sustainedCache.get(key);
+    if (cached !== undefined) return cached;
     const k = this.types.get(key);
     if (!k || k.recent.length < MEASURED_SAMPLES_TO_TRUST) return null;
-    const sorted = [...k.recent].sort((a, b) => a - b);
-    return sorted[Math.min(sorted.length - 1, Math.floor(MEASURED_QUANTILE * sorted.length))]!;
+    const sorted = Float64Array.from(k.recent).sort();
+    const out = sorted[Math.min(sorted.length - 1, Math.floor(MEASURED_QUANTILE * sorted.length))]!;
+    this.sustainedCache.set(key, out);
+    return out;
   }
 
   /** What is known of `key`, or undefined. */

@@ -181,6 +181,8 @@ const FAILURE_DECAY_MS = 30_000;
 const FINISHED_KEEP_MS = 10 * 60_000;
 /** ...and how many at most (memory stays bounded at any request rate; older ends are re-routed without it). */
 const FINISHED_MAX = 100_000;
+/** The avoid list of every request no worker has failed: shared, replaced by its own before the first entry (see reroute). */
+const NO_AVOID: Map<number, number> = new Map();
 /** Finish times within this fraction of the best count as a tie. */
 const TIE_TOLERANCE = 1e-6;
 
@@ -294,7 +296,7 @@ export class EndpointRouter {
       reported: false,
       expectedQueueTime: null,
       lastSeenAt: now,
-      avoid: new Map(),
+      avoid: NO_AVOID,
       attempts: 0,
       delivered: false,
     };
@@ -357,6 +359,7 @@ export class EndpointRouter {
     this.stats.rerouted++;
     if (failed !== null) {
       this.noteFailure(failed);
+      if (entry.avoid === NO_AVOID) entry.avoid = new Map();
       entry.avoid.set(failed, now);
     }
     if (entry.state === 'routed') {

@@ -1,4 +1,5 @@
 import type { Clock, TimerId } from '../clock.js';
+import type { WorkerStatusReport } from '../wire.js';
 import type { EngineLink, Provider, ProviderEvent, WorkerHandle, WorkerSpec } from './types.js';
 
 /**
@@ -53,6 +54,12 @@ export interface SimulatedProviderOptions {
   workerMaxQueueTime?: number;
   /** Base of the fake worker URLs (never contacted: the probe is in process). */
   urlBase?: string;
+  /**
+   * Send reports through the engine's validated entry points (parsed as network input, token
+   * compared in constant time) even when the link offers the trusted ones. Default false: the
+   * workers are in this process, so their typed reports skip the parse (a tenth of a ×100 run).
+   */
+  validateReports?: boolean;
 }
 
 type InstanceState = 'booting' | 'loading' | 'serving' | 'failed' | 'stopped' | 'dead' | 'destroyed';
@@ -394,18 +401,26 @@ export class SimulatedProvider implements Provider {
     const since = now - inst.lastReportAt;
     if (inst.state === 'serving' ? inst.changed || since >= 10_000 : since >= 10_000) this.report(inst);
     if (!this.link) return;
-    for (const success of [true, false]) {
-      const list = success ? inst.deletingOk : inst.deletingFail;
-      if (list.length === 0) continue;
-      const res = this.link.deleteRequests({ worker_id: inst.id, mtoken: inst.spec.masterToken, request_idxs: [...list], success });
-      if (res.status < 300) list.length = 0;
-    }
+    if (inst.deletingOk.length > 0 && this.deleteRequests(inst, inst.deletingOk, true)) inst.deletingOk = [];
+    if (inst.deletingFail.length > 0 && this.deleteRequests(inst, inst.deletingFail, false)) inst.deletingFail = [];
+  }
+
+  /** One `/delete_requests/`; true when the engine took it (the list is then the engine's to read, and replaced here). */
+  private deleteRequests(inst: Instance, request_idxs: number[], success: boolean): boolean {
+    const link = this.link!;
+    const body = { worker_id: inst.id, mtoken: inst.spec.masterToken, request_idxs, success };
+    const res = link.deleteRequestsTrusted && !this.opts.validateReports ? link.deleteRequestsTrusted(body) : link.deleteRequests(body);
+    return res.status < 300;
   }
 
   private report(inst: Instance): void {
-    if (!this.link) return;
-    const working = [...(inst.busy ? [inst.busy] : []), ...inst.queue];
-    const res = this.link.workerStatus({
+    const link = this.link;
+    if (!link) return;
+    const working: number[] = [];
+    if (inst.busy) working.push(inst.busy.idx);
+    for (const j of inst.queue) working.push(j.idx);
+    // Typed as the schema gives a report (every field present, error_msg a string), so both paths read the same.
+    const report: WorkerStatusReport = {
       id: inst.id,
       mtoken: inst.spec.masterToken,
       version: 'simulated',
@@ -421,9 +436,10 @@ export class SimulatedProvider implements Provider {
       num_requests_working: working.length,
       num_requests_recieved: inst.receivedIdxs,
       additional_disk_usage: 0,
-      working_request_idxs: working.map((j) => j.idx),
+      working_request_idxs: working,
       url: this.url(inst.id),
-    });
+    };
+    const res = link.workerStatusTrusted && !this.opts.validateReports ? link.workerStatusTrusted(report) : link.workerStatus(report);
     inst.lastReportAt = this.clock.now();
     if (res.status < 300) {
       inst.received = 0;

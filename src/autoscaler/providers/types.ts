@@ -1,6 +1,6 @@
 import type { Clock } from '../clock.js';
 import type { Logger } from '../../common/log.js';
-import type { DeleteRequestsBody, Outcome, WorkerStatusInput } from '../wire.js';
+import type { DeleteRequestsBody, Outcome, WorkerStatusInput, WorkerStatusReport } from '../wire.js';
 
 /**
  * The one interface between the engine and whatever runs workers: simulated in-process
@@ -111,6 +111,12 @@ export interface ProviderEvent {
 export interface EngineLink {
   workerStatus(report: WorkerStatusInput): Outcome;
   deleteRequests(body: DeleteRequestsBody | Record<string, unknown>): Outcome;
+  /**
+   * The same moves for a message built typed in this process (no network in between): not parsed
+   * again, the token compared plainly. Optional: a link without them gets the validated calls.
+   */
+  workerStatusTrusted?(report: WorkerStatusReport): Outcome;
+  deleteRequestsTrusted?(body: DeleteRequestsBody): Outcome;
 }
 
 /** What a provider factory gets: its own config section, the clock, a logger and the data dir. */
