@@ -34,7 +34,7 @@ export class RecordingProvider implements Provider {
   async destroy(id: number) {
     this.calls.push(`destroy ${id}`);
   }
-  async probe() {
+  async probe(_id?: number) {
     return true;
   }
   subscribe(l: (e: ProviderEvent) => void) {
