@@ -58,16 +58,22 @@ async function settle() {
   await new Promise((r) => setImmediate(r));
 }
 
+/** A first engine on a journal in a fresh dir, with the endpoint added (and `params` applied). */
+function firstEngine(params: Record<string, unknown> = {}) {
+  const dir = mkdtempSync(join(tmpdir(), 'engine-state-'));
+  dirs.push(dir);
+  const clock = new FakeClock(1_000_000);
+  const p1 = new RecordingProvider();
+  const e1 = make(p1, clock, new Journal(join(dir, 'state.jsonl')));
+  e1.addEndpoint(endpointSchema.parse(EP));
+  if (Object.keys(params).length > 0) e1.updateEndpoint('ep', params);
+  e1.start();
+  return { dir, clock, p1, e1 };
+}
+
 describe('engine state across a restart', () => {
   it('restores endpoints, workers, learned perf and open requests; adopted workers keep serving, the others are replaced', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'engine-state-'));
-    dirs.push(dir);
-    const clock = new FakeClock(1_000_000);
-    const p1 = new RecordingProvider();
-    const e1 = make(p1, clock, new Journal(join(dir, 'state.jsonl')));
-    e1.addEndpoint(endpointSchema.parse(EP));
-    e1.updateEndpoint('ep', { max_queue_time: 7 });
-    e1.start();
+    const { dir, clock, p1, e1 } = firstEngine({ max_queue_time: 7 });
     clock.advanceBy(1000);
     await settle();
     for (const s of p1.specs)
@@ -108,13 +114,7 @@ describe('engine state across a restart', () => {
   });
 
   it('a worker remembered ready whose instance was found parked (the park outran its journal record) becomes inactive, not errored', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'engine-state-'));
-    dirs.push(dir);
-    const clock = new FakeClock(1_000_000);
-    const p1 = new RecordingProvider();
-    const e1 = make(p1, clock, new Journal(join(dir, 'state.jsonl')));
-    e1.addEndpoint(endpointSchema.parse(EP));
-    e1.start();
+    const { dir, clock, p1, e1 } = firstEngine();
     clock.advanceBy(1000);
     await settle();
     for (const s of p1.specs)
