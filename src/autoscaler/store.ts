@@ -462,6 +462,9 @@ export class EngineStore {
       const w = workerSchema.parse(raw) as WorkerRecord;
       seen.worker = Math.max(seen.worker, w.id);
       if (!reg.endpoints.has(w.endpoint)) continue;
+      // The record's report time may be older than its last report (report fields do not make a
+      // record dirty): staleness is measured from the restore, as if the worker had just reported.
+      if (w.lastReportAt !== null) w.lastReportAt = Math.max(w.lastReportAt, reg.clock.now());
       reg.workers.set(w.id, { ...w, probing: false });
       this.savedWorkers.set(w.id, { ...w, probing: false });
       out.workers++;
@@ -503,10 +506,31 @@ export class EngineStore {
   }
 }
 
-/** Whether a worker's fields are those last written (the probe flag aside). */
+/**
+ * Fields that move with every report (the report's time and count, the load it carried, the
+ * throughput over its interval): a change of these alone does not make a worker's record dirty,
+ * or 1,000 workers would rewrite 1,000 records a second. They are written with the record when a
+ * lasting field changes. A restart does not need them: the worker reports again within seconds
+ * and overwrites them all, and its staleness is measured from the restore (see `restoreRecords`).
+ */
+const REPORT_FIELDS: ReadonlySet<string> = new Set<keyof WorkerRecord>([
+  'lastReportAt',
+  'reports',
+  'curLoad',
+  'newLoad',
+  'curLoadAvg',
+  'reqsWorking',
+  'lastReportBusy',
+  'curPerf',
+  'measuredPerf',
+  'diskUsage',
+  'probing',
+]);
+
+/** Whether a worker's lasting fields are those last written (see REPORT_FIELDS). */
 function sameWorker(prev: WorkerRecord, w: WorkerRecord): boolean {
   for (const k in w) {
-    if (k === 'probing') continue;
+    if (REPORT_FIELDS.has(k)) continue;
     if (prev[k as keyof WorkerRecord] !== w[k as keyof WorkerRecord]) return false;
   }
   return true;
