@@ -534,7 +534,12 @@ export class EndpointRouter {
     // the group's best; the walk stops there (or at the wait limit: the rest wait longer).
     let best0 = Number.POSITIVE_INFINITY;
     let best1 = Number.POSITIVE_INFINITY;
+    // Loads are never below 0 (reported load clamped, routed load a sum of costs ≥ 0): a finish in a
+    // group is at least cost / perf, and the groups go by falling perf. A negative cost (not on the
+    // wire) turns the cut off.
+    const cut = cost >= 0;
     for (const g of groups) {
+      if (cut && cost / g.perf > best0) break;
       let seen1 = false;
       for (const s of g.slots) {
         if (s.load / g.perf > limit) break;
@@ -564,6 +569,7 @@ export class EndpointRouter {
     const tiedWait = this.tiedWaitScratch;
     let n = 0;
     for (const g of groups) {
+      if (cut && cost / g.perf > bound) break;
       for (const s of g.slots) {
         const wait = s.load / g.perf;
         if (wait > limit || (s.load + cost) / g.perf > bound) break;
@@ -593,6 +599,8 @@ export class EndpointRouter {
     let only: PerfGroup | null = null;
     let n = 0;
     for (const g of groups) {
+      // Groups by falling perf: from here on no finish is within the bound (see pick).
+      if (cost >= 0 && cost / g.perf > bound) break;
       const slots = g.slots;
       let lo = 0;
       let hi = slots.length;
@@ -763,7 +771,10 @@ export class EndpointRouter {
       book.slot = slot;
       g.slots.push(slot);
     }
-    this.groups = [...byPerf.values()];
+    // Fastest first: a pick stops at the first group whose idle finish (cost / perf) cannot beat
+    // the best (no group after it can). The choice does not depend on this order (the minimum,
+    // and ties taken by id).
+    this.groups = [...byPerf.values()].sort((a, b) => b.perf - a.perf);
     for (const g of this.groups) g.slots.sort((a, b) => a.load - b.load || a.w.id - b.w.id);
     this.indexList = list;
     this.indexLength = list.length;
