@@ -43,6 +43,9 @@ export interface EngineHostStats {
   saveP99Ms: number;
   saveMaxMs: number;
   /** Background saves (thread pool): how many completed, and their wall time until durable (absent before them). */
+  /** The benchmark fleet's report bursts (its own work on the engine's loop, reports and deletions included). */
+  fleetBurstMaxMs?: number;
+  fleetBurstP50Ms?: number;
   durableSaves?: number;
   durableP50Ms?: number;
   durableP99Ms?: number;
@@ -185,6 +188,9 @@ export function formatEngineScale(r: EngineScaleReport): string {
       ? [
           `journal save until durable (append, fsync, compaction on the thread pool): ${e.durableSaves} saves, p50 ${f(e.durableP50Ms ?? Number.NaN, 2)} ms, p99 ${f(e.durableP99Ms ?? Number.NaN, 2)} ms`,
         ]
+      : []),
+    ...(e.fleetBurstMaxMs !== undefined
+      ? [`benchmark fleet's report bursts (on the engine's loop): p50 ${f(e.fleetBurstP50Ms ?? Number.NaN, 2)} ms, max ${f(e.fleetBurstMaxMs, 2)} ms`]
       : []),
     `event-loop delay: p99 ${f(e.loopDelayP99Ms, 2)} ms, max ${f(e.loopDelayMaxMs, 2)} ms; RSS ${f(e.rssMb, 0)} MB (peak ${f(e.rssPeakMb, 0)} MB)`,
     `routed ${e.routed}, queued now ${e.queued}, worker reports ${e.reports}, ready workers ${e.readyWorkers}`,

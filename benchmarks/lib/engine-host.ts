@@ -27,6 +27,8 @@ import { benchArgs } from './args.js';
 const PERF = 100;
 // Small enough that 10 open requests a worker (10,000 over 1,000) are 1 s of queue, inside the policy's queue budget.
 const COST = 10;
+/** Report slices a second with `ENGINE_SCALE_SPREAD_REPORTS=1`. */
+const SLICES = 40;
 
 interface FleetWorker {
   id: number;
@@ -51,8 +53,27 @@ class LightFleet implements Provider {
   private timer: NodeJS.Timeout;
   reports = 0;
 
-  constructor(private openTarget: number) {
-    this.timer = setInterval(() => this.reportAll(), 1000);
+  /** Wall time of each of the fleet's report bursts (its own work, on the engine's event loop). */
+  readonly bursts: number[] = [];
+  private slice = 0;
+
+  /**
+   * `spread`: each worker reports in its own 25 ms slice of the second (as 1,000 PyWorkers' HTTP
+   * reports arrive: spread over the second), instead of all 1,000 in one burst a second.
+   */
+  constructor(
+    private openTarget: number,
+    spread = false,
+  ) {
+    this.timer = spread ? setInterval(() => this.reportSlice(), 1000 / SLICES) : setInterval(() => this.reportAll(), 1000);
+  }
+
+  private reportSlice(): void {
+    const t0 = performance.now();
+    const now = Date.now();
+    const k = this.slice++ % SLICES;
+    for (const w of this.workers.values()) if (w.id % SLICES === k) this.reportOne(w, now);
+    this.bursts.push(performance.now() - t0);
   }
 
   attach(link: EngineLink): void {
@@ -121,14 +142,18 @@ class LightFleet implements Provider {
   }
 
   private reportAll(): void {
+    const t0 = performance.now();
     const now = Date.now();
-    for (const w of this.workers.values()) {
-      if (w.done.length > 0) {
-        this.link?.deleteRequests({ worker_id: w.id, mtoken: w.mtoken, request_idxs: w.done, success: true });
-        w.done = [];
-      }
-      if (w.changed || now - w.lastReportAt >= 10_000) this.report(w, now);
+    for (const w of this.workers.values()) this.reportOne(w, now);
+    this.bursts.push(performance.now() - t0);
+  }
+
+  private reportOne(w: FleetWorker, now: number): void {
+    if (w.done.length > 0) {
+      this.link?.deleteRequests({ worker_id: w.id, mtoken: w.mtoken, request_idxs: w.done, success: true });
+      w.done = [];
     }
+    if (w.changed || now - w.lastReportAt >= 10_000) this.report(w, now);
   }
 
   openCount(): number {
@@ -164,7 +189,7 @@ async function main(): Promise<void> {
   const n = Number(args.workers ?? 1000);
   const openTarget = Number(args.open ?? 10_000);
   const dataDir = mkdtempSync(join(tmpdir(), 'engine-scale-'));
-  const fleet = new LightFleet(openTarget);
+  const fleet = new LightFleet(openTarget, process.env.ENGINE_SCALE_SPREAD_REPORTS === '1');
   const apiKey = 'engine-scale-client-key';
   const running = await startAutoscaler({
     config: {
@@ -246,7 +271,7 @@ async function main(): Promise<void> {
   let rssPeak = 0;
   const rssTimer = setInterval(() => (rssPeak = Math.max(rssPeak, process.memoryUsage().rss)), 200);
   const reset = () => {
-    for (const xs of [ticks, saves, tickCpu, saveCpu, durable]) xs.length = 0;
+    for (const xs of [ticks, saves, tickCpu, saveCpu, durable, fleet.bursts]) xs.length = 0;
     delay.reset();
     cpu0 = process.cpuUsage();
     t0 = performance.now();
@@ -272,6 +297,8 @@ async function main(): Promise<void> {
       saveP50Ms: pct(saves, 50),
       saveP99Ms: pct(saves, 99),
       saveMaxMs: saves.length ? Math.max(...saves) : Number.NaN,
+      fleetBurstMaxMs: fleet.bursts.length ? Math.max(...fleet.bursts) : Number.NaN,
+      fleetBurstP50Ms: pct(fleet.bursts, 50),
       durableSaves: durable.length,
       durableP50Ms: pct(durable, 50),
       durableP99Ms: pct(durable, 99),
