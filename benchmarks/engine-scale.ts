@@ -44,6 +44,10 @@ export interface EngineHostStats {
   saveMaxMs: number;
   /** Background saves (thread pool): how many completed, and their wall time until durable (absent before them). */
   /** The benchmark fleet's report bursts (its own work on the engine's loop, reports and deletions included). */
+  /** GC pauses in the window: the longest, their sum, how many over 50 ms. */
+  gcMaxMs?: number;
+  gcTotalMs?: number;
+  gcOver50?: number;
   fleetBurstMaxMs?: number;
   fleetBurstP50Ms?: number;
   durableSaves?: number;
@@ -189,6 +193,7 @@ export function formatEngineScale(r: EngineScaleReport): string {
           `journal save until durable (append, fsync, compaction on the thread pool): ${e.durableSaves} saves, p50 ${f(e.durableP50Ms ?? Number.NaN, 2)} ms, p99 ${f(e.durableP99Ms ?? Number.NaN, 2)} ms`,
         ]
       : []),
+    ...(e.gcMaxMs !== undefined ? [`GC pauses: max ${f(e.gcMaxMs, 2)} ms, ${e.gcOver50} over 50 ms, ${f(e.gcTotalMs ?? Number.NaN, 0)} ms in all`] : []),
     ...(e.fleetBurstMaxMs !== undefined
       ? [`benchmark fleet's report bursts (on the engine's loop): p50 ${f(e.fleetBurstP50Ms ?? Number.NaN, 2)} ms, max ${f(e.fleetBurstMaxMs, 2)} ms`]
       : []),

@@ -17,7 +17,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { createLogger } from '#nodeworker/common/log.js';
 import { startAutoscaler } from '#nodeworker/autoscaler/server.js';
@@ -264,6 +264,12 @@ async function main(): Promise<void> {
       return p;
     };
   }
+  // GC pauses (the event loop stands still during each): what of the stalls is the collector's.
+  const gcPauses: number[] = [];
+  const gcObserver = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) gcPauses.push(e.duration);
+  });
+  gcObserver.observe({ entryTypes: ['gc'] });
   const delay = monitorEventLoopDelay({ resolution: 10 });
   delay.enable();
   let cpu0 = process.cpuUsage();
@@ -271,7 +277,7 @@ async function main(): Promise<void> {
   let rssPeak = 0;
   const rssTimer = setInterval(() => (rssPeak = Math.max(rssPeak, process.memoryUsage().rss)), 200);
   const reset = () => {
-    for (const xs of [ticks, saves, tickCpu, saveCpu, durable, fleet.bursts]) xs.length = 0;
+    for (const xs of [ticks, saves, tickCpu, saveCpu, durable, fleet.bursts, gcPauses]) xs.length = 0;
     delay.reset();
     cpu0 = process.cpuUsage();
     t0 = performance.now();
@@ -297,6 +303,9 @@ async function main(): Promise<void> {
       saveP50Ms: pct(saves, 50),
       saveP99Ms: pct(saves, 99),
       saveMaxMs: saves.length ? Math.max(...saves) : Number.NaN,
+      gcMaxMs: gcPauses.length ? Math.max(...gcPauses) : Number.NaN,
+      gcTotalMs: gcPauses.reduce((a, b) => a + b, 0),
+      gcOver50: gcPauses.filter((d) => d > 50).length,
       fleetBurstMaxMs: fleet.bursts.length ? Math.max(...fleet.bursts) : Number.NaN,
       fleetBurstP50Ms: pct(fleet.bursts, 50),
       durableSaves: durable.length,
