@@ -289,7 +289,17 @@ export class EngineStore {
         .then(
           (copy) => {
             const reg = this.reg;
-            for (const k of Object.keys(copy) as Array<keyof IdCounters>) reg.reserved[k] = Math.max(reg.reserved[k], copy[k]);
+            // A synchronous reservation during the write of the copy: its `.ids` may have been
+            // renamed over by this lower one. Written again (rare: the limit reached meanwhile).
+            const keys = Object.keys(copy) as Array<keyof IdCounters>;
+            if (keys.some((k) => reg.reserved[k] > copy[k])) {
+              try {
+                writeFileAtomic(this.idsPath, JSON.stringify(reg.reserved));
+              } catch (err) {
+                this.failed('reserve', err);
+              }
+            }
+            for (const k of keys) reg.reserved[k] = Math.max(reg.reserved[k], copy[k]);
             this.beyond = false;
             this.succeeded();
           },
@@ -306,7 +316,8 @@ export class EngineStore {
 
   /** Keep the background work's promise (for `settled`) and start a wanted reservation when it ends. */
   private track(p: Promise<void>): void {
-    const done = p.finally(() => {
+    // Every failure is reported by the handlers (health, log); none may become an unhandled rejection.
+    const done = p.catch((err) => this.failed('save', err)).finally(() => {
       if (this.inFlight === done) this.inFlight = null;
       if (this.reserveWanted && !this.journal.flushing()) this.reserveInBackground();
     });
