@@ -317,10 +317,12 @@ export class EngineStore {
   /** Keep the background work's promise (for `settled`) and start a wanted reservation when it ends. */
   private track(p: Promise<void>): void {
     // Every failure is reported by the handlers (health, log); none may become an unhandled rejection.
-    const done = p.catch((err) => this.failed('save', err)).finally(() => {
-      if (this.inFlight === done) this.inFlight = null;
-      if (this.reserveWanted && !this.journal.flushing()) this.reserveInBackground();
-    });
+    const done = p
+      .catch((err) => this.failed('save', err))
+      .finally(() => {
+        if (this.inFlight === done) this.inFlight = null;
+        if (this.reserveWanted && !this.journal.flushing()) this.reserveInBackground();
+      });
     this.inFlight = done;
   }
 
