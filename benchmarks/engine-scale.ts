@@ -42,6 +42,17 @@ export interface EngineHostStats {
   saveP50Ms: number;
   saveP99Ms: number;
   saveMaxMs: number;
+  /** Background saves (thread pool): how many completed, and their wall time until durable (absent before them). */
+  /** The benchmark fleet's report bursts (its own work on the engine's loop, reports and deletions included). */
+  /** GC pauses in the window: the longest, their sum, how many over 50 ms. */
+  gcMaxMs?: number;
+  gcTotalMs?: number;
+  gcOver50?: number;
+  fleetBurstMaxMs?: number;
+  fleetBurstP50Ms?: number;
+  durableSaves?: number;
+  durableP50Ms?: number;
+  durableP99Ms?: number;
   loopDelayP99Ms: number;
   loopDelayMaxMs: number;
   rssMb: number;
@@ -176,7 +187,16 @@ export function formatEngineScale(r: EngineScaleReport): string {
     `/route/: ${f(l.rps, 0)} req/s (${l.errors} errors), p50 ${f(l.p50, 2)} ms, p99 ${f(l.p99, 2)} ms; engine CPU ${f(r.cpuPerCallUs)} µs/call, ${f(r.cpuPerCallOutsideTickUs)} µs outside the ticks (${f(r.cpuShare * 100, 0)}% of a core)`,
     `engine.route() alone (no HTTP, in a loop): ${f(r.routeOnlyUs, 2)} µs CPU/call`,
     `tick (save included): ${e.ticks} ticks, p50 ${f(e.tickP50Ms, 2)} ms, p99 ${f(e.tickP99Ms, 2)} ms, max ${f(e.tickMaxMs, 2)} ms; CPU p50 ${f(e.tickCpuP50Ms, 2)} ms, max ${f(e.tickCpuMaxMs, 2)} ms`,
-    `journal save: ${e.saves} saves, p50 ${f(e.saveP50Ms, 2)} ms, p99 ${f(e.saveP99Ms, 2)} ms, max ${f(e.saveMaxMs, 2)} ms; CPU p50 ${f(e.saveCpuP50Ms, 2)} ms, p99 ${f(e.saveCpuP99Ms, 2)} ms`,
+    `journal save on the event loop: ${e.saves} saves, p50 ${f(e.saveP50Ms, 2)} ms, p99 ${f(e.saveP99Ms, 2)} ms, max ${f(e.saveMaxMs, 2)} ms; CPU p50 ${f(e.saveCpuP50Ms, 2)} ms, p99 ${f(e.saveCpuP99Ms, 2)} ms`,
+    ...(e.durableSaves !== undefined
+      ? [
+          `journal save until durable (append, fsync, compaction on the thread pool): ${e.durableSaves} saves, p50 ${f(e.durableP50Ms ?? Number.NaN, 2)} ms, p99 ${f(e.durableP99Ms ?? Number.NaN, 2)} ms`,
+        ]
+      : []),
+    ...(e.gcMaxMs !== undefined ? [`GC pauses: max ${f(e.gcMaxMs, 2)} ms, ${e.gcOver50} over 50 ms, ${f(e.gcTotalMs ?? Number.NaN, 0)} ms in all`] : []),
+    ...(e.fleetBurstMaxMs !== undefined
+      ? [`benchmark fleet's report bursts (on the engine's loop): p50 ${f(e.fleetBurstP50Ms ?? Number.NaN, 2)} ms, max ${f(e.fleetBurstMaxMs, 2)} ms`]
+      : []),
     `event-loop delay: p99 ${f(e.loopDelayP99Ms, 2)} ms, max ${f(e.loopDelayMaxMs, 2)} ms; RSS ${f(e.rssMb, 0)} MB (peak ${f(e.rssPeakMb, 0)} MB)`,
     `routed ${e.routed}, queued now ${e.queued}, worker reports ${e.reports}, ready workers ${e.readyWorkers}`,
   ];

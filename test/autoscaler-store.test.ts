@@ -181,7 +181,7 @@ describe('staging between saves (EngineStore.stage)', () => {
     j2.close();
   });
 
-  it('a worker that reported is encoded by stage, written by the save, and restored with what it reported', () => {
+  it('a report alone does not make a worker record dirty; a lasting change writes it with what it reported', () => {
     const path = journalPath();
     const { reg } = testRegistry();
     reg.addEndpoint(endpointCfg('a'));
@@ -191,20 +191,41 @@ describe('staging between saves (EngineStore.stage)', () => {
     const store = new EngineStore(reg, j);
     store.save(false);
     const size = readFileSync(path).length;
+    // Report fields only (time, count, load, throughput): nothing to write, in stage or in the save.
+    w.curLoad = 50;
+    w.newLoad = 10;
+    w.curLoadAvg = 40;
+    w.reqsWorking = 2;
+    w.lastReportBusy = true;
+    w.reports = 7;
+    w.lastReportAt = 4_000;
+    reg.reported(w);
+    store.stage();
+    expect(j.pendingCount()).toBe(0);
+    store.save(false);
+    expect(readFileSync(path).length).toBe(size);
+    // A lasting field (the url) changes with the next report: the record is written, load included.
+    w.url = 'http://127.0.0.1:9/';
     w.curLoad = 123;
     w.lastReportAt = 4_567;
     reg.reported(w);
-    other.curLoad = 9; // changed without a report: left to the save's full comparison
+    other.loadtime = 9; // changed without a report: left to the save's full comparison
     store.stage();
     expect(j.pendingCount()).toBe(1);
     expect(readFileSync(path).length).toBe(size);
     store.save(false);
+    expect(readFileSync(path).length).toBeGreaterThan(size);
     j.close();
-    const fresh = testRegistry();
+    const fresh = testRegistry({});
+    fresh.clock.advanceBy(60_000);
     const j2 = new Journal(path);
     new EngineStore(fresh.reg, j2).restore();
     j2.close();
-    expect([fresh.reg.workers.get(w.id)!.curLoad, fresh.reg.workers.get(w.id)!.lastReportAt]).toEqual([123, 4_567]);
-    expect(fresh.reg.workers.get(other.id)!.curLoad).toBe(9);
+    const back = fresh.reg.workers.get(w.id)!;
+    // The journal's report time (4,567) is older than the restore: staleness counts from the restore.
+    expect([back.url, back.curLoad, back.lastReportAt]).toEqual(['http://127.0.0.1:9/', 123, fresh.clock.now()]);
+    expect(fresh.reg.workers.get(other.id)!.loadtime).toBe(9);
+    // A worker that never reported stays so.
+    expect(fresh.reg.workers.get(other.id)!.lastReportAt).toBeNull();
   });
 });

@@ -17,7 +17,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { createLogger } from '#nodeworker/common/log.js';
 import { startAutoscaler } from '#nodeworker/autoscaler/server.js';
@@ -27,6 +27,8 @@ import { benchArgs } from './args.js';
 const PERF = 100;
 // Small enough that 10 open requests a worker (10,000 over 1,000) are 1 s of queue, inside the policy's queue budget.
 const COST = 10;
+/** Report slices a second with `ENGINE_SCALE_SPREAD_REPORTS=1`. */
+const SLICES = 40;
 
 interface FleetWorker {
   id: number;
@@ -51,8 +53,27 @@ class LightFleet implements Provider {
   private timer: NodeJS.Timeout;
   reports = 0;
 
-  constructor(private openTarget: number) {
-    this.timer = setInterval(() => this.reportAll(), 1000);
+  /** Wall time of each of the fleet's report bursts (its own work, on the engine's event loop). */
+  readonly bursts: number[] = [];
+  private slice = 0;
+
+  /**
+   * `spread`: each worker reports in its own 25 ms slice of the second (as 1,000 PyWorkers' HTTP
+   * reports arrive: spread over the second), instead of all 1,000 in one burst a second.
+   */
+  constructor(
+    private openTarget: number,
+    spread = false,
+  ) {
+    this.timer = spread ? setInterval(() => this.reportSlice(), 1000 / SLICES) : setInterval(() => this.reportAll(), 1000);
+  }
+
+  private reportSlice(): void {
+    const t0 = performance.now();
+    const now = Date.now();
+    const k = this.slice++ % SLICES;
+    for (const w of this.workers.values()) if (w.id % SLICES === k) this.reportOne(w, now);
+    this.bursts.push(performance.now() - t0);
   }
 
   attach(link: EngineLink): void {
@@ -121,14 +142,18 @@ class LightFleet implements Provider {
   }
 
   private reportAll(): void {
+    const t0 = performance.now();
     const now = Date.now();
-    for (const w of this.workers.values()) {
-      if (w.done.length > 0) {
-        this.link?.deleteRequests({ worker_id: w.id, mtoken: w.mtoken, request_idxs: w.done, success: true });
-        w.done = [];
-      }
-      if (w.changed || now - w.lastReportAt >= 10_000) this.report(w, now);
+    for (const w of this.workers.values()) this.reportOne(w, now);
+    this.bursts.push(performance.now() - t0);
+  }
+
+  private reportOne(w: FleetWorker, now: number): void {
+    if (w.done.length > 0) {
+      this.link?.deleteRequests({ worker_id: w.id, mtoken: w.mtoken, request_idxs: w.done, success: true });
+      w.done = [];
     }
+    if (w.changed || now - w.lastReportAt >= 10_000) this.report(w, now);
   }
 
   openCount(): number {
@@ -164,7 +189,7 @@ async function main(): Promise<void> {
   const n = Number(args.workers ?? 1000);
   const openTarget = Number(args.open ?? 10_000);
   const dataDir = mkdtempSync(join(tmpdir(), 'engine-scale-'));
-  const fleet = new LightFleet(openTarget);
+  const fleet = new LightFleet(openTarget, process.env.ENGINE_SCALE_SPREAD_REPORTS === '1');
   const apiKey = 'engine-scale-client-key';
   const running = await startAutoscaler({
     config: {
@@ -201,10 +226,13 @@ async function main(): Promise<void> {
   const saveCpu: number[] = [];
   // The scaler's timer calls its own tick (which ends with the store's save); an engine without
   // those parts (before the split: measuring an older build) ticks and saves itself.
-  const parts = engine as unknown as { scaler?: object; store?: object | null };
+  const parts = engine as unknown as { scaler?: object; store?: { saveInBackground?: unknown; journal?: object } | null };
+  // Where the tick saves: `saveInBackground` (its part on the event loop: encoding, starting the
+  // write) when the store has it, else `save` (encode, write and fsync, all on the loop).
+  const saveName = parts.store && typeof parts.store.saveInBackground === 'function' ? 'saveInBackground' : 'save';
   for (const [obj, name, wall, cpu] of [
     [parts.scaler ?? engine, 'tick', ticks, tickCpu],
-    ['store' in parts ? parts.store : engine, 'save', saves, saveCpu],
+    ['store' in parts ? parts.store : engine, saveName, saves, saveCpu],
   ] as const) {
     const target = obj as unknown as Record<string, (...a: unknown[]) => unknown> | null;
     const orig = target?.[name];
@@ -221,6 +249,27 @@ async function main(): Promise<void> {
       }
     };
   }
+  // A background save's time until durable (append, fsync and any compaction on the thread pool).
+  const durable: number[] = [];
+  const journal = parts.store?.journal as { flushAsync?: () => Promise<void> } | undefined;
+  const flushAsync = journal?.flushAsync;
+  if (journal && typeof flushAsync === 'function') {
+    journal.flushAsync = () => {
+      const t = performance.now();
+      const p = flushAsync.call(journal);
+      p.then(
+        () => durable.push(performance.now() - t),
+        () => {},
+      );
+      return p;
+    };
+  }
+  // GC pauses (the event loop stands still during each): what of the stalls is the collector's.
+  const gcPauses: number[] = [];
+  const gcObserver = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) gcPauses.push(e.duration);
+  });
+  gcObserver.observe({ entryTypes: ['gc'] });
   const delay = monitorEventLoopDelay({ resolution: 10 });
   delay.enable();
   let cpu0 = process.cpuUsage();
@@ -228,7 +277,7 @@ async function main(): Promise<void> {
   let rssPeak = 0;
   const rssTimer = setInterval(() => (rssPeak = Math.max(rssPeak, process.memoryUsage().rss)), 200);
   const reset = () => {
-    for (const xs of [ticks, saves, tickCpu, saveCpu]) xs.length = 0;
+    for (const xs of [ticks, saves, tickCpu, saveCpu, durable, fleet.bursts, gcPauses]) xs.length = 0;
     delay.reset();
     cpu0 = process.cpuUsage();
     t0 = performance.now();
@@ -254,6 +303,14 @@ async function main(): Promise<void> {
       saveP50Ms: pct(saves, 50),
       saveP99Ms: pct(saves, 99),
       saveMaxMs: saves.length ? Math.max(...saves) : Number.NaN,
+      gcMaxMs: gcPauses.length ? Math.max(...gcPauses) : Number.NaN,
+      gcTotalMs: gcPauses.reduce((a, b) => a + b, 0),
+      gcOver50: gcPauses.filter((d) => d > 50).length,
+      fleetBurstMaxMs: fleet.bursts.length ? Math.max(...fleet.bursts) : Number.NaN,
+      fleetBurstP50Ms: pct(fleet.bursts, 50),
+      durableSaves: durable.length,
+      durableP50Ms: pct(durable, 50),
+      durableP99Ms: pct(durable, 99),
       loopDelayP99Ms: delay.percentile(99) / 1e6,
       loopDelayMaxMs: delay.max / 1e6,
       rssMb: process.memoryUsage().rss / 2 ** 20,

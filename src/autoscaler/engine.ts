@@ -84,7 +84,7 @@ export class Engine implements EngineLink {
       reportAddrs: opts.reportAddrs,
       ...(opts.probe ? { probe: opts.probe } : {}),
       ...(opts.policy ? { policy: opts.policy } : {}),
-      afterTick: () => this.store?.save(false),
+      afterTick: () => this.store?.saveInBackground(),
     });
     this.protocol = new Protocol(this.registry, {
       finishDrain: (w) => this.scaler.finishDrain(w),

@@ -1,4 +1,21 @@
-import { close, closeSync, existsSync, fsyncSync, ftruncateSync, openSync, readFileSync, renameSync, unlinkSync, writeSync, writevSync } from 'node:fs';
+import {
+  close,
+  closeSync,
+  existsSync,
+  fsync,
+  fsyncSync,
+  ftruncate,
+  ftruncateSync,
+  open,
+  openSync,
+  readFileSync,
+  renameSync,
+  unlink,
+  unlinkSync,
+  writeSync,
+  writev,
+  writevSync,
+} from 'node:fs';
 import { syncDir } from '../common/sync-dir.js';
 import { dirname } from 'node:path';
 import * as zlib from 'node:zlib';
@@ -21,6 +38,14 @@ import { z } from 'zod';
  *   of zeros) throws JournalDamagedError naming the file and byte offset, unless `repair` is set:
  *   then every intact record is kept, the damaged file is moved aside (`<path>.damaged-<time>`)
  *   and a clean journal of the intact records takes its place. Bad records are counted either way.
+ *
+ * `flushAsync()` does the same append, fsync and compaction on libuv's thread pool, so a tick's
+ * save does not hold the event loop for the disk: one at a time; records put meanwhile go to the
+ * next flush; it resolves only once its records are fsync'd. A synchronous `flush()` (an id
+ * reservation that cannot wait, a clean stop) may come while one is in flight: it takes over, by
+ * writing the in-flight records again at the same offset (the same bytes: harmless if the thread
+ * pool's write lands too) before its own, and fsyncing; an in-flight compaction is then abandoned
+ * (its copy lacks what the synchronous flush appended to the old file).
  *
  * Writes never leave a partial record in the middle: each flush writes at the end of the last
  * good record, and a failed write (ENOSPC, EIO, read-only) leaves the records pending, cuts the
@@ -153,6 +178,62 @@ function writeAll(fd: number, parts: Buffer[], total: number, position: number):
   if (done !== total) throw new Error(`journal write: ${done} bytes written of ${total}`);
 }
 
+/** fs callbacks as promises (the work runs on libuv's thread pool). */
+function writevAt(fd: number, parts: Buffer[], position: number): Promise<number> {
+  return new Promise((resolve, reject) => writev(fd, parts, position, (err, n) => (err ? reject(err) : resolve(n))));
+}
+function fsyncFd(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => fsync(fd, (err) => (err ? reject(err) : resolve())));
+}
+function truncateFd(fd: number, len: number): Promise<void> {
+  return new Promise((resolve, reject) => ftruncate(fd, len, (err) => (err ? reject(err) : resolve())));
+}
+function openFile(path: string, flags: string, mode?: number): Promise<number> {
+  return new Promise((resolve, reject) => open(path, flags, mode, (err, fd) => (err ? reject(err) : resolve(fd))));
+}
+function closeFd(fd: number): Promise<void> {
+  return new Promise((resolve) => close(fd, () => resolve()));
+}
+function unlinkQuiet(path: string): Promise<void> {
+  return new Promise((resolve) => unlink(path, () => resolve()));
+}
+
+/** writeAll on the thread pool. */
+async function writeAllAsync(fd: number, parts: Buffer[], total: number, position: number): Promise<void> {
+  let done = 0;
+  for (let i = 0; i < parts.length; i += IOV_MAX) {
+    let batch = parts.slice(i, i + IOV_MAX);
+    let want = 0;
+    for (const b of batch) want += b.length;
+    let off = 0;
+    while (off < want) {
+      const n = await writevAt(fd, batch, position + done + off);
+      if (n <= 0) throw new Error('journal write: no progress');
+      off += n;
+      if (off < want) batch = [Buffer.concat(batch).subarray(n)];
+    }
+    done += want;
+  }
+  if (done !== total) throw new Error(`journal write: ${done} bytes written of ${total}`);
+}
+
+/** fsync a directory on the thread pool (best effort, as syncDir). */
+async function syncDirAsync(dir: string): Promise<void> {
+  let fd: number;
+  try {
+    fd = await openFile(dir, 'r');
+  } catch {
+    return;
+  }
+  try {
+    await fsyncFd(fd);
+  } catch {
+    /* not every file system syncs a directory */
+  } finally {
+    await closeFd(fd);
+  }
+}
+
 function noProtoKeys(key: string, value: unknown): unknown {
   if (key === '__proto__') throw new Error('a "__proto__" key');
   return value;
@@ -188,6 +269,18 @@ export class Journal {
   private dirtyTail = false;
   private readonly ratio: number;
   private readonly minLines: number;
+  /** A flushAsync is in flight (its write, fsync or compaction). */
+  private busy = false;
+  /** Bumped by a synchronous flush that takes over an in-flight one: the latter then stops where it is. */
+  private gen = 0;
+  /** `gen` at the last successful synchronous fsync: a taken-over flushAsync succeeded iff this passed its gen. */
+  private syncedGen = -1;
+  /** The in-flight append (its records and where they go), for a synchronous flush to write again. */
+  private inflight: { parts: Buffer[]; total: number; at: number } | null = null;
+  /** An async compaction renamed the new file in but has not fsync'd the directory yet. */
+  private dirPending = false;
+  /** close() came while a flushAsync was in flight: the descriptor is closed when it ends (the thread pool may still use it). */
+  private closeWhenIdle = false;
   /** What opening found. */
   readonly recovered: JournalRecovery;
 
@@ -398,17 +491,20 @@ export class Journal {
    */
   flush(): void {
     try {
+      if (this.busy) this.takeOver();
       this.write();
       if (this.fileSize !== this.syncedSize || this.dirtyTail) {
         fsyncSync(this.fd);
         this.syncedSize = this.fileSize;
       }
+      this.syncedGen = this.gen;
       this.unsynced.length = 0;
       this.unsyncedLines = 0;
     } catch (err) {
       this.unwrite();
-      // A full disk: a compaction may fit where the append did not (dead records freed).
-      if ((err as NodeJS.ErrnoException).code === 'ENOSPC') {
+      // A full disk: a compaction may fit where the append did not (dead records freed). Not
+      // while an async one may still write the same tmp file: the next flush tries again.
+      if ((err as NodeJS.ErrnoException).code === 'ENOSPC' && !this.busy) {
         try {
           this.compact();
           return;
@@ -418,8 +514,174 @@ export class Journal {
       }
       throw err;
     }
-    if (this.lines > Math.max(this.minLines, this.ratio * this.size()) || this.fileSize > Math.max(this.minBytes, this.ratio * this.compactedSize))
-      this.compact();
+    if (!this.busy && this.needsCompaction()) this.compact();
+  }
+
+  private needsCompaction(): boolean {
+    return this.lines > Math.max(this.minLines, this.ratio * this.size()) || this.fileSize > Math.max(this.minBytes, this.ratio * this.compactedSize);
+  }
+
+  /** Whether a flushAsync is in flight. */
+  flushing(): boolean {
+    return this.busy;
+  }
+
+  /**
+   * A synchronous flush while a flushAsync is in flight: the in-flight records may not be written
+   * yet, and nothing may follow them in the file before they are. Write them again here, same
+   * bytes at the same offset (if the thread pool's write lands as well, it changes nothing), so the
+   * fsync that follows covers them; the in-flight flush sees `gen` moved and stops.
+   */
+  private takeOver(): void {
+    this.gen++;
+    const f = this.inflight;
+    this.inflight = null;
+    // A late write of the thread pool may land after a cut-back: the next append trims after itself.
+    this.dirtyTail = true;
+    if (f) writeAll(this.fd, f.parts, f.total, f.at);
+    // An async compaction renamed its file in: make the rename durable before relying on the new file.
+    if (this.dirPending) syncDir(dirname(this.path));
+  }
+
+  /**
+   * flush() on the thread pool: append what is pending, fsync, compact when due (the copy written
+   * and fsync'd off the loop; the rename and the switch to the new file in one synchronous step).
+   * One at a time (throws if one is in flight); records put meanwhile wait for the next flush.
+   * Resolves once its records are durable; rejects with the file system's error after cutting the
+   * file back and queueing the records again (the next flush writes them whole), as flush() does.
+   */
+  async flushAsync(): Promise<void> {
+    if (this.busy) throw new Error('journal: a flush is already in flight');
+    if (this.closeWhenIdle) throw new Error('journal: closed');
+    this.busy = true;
+    const gen = this.gen;
+    try {
+      try {
+        await this.appendAsync(gen);
+      } catch (err) {
+        if (gen !== this.gen) return this.superseded(gen);
+        if ((err as NodeJS.ErrnoException).code === 'ENOSPC') {
+          // A full disk: a compaction may fit where the append did not.
+          try {
+            await this.compactAsync(gen);
+            if (gen !== this.gen) return this.superseded(gen);
+            return;
+          } catch {
+            /* still full: reported, retried at the next flush */
+          }
+        }
+        throw err;
+      }
+      if (gen !== this.gen) return this.superseded(gen);
+      if (this.needsCompaction()) {
+        // The records are durable already: a failed compaction only leaves the file long.
+        try {
+          await this.compactAsync(gen);
+        } catch {
+          /* tried again after the next append */
+        }
+      }
+    } finally {
+      this.busy = false;
+      this.inflight = null;
+      if (this.closeWhenIdle && this.fd >= 0) {
+        closeSync(this.fd);
+        this.fd = -1;
+      }
+    }
+  }
+
+  /** A synchronous flush took over: its records are durable iff a synchronous fsync succeeded since. */
+  private superseded(gen: number): void {
+    if (this.syncedGen <= gen) throw new Error('journal: the flush was taken over by one that failed');
+  }
+
+  private async appendAsync(gen: number): Promise<void> {
+    if (this.pendingSize === 0 && this.fileSize === this.syncedSize && !this.dirtyTail) return;
+    this.tryOpen();
+    const fd = this.fd;
+    const parts: Buffer[] = [];
+    for (const m of this.pending.values()) for (const rec of m.values()) parts.push(rec);
+    let total = 0;
+    for (const b of parts) total += b.length;
+    const at = this.fileSize;
+    const dirty = this.dirtyTail;
+    // Counted as written from here: what is put meanwhile goes to a new pending map (the next flush).
+    this.fileSize += total;
+    this.lines += this.pendingSize;
+    this.unsyncedLines += this.pendingSize;
+    this.unsynced.push(this.pending);
+    this.pending = new Map();
+    this.pendingSize = 0;
+    this.inflight = { parts, total, at };
+    try {
+      if (total > 0) await writeAllAsync(fd, parts, total, at);
+      if (gen !== this.gen) return;
+      if (dirty) await truncateFd(fd, at + total);
+      await fsyncFd(fd);
+    } catch (err) {
+      if (gen !== this.gen) throw err;
+      this.inflight = null;
+      this.dirtyTail = true;
+      this.unwrite();
+      throw err;
+    }
+    if (gen !== this.gen) return;
+    this.inflight = null;
+    this.dirtyTail = false;
+    this.syncedSize = this.fileSize;
+    this.unsynced.length = 0;
+    this.unsyncedLines = 0;
+  }
+
+  /** compact() with its writing and fsyncs on the thread pool; abandoned if a synchronous flush came meanwhile. */
+  private async compactAsync(gen: number): Promise<void> {
+    const tmp = `${this.path}.tmp`;
+    const out: Buffer[] = [];
+    for (const [k, m] of this.data) for (const [id, v] of m) out.push(this.bytes.get(k)?.get(id) ?? encodeRecord({ k, id, v }));
+    let total = 0;
+    for (const b of out) total += b.length;
+    // The pending records the copy holds: not written again after it, unless put again meanwhile.
+    const copied: Array<[Map<string, Buffer>, string, Buffer]> = [];
+    for (const m of this.pending.values()) for (const [id, rec] of m) copied.push([m, id, rec]);
+    const fd = await openFile(tmp, 'w', 0o600);
+    try {
+      await writeAllAsync(fd, out, total, 0);
+      await fsyncFd(fd);
+    } catch (err) {
+      await closeFd(fd);
+      await unlinkQuiet(tmp);
+      throw err;
+    }
+    await closeFd(fd);
+    if (gen !== this.gen) {
+      // A synchronous flush appended to the old file meanwhile: the copy lacks that; keep the old file.
+      await unlinkQuiet(tmp);
+      return;
+    }
+    // The rename and the switch of descriptor in one synchronous step: no append can fall between.
+    renameSync(tmp, this.path);
+    if (this.fd >= 0) close(this.fd, () => {});
+    this.fd = openSync(this.path, 'r+');
+    this.fileSize = total;
+    this.syncedSize = total;
+    this.compactedSize = total;
+    // Records put since the copy was taken stay pending (a new put is a new buffer).
+    for (const [m, id, rec] of copied) {
+      if (m.get(id) !== rec) continue;
+      m.delete(id);
+      this.pendingSize--;
+    }
+    this.lines = out.length;
+    this.unsynced.length = 0;
+    this.unsyncedLines = 0;
+    this.dirtyTail = false;
+    this.dirPending = true;
+    try {
+      await syncDirAsync(dirname(this.path));
+    } finally {
+      this.dirPending = false;
+    }
   }
 
   /**
@@ -486,8 +748,13 @@ export class Journal {
     try {
       this.flush();
     } finally {
-      if (this.fd >= 0) closeSync(this.fd);
-      this.fd = -1;
+      // The thread pool may still use the descriptor (a taken-over flushAsync): closed when it ends,
+      // so its number is not reused under it.
+      this.closeWhenIdle = true;
+      if (!this.busy && this.fd >= 0) {
+        closeSync(this.fd);
+        this.fd = -1;
+      }
     }
   }
 }

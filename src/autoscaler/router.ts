@@ -194,6 +194,15 @@ interface WorkerBook {
   unreportedHead: number;
   /** Its place in the pick index while its worker is ready (null otherwise). */
   slot: Slot | null;
+  /**
+   * `outstanding` is in routing-time order (each entry set when routed, at the clock's time, and
+   * not routed again in place): `expire` then stops at the first entry too young to expire, as
+   * every later one is younger. Cleared by anything else (a restore, a requeue in place); set
+   * again when the book empties.
+   */
+  ordered: boolean;
+  /** The routing time of the entry set last (for `ordered`). */
+  lastRoutedAt: number;
 }
 
 /** A ready worker in the pick index, with the load it is ordered by. */
@@ -235,6 +244,8 @@ export class EndpointRouter {
    * Waits of recent routings and their times, oldest first from `recentHead` (older ones are cut
    * lazily, not spliced). Two arrays of numbers, not an object per routing: nothing for the GC.
    */
+  /** The entries in state timed_out (some may have left it or `entries`: checked when visited). */
+  private readonly timedOut = new Map<number, RequestEntry>();
   private recentAt: number[] = [];
   private recentWait: number[] = [];
   private recentHead = 0;
@@ -381,6 +392,9 @@ export class EndpointRouter {
   /** A routed entry back to queued, first in line: it has waited longest. */
   private requeueFirst(entry: RequestEntry): void {
     this.changed?.add(entry.idx);
+    // Still in its book (an orphan): its age there would be counted from its creation now.
+    const book = entry.workerId === null ? undefined : this.books.get(entry.workerId);
+    if (book?.outstanding.get(entry.idx) === entry) book.ordered = false;
     entry.state = 'queued';
     entry.workerId = null;
     entry.routedAt = null;
@@ -520,7 +534,12 @@ export class EndpointRouter {
     // the group's best; the walk stops there (or at the wait limit: the rest wait longer).
     let best0 = Number.POSITIVE_INFINITY;
     let best1 = Number.POSITIVE_INFINITY;
+    // Loads are never below 0 (reported load clamped, routed load a sum of costs ≥ 0): a finish in a
+    // group is at least cost / perf, and the groups go by falling perf. A negative cost (not on the
+    // wire) turns the cut off.
+    const cut = cost >= 0;
     for (const g of groups) {
+      if (cut && cost / g.perf > best0) break;
       let seen1 = false;
       for (const s of g.slots) {
         if (s.load / g.perf > limit) break;
@@ -550,6 +569,7 @@ export class EndpointRouter {
     const tiedWait = this.tiedWaitScratch;
     let n = 0;
     for (const g of groups) {
+      if (cut && cost / g.perf > bound) break;
       for (const s of g.slots) {
         const wait = s.load / g.perf;
         if (wait > limit || (s.load + cost) / g.perf > bound) break;
@@ -579,6 +599,8 @@ export class EndpointRouter {
     let only: PerfGroup | null = null;
     let n = 0;
     for (const g of groups) {
+      // Groups by falling perf: from here on no finish is within the bound (see pick).
+      if (cost >= 0 && cost / g.perf > bound) break;
       const slots = g.slots;
       let lo = 0;
       let hi = slots.length;
@@ -690,6 +712,7 @@ export class EndpointRouter {
     this.signAnswer(entry.answer);
     entry.attempts++;
     const book = this.book(w.id);
+    this.noteOrder(book, entry.idx, now);
     book.outstanding.set(entry.idx, entry);
     book.unreportedLoad += entry.cost;
     this.reindex(book);
@@ -748,7 +771,10 @@ export class EndpointRouter {
       book.slot = slot;
       g.slots.push(slot);
     }
-    this.groups = [...byPerf.values()];
+    // Fastest first: a pick stops at the first group whose idle finish (cost / perf) cannot beat
+    // the best (no group after it can). The choice does not depend on this order (the minimum,
+    // and ties taken by id).
+    this.groups = [...byPerf.values()].sort((a, b) => b.perf - a.perf);
     for (const g of this.groups) g.slots.sort((a, b) => a.load - b.load || a.w.id - b.w.id);
     this.indexList = list;
     this.indexLength = list.length;
@@ -814,10 +840,17 @@ export class EndpointRouter {
   private book(id: number): WorkerBook {
     let b = this.books.get(id);
     if (!b) {
-      b = { outstanding: new Map(), unreportedLoad: 0, unreported: [], unreportedHead: 0, slot: null };
+      b = { outstanding: new Map(), unreportedLoad: 0, unreported: [], unreportedHead: 0, slot: null, ordered: true, lastRoutedAt: Number.NEGATIVE_INFINITY };
       this.books.set(id, b);
     }
     return b;
+  }
+
+  /** Before `book.outstanding.set(idx, …)` of an entry routed at `at`: keep `ordered` true. */
+  private noteOrder(book: WorkerBook, idx: number, at: number): void {
+    if (book.outstanding.size === 0) book.ordered = true;
+    else if (at < book.lastRoutedAt || book.outstanding.has(idx)) book.ordered = false;
+    book.lastRoutedAt = at;
   }
 
   private pushUnreported(book: WorkerBook, entry: RequestEntry): void {
@@ -954,6 +987,7 @@ export class EndpointRouter {
       const e = this.queue[i]!;
       if (e.state === 'queued' && now - e.lastSeenAt > e.replayTimeoutMs) {
         e.state = 'timed_out';
+        this.timedOut.set(e.idx, e);
         this.changed?.add(e.idx);
         this.stats.timedOut++;
         removed = true;
@@ -965,8 +999,13 @@ export class EndpointRouter {
       this.queue = rest;
       this.head = 0;
     }
-    for (const [idx, e] of this.entries) {
-      if (e.state === 'timed_out' && now - e.lastSeenAt > e.replayTimeoutMs + TIMED_OUT_KEEP_MS) this.entries.delete(idx);
+    // Timed-out entries are kept a while (a late poll is told so), then forgotten: only they are visited.
+    for (const [idx, e] of this.timedOut) {
+      if (this.entries.get(idx) !== e || e.state !== 'timed_out') this.timedOut.delete(idx);
+      else if (now - e.lastSeenAt > e.replayTimeoutMs + TIMED_OUT_KEEP_MS) {
+        this.entries.delete(idx);
+        this.timedOut.delete(idx);
+      }
     }
     for (const [idx, e] of this.orphans) {
       if (now - (e.routedAt ?? e.createdAt) > this.opts.requestTtlMs || this.entries.get(idx) !== e || e.state !== 'routed') {
@@ -989,9 +1028,12 @@ export class EndpointRouter {
       this.failures.delete(id);
       this.failedSinceSuccess.delete(id);
     }
+    // Only the old end of each book: in routing order, the first entry too young ends the visit.
+    const horizon = Math.min(this.opts.unreportedTtlMs, this.opts.requestTtlMs);
     for (const [, book] of this.books) {
       for (const [idx, e] of book.outstanding) {
         const age = now - (e.routedAt ?? e.createdAt);
+        if (book.ordered && age <= horizon) break;
         if (!e.reported && age > this.opts.unreportedTtlMs) this.settle(e, book);
         if (age > this.opts.requestTtlMs) {
           book.outstanding.delete(idx);
@@ -1102,9 +1144,11 @@ export class EndpointRouter {
       if (entry.answer && !entry.answer.signature) this.signAnswer(entry.answer);
       this.entries.set(entry.idx, entry);
       this.changed?.add(entry.idx);
+      if (entry.state === 'timed_out') this.timedOut.set(entry.idx, entry);
       if (entry.state === 'queued') this.queue.push(entry);
       else if (entry.state === 'routed' && entry.workerId !== null) {
         const book = this.book(entry.workerId);
+        this.noteOrder(book, entry.idx, entry.routedAt ?? entry.createdAt);
         book.outstanding.set(entry.idx, entry);
         if (!entry.reported) {
           book.unreportedLoad += entry.cost;

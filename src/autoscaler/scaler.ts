@@ -109,6 +109,10 @@ export class Scaler {
   /** One step of each rolling update: workers not serving go at once, a serving one only when nothing of its group is loading. */
   private rollUpdates(): void {
     const reg = this.reg;
+    // Nearly always none: then nothing below can act (two passes over every worker saved per tick).
+    let any = false;
+    for (const w of reg.workers.values()) if (w.updatePending) any = true;
+    if (!any) return;
     const busyGroups = new Set<string>();
     for (const w of reg.workers.values()) {
       const g = `${w.endpoint}/${w.workergroup}`;

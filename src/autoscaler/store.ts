@@ -1,4 +1,5 @@
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { open as openP, rename as renameP } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { z } from 'zod';
 import { JournalDamagedError, type Journal } from './journal.js';
@@ -174,6 +175,16 @@ export class EngineStore {
   private failingSince: number | null = null;
   private lastReserveTry = Number.NEGATIVE_INFINITY;
   private beyond = false;
+  /** The tick saves in the background (`saveInBackground`): reservations ahead of need are made so too. */
+  private background = false;
+  /** A background reservation is under way. */
+  private reserving = false;
+  /** A reservation was wanted while a flush was in flight: made when it ends. */
+  private reserveWanted = false;
+  /** The background save or reservation in flight (tests await it). */
+  private inFlight: Promise<void> | null = null;
+  /** The final save was made: nothing is written in the background after it. */
+  private closed = false;
 
   constructor(
     private readonly reg: Registry,
@@ -221,12 +232,103 @@ export class EngineStore {
     this.failingSince = null;
   }
 
-  /** From an id allocation below the low water: at most one try a second while writes fail. */
+  /**
+   * From an id allocation below the low water: at most one try a second while writes fail. With
+   * background saves, ids are still reserved (the low water is 50,000 request ids ahead): the
+   * reservation is made on the thread pool, and `reserved` moves only once it is durable. Only
+   * when the next id is not reserved does it wait: a synchronous reservation (taking over a flush
+   * in flight), as without background saves.
+   */
   private reserveFromAlloc(): void {
-    const now = this.reg.clock.now();
+    const reg = this.reg;
+    const now = reg.clock.now();
     if (this.error !== null && now - this.lastReserveTry < 1000) return this.noteBeyond();
+    const hard = (Object.keys(reg.next) as Array<keyof IdCounters>).some((k) => reg.next[k] >= reg.reserved[k]);
+    if (this.background && !hard) {
+      if (this.reserving) return;
+      this.lastReserveTry = now;
+      return this.reserveInBackground();
+    }
     this.lastReserveTry = now;
     if (!this.reserve()) this.noteBeyond();
+  }
+
+  private ceiling(exact: boolean): IdCounters {
+    const reg = this.reg;
+    const ceil = {} as IdCounters;
+    for (const k of Object.keys(reg.next) as Array<keyof IdCounters>) ceil[k] = exact ? reg.next[k] : Math.max(reg.reserved[k], reg.next[k] + ID_BLOCK[k]);
+    return ceil;
+  }
+
+  /**
+   * The next block of every id kind, reserved as `reserve` does (the journal record fsync'd, then
+   * the `.ids` copy written atomically) but on the thread pool; `reserved` moves when both are
+   * durable. Waits for a flush in flight (one at a time).
+   */
+  private reserveInBackground(): void {
+    if (this.closed) return;
+    if (this.journal.flushing()) {
+      this.reserveWanted = true;
+      return;
+    }
+    this.reserveWanted = false;
+    this.reserving = true;
+    const ceil = this.ceiling(false);
+    this.journal.put('meta', 'ids', ceil);
+    this.saved.set('meta/ids', JSON.stringify(ceil));
+    this.track(
+      this.journal
+        .flushAsync()
+        .then(() => {
+          // Never below a reservation made meanwhile (a synchronous one may have overtaken this).
+          const reg = this.reg;
+          const copy = {} as IdCounters;
+          for (const k of Object.keys(ceil) as Array<keyof IdCounters>) copy[k] = Math.max(ceil[k], reg.reserved[k]);
+          return writeFileAtomicAsync(this.idsPath, JSON.stringify(copy)).then(() => copy);
+        })
+        .then(
+          (copy) => {
+            const reg = this.reg;
+            // A synchronous reservation during the write of the copy: its `.ids` may have been
+            // renamed over by this lower one. Written again (rare: the limit reached meanwhile).
+            const keys = Object.keys(copy) as Array<keyof IdCounters>;
+            if (keys.some((k) => reg.reserved[k] > copy[k])) {
+              try {
+                writeFileAtomic(this.idsPath, JSON.stringify(reg.reserved));
+              } catch (err) {
+                this.failed('reserve', err);
+              }
+            }
+            for (const k of keys) reg.reserved[k] = Math.max(reg.reserved[k], copy[k]);
+            this.beyond = false;
+            this.succeeded();
+          },
+          (err) => {
+            this.failed('reserve', err);
+            this.noteBeyond();
+          },
+        )
+        .finally(() => {
+          this.reserving = false;
+        }),
+    );
+  }
+
+  /** Keep the background work's promise (for `settled`) and start a wanted reservation when it ends. */
+  private track(p: Promise<void>): void {
+    // Every failure is reported by the handlers (health, log); none may become an unhandled rejection.
+    const done = p
+      .catch((err) => this.failed('save', err))
+      .finally(() => {
+        if (this.inFlight === done) this.inFlight = null;
+        if (this.reserveWanted && !this.journal.flushing()) this.reserveInBackground();
+      });
+    this.inFlight = done;
+  }
+
+  /** Resolves when no background save or reservation is in flight (tests, benchmarks). */
+  async settled(): Promise<void> {
+    while (this.inFlight) await this.inFlight;
   }
 
   private noteBeyond(): void {
@@ -243,8 +345,7 @@ export class EngineStore {
    */
   reserve(exact = false): boolean {
     const reg = this.reg;
-    const ceil = {} as IdCounters;
-    for (const k of Object.keys(reg.next) as Array<keyof IdCounters>) ceil[k] = exact ? reg.next[k] : Math.max(reg.reserved[k], reg.next[k] + ID_BLOCK[k]);
+    const ceil = this.ceiling(exact);
     try {
       this.journal.put('meta', 'ids', ceil);
       this.saved.set('meta/ids', JSON.stringify(ceil));
@@ -260,8 +361,57 @@ export class EngineStore {
     return true;
   }
 
+  /**
+   * The tick's save: what changed is encoded now (as `save`), then appended and fsync'd on the
+   * thread pool while the engine goes on. One at a time: while one is in flight, this one only
+   * encodes, and its records go with the next. A failure is reported and retried at the next
+   * tick (the journal cut back and kept the records). Never throws.
+   */
+  saveInBackground(): void {
+    if (this.closed) return;
+    this.background = true;
+    try {
+      this.collect();
+    } catch (err) {
+      this.failed('save', err);
+      return;
+    }
+    if (this.journal.flushing()) return;
+    this.track(
+      this.journal.flushAsync().then(
+        () => {
+          const reg = this.reg;
+          if (this.beyond || (Object.keys(reg.next) as Array<keyof IdCounters>).some((k) => reg.next[k] >= reg.reserved[k])) this.reserveWanted = true;
+          else this.succeeded();
+        },
+        (err) => this.failed('save', err),
+      ),
+    );
+  }
+
   /** Write what changed since the last save and fsync it; `final` at close (no id reserved ahead). Never throws. */
   save(final = false): void {
+    this.collect();
+    if (final) {
+      // A clean stop: the next start continues at the exact next ids (a flush in flight is taken over).
+      this.closed = true;
+      this.reserve(true);
+      return;
+    }
+    try {
+      this.journal.flush();
+    } catch (err) {
+      this.failed('save', err);
+      return;
+    }
+    // A reservation that failed earlier is made again as soon as the disk takes writes.
+    const reg = this.reg;
+    if (this.beyond || (Object.keys(reg.next) as Array<keyof IdCounters>).some((k) => reg.next[k] >= reg.reserved[k])) this.reserve();
+    else this.succeeded();
+  }
+
+  /** Put into the journal (pending, not written) every record that changed since the last save. */
+  private collect(): void {
     const reg = this.reg;
     const store = this.journal;
     const live = new Set<string>(['meta/ids']);
@@ -301,20 +451,6 @@ export class EngineStore {
       // An endpoint gone: its open requests' records go with it.
       if (key.startsWith('requests/')) this.dropRequests(key.slice(slash + 1));
     }
-    if (final) {
-      // A clean stop: the next start continues at the exact next ids.
-      this.reserve(true);
-      return;
-    }
-    try {
-      store.flush();
-    } catch (err) {
-      this.failed('save', err);
-      return;
-    }
-    // A reservation that failed earlier is made again as soon as the disk takes writes.
-    if (this.beyond || (Object.keys(reg.next) as Array<keyof IdCounters>).some((k) => reg.next[k] >= reg.reserved[k])) this.reserve();
-    else this.succeeded();
   }
 
   /**
@@ -462,6 +598,9 @@ export class EngineStore {
       const w = workerSchema.parse(raw) as WorkerRecord;
       seen.worker = Math.max(seen.worker, w.id);
       if (!reg.endpoints.has(w.endpoint)) continue;
+      // The record's report time may be older than its last report (report fields do not make a
+      // record dirty): staleness is measured from the restore, as if the worker had just reported.
+      if (w.lastReportAt !== null) w.lastReportAt = Math.max(w.lastReportAt, reg.clock.now());
       reg.workers.set(w.id, { ...w, probing: false });
       this.savedWorkers.set(w.id, { ...w, probing: false });
       out.workers++;
@@ -503,13 +642,57 @@ export class EngineStore {
   }
 }
 
-/** Whether a worker's fields are those last written (the probe flag aside). */
+/**
+ * Fields that move with every report (the report's time and count, the load it carried, the
+ * throughput over its interval): a change of these alone does not make a worker's record dirty,
+ * or 1,000 workers would rewrite 1,000 records a second. They are written with the record when a
+ * lasting field changes. A restart does not need them: the worker reports again within seconds
+ * and overwrites them all, and its staleness is measured from the restore (see `restoreRecords`).
+ */
+const REPORT_FIELDS: ReadonlySet<string> = new Set<keyof WorkerRecord>([
+  'lastReportAt',
+  'reports',
+  'curLoad',
+  'newLoad',
+  'curLoadAvg',
+  'reqsWorking',
+  'lastReportBusy',
+  'curPerf',
+  'measuredPerf',
+  'diskUsage',
+  'probing',
+]);
+
+/** Whether a worker's lasting fields are those last written (see REPORT_FIELDS). */
 function sameWorker(prev: WorkerRecord, w: WorkerRecord): boolean {
   for (const k in w) {
-    if (k === 'probing') continue;
+    if (REPORT_FIELDS.has(k)) continue;
     if (prev[k as keyof WorkerRecord] !== w[k as keyof WorkerRecord]) return false;
   }
   return true;
+}
+
+/** writeFileAtomic on the thread pool (its own tmp name: a synchronous one may run meanwhile). */
+async function writeFileAtomicAsync(path: string, text: string): Promise<void> {
+  const tmp = `${path}.tmp-bg`;
+  const fh = await openP(tmp, 'w', 0o600);
+  try {
+    await fh.writeFile(text);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await renameP(tmp, path);
+  try {
+    const dh = await openP(dirname(path), 'r');
+    try {
+      await dh.sync();
+    } finally {
+      await dh.close();
+    }
+  } catch {
+    /* some filesystems cannot fsync a directory; the rename is still atomic */
+  }
 }
 
 /** Write a small file so that a crash leaves the old or the new content whole: tmp, fsync, rename, fsync dir. */
