@@ -1,4 +1,3 @@
-import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,6 +6,7 @@ import { Journal } from '../src/autoscaler/journal.js';
 import { ID_BLOCK, ID_LOW_WATER } from '../src/autoscaler/registry.js';
 import { EngineStore } from '../src/autoscaler/store.js';
 import { endpointCfg, testRegistry } from './helpers/engine-parts.js';
+import { smallTmpfs } from './helpers/tmpfs.js';
 
 /**
  * The journal's flush on the thread pool (`flushAsync`) and the store's background save: records
@@ -121,26 +121,8 @@ describe('journal flushAsync', () => {
   });
 });
 
-/** A 256 KiB tmpfs (root), else null with the reason. */
-function smallTmpfs(): { dir: string; unmount: () => void } | string {
-  const dir = mkdtempSync(join(tmpdir(), 'journal-full-'));
-  try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', dir], { stdio: 'pipe' });
-  } catch (err) {
-    rmSync(dir, { recursive: true, force: true });
-    return `cannot mount a tmpfs: ${String(err).split('\n')[0]}`;
-  }
-  return {
-    dir,
-    unmount: () => {
-      execFileSync('umount', [dir], { stdio: 'pipe' });
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
-
 describe('flushAsync on a full disk', () => {
-  const fs = smallTmpfs();
+  const fs = smallTmpfs('journal-full-');
   afterAll(() => {
     if (typeof fs !== 'string') fs.unmount();
   });

@@ -13,6 +13,7 @@ import { encodeRecord, Journal, JournalDamagedError } from '../src/autoscaler/jo
 import { EngineStore, validateRecord } from '../src/autoscaler/store.js';
 import { testRegistry } from './helpers/engine-parts.js';
 import { post, refusedStart, routeNew, startAutoscalerProc, stopProc, writeNoWorkerConfig, type AutoscalerProc } from './helpers/autoscaler-proc.js';
+import { smallTmpfs } from './helpers/tmpfs.js';
 
 const dirs: string[] = [];
 const procs: AutoscalerProc[] = [];
@@ -200,26 +201,8 @@ describe('a damaged journal', () => {
   });
 });
 
-/** A 256 KiB tmpfs (root), else null with the reason. */
-function smallTmpfs(): { dir: string; unmount: () => void } | string {
-  const dir = mkdtempSync(join(tmpdir(), 'as-full-'));
-  try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', dir], { stdio: 'pipe' });
-  } catch (err) {
-    rmSync(dir, { recursive: true, force: true });
-    return `cannot mount a tmpfs: ${String(err).split('\n')[0]}`;
-  }
-  return {
-    dir,
-    unmount: () => {
-      execFileSync('umount', [dir], { stdio: 'pipe' });
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
-
 describe('a full disk', () => {
-  const fs = smallTmpfs();
+  const fs = smallTmpfs('as-full-');
   afterAll(() => {
     if (typeof fs !== 'string') fs.unmount();
   });
