@@ -476,10 +476,18 @@ export class Journal {
       }
       throw err;
     }
+    this.markWritten(total);
+  }
+
+  /**
+   * The pending records count as written (`total` bytes at the end of the file): the maps
+   * themselves are kept (no copy) until the fsync says they are durable, and what is put from now
+   * on goes to a new pending map (the next flush).
+   */
+  private markWritten(total: number): void {
     this.fileSize += total;
     this.lines += this.pendingSize;
     this.unsyncedLines += this.pendingSize;
-    // The written maps themselves are kept (no copy) until the fsync says they are durable.
     this.unsynced.push(this.pending);
     this.pending = new Map();
     this.pendingSize = 0;
@@ -607,12 +615,7 @@ export class Journal {
     const at = this.fileSize;
     const dirty = this.dirtyTail;
     // Counted as written from here: what is put meanwhile goes to a new pending map (the next flush).
-    this.fileSize += total;
-    this.lines += this.pendingSize;
-    this.unsyncedLines += this.pendingSize;
-    this.unsynced.push(this.pending);
-    this.pending = new Map();
-    this.pendingSize = 0;
+    this.markWritten(total);
     this.inflight = { parts, total, at };
     try {
       if (total > 0) await writeAllAsync(fd, parts, total, at);
