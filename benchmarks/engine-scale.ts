@@ -43,7 +43,7 @@ export interface EngineHostStats {
   saveP99Ms: number;
   saveMaxMs: number;
   /** Background saves (thread pool): how many completed, and their wall time until durable (absent before them). */
-  /** The benchmark fleet's report bursts (its own work on the engine's loop, reports and deletions included). */
+  /** The benchmark fleet's report callbacks (its own work on the engine's loop, reports and deletions included). */
   /** GC pauses in the window: the longest, their sum, how many over 50 ms. */
   gcMaxMs?: number;
   gcTotalMs?: number;
@@ -195,7 +195,9 @@ export function formatEngineScale(r: EngineScaleReport): string {
       : []),
     ...(e.gcMaxMs !== undefined ? [`GC pauses: max ${f(e.gcMaxMs, 2)} ms, ${e.gcOver50} over 50 ms, ${f(e.gcTotalMs ?? Number.NaN, 0)} ms in all`] : []),
     ...(e.fleetBurstMaxMs !== undefined
-      ? [`benchmark fleet's report bursts (on the engine's loop): p50 ${f(e.fleetBurstP50Ms ?? Number.NaN, 2)} ms, max ${f(e.fleetBurstMaxMs, 2)} ms`]
+      ? [
+          `benchmark fleet's report callbacks (on the engine's loop; one worker each unless ENGINE_SCALE_BURST_REPORTS or _SPREAD_REPORTS): p50 ${f(e.fleetBurstP50Ms ?? Number.NaN, 2)} ms, max ${f(e.fleetBurstMaxMs, 2)} ms`,
+        ]
       : []),
     `event-loop delay: p99 ${f(e.loopDelayP99Ms, 2)} ms, max ${f(e.loopDelayMaxMs, 2)} ms; RSS ${f(e.rssMb, 0)} MB (peak ${f(e.rssPeakMb, 0)} MB)`,
     `routed ${e.routed}, queued now ${e.queued}, worker reports ${e.reports}, ready workers ${e.readyWorkers}`,

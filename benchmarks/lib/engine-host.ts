@@ -5,6 +5,12 @@
  * `/worker_status/` every second while something changed, every 10 s otherwise; `/delete_requests/`
  * every second), through the engine's own protocol methods as the simulated provider does.
  *
+ * Each worker reports on its own 1 s timer, de-phased as workers started at different moments
+ * are (real workers' reports are independent HTTP requests spread over the second): one worker's
+ * report per callback. `ENGINE_SCALE_BURST_REPORTS=1` reports all N in one callback each second
+ * (the benchmark's first shape, a stall no real fleet makes); `ENGINE_SCALE_SPREAD_REPORTS=1`
+ * reports them in 40 slices of 25 ms (the second round's).
+ *
  * Every request routed to a worker stays open (listed in its reports' `working_request_idxs`)
  * until the fleet holds more than `--open` requests; the oldest is then finished and deleted in
  * the next report. So the engine carries `--open` open requests all along, whatever the rate.
@@ -30,6 +36,9 @@ const COST = 10;
 /** Report slices a second with `ENGINE_SCALE_SPREAD_REPORTS=1`. */
 const SLICES = 40;
 
+/** How the fleet's reports reach the engine: one worker per callback (default), slices, or all at once. */
+export type ReportShape = 'dephased' | 'spread' | 'burst';
+
 interface FleetWorker {
   id: number;
   mtoken: string;
@@ -50,22 +59,46 @@ class LightFleet implements Provider {
   /** Every open request, oldest first: [worker id, request_idx]. */
   private order: Array<[number, number]> = [];
   private orderHead = 0;
-  private timer: NodeJS.Timeout;
+  private timer: NodeJS.Timeout | null = null;
+  /** Per-worker report timers (the de-phased shape): the phase timeout, then the interval. */
+  private workerTimers = new Map<number, NodeJS.Timeout>();
   reports = 0;
 
-  /** Wall time of each of the fleet's report bursts (its own work, on the engine's event loop). */
+  /** Wall time of each of the fleet's report callbacks (its own work, on the engine's event loop): one worker's report by default. */
   readonly bursts: number[] = [];
   private slice = 0;
 
   /**
-   * `spread`: each worker reports in its own 25 ms slice of the second (as 1,000 PyWorkers' HTTP
-   * reports arrive: spread over the second), instead of all 1,000 in one burst a second.
+   * `dephased`: each worker reports on its own 1 s timer whose phase is where in the second it
+   * started (a fixed pseudo-random fraction of its id, so runs are alike), one report a callback.
+   * `spread`: each worker reports in its own 25 ms slice of the second. `burst`: all N in one
+   * callback a second.
    */
   constructor(
     private openTarget: number,
-    spread = false,
+    private shape: ReportShape = 'dephased',
   ) {
-    this.timer = spread ? setInterval(() => this.reportSlice(), 1000 / SLICES) : setInterval(() => this.reportAll(), 1000);
+    if (shape === 'spread') this.timer = setInterval(() => this.reportSlice(), 1000 / SLICES);
+    else if (shape === 'burst') this.timer = setInterval(() => this.reportAll(), 1000);
+  }
+
+  /** A worker's own report timer: first at its phase in the second, then every second. */
+  private startWorkerTimer(w: FleetWorker): void {
+    // Golden-ratio sequence over the ids: evenly spread phases, the same in every run.
+    const phase = Math.floor(((((w.id * 0.6180339887498949) % 1) + 1) % 1) * 1000);
+    const tick = () => {
+      const t0 = performance.now();
+      this.reportOne(w, Date.now());
+      this.bursts.push(performance.now() - t0);
+    };
+    this.workerTimers.set(
+      w.id,
+      setTimeout(() => {
+        if (!this.workers.has(w.id)) return;
+        this.workerTimers.set(w.id, setInterval(tick, 1000));
+        tick();
+      }, phase),
+    );
   }
 
   private reportSlice(): void {
@@ -87,6 +120,7 @@ class LightFleet implements Provider {
     setImmediate(() => {
       for (const l of this.listeners) l({ workerId: w.id, kind: 'running' });
       this.report(w, Date.now());
+      if (this.shape === 'dephased') this.startWorkerTimer(w);
     });
     return { id: w.id, url: `http://127.0.0.1:9/w${w.id}` };
   }
@@ -164,6 +198,8 @@ class LightFleet implements Provider {
   async stop(): Promise<void> {}
   async destroy(id: number): Promise<void> {
     this.workers.delete(id);
+    clearTimeout(this.workerTimers.get(id));
+    this.workerTimers.delete(id);
   }
   async probe(): Promise<boolean> {
     return true;
@@ -173,7 +209,9 @@ class LightFleet implements Provider {
     return () => this.listeners.delete(l);
   }
   async close(): Promise<void> {
-    clearInterval(this.timer);
+    if (this.timer) clearInterval(this.timer);
+    for (const t of this.workerTimers.values()) clearTimeout(t);
+    this.workerTimers.clear();
   }
 }
 
@@ -189,7 +227,8 @@ async function main(): Promise<void> {
   const n = Number(args.workers ?? 1000);
   const openTarget = Number(args.open ?? 10_000);
   const dataDir = mkdtempSync(join(tmpdir(), 'engine-scale-'));
-  const fleet = new LightFleet(openTarget, process.env.ENGINE_SCALE_SPREAD_REPORTS === '1');
+  const shape: ReportShape = process.env.ENGINE_SCALE_BURST_REPORTS === '1' ? 'burst' : process.env.ENGINE_SCALE_SPREAD_REPORTS === '1' ? 'spread' : 'dephased';
+  const fleet = new LightFleet(openTarget, shape);
   const apiKey = 'engine-scale-client-key';
   const running = await startAutoscaler({
     config: {

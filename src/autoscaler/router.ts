@@ -169,6 +169,18 @@ export const SUSPECT_AFTER_MS = 5_000;
 export const MIN_ROUTE_QUEUE_S = 2;
 /** Seconds of recent routing used for the observed queue time. */
 const RECENT_WAIT_MS = 10_000;
+/**
+ * A wait counted in the observed queue time is at most this (s): the sum of up to 900,000
+ * waits in µs (90k routings a second) then stays an exact integer (< 2^53). No queue decision turns on waits of hours.
+ */
+const MAX_COUNTED_WAIT_S = 10_000;
+
+/** A routed request's expected queue time as an integer of µs (clamped) for the exact running sum. */
+export function waitMicros(seconds: number): number {
+  // A NaN would poison the running sum for good (a fresh sum forgot it after 10 s).
+  if (Number.isNaN(seconds)) return 0;
+  return Math.round(Math.min(MAX_COUNTED_WAIT_S, Math.max(-MAX_COUNTED_WAIT_S, seconds)) * 1e6);
+}
 /** How long a timed-out request_idx still answers polls with its error. */
 const TIMED_OUT_KEEP_MS = 60_000;
 /** A worker that failed a request is chosen for it again within this long only when no other worker can take it... */
@@ -240,15 +252,19 @@ export class EndpointRouter {
   private entries = new Map<number, RequestEntry>();
   private books = new Map<number, WorkerBook>();
   private signatures = new Map<string, string>();
-  /**
-   * Waits of recent routings and their times, oldest first from `recentHead` (older ones are cut
-   * lazily, not spliced). Two arrays of numbers, not an object per routing: nothing for the GC.
-   */
   /** The entries in state timed_out (some may have left it or `entries`: checked when visited). */
   private readonly timedOut = new Map<number, RequestEntry>();
+  /**
+   * Waits of recent routings (integer µs) and their times, oldest first from `recentHead` (older
+   * ones are cut lazily, not spliced). Two arrays of numbers, not an object per routing: nothing
+   * for the GC. `recentWaitSumUs` is their sum, kept as waits enter and leave: in integers, so
+   * it is exact whatever the order (a float running sum would drift from a fresh sum and, at
+   * the margin, change decisions); summing 50-100k waits each tick was 2.5 ms of it.
+   */
   private recentAt: number[] = [];
   private recentWait: number[] = [];
   private recentHead = 0;
+  private recentWaitSumUs = 0;
   private reqnum = 0;
   /** Routed requests whose worker went away: kept so the client's re-route finds them. */
   private orphans = new Map<number, RequestEntry>();
@@ -424,6 +440,19 @@ export class EndpointRouter {
    */
   unproven(workerId: number): boolean {
     return this.failedSinceSuccess.has(workerId);
+  }
+
+  /** The workers `unproven` is true of (read only): the scaler visits these, not every worker. */
+  unprovenIds(): ReadonlySet<number> {
+    return this.failedSinceSuccess;
+  }
+
+  /**
+   * False when `suspect` is false of every worker now (the oldest unreported routing is younger
+   * than SUSPECT_AFTER_MS): the scaler then skips its check of every routable worker. O(1) amortized.
+   */
+  anySuspect(now: number): boolean {
+    return this.suspectsPossible(now);
   }
 
   /** A worker answered well: half its failure score goes. */
@@ -718,8 +747,10 @@ export class EndpointRouter {
     this.reindex(book);
     this.pushUnreported(book, entry);
     this.pushFifo(entry, now);
+    const waitUs = waitMicros(entry.expectedQueueTime);
     this.recentAt.push(now);
-    this.recentWait.push(entry.expectedQueueTime);
+    this.recentWait.push(waitUs);
+    this.recentWaitSumUs += waitUs;
     this.stats.routed++;
     this.opts.onRouted?.(entry);
   }
@@ -1047,7 +1078,8 @@ export class EndpointRouter {
 
   private trimWaits(now: number): void {
     const times = this.recentAt;
-    while (this.recentHead < times.length && now - times[this.recentHead]! > RECENT_WAIT_MS) this.recentHead++;
+    const waits = this.recentWait;
+    while (this.recentHead < times.length && now - times[this.recentHead]! > RECENT_WAIT_MS) this.recentWaitSumUs -= waits[this.recentHead++]!;
     // Compact now and then: a splice from the front at every tick copied every wait kept (10 s of routings).
     if (this.recentHead > 1024 && this.recentHead * 2 > times.length) {
       this.recentAt = times.slice(this.recentHead);
@@ -1072,12 +1104,8 @@ export class EndpointRouter {
     }
     let workerBacklog = 0;
     for (const w of this.opts.readyWorkers()) workerBacklog += this.expectedLoad(w);
-    // Summed front to back, as before the lazy cut: the same float, the same plan.
-    const waits = this.recentWait;
-    let sum = 0;
-    for (let i = this.recentHead; i < waits.length; i++) sum += waits[i]!;
-    const kept = waits.length - this.recentHead;
-    const recent = kept > 0 ? sum / kept : 0;
+    const kept = this.recentWait.length - this.recentHead;
+    const recent = kept > 0 ? this.recentWaitSumUs / kept / 1e6 : 0;
     return { waiting, waitingLoad, queueTime: Math.max(oldest, recent), workerBacklog };
   }
 

@@ -169,18 +169,24 @@ export class Scaler {
     // it); nor is one that failed a request and has not served one well since: a standby is
     // started for the failover, and kept while it lasts (the policy neither keeps nor stops a suspect).
     const suspects = new Set<number>();
-    for (const r of reg.routable(ep.name)) {
-      const silent = ep.router.suspect(r, now);
-      if (silent || ep.router.unproven(r.id)) suspects.add(r.id);
-      // Requests sent to it went unreported for SUSPECT_AFTER_MS: ask it now (once per silence)
-      // rather than at stale_after_seconds, so a worker that died silently gives its requests
-      // back in seconds, not half a minute.
-      const w = silent ? reg.workers.get(r.id) : undefined;
-      if (w && !w.probing && w.url && w.state === 'ready' && this.suspectProbed.get(w) !== (w.lastReportAt ?? 0)) {
-        this.suspectProbed.set(w, w.lastReportAt ?? 0);
-        this.probeWorker(w, now, 'requests routed to it got no report');
+    // Proportional to what can be suspect: with no routing unreported for SUSPECT_AFTER_MS no
+    // worker is silent, and only the unproven ones (few) are visited, not all 1,000.
+    if (!ep.router.anySuspect(now)) {
+      const unproven = ep.router.unprovenIds();
+      if (unproven.size > 0) for (const r of reg.routable(ep.name)) if (unproven.has(r.id)) suspects.add(r.id);
+    } else
+      for (const r of reg.routable(ep.name)) {
+        const silent = ep.router.suspect(r, now);
+        if (silent || ep.router.unproven(r.id)) suspects.add(r.id);
+        // Requests sent to it went unreported for SUSPECT_AFTER_MS: ask it now (once per silence)
+        // rather than at stale_after_seconds, so a worker that died silently gives its requests
+        // back in seconds, not half a minute.
+        const w = silent ? reg.workers.get(r.id) : undefined;
+        if (w && !w.probing && w.url && w.state === 'ready' && this.suspectProbed.get(w) !== (w.lastReportAt ?? 0)) {
+          this.suspectProbed.set(w, w.lastReportAt ?? 0);
+          this.probeWorker(w, now, 'requests routed to it got no report');
+        }
       }
-    }
     const workers: PolicyWorker[] = reg
       .workersOf(ep.name)
       .filter((w) => w.state !== 'destroyed')
