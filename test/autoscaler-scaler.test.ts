@@ -103,4 +103,61 @@ describe('scaler', () => {
     t.scaler.tick();
     expect(w.state).toBe('destroyed');
   });
+
+  it('the stale and load-timeout check skips its pass only when the old full pass would find nothing (random steps, the old pass as reference)', async () => {
+    let a = 7;
+    const r = () => {
+      a = (a * 1103515245 + 12345) % 2147483648;
+      return a / 2147483648;
+    };
+    const t = setup({ load_timeout_seconds: 60, stale_after_seconds: 30 });
+    const staleMs = 30_000;
+    const loadMs = 60_000;
+    let expectedProbes = 0;
+    let expectedErrors = 0;
+    for (let step = 0; step < 1500; step++) {
+      const x = r();
+      const live = [...t.reg.workers.values()].filter((w) => w.state !== 'destroyed' && w.state !== 'errored');
+      const w = live[Math.floor(r() * live.length)];
+      if (x < 0.08 || !w) addTestWorker(t.reg, 'a');
+      else if (x < 0.2) t.reg.transition(w, r() < 0.5 ? 'loading' : 'ready', 'test');
+      else if (x < 0.3) w.url = r() < 0.9 ? `http://w${w.id}.invalid` : null;
+      else if (x < 0.55) w.lastReportAt = t.clock.now();
+      else if (x < 0.6) t.reg.transition(w, 'inactive', 'test');
+      else {
+        t.clock.advanceBy(Math.floor(r() * (r() < 0.1 ? 70_000 : 8_000)));
+        const now = t.clock.now();
+        // The old pass, as it was: which workers time out, which are probed.
+        const errored = new Set<number>();
+        const probed = new Set<number>();
+        for (const v of t.reg.workers.values()) {
+          if (
+            (v.state === 'created' || v.state === 'loading' || v.state === 'starting') &&
+            now - v.stateSince > loadMs &&
+            (v.state !== 'created' || now - v.createdAt > loadMs)
+          ) {
+            errored.add(v.id);
+            continue;
+          }
+          if (v.state !== 'loading' && v.state !== 'ready' && v.state !== 'starting') continue;
+          if (v.probing || !v.url) continue;
+          if (now - Math.max(v.lastReportAt ?? 0, v.stateSince, v.lastProbeOkAt ?? 0) > staleMs) probed.add(v.id);
+        }
+        const probingBefore = new Set([...t.reg.workers.values()].filter((v) => v.probing).map((v) => v.id));
+        t.scaler.tick();
+        for (const v of t.reg.workers.values()) {
+          if (errored.has(v.id)) expect([v.id, v.state]).toEqual([v.id, 'errored']);
+          if (!probingBefore.has(v.id)) expect([v.id, v.probing]).toEqual([v.id, probed.has(v.id)]);
+        }
+        expectedErrors += errored.size;
+        expectedProbes += probed.size;
+        // Probes answer (alive) before the next step, as a real one would within probe_timeout.
+        await t.settle();
+        await t.settle();
+      }
+    }
+    // Both kinds of finding happened, so skipping a pass that had work would have been caught.
+    expect(expectedProbes).toBeGreaterThan(20);
+    expect(expectedErrors).toBeGreaterThan(5);
+  });
 });

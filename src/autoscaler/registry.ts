@@ -192,6 +192,12 @@ export class Registry {
    * keeps nothing): the store encodes their records between ticks (`EngineStore.stage`).
    */
   reportedSince: Set<number> | null = null;
+  /**
+   * Moves when a worker is added, re-keyed or changes state (or the store restores workers): the
+   * scaler's stale check skips its pass over every worker while this and the clock say nothing
+   * can be due (see `Scaler.checkWorkers`).
+   */
+  workerEpoch = 0;
   readonly perf = new PerfBook();
   /** Numeric ids of workergroups (the console API names them by number), by `endpoint/workergroup`. */
   readonly wgIds = new Map<string, number>();
@@ -463,6 +469,7 @@ export class Registry {
 
   /** Register a new worker (state `created`) and log its creation. */
   addWorker(rec: WorkerRecord, reason: string): void {
+    this.workerEpoch++;
     this.workers.set(rec.id, rec);
     this.logTransition(rec, null, 'created', reason);
   }
@@ -470,6 +477,7 @@ export class Registry {
   /** The provider chose another id than the one proposed: the record moves to it. */
   rekeyWorker(rec: WorkerRecord, id: number): void {
     if (id === rec.id || this.workers.get(rec.id) !== rec) return;
+    this.workerEpoch++;
     this.workers.delete(rec.id);
     rec.id = id;
     this.workers.set(id, rec);
@@ -483,6 +491,7 @@ export class Registry {
       if (from !== to) this.log.debug({ event: 'transition_refused', worker: w.id, from, to, reason }, 'illegal transition ignored');
       return false;
     }
+    this.workerEpoch++;
     w.state = to;
     w.draining = false;
     w.stateSince = this.clock.now();

@@ -353,22 +353,42 @@ export class Scaler {
   }
 
   /** Stale reports (probe, then errored), load timeouts. */
+  /** What the last full pass of `checkWorkers` found: nothing can be due before `due`. */
+  private checkMemo: { due: number; at: number; epoch: number; staleMs: number; loadMs: number } | null = null;
+
   private checkWorkers(now: number): void {
     const staleMs = this.timing.stale_after_seconds * 1000;
     const loadMs = this.timing.load_timeout_seconds * 1000;
+    // Proportional to what can be due: the last pass noted the earliest moment any worker could
+    // time out or go stale. The times it read only move later (reports, probes, transitions set
+    // them to now), so until that moment, with no worker added or moved (the epoch) and the same
+    // limits, a pass would find nothing. A worker it had to skip (probing, no url) forces a pass.
+    const skip = this.checkMemo;
+    if (skip && now < skip.due && skip.epoch === this.reg.workerEpoch && skip.staleMs === staleMs && skip.loadMs === loadMs && now >= skip.at) return;
+    let due = Number.POSITIVE_INFINITY;
     for (const w of this.reg.workers.values()) {
       if (w.state === 'created' || w.state === 'loading' || w.state === 'starting') {
         if (now - w.stateSince > loadMs && (w.state !== 'created' || now - w.createdAt > loadMs)) {
           this.reg.transition(w, 'errored', `not ready ${this.timing.load_timeout_seconds} s after ${w.state === 'starting' ? 'start' : 'creation'}`);
           continue;
         }
+        due = Math.min(due, Math.max(w.stateSince, w.state === 'created' ? w.createdAt : w.stateSince) + loadMs);
       }
       if (w.state !== 'loading' && w.state !== 'ready' && w.state !== 'starting') continue;
-      if (w.probing || !w.url) continue;
+      if (w.probing || !w.url) {
+        due = now;
+        continue;
+      }
       const heardAt = Math.max(w.lastReportAt ?? 0, w.stateSince, w.lastProbeOkAt ?? 0);
-      if (now - heardAt <= staleMs) continue;
+      if (now - heardAt <= staleMs) {
+        due = Math.min(due, heardAt + staleMs);
+        continue;
+      }
       this.probeWorker(w, now);
+      due = now;
     }
+    // The epoch read after the pass: its own transitions (errored) are already seen.
+    this.checkMemo = { due, at: now, epoch: this.reg.workerEpoch, staleMs, loadMs };
   }
 
   /** A client re-routed away from `id`: probe it now, so a dead worker leaves at once rather than after stale_after_seconds. */

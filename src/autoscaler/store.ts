@@ -602,6 +602,7 @@ export class EngineStore {
       // record dirty): staleness is measured from the restore, as if the worker had just reported.
       if (w.lastReportAt !== null) w.lastReportAt = Math.max(w.lastReportAt, reg.clock.now());
       reg.workers.set(w.id, { ...w, probing: false });
+      reg.workerEpoch++;
       this.savedWorkers.set(w.id, { ...w, probing: false });
       out.workers++;
     }
