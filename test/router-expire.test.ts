@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { EndpointRouter, type PendingRequest, type RoutableWorker } from '../src/autoscaler/router.js';
+import { seededRandom } from '../src/common/random.js';
 
 /**
  * `expire` visits only what can expire: the timed-out requests (not every request), and each
@@ -36,21 +37,10 @@ function setup() {
   };
 }
 
-/** A tiny deterministic PRNG (mulberry32). */
-function rng(seed: number) {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 describe('router: expire visits only what can expire', () => {
   it('routed requests leave after request_ttl, timed-out ones are forgotten after the keep, exactly as an oracle says', () => {
     for (const seed of [1, 2, 3]) {
-      const r = rng(seed);
+      const r = seededRandom(seed);
       const { router, now, advance, setReady } = setup();
       /** idx → routing time, for routed requests not completed. */
       const routed = new Map<number, number>();

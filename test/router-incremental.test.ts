@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { EndpointRouter, type RoutableWorker, waitMicros } from '../src/autoscaler/router.js';
+import { seededRandom } from '../src/common/random.js';
 
 /**
  * The router's incremental structures against the computations they replaced, kept here as the
@@ -9,17 +10,6 @@ import { EndpointRouter, type RoutableWorker, waitMicros } from '../src/autoscal
 
 const RECENT_WAIT_MS = 10_000;
 const SUSPECT_AFTER_MS = 5_000;
-
-/** A tiny deterministic PRNG (mulberry32). */
-function rng(seed: number) {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function setup() {
   let now = 1_000_000;
@@ -53,7 +43,7 @@ function setup() {
 describe('router: incremental structures match the old computations', () => {
   it('the queue signal (running sum of recent waits in µs) equals a fresh sum over the last 10 s of routings', () => {
     for (const seed of [1, 2, 3, 4]) {
-      const r = rng(seed);
+      const r = seededRandom(seed);
       const { router, workers, now, advance } = setup();
       /** Every routing: time and expected queue time, the reference's input. */
       const routings: Array<{ at: number; wait: number }> = [];
@@ -117,7 +107,7 @@ describe('router: incremental structures match the old computations', () => {
 
   it('anySuspect is false only when no worker is suspect (the scaler then skips the per-worker check)', () => {
     for (const seed of [11, 12, 13]) {
-      const r = rng(seed);
+      const r = seededRandom(seed);
       const { router, workers, now, advance } = setup();
       const open: Array<[number, number]> = [];
       let idx = 0;

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { AVOID_HARD_MS, AVOID_MS, EndpointRouter, type RequestEntry, type RoutableWorker } from '../src/autoscaler/router.js';
+import { seededRandom } from '../src/common/random.js';
 
 /**
  * The router's pick is indexed (per-perf groups ordered by load). This checks it against the
@@ -10,18 +11,6 @@ import { AVOID_HARD_MS, AVOID_MS, EndpointRouter, type RequestEntry, type Routab
 
 const TIE_TOLERANCE = 1e-6;
 const MIN_ROUTE_QUEUE_S = 2;
-
-/** A small seeded PRNG (mulberry32): the same cases on every run. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface World {
   now: number;
@@ -105,7 +94,7 @@ function turnOf(router: EndpointRouter): number {
 }
 
 function runCase(seed: number, steps: number, calm = false, fleet = 60): { compared: number; ties: number; nulls: number } {
-  const r = rng(seed);
+  const r = seededRandom(seed);
   const int = (n: number) => Math.floor(r() * n);
   // Big fleets: few perfs and few load levels, so many workers share a load (as at steady state)
   // and one request moves a worker past dozens of equal ones.
@@ -274,7 +263,7 @@ describe('indexed pick', () => {
 
   it('after a restart (requests taken back, routed long ago and never reported) suspects are found as the scan finds them', () => {
     for (let seed = 301; seed <= 320; seed++) {
-      const r = rng(seed);
+      const r = seededRandom(seed);
       const w: World = { now: 1_000_000, list: [], maxQueue: 30, budget: 0, failedIds: new Set(), routed: new Map() };
       for (let id = 1; id <= 40; id++) w.list.push({ id, url: `http://w${id}.invalid`, perf: 100, reportedLoad: 0, lastReportAt: w.now });
       const opts = {
