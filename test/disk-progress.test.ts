@@ -2,7 +2,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createDiskProgress, formatProgressBar } from '../src/worker/disk-progress.js';
+import { createLogger } from '../src/common/log.js';
+import { createDiskProgress, type DiskProgress, formatProgressBar } from '../src/worker/disk-progress.js';
+import { Lifecycle } from '../src/worker/lifecycle.js';
+import { startLoadingProgress } from '../src/worker/status-route.js';
 
 const MB = 2 ** 20;
 const GB = 2 ** 30;
@@ -67,6 +70,22 @@ describe('createDiskProgress', () => {
     atMost(p!, 0.65);
     expect((await tiny.sample()).progress).toBe(1);
     expect((await none.sample()).progress).toBeNull();
+    expect([half.sized, tiny.sized, none.sized]).toEqual([true, true, false]);
+  });
+
+  it('progress is 0 (not unknown) before the first sample lands, when a model size is known', async () => {
+    const sized = await createDiskProgress({ path: dir, modelSizeGb: 1 });
+    const unsized = await createDiskProgress({ path: dir });
+    // A statfs that has not answered yet (a loaded machine): the first sample is still pending.
+    const pending = (d: DiskProgress): DiskProgress => ({ sized: d.sized, takeDeltaGb: () => d.takeDeltaGb(), sample: () => new Promise(() => undefined) });
+    const lifecycle = new Lifecycle();
+    const logger = createLogger('disk-progress-test', { level: 'silent' });
+    const a = startLoadingProgress({ disk: pending(sized), lifecycle, logger, everyMs: 60_000 });
+    const b = startLoadingProgress({ disk: pending(unsized), lifecycle, logger, everyMs: 60_000 });
+    expect(a.last()).toBe(0);
+    expect(b.last()).toBeNull();
+    a.stop();
+    b.stop();
   });
 
   it('takeDeltaGb reports each GB once and never a negative delta', async () => {

@@ -17,6 +17,8 @@ export interface DiskProgressOptions {
 
 /** Disk growth since start, read on demand (each call is one statfs). */
 export interface DiskProgress {
+  /** A model size is known, so progress is a number (0 at the baseline, before any sample). */
+  readonly sized: boolean;
   /** GB used since start (never negative) and progress in [0, 1] (null without a model size). */
   sample(): Promise<{ usedSinceStartGb: number; progress: number | null }>;
   /**
@@ -46,6 +48,7 @@ export async function createDiskProgress(opts: DiskProgressOptions): Promise<Dis
   let reportedUpTo = baseline;
 
   return {
+    sized: modelSizeGb !== null,
     async sample() {
       const usedSinceStartGb = Math.max(0, (await usedBytes(path)) - baseline) / BYTES_PER_GB;
       const progress = modelSizeGb === null ? null : clamp01(usedSinceStartGb / modelSizeGb);

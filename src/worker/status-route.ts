@@ -19,9 +19,11 @@ export interface LoadingProgress {
 
 /** Sample the disk every `everyMs` and log the progress until the model is loaded. */
 export function startLoadingProgress(o: { disk: DiskProgress | null; lifecycle: Lifecycle; logger: Logger; everyMs: number }): LoadingProgress {
-  let last: number | null = null;
   const disk = o.disk;
   if (!disk) return { last: () => null, stop: () => undefined };
+  // The baseline was just measured: nothing loaded since, so 0 until the first sample lands (a
+  // /healthz answered before that statfs returns says 0, not "unknown").
+  let last: number | null = disk.sized ? 0 : null;
   const sample = async () => {
     const s = await disk.sample().catch(() => null);
     if (!s) return;
