@@ -97,6 +97,8 @@ export interface PolicyMemory {
   recentNeeds?: ReadonlyArray<{ at: number; need: number }>;
   /** Rate over the burst window (start time + detection) at each surge of the last `release_delay`, as a decreasing run of peaks: the burst reserve plans for the first. */
   recentSurges?: ReadonlyArray<{ at: number; need: number }>;
+  /** The signal share of each PERSIST_WINDOWS_S window's swings (burstSignalShare) and when it was estimated (ms). */
+  signal?: { at: number; shares: readonly number[] };
 }
 
 export const INITIAL_MEMORY: PolicyMemory = {
@@ -153,6 +155,65 @@ export function burstReserve(targetQueueS: number, startS: number, surgeRate: nu
   const D = startS + SURGE_WINDOWS_S[0];
   if (!(targetQueueS > 0) || D <= targetQueueS) return 0;
   return (1 - targetQueueS / D) * surgeRate;
+}
+
+/** Windows whose rise above the stable load may be planned for, s (see burstSignalShare). */
+export const PERSIST_WINDOWS_S = [2, 4, 8] as const;
+/** The signal shares are estimated again after this long, s: over an hour of history they move slowly. */
+export const SIGNAL_REFRESH_S = 60;
+
+/**
+ * The share of a `W`-second window's swings that is signal (bursts that last longer than the window),
+ * not the noise of independent arrivals: 1 − (the compound-Poisson variance of the window's load: the
+ * sum of its squared request costs) / (the observed squared deviation of its load from the mean of
+ * the `localS` seconds around it), over the history's last `keepS` seconds, less SURGE_Z standard
+ * errors of that estimate (√(2/m) for m windows), within 0..1. Independent arrivals (Poisson, however
+ * heavy-tailed the costs) give about 0, so their short-window noise starts nothing; traffic that
+ * comes in bursts gives near 1: a rise of the short window then predicts the next seconds. The
+ * windows are centred in time (the seconds after a past window are known), so a step or a slow
+ * trend is not taken for bursts. The best linear estimate of a rate seen through noise is the mean
+ * plus this share of the deviation (signal variance over total variance).
+ */
+export function burstSignalShare(h: LoadHistoryView, now: number, W: number, localS: number, keepS: number): number {
+  if (!h.squares || !(W > 0) || !(localS > W)) return 0;
+  const last = Math.min(Math.floor((now - 1 - h.start) / h.bucketMs), h.loads.length - 1);
+  const first = Math.max(0, Math.ceil((h.since - h.start) / h.bucketMs), last - Math.round((keepS * 1000) / h.bucketMs) + 1);
+  const n = last - first + 1;
+  const w = Math.max(1, Math.round((W * 1000) / h.bucketMs));
+  const half = Math.max(w, Math.round((localS * 500) / h.bucketMs));
+  if (n < 2 * half + w) return 0;
+  const pre = new Float64Array(n + 1);
+  const preSq = new Float64Array(n + 1);
+  for (let k = 0; k < n; k++) {
+    pre[k + 1] = pre[k]! + (h.loads[first + k] ?? 0);
+    preSq[k + 1] = preSq[k]! + (h.squares[first + k] ?? 0);
+  }
+  let deviation = 0;
+  let noise = 0;
+  let m = 0;
+  // Window [k - w, k) against the mean load of [k - half, k + half) without it.
+  for (let k = half; k + half <= n; k += w) {
+    const x = pre[k]! - pre[k - w]!;
+    const around = ((pre[k + half]! - pre[k - half]! - x) / (2 * half - w)) * w;
+    deviation += (x - around) ** 2;
+    noise += preSq[k]! - preSq[k - w]!;
+    m++;
+  }
+  if (m < 2 || !(deviation > 0)) return 0;
+  const share = 1 - noise / deviation - SURGE_Z * Math.sqrt(2 / m);
+  return Math.max(0, Math.min(1, share));
+}
+
+/** The signal shares of PERSIST_WINDOWS_S, estimated again once SIGNAL_REFRESH_S passed since `prev`. */
+export function signalShares(
+  prev: { at: number; shares: readonly number[] } | undefined,
+  h: LoadHistoryView,
+  now: number,
+  stableWindowS: number,
+  coldWindowS: number,
+): { at: number; shares: readonly number[] } {
+  if (prev && now - prev.at < SIGNAL_REFRESH_S * 1000 && now >= prev.at) return prev;
+  return { at: now, shares: PERSIST_WINDOWS_S.map((W) => burstSignalShare(h, now, W, stableWindowS, coldWindowS)) };
 }
 
 /** Seconds of work a busy worker holds in the normal course (being served, reported, deleted): not a backlog. */
@@ -226,6 +287,8 @@ export interface Plan {
   routeQueueBudget?: number;
   /** Ready capacity held for a repeat of the last burst the fleet did not absorb (see burstReserve); 0 when none. */
   burstReserve?: number;
+  /** The stable load raised by the signal share of a short window's rise above it (0 when no window's swings are signal). */
+  persistentLoad?: number;
 }
 
 export interface PolicyOutput {
@@ -369,7 +432,16 @@ export function decide(input: PolicyInput): PolicyOutput {
   // once, without waiting for panic's 2× or for the stable average to catch up.
   const surge = surgeLoad(input.history, now, P.stable_window, readyCap);
   plan.surgeLoad = surge;
-  const anticipated = Math.max(memory.panicking ? Math.max(stableLoad, panicLoad) : stableLoad, surge);
+  // Persistent bursts: on traffic whose short-window swings are mostly signal (bursts that last),
+  // a short window's rise above the stable load is planned for in that share (see burstSignalShare).
+  memory.signal = signalShares(memory.signal, input.history, now, P.stable_window, P.cold_window);
+  let persistent = 0;
+  for (let i = 0; i < PERSIST_WINDOWS_S.length; i++) {
+    const k = memory.signal.shares[i] ?? 0;
+    if (k > 0) persistent = Math.max(persistent, stableLoad + k * Math.max(0, windowRate(input.history, now, PERSIST_WINDOWS_S[i]!) - stableLoad));
+  }
+  plan.persistentLoad = persistent;
+  const anticipated = Math.max(memory.panicking ? Math.max(stableLoad, panicLoad) : stableLoad, surge, persistent);
   const drainHorizon = P.target_queue_time > 0 ? P.target_queue_time : P.max_queue_time;
   // Size to queued work as well as arrivals: add the capacity that drains it within target_queue_time.
   // A second of work per ready worker is the routing pipeline, not a queue.
