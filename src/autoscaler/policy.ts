@@ -170,6 +170,7 @@ export const SIGNAL_REFRESH_S = 60;
  * errors of that estimate (√(2/m) for m windows), within 0..1. Independent arrivals (Poisson, however
  * heavy-tailed the costs) give about 0, so their short-window noise starts nothing; traffic that
  * comes in bursts gives near 1: a rise of the short window then predicts the next seconds. The
+ * noise counts the mean's own (it is estimated from 2·localS − W seconds of the same arrivals). The
  * windows are centred in time (the seconds after a past window are known), so a step or a slow
  * trend is not taken for bursts. The best linear estimate of a rate seen through noise is the mean
  * plus this share of the deviation (signal variance over total variance).
@@ -196,7 +197,9 @@ export function burstSignalShare(h: LoadHistoryView, now: number, W: number, loc
     const x = pre[k]! - pre[k - w]!;
     const around = ((pre[k + half]! - pre[k - half]! - x) / (2 * half - w)) * w;
     deviation += (x - around) ** 2;
-    noise += preSq[k]! - preSq[k - w]!;
+    // The noise of the window and of the mean it is compared with (scaled to the window).
+    const own = preSq[k]! - preSq[k - w]!;
+    noise += own + (preSq[k + half]! - preSq[k - half]! - own) * (w / (2 * half - w)) ** 2;
     m++;
   }
   if (m < 2 || !(deviation > 0)) return 0;
