@@ -18,7 +18,9 @@ import type { EndpointState, WorkerState } from './states.js';
  *     without a trigger (ski rental: holding surge capacity longer than a restart takes costs more);
  *  4. active target A = max((anticipated load + backlog drain rate) / target_util, min_load), where
  *     anticipated = stable load (max with the panic load while panicking; max with a surge: the rate
- *     of a 2–32 s window whose arrivals are significantly above the ready capacity) and the backlog is all
+ *     of a 2–32 s window whose arrivals are significantly above the ready capacity; max with the
+ *     persistent load: the stable load plus the signal share of a 2, 4 or 8 s window's rise above it,
+ *     that share learned from the endpoint's own history, see burstSignalShare) and the backlog is all
  *     queued work (global queue and workers, less a second per ready worker) drained within
  *     `target_queue_time`, which also caps the queue a worker holds (the plan's routeQueueLimit);
  *     recruitment target
