@@ -134,3 +134,49 @@ describe('the policy keeps a reserve after a burst it did not absorb', () => {
     expect(out.plan.burstReserve).toBe(0);
   });
 });
+
+describe('on bursty traffic the reserve remembers the largest burst of the cold window, in the signal share', () => {
+  // A steady history (no surge now), a surge of 2000 load/s 2000 s ago: older than release_delay
+  // (600 s), within cold_window (3600 s).
+  const longAgo = [{ at: NOW - 2_000_000, need: 2000 }];
+  const params = { cold_workers: 0, cold_mult: 0, release_delay: 600, cold_window: 3600, target_queue_time: 10 };
+  const run = (shares: number[], longSurges = longAgo) =>
+    decide(
+      input({
+        history: steadyHistory(50),
+        workers: [
+          worker(1, 'ready'),
+          worker(2, 'inactive'),
+          worker(3, 'inactive'),
+          worker(4, 'inactive'),
+          worker(5, 'inactive'),
+          worker(6, 'inactive'),
+          worker(7, 'inactive'),
+          worker(8, 'inactive'),
+        ],
+        params,
+        // Signal shares estimated just now (reused for SIGNAL_REFRESH_S).
+        memory: { ...INITIAL_MEMORY, signal: { at: NOW, shares }, longSurges },
+      }),
+    );
+
+  it('κ 0.8: (1 − T/D) × 0.8 × 2000 of ready capacity, and the inactive workers it needs are started', () => {
+    const out = run([0.8, 0.6, 0.5]);
+    expect(out.plan.burstReserve).toBeCloseTo((1 - 10 / D) * 0.8 * 2000, 6);
+    // 658.8 of perf-100 workers: seven ready.
+    expect(kinds(out.decisions, 'activate')).toHaveLength(6);
+    expect(out.memory.longSurges![0]!.need).toBe(2000);
+  });
+
+  it('κ 0 (a step, or independent arrivals): only the last release_delay counts, as before', () => {
+    const out = run([0, 0, 0]);
+    expect(out.plan.burstReserve).toBe(0);
+    expect(ids(kinds(out.decisions, 'activate'))).toEqual([]);
+  });
+
+  it('a burst older than cold_window is forgotten', () => {
+    const out = run([0.8, 0.6, 0.5], [{ at: NOW - 3_700_000, need: 2000 }]);
+    expect(out.plan.burstReserve).toBe(0);
+    expect(out.memory.longSurges!.every((p) => p.at >= NOW - 3_600_000)).toBe(true);
+  });
+});

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { LoadHistory } from '../src/autoscaler/load-history.js';
 import { burstSignalShare, decide, PERSIST_WINDOWS_S, SIGNAL_REFRESH_S, signalShares } from '../src/autoscaler/policy.js';
 import { seededRandom, type Random } from '../src/common/random.js';
-import { type Decision } from '../src/autoscaler/policy.js';
+import type { Decision } from '../src/autoscaler/policy.js';
 import { input, kinds, NOW, worker } from './helpers/policy.js';
 
 const ids = (ds: Decision[]) => ds.map((d) => (d as { id: number }).id);
@@ -132,7 +132,16 @@ describe('a rise of the short window on bursty traffic starts workers; the same 
   });
 
   it('smooth history: the same rise starts nothing', () => {
-    const out = decide(input({ history: withRise(poissonHistory(4, () => 1), 1500), workers: fleet(), params }));
+    const out = decide(
+      input({
+        history: withRise(
+          poissonHistory(4, () => 1),
+          1500,
+        ),
+        workers: fleet(),
+        params,
+      }),
+    );
     expect(out.plan.surgeLoad).toBe(0);
     expect(out.memory.signal!.shares.every((k) => k < 0.05)).toBe(true);
     expect(out.plan.activeTarget).toBeLessThan(1000);

@@ -101,6 +101,8 @@ export interface PolicyMemory {
   recentSurges?: ReadonlyArray<{ at: number; need: number }>;
   /** The signal share of each PERSIST_WINDOWS_S window's swings (burstSignalShare) and when it was estimated (ms). */
   signal?: { at: number; shares: readonly number[] };
+  /** Like recentSurges over `cold_window`: the burst reserve plans for its first in the signal share κ. */
+  longSurges?: ReadonlyArray<{ at: number; need: number }>;
 }
 
 export const INITIAL_MEMORY: PolicyMemory = {
@@ -463,7 +465,13 @@ export function decide(input: PolicyInput): PolicyOutput {
   const idleFor = input.lastActivityAt === null ? Number.POSITIVE_INFINITY : (now - input.lastActivityAt) / 1000;
   const zeroAllowed = P.min_load === 0 && (P.inactivity_timeout === 0 || (P.inactivity_timeout > 0 && idleFor >= P.inactivity_timeout));
   const idledToZero = zeroAllowed && P.inactivity_timeout > 0;
-  const reserve = idledToZero ? 0 : burstReserve(P.target_queue_time, startS, memory.recentSurges[0]!.need);
+  // On bursty traffic bursts recur: the largest unabsorbed burst of the whole cold_window counts too,
+  // in the share of the traffic's swings that is signal (κ: 0 for a step or independent arrivals,
+  // whose memory stays release_delay).
+  memory.longSurges = pushPeak(memory.longSurges ?? [], now, memory.recentSurges[memory.recentSurges.length - 1]!.need, P.cold_window * 1000);
+  const kappa = Math.max(0, ...memory.signal.shares);
+  const burstRate = Math.max(memory.recentSurges[0]!.need, kappa * memory.longSurges[0]!.need);
+  const reserve = idledToZero ? 0 : burstReserve(P.target_queue_time, startS, burstRate);
   plan.burstReserve = reserve;
   A = Math.max(A, reserve);
   R = Math.max(R, reserve);
