@@ -25,7 +25,8 @@ import type { EndpointState, WorkerState } from './states.js';
  *     `target_queue_time`, which also caps the queue a worker holds (the plan's routeQueueLimit);
  *     recruitment target
  *     R = max(stable load / target_util, min_load); both at least the burst reserve (burstReserve:
- *     ready capacity for a repeat of the last burst the fleet did not absorb, kept `release_delay`);
+ *     ready capacity for a repeat of the last burst the fleet did not absorb, kept `release_delay`,
+ *     and on bursty traffic for κ × the largest of `cold_window`);
  *     with the scale-to-zero gate (min_load 0 and inactivity_timeout) deciding whether either may be
  *     0 or keeps one worker;
  *  5. inactive target I = max(cold_mult × long load, min_cold_load), and at least `cold_workers`
