@@ -20,7 +20,7 @@
  * N times in a row (no HTTP) and prints `ENGINE_HOST_ROUTE {json}` with the CPU µs per call. Prints `ENGINE_HOST_READY {json}` once every
  * worker is ready. SIGTERM closes everything.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, openSync, readSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
@@ -56,8 +56,13 @@ class LightFleet implements Provider {
   readonly workers = new Map<number, FleetWorker>();
   private link: EngineLink | null = null;
   private listeners = new Set<(e: ProviderEvent) => void>();
-  /** Every open request, oldest first: [worker id, request_idx]. */
-  private order: Array<[number, number]> = [];
+  /**
+   * Every open request, oldest first: its worker (FleetWorker, so no lookup when it ends) and its
+   * request_idx in two parallel arrays (no tuple per request: this bookkeeping runs in the
+   * engine's process on every routing, and its CPU is counted in the engine's CPU per call).
+   */
+  private orderW: FleetWorker[] = [];
+  private orderIdx: number[] = [];
   private orderHead = 0;
   private timer: NodeJS.Timeout | null = null;
   /** Per-worker report timers (the de-phased shape): the phase timeout, then the interval. */
@@ -135,17 +140,21 @@ class LightFleet implements Provider {
     if (!w) return;
     w.open.set(idx, cost);
     w.changed = true;
-    this.order.push([workerId, idx]);
-    while (this.order.length - this.orderHead > this.openTarget) {
-      const [wid, oldest] = this.order[this.orderHead++]!;
-      const ow = this.workers.get(wid);
-      if (ow?.open.delete(oldest)) {
+    this.orderW.push(w);
+    this.orderIdx.push(idx);
+    while (this.orderIdx.length - this.orderHead > this.openTarget) {
+      const ow = this.orderW[this.orderHead]!;
+      const oldest = this.orderIdx[this.orderHead]!;
+      this.orderHead++;
+      // A destroyed worker's requests are gone with it.
+      if (this.workers.get(ow.id) === ow && ow.open.delete(oldest)) {
         ow.done.push(oldest);
         ow.served += COST;
       }
     }
     if (this.orderHead > 65_536) {
-      this.order = this.order.slice(this.orderHead);
+      this.orderW = this.orderW.slice(this.orderHead);
+      this.orderIdx = this.orderIdx.slice(this.orderHead);
       this.orderHead = 0;
     }
   }
@@ -195,7 +204,7 @@ class LightFleet implements Provider {
   }
 
   openCount(): number {
-    return this.order.length - this.orderHead;
+    return this.orderIdx.length - this.orderHead;
   }
 
   async start(): Promise<void> {}
@@ -263,6 +272,23 @@ function explainStalls(stalls: Stall[], evs: typeof events): Stall[] {
 }
 const round1 = (x: number) => Math.round(x * 10) / 10;
 
+/** CPU time of the calling thread (the event loop's), ms, from Linux's schedstat (ns); null where there is none. */
+let schedFd: number | null | undefined;
+const schedBuf = Buffer.alloc(128);
+function threadCpuMs(): number | null {
+  if (schedFd === undefined) {
+    try {
+      schedFd = openSync('/proc/thread-self/schedstat', 'r');
+    } catch {
+      schedFd = null;
+    }
+  }
+  if (schedFd === null) return null;
+  const n = readSync(schedFd, schedBuf, 0, schedBuf.length, 0);
+  const text = schedBuf.toString('latin1', 0, n);
+  return Number(text.slice(0, text.indexOf(' '))) / 1e6;
+}
+
 /** Percentile of an unsorted sample (nearest rank). */
 function pct(xs: number[], p: number): number {
   if (xs.length === 0) return Number.NaN;
@@ -316,16 +342,22 @@ async function main(): Promise<void> {
   // The store's staging between ticks (every 25 ms: the requests and reports changed since).
   const stages: number[] = [];
   const stageCpu: number[] = [];
+  // The same in CPU time of the event loop's own thread (Linux: /proc/thread-self/schedstat):
+  // process.cpuUsage counts every thread, so a GC helper's concurrent marking or the thread pool's
+  // fsync of the last save, running while the tick runs, was counted as the tick's.
+  const tickThreadCpu: number[] = [];
+  const saveThreadCpu: number[] = [];
+  const stageThreadCpu: number[] = [];
   // The scaler's timer calls its own tick (which ends with the store's save); an engine without
   // those parts (before the split: measuring an older build) ticks and saves itself.
   const parts = engine as unknown as { scaler?: object; store?: { saveInBackground?: unknown; journal?: object } | null };
   // Where the tick saves: `saveInBackground` (its part on the event loop: encoding, starting the
   // write) when the store has it, else `save` (encode, write and fsync, all on the loop).
   const saveName = parts.store && typeof parts.store.saveInBackground === 'function' ? 'saveInBackground' : 'save';
-  for (const [obj, name, wall, cpu, kind] of [
-    [parts.scaler ?? engine, 'tick', ticks, tickCpu, 'tick'],
-    ['store' in parts ? parts.store : engine, saveName, saves, saveCpu, 'save'],
-    ['store' in parts ? parts.store : null, 'stage', stages, stageCpu, 'stage'],
+  for (const [obj, name, wall, cpu, threadCpu, kind] of [
+    [parts.scaler ?? engine, 'tick', ticks, tickCpu, tickThreadCpu, 'tick'],
+    ['store' in parts ? parts.store : engine, saveName, saves, saveCpu, saveThreadCpu, 'save'],
+    ['store' in parts ? parts.store : null, 'stage', stages, stageCpu, stageThreadCpu, 'stage'],
   ] as const) {
     const target = obj as unknown as Record<string, (...a: unknown[]) => unknown> | null;
     const orig = target?.[name];
@@ -333,12 +365,15 @@ async function main(): Promise<void> {
     target[name] = (...a: unknown[]) => {
       const t0 = performance.now();
       const c0 = process.cpuUsage();
+      const th0 = threadCpuMs();
       try {
         return orig.apply(obj, a);
       } finally {
         const c = process.cpuUsage(c0);
+        const th1 = threadCpuMs();
         const t1 = performance.now();
         (cpu as number[]).push((c.user + c.system) / 1000);
+        if (th0 !== null && th1 !== null) (threadCpu as number[]).push(th1 - th0);
         (wall as number[]).push(t1 - t0);
         if (t1 - t0 >= EVENT_MIN_MS) noteEvent(kind, t0, t1);
         // A tick and the save that follows it (since round four in a slice of its own): their sum.
@@ -397,7 +432,24 @@ async function main(): Promise<void> {
   let rssPeak = 0;
   const rssTimer = setInterval(() => (rssPeak = Math.max(rssPeak, process.memoryUsage().rss)), 200);
   const reset = () => {
-    for (const xs of [ticks, tickAndSave, saves, tickCpu, saveCpu, stages, stageCpu, durable, fleet.bursts, gcPauses, stalls, events]) xs.length = 0;
+    for (const xs of [
+      ticks,
+      tickAndSave,
+      saves,
+      tickCpu,
+      saveCpu,
+      stages,
+      stageCpu,
+      tickThreadCpu,
+      saveThreadCpu,
+      stageThreadCpu,
+      durable,
+      fleet.bursts,
+      gcPauses,
+      stalls,
+      events,
+    ])
+      xs.length = 0;
     delay.reset();
     cpu0 = process.cpuUsage();
     t0 = performance.now();
@@ -436,6 +488,12 @@ async function main(): Promise<void> {
       stageP99Ms: pct(stages, 99),
       stageMaxMs: stages.length ? Math.max(...stages) : Number.NaN,
       stageCpuP99Ms: pct(stageCpu, 99),
+      threadCpu: tickThreadCpu.length > 0,
+      tickThreadCpuP50Ms: pct(tickThreadCpu, 50),
+      tickThreadCpuMaxMs: tickThreadCpu.length ? Math.max(...tickThreadCpu) : Number.NaN,
+      saveThreadCpuP50Ms: pct(saveThreadCpu, 50),
+      saveThreadCpuP99Ms: pct(saveThreadCpu, 99),
+      stageThreadCpuP99Ms: pct(stageThreadCpu, 99),
       stallsOver: stalls.length,
       stallMs: STALL_MS,
       stalls: explainStalls(stalls, events),
