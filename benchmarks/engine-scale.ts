@@ -68,6 +68,10 @@ export interface EngineHostStats {
   saveThreadCpuP99Ms?: number;
   stageThreadCpuP99Ms?: number;
   /** Gaps over `stallMs` seen by the host's 5 ms sampler, and the longest (at most 8) with the process's CPU in the gap and what overlapped it (ms per kind: tick, save, stage, gc, fleet). */
+  /** Stages, saves and ticks of 5 ms or more, and how many of them had a GC pause (≥ 1 ms) inside. */
+  slowStages?: { slow: number; withGc: number };
+  slowSaves?: { slow: number; withGc: number };
+  slowTicks?: { slow: number; withGc: number };
   stallsOver?: number;
   stallMs?: number;
   stalls?: Array<{ gapMs: number; cpuMs: number; parts: Record<string, number> }>;
@@ -144,11 +148,17 @@ export async function runEngineScale(opts: EngineScaleOptions = {}): Promise<Eng
   const concurrency = opts.concurrency ?? 64;
   // ENGINE_SCALE_PROF_DIR=dir: the host writes a V8 CPU profile there (--cpu-prof), to see where its time goes.
   const prof = process.env.ENGINE_SCALE_PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.ENGINE_SCALE_PROF_DIR}`] : [];
-  const host = await startProcess(process.execPath, [...prof, join(LIB_DIR, 'engine-host.js'), '--workers', String(workers), '--open', String(open)], {
-    readyLine: /ENGINE_HOST_READY (\{.*\})/,
-    timeoutMs: 120_000,
-    stdin: true,
-  });
+  // ENGINE_SCALE_NODE_FLAGS="--max-semi-space-size=64 …": node flags for the host (GC experiments).
+  const flags = (process.env.ENGINE_SCALE_NODE_FLAGS ?? '').split(/\s+/).filter((x) => x !== '');
+  const host = await startProcess(
+    process.execPath,
+    [...flags, ...prof, join(LIB_DIR, 'engine-host.js'), '--workers', String(workers), '--open', String(open)],
+    {
+      readyLine: /ENGINE_HOST_READY (\{.*\})/,
+      timeoutMs: 120_000,
+      stdin: true,
+    },
+  );
   try {
     const ready = JSON.parse(host.ready) as { url: string; apiKey: string; workers: number };
     log(`engine-scale: ${ready.workers} workers ready at ${ready.url}`);
@@ -227,6 +237,11 @@ export function formatEngineScale(r: EngineScaleReport): string {
         ]
       : []),
     `event-loop delay: p99 ${f(e.loopDelayP99Ms, 2)} ms, max ${f(e.loopDelayMaxMs, 2)} ms; RSS ${f(e.rssMb, 0)} MB (peak ${f(e.rssPeakMb, 0)} MB)`,
+    ...(e.slowStages !== undefined
+      ? [
+          `slices of 5 ms or more (with a GC pause inside): stages ${e.slowStages.slow} (${e.slowStages.withGc}), saves ${e.slowSaves?.slow} (${e.slowSaves?.withGc}), ticks ${e.slowTicks?.slow} (${e.slowTicks?.withGc})`,
+        ]
+      : []),
     ...(e.stalls !== undefined
       ? [
           `stalls over ${e.stallMs} ms (5 ms sampler): ${e.stallsOver}` +

@@ -455,6 +455,12 @@ async function main(): Promise<void> {
     t0 = performance.now();
     rssPeak = process.memoryUsage().rss;
   };
+  /** Slices of `kind` of 5 ms or more: how many, and how many of those a GC pause of 1 ms or more fell in. */
+  const slowWith = (kind: string) => {
+    const slow = events.filter((e) => e.kind === kind && e.end - e.start >= 5);
+    const gcs = events.filter((e) => e.kind === 'gc');
+    return { slow: slow.length, withGc: slow.filter((s) => gcs.some((g) => g.start < s.end && g.end > s.start)).length };
+  };
   const stats = () => {
     const cpu = process.cpuUsage(cpu0);
     const ep = engine.endpoints.get('bench');
@@ -494,6 +500,9 @@ async function main(): Promise<void> {
       saveThreadCpuP50Ms: pct(saveThreadCpu, 50),
       saveThreadCpuP99Ms: pct(saveThreadCpu, 99),
       stageThreadCpuP99Ms: pct(stageThreadCpu, 99),
+      slowStages: slowWith('stage'),
+      slowSaves: slowWith('save'),
+      slowTicks: slowWith('tick'),
       stallsOver: stalls.length,
       stallMs: STALL_MS,
       stalls: explainStalls(stalls, events),
