@@ -490,14 +490,16 @@ export class EngineStore {
       for (const p of open) {
         const id = String(p.idx);
         keep.add(id);
-        store.put('req', id, { ...p, endpoint });
+        store.put('req', id, { ...p, endpoint }, undefined, false);
       }
       for (const [id, v] of store.all('req')) if ((v as { endpoint: string }).endpoint === endpoint && !keep.has(id)) store.delete('req', id);
       return;
     }
     for (const [idx, p] of changes) {
       // The plain copy is ours (takeChanges made it): the endpoint goes on it, no second copy.
-      if (p) store.put('req', String(idx), Object.assign(p, { endpoint }));
+      // Not kept in memory (the journal decodes it if ever read back): the copy is garbage once
+      // encoded, instead of 10,000 copies living about a second each (GC work at every scavenge).
+      if (p) store.put('req', String(idx), Object.assign(p, { endpoint }), undefined, false);
       else store.delete('req', String(idx));
     }
   }
