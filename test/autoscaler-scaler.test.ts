@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { engineTimingSchema } from '../src/autoscaler/config.js';
-import { decide, typeEstimates, type Decision, type PolicyInput, type PolicyWorker } from '../src/autoscaler/policy.js';
+import { capacity, decide, fleetOf, typeEstimates, type Decision, type PolicyInput, type PolicyWorker } from '../src/autoscaler/policy.js';
 import { seededRandom } from '../src/common/random.js';
 import { Scaler } from '../src/autoscaler/scaler.js';
 import { RecordingProvider } from './helpers/autoscaler.js';
@@ -247,5 +247,38 @@ describe('scaler', () => {
     t.scaler.stop();
     t.clock.advanceBy(5000);
     expect(t.ticks()).toBe(savedAtPolicy);
+  });
+
+  it('fleetOf and capacity (one pass) equal the filter-per-state build on random fleets', () => {
+    const r = seededRandom(9);
+    const states = ['created', 'loading', 'ready', 'inactive', 'starting', 'errored', 'destroyed'] as const;
+    for (let round = 0; round < 300; round++) {
+      const workers: PolicyWorker[] = Array.from({ length: Math.floor(r() * 40) }, (_, i) => ({
+        id: i + 1,
+        state: states[Math.floor(r() * states.length)]!,
+        typeKey: 'wg/gpu',
+        perf: Math.floor(r() * 300) / 7,
+        dollarsPerHour: 1,
+        busy: r() < 0.5,
+        stateSince: 0,
+        ...(r() < 0.2 ? { suspect: true } : {}),
+      }));
+      for (const withoutSuspects of [false, true]) {
+        // The old build, as it was.
+        const live = workers.filter((w) => w.state !== 'destroyed');
+        const by = (...ss: string[]) => live.filter((w) => ss.includes(w.state));
+        const reference = {
+          live,
+          ready: by('ready').filter((w) => !(withoutSuspects && w.suspect)),
+          starting: by('starting'),
+          loading: by('created', 'loading'),
+          inactive: by('inactive'),
+          errored: by('errored'),
+        };
+        const fleet = fleetOf(workers, withoutSuspects);
+        expect(fleet).toEqual(reference);
+        for (const k of Object.keys(reference) as Array<keyof typeof reference>) expect(capacity(fleet[k])).toBe(reference[k].reduce((a, w) => a + w.perf, 0));
+      }
+    }
   });
 });
