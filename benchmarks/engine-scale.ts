@@ -32,6 +32,8 @@ export interface EngineHostStats {
   tickMaxMs: number;
   /** Wall time of every tick in the window, saves included (ticks are synchronous: about their CPU). */
   tickTotalMs: number;
+  /** Wall time of a tick plus the save that follows it (one slice until round four, two since), the longest. */
+  tickAndSaveMaxMs?: number;
   /** The same ticks in CPU time of the engine's process (a loaded machine inflates wall time, not this). */
   tickCpuP50Ms: number;
   tickCpuMaxMs: number;
@@ -53,6 +55,26 @@ export interface EngineHostStats {
   durableSaves?: number;
   durableP50Ms?: number;
   durableP99Ms?: number;
+  /** The store's staging between ticks (wall p50/p99/max, CPU p99), ms. */
+  stageP50Ms?: number;
+  stageP99Ms?: number;
+  stageMaxMs?: number;
+  stageCpuP99Ms?: number;
+  /** True when the event-loop thread's own CPU time was measured (Linux): the tick, save and stage in that time. */
+  threadCpu?: boolean;
+  tickThreadCpuP50Ms?: number;
+  tickThreadCpuMaxMs?: number;
+  saveThreadCpuP50Ms?: number;
+  saveThreadCpuP99Ms?: number;
+  stageThreadCpuP99Ms?: number;
+  /** Gaps over `stallMs` seen by the host's 5 ms sampler, and the longest (at most 8) with the process's CPU in the gap and what overlapped it (ms per kind: tick, save, stage, gc, fleet). */
+  /** Stages, saves and ticks of 5 ms or more, and how many of them had a GC pause (≥ 1 ms) inside. */
+  slowStages?: { slow: number; withGc: number };
+  slowSaves?: { slow: number; withGc: number };
+  slowTicks?: { slow: number; withGc: number };
+  stallsOver?: number;
+  stallMs?: number;
+  stalls?: Array<{ gapMs: number; cpuMs: number; parts: Record<string, number> }>;
   loopDelayP99Ms: number;
   loopDelayMaxMs: number;
   rssMb: number;
@@ -126,11 +148,17 @@ export async function runEngineScale(opts: EngineScaleOptions = {}): Promise<Eng
   const concurrency = opts.concurrency ?? 64;
   // ENGINE_SCALE_PROF_DIR=dir: the host writes a V8 CPU profile there (--cpu-prof), to see where its time goes.
   const prof = process.env.ENGINE_SCALE_PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.ENGINE_SCALE_PROF_DIR}`] : [];
-  const host = await startProcess(process.execPath, [...prof, join(LIB_DIR, 'engine-host.js'), '--workers', String(workers), '--open', String(open)], {
-    readyLine: /ENGINE_HOST_READY (\{.*\})/,
-    timeoutMs: 120_000,
-    stdin: true,
-  });
+  // ENGINE_SCALE_NODE_FLAGS="--max-semi-space-size=64 …": node flags for the host (GC experiments).
+  const flags = (process.env.ENGINE_SCALE_NODE_FLAGS ?? '').split(/\s+/).filter((x) => x !== '');
+  const host = await startProcess(
+    process.execPath,
+    [...flags, ...prof, join(LIB_DIR, 'engine-host.js'), '--workers', String(workers), '--open', String(open)],
+    {
+      readyLine: /ENGINE_HOST_READY (\{.*\})/,
+      timeoutMs: 120_000,
+      stdin: true,
+    },
+  );
   try {
     const ready = JSON.parse(host.ready) as { url: string; apiKey: string; workers: number };
     log(`engine-scale: ${ready.workers} workers ready at ${ready.url}`);
@@ -186,11 +214,20 @@ export function formatEngineScale(r: EngineScaleReport): string {
     `${r.workers} workers, ${e.openRequests} open requests, ${l.generator} c=${r.concurrency}, ${f(l.seconds)} s`,
     `/route/: ${f(l.rps, 0)} req/s (${l.errors} errors), p50 ${f(l.p50, 2)} ms, p99 ${f(l.p99, 2)} ms; engine CPU ${f(r.cpuPerCallUs)} µs/call, ${f(r.cpuPerCallOutsideTickUs)} µs outside the ticks (${f(r.cpuShare * 100, 0)}% of a core)`,
     `engine.route() alone (no HTTP, in a loop): ${f(r.routeOnlyUs, 2)} µs CPU/call`,
-    `tick (save included): ${e.ticks} ticks, p50 ${f(e.tickP50Ms, 2)} ms, p99 ${f(e.tickP99Ms, 2)} ms, max ${f(e.tickMaxMs, 2)} ms; CPU p50 ${f(e.tickCpuP50Ms, 2)} ms, max ${f(e.tickCpuMaxMs, 2)} ms`,
-    `journal save on the event loop: ${e.saves} saves, p50 ${f(e.saveP50Ms, 2)} ms, p99 ${f(e.saveP99Ms, 2)} ms, max ${f(e.saveMaxMs, 2)} ms; CPU p50 ${f(e.saveCpuP50Ms, 2)} ms, p99 ${f(e.saveCpuP99Ms, 2)} ms`,
+    `tick (the scaler's slice; the save follows in a slice of its own since round four): ${e.ticks} ticks, p50 ${f(e.tickP50Ms, 2)} ms, p99 ${f(e.tickP99Ms, 2)} ms, max ${f(e.tickMaxMs, 2)} ms; CPU p50 ${f(e.tickCpuP50Ms, 2)} ms, max ${f(e.tickCpuMaxMs, 2)} ms (process)` +
+      (e.threadCpu ? `, ${f(e.tickThreadCpuP50Ms ?? Number.NaN, 2)} ms, max ${f(e.tickThreadCpuMaxMs ?? Number.NaN, 2)} ms (event-loop thread)` : '') +
+      (e.tickAndSaveMaxMs !== undefined ? `; tick + its save, max ${f(e.tickAndSaveMaxMs, 2)} ms` : ''),
+    `journal save on the event loop: ${e.saves} saves, p50 ${f(e.saveP50Ms, 2)} ms, p99 ${f(e.saveP99Ms, 2)} ms, max ${f(e.saveMaxMs, 2)} ms; CPU p50 ${f(e.saveCpuP50Ms, 2)} ms, p99 ${f(e.saveCpuP99Ms, 2)} ms (process)` +
+      (e.threadCpu ? `, ${f(e.saveThreadCpuP50Ms ?? Number.NaN, 2)} ms, p99 ${f(e.saveThreadCpuP99Ms ?? Number.NaN, 2)} ms (event-loop thread)` : ''),
     ...(e.durableSaves !== undefined
       ? [
           `journal save until durable (append, fsync, compaction on the thread pool): ${e.durableSaves} saves, p50 ${f(e.durableP50Ms ?? Number.NaN, 2)} ms, p99 ${f(e.durableP99Ms ?? Number.NaN, 2)} ms`,
+        ]
+      : []),
+    ...(e.stageMaxMs !== undefined
+      ? [
+          `journal staging between ticks (every 10 ms since round four, 25 ms before): p50 ${f(e.stageP50Ms ?? Number.NaN, 2)} ms, p99 ${f(e.stageP99Ms ?? Number.NaN, 2)} ms, max ${f(e.stageMaxMs, 2)} ms; CPU p99 ${f(e.stageCpuP99Ms ?? Number.NaN, 2)} ms (process)` +
+            (e.threadCpu ? `, ${f(e.stageThreadCpuP99Ms ?? Number.NaN, 2)} ms (event-loop thread)` : ''),
         ]
       : []),
     ...(e.gcMaxMs !== undefined ? [`GC pauses: max ${f(e.gcMaxMs, 2)} ms, ${e.gcOver50} over 50 ms, ${f(e.gcTotalMs ?? Number.NaN, 0)} ms in all`] : []),
@@ -200,6 +237,26 @@ export function formatEngineScale(r: EngineScaleReport): string {
         ]
       : []),
     `event-loop delay: p99 ${f(e.loopDelayP99Ms, 2)} ms, max ${f(e.loopDelayMaxMs, 2)} ms; RSS ${f(e.rssMb, 0)} MB (peak ${f(e.rssPeakMb, 0)} MB)`,
+    ...(e.slowStages !== undefined
+      ? [
+          `slices of 5 ms or more (with a GC pause inside): stages ${e.slowStages.slow} (${e.slowStages.withGc}), saves ${e.slowSaves?.slow} (${e.slowSaves?.withGc}), ticks ${e.slowTicks?.slow} (${e.slowTicks?.withGc})`,
+        ]
+      : []),
+    ...(e.stalls !== undefined
+      ? [
+          `stalls over ${e.stallMs} ms (5 ms sampler): ${e.stallsOver}` +
+            (e.stalls.length > 0
+              ? `; longest: ${e.stalls
+                  .map(
+                    (s) =>
+                      `${f(s.gapMs, 0)} ms (process CPU ${f(s.cpuMs, 0)} ms${Object.entries(s.parts)
+                        .map(([k, v]) => `, ${k} ${f(v, 0)}`)
+                        .join('')})`,
+                  )
+                  .join('; ')}`
+              : ''),
+        ]
+      : []),
     `routed ${e.routed}, queued now ${e.queued}, worker reports ${e.reports}, ready workers ${e.readyWorkers}`,
   ];
   if (l.generatorCpuUs !== undefined) lines.push(`load generator (${l.generator}) CPU ${f(l.generatorCpuUs)} µs/call`);
@@ -226,8 +283,27 @@ export function evaluateEngineScale(r: EngineScaleReport): Array<{ name: string;
     // The same targets in the engine's own CPU time: on a shared machine the wall figures above
     // measure the run queue as much as the engine; these carry over to an idle machine.
     judge('/route/ CPU per call (one core at 10k req/s)', `≤ ${f(1e6 / T.routeRps, 0)} µs`, `${f(r.cpuPerCallUs)} µs`, r.cpuPerCallUs <= 1e6 / T.routeRps),
-    judge('tick CPU', `≤ ${T.tickMs} ms`, `max ${f(e.tickCpuMaxMs, 2)} ms`, e.tickCpuMaxMs <= T.tickMs),
-    judge('journal save CPU p99', `≤ ${T.saveP99Ms} ms`, `${f(e.saveCpuP99Ms, 2)} ms`, e.saveCpuP99Ms <= T.saveP99Ms),
+    // The event loop's own thread where it is measured (the process's CPU also counts GC helper
+    // threads and the thread pool working at the same time, which do not hold the loop).
+    ...(e.threadCpu
+      ? [
+          judge(
+            'tick CPU (event-loop thread)',
+            `≤ ${T.tickMs} ms`,
+            `max ${f(e.tickThreadCpuMaxMs ?? Number.NaN, 2)} ms`,
+            (e.tickThreadCpuMaxMs ?? Number.NaN) <= T.tickMs,
+          ),
+          judge(
+            'journal save CPU p99 (event-loop thread)',
+            `≤ ${T.saveP99Ms} ms`,
+            `${f(e.saveThreadCpuP99Ms ?? Number.NaN, 2)} ms`,
+            (e.saveThreadCpuP99Ms ?? Number.NaN) <= T.saveP99Ms,
+          ),
+        ]
+      : [
+          judge('tick CPU', `≤ ${T.tickMs} ms`, `max ${f(e.tickCpuMaxMs, 2)} ms`, e.tickCpuMaxMs <= T.tickMs),
+          judge('journal save CPU p99', `≤ ${T.saveP99Ms} ms`, `${f(e.saveCpuP99Ms, 2)} ms`, e.saveCpuP99Ms <= T.saveP99Ms),
+        ]),
   ];
 }
 

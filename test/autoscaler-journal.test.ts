@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { crc32, crc32Table, encodeRecord, Journal, JournalDamagedError } from '../src/autoscaler/journal.js';
+import { seededRandom } from '../src/common/random.js';
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -156,5 +157,64 @@ describe('journal', () => {
     for (let k = 0; k < 5; k++) expect(again.get('worker', String(k))).toEqual({ n: 195 + k });
     expect(again.get('worker', 'x')).toEqual({ n: -1 });
     again.close();
+  });
+
+  it('values put without keeping them read back equal (get, all, after compaction and reopen), mixed with kept ones (random steps, a plain map as reference)', () => {
+    const p = path();
+    let j = new Journal(p, { minLinesToCompact: 40, compactRatio: 2 });
+    const r = seededRandom(4);
+    const ref = new Map<string, unknown>();
+    let notKept = 0;
+    let kept = 0;
+    for (let step = 0; step < 4000; step++) {
+      const id = String(Math.floor(r() * 60));
+      const x = r();
+      if (x < 0.55) {
+        // Values as the store's open requests are: nested objects, nulls, arrays, unicode.
+        const v = { idx: Number(id), step, answer: r() < 0.5 ? null : { url: `http://w/é${step}`, cost: r() }, avoid: r() < 0.2 ? [[1, step]] : [] };
+        const keep = r() < 0.3;
+        j.put('req', id, v, r() < 0.5 ? JSON.stringify(v) : undefined, keep);
+        if (keep) kept++;
+        else notKept++;
+        ref.set(id, JSON.parse(JSON.stringify(v)));
+      } else if (x < 0.75) {
+        j.delete('req', id);
+        ref.delete(id);
+      } else if (x < 0.9) j.flush();
+      else if (x < 0.93) {
+        j.close();
+        j = new Journal(p, { minLinesToCompact: 40, compactRatio: 2 });
+      } else {
+        expect(j.get('req', id)).toEqual(ref.get(id));
+        expect(new Map(j.all('req'))).toEqual(ref);
+        expect(j.size()).toBe(ref.size);
+      }
+    }
+    expect(new Map(j.all('req'))).toEqual(ref);
+    j.close();
+    const again = new Journal(p);
+    expect(new Map(again.all('req'))).toEqual(ref);
+    again.close();
+    expect(notKept).toBeGreaterThan(1000);
+    expect(kept).toBeGreaterThan(300);
+  });
+
+  it('all() hands out the map itself while every value of the kind is kept, a decoded copy otherwise', () => {
+    const j = new Journal(path());
+    j.put('req', '1', { a: 1 });
+    expect(j.all('req')).toBe(j.all('req'));
+    j.put('req', '2', { a: 2 }, undefined, false);
+    expect(j.all('req')).not.toBe(j.all('req'));
+    expect([...j.all('req')]).toEqual([
+      ['1', { a: 1 }],
+      ['2', { a: 2 }],
+    ]);
+    // Replaced by a kept value, or deleted: back to the map itself.
+    j.put('req', '2', { a: 3 });
+    expect(j.all('req')).toBe(j.all('req'));
+    j.put('req', '3', { a: 4 }, undefined, false);
+    j.delete('req', '3');
+    expect(j.all('req')).toBe(j.all('req'));
+    j.close();
   });
 });

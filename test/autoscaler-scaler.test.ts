@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { engineTimingSchema } from '../src/autoscaler/config.js';
-import { decide, type Decision, type PolicyInput } from '../src/autoscaler/policy.js';
+import { capacity, decide, fleetOf, typeEstimates, type Decision, type PolicyInput, type PolicyWorker } from '../src/autoscaler/policy.js';
+import { seededRandom } from '../src/common/random.js';
 import { Scaler } from '../src/autoscaler/scaler.js';
 import { RecordingProvider } from './helpers/autoscaler.js';
 import { addTestWorker, endpointCfg, testRegistry } from './helpers/engine-parts.js';
@@ -159,5 +160,125 @@ describe('scaler', () => {
     // Both kinds of finding happened, so skipping a pass that had work would have been caught.
     expect(expectedProbes).toBeGreaterThan(20);
     expect(expectedErrors).toBeGreaterThan(5);
+  });
+
+  it("the policy's workers, reused across ticks while unchanged, equal a fresh build at every tick (random steps, the old build as reference)", () => {
+    const t = setup({ load_timeout_seconds: 100_000, stale_after_seconds: 100_000 });
+    t.reg.addEndpoint(endpointCfg('b', { max_workers: 10 }));
+    const r = seededRandom(22);
+    const states = ['loading', 'ready', 'inactive', 'starting', 'errored', 'destroyed'] as const;
+    let previous = new Map<number, PolicyWorker>();
+    let reused = 0;
+    let rebuilt = 0;
+    for (let step = 0; step < 3000; step++) {
+      const x = r();
+      const all = [...t.reg.workers.values()].filter((w) => w.state !== 'destroyed');
+      const w = all[Math.floor(r() * all.length)];
+      if (x < 0.1 || !w) {
+        const n = addTestWorker(t.reg, r() < 0.8 ? 'a' : 'b');
+        n.url = `http://w${n.id}.invalid`;
+      } else if (x < 0.25) t.reg.transition(w, states[Math.floor(r() * states.length)]!, 'test');
+      else if (x < 0.35) w.maxPerf = r() < 0.3 ? 0 : Math.floor(r() * 4) * 50;
+      else if (x < 0.45) w.reqsWorking = r() < 0.5 ? 0 : 1;
+      else if (x < 0.5) w.dollarsPerHour = r() < 0.5 ? 1 : 2;
+      else if (x < 0.55) t.ep.router.noteFailure(w.id);
+      else if (x < 0.6) t.ep.router.noteSuccess(w.id);
+      else if (x < 0.65) t.reg.routableChanged(w.endpoint);
+      else {
+        t.clock.advanceBy(Math.floor(r() * 3000));
+        const before = t.inputs.length;
+        t.scaler.tick();
+        const input = t.inputs.find((i, k) => k >= before && i.workers.every((pw) => t.reg.workers.get(pw.id)?.endpoint === 'a'));
+        expect(input).toBeDefined();
+        // The old build, as it was, from the state the policy was given (read now: nothing moved since).
+        const estimates = typeEstimates(input!.machines);
+        const fallback = [...estimates.values()].reduce((s, v) => s + v, 0) / Math.max(1, estimates.size) || 100;
+        const routableIds = new Set(t.reg.routable('a').map((rw) => rw.id));
+        const reference = t.reg
+          .workersOf('a')
+          .filter((v) => v.state !== 'destroyed')
+          .map((v) => ({
+            id: v.id,
+            state: v.state,
+            typeKey: v.typeKey,
+            perf: v.maxPerf > 0 ? v.maxPerf : (estimates.get(v.typeKey) ?? t.reg.perf.estimate(v.typeKey) ?? fallback),
+            dollarsPerHour: v.dollarsPerHour,
+            busy: t.ep.router.outstanding(v.id) > 0 || v.reqsWorking > 0,
+            stateSince: v.stateSince,
+            ...(routableIds.has(v.id) && t.ep.router.unproven(v.id) ? { suspect: true } : {}),
+          }));
+        expect(input!.workers).toStrictEqual(reference);
+        const now = new Map<number, PolicyWorker>();
+        for (const pw of input!.workers) {
+          expect(Object.isFrozen(pw)).toBe(true);
+          const prev = previous.get(pw.id);
+          if (prev === pw) reused++;
+          else if (prev) rebuilt++;
+          now.set(pw.id, pw);
+        }
+        previous = now;
+      }
+    }
+    // Both paths were taken: objects kept across ticks, and rebuilt after a change.
+    expect(reused).toBeGreaterThan(1000);
+    expect(rebuilt).toBeGreaterThan(100);
+  });
+
+  it("a timer's tick saves in a slice of its own right after (one pending save at most); a direct tick saves before it returns; stop cancels", () => {
+    const t = setup();
+    let savedAtPolicy = -1;
+    t.scaler.tick();
+    expect(t.ticks()).toBe(1);
+    // The timer path: the policy runs, the save does not, until the clock runs the next macrotask.
+    const n = t.inputs.length;
+    t.scaler.tick(true);
+    expect(t.inputs.length).toBeGreaterThan(n);
+    expect(t.ticks()).toBe(1);
+    t.scaler.tick(true);
+    expect(t.ticks()).toBe(1);
+    t.clock.advanceBy(0);
+    expect(t.ticks()).toBe(2);
+    // Started: each interval runs a tick, then its save.
+    t.scaler.start();
+    t.clock.advanceBy(1000);
+    expect(t.ticks()).toBe(3);
+    savedAtPolicy = t.ticks();
+    t.scaler.tick(true);
+    t.scaler.stop();
+    t.clock.advanceBy(5000);
+    expect(t.ticks()).toBe(savedAtPolicy);
+  });
+
+  it('fleetOf and capacity (one pass) equal the filter-per-state build on random fleets', () => {
+    const r = seededRandom(9);
+    const states = ['created', 'loading', 'ready', 'inactive', 'starting', 'errored', 'destroyed'] as const;
+    for (let round = 0; round < 300; round++) {
+      const workers: PolicyWorker[] = Array.from({ length: Math.floor(r() * 40) }, (_, i) => ({
+        id: i + 1,
+        state: states[Math.floor(r() * states.length)]!,
+        typeKey: 'wg/gpu',
+        perf: Math.floor(r() * 300) / 7,
+        dollarsPerHour: 1,
+        busy: r() < 0.5,
+        stateSince: 0,
+        ...(r() < 0.2 ? { suspect: true } : {}),
+      }));
+      for (const withoutSuspects of [false, true]) {
+        // The old build, as it was.
+        const live = workers.filter((w) => w.state !== 'destroyed');
+        const by = (...ss: string[]) => live.filter((w) => ss.includes(w.state));
+        const reference = {
+          live,
+          ready: by('ready').filter((w) => !(withoutSuspects && w.suspect)),
+          starting: by('starting'),
+          loading: by('created', 'loading'),
+          inactive: by('inactive'),
+          errored: by('errored'),
+        };
+        const fleet = fleetOf(workers, withoutSuspects);
+        expect(fleet).toEqual(reference);
+        for (const k of Object.keys(reference) as Array<keyof typeof reference>) expect(capacity(fleet[k])).toBe(reference[k].reduce((a, w) => a + w.perf, 0));
+      }
+    }
   });
 });

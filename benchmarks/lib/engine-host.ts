@@ -20,7 +20,7 @@
  * N times in a row (no HTTP) and prints `ENGINE_HOST_ROUTE {json}` with the CPU µs per call. Prints `ENGINE_HOST_READY {json}` once every
  * worker is ready. SIGTERM closes everything.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, openSync, readSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
@@ -56,8 +56,13 @@ class LightFleet implements Provider {
   readonly workers = new Map<number, FleetWorker>();
   private link: EngineLink | null = null;
   private listeners = new Set<(e: ProviderEvent) => void>();
-  /** Every open request, oldest first: [worker id, request_idx]. */
-  private order: Array<[number, number]> = [];
+  /**
+   * Every open request, oldest first: its worker (FleetWorker, so no lookup when it ends) and its
+   * request_idx in two parallel arrays (no tuple per request: this bookkeeping runs in the
+   * engine's process on every routing, and its CPU is counted in the engine's CPU per call).
+   */
+  private orderW: FleetWorker[] = [];
+  private orderIdx: number[] = [];
   private orderHead = 0;
   private timer: NodeJS.Timeout | null = null;
   /** Per-worker report timers (the de-phased shape): the phase timeout, then the interval. */
@@ -66,6 +71,8 @@ class LightFleet implements Provider {
 
   /** Wall time of each of the fleet's report callbacks (its own work, on the engine's event loop): one worker's report by default. */
   readonly bursts: number[] = [];
+  /** Called with each report callback's start and end (performance.now()). */
+  onBurst: ((t0: number, t1: number) => void) | null = null;
   private slice = 0;
 
   /**
@@ -89,7 +96,9 @@ class LightFleet implements Provider {
     const tick = () => {
       const t0 = performance.now();
       this.reportOne(w, Date.now());
-      this.bursts.push(performance.now() - t0);
+      const t1 = performance.now();
+      this.bursts.push(t1 - t0);
+      this.onBurst?.(t0, t1);
     };
     this.workerTimers.set(
       w.id,
@@ -131,17 +140,21 @@ class LightFleet implements Provider {
     if (!w) return;
     w.open.set(idx, cost);
     w.changed = true;
-    this.order.push([workerId, idx]);
-    while (this.order.length - this.orderHead > this.openTarget) {
-      const [wid, oldest] = this.order[this.orderHead++]!;
-      const ow = this.workers.get(wid);
-      if (ow?.open.delete(oldest)) {
+    this.orderW.push(w);
+    this.orderIdx.push(idx);
+    while (this.orderIdx.length - this.orderHead > this.openTarget) {
+      const ow = this.orderW[this.orderHead]!;
+      const oldest = this.orderIdx[this.orderHead]!;
+      this.orderHead++;
+      // A destroyed worker's requests are gone with it.
+      if (this.workers.get(ow.id) === ow && ow.open.delete(oldest)) {
         ow.done.push(oldest);
         ow.served += COST;
       }
     }
     if (this.orderHead > 65_536) {
-      this.order = this.order.slice(this.orderHead);
+      this.orderW = this.orderW.slice(this.orderHead);
+      this.orderIdx = this.orderIdx.slice(this.orderHead);
       this.orderHead = 0;
     }
   }
@@ -191,7 +204,7 @@ class LightFleet implements Provider {
   }
 
   openCount(): number {
-    return this.order.length - this.orderHead;
+    return this.orderIdx.length - this.orderHead;
   }
 
   async start(): Promise<void> {}
@@ -213,6 +226,67 @@ class LightFleet implements Provider {
     for (const t of this.workerTimers.values()) clearTimeout(t);
     this.workerTimers.clear();
   }
+}
+
+/** Gaps of the stall sampler longer than this are recorded (ms), and its period. */
+const STALL_MS = 30;
+const STALL_SAMPLE_MS = 5;
+/** Ticks, saves, stages, GC pauses and fleet callbacks at least this long are kept to explain stalls (ms). */
+const EVENT_MIN_MS = 1;
+
+interface Stall {
+  start: number;
+  end: number;
+  gapMs: number;
+  /** The process's CPU time in the gap, all threads (ms). */
+  cpuMs: number;
+  /** ms of the gap spent in each kind of event that overlapped it. */
+  parts: Record<string, number>;
+}
+
+const events: Array<{ kind: string; start: number; end: number }> = [];
+function noteEvent(kind: string, start: number, end: number): void {
+  events.push({ kind, start, end });
+  if (events.length > 200_000) events.splice(0, 100_000);
+}
+
+/** The longest stalls first (at most 8), each with how much of it each kind of event covered. */
+function explainStalls(stalls: Stall[], evs: typeof events): Stall[] {
+  const top = [...stalls].sort((a, b) => b.gapMs - a.gapMs).slice(0, 8);
+  for (const s of top) {
+    s.parts = {};
+    for (const e of evs) {
+      const overlap = Math.min(e.end, s.end) - Math.max(e.start, s.start);
+      if (overlap > 0) s.parts[e.kind] = (s.parts[e.kind] ?? 0) + overlap;
+    }
+  }
+  // The monotonic clock's µs (a V8 CPU profile's timestamps) of each stall's start, to find it in a profile.
+  const hrOffsetUs = Number(process.hrtime.bigint() / 1000n) - performance.now() * 1000;
+  return top.map((s) => ({
+    ...s,
+    atUs: Math.round(hrOffsetUs + s.start * 1000),
+    gapMs: round1(s.gapMs),
+    cpuMs: round1(s.cpuMs),
+    parts: Object.fromEntries(Object.entries(s.parts).map(([k, v]) => [k, round1(v)])),
+  }));
+}
+const round1 = (x: number) => Math.round(x * 10) / 10;
+
+/** CPU time of the calling thread (the event loop's), ms, from Linux's schedstat (ns); null where there is none. */
+let schedFd: number | null | undefined;
+const schedBuf = Buffer.alloc(128);
+function threadCpuMs(): number | null {
+  if (schedFd === undefined) {
+    try {
+      schedFd = openSync('/proc/thread-self/schedstat', 'r');
+    } catch {
+      schedFd = null;
+    }
+  }
+  if (schedFd === null) return null;
+  const n = readSync(schedFd, schedBuf, 0, schedBuf.length, 0);
+  const text = schedBuf.toString('latin1', 0, n);
+  return Number(text.slice(0, text.indexOf(' '))) / 1e6;
 }
 
 /** Percentile of an unsorted sample (nearest rank). */
@@ -263,15 +337,27 @@ async function main(): Promise<void> {
   const saves: number[] = [];
   const tickCpu: number[] = [];
   const saveCpu: number[] = [];
+  const tickAndSave: number[] = [];
+  let lastTickWall = 0;
+  // The store's staging between ticks (every 25 ms: the requests and reports changed since).
+  const stages: number[] = [];
+  const stageCpu: number[] = [];
+  // The same in CPU time of the event loop's own thread (Linux: /proc/thread-self/schedstat):
+  // process.cpuUsage counts every thread, so a GC helper's concurrent marking or the thread pool's
+  // fsync of the last save, running while the tick runs, was counted as the tick's.
+  const tickThreadCpu: number[] = [];
+  const saveThreadCpu: number[] = [];
+  const stageThreadCpu: number[] = [];
   // The scaler's timer calls its own tick (which ends with the store's save); an engine without
   // those parts (before the split: measuring an older build) ticks and saves itself.
   const parts = engine as unknown as { scaler?: object; store?: { saveInBackground?: unknown; journal?: object } | null };
   // Where the tick saves: `saveInBackground` (its part on the event loop: encoding, starting the
   // write) when the store has it, else `save` (encode, write and fsync, all on the loop).
   const saveName = parts.store && typeof parts.store.saveInBackground === 'function' ? 'saveInBackground' : 'save';
-  for (const [obj, name, wall, cpu] of [
-    [parts.scaler ?? engine, 'tick', ticks, tickCpu],
-    ['store' in parts ? parts.store : engine, saveName, saves, saveCpu],
+  for (const [obj, name, wall, cpu, threadCpu, kind] of [
+    [parts.scaler ?? engine, 'tick', ticks, tickCpu, tickThreadCpu, 'tick'],
+    ['store' in parts ? parts.store : engine, saveName, saves, saveCpu, saveThreadCpu, 'save'],
+    ['store' in parts ? parts.store : null, 'stage', stages, stageCpu, stageThreadCpu, 'stage'],
   ] as const) {
     const target = obj as unknown as Record<string, (...a: unknown[]) => unknown> | null;
     const orig = target?.[name];
@@ -279,12 +365,20 @@ async function main(): Promise<void> {
     target[name] = (...a: unknown[]) => {
       const t0 = performance.now();
       const c0 = process.cpuUsage();
+      const th0 = threadCpuMs();
       try {
         return orig.apply(obj, a);
       } finally {
         const c = process.cpuUsage(c0);
-        cpu.push((c.user + c.system) / 1000);
-        wall.push(performance.now() - t0);
+        const th1 = threadCpuMs();
+        const t1 = performance.now();
+        (cpu as number[]).push((c.user + c.system) / 1000);
+        if (th0 !== null && th1 !== null) (threadCpu as number[]).push(th1 - th0);
+        (wall as number[]).push(t1 - t0);
+        if (t1 - t0 >= EVENT_MIN_MS) noteEvent(kind, t0, t1);
+        // A tick and the save that follows it (since round four in a slice of its own): their sum.
+        if (kind === 'tick') lastTickWall = t1 - t0;
+        else if (kind === 'save') tickAndSave.push(lastTickWall + (t1 - t0));
       }
     };
   }
@@ -306,21 +400,66 @@ async function main(): Promise<void> {
   // GC pauses (the event loop stands still during each): what of the stalls is the collector's.
   const gcPauses: number[] = [];
   const gcObserver = new PerformanceObserver((list) => {
-    for (const e of list.getEntries()) gcPauses.push(e.duration);
+    for (const e of list.getEntries()) {
+      gcPauses.push(e.duration);
+      if (e.duration >= EVENT_MIN_MS) noteEvent('gc', e.startTime, e.startTime + e.duration);
+    }
   });
   gcObserver.observe({ entryTypes: ['gc'] });
   const delay = monitorEventLoopDelay({ resolution: 10 });
   delay.enable();
+  // Stalls, explained: a sampler every STALL_SAMPLE_MS notes each gap between its callbacks over
+  // STALL_MS, with the process's CPU time in the gap (all threads: a gap with little CPU is the
+  // machine's run queue, not the engine's work) and the ticks, saves, stages, GC pauses and fleet
+  // callbacks that overlapped it.
+  const stalls: Stall[] = [];
+  let lastSample = performance.now();
+  let lastCpu = process.cpuUsage();
+  const stallTimer = setInterval(() => {
+    const t = performance.now();
+    const c = process.cpuUsage();
+    if (t - lastSample > STALL_MS) {
+      stalls.push({ start: lastSample, end: t, gapMs: t - lastSample, cpuMs: (c.user - lastCpu.user + c.system - lastCpu.system) / 1000, parts: {} });
+    }
+    lastSample = t;
+    lastCpu = c;
+  }, STALL_SAMPLE_MS);
+  fleet.onBurst = (t0, t1) => {
+    if (t1 - t0 >= EVENT_MIN_MS) noteEvent('fleet', t0, t1);
+  };
   let cpu0 = process.cpuUsage();
   let t0 = performance.now();
   let rssPeak = 0;
   const rssTimer = setInterval(() => (rssPeak = Math.max(rssPeak, process.memoryUsage().rss)), 200);
   const reset = () => {
-    for (const xs of [ticks, saves, tickCpu, saveCpu, durable, fleet.bursts, gcPauses]) xs.length = 0;
+    for (const xs of [
+      ticks,
+      tickAndSave,
+      saves,
+      tickCpu,
+      saveCpu,
+      stages,
+      stageCpu,
+      tickThreadCpu,
+      saveThreadCpu,
+      stageThreadCpu,
+      durable,
+      fleet.bursts,
+      gcPauses,
+      stalls,
+      events,
+    ])
+      xs.length = 0;
     delay.reset();
     cpu0 = process.cpuUsage();
     t0 = performance.now();
     rssPeak = process.memoryUsage().rss;
+  };
+  /** Slices of `kind` of 5 ms or more: how many, and how many of those a GC pause of 1 ms or more fell in. */
+  const slowWith = (kind: string) => {
+    const slow = events.filter((e) => e.kind === kind && e.end - e.start >= 5);
+    const gcs = events.filter((e) => e.kind === 'gc');
+    return { slow: slow.length, withGc: slow.filter((s) => gcs.some((g) => g.start < s.end && g.end > s.start)).length };
   };
   const stats = () => {
     const cpu = process.cpuUsage(cpu0);
@@ -333,6 +472,7 @@ async function main(): Promise<void> {
       tickP99Ms: pct(ticks, 99),
       tickMaxMs: ticks.length ? Math.max(...ticks) : Number.NaN,
       tickTotalMs: ticks.reduce((a, b) => a + b, 0),
+      tickAndSaveMaxMs: tickAndSave.length ? Math.max(...tickAndSave) : Number.NaN,
       tickCpuP50Ms: pct(tickCpu, 50),
       tickCpuMaxMs: tickCpu.length ? Math.max(...tickCpu) : Number.NaN,
       tickCpuTotalMs: tickCpu.reduce((a, b) => a + b, 0),
@@ -350,6 +490,22 @@ async function main(): Promise<void> {
       durableSaves: durable.length,
       durableP50Ms: pct(durable, 50),
       durableP99Ms: pct(durable, 99),
+      stageP50Ms: pct(stages, 50),
+      stageP99Ms: pct(stages, 99),
+      stageMaxMs: stages.length ? Math.max(...stages) : Number.NaN,
+      stageCpuP99Ms: pct(stageCpu, 99),
+      threadCpu: tickThreadCpu.length > 0,
+      tickThreadCpuP50Ms: pct(tickThreadCpu, 50),
+      tickThreadCpuMaxMs: tickThreadCpu.length ? Math.max(...tickThreadCpu) : Number.NaN,
+      saveThreadCpuP50Ms: pct(saveThreadCpu, 50),
+      saveThreadCpuP99Ms: pct(saveThreadCpu, 99),
+      stageThreadCpuP99Ms: pct(stageThreadCpu, 99),
+      slowStages: slowWith('stage'),
+      slowSaves: slowWith('save'),
+      slowTicks: slowWith('tick'),
+      stallsOver: stalls.length,
+      stallMs: STALL_MS,
+      stalls: explainStalls(stalls, events),
       loopDelayP99Ms: delay.percentile(99) / 1e6,
       loopDelayMaxMs: delay.max / 1e6,
       rssMb: process.memoryUsage().rss / 2 ** 20,
@@ -380,6 +536,11 @@ async function main(): Promise<void> {
       const c0 = process.cpuUsage();
       for (let i = 0; i < calls; i++) if (engine.route({ ...body }).status === 200) routed++;
       const c = process.cpuUsage(c0);
+      // The store stages these calls' records now (not counted above), not in the measured window:
+      // a stage of 10,000 new requests at once is the pre-fill's, not a shape of load (100+ ms).
+      // A stage takes a bounded number (STAGE_LIMIT) since round four: called until all are in.
+      const stage = (parts.store as { stage?: () => void } | null | undefined)?.stage;
+      for (let i = 0; stage && i <= calls / 256 + 4; i++) stage.call(parts.store);
       process.stdout.write(`ENGINE_HOST_ROUTE ${JSON.stringify({ calls, routed, usPerCall: (c.user + c.system) / calls })}\n`);
     }
   });
@@ -390,6 +551,7 @@ async function main(): Promise<void> {
     closing = true;
     clearInterval(readyTimer);
     clearInterval(rssTimer);
+    clearInterval(stallTimer);
     delay.disable();
     await running.close();
     rmSync(dataDir, { recursive: true, force: true });

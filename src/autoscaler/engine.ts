@@ -84,7 +84,8 @@ export class Engine implements EngineLink {
       reportAddrs: opts.reportAddrs,
       ...(opts.probe ? { probe: opts.probe } : {}),
       ...(opts.policy ? { policy: opts.policy } : {}),
-      afterTick: () => this.store?.saveInBackground(),
+      // Without a store (the simulation) there is nothing to do after a tick, and nothing is scheduled.
+      ...(this.store ? { afterTick: () => this.store?.saveInBackground() } : {}),
     });
     this.protocol = new Protocol(this.registry, {
       finishDrain: (w) => this.scaler.finishDrain(w),
@@ -204,7 +205,7 @@ export class Engine implements EngineLink {
 
   // ---------------------------------------------------------------- scaling
 
-  /** One engine step (see Scaler.tick), then the state is saved. */
+  /** One engine step (see Scaler.tick), then the state is saved (before this returns). */
   tick(): void {
     this.scaler.tick();
   }

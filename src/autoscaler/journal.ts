@@ -239,9 +239,14 @@ function noProtoKeys(key: string, value: unknown): unknown {
   return value;
 }
 
+/** The in-memory value of a record put with `keepValue` false: read from its bytes when asked. */
+const NOT_KEPT: unique symbol = Symbol('not kept');
+
 export class Journal {
-  /** kind → id → value, as replayed and updated since. */
+  /** kind → id → value, as replayed and updated since (NOT_KEPT: decode the record's bytes). */
   private readonly data = new Map<string, Map<string, unknown>>();
+  /** kind → how many of its values are NOT_KEPT (0: `all` returns the map itself). */
+  private readonly notKept = new Map<string, number>();
   /**
    * kind → id → the live record's bytes as last encoded: compaction writes these as they are, so
    * it costs a write and an fsync, not a JSON encoding of every live record.
@@ -382,29 +387,59 @@ export class Journal {
   }
 
   private apply(line: Line): void {
-    let m = this.data.get(line.k);
-    if (!m) {
-      m = new Map();
-      this.data.set(line.k, m);
-    }
-    if ('del' in line) m.delete(line.id);
-    else m.set(line.id, line.v);
+    this.setValue(line.k, line.id, 'del' in line ? undefined : line.v, 'del' in line);
   }
 
-  /** Every live record of a kind (the values are the stored objects: do not mutate). */
+  /** Set (or with `del`, remove) a key's value in memory, keeping the count of values not kept (NOT_KEPT) per kind. */
+  private setValue(kind: string, id: string, v: unknown, del: boolean): void {
+    let m = this.data.get(kind);
+    if (!m) {
+      m = new Map();
+      this.data.set(kind, m);
+    }
+    const was = m.get(id) === NOT_KEPT;
+    if (del) m.delete(id);
+    else m.set(id, v);
+    const is = !del && v === NOT_KEPT;
+    if (was !== is) this.notKept.set(kind, (this.notKept.get(kind) ?? 0) + (is ? 1 : -1));
+  }
+
+  /** A value put without keeping it: read back from the record's bytes (the JSON after the header). */
+  private decodeValue(kind: string, id: string): unknown {
+    const rec = this.bytes.get(kind)?.get(id);
+    if (!rec) throw new Error(`journal: no bytes for ${kind} ${JSON.stringify(id)}`);
+    const head = HEADER.exec(rec.subarray(0, 24).toString('latin1'))!;
+    return (JSON.parse(rec.toString('utf8', head[0].length, rec.length - 1)) as { v: unknown }).v;
+  }
+
+  /**
+   * Every live record of a kind (the values are the stored objects: do not mutate). Values put
+   * with `keepValue` false are decoded from their records, into a new map (O(records of the kind)).
+   */
   all(kind: string): Map<string, unknown> {
-    return this.data.get(kind) ?? new Map();
+    const m = this.data.get(kind);
+    if (!m) return new Map();
+    if ((this.notKept.get(kind) ?? 0) === 0) return m;
+    const out = new Map<string, unknown>();
+    for (const [id, v] of m) out.set(id, v === NOT_KEPT ? this.decodeValue(kind, id) : v);
+    return out;
   }
 
   get(kind: string, id: string): unknown {
-    return this.data.get(kind)?.get(id);
+    const v = this.data.get(kind)?.get(id);
+    return v === NOT_KEPT ? this.decodeValue(kind, id) : v;
   }
 
-  /** Set a record; durable at the next flush(). `json`: JSON.stringify(value), if the caller made it already. */
-  put(kind: string, id: string, value: unknown, json?: string): void {
+  /**
+   * Set a record; durable at the next flush(). `json`: JSON.stringify(value), if the caller made it
+   * already. `keepValue` false: the value object is not kept in memory (`get`/`all` decode it from
+   * the record's bytes when asked): for records written at a high rate and rarely read back (open
+   * requests), so that each one's copy is garbage at once instead of living until it is replaced.
+   */
+  put(kind: string, id: string, value: unknown, json?: string, keepValue = true): void {
     const line: Line = { k: kind, id, v: value };
-    this.apply(line);
     const rec = encodeRecord(line, json);
+    this.setValue(kind, id, keepValue ? value : NOT_KEPT, false);
     this.keepBytes(kind, id, rec);
     this.queue(kind, id, rec);
   }
@@ -641,7 +676,8 @@ export class Journal {
   private async compactAsync(gen: number): Promise<void> {
     const tmp = `${this.path}.tmp`;
     const out: Buffer[] = [];
-    for (const [k, m] of this.data) for (const [id, v] of m) out.push(this.bytes.get(k)?.get(id) ?? encodeRecord({ k, id, v }));
+    for (const [k, m] of this.data)
+      for (const [id, v] of m) out.push(this.bytes.get(k)?.get(id) ?? encodeRecord({ k, id, v: v === NOT_KEPT ? this.decodeValue(k, id) : v }));
     let total = 0;
     for (const b of out) total += b.length;
     // The pending records the copy holds: not written again after it, unless put again meanwhile.
@@ -713,7 +749,8 @@ export class Journal {
   compact(): void {
     const tmp = `${this.path}.tmp`;
     const out: Buffer[] = [];
-    for (const [k, m] of this.data) for (const [id, v] of m) out.push(this.bytes.get(k)?.get(id) ?? encodeRecord({ k, id, v }));
+    for (const [k, m] of this.data)
+      for (const [id, v] of m) out.push(this.bytes.get(k)?.get(id) ?? encodeRecord({ k, id, v: v === NOT_KEPT ? this.decodeValue(k, id) : v }));
     let total = 0;
     for (const b of out) total += b.length;
     const fd = openSync(tmp, 'w', 0o600);

@@ -338,21 +338,27 @@ export interface Fleet {
 
 /** Sum of the perf of `ws`. */
 export function capacity(ws: readonly PolicyWorker[]): number {
-  return ws.reduce((s, w) => s + w.perf, 0);
+  let sum = 0;
+  for (const w of ws) sum += w.perf;
+  return sum;
 }
 
 /** The fleet of `workers`; with `withoutSuspects`, ready workers the router suspects are left out of `ready`. */
 export function fleetOf(workers: readonly PolicyWorker[], withoutSuspects: boolean): Fleet {
-  const live = workers.filter((w) => w.state !== 'destroyed');
-  const by = (...states: WorkerState[]) => live.filter((w) => states.includes(w.state));
-  return {
-    live,
-    ready: by('ready').filter((w) => !(withoutSuspects && w.suspect)),
-    starting: by('starting'),
-    loading: by('created', 'loading'),
-    inactive: by('inactive'),
-    errored: by('errored'),
-  };
+  // One pass (each list keeps the input's order), not a filter per state: it runs every tick over every worker.
+  const fleet: Fleet = { live: [], ready: [], starting: [], loading: [], inactive: [], errored: [] };
+  for (const w of workers) {
+    const s = w.state;
+    if (s === 'destroyed') continue;
+    fleet.live.push(w);
+    if (s === 'ready') {
+      if (!(withoutSuspects && w.suspect)) fleet.ready.push(w);
+    } else if (s === 'starting') fleet.starting.push(w);
+    else if (s === 'created' || s === 'loading') fleet.loading.push(w);
+    else if (s === 'inactive') fleet.inactive.push(w);
+    else if (s === 'errored') fleet.errored.push(w);
+  }
+  return fleet;
 }
 
 /** The plan's capacities, with the loads and targets still to fill in. */

@@ -1134,16 +1134,20 @@ export class EndpointRouter {
   /**
    * The requests changed since the last call (or trackChanges()): each id with its plain data while
    * it is open (what exportPending would give), or null once it is not (ended, timed out, orphaned).
-   * Null when changes are not tracked yet.
+   * Null when changes are not tracked yet. `limit`: at most that many, the oldest changes first;
+   * the others stay for the next call (a caller that works in slices bounds each slice).
    */
-  takeChanges(): Array<[number, PendingRequest | null]> | null {
+  takeChanges(limit = Number.POSITIVE_INFINITY): Array<[number, PendingRequest | null]> | null {
     if (!this.changed) return null;
     const out: Array<[number, PendingRequest | null]> = [];
+    const all = this.changed.size <= limit;
     for (const idx of this.changed) {
+      if (out.length >= limit) break;
       const e = this.entries.get(idx);
       out.push([idx, e && this.isOpen(e) ? plainPending(e) : null]);
     }
-    this.changed.clear();
+    if (all) this.changed.clear();
+    else for (const [idx] of out) this.changed.delete(idx);
     return out;
   }
 

@@ -29,7 +29,7 @@ export interface ScalerOptions {
   probe?: (url: string, timeoutMs: number) => Promise<boolean>;
   /** The scaling policy (default: `decide` of policy.ts). */
   policy?: (input: PolicyInput) => PolicyOutput;
-  /** Called at the end of every tick (the engine saves its state there). */
+  /** Called after every tick (the engine saves its state there): at its end, or for a timer's tick in a macrotask of its own right after. */
   afterTick?: () => void;
 }
 
@@ -47,10 +47,19 @@ export async function httpProbe(url: string, timeoutMs: number): Promise<boolean
   }
 }
 
+/** A worker as the policy sees it (frozen: it may be handed to the next tick's policy again). */
+export function policyWorker(w: WorkerRecord, perf: number, busy: boolean, suspect: boolean): PolicyWorker {
+  const pw: PolicyWorker = { id: w.id, state: w.state, typeKey: w.typeKey, perf, dollarsPerHour: w.dollarsPerHour, busy, stateSince: w.stateSince };
+  if (suspect) pw.suspect = true;
+  return Object.freeze(pw);
+}
+
 export class Scaler {
   private tickTimer: number | null = null;
   /** The last report time of each silent worker when it was probed: one probe per silence. */
   private readonly suspectProbed = new WeakMap<WorkerRecord, number>();
+  /** Each worker's PolicyWorker of the last tick, reused while its fields are unchanged. */
+  private readonly policyWorkers = new WeakMap<WorkerRecord, PolicyWorker>();
   private readonly provider: Provider;
   private readonly timing: EngineTiming;
 
@@ -65,16 +74,42 @@ export class Scaler {
   /** Start ticking every `tick_seconds`. */
   start(): void {
     if (this.tickTimer !== null) return;
-    this.tickTimer = this.opts.clock.setInterval(() => this.tick(), this.timing.tick_seconds * 1000);
+    this.tickTimer = this.opts.clock.setInterval(() => this.tick(true), this.timing.tick_seconds * 1000);
   }
 
   stop(): void {
     if (this.tickTimer !== null) this.opts.clock.clearTimer(this.tickTimer);
     this.tickTimer = null;
+    if (this.afterTimer !== null) this.opts.clock.clearTimer(this.afterTimer);
+    this.afterTimer = null;
   }
 
-  /** One step: expire requests, check stale workers, roll updates, run the policy of each endpoint. */
-  tick(): void {
+  /** The deferred `afterTick` of the last timer tick, until it runs. */
+  private afterTimer: number | null = null;
+
+  /**
+   * One step: expire requests, check stale workers, roll updates, run the policy of each endpoint,
+   * then `afterTick` (the engine's save). `split` (the timer's ticks): `afterTick` runs as a
+   * macrotask of its own right after, so the event loop answers the requests that arrived
+   * meanwhile between the two (two slices of a few ms instead of one). The decisions are taken on
+   * one snapshot either way (all in the first slice); the save reads the state when it runs.
+   */
+  tick(split = false): void {
+    this.step();
+    const after = this.opts.afterTick;
+    if (!after) return;
+    if (!split) {
+      after();
+      return;
+    }
+    if (this.afterTimer !== null) return; // the previous one has not run yet: it saves this tick's changes too
+    this.afterTimer = this.opts.clock.setTimeout(() => {
+      this.afterTimer = null;
+      after();
+    }, 0);
+  }
+
+  private step(): void {
     const reg = this.reg;
     const now = this.opts.clock.now();
     for (const ep of reg.endpoints.values()) {
@@ -87,7 +122,6 @@ export class Scaler {
     for (const ep of reg.endpoints.values()) this.runPolicy(ep, now);
     for (const ep of reg.endpoints.values()) ep.router.drain();
     for (const [id, w] of reg.workers) if (w.state === 'destroyed' && now - w.stateSince > DESTROYED_KEEP_MS) reg.workers.delete(id);
-    this.opts.afterTick?.();
   }
 
   /**
@@ -187,19 +221,33 @@ export class Scaler {
           this.probeWorker(w, now, 'requests routed to it got no report');
         }
       }
-    const workers: PolicyWorker[] = reg
-      .workersOf(ep.name)
-      .filter((w) => w.state !== 'destroyed')
-      .map((w) => ({
-        id: w.id,
-        state: w.state,
-        typeKey: w.typeKey,
-        perf: w.maxPerf > 0 ? w.maxPerf : (estimates.get(w.typeKey) ?? reg.perf.estimate(w.typeKey) ?? fallback),
-        dollarsPerHour: w.dollarsPerHour,
-        busy: ep.router.outstanding(w.id) > 0 || w.reqsWorking > 0,
-        stateSince: w.stateSince,
-        ...(suspects.has(w.id) ? { suspect: true } : {}),
-      }));
+    // One pass over the workers, no intermediate arrays; each worker's PolicyWorker is the one of
+    // the last tick when none of its fields changed (frozen, so a policy cannot change it for the next).
+    const workers: PolicyWorker[] = [];
+    for (const w of reg.workers.values()) {
+      if (w.endpoint !== ep.name || w.state === 'destroyed') continue;
+      const perf = w.maxPerf > 0 ? w.maxPerf : (estimates.get(w.typeKey) ?? reg.perf.estimate(w.typeKey) ?? fallback);
+      const busy = ep.router.outstanding(w.id) > 0 || w.reqsWorking > 0;
+      const suspect = suspects.has(w.id);
+      const prev = this.policyWorkers.get(w);
+      if (
+        prev !== undefined &&
+        prev.id === w.id &&
+        prev.state === w.state &&
+        prev.typeKey === w.typeKey &&
+        Object.is(prev.perf, perf) &&
+        Object.is(prev.dollarsPerHour, w.dollarsPerHour) &&
+        prev.busy === busy &&
+        Object.is(prev.stateSince, w.stateSince) &&
+        (prev.suspect === true) === suspect
+      ) {
+        workers.push(prev);
+        continue;
+      }
+      const pw = policyWorker(w, perf, busy, suspect);
+      this.policyWorkers.set(w, pw);
+      workers.push(pw);
+    }
     const out = (this.opts.policy ?? decide)({
       now,
       state: ep.state,
@@ -230,8 +278,8 @@ export class Scaler {
     }
     reg.emit('plan', { at: now, endpoint: ep.name, plan: out.plan, decisions: out.decisions });
     const stopping = new Set(out.decisions.filter((d) => d.kind === 'stop').map((d) => (d as { id: number }).id));
-    for (const w of reg.workersOf(ep.name)) {
-      if (w.draining && !w.updatePending && !stopping.has(w.id)) {
+    for (const w of reg.workers.values()) {
+      if (w.endpoint === ep.name && w.draining && !w.updatePending && !stopping.has(w.id)) {
         w.draining = false;
         reg.routableChanged(w.endpoint);
         reg.log.info({ event: 'drain_cancelled', worker: w.id, endpoint: ep.name }, 'worker needed again: drain cancelled');
