@@ -672,14 +672,23 @@ export class Journal {
     this.unsyncedLines = 0;
   }
 
+  /** Every live record's line (its kept bytes, else encoded now) and their total length: what a compaction writes. */
+  private liveRecords(): { out: Buffer[]; total: number } {
+    const out: Buffer[] = [];
+    let total = 0;
+    for (const [k, m] of this.data)
+      for (const [id, v] of m) {
+        const rec = this.bytes.get(k)?.get(id) ?? encodeRecord({ k, id, v: v === NOT_KEPT ? this.decodeValue(k, id) : v });
+        out.push(rec);
+        total += rec.length;
+      }
+    return { out, total };
+  }
+
   /** compact() with its writing and fsyncs on the thread pool; abandoned if a synchronous flush came meanwhile. */
   private async compactAsync(gen: number): Promise<void> {
     const tmp = `${this.path}.tmp`;
-    const out: Buffer[] = [];
-    for (const [k, m] of this.data)
-      for (const [id, v] of m) out.push(this.bytes.get(k)?.get(id) ?? encodeRecord({ k, id, v: v === NOT_KEPT ? this.decodeValue(k, id) : v }));
-    let total = 0;
-    for (const b of out) total += b.length;
+    const { out, total } = this.liveRecords();
     // The pending records the copy holds: not written again after it, unless put again meanwhile.
     const copied: Array<[Map<string, Buffer>, string, Buffer]> = [];
     for (const m of this.pending.values()) for (const [id, rec] of m) copied.push([m, id, rec]);
@@ -748,11 +757,7 @@ export class Journal {
   /** Rewrite the journal with only the live records (atomic: tmp file, fsync, rename, fsync dir). */
   compact(): void {
     const tmp = `${this.path}.tmp`;
-    const out: Buffer[] = [];
-    for (const [k, m] of this.data)
-      for (const [id, v] of m) out.push(this.bytes.get(k)?.get(id) ?? encodeRecord({ k, id, v: v === NOT_KEPT ? this.decodeValue(k, id) : v }));
-    let total = 0;
-    for (const b of out) total += b.length;
+    const { out, total } = this.liveRecords();
     const fd = openSync(tmp, 'w', 0o600);
     try {
       writeAll(fd, out, total, 0);
