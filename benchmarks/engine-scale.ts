@@ -26,6 +26,8 @@ export const ENGINE_TARGETS = { routeRps: 10_000, tickMs: 10, saveP99Ms: 20, sta
 export interface EngineHostStats {
   seconds: number;
   cpuSeconds: number;
+  /** Of which in user mode (the JS, GC and thread pool's own work; the rest is the kernel's: syscalls, the loopback's TCP). */
+  cpuUserSeconds?: number;
   ticks: number;
   tickP50Ms: number;
   tickP99Ms: number;
@@ -212,7 +214,7 @@ export function formatEngineScale(r: EngineScaleReport): string {
   const l = r.load;
   const lines = [
     `${r.workers} workers, ${e.openRequests} open requests, ${l.generator} c=${r.concurrency}, ${f(l.seconds)} s`,
-    `/route/: ${f(l.rps, 0)} req/s (${l.errors} errors), p50 ${f(l.p50, 2)} ms, p99 ${f(l.p99, 2)} ms; engine CPU ${f(r.cpuPerCallUs)} µs/call, ${f(r.cpuPerCallOutsideTickUs)} µs outside the ticks (${f(r.cpuShare * 100, 0)}% of a core)`,
+    `/route/: ${f(l.rps, 0)} req/s (${l.errors} errors), p50 ${f(l.p50, 2)} ms, p99 ${f(l.p99, 2)} ms; engine CPU ${f(r.cpuPerCallUs)} µs/call (user ${f(((r.engine.cpuUserSeconds ?? Number.NaN) * 1e6) / Math.max(1, l.requests))}), ${f(r.cpuPerCallOutsideTickUs)} µs outside the ticks (${f(r.cpuShare * 100, 0)}% of a core)`,
     `engine.route() alone (no HTTP, in a loop): ${f(r.routeOnlyUs, 2)} µs CPU/call`,
     `tick (the scaler's slice; the save follows in a slice of its own since round four): ${e.ticks} ticks, p50 ${f(e.tickP50Ms, 2)} ms, p99 ${f(e.tickP99Ms, 2)} ms, max ${f(e.tickMaxMs, 2)} ms; CPU p50 ${f(e.tickCpuP50Ms, 2)} ms, max ${f(e.tickCpuMaxMs, 2)} ms (process)` +
       (e.threadCpu ? `, ${f(e.tickThreadCpuP50Ms ?? Number.NaN, 2)} ms, max ${f(e.tickThreadCpuMaxMs ?? Number.NaN, 2)} ms (event-loop thread)` : '') +

@@ -12,7 +12,8 @@ import { join } from 'node:path';
 import { mkdirSync } from 'node:fs';
 import { createApp } from './http.js';
 import { createServer as createHttpServer, type RequestListener, type ServerOptions } from 'node:http';
-import { withProtocolFastPath } from './http-fast.js';
+import { attachProtocolLane, withProtocolFastPath, type FastPathOptions } from './http-fast.js';
+import type { FastLane } from '../worker/http1/fast-lane.js';
 import { mountDashboard, type DashboardOptions } from './dashboard/routes.js';
 import { loadOrCreateAccountKey, loadOrCreateAdminKey, loadOrCreateKeys } from './keys.js';
 import { createProvider, providerFactory } from './providers/index.js';
@@ -178,17 +179,24 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
   const app = createApp(engine, { adminKey: admin.key, accountKey: account.key, publicKeyPem: keys.publicKeyPem, logger, maxBodyBytes: MAX_BODY_BYTES });
   const dashboard = opts.dashboard === false ? null : mountDashboard(app, { engine, clock, providerKind: provider.kind }, opts.dashboard);
   // The hot protocol routes are answered on node:http directly, everything else by the hono app.
-  const fast = (listener: RequestListener) =>
-    withProtocolFastPath(listener, {
-      routes: {
-        '/route': (b) => engine.route(b),
-        '/worker_status': (b) => engine.workerStatus(b),
-        '/delete_requests': (b) => engine.deleteRequests(b),
-      },
-      maxBodyBytes: MAX_BODY_BYTES,
-      logger,
-    });
-  const createServer = ((o: ServerOptions, listener: RequestListener) => createHttpServer(o, fast(listener))) as typeof createHttpServer;
+  const hot: FastPathOptions = {
+    routes: {
+      '/route': (b) => engine.route(b),
+      '/worker_status': (b) => engine.workerStatus(b),
+      '/delete_requests': (b) => engine.deleteRequests(b),
+    },
+    maxBodyBytes: MAX_BODY_BYTES,
+    logger,
+  };
+  // Each connection is read by the fast lane first (the worker's: well-formed POSTs of the hot
+  // routes answered straight off the socket); anything else goes to node:http, whose listener
+  // answers the hot routes itself too and hands the rest to the hono app.
+  let lane: FastLane | null = null;
+  const createServer = ((o: ServerOptions, listener: RequestListener) => {
+    const s = createHttpServer(o, withProtocolFastPath(listener, hot));
+    lane = attachProtocolLane(s, hot);
+    return s;
+  }) as typeof createHttpServer;
   let server: ServerType;
   let listener: NetServer;
   if (opts.inherited) {
@@ -233,6 +241,8 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
    */
   const stopAccepting = async (graceMs: number) => {
     handingOver = true;
+    // The lane's answers say `Connection: close` too, and its idle connections end now.
+    (lane as FastLane | null)?.drain();
     // net.Server's close, not http.Server's: that one also drops idle (accepted, unread) connections.
     NetServerClass.prototype.close.call(listener);
     (server as { keepAliveTimeout?: number }).keepAliveTimeout = 50;
@@ -281,6 +291,8 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
         if (listener !== (server as unknown)) listener.close();
         await new Promise<void>((resolve) => {
           server.close(() => resolve());
+          (lane as FastLane | null)?.close();
+          (lane as FastLane | null)?.destroyAll();
           (server as { closeAllConnections?: () => void }).closeAllConnections?.();
         });
         logger.info({ event: 'closed' }, 'autoscaler closed');

@@ -134,8 +134,12 @@ function requestLineRoute(text: string, lineEnd: number, routes: Map<string, Rou
 export class FastLane {
   readonly conns = new Set<FastConnection>();
   closing = false;
+  /** Closing by `drain`: a connection that still comes (accepted before the listener closed) is served, with close. */
+  private draining = false;
   private readonly httpConnection: (socket: Socket) => void;
-  private readonly sweeper: NodeJS.Timeout;
+  private sweeper: NodeJS.Timeout;
+  /** How long a connection may stay idle between requests (lowered by `drain`). */
+  private keepAliveMs = KEEP_ALIVE_MS;
 
   /**
    * `event` is where node:http takes its connections: 'connection' on an http.Server,
@@ -151,7 +155,7 @@ export class FastLane {
     this.httpConnection = server.listeners(event)[0] as (socket: Socket) => void;
     server.removeListener(event, this.httpConnection);
     server.on(event, (socket: Socket) => {
-      if (this.closing) return socket.destroy();
+      if (this.closing && !this.draining) return socket.destroy();
       this.conns.add(new FastConnection(this, socket));
     });
     // One timer for every connection's header, request and keep-alive timeouts.
@@ -176,7 +180,7 @@ export class FastLane {
       if (c.partialSince > 0) {
         const limit = c.headDone ? requestTimeout : Math.min(headersTimeout, requestTimeout);
         if (now - c.partialSince > limit) c.timedOut();
-      } else if (now - c.lastActive > KEEP_ALIVE_MS) {
+      } else if (now - c.lastActive > this.keepAliveMs) {
         c.socket.destroy();
       }
     }
@@ -185,8 +189,23 @@ export class FastLane {
   /** Stop: idle connections are closed now, busy ones after their answer. */
   close(): void {
     this.closing = true;
+    this.draining = false;
     clearInterval(this.sweeper);
     for (const c of this.conns) if (!c.reply) c.socket.destroy();
+  }
+
+  /**
+   * A hand-over: every answer from now on closes its connection, and a connection idle between two
+   * requests for `idleMs` ends (as node:http's keepAliveTimeout lowered to it does): not at once,
+   * since a client may be sending its next request on it right now, which is answered (with close).
+   */
+  drain(idleMs = 50): void {
+    this.closing = true;
+    this.draining = true;
+    this.keepAliveMs = idleMs;
+    clearInterval(this.sweeper);
+    this.sweeper = setInterval(() => this.sweep(), Math.max(10, idleMs / 2));
+    this.sweeper.unref();
   }
 
   destroyAll(): void {

@@ -1,0 +1,284 @@
+/**
+ * The engine's hot routes are read by the fast lane (src/worker/http1/fast-lane.ts) before
+ * node:http: every byte sequence must get the answers node:http alone gives. Two servers with the
+ * same operations, one with the lane in front (`attachProtocolLane`) and one without, get the same
+ * raw bytes, written as given (whole, split, trickled, pipelined); the answers (status,
+ * content-type, JSON body, whether the connection stays open) must be equal.
+ */
+import { createServer, type Server } from 'node:http';
+import { connect } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLogger } from '../src/common/log.js';
+import { attachProtocolLane, withProtocolFastPath, type FastPathOptions } from '../src/autoscaler/http-fast.js';
+import type { FastLane } from '../src/worker/http1/fast-lane.js';
+import { closeServer, listenLoopback } from './helpers/autoscaler.js';
+
+const LIMIT = 200;
+
+function options(calls: string[]): FastPathOptions {
+  return {
+    routes: {
+      // Deterministic answers that depend on the body, so a body read wrong shows.
+      '/route': (b) => {
+        calls.push(JSON.stringify(b));
+        const o = b as { endpoint?: unknown };
+        return typeof o?.endpoint === 'string'
+          ? { status: 200, body: { url: `http://w/${o.endpoint}`, got: b } }
+          : { status: 400, body: { error: 'bad', field: 'endpoint' } };
+      },
+      '/worker_status': (b) => ({ status: 200, body: { seen: b } }),
+      '/boom': () => {
+        throw new Error('engine bug');
+      },
+    },
+    maxBodyBytes: LIMIT,
+    logger: createLogger('lane-test', { level: 'silent' }),
+  };
+}
+
+const fallback = (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => {
+  req.resume();
+  const text = JSON.stringify({ error: 'not here', field: 'path', path: `${req.method} ${req.url}` });
+  res.writeHead(404, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+};
+
+interface Answer {
+  status: number;
+  type: string | null;
+  connection: string | null;
+  body: string;
+}
+
+/** Parse every HTTP/1.1 answer in `raw` (content-length or chunked framing). */
+function parseAnswers(raw: Buffer): { answers: Answer[] } {
+  const answers: Answer[] = [];
+  let at = 0;
+  while (at < raw.length) {
+    const headEnd = raw.indexOf('\r\n\r\n', at, 'latin1');
+    if (headEnd < 0) break;
+    const lines = raw.toString('latin1', at, headEnd).split('\r\n');
+    const status = Number(lines[0]!.split(' ')[1]);
+    const headers = new Map<string, string>();
+    for (const l of lines.slice(1)) {
+      const c = l.indexOf(':');
+      headers.set(l.slice(0, c).trim().toLowerCase(), l.slice(c + 1).trim());
+    }
+    let p = headEnd + 4;
+    let body = '';
+    if (status === 100) {
+      at = p;
+      continue;
+    }
+    if (headers.get('transfer-encoding') === 'chunked') {
+      for (;;) {
+        const le = raw.indexOf('\r\n', p, 'latin1');
+        const size = Number.parseInt(raw.toString('latin1', p, le), 16);
+        p = le + 2;
+        if (size === 0) {
+          p += 2;
+          break;
+        }
+        body += raw.toString('utf8', p, p + size);
+        p += size + 2;
+      }
+    } else {
+      const n = Number(headers.get('content-length') ?? 0);
+      body = raw.toString('utf8', p, p + n);
+      p += n;
+    }
+    answers.push({ status, type: headers.get('content-type') ?? null, connection: (headers.get('connection') ?? 'keep-alive').toLowerCase(), body });
+    at = p;
+  }
+  return { answers };
+}
+
+/** Write `chunks` to a new connection one at a time (each after the last one left), then read until the server closes it. */
+async function exchange(url: string, chunks: Buffer[]): Promise<{ answers: Answer[] }> {
+  const { port } = new URL(url);
+  const sock = connect({ host: '127.0.0.1', port: Number(port), noDelay: true });
+  const got: Buffer[] = [];
+  sock.on('data', (d) => got.push(d));
+  const closed = new Promise<void>((resolve) => sock.on('close', () => resolve()));
+  sock.on('error', () => undefined);
+  await new Promise<void>((resolve) => sock.once('connect', () => resolve()));
+  for (const c of chunks) {
+    await new Promise<void>((resolve) => sock.write(c, () => resolve()));
+    await new Promise((r) => setImmediate(r));
+  }
+  await closed;
+  return { answers: parseAnswers(Buffer.concat(got)).answers };
+}
+
+const CRLF = '\r\n';
+function post(path: string, body: string, extra: string[] = [], version = 'HTTP/1.1'): string {
+  return [`POST ${path} ${version}`, 'Host: lane.test', `Content-Length: ${Buffer.byteLength(body)}`, ...extra, '', body].join(CRLF);
+}
+const close = ['Connection: close'];
+const route = (endpoint: string) => JSON.stringify({ endpoint, cost: 1 });
+const bytes = (...parts: string[]) => parts.map((p) => Buffer.from(p, 'latin1'));
+/** One byte a write. */
+const trickle = (s: string) => [...Buffer.from(s, 'latin1')].map((b) => Buffer.from([b]));
+
+const CASES: Array<[string, Buffer[]]> = [
+  ['one request', bytes(post('/route/', route('a'), close))],
+  ['no trailing slash, a query', bytes(post('/route?x=1&y', route('b'), close))],
+  ['two pipelined in one write', bytes(post('/route/', route('c')) + post('/worker_status/', '{"id":1}', close))],
+  [
+    'three in a row, each split mid-head and mid-body',
+    bytes(
+      'POST /route/ HT',
+      `TP/1.1${CRLF}Host: x${CRLF}Content-Le`,
+      `ngth: 29${CRLF}${CRLF}{"endpoint":"d",`,
+      `"cost":1}    ${post('/route', route('e'))}`,
+      post('/route', route('f'), close),
+    ),
+  ],
+  ['trickled a byte at a time', trickle(post('/route/', route('g'), close))],
+  ['a body that is not JSON', bytes(post('/route/', '{"endpoint": ', close))],
+  ['an empty body', bytes(post('/route/', '', close))],
+  ['an operation that throws', bytes(post('/boom', '{}', close))],
+  ['a wrong field', bytes(post('/route/', '{"endpoint":7}', close))],
+  ['a body over the limit (declared)', bytes(post('/route/', JSON.stringify({ endpoint: 'x', pad: 'p'.repeat(LIMIT) }), close))],
+  ['a body exactly at the limit', bytes(post('/route/', JSON.stringify({ endpoint: 'x', pad: 'p'.repeat(LIMIT - 27) }), close))],
+  [
+    'a chunked body',
+    bytes(
+      `POST /route/ HTTP/1.1${CRLF}Host: x${CRLF}Transfer-Encoding: chunked${CRLF}Connection: close${CRLF}${CRLF}5${CRLF}{"end${CRLF}11${CRLF}point":"chunked"}${CRLF}0${CRLF}${CRLF}`,
+    ),
+  ],
+  [
+    'a chunked body over the limit',
+    bytes(
+      `POST /route/ HTTP/1.1${CRLF}Host: x${CRLF}Transfer-Encoding: chunked${CRLF}Connection: close${CRLF}${CRLF}${(LIMIT + 1).toString(16)}${CRLF}${'x'.repeat(LIMIT + 1)}${CRLF}0${CRLF}${CRLF}`,
+    ),
+  ],
+  ['Expect: 100-continue', bytes(post('/route/', route('h'), ['Expect: 100-continue', ...close]))],
+  ['HTTP/1.0', bytes(post('/route/', route('i'), [], 'HTTP/1.0'))],
+  ['HTTP/1.0 with keep-alive, then one more', bytes(post('/route/', route('j'), ['Connection: keep-alive'], 'HTTP/1.0') + post('/route/', route('k'), close))],
+  ['no Host', bytes(`POST /route/ HTTP/1.1${CRLF}Content-Length: 2${CRLF}Connection: close${CRLF}${CRLF}{}`)],
+  ['two Content-Lengths', bytes(`POST /route/ HTTP/1.1${CRLF}Host: x${CRLF}Content-Length: 2${CRLF}Content-Length: 2${CRLF}Connection: close${CRLF}${CRLF}{}`)],
+  ['Content-Length with leading zeros', bytes(`POST /route/ HTTP/1.1${CRLF}Host: x${CRLF}Content-Length: 0002${CRLF}Connection: close${CRLF}${CRLF}{}`)],
+  ['Content-Length not a number', bytes(`POST /route/ HTTP/1.1${CRLF}Host: x${CRLF}Content-Length: 2x${CRLF}Connection: close${CRLF}${CRLF}{}`)],
+  ['header names in odd case', bytes(`POST /route/ HTTP/1.1${CRLF}hOsT: x${CRLF}CONTENT-LENGTH: 15${CRLF}CoNnEcTiOn: Close${CRLF}${CRLF}{"endpoint":""}`)],
+  ['a bare LF in the head', bytes(`POST /route/ HTTP/1.1\nHost: x${CRLF}Content-Length: 2${CRLF}Connection: close${CRLF}${CRLF}{}`)],
+  ['GET of a hot path', bytes(`GET /route/ HTTP/1.1${CRLF}Host: x${CRLF}Connection: close${CRLF}${CRLF}`)],
+  ['a POST elsewhere between two hot ones', bytes(post('/route/', route('l')) + post('/other', '{}') + post('/route/', route('m'), close))],
+  ['a path with a space-like byte', bytes(`POST /route/\x7f HTTP/1.1${CRLF}Host: x${CRLF}Content-Length: 2${CRLF}Connection: close${CRLF}${CRLF}{}`)],
+  [
+    'a UTF-8 body split inside a character',
+    [
+      Buffer.from(post('/route/', JSON.stringify({ endpoint: 'é€😀' }), close), 'utf8').subarray(0, 90),
+      Buffer.from(post('/route/', JSON.stringify({ endpoint: 'é€😀' }), close), 'utf8').subarray(90),
+    ],
+  ],
+];
+
+describe('engine fast lane: the same answers as node:http for the same bytes', () => {
+  const laneCalls: string[] = [];
+  const httpCalls: string[] = [];
+  let laneServer: Server;
+  let httpServer: Server;
+  let lane: FastLane;
+  let laneUrl: string;
+  let httpUrl: string;
+
+  beforeAll(async () => {
+    const lo = options(laneCalls);
+    laneServer = createServer(withProtocolFastPath(fallback, lo));
+    lane = attachProtocolLane(laneServer, lo);
+    httpServer = createServer(withProtocolFastPath(fallback, options(httpCalls)));
+    laneUrl = await listenLoopback(laneServer);
+    httpUrl = await listenLoopback(httpServer);
+  });
+
+  afterAll(async () => {
+    lane.destroyAll();
+    await closeServer(laneServer);
+    await closeServer(httpServer);
+  });
+
+  for (const [what, chunks] of CASES) {
+    it(what, async () => {
+      laneCalls.length = 0;
+      httpCalls.length = 0;
+      const viaLane = await exchange(laneUrl, chunks);
+      const viaHttp = await exchange(httpUrl, chunks);
+      expect(viaLane).toEqual(viaHttp);
+      // The engine saw the same bodies, in the same order.
+      expect(laneCalls).toEqual(httpCalls);
+      expect(viaHttp.answers.length).toBeGreaterThan(0);
+    });
+  }
+
+  it('garbage after good requests in the same read: the lane answers them first, node:http only its 400', async () => {
+    // node:http (without a clientError listener, as the engine's server) writes its bare 400 and
+    // closes as soon as it parses the garbage, and loses the answers still being made then (which
+    // ones depends on how the bytes were read): the engine did their work (a route was issued) and
+    // the client may never hear of it. The lane answers them in order, then hands the garbage to
+    // node:http for the same 400.
+    const chunks = bytes(`${post('/route/', route('n'))}${post('/route', route('n2'))}NOT HTTP AT ALL${CRLF}${CRLF}`);
+    laneCalls.length = 0;
+    httpCalls.length = 0;
+    const viaLane = await exchange(laneUrl, chunks);
+    const viaHttp = await exchange(httpUrl, chunks);
+    expect(laneCalls).toEqual(httpCalls);
+    expect(laneCalls).toHaveLength(2);
+    expect(viaHttp.answers.at(-1)).toEqual({ status: 400, type: null, connection: 'close', body: '' });
+    expect(viaLane.answers.map((a) => [a.status, a.connection])).toEqual([
+      [200, 'keep-alive'],
+      [200, 'keep-alive'],
+      [400, 'close'],
+    ]);
+    expect(viaLane.answers.map((a) => JSON.parse(a.body || 'null')?.url ?? null)).toEqual(['http://w/n', 'http://w/n2', null]);
+  });
+
+  it('the lane itself answered the well-formed requests (not node:http)', async () => {
+    let viaNode = 0;
+    const lo = options([]);
+    const s = createServer((req, res) => {
+      viaNode++;
+      withProtocolFastPath(fallback, lo)(req, res);
+    });
+    const l = attachProtocolLane(s, lo);
+    const url = await listenLoopback(s);
+    try {
+      const r = await exchange(url, bytes(post('/route/', route('q')) + post('/route', route('r')) + post('/worker_status', '{}', close)));
+      expect(r.answers.map((a) => a.status)).toEqual([200, 200, 200]);
+      expect(viaNode).toBe(0);
+      // A chunked one goes to node:http.
+      const c = await exchange(url, CASES.find(([w]) => w === 'a chunked body')![1]);
+      expect(c.answers.map((a) => a.status)).toEqual([200]);
+      expect(viaNode).toBe(1);
+    } finally {
+      l.destroyAll();
+      await closeServer(s);
+    }
+  });
+
+  it('drain (a hand-over): answers say close, and a connection idle between requests is ended by the server', async () => {
+    const lo = options([]);
+    const s = createServer(withProtocolFastPath(fallback, lo));
+    const l = attachProtocolLane(s, lo);
+    const url = await listenLoopback(s);
+    const { port } = new URL(url);
+    try {
+      // A keep-alive connection that has been answered once and now sits idle.
+      const idle = connect({ host: '127.0.0.1', port: Number(port) });
+      const idleGot: Buffer[] = [];
+      idle.on('data', (d) => idleGot.push(d));
+      const idleClosed = new Promise<void>((resolve) => idle.on('close', () => resolve()));
+      idle.write(post('/route/', route('s')));
+      await new Promise<void>((resolve) => idle.once('data', () => resolve()));
+      l.drain(20);
+      // A connection that comes after the drain (accepted before the listener closed): served, with close.
+      const after = await exchange(url, bytes(post('/route/', route('t'))));
+      expect(after.answers.map((a) => [a.status, a.connection])).toEqual([[200, 'close']]);
+      await idleClosed;
+      expect(parseAnswers(Buffer.concat(idleGot)).answers.map((a) => [a.status, a.connection])).toEqual([[200, 'keep-alive']]);
+    } finally {
+      l.destroyAll();
+      await closeServer(s);
+    }
+  });
+});
