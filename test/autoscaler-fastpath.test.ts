@@ -15,6 +15,7 @@ import type { Hono } from 'hono';
 import { createServer } from 'node:http';
 import { withProtocolFastPath } from '../src/autoscaler/http-fast.js';
 import { closeServer, listenLoopback } from './helpers/autoscaler.js';
+import { rawConnect } from './helpers/raw-http.js';
 
 const API_KEY = 'fastpath-client-key';
 
@@ -86,6 +87,22 @@ describe('protocol fast path: the same answers as the hono app', () => {
     expect(live).toEqual(ref);
     expect(live.status).toBe(404);
     expect(JSON.parse(live.text).field).toBe('path');
+  });
+
+  it('the live server: a route read by the fast lane, then a request node:http cannot parse gets a JSON 400 naming the request', async () => {
+    const c = await rawConnect(as.url);
+    try {
+      const body = JSON.stringify({ endpoint: 'fp', api_key: API_KEY, cost: 1 });
+      c.write(
+        `POST /route/ HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n${body}POST /route/ HTTP/1.1\r\nHost: x\r\nContent-Length: 1x\r\n\r\n`,
+      );
+      const x = await c.read(2);
+      expect(x.answers.map((a) => a.status)).toEqual([200, 400]);
+      expect(JSON.parse(x.answers[0]!.body.toString()).request_idx).toBeGreaterThan(0);
+      expect(JSON.parse(x.answers[1]!.body.toString())).toEqual({ error: 'malformed HTTP request (HPE_INVALID_CONTENT_LENGTH)', field: 'request' });
+    } finally {
+      c.close();
+    }
   });
 
   it('a new request with no worker yet is queued: 200 with its request_idx and no url', async () => {

@@ -1,9 +1,10 @@
 /**
  * The engine's hot routes are read by the fast lane (src/worker/http1/fast-lane.ts) before
  * node:http: every byte sequence must get the answers node:http alone gives. Two servers with the
- * same operations, one with the lane in front (`attachProtocolLane`) and one without, get the same
- * raw bytes, written as given (whole, split, trickled, pipelined); the answers (status,
- * content-type, JSON body, whether the connection stays open) must be equal.
+ * same operations and the engine's listener setup (`withProtocolFastPath`, `answerClientErrors`),
+ * one with the lane in front (`attachProtocolLane`) and one without, get the same raw bytes,
+ * written as given (whole, split, trickled, pipelined), then seeded byte mutations of them; the
+ * answers (status, content-type, JSON body, whether the connection stays open) must be equal.
  */
 import { createServer, type Server } from 'node:http';
 import { connect } from 'node:net';
@@ -11,6 +12,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../src/common/log.js';
 import { attachProtocolLane, withProtocolFastPath, type FastPathOptions } from '../src/autoscaler/http-fast.js';
 import type { FastLane } from '../src/worker/http1/fast-lane.js';
+import { answerClientErrors } from '../src/worker/http1/client-errors.js';
+import { seededRandom } from '../src/common/random.js';
+import { rawConnect } from './helpers/raw-http.js';
 import { closeServer, listenLoopback } from './helpers/autoscaler.js';
 
 const LIMIT = 200;
@@ -174,6 +178,60 @@ const CASES: Array<[string, Buffer[]]> = [
   ],
 ];
 
+const MUTATIONS = Number(process.env.LANE_MUTATIONS ?? 600);
+const SEED = Number(process.env.LANE_SEED ?? 22);
+
+/** Bytes that break parsers: the separators and the characters llhttp refuses or treats specially. */
+const SPICY = [0x0d, 0x0a, 0x00, 0x09, 0x20, 0x3a, 0x2c, 0x3b, 0x7f, 0xff, 0x80, 0x30, 0x39, 0x2d, 0x2b, 0x22, 0x7b, 0x7d, 0x2f, 0x3f, 0x01];
+
+/** 1 to 3 seeded edits of `base`, mostly in its first head (where the lane and llhttp parse differently). */
+function mutate(base: Buffer, rnd: () => number): Buffer {
+  let buf = Buffer.from(base);
+  const edits = 1 + Math.floor(rnd() * 3);
+  for (let e = 0; e < edits; e++) {
+    const headEnd = Math.max(1, buf.indexOf('\r\n\r\n') + 4);
+    const at = rnd() < 0.85 ? Math.floor(rnd() * headEnd) : Math.floor(rnd() * buf.length);
+    const byte = rnd() < 0.7 ? SPICY[Math.floor(rnd() * SPICY.length)]! : Math.floor(rnd() * 256);
+    const op = rnd();
+    if (op < 0.4) buf[at] = byte;
+    else if (op < 0.6) buf = Buffer.concat([buf.subarray(0, at), buf.subarray(at + 1)]);
+    else if (op < 0.85) buf = Buffer.concat([buf.subarray(0, at), Buffer.from([byte]), buf.subarray(at)]);
+    else {
+      // Repeat a whole line (duplicate headers, doubled request lines).
+      const start = buf.lastIndexOf('\n', at) + 1;
+      const end = buf.indexOf('\n', at);
+      if (end > start) buf = Buffer.concat([buf.subarray(0, end + 1), buf.subarray(start, end + 1), buf.subarray(end + 1)]);
+    }
+  }
+  return buf;
+}
+
+const malformed = /^400 \{"error":"malformed HTTP request \(HPE_[A-Z_]+\)","field":"request"\}$/;
+
+const tooLarge = /^413 \{"error":"body too large","field":"body"/;
+
+/**
+ * The differences that are right, each a race inside node:http (both servers hand these bytes to
+ * it; the lane only changes when node:http gets them):
+ * - garbage right after an answer that closed the connection gets node:http's 400 only while the
+ *   socket is still writable (the worker's differential allows it too); the answers before agree;
+ * - a chunked body over the limit whose chunks are also malformed: a 413 naming `body` when its
+ *   first chunk's data event comes before the parser's error, else the parser's 400 naming
+ *   `request` (two right answers to a request with two faults).
+ */
+function excused(lane: string[], http: string[]): boolean {
+  const [longer, shorter] = lane.length > http.length ? [lane, http] : [http, lane];
+  if (shorter.length >= 1 && longer.length === shorter.length + 1 && malformed.test(longer.at(-1)!) && shorter.every((v, k) => v === longer[k])) return true;
+  // The 413 / 400 race: the same answers once each side's trailing 413 and parser 400 are set aside.
+  const head = (xs: string[]) => {
+    let n = xs.length;
+    if (n > 0 && malformed.test(xs[n - 1]!)) n--;
+    if (n > 0 && tooLarge.test(xs[n - 1]!)) n--;
+    return xs.slice(0, n);
+  };
+  return [...lane, ...http].some((a) => tooLarge.test(a)) && JSON.stringify(head(lane)) === JSON.stringify(head(http));
+}
+
 describe('engine fast lane: the same answers as node:http for the same bytes', () => {
   const laneCalls: string[] = [];
   const httpCalls: string[] = [];
@@ -186,8 +244,10 @@ describe('engine fast lane: the same answers as node:http for the same bytes', (
   beforeAll(async () => {
     const lo = options(laneCalls);
     laneServer = createServer(withProtocolFastPath(fallback, lo));
+    answerClientErrors(laneServer);
     lane = attachProtocolLane(laneServer, lo);
     httpServer = createServer(withProtocolFastPath(fallback, options(httpCalls)));
+    answerClientErrors(httpServer);
     laneUrl = await listenLoopback(laneServer);
     httpUrl = await listenLoopback(httpServer);
   });
@@ -211,27 +271,58 @@ describe('engine fast lane: the same answers as node:http for the same bytes', (
     });
   }
 
-  it('garbage after good requests in the same read: the lane answers them first, node:http only its 400', async () => {
-    // node:http (without a clientError listener, as the engine's server) writes its bare 400 and
-    // closes as soon as it parses the garbage, and loses the answers still being made then (which
-    // ones depends on how the bytes were read): the engine did their work (a route was issued) and
-    // the client may never hear of it. The lane answers them in order, then hands the garbage to
-    // node:http for the same 400.
+  it('garbage after good requests in the same read: their answers first, then a JSON 400 naming the request', async () => {
     const chunks = bytes(`${post('/route/', route('n'))}${post('/route', route('n2'))}NOT HTTP AT ALL${CRLF}${CRLF}`);
     laneCalls.length = 0;
     httpCalls.length = 0;
     const viaLane = await exchange(laneUrl, chunks);
     const viaHttp = await exchange(httpUrl, chunks);
+    expect(viaLane).toEqual(viaHttp);
     expect(laneCalls).toEqual(httpCalls);
-    expect(laneCalls).toHaveLength(2);
-    expect(viaHttp.answers.at(-1)).toEqual({ status: 400, type: null, connection: 'close', body: '' });
-    expect(viaLane.answers.map((a) => [a.status, a.connection])).toEqual([
-      [200, 'keep-alive'],
-      [200, 'keep-alive'],
-      [400, 'close'],
+    expect(viaLane.answers.map((a) => [a.status, a.connection, JSON.parse(a.body).url ?? JSON.parse(a.body).field])).toEqual([
+      [200, 'keep-alive', 'http://w/n'],
+      [200, 'keep-alive', 'http://w/n2'],
+      [400, 'close', 'request'],
     ]);
-    expect(viaLane.answers.map((a) => JSON.parse(a.body || 'null')?.url ?? null)).toEqual(['http://w/n', 'http://w/n2', null]);
   });
+
+  it(`the cases and ${MUTATIONS} seeded byte mutations of them get the same answers with and without the lane`, async () => {
+    const base = CASES.map(([, chunks]) => Buffer.concat(chunks));
+    const rnd = seededRandom(SEED);
+    const cases: Buffer[] = [...base];
+    for (let i = 0; i < MUTATIONS; i++) cases.push(mutate(base[Math.floor(rnd() * base.length)]!, rnd));
+    const once = async (url: string, b: Buffer, patient: boolean) => {
+      const c = await rawConnect(url);
+      try {
+        c.write(b);
+        const x = await c.read(1, patient ? { timeoutMs: 1500, quietMs: 250 } : { timeoutMs: 400, quietMs: 50 });
+        return [...x.answers.map((a) => `${a.status} ${a.body.toString('latin1')}`), ...(x.cut ? [`${x.cut.status} (cut)`] : [])];
+      } finally {
+        c.close();
+      }
+    };
+    const differing: number[] = [];
+    let next = 0;
+    const worker = async () => {
+      while (next < cases.length) {
+        const i = next++;
+        const [a, b] = await Promise.all([once(laneUrl, cases[i]!, false), once(httpUrl, cases[i]!, false)]);
+        if (JSON.stringify(a) !== JSON.stringify(b)) differing.push(i);
+      }
+    };
+    await Promise.all(Array.from({ length: 8 }, worker));
+    // Again, one at a time and with patience: only differences that stay count.
+    const failures: string[] = [];
+    for (const i of differing) {
+      const a = await once(laneUrl, cases[i]!, true);
+      const b = await once(httpUrl, cases[i]!, true);
+      if (JSON.stringify(a) === JSON.stringify(b) || excused(a, b)) continue;
+      failures.push(`case ${i} ${JSON.stringify(cases[i]!.toString('latin1').slice(0, 300))}:\n  lane: ${a.join(' ; ')}\n  node:http: ${b.join(' ; ')}`);
+    }
+    expect(failures.slice(0, 10), `${failures.length} of ${cases.length} cases differ`).toEqual([]);
+    // The lane answered some of them itself (the test would be empty otherwise).
+    expect(laneCalls.length + httpCalls.length).toBeGreaterThan(0);
+  }, 120_000);
 
   it('the lane itself answered the well-formed requests (not node:http)', async () => {
     let viaNode = 0;

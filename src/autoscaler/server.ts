@@ -14,6 +14,7 @@ import { createApp } from './http.js';
 import { createServer as createHttpServer, type RequestListener, type ServerOptions } from 'node:http';
 import { attachProtocolLane, withProtocolFastPath, type FastPathOptions } from './http-fast.js';
 import type { FastLane } from '../worker/http1/fast-lane.js';
+import { answerClientErrors } from '../worker/http1/client-errors.js';
 import { mountDashboard, type DashboardOptions } from './dashboard/routes.js';
 import { loadOrCreateAccountKey, loadOrCreateAdminKey, loadOrCreateKeys } from './keys.js';
 import { createProvider, providerFactory } from './providers/index.js';
@@ -194,6 +195,8 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
   let lane: FastLane | null = null;
   const createServer = ((o: ServerOptions, listener: RequestListener) => {
     const s = createHttpServer(o, withProtocolFastPath(listener, hot));
+    // A request node:http cannot parse gets a JSON 4xx naming what was wrong, after the answers before it.
+    answerClientErrors(s);
     lane = attachProtocolLane(s, hot);
     return s;
   }) as typeof createHttpServer;

@@ -4,7 +4,8 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { errorBody } from '../common/protocol.js';
-import { clientErrorText, FastLane, KEEP_ALIVE_MS, type RouteFn } from './http1/fast-lane.js';
+import { FastLane, KEEP_ALIVE_MS, type RouteFn } from './http1/fast-lane.js';
+import { answerClientErrors } from './http1/client-errors.js';
 import { probeHalfClosed } from './http1/half-close.js';
 import { getRequestListener } from '@hono/node-server';
 import type { Hono } from 'hono';
@@ -156,42 +157,8 @@ export async function listen(listener: RequestListener, opts: ListenOptions): Pr
   // A TLS handshake that failed or timed out: https.Server passes it on to 'clientError', whose
   // HTTP answer a socket without a session cannot carry (it would stay open): close it first.
   if (opts.tls) server.prependListener('tlsClientError' as 'error', (_err: Error, socket: Duplex) => void socket.destroy());
-  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex & { _httpMessage?: ServerResponse | null }) => {
-    const answer = () => {
-      if (!socket.writable) return void socket.destroy();
-      socket.end(clientErrorText(err.code));
-    };
-    // Garbage pipelined behind a request: its answer goes out first, then the 400 (in order, as
-    // the fast lane does), instead of the 400 overtaking it and the close losing it.
-    const inFlight = socket._httpMessage;
-    // The error is about the request being answered (its body stalled, its chunk framing or
-    // trailer is malformed, it was cut): that request will never complete, so its answer never
-    // comes; waiting for it held the connection forever (issue 21 row 9). Answer now, as node:http
-    // does without a clientError listener: the error when nothing of the answer is out yet, else cut.
-    if (inFlight?.req && !inFlight.req.complete) return abortIncomplete(socket, inFlight, err.code);
-    // An answer that closes the connection is the last one on it: nothing may follow it.
-    const next = () => (inFlight && (!inFlight.shouldKeepAlive || (inFlight as { _last?: boolean })._last) ? void socket.end() : answer());
-    if (inFlight && !inFlight.writableFinished && !socket.destroyed) {
-      const after = () => setImmediate(next);
-      inFlight.once('finish', after);
-      inFlight.once('close', after);
-      return;
-    }
-    next();
-  });
+  answerClientErrors(server);
   return { server, port: (server.address() as AddressInfo).port };
-}
-
-/**
- * End a connection whose current request cannot complete: its error answer (408/400/413...) when
- * none of the request's own answer is out yet, then close (destroyed a second later if the client
- * does not read). The request's handler sees the request abort and ends it in the ledger.
- */
-function abortIncomplete(socket: Duplex, res: ServerResponse, code: string | undefined): void {
-  if (socket.writable && !res.headersSent) {
-    socket.end(clientErrorText(code));
-    setTimeout(() => socket.destroy(), 1000).unref();
-  } else socket.destroy();
 }
 
 /**
