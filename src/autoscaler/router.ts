@@ -1,3 +1,4 @@
+import { ShardedMap } from '../common/sharded-map.js';
 import type { RouteAnswer as ProtocolRouteAnswer } from '../common/protocol.js';
 import type { QueueSignal } from './policy.js';
 
@@ -269,7 +270,8 @@ export class EndpointRouter {
   /** Routed requests whose worker went away: kept so the client's re-route finds them. */
   private orphans = new Map<number, RequestEntry>();
   /** Ended requests, oldest first. */
-  private finished = new Map<number, FinishedRequest>();
+  /** Sharded: 100,000 ends under steady churn rehashed as one Map held the loop 10–25 ms at a time. */
+  private finished = new ShardedMap<FinishedRequest>();
   /**
    * The same ends in the order they were recorded (a record whose id ended again later is stale).
    * Evicting from here, not by iterating the Map from its front: a Map deleted from the front keeps
