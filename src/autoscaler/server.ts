@@ -179,7 +179,7 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
 
   const app = createApp(engine, { adminKey: admin.key, accountKey: account.key, publicKeyPem: keys.publicKeyPem, logger, maxBodyBytes: MAX_BODY_BYTES });
   const dashboard = opts.dashboard === false ? null : mountDashboard(app, { engine, clock, providerKind: provider.kind }, opts.dashboard);
-  // The hot protocol routes are answered on node:http directly, everything else by the hono app.
+  // The hot protocol routes are answered without the hono app (http-fast.ts), everything else by it.
   const hot: FastPathOptions = {
     routes: {
       '/route': (b) => engine.route(b),
@@ -244,7 +244,7 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
    */
   const stopAccepting = async (graceMs: number) => {
     handingOver = true;
-    // The lane's answers say `Connection: close` too, and its idle connections end now.
+    // The lane's answers say `Connection: close` too, and its connections idle for 50 ms end.
     (lane as FastLane | null)?.drain();
     // net.Server's close, not http.Server's: that one also drops idle (accepted, unread) connections.
     NetServerClass.prototype.close.call(listener);
