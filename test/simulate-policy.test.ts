@@ -27,18 +27,20 @@ describe('the shipped code trace', () => {
     expect(d.requests.served).toBe(code.length);
     // A worker died silently in this seeded run: its requests were re-routed, not lost.
     expect(d.requests.retried).toBeGreaterThan(0);
-    // p99 18.0 s with persistent bursts planned for (19.6 s with the burst reserve alone, 22.8 s before it).
-    expect(d.queueTime.p99).toBeLessThan(19);
+    // p99 15.4 s with waiting requests served smallest first (18.0 s in arrival order; 19.6 s with
+    // the burst reserve alone, 22.8 s before it).
+    expect(d.queueTime.p99).toBeLessThan(16.5);
     // 3.25× with persistent bursts planned for and the reserve's memory of the hour's largest burst
     // (2.85× before: together they cost 14% more and take the late share from 10.0% to 4.0%); the
     // warm-up replays the trace's end, so the fleet it leaves is the one the trace's last minutes
     // needed. Well below KPA's (below).
     expect(d.costRatio.vsWholeWorkers).toBeLessThan(3.35);
     expect(d.cost.dollars).toBeLessThan(0.6 * kpa.report.cost.dollars);
-    // Requests over the 10 s target: 4.0% (6.9% with persistent bursts alone, 10.0% with the burst
-    // reserve alone, 15.4% before it, 25% before the surge test and the queue budget; KPA 16.0% at
-    // 1.8× the cost).
-    expect(d.queueTime.overTargetShare).toBeLessThan(0.045);
+    // Requests over the 10 s target: 2.0% smallest first (4.0% in arrival order, 6.9% with persistent
+    // bursts alone, 10.0% with the burst reserve alone, 15.4% before it, 25% before the surge test
+    // and the queue budget; KPA 16.0% at 1.8× the cost). The widened frontier at this cost has
+    // 2.19% (smallest first) to 2.79% (one pooled server): issue 22 asks for at most 1.2× its share.
+    expect(d.queueTime.overTargetShare).toBeLessThan(0.0263);
     expect(d.queueTime.overTargetShare).toBeLessThanOrEqual(kpa.report.queueTime.overTargetShare);
     // Against the baseline: cheaper, at an equal or better p99.
     expect(d.cost.dollars).toBeLessThan(kpa.report.cost.dollars);

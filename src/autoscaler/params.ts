@@ -27,6 +27,11 @@ export const endpointParamsSchema = z.strictObject({
   inactivity_timeout: seconds('inactivity_timeout').default(0),
   /** Seconds of expected queue a worker may hold before the router stops sending it requests (the policy may hold less: target_queue_time). */
   max_queue_time: seconds('max_queue_time').gt(0).default(30),
+  /**
+   * The order waiting requests get a free worker in: `smallest` (by cost; a request that waited
+   * twice `target_queue_time`, or came back from a worker, goes first) or `arrival`.
+   */
+  queue_order: z.enum(['smallest', 'arrival']).default('smallest'),
   /** Observed queue time (s) above which the engine scales up aggressively; also the queue a worker holds at most and the horizon queued work is sized to drain in; 0 turns it off. */
   target_queue_time: seconds('target_queue_time').min(0).default(10),
   /** Seconds the stable load average looks back. */

@@ -290,6 +290,8 @@ export class Registry {
       // The plan may hold requests in the global queue sooner than max_queue_time (capacity is coming).
       maxQueueTime: () => Math.min(ep.params.max_queue_time, ep.lastPlan?.routeQueueLimit ?? Number.POSITIVE_INFINITY),
       queueBudget: () => ep.lastPlan?.routeQueueBudget ?? 0,
+      smallestFirst: () => ep.params.queue_order === 'smallest',
+      agingMs: () => 2000 * (ep.params.target_queue_time > 0 ? ep.params.target_queue_time : ep.params.max_queue_time),
       unreportedTtlMs: this.opts.timing.unreported_ttl_seconds * 1000,
       requestTtlMs: this.opts.timing.request_ttl_seconds * 1000,
       onRouted: (e) => this.emit('routed', e),

@@ -144,6 +144,10 @@ export interface RouterOptions {
    * is under MIN_ROUTE_QUEUE_S.
    */
   queueBudget?: () => number;
+  /** Serve waiting requests smallest first (`queue_order: smallest`); else in arrival order. */
+  smallestFirst?: () => boolean;
+  /** With smallestFirst: a request that waited this long (ms) goes before smaller ones. */
+  agingMs?: () => number;
   /**
    * True while a worker of the endpoint is starting or loading (a standby on its way): requests
    * then wait for it rather than go to a worker that failed them or is failing.
@@ -194,6 +198,8 @@ const FAILURE_DECAY_MS = 30_000;
 const FINISHED_KEEP_MS = 10 * 60_000;
 /** ...and how many at most (memory stays bounded at any request rate; older ends are re-routed without it). */
 const FINISHED_MAX = 100_000;
+/** Waiting requests ordered by size at a time (the sort runs when a worker frees up and several wait). */
+const SIZE_ORDER_MAX = 4096;
 /** The avoid list of every request no worker has failed: shared, replaced by its own before the first entry (see reroute). */
 const NO_AVOID: Map<number, number> = new Map();
 /** Finish times within this fraction of the best count as a tie. */
@@ -497,11 +503,13 @@ export class EndpointRouter {
   }
 
   /**
-   * Give waiting requests to workers, in arrival order, while a worker can take the head. A
+   * Give waiting requests to workers while a worker can take the next one: in arrival order, or
+   * with `smallestFirst` (the endpoint's `queue_order: smallest`) in the order of `sizeOrder`. A
    * request kept back only by the workers it must avoid lets the ones behind it go.
    */
   drain(): void {
     if (this.submitting) return;
+    if (this.opts.smallestFirst?.() && this.drainBySize()) return;
     let i = this.head;
     while (i < this.queue.length) {
       const entry = this.queue[i]!;
@@ -522,7 +530,55 @@ export class EndpointRouter {
       i++;
       this.assign(entry, choice.worker, choice.wait);
     }
-    // Compact now and then so the array does not grow forever.
+    this.compactQueue();
+  }
+
+  /**
+   * Smallest first: when a worker frees up, the smallest waiting request takes it, so a burst of
+   * mixed sizes is served with fewer requests past the target (a large one waits for a few small
+   * ones, instead of many small ones each waiting for it). None waits forever: a request that
+   * already waited `agingMs` (or was routed before and came back) goes first, in arrival order.
+   * Ties by arrival. At most SIZE_ORDER_MAX waiting requests are ordered at a time (the rest keep
+   * their turn). Returns false when fewer than two wait (the arrival-order pass does the same then).
+   */
+  private drainBySize(): boolean {
+    const waiting: RequestEntry[] = [];
+    const at: number[] = [];
+    for (let k = this.head; k < this.queue.length && waiting.length < SIZE_ORDER_MAX; k++) {
+      const e = this.queue[k]!;
+      if (e.state !== 'queued') continue;
+      waiting.push(e);
+      at.push(k);
+    }
+    if (waiting.length < 2) return false;
+    const now = this.opts.now();
+    const aging = this.opts.agingMs?.() ?? Number.POSITIVE_INFINITY;
+    const first = (e: RequestEntry) => e.attempts > 0 || now - e.createdAt >= aging;
+    const order = waiting.map((_, k) => k);
+    order.sort((x, y) => {
+      const a = waiting[x]!;
+      const b = waiting[y]!;
+      const fa = first(a);
+      if (fa !== first(b)) return fa ? -1 : 1;
+      return (fa ? 0 : a.cost - b.cost) || at[x]! - at[y]!;
+    });
+    for (const k of order) {
+      const entry = waiting[k]!;
+      if (entry.state !== 'queued') continue;
+      const choice = this.choose(entry);
+      if (!choice) {
+        if (entry.avoid.size > 0 && this.choose()) continue;
+        break;
+      }
+      this.assign(entry, choice.worker, choice.wait);
+    }
+    while (this.head < this.queue.length && this.queue[this.head]!.state !== 'queued') this.head++;
+    this.compactQueue();
+    return true;
+  }
+
+  /** Compact now and then so the queue array does not grow forever. */
+  private compactQueue(): void {
     if (this.head > 1024 && this.head * 2 > this.queue.length) {
       this.queue = this.queue.slice(this.head);
       this.head = 0;

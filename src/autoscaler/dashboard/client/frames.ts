@@ -93,7 +93,7 @@ export interface EndpointSummary {
   name: string;
   state: 'active' | 'suspended' | 'stopped';
   /** Every scaling parameter, by its admin API name. */
-  params: Record<string, number>;
+  params: Record<string, number | string>;
   /** The policy's last plan (loads, targets, capacities), null before the first tick. */
   plan: Record<string, number | boolean> | null;
   queue: { waiting: number; waitingLoad: number; queueTime: number; workerBacklog: number };

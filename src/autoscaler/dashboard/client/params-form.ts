@@ -21,6 +21,7 @@ const HINTS: Record<string, string> = {
   inactivity_timeout: 's since the last request before zero active; 0 no gate, < 0 never',
   max_queue_time: 's of expected queue a worker may hold before the router skips it',
   target_queue_time: 'observed queue time (s) above which scale-up is aggressive; 0 off',
+  queue_order: 'smallest: waiting requests by cost (one that waited 2 × target_queue_time first); arrival: first come first served',
   stable_window: 's of the stable load average',
   panic_window: 's of the panic load average; 0 turns panic off',
   panic_threshold: 'panic when panic demand ≥ this × ready capacity',
@@ -89,6 +90,8 @@ export class ParamsForm {
     let input: HTMLInputElement | HTMLSelectElement;
     if (name === 'state') {
       input = h('select', { name }, ...['active', 'suspended', 'stopped'].map((s) => h('option', { value: s }, s)));
+    } else if (name === 'queue_order') {
+      input = h('select', { name }, ...['smallest', 'arrival'].map((s) => h('option', { value: s }, s)));
     } else {
       // type=text, not number: the browser must not swallow what it cannot parse; the API says what is wrong.
       input = h('input', { name, type: 'text', inputmode: 'decimal', spellcheck: 'false' });
