@@ -542,6 +542,8 @@ export class EndpointRouter {
    * their turn). Returns false when fewer than two wait (the arrival-order pass does the same then).
    */
   private drainBySize(): boolean {
+    // No worker to give anything to: nothing moves (as in arrival order), and the queue is not read.
+    if (this.opts.readyWorkers().length === 0) return true;
     const waiting: RequestEntry[] = [];
     const at: number[] = [];
     for (let k = this.head; k < this.queue.length && waiting.length < SIZE_ORDER_MAX; k++) {
@@ -554,14 +556,20 @@ export class EndpointRouter {
     const now = this.opts.now();
     const aging = this.opts.agingMs?.() ?? Number.POSITIVE_INFINITY;
     const first = (e: RequestEntry) => e.attempts > 0 || now - e.createdAt >= aging;
-    const order = waiting.map((_, k) => k);
-    order.sort((x, y) => {
+    const before = (x: number, y: number) => {
       const a = waiting[x]!;
       const b = waiting[y]!;
       const fa = first(a);
       if (fa !== first(b)) return fa ? -1 : 1;
       return (fa ? 0 : a.cost - b.cost) || at[x]! - at[y]!;
-    });
+    };
+    // Most calls find every worker full (a request arrived, a report came): the one that would go
+    // first is found in one pass, and when it cannot go (and avoids no one) nothing moves: no sort.
+    let top = 0;
+    for (let k = 1; k < waiting.length; k++) if (before(k, top) < 0) top = k;
+    if (waiting[top]!.avoid.size === 0 && !this.choose(waiting[top]!)) return true;
+    const order = waiting.map((_, k) => k);
+    order.sort(before);
     for (const k of order) {
       const entry = waiting[k]!;
       if (entry.state !== 'queued') continue;
