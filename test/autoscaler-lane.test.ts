@@ -15,7 +15,7 @@ import type { FastLane } from '../src/worker/http1/fast-lane.js';
 import { answerClientErrors } from '../src/worker/http1/client-errors.js';
 import { seededRandom } from '../src/common/random.js';
 import { garbageAfterClose, MALFORMED_400, mutate } from './helpers/mutations.js';
-import { rawConnect } from './helpers/raw-http.js';
+import { parseRawAnswer, rawConnect } from './helpers/raw-http.js';
 import { closeServer, listenLoopback } from './helpers/autoscaler.js';
 
 const LIMIT = 200;
@@ -55,45 +55,22 @@ interface Answer {
   body: string;
 }
 
-/** Parse every HTTP/1.1 answer in `raw` (content-length or chunked framing). */
+/** Every complete answer in `raw` (the project's strict parser), interim 100s left out. */
 function parseAnswers(raw: Buffer): { answers: Answer[] } {
   const answers: Answer[] = [];
-  let at = 0;
-  while (at < raw.length) {
-    const headEnd = raw.indexOf('\r\n\r\n', at, 'latin1');
-    if (headEnd < 0) break;
-    const lines = raw.toString('latin1', at, headEnd).split('\r\n');
-    const status = Number(lines[0]!.split(' ')[1]);
-    const headers = new Map<string, string>();
-    for (const l of lines.slice(1)) {
-      const c = l.indexOf(':');
-      headers.set(l.slice(0, c).trim().toLowerCase(), l.slice(c + 1).trim());
-    }
-    let p = headEnd + 4;
-    let body = '';
-    if (status === 100) {
-      at = p;
-      continue;
-    }
-    if (headers.get('transfer-encoding') === 'chunked') {
-      for (;;) {
-        const le = raw.indexOf('\r\n', p, 'latin1');
-        const size = Number.parseInt(raw.toString('latin1', p, le), 16);
-        p = le + 2;
-        if (size === 0) {
-          p += 2;
-          break;
-        }
-        body += raw.toString('utf8', p, p + size);
-        p += size + 2;
-      }
-    } else {
-      const n = Number(headers.get('content-length') ?? 0);
-      body = raw.toString('utf8', p, p + n);
-      p += n;
-    }
-    answers.push({ status, type: headers.get('content-type') ?? null, connection: (headers.get('connection') ?? 'keep-alive').toLowerCase(), body });
-    at = p;
+  let buf = raw;
+  for (;;) {
+    const p = parseRawAnswer(buf, true);
+    if (!p?.complete || buf.length === 0) break;
+    buf = buf.subarray(p.length);
+    const { status, headers, body } = p.answer;
+    if (status === 100) continue;
+    answers.push({
+      status,
+      type: headers['content-type']?.[0] ?? null,
+      connection: (headers.connection?.[0] ?? 'keep-alive').toLowerCase(),
+      body: body.toString('utf8'),
+    });
   }
   return { answers };
 }
