@@ -1,7 +1,16 @@
 import { describe, expect, it } from 'vitest';
 import { loadSimulationConfig } from '../src/autoscaler/simulate/config.js';
 import { latencyOracle, oracleCost } from '../src/autoscaler/simulate/oracle.js';
-import { conversationPattern, IDLE_SECONDS, IDLE_TIMEOUT, idlePattern, shuffledGaps, slice, stepPattern } from '../src/autoscaler/simulate/patterns.js';
+import {
+  conversationPattern,
+  diurnalPattern,
+  IDLE_SECONDS,
+  IDLE_TIMEOUT,
+  idlePattern,
+  shuffledGaps,
+  slice,
+  stepPattern,
+} from '../src/autoscaler/simulate/patterns.js';
 import { runSimulation } from '../src/autoscaler/simulate/run.js';
 import { loadTrace } from '../src/autoscaler/simulate/trace.js';
 import { CODE_TRACE } from './helpers/trace.js';
@@ -17,7 +26,7 @@ const config = loadSimulationConfig();
 const code = loadTrace(CODE_TRACE).requests;
 
 describe('the shipped code trace', () => {
-  it('default: no request lost (failures re-routed), p99, late share and cost well below the old policy, and it beats KPA on cost, p99 and late share', async () => {
+  it('default: no request lost, p99, late share and cost well below the old policy, and it beats KPA on cost, p99 and late share', async () => {
     const [def, kpa] = await Promise.all([
       runSimulation({ config, requests: code, policy: 'default' }),
       runSimulation({ config, requests: code, policy: 'kpa' }),
@@ -25,9 +34,8 @@ describe('the shipped code trace', () => {
     const d = def.report;
     expect(d.requests.lost).toBe(0);
     expect(d.requests.served).toBe(code.length);
-    // A worker died silently in this seeded run: its requests were re-routed, not lost.
-    expect(d.requests.retried).toBeGreaterThan(0);
-    // p99 15.4 s with waiting requests served smallest first (18.0 s in arrival order; 19.6 s with
+    // p99 15.5 s with waiting requests served smallest first (15.4 s before deaths were counted per
+    // running hour) (18.0 s in arrival order; 19.6 s with
     // the burst reserve alone, 22.8 s before it).
     expect(d.queueTime.p99).toBeLessThan(16.5);
     // 3.25× with persistent bursts planned for and the reserve's memory of the hour's largest burst
@@ -36,7 +44,7 @@ describe('the shipped code trace', () => {
     // needed. Well below KPA's (below).
     expect(d.costRatio.vsWholeWorkers).toBeLessThan(3.35);
     expect(d.cost.dollars).toBeLessThan(0.6 * kpa.report.cost.dollars);
-    // Requests over the 10 s target: 2.0% smallest first (4.0% in arrival order, 6.9% with persistent
+    // Requests over the 10 s target: 1.8% (2.0% before deaths were counted per running hour) smallest first (4.0% in arrival order, 6.9% with persistent
     // bursts alone, 10.0% with the burst reserve alone, 15.4% before it, 25% before the surge test
     // and the queue budget; KPA 16.0% at 1.8× the cost). The widened frontier at this cost has
     // 2.19% (smallest first) to 2.79% (one pooled server): issue 22 asks for at most 1.2× its share.
@@ -71,12 +79,23 @@ describe('traffic the policy was not tuned on', () => {
     }
   });
 
-  it('conversation-like: the sole ready worker dies silently; a loaded worker starts in its place (p99 5.5 s before)', async () => {
-    const conv = conversationPattern();
-    const def = await runSimulation({ config, requests: conv.requests, params: conv.params, policy: 'default' });
-    expect(def.report.requests.lost).toBe(0);
-    expect(def.report.requests.retried).toBeGreaterThan(0);
-    expect(def.report.queueTime.p99).toBeLessThan(3.5);
+  it('conversation-like and diurnal with twenty times the silent deaths: none lost, re-routed to a started worker, cheaper than KPA', async () => {
+    // crash_rate_per_hour 1 instead of 0.05: three or more workers die under load in each run.
+    const crashy = { ...config, provider: { ...config.provider, defaults: { ...config.provider.defaults, crash_rate_per_hour: 1 } } };
+    for (const p of [conversationPattern(), diurnalPattern()]) {
+      const [def, kpa] = await Promise.all([
+        runSimulation({ config: crashy, requests: p.requests, params: p.params, policy: 'default' }),
+        runSimulation({ config: crashy, requests: p.requests, params: p.params, policy: 'kpa' }),
+      ]);
+      expect(def.report.workers.errored).toBeGreaterThanOrEqual(3);
+      expect(def.report.requests.retried).toBeGreaterThan(0);
+      expect(def.report.requests.lost).toBe(0);
+      expect(def.report.requests.served).toBe(p.requests.length);
+      // Conversation-like 0.00% over the target against KPA's 0.17%, diurnal 0.00% against 0.99%.
+      expect(def.report.queueTime.overTargetShare).toBeLessThanOrEqual(kpa.report.queueTime.overTargetShare);
+      expect(def.report.queueTime.p99).toBeLessThan(6);
+      expect(def.report.cost.dollars).toBeLessThan(kpa.report.cost.dollars);
+    }
   });
 
   it('step ×4: meets the queue target and costs no more than KPA', async () => {

@@ -132,6 +132,70 @@ describe('the simulated provider bills GPU time by what it was spent on', () => 
   });
 });
 
+describe('the simulated provider: silent deaths per hour of running', () => {
+  const spec = (workerId: number) => ({
+    workerId,
+    masterToken: 't',
+    reportAddrs: [],
+    endpoint: 'e',
+    workergroup: 'g',
+    machineType: 'm',
+    searchParams: '',
+    launch: {},
+    dollarsPerHour: 1,
+    storageDollarsPerHour: 0.1,
+  });
+  // 360 deaths an hour: one every 10 s on average.
+  const make = (clock: FakeClock, seed = 5) =>
+    new SimulatedProvider({ clock, seed, defaults: { boot_time: 0, load_time: 0, start_time: 0, failure_rate: 0, crash_rate_per_hour: 360 } });
+  /** When the worker dies if it runs from `from` on without a stop (100 ms steps). */
+  const deathTime = async (provider: SimulatedProvider, clock: FakeClock, id: number): Promise<number> => {
+    for (let t = clock.now(); t < 3_600_000; t += 100) {
+      clock.advanceTo(t);
+      if (!(await provider.probe(id))) return t;
+    }
+    throw new Error('never died');
+  };
+
+  it('a stop pauses the death clock and a start resumes it: a stopped worker is not spared', async () => {
+    const c1 = new FakeClock(0);
+    const p1 = make(c1);
+    const { id } = await p1.create(spec(1));
+    const runFor = await deathTime(p1, c1, id); // the running time this worker has before it dies
+    expect(runFor).toBeGreaterThan(0);
+    await p1.close();
+
+    const c2 = new FakeClock(0);
+    const p2 = make(c2);
+    await p2.create(spec(1));
+    const half = Math.floor(runFor / 200) * 100; // run about half of it, then stop for 500 s
+    c2.advanceTo(half);
+    expect(await p2.probe(id)).toBe(true);
+    await p2.stop(id);
+    c2.advanceTo(half + 500_000);
+    await p2.start(id);
+    const diedAt = await deathTime(p2, c2, id);
+    // The same running time in all: it dies runFor - half after the restart (± one 100 ms step).
+    expect(Math.abs(diedAt - (half + 500_000 + (runFor - half)))).toBeLessThanOrEqual(100);
+    await p2.close();
+  });
+
+  it('each worker draws its own death: other workers and the order of creation do not move it', async () => {
+    const alone = new FakeClock(0);
+    const pa = make(alone, 9);
+    await pa.create(spec(2));
+    const t2 = await deathTime(pa, alone, 2);
+    await pa.close();
+
+    const both = new FakeClock(0);
+    const pb = make(both, 9);
+    await pb.create(spec(1)); // created first: it takes its own draw, not worker 2's
+    await pb.create(spec(2));
+    expect(Math.abs((await deathTime(pb, both, 2)) - t2)).toBeLessThanOrEqual(100);
+    await pb.close();
+  });
+});
+
 describe('nodeworker simulate on the shared trace', () => {
   // Wall time (under 10 s for the hour) is measured and reported (report.wallSeconds, docs), not asserted: tests assert no timings.
   it('replays the hour and writes report.json, timeline.csv and timeline.svg', async () => {

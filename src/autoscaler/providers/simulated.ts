@@ -106,6 +106,12 @@ interface Instance {
   servingMs: number;
   busySince: number | null;
   busyMs: number;
+  /** Running ms left before this instance dies silently (its own draws; null: none drawn yet). */
+  crashLeftMs: number | null;
+  /** When the current running period started counting toward the death (null: not running). */
+  crashArmedAt: number | null;
+  /** This instance's own random source for its deaths (seeded by the provider's seed and its id). */
+  crashRandom: (() => number) | null;
 }
 
 /** Billing of the simulated fleet. */
@@ -125,6 +131,14 @@ export interface SimBilling {
 /** A small deterministic PRNG (mulberry32), shared with model-sim. */
 import { seededRandom } from '../../common/random.js';
 export { seededRandom };
+
+/** A 32-bit seed for one instance's own stream, from the provider's seed and the instance id. */
+function mixSeed(seed: number, id: number): number {
+  let h = Math.imul((seed >>> 0) ^ 0x85ebca6b, 0xc2b2ae35) ^ Math.imul(id >>> 0, 0x9e3779b1);
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x7feb352d);
+  return (h ^ (h >>> 15)) >>> 0;
+}
 
 export class SimulatedProvider implements Provider {
   readonly kind = 'simulated';
@@ -192,18 +206,45 @@ export class SimulatedProvider implements Provider {
       servingMs: 0,
       busySince: null,
       busyMs: 0,
+      crashLeftMs: null,
+      crashArmedAt: null,
+      crashRandom: null,
     };
     this.instances.set(id, inst);
     this.boot(inst, inst.m.boot_time, inst.m.load_time, true);
-    if (inst.m.crash_rate_per_hour > 0) {
-      const hours = -Math.log(1 - this.random()) / inst.m.crash_rate_per_hour;
-      const epoch = inst.epoch;
-      this.clock.setTimeout(() => {
-        if (inst.state === 'destroyed' || inst.state === 'stopped' || inst.epoch !== epoch) return;
-        this.die(inst);
-      }, hours * 3_600_000);
-    }
+    this.armCrash(inst);
     return { id, url: this.url(id) };
+  }
+
+  /**
+   * Silent deaths come at `crash_rate_per_hour` per hour of running, counted over every running
+   * period of the instance: a stop pauses its clock and a start resumes it, so stopping a worker
+   * neither spares it nor re-rolls it. Each instance draws from its own stream (the provider's
+   * seed and its id), so two policies that run the same worker for the same hours meet the same
+   * death, and a death never shifts the load failures or benchmark noise of the other workers.
+   */
+  private armCrash(inst: Instance): void {
+    const rate = inst.m.crash_rate_per_hour;
+    if (!(rate > 0)) return;
+    if (inst.crashLeftMs === null) {
+      inst.crashRandom ??= seededRandom(mixSeed(this.opts.seed ?? 1, inst.id));
+      inst.crashLeftMs = (-Math.log(1 - inst.crashRandom()) / rate) * 3_600_000;
+    }
+    const epoch = inst.epoch;
+    inst.crashArmedAt = this.clock.now();
+    this.clock.setTimeout(() => {
+      if (inst.epoch !== epoch || inst.state === 'destroyed' || inst.state === 'stopped' || inst.state === 'dead') return;
+      inst.crashLeftMs = null;
+      inst.crashArmedAt = null;
+      this.die(inst);
+    }, inst.crashLeftMs);
+  }
+
+  /** A running period ends (stop, destroy): the time it ran comes off the instance's death clock. */
+  private pauseCrash(inst: Instance): void {
+    if (inst.crashArmedAt === null || inst.crashLeftMs === null) return;
+    inst.crashLeftMs = Math.max(0, inst.crashLeftMs - (this.clock.now() - inst.crashArmedAt));
+    inst.crashArmedAt = null;
   }
 
   private url(id: number): string {
@@ -247,6 +288,7 @@ export class SimulatedProvider implements Provider {
     inst.loadtime = 0;
     // A restart reloads the model from the kept disk: no boot wait beyond start_time.
     this.boot(inst, 0, inst.m.start_time, false);
+    this.armCrash(inst);
   }
 
   async stop(id: number): Promise<void> {
@@ -283,6 +325,7 @@ export class SimulatedProvider implements Provider {
 
   /** End billing periods, timers and jobs: before stop, destroy and close. */
   private halt(inst: Instance): void {
+    this.pauseCrash(inst);
     this.endServing(inst);
     inst.gpuSince = null;
     inst.storageSince = null;
