@@ -86,6 +86,22 @@ describe('trace parsing and the oracle', () => {
   });
 });
 
+/** A worker spec for the simulated provider (only the id and the prices matter to it). */
+function workerSpec(workerId: number, dollarsPerHour: number, storageDollarsPerHour: number) {
+  return {
+    workerId,
+    masterToken: 't',
+    reportAddrs: [],
+    endpoint: 'e',
+    workergroup: 'g',
+    machineType: 'm',
+    searchParams: '',
+    launch: {},
+    dollarsPerHour,
+    storageDollarsPerHour,
+  };
+}
+
 describe('the simulated provider bills GPU time by what it was spent on', () => {
   it('splits boot and load, a request on the model, idleness and a start from inactive', async () => {
     const clock = new FakeClock(0);
@@ -94,19 +110,7 @@ describe('the simulated provider bills GPU time by what it was spent on', () => 
       seed: 1,
       defaults: { boot_time: 10, load_time: 20, start_time: 5, failure_rate: 0, crash_rate_per_hour: 0, perf: 100 },
     });
-    const spec = {
-      workerId: 1,
-      masterToken: 't',
-      reportAddrs: [],
-      endpoint: 'e',
-      workergroup: 'g',
-      machineType: 'm',
-      searchParams: '',
-      launch: {},
-      dollarsPerHour: 3.6,
-      storageDollarsPerHour: 0.36,
-    };
-    const { id } = await provider.create(spec);
+    const { id } = await provider.create(workerSpec(1, 3.6, 0.36));
     clock.advanceTo(30_000); // booted at 10 s, loaded at 30 s: 30 s not serving
     let done = -1;
     expect(provider.submit(id, { idx: 1, workload: 500, onDone: (t) => (done = t) })).toBe('accepted');
@@ -133,18 +137,7 @@ describe('the simulated provider bills GPU time by what it was spent on', () => 
 });
 
 describe('the simulated provider: silent deaths per hour of running', () => {
-  const spec = (workerId: number) => ({
-    workerId,
-    masterToken: 't',
-    reportAddrs: [],
-    endpoint: 'e',
-    workergroup: 'g',
-    machineType: 'm',
-    searchParams: '',
-    launch: {},
-    dollarsPerHour: 1,
-    storageDollarsPerHour: 0.1,
-  });
+  const spec = (workerId: number) => workerSpec(workerId, 1, 0.1);
   // 360 deaths an hour: one every 10 s on average.
   const make = (clock: FakeClock, seed = 5) =>
     new SimulatedProvider({ clock, seed, defaults: { boot_time: 0, load_time: 0, start_time: 0, failure_rate: 0, crash_rate_per_hour: 360 } });
