@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Journal } from '../src/autoscaler/journal.js';
 import { ID_BLOCK } from '../src/autoscaler/registry.js';
-import { EngineStore, STAGE_LIMIT } from '../src/autoscaler/store.js';
+import { EngineStore, STAGE_CHUNK, STAGE_LIMIT, startStaging } from '../src/autoscaler/store.js';
 import { seededRandom } from '../src/common/random.js';
 import { addTestWorker, endpointCfg, testRegistry } from './helpers/engine-parts.js';
 
@@ -258,7 +258,8 @@ describe('staging between saves (EngineStore.stage)', () => {
         ep.router.expire();
       } else if (x < 0.95) {
         const before = j.pendingCount();
-        store.stage();
+        // No time budget here (a slow machine would cut slices short): STAGE_LIMIT alone bounds them.
+        store.stage(Number.POSITIVE_INFINITY);
         if (j.pendingCount() - before >= STAGE_LIMIT) partial++;
       } else {
         store.save(false);
@@ -273,5 +274,70 @@ describe('staging between saves (EngineStore.stage)', () => {
     again.close();
     // Slices were bounded (some stages hit the limit), so the rest waited for a later call.
     expect(partial).toBeGreaterThan(10);
+  });
+
+  it('a stage whose time budget is spent stops after a chunk and says so; the calls that follow stage the rest', () => {
+    const path = journalPath();
+    const { reg } = testRegistry();
+    reg.addEndpoint(endpointCfg('a'));
+    const ep = reg.endpoints.get('a')!;
+    const j = new Journal(path);
+    const store = new EngineStore(reg, j);
+    store.save(false);
+    expect(store.stage(0)).toBe(false); // nothing changed
+    const n = STAGE_CHUNK * 3 + 5;
+    for (let i = 0; i < n; i++) ep.router.submit(reg.allocRequestIdx(), 10, 60);
+    // A budget of 0 ms: one chunk a call (at least one is always encoded), then it stops.
+    const staged: number[] = [];
+    let more = true;
+    while (more) {
+      const before = j.pendingCount();
+      more = store.stage(0);
+      staged.push(j.pendingCount() - before);
+    }
+    expect(staged).toEqual([STAGE_CHUNK, STAGE_CHUNK, STAGE_CHUNK, 5]);
+    expect(ep.router.changeCount()).toBe(0);
+    // A generous budget: everything up to STAGE_LIMIT in one call.
+    for (let i = 0; i < STAGE_LIMIT + 7; i++) ep.router.submit(reg.allocRequestIdx(), 10, 60);
+    expect(store.stage(Number.POSITIVE_INFINITY)).toBe(true);
+    expect(ep.router.changeCount()).toBe(7);
+    expect(store.stage(Number.POSITIVE_INFINITY)).toBe(false);
+    store.save(false);
+    j.close();
+    const again = new Journal(path);
+    expect(again.all('req').size).toBe(n + STAGE_LIMIT + 7);
+    again.close();
+  });
+
+  it('startStaging goes on at the next turn of the loop until nothing is left, and stops when asked', async () => {
+    const path = journalPath();
+    const { reg } = testRegistry();
+    reg.addEndpoint(endpointCfg('a'));
+    const ep = reg.endpoints.get('a')!;
+    const j = new Journal(path);
+    const store = new EngineStore(reg, j);
+    store.save(false);
+    // More than one call's limit: the interval's call leaves some, the continuations take them.
+    for (let i = 0; i < STAGE_LIMIT * 3; i++) ep.router.submit(reg.allocRequestIdx(), 10, 60);
+    const calls: boolean[] = [];
+    const stage = store.stage.bind(store);
+    store.stage = (budget?: number) => {
+      const more = stage(budget);
+      calls.push(more);
+      return more;
+    };
+    const stop = startStaging(store, 5);
+    while (ep.router.changeCount() > 0) await new Promise((r) => setTimeout(r, 5));
+    await new Promise((r) => setImmediate(r));
+    expect(j.pendingCount()).toBe(STAGE_LIMIT * 3);
+    expect(calls.length).toBeGreaterThanOrEqual(3);
+    expect(calls.at(-1)).toBe(false);
+    stop();
+    const after = calls.length;
+    ep.router.submit(reg.allocRequestIdx(), 10, 60);
+    await new Promise((r) => setTimeout(r, 30));
+    expect(calls.length).toBe(after); // stopped: no call since
+    expect(ep.router.changeCount()).toBe(1);
+    j.close();
   });
 });

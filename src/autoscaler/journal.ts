@@ -16,6 +16,7 @@ import {
   writev,
   writevSync,
 } from 'node:fs';
+import { ShardedMap } from '../common/sharded-map.js';
 import { syncDir } from '../common/sync-dir.js';
 import { dirname } from 'node:path';
 import * as zlib from 'node:zlib';
@@ -239,27 +240,35 @@ function noProtoKeys(key: string, value: unknown): unknown {
   return value;
 }
 
+/**
+ * id → value of one kind: sharded, since a kind holds 10,000+ open requests under steady churn and
+ * a plain Map's rehash of them held the event loop 3–12 ms (see ShardedMap). Order across ids is
+ * not kept, and nothing here needs it: each record stands for its own key.
+ */
+type KeyMap<V> = ShardedMap<V, string>;
+const keyMap = <V>(): KeyMap<V> => new ShardedMap<V, string>();
+
 /** The in-memory value of a record put with `keepValue` false: read from its bytes when asked. */
 const NOT_KEPT: unique symbol = Symbol('not kept');
 
 export class Journal {
   /** kind → id → value, as replayed and updated since (NOT_KEPT: decode the record's bytes). */
-  private readonly data = new Map<string, Map<string, unknown>>();
+  private readonly data = new Map<string, KeyMap<unknown>>();
   /** kind → how many of its values are NOT_KEPT (0: `all` returns the map itself). */
   private readonly notKept = new Map<string, number>();
   /**
    * kind → id → the live record's bytes as last encoded: compaction writes these as they are, so
    * it costs a write and an fsync, not a JSON encoding of every live record.
    */
-  private readonly bytes = new Map<string, Map<string, Buffer>>();
+  private readonly bytes = new Map<string, KeyMap<Buffer>>();
   /** Records not yet written, by kind then id: a key changed twice before a write is written once (its last value). */
-  private pending = new Map<string, Map<string, Buffer>>();
+  private pending = new Map<string, KeyMap<Buffer>>();
   private pendingSize = 0;
   /**
    * Records appended by `write()` since the last fsync, by kind then id: if the fsync fails they
    * are cut from the file and queued again (unless changed since), as if never written.
    */
-  private unsynced: Array<Map<string, Map<string, Buffer>>> = [];
+  private unsynced: Array<Map<string, KeyMap<Buffer>>> = [];
   private unsyncedLines = 0;
   /** Bytes known durable (fsync'd): a failed fsync cuts the file back to here. */
   private syncedSize = 0;
@@ -374,7 +383,7 @@ export class Journal {
   private keepBytes(kind: string, id: string, rec: Buffer | null): void {
     let m = this.bytes.get(kind);
     if (!m) {
-      m = new Map();
+      m = keyMap();
       this.bytes.set(kind, m);
     }
     if (rec) m.set(id, rec);
@@ -394,7 +403,7 @@ export class Journal {
   private setValue(kind: string, id: string, v: unknown, del: boolean): void {
     let m = this.data.get(kind);
     if (!m) {
-      m = new Map();
+      m = keyMap();
       this.data.set(kind, m);
     }
     const was = m.get(id) === NOT_KEPT;
@@ -416,7 +425,7 @@ export class Journal {
    * Every live record of a kind (the values are the stored objects: do not mutate). Values put
    * with `keepValue` false are decoded from their records, into a new map (O(records of the kind)).
    */
-  all(kind: string): Map<string, unknown> {
+  all(kind: string): ReadonlyMap<string, unknown> {
     const m = this.data.get(kind);
     if (!m) return new Map();
     if ((this.notKept.get(kind) ?? 0) === 0) return m;
@@ -448,7 +457,7 @@ export class Journal {
     // Nested by kind, not keyed by "kind/id": the id string (its hash cached by V8) serves every map.
     let m = this.pending.get(kind);
     if (!m) {
-      m = new Map();
+      m = keyMap();
       this.pending.set(kind, m);
     }
     const size = m.size;
@@ -690,7 +699,7 @@ export class Journal {
     const tmp = `${this.path}.tmp`;
     const { out, total } = this.liveRecords();
     // The pending records the copy holds: not written again after it, unless put again meanwhile.
-    const copied: Array<[Map<string, Buffer>, string, Buffer]> = [];
+    const copied: Array<[KeyMap<Buffer>, string, Buffer]> = [];
     for (const m of this.pending.values()) for (const [id, rec] of m) copied.push([m, id, rec]);
     const fd = await openFile(tmp, 'w', 0o600);
     try {

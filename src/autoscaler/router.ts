@@ -1,3 +1,4 @@
+import { Ring } from '../common/ring.js';
 import { ShardedMap } from '../common/sharded-map.js';
 import type { RouteAnswer as ProtocolRouteAnswer } from '../common/protocol.js';
 import type { QueueSignal } from './policy.js';
@@ -284,8 +285,7 @@ export class EndpointRouter {
    * Evicting from here, not by iterating the Map from its front: a Map deleted from the front keeps
    * its holes until the next rehash, so every `keys().next()` walks them (quadratic at 100k ends).
    */
-  private finishedOrder: FinishedRequest[] = [];
-  private finishedHead = 0;
+  private finishedOrder = new Ring<FinishedRequest>();
   private failures = new Map<number, FailureScore>();
   /** Workers that failed a request and have not served one well since: not ready capacity (see `unproven`). */
   private failedSinceSuccess = new Set<number>();
@@ -295,9 +295,8 @@ export class EndpointRouter {
   private tiedScratch: RoutableWorker[] = [];
   private tiedWaitScratch: number[] = [];
   /** Every routing in order, with its time: the front is the oldest request still unreported (see `suspectsPossible`). */
-  private fifoEntries: RequestEntry[] = [];
-  private fifoAt: number[] = [];
-  private fifoHead = 0;
+  private fifoEntries = new Ring<RequestEntry>();
+  private fifoAt = new Ring<number>();
   private fifoDisordered = false;
   /** The pick index: the ready list it was built for, its perf groups, and the book drops it has seen. */
   private indexList: readonly RoutableWorker[] | null = null;
@@ -735,9 +734,9 @@ export class EndpointRouter {
    */
   private fifoFront(): number | null {
     const fifo = this.fifoEntries;
-    while (this.fifoHead < fifo.length) {
-      const e = fifo[this.fifoHead]!;
-      const at = this.fifoAt[this.fifoHead]!;
+    while (fifo.length > 0) {
+      const e = fifo.front()!;
+      const at = this.fifoAt.front()!;
       if (
         !e.reported &&
         e.state === 'routed' &&
@@ -746,11 +745,9 @@ export class EndpointRouter {
         this.books.get(e.workerId)?.outstanding.get(e.idx) === e
       )
         return at;
-      this.fifoHead++;
+      fifo.shift();
+      this.fifoAt.shift();
     }
-    fifo.length = 0;
-    this.fifoAt.length = 0;
-    this.fifoHead = 0;
     this.fifoDisordered = false;
     return null;
   }
@@ -969,14 +966,9 @@ export class EndpointRouter {
 
   private pushFifo(e: RequestEntry, at: number): void {
     this.fifoFront();
-    if (this.fifoHead > 1024 && this.fifoHead * 2 > this.fifoEntries.length) {
-      this.fifoEntries = this.fifoEntries.slice(this.fifoHead);
-      this.fifoAt = this.fifoAt.slice(this.fifoHead);
-      this.fifoHead = 0;
-    }
     // Out of time order (requests taken back at a restart, a clock that stepped back): the front
     // is then not the oldest, and suspects are looked for one by one until the list empties.
-    const last = this.fifoAt[this.fifoAt.length - 1];
+    const last = this.fifoAt.back();
     if (last !== undefined && at < last) this.fifoDisordered = true;
     this.fifoEntries.push(e);
     this.fifoAt.push(at);
@@ -1036,20 +1028,12 @@ export class EndpointRouter {
 
   /** Forget the oldest recorded end (skipping records superseded by a later end of the same id). */
   private evictFinished(): void {
-    while (this.finishedHead < this.finishedOrder.length) {
-      const rec = this.finishedOrder[this.finishedHead++]!;
+    while (this.finishedOrder.length > 0) {
+      const rec = this.finishedOrder.shift()!;
       if (this.finished.get(rec.idx) === rec) {
         this.finished.delete(rec.idx);
         break;
       }
-    }
-    this.compactFinished();
-  }
-
-  private compactFinished(): void {
-    if (this.finishedHead > 1024 && this.finishedHead * 2 > this.finishedOrder.length) {
-      this.finishedOrder = this.finishedOrder.slice(this.finishedHead);
-      this.finishedHead = 0;
     }
   }
 
@@ -1114,13 +1098,12 @@ export class EndpointRouter {
         }
       }
     }
-    while (this.finishedHead < this.finishedOrder.length) {
-      const rec = this.finishedOrder[this.finishedHead]!;
+    while (this.finishedOrder.length > 0) {
+      const rec = this.finishedOrder.front()!;
       if (now - rec.at <= FINISHED_KEEP_MS) break;
-      this.finishedHead++;
+      this.finishedOrder.shift();
       if (this.finished.get(rec.idx) === rec) this.finished.delete(rec.idx);
     }
-    this.compactFinished();
     for (const id of [...this.failures.keys()]) {
       if (this.failureScore(id, now) >= 0.05) continue;
       this.failures.delete(id);
@@ -1216,6 +1199,11 @@ export class EndpointRouter {
     if (all) this.changed.clear();
     else for (const [idx] of out) this.changed.delete(idx);
     return out;
+  }
+
+  /** Requests changed since the last `takeChanges()` (0 when not tracking). */
+  changeCount(): number {
+    return this.changed?.size ?? 0;
   }
 
   /** True once `trackChanges()` was called: `takeChanges()` then answers. */

@@ -7,7 +7,7 @@ import { loadAutoscalerConfig, parseAutoscalerConfig, type AutoscalerConfig, typ
 import { Engine } from './engine.js';
 import { Journal } from './journal.js';
 import { migrateLegacyJournal } from './legacy-journal.js';
-import { validateRecord } from './store.js';
+import { startStaging, validateRecord } from './store.js';
 import { join } from 'node:path';
 import { mkdirSync } from 'node:fs';
 import { createApp } from './http.js';
@@ -174,8 +174,7 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
   engine.restore();
   for (const ep of cfg.endpoints) if (!engine.endpoints.has(ep.name)) engine.addEndpoint(ep);
 
-  const stageTimer = engine.store ? setInterval(() => engine.store?.stage(), STAGE_MS) : null;
-  stageTimer?.unref();
+  const stopStaging = engine.store ? startStaging(engine.store, STAGE_MS) : null;
 
   const app = createApp(engine, { adminKey: admin.key, accountKey: account.key, publicKeyPem: keys.publicKeyPem, logger, maxBodyBytes: MAX_BODY_BYTES });
   const dashboard = opts.dashboard === false ? null : mountDashboard(app, { engine, clock, providerKind: provider.kind }, opts.dashboard);
@@ -259,7 +258,7 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
       closing ??= (async () => {
         dashboard?.close();
         await stopAccepting(3000);
-        if (stageTimer) clearInterval(stageTimer);
+        stopStaging?.();
         engine.close();
         try {
           store?.close();
@@ -283,7 +282,7 @@ export async function startAutoscaler(opts: StartAutoscalerOptions): Promise<Run
     close() {
       closing ??= (async () => {
         dashboard?.close();
-        if (stageTimer) clearInterval(stageTimer);
+        stopStaging?.();
         engine.close();
         try {
           store?.close();

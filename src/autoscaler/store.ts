@@ -166,6 +166,15 @@ export function validateRecord(kind: string, id: string, value: unknown): string
 
 /** Requests one `stage()` encodes at most per endpoint (about 3 ms at ~6 µs a record); the save takes the rest. */
 export const STAGE_LIMIT = 512;
+/**
+ * Wall time one `stage()` call may spend on requests before it stops (it goes on in chunks of
+ * STAGE_CHUNK until then): under load a record costs 6–40 µs (the CPU's caches, a core shared
+ * with the load), so a fixed count could hold the event loop 3 ms or 20. `startStaging` carries
+ * what is left over in the next turn of the loop, after the sockets' I/O.
+ */
+export const STAGE_BUDGET_MS = 2;
+/** Requests encoded between two looks at the clock. */
+export const STAGE_CHUNK = 64;
 
 export class EngineStore {
   /** Last JSON saved per journal key (meta, endpoints, reqnums): only what changed is written. */
@@ -461,12 +470,26 @@ export class EngineStore {
    * without writing: a busy second's records are then encoded in small slices between requests,
    * not all at once in the tick's save (which writes and fsyncs them, durable as before). Does
    * nothing before the first save (that one writes every open request). Never throws.
+   *
+   * Bounded: at most STAGE_LIMIT requests per endpoint and `budgetMs` of wall time (looked at
+   * every STAGE_CHUNK requests; at least one chunk is encoded). After the loop was held (a GC, a
+   * wait for a core) the changes of those 100+ ms are encoded over the next calls, not in one
+   * slice that holds it again. Returns true when changed requests are left for a next call.
    */
-  stage(): void {
+  stage(budgetMs = STAGE_BUDGET_MS): boolean {
+    let more = false;
     try {
-      // At most STAGE_LIMIT requests a call: after the loop was held (a GC, a wait for a core) the
-      // changes of those 100+ ms are encoded over the next calls, not in one slice that holds it again.
-      for (const ep of this.reg.endpoints.values()) if (ep.router.tracking()) this.saveRequests(ep.name, ep.router, STAGE_LIMIT);
+      const deadline = performance.now() + budgetMs;
+      let out = false;
+      for (const ep of this.reg.endpoints.values()) {
+        const router = ep.router;
+        if (!router.tracking()) continue;
+        for (let n = 0; !out && n < STAGE_LIMIT && router.changeCount() > 0; n += STAGE_CHUNK) {
+          this.saveRequests(ep.name, router, Math.min(STAGE_CHUNK, STAGE_LIMIT - n));
+          out = performance.now() >= deadline;
+        }
+        if (router.changeCount() > 0) more = true;
+      }
       // Workers that reported (their load, report time…): encoded now, not all in the tick's save.
       const reported = this.reg.reportedSince;
       if (reported && reported.size > 0 && this.savedWorkers.size > 0) {
@@ -478,7 +501,9 @@ export class EngineStore {
       }
     } catch (err) {
       this.failed('stage', err);
+      return false;
     }
+    return more;
   }
 
   /**
@@ -726,4 +751,30 @@ function writeFileAtomic(path: string, text: string): void {
   } catch {
     /* some filesystems cannot fsync a directory; the rename is still atomic */
   }
+}
+
+/**
+ * Stage the store's changes every `intervalMs`, and when a call leaves changes over (its time
+ * budget spent), go on at the next turn of the event loop (`setImmediate`: after the sockets'
+ * I/O and the timers), so a busy second is encoded in slices of about STAGE_BUDGET_MS with
+ * requests answered between them. Returns the function that stops it.
+ */
+export function startStaging(store: EngineStore, intervalMs: number): () => void {
+  let running = false;
+  let stopped = false;
+  const run = () => {
+    if (stopped) return;
+    if (store.stage()) setImmediate(run);
+    else running = false;
+  };
+  const timer = setInterval(() => {
+    if (running) return;
+    running = true;
+    run();
+  }, intervalMs);
+  timer.unref();
+  return () => {
+    stopped = true;
+    clearInterval(timer);
+  };
 }
