@@ -20,6 +20,18 @@ function journalPath(): string {
   return join(d, 'state.jsonl');
 }
 
+/** A registry with endpoint `a`, a journal and its store, saved once (so changes are tracked from here). */
+function savedStore() {
+  const path = journalPath();
+  const { reg } = testRegistry();
+  reg.addEndpoint(endpointCfg('a'));
+  const ep = reg.endpoints.get('a')!;
+  const j = new Journal(path);
+  const store = new EngineStore(reg, j);
+  store.save(false);
+  return { path, reg, ep, j, store };
+}
+
 describe('store', () => {
   it('restores endpoints, workers, pending requests and counters into a fresh registry', () => {
     const path = journalPath();
@@ -277,13 +289,7 @@ describe('staging between saves (EngineStore.stage)', () => {
   });
 
   it('a stage whose time budget is spent stops after a chunk and says so; the calls that follow stage the rest', () => {
-    const path = journalPath();
-    const { reg } = testRegistry();
-    reg.addEndpoint(endpointCfg('a'));
-    const ep = reg.endpoints.get('a')!;
-    const j = new Journal(path);
-    const store = new EngineStore(reg, j);
-    store.save(false);
+    const { path, reg, ep, j, store } = savedStore();
     expect(store.stage(0)).toBe(false); // nothing changed
     const n = STAGE_CHUNK * 3 + 5;
     for (let i = 0; i < n; i++) ep.router.submit(reg.allocRequestIdx(), 10, 60);
@@ -310,13 +316,7 @@ describe('staging between saves (EngineStore.stage)', () => {
   });
 
   it('startStaging goes on at the next turn of the loop until nothing is left, and stops when asked', async () => {
-    const path = journalPath();
-    const { reg } = testRegistry();
-    reg.addEndpoint(endpointCfg('a'));
-    const ep = reg.endpoints.get('a')!;
-    const j = new Journal(path);
-    const store = new EngineStore(reg, j);
-    store.save(false);
+    const { reg, ep, j, store } = savedStore();
     // More than one call's limit: the interval's call leaves some, the continuations take them.
     for (let i = 0; i < STAGE_LIMIT * 3; i++) ep.router.submit(reg.allocRequestIdx(), 10, 60);
     const calls: boolean[] = [];
