@@ -454,14 +454,21 @@ describe('simulated provider behind the server', () => {
       logger: createLogger('autoscaler-test', { level: 'silent' }),
     });
     running.push(as);
-    await waitFor('a ready worker', () => [...as.engine.workers.values()].some((w) => w.state === 'ready'));
+    // cold_workers 2: both are recruited and load; one stays ready, the other is stopped into the
+    // inactive pool. Routed only once that settled: a request that arrives while both are still
+    // starting is demand, and the policy then keeps both ready for its release delay.
+    await waitFor('one ready and one inactive worker', () => {
+      const states = [...as.engine.workers.values()].map((w) => w.state).sort();
+      return states.length === 2 && states[0] === 'inactive' && states[1] === 'ready';
+    });
     const r = await post(`${as.url}/route/`, { endpoint: 'sim', api_key: API_KEY, cost: 10 });
     expect(r.status).toBe(200);
     expect(r.body.url).toMatch(/^http:\/\/sim-worker\.invalid\/\d+$/);
     const pem = await (await fetch(`${as.url}/pubkey/`)).text();
     const ok = createVerify('sha256').update(`{\n    "url": "${r.body.url}"\n}`).verify(createPublicKey(pem), Buffer.from(r.body.signature, 'base64'));
     expect(ok).toBe(true);
-    // cold_workers 2: one stays ready, the other is stopped into the inactive pool.
-    await waitFor('one inactive worker', () => [...as.engine.workers.values()].filter((w) => w.state === 'inactive').length === 1);
+    // The request went to the ready worker.
+    const ready = [...as.engine.workers.values()].find((w) => w.state === 'ready')!;
+    expect(r.body.url).toBe(`http://sim-worker.invalid/${ready.id}`);
   });
 });
