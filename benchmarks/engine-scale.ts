@@ -76,9 +76,13 @@ export interface EngineHostStats {
   slowTicks?: { slow: number; withGc: number };
   stallsOver?: number;
   stallMs?: number;
-  stalls?: Array<{ gapMs: number; cpuMs: number; parts: Record<string, number> }>;
+  stalls?: Array<{ gapMs: number; cpuMs: number; loopCpuMs?: number; loopWaitMs?: number; parts: Record<string, number> }>;
+  /** Node's event-loop delay histogram at a 10 ms period: intervals between its callbacks (an idle loop shows 10 ms). */
   loopDelayP99Ms: number;
   loopDelayMaxMs: number;
+  /** The same at a 1 ms period: the loop's longest hold, to within 1 ms (absent before round seven). */
+  loopHoldP99Ms?: number;
+  loopHoldMaxMs?: number;
   rssMb: number;
   rssPeakMb: number;
   readyWorkers: number;
@@ -198,6 +202,8 @@ export async function runEngineScale(opts: EngineScaleOptions = {}): Promise<Eng
       routeOnlyUs: Number(routeOnly.usPerCall),
     };
     await host.stop();
+    // ENGINE_SCALE_HOST_LOG=file: the host's own output (with ENGINE_SCALE_NODE_FLAGS=--trace-gc, every collection).
+    if (process.env.ENGINE_SCALE_HOST_LOG) writeFileSync(process.env.ENGINE_SCALE_HOST_LOG, host.output());
     if (opts.floor) report.floor = await runRouteFloor(spec, opts.generator ?? 'auto');
     log(`engine-scale: ${formatEngineScale(report).split('\n').join('\nengine-scale: ')}`);
     return report;
@@ -238,7 +244,9 @@ export function formatEngineScale(r: EngineScaleReport): string {
           `benchmark fleet's report callbacks (on the engine's loop; one worker each unless ENGINE_SCALE_BURST_REPORTS or _SPREAD_REPORTS): p50 ${f(e.fleetBurstP50Ms ?? Number.NaN, 2)} ms, max ${f(e.fleetBurstMaxMs, 2)} ms`,
         ]
       : []),
-    `event-loop delay: p99 ${f(e.loopDelayP99Ms, 2)} ms, max ${f(e.loopDelayMaxMs, 2)} ms; RSS ${f(e.rssMb, 0)} MB (peak ${f(e.rssPeakMb, 0)} MB)`,
+    `event-loop delay (10 ms period, the period included): p99 ${f(e.loopDelayP99Ms, 2)} ms, max ${f(e.loopDelayMaxMs, 2)} ms` +
+      (e.loopHoldMaxMs !== undefined ? `; at a 1 ms period: p99 ${f(e.loopHoldP99Ms ?? Number.NaN, 2)} ms, max ${f(e.loopHoldMaxMs, 2)} ms` : '') +
+      `; RSS ${f(e.rssMb, 0)} MB (peak ${f(e.rssPeakMb, 0)} MB)`,
     ...(e.slowStages !== undefined
       ? [
           `slices of 5 ms or more (with a GC pause inside): stages ${e.slowStages.slow} (${e.slowStages.withGc}), saves ${e.slowSaves?.slow} (${e.slowSaves?.withGc}), ticks ${e.slowTicks?.slow} (${e.slowTicks?.withGc})`,
@@ -251,7 +259,7 @@ export function formatEngineScale(r: EngineScaleReport): string {
               ? `; longest: ${e.stalls
                   .map(
                     (s) =>
-                      `${f(s.gapMs, 0)} ms (process CPU ${f(s.cpuMs, 0)} ms${Object.entries(s.parts)
+                      `${f(s.gapMs, 0)} ms (process CPU ${f(s.cpuMs, 0)} ms${s.loopCpuMs !== undefined ? `, loop thread CPU ${f(s.loopCpuMs, 0)} waiting ${f(s.loopWaitMs ?? Number.NaN, 0)}` : ''}${Object.entries(s.parts)
                         .map(([k, v]) => `, ${k} ${f(v, 0)}`)
                         .join('')})`,
                   )

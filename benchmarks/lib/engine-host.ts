@@ -240,6 +240,9 @@ interface Stall {
   gapMs: number;
   /** The process's CPU time in the gap, all threads (ms). */
   cpuMs: number;
+  /** The event loop's thread in the gap: its CPU time, and its time runnable but waiting for a core (ms; Linux). */
+  loopCpuMs?: number;
+  loopWaitMs?: number;
   /** ms of the gap spent in each kind of event that overlapped it. */
   parts: Record<string, number>;
 }
@@ -267,15 +270,16 @@ function explainStalls(stalls: Stall[], evs: typeof events): Stall[] {
     atUs: Math.round(hrOffsetUs + s.start * 1000),
     gapMs: round1(s.gapMs),
     cpuMs: round1(s.cpuMs),
+    ...(s.loopCpuMs !== undefined && s.loopWaitMs !== undefined ? { loopCpuMs: round1(s.loopCpuMs), loopWaitMs: round1(s.loopWaitMs) } : {}),
     parts: Object.fromEntries(Object.entries(s.parts).map(([k, v]) => [k, round1(v)])),
   }));
 }
 const round1 = (x: number) => Math.round(x * 10) / 10;
 
-/** CPU time of the calling thread (the event loop's), ms, from Linux's schedstat (ns); null where there is none. */
+/** The event loop's thread in Linux's schedstat (ns): its CPU time and its time runnable but waiting for a core. */
 let schedFd: number | null | undefined;
 const schedBuf = Buffer.alloc(128);
-function threadCpuMs(): number | null {
+function threadSched(): { cpuMs: number; waitMs: number } | null {
   if (schedFd === undefined) {
     try {
       schedFd = openSync('/proc/thread-self/schedstat', 'r');
@@ -285,8 +289,12 @@ function threadCpuMs(): number | null {
   }
   if (schedFd === null) return null;
   const n = readSync(schedFd, schedBuf, 0, schedBuf.length, 0);
-  const text = schedBuf.toString('latin1', 0, n);
-  return Number(text.slice(0, text.indexOf(' '))) / 1e6;
+  const [cpu, wait] = schedBuf.toString('latin1', 0, n).split(' ');
+  return { cpuMs: Number(cpu) / 1e6, waitMs: Number(wait) / 1e6 };
+}
+/** CPU time of the calling thread (the event loop's), ms; null where Linux's schedstat is not there. */
+function threadCpuMs(): number | null {
+  return threadSched()?.cpuMs ?? null;
 }
 
 /** Percentile of an unsorted sample (nearest rank). */
@@ -406,8 +414,13 @@ async function main(): Promise<void> {
     }
   });
   gcObserver.observe({ entryTypes: ['gc'] });
+  // Node's histogram records the interval between two of its timer's callbacks, so a sampling
+  // period of 10 ms counts up to 10 ms of the period itself into each figure (an idle loop shows
+  // 10 ms); one of 1 ms gives the loop's longest hold to within 1 ms.
   const delay = monitorEventLoopDelay({ resolution: 10 });
   delay.enable();
+  const delayFine = monitorEventLoopDelay({ resolution: 1 });
+  delayFine.enable();
   // Stalls, explained: a sampler every STALL_SAMPLE_MS notes each gap between its callbacks over
   // STALL_MS, with the process's CPU time in the gap (all threads: a gap with little CPU is the
   // machine's run queue, not the engine's work) and the ticks, saves, stages, GC pauses and fleet
@@ -415,14 +428,22 @@ async function main(): Promise<void> {
   const stalls: Stall[] = [];
   let lastSample = performance.now();
   let lastCpu = process.cpuUsage();
+  let lastSched = threadSched();
   const stallTimer = setInterval(() => {
     const t = performance.now();
     const c = process.cpuUsage();
+    const sched = threadSched();
     if (t - lastSample > STALL_MS) {
-      stalls.push({ start: lastSample, end: t, gapMs: t - lastSample, cpuMs: (c.user - lastCpu.user + c.system - lastCpu.system) / 1000, parts: {} });
+      const stall: Stall = { start: lastSample, end: t, gapMs: t - lastSample, cpuMs: (c.user - lastCpu.user + c.system - lastCpu.system) / 1000, parts: {} };
+      if (sched && lastSched) {
+        stall.loopCpuMs = sched.cpuMs - lastSched.cpuMs;
+        stall.loopWaitMs = sched.waitMs - lastSched.waitMs;
+      }
+      stalls.push(stall);
     }
     lastSample = t;
     lastCpu = c;
+    lastSched = sched;
   }, STALL_SAMPLE_MS);
   fleet.onBurst = (t0, t1) => {
     if (t1 - t0 >= EVENT_MIN_MS) noteEvent('fleet', t0, t1);
@@ -451,6 +472,7 @@ async function main(): Promise<void> {
     ])
       xs.length = 0;
     delay.reset();
+    delayFine.reset();
     cpu0 = process.cpuUsage();
     t0 = performance.now();
     rssPeak = process.memoryUsage().rss;
@@ -509,6 +531,8 @@ async function main(): Promise<void> {
       stalls: explainStalls(stalls, events),
       loopDelayP99Ms: delay.percentile(99) / 1e6,
       loopDelayMaxMs: delay.max / 1e6,
+      loopHoldP99Ms: delayFine.percentile(99) / 1e6,
+      loopHoldMaxMs: delayFine.max / 1e6,
       rssMb: process.memoryUsage().rss / 2 ** 20,
       rssPeakMb: rssPeak / 2 ** 20,
       readyWorkers: [...engine.workers.values()].filter((w) => w.state === 'ready').length,
@@ -554,6 +578,7 @@ async function main(): Promise<void> {
     clearInterval(rssTimer);
     clearInterval(stallTimer);
     delay.disable();
+    delayFine.disable();
     await running.close();
     rmSync(dataDir, { recursive: true, force: true });
     process.exit(0);
