@@ -259,7 +259,9 @@ export function formatEngineScale(r: EngineScaleReport): string {
               ? `; longest: ${e.stalls
                   .map(
                     (s) =>
-                      `${f(s.gapMs, 0)} ms (process CPU ${f(s.cpuMs, 0)} ms${s.loopCpuMs !== undefined ? `, loop thread CPU ${f(s.loopCpuMs, 0)} waiting ${f(s.loopWaitMs ?? Number.NaN, 0)}` : ''}${Object.entries(s.parts)
+                      `${f(s.gapMs, 0)} ms (process CPU ${f(s.cpuMs, 0)} ms${s.loopCpuMs !== undefined ? `, loop thread CPU ${f(s.loopCpuMs, 0)} waiting ${f(s.loopWaitMs ?? Number.NaN, 0)}` : ''}${Object.entries(
+                        s.parts,
+                      )
                         .map(([k, v]) => `, ${k} ${f(v, 0)}`)
                         .join('')})`,
                   )
