@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { Journal } from '../src/autoscaler/journal.js';
 import { ID_BLOCK, ID_LOW_WATER } from '../src/autoscaler/registry.js';
-import { EngineStore } from '../src/autoscaler/store.js';
+import { EngineStore, STAGE_CHUNK } from '../src/autoscaler/store.js';
 import { endpointCfg, testRegistry } from './helpers/engine-parts.js';
 import { smallTmpfs } from './helpers/tmpfs.js';
 
@@ -44,6 +44,8 @@ function reopen<T>(p: string, read: (j: Journal) => T): T {
   }
 }
 const idsRecord = (p: string) => reopen(p, (j) => (j.get('meta', 'ids') as { requestIdx: number }).requestIdx);
+/** No time budget on a background save's encoding. */
+const ALL = Number.POSITIVE_INFINITY;
 const range = (a: number, b: number) => Array.from({ length: b - a }, (_, i) => String(a + i));
 const value = (i: number) => ({ idx: i, payload: 'x'.repeat(200) });
 
@@ -180,19 +182,20 @@ describe('store: the tick saves in the background', () => {
     const submit = (n: number) => {
       for (let i = 0; i < n; i++) issued.push(ep.router.submit(reg.allocRequestIdx(), 100, 600).idx);
     };
+    // No time budget on the saves' encoding here (tested below): each save takes every change.
     submit(2000);
-    store.saveInBackground();
+    store.saveInBackground(ALL);
     expect(j.flushing()).toBe(true);
     // While it is in flight: more requests, staged between ticks, and a tick whose save only encodes.
     submit(500);
     store.stage();
     submit(500);
-    store.saveInBackground();
+    store.saveInBackground(ALL);
     await store.settled();
     // The first save's requests are durable; the later ones wait for the next tick.
     expect(onDisk(p).length).toBeGreaterThanOrEqual(2000);
     clock.advanceBy(1000);
-    store.saveInBackground();
+    store.saveInBackground(ALL);
     await store.settled();
     expect(store.health().ok).toBe(true);
     // A crash now (no final save, no close): a restart has every request and issues no id again.
@@ -208,6 +211,42 @@ describe('store: the tick saves in the background', () => {
     expect(back).toEqual(issued);
     expect(fresh.reg.next.requestIdx).toBeGreaterThan(Math.max(...issued));
     j2.close();
+    j.close();
+  });
+
+  it('a save whose encoding budget is spent takes one chunk; the rest go with the saves after, and a crash between loses only those', async () => {
+    const p = path();
+    const { reg, clock } = testRegistry();
+    reg.addEndpoint(endpointCfg('a'));
+    const ep = reg.endpoints.get('a')!;
+    const j = new Journal(p);
+    const store = new EngineStore(reg, j);
+    store.save(false);
+    const issued: number[] = [];
+    for (let i = 0; i < STAGE_CHUNK * 3 + 10; i++) issued.push(ep.router.submit(reg.allocRequestIdx(), 100, 600).idx);
+    // A budget of 0: one chunk, the oldest changes first.
+    store.saveInBackground(0);
+    await store.settled();
+    expect(onDisk(p).length).toBe(STAGE_CHUNK);
+    expect(ep.router.changeCount()).toBe(STAGE_CHUNK * 2 + 10);
+    // A crash now: the restart has the chunk written, and issues none of the ids again.
+    const early = testRegistry({ clock });
+    const jEarly = new Journal(p);
+    const restored = new EngineStore(early.reg, jEarly).restore();
+    expect(restored.requests).toBe(STAGE_CHUNK);
+    expect(early.reg.next.requestIdx).toBeGreaterThan(Math.max(...issued));
+    jEarly.close();
+    // The saves after carry the rest, a chunk each, until every request is durable.
+    for (let k = 0; k < 3; k++) {
+      store.saveInBackground(0);
+      await store.settled();
+    }
+    expect(ep.router.changeCount()).toBe(0);
+    expect(
+      onDisk(p)
+        .map(Number)
+        .sort((a, b) => a - b),
+    ).toEqual(issued);
     j.close();
   });
 

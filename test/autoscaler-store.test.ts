@@ -4,7 +4,16 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Journal } from '../src/autoscaler/journal.js';
 import { ID_BLOCK } from '../src/autoscaler/registry.js';
-import { EngineStore, STAGE_CHUNK, STAGE_LIMIT, startStaging } from '../src/autoscaler/store.js';
+import {
+  EngineStore,
+  STAGE_BACKLOG,
+  STAGE_BUDGET_MAX_MS,
+  STAGE_BUDGET_MS,
+  STAGE_CHUNK,
+  STAGE_LIMIT,
+  stageBudgetMs,
+  startStaging,
+} from '../src/autoscaler/store.js';
 import { seededRandom } from '../src/common/random.js';
 import { addTestWorker, endpointCfg, testRegistry } from './helpers/engine-parts.js';
 
@@ -313,6 +322,17 @@ describe('staging between saves (EngineStore.stage)', () => {
     const again = new Journal(path);
     expect(again.all('req').size).toBe(n + STAGE_LIMIT + 7);
     again.close();
+  });
+
+  it('widens the budget of a stage with the backlog, up to its cap', () => {
+    expect(stageBudgetMs(0)).toBe(STAGE_BUDGET_MS);
+    expect(stageBudgetMs(STAGE_BACKLOG)).toBe(STAGE_BUDGET_MS);
+    expect(stageBudgetMs(STAGE_BACKLOG * 2)).toBe(STAGE_BUDGET_MS * 2);
+    expect(stageBudgetMs(STAGE_BACKLOG * 1000)).toBe(STAGE_BUDGET_MAX_MS);
+    // A budget asked for is never cut (tests pass 0 or Infinity).
+    expect(stageBudgetMs(STAGE_BACKLOG * 1000, 0)).toBe(0);
+    expect(stageBudgetMs(STAGE_BACKLOG * 1000, Number.POSITIVE_INFINITY)).toBe(Number.POSITIVE_INFINITY);
+    expect(stageBudgetMs(STAGE_BACKLOG * 1000, 20)).toBe(20);
   });
 
   it('startStaging goes on at the next turn of the loop until nothing is left, and stops when asked', async () => {
