@@ -77,6 +77,9 @@ describe('npm run bench (quick mode)', () => {
     expect(eng.engine.routed).toBeGreaterThan(0);
     expect(eng.engine.ticks).toBeGreaterThan(0);
     expect(eng.cpuPerCallUs).toBeGreaterThan(0);
+    // The loop's hold at a 1 ms period: at least the period itself, and measured in the window.
+    expect(eng.engine.loopHoldMaxMs).toBeGreaterThanOrEqual(1);
+    expect(eng.engine.loopHoldP99Ms).toBeGreaterThanOrEqual(1);
     // The simulator section (×1 in quick mode): the whole trace served, in its own process.
     expect(report.simulate!.rate).toBe(1);
     expect(report.simulate!.requests).toBe(8819);
