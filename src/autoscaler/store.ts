@@ -188,7 +188,7 @@ export const STAGE_BUDGET_MAX_MS = 8;
  * reserved ahead, so none is issued twice). Unbounded, a save after a slow phase encoded 6,000
  * records in one slice of 38–118 ms.
  */
-export const SAVE_ENCODE_BUDGET_MS = 10;
+export const SAVE_ENCODE_BUDGET_MS = 5;
 /** Requests encoded between two looks at the clock. */
 export const STAGE_CHUNK = 64;
 
