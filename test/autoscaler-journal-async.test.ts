@@ -170,7 +170,8 @@ async function fullDisk(j: Journal, p: string): Promise<void> {
 }
 
 describe('store: the tick saves in the background', () => {
-  it('a save in flight while new requests arrive loses nothing across a restart (no clean stop)', async () => {
+  /** An engine store with endpoint `a`, saved once (requests tracked from here), on a fresh journal. */
+  const savedStore = () => {
     const p = path();
     const { reg, clock } = testRegistry();
     reg.addEndpoint(endpointCfg('a'));
@@ -178,6 +179,11 @@ describe('store: the tick saves in the background', () => {
     const j = new Journal(p);
     const store = new EngineStore(reg, j);
     store.save(false);
+    return { p, reg, clock, ep, j, store };
+  };
+
+  it('a save in flight while new requests arrive loses nothing across a restart (no clean stop)', async () => {
+    const { p, reg, clock, ep, j, store } = savedStore();
     const issued: number[] = [];
     const submit = (n: number) => {
       for (let i = 0; i < n; i++) issued.push(ep.router.submit(reg.allocRequestIdx(), 100, 600).idx);
@@ -215,13 +221,7 @@ describe('store: the tick saves in the background', () => {
   });
 
   it('a save whose encoding budget is spent takes one chunk; the rest go with the saves after, and a crash between loses only those', async () => {
-    const p = path();
-    const { reg, clock } = testRegistry();
-    reg.addEndpoint(endpointCfg('a'));
-    const ep = reg.endpoints.get('a')!;
-    const j = new Journal(p);
-    const store = new EngineStore(reg, j);
-    store.save(false);
+    const { p, reg, clock, ep, j, store } = savedStore();
     const issued: number[] = [];
     for (let i = 0; i < STAGE_CHUNK * 3 + 10; i++) issued.push(ep.router.submit(reg.allocRequestIdx(), 100, 600).idx);
     // A budget of 0: one chunk, the oldest changes first.
